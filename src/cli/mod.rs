@@ -1,0 +1,78 @@
+//! Command-line interface: clap definitions, dispatch, output and exit codes.
+//! Calls the domain modules; makes no Incus calls of its own.
+
+mod container;
+mod health;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::incus::{self, Client};
+
+/// Exit code for a usage error (clap uses it too).
+pub const EXIT_USAGE: i32 = 2;
+/// Exit code when the Incus daemon cannot be reached.
+pub const EXIT_UNREACHABLE: i32 = 3;
+/// Exit code when the daemon (or its socket) refuses us.
+pub const EXIT_PERMISSION: i32 = 4;
+/// Exit code when a named object does not exist.
+pub const EXIT_NOT_FOUND: i32 = 5;
+/// Exit code when a name is taken or an object changed under us.
+pub const EXIT_CONFLICT: i32 = 6;
+
+/// Run AI coding agents in unprivileged Incus system containers.
+#[derive(Debug, Parser)]
+#[command(name = "cci", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Incus project to use.
+    #[arg(long, global = true, env = "CCI_INCUS_PROJECT", value_name = "NAME")]
+    pub project: Option<String>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output format for machine-readable commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// A table for people.
+    Table,
+    /// JSON for scripts.
+    Json,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check that Incus, storage, network, nft and the image are ready
+    /// (exit 0 healthy, 1 degraded, 2 unhealthy).
+    #[command(visible_alias = "doctor")]
+    Health(health::HealthArgs),
+    /// Low-level container operations.
+    #[command(subcommand)]
+    Container(container::ContainerCommand),
+}
+
+/// Connect to the daemon as the flags and environment say.
+fn client(cli: &Cli) -> anyhow::Result<Client> {
+    Ok(Client::local()?.with_project(cli.project.clone()))
+}
+
+/// Run the parsed command; returns the process exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    let client = client(&cli)?;
+    match cli.command {
+        Command::Health(args) => health::run(&client, args).await,
+        Command::Container(cmd) => container::run(&client, cmd).await,
+    }
+}
+
+/// The exit code for an error: one per class, so scripts can tell them apart.
+pub fn exit_code(err: &anyhow::Error) -> i32 {
+    match err.downcast_ref::<incus::Error>() {
+        Some(incus::Error::Unreachable { .. }) => EXIT_UNREACHABLE,
+        Some(incus::Error::SocketPermission { .. } | incus::Error::Forbidden(_)) => EXIT_PERMISSION,
+        Some(incus::Error::NotFound(_)) => EXIT_NOT_FOUND,
+        Some(incus::Error::Conflict(_)) => EXIT_CONFLICT,
+        _ => 1,
+    }
+}

@@ -1,0 +1,140 @@
+//! The client's one error type: every failure of a daemon call is classified here,
+//! once, from the HTTP status and the daemon's `error_code`/message.
+
+use std::path::PathBuf;
+
+/// A failure talking to the Incus daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No socket could be found, or nothing answers on it.
+    #[error(
+        "cannot reach the Incus daemon at {} ({reason}); start it with `sudo systemctl start incus` (without systemd: `sudo incusd --group incus-admin &`), or set INCUS_SOCKET to its socket",
+        socket.display()
+    )]
+    Unreachable {
+        /// The socket path that was tried.
+        socket: PathBuf,
+        /// What went wrong, in the operating system's words.
+        reason: String,
+    },
+    /// The socket exists but this user may not connect to it.
+    #[error(
+        "permission denied on the Incus socket {}: your user is not in the Incus admin group; fix: `sudo usermod -aG incus-admin $USER`, then log in again (or run `newgrp incus-admin`)",
+        socket.display()
+    )]
+    SocketPermission {
+        /// The socket path that was tried.
+        socket: PathBuf,
+    },
+    /// The object asked for does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The name is already in use, or the object changed under us (ETag mismatch).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The operation needs the instance stopped.
+    #[error("instance is running: {0}")]
+    InstanceRunning(String),
+    /// The daemon refused the request for lack of rights.
+    #[error("permission denied by the Incus daemon: {0}")]
+    Forbidden(String),
+    /// The daemon rejected the request as invalid (bad name, bad config...).
+    #[error("invalid request: {0}")]
+    BadRequest(String),
+    /// A wait ran out of time; the operation may still be running.
+    #[error("timed out after {seconds}s waiting for {what}")]
+    Timeout {
+        /// What was being waited for.
+        what: String,
+        /// How long we waited.
+        seconds: u64,
+    },
+    /// Any other error the daemon reported.
+    #[error("Incus error ({status}): {message}")]
+    Daemon {
+        /// The HTTP-like status code the daemon gave.
+        status: u16,
+        /// The daemon's message.
+        message: String,
+    },
+    /// The daemon answered something we could not understand.
+    #[error("unexpected answer from the Incus daemon: {0}")]
+    Protocol(String),
+    /// Local I/O failed (reading a file to upload, writing a pulled file...).
+    #[error("{context}: {source}")]
+    Io {
+        /// What we were doing.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Result alias for this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Classify a daemon error from its status code and message.
+    pub fn from_daemon(status: u16, message: String) -> Self {
+        let lower = message.to_ascii_lowercase();
+        match status {
+            404 => Error::NotFound(message),
+            409 => Error::Conflict(message),
+            403 => Error::Forbidden(message),
+            412 => Error::Conflict(message),
+            _ if lower.contains("already exists") => Error::Conflict(message),
+            _ if lower.contains("is running") || lower.contains("currently running") => {
+                Error::InstanceRunning(message)
+            }
+            _ if lower.contains("not found") => Error::NotFound(message),
+            400 => Error::BadRequest(message),
+            _ => Error::Daemon { status, message },
+        }
+    }
+
+    /// Wrap a local I/O error with what we were doing.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// True when the object asked for does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::NotFound(_))
+    }
+
+    /// True when the name is taken (or the object changed under us).
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Conflict(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_daemon_errors() {
+        assert!(Error::from_daemon(404, "Instance not found".into()).is_not_found());
+        assert!(Error::from_daemon(409, "x".into()).is_conflict());
+        assert!(Error::from_daemon(400, "Instance \"a\" already exists".into()).is_conflict());
+        assert!(matches!(
+            Error::from_daemon(
+                400,
+                "The instance is currently running, stop it first".into()
+            ),
+            Error::InstanceRunning(_)
+        ));
+        assert!(matches!(
+            Error::from_daemon(400, "Invalid instance name".into()),
+            Error::BadRequest(_)
+        ));
+        assert!(matches!(
+            Error::from_daemon(500, "boom".into()),
+            Error::Daemon { status: 500, .. }
+        ));
+    }
+}

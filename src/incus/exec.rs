@@ -1,0 +1,360 @@
+//! Running commands in an instance: with separate streams and an exit code, over
+//! a PTY driven by the caller's terminal, or recorded to log files by the daemon.
+//!
+//! Protocol notes (Incus 6.0): output arrives in binary frames; an empty text frame
+//! ends a stream; the operation only completes once we close our websockets; the
+//! exit code is `metadata.return` of the finished operation.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use reqwest::Method;
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::Client;
+use super::error::{Error, Result};
+use super::operations::Operation;
+use super::transport::{StringMap, WebSocket, encode};
+
+/// How long to wait for the operation to finish once the streams have ended.
+const FINISH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A command to run and how.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExecRequest {
+    /// Program and arguments (no shell is involved).
+    pub command: Vec<String>,
+    /// Environment variables.
+    pub environment: StringMap,
+    /// Run on a PTY.
+    pub interactive: bool,
+    #[serde(rename = "wait-for-websocket")]
+    wait_for_websocket: bool,
+    #[serde(rename = "record-output")]
+    record_output: bool,
+    /// PTY width in columns.
+    pub width: u16,
+    /// PTY height in rows.
+    pub height: u16,
+    /// User id to run as.
+    pub user: u32,
+    /// Group id to run as.
+    pub group: u32,
+    /// Working directory (empty: the user's default).
+    pub cwd: String,
+}
+
+impl ExecRequest {
+    /// Run `command` as root with no environment set.
+    pub fn new<S: AsRef<str>>(command: &[S]) -> Self {
+        ExecRequest {
+            command: command.iter().map(|s| s.as_ref().to_string()).collect(),
+            environment: StringMap::new(),
+            interactive: false,
+            wait_for_websocket: true,
+            record_output: false,
+            width: 80,
+            height: 24,
+            user: 0,
+            group: 0,
+            cwd: String::new(),
+        }
+    }
+
+    /// Run as this uid and gid.
+    pub fn as_user(mut self, uid: u32, gid: u32) -> Self {
+        self.user = uid;
+        self.group = gid;
+        self
+    }
+
+    /// Start in this directory.
+    pub fn cwd(mut self, dir: &str) -> Self {
+        self.cwd = dir.to_string();
+        self
+    }
+
+    /// Set one environment variable.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.environment.insert(key.to_string(), value.to_string());
+        self
+    }
+}
+
+/// What a captured command produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// Standard output.
+    pub stdout: Vec<u8>,
+    /// Standard error.
+    pub stderr: Vec<u8>,
+    /// Exit code (128+N when killed by signal N).
+    pub exit_code: i32,
+}
+
+impl ExecOutput {
+    /// Standard output as text (invalid UTF-8 replaced).
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+}
+
+/// A message for a running interactive command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TerminalControl {
+    /// The terminal changed size.
+    Resize {
+        /// Columns.
+        width: u16,
+        /// Rows.
+        height: u16,
+    },
+    /// Deliver this signal number to the command.
+    Signal(i32),
+}
+
+impl TerminalControl {
+    fn to_message(self) -> Message {
+        let v = match self {
+            TerminalControl::Resize { width, height } => serde_json::json!({
+                "command": "window-resize",
+                "args": {"width": width.to_string(), "height": height.to_string()},
+            }),
+            TerminalControl::Signal(n) => serde_json::json!({"command": "signal", "signal": n}),
+        };
+        Message::text(v.to_string())
+    }
+}
+
+/// Copy frames from a websocket to `out` until the stream ends.
+async fn pump_out<O: AsyncWrite + Unpin>(ws: &mut WebSocket, out: &mut O) -> Result<()> {
+    while let Some(msg) = ws.next().await {
+        match msg {
+            Ok(Message::Binary(data)) => {
+                out.write_all(&data)
+                    .await
+                    .map_err(|e| Error::io("writing command output", e))?;
+                out.flush()
+                    .await
+                    .map_err(|e| Error::io("writing command output", e))?;
+            }
+            Ok(Message::Text(t)) if t.is_empty() => break,
+            Ok(Message::Close(_)) => break,
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    Ok(())
+}
+
+/// Copy `input` into a websocket, then signal end of input with an empty text frame.
+async fn pump_in<I: AsyncRead + Unpin>(ws: &mut WebSocket, input: Option<&mut I>) -> Result<()> {
+    if let Some(input) = input {
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            let n = input
+                .read(&mut buf)
+                .await
+                .map_err(|e| Error::io("reading command input", e))?;
+            if n == 0 {
+                break;
+            }
+            if ws.send(Message::binary(buf[..n].to_vec())).await.is_err() {
+                return Ok(()); // the command is gone; its exit code tells the rest
+            }
+        }
+    }
+    let _ = ws.send(Message::text("")).await;
+    Ok(())
+}
+
+/// Close a websocket, not waiting long for the other side.
+async fn close(ws: &mut WebSocket) {
+    let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
+}
+
+impl Client {
+    async fn start_exec(&self, instance: &str, req: &ExecRequest) -> Result<Operation> {
+        let path = format!("/1.0/instances/{}/exec", encode(instance));
+        self.transport
+            .operation(self.transport.request(Method::POST, &path).json(req))
+            .await
+    }
+
+    async fn exec_socket(&self, op: &Operation, fd: &str) -> Result<WebSocket> {
+        let fds = op.fds();
+        let secret = fds
+            .get(fd)
+            .ok_or_else(|| Error::Protocol(format!("exec operation has no websocket {fd:?}")))?;
+        let path = format!(
+            "/1.0/operations/{}/websocket?secret={}",
+            encode(&op.id),
+            encode(secret)
+        );
+        self.transport.websocket(&path).await
+    }
+
+    async fn exit_code(&self, op: &Operation) -> Result<i32> {
+        let done = self.wait_operation(&op.id, Some(FINISH_TIMEOUT)).await?;
+        done.metadata
+            .as_ref()
+            .and_then(|m| m.get("return"))
+            .and_then(|r| r.as_i64())
+            .map(|r| r as i32)
+            .ok_or_else(|| Error::Protocol("exec operation finished without an exit code".into()))
+    }
+
+    /// Run a command with separate stdin/stdout/stderr streams; returns its exit code.
+    /// `stdin: None` gives the command an empty input.
+    pub async fn exec<I, O, E>(
+        &self,
+        instance: &str,
+        req: &ExecRequest,
+        mut stdin: Option<I>,
+        mut stdout: O,
+        mut stderr: E,
+    ) -> Result<i32>
+    where
+        I: AsyncRead + Unpin,
+        O: AsyncWrite + Unpin,
+        E: AsyncWrite + Unpin,
+    {
+        let mut req = req.clone();
+        req.interactive = false;
+        req.wait_for_websocket = true;
+        req.record_output = false;
+        let op = self.start_exec(instance, &req).await?;
+        let mut control = self.exec_socket(&op, "control").await?;
+        let mut ws_in = self.exec_socket(&op, "0").await?;
+        let mut ws_out = self.exec_socket(&op, "1").await?;
+        let mut ws_err = self.exec_socket(&op, "2").await?;
+        {
+            let outputs = async {
+                tokio::try_join!(
+                    pump_out(&mut ws_out, &mut stdout),
+                    pump_out(&mut ws_err, &mut stderr)
+                )
+            };
+            let input = pump_in(&mut ws_in, stdin.as_mut());
+            tokio::pin!(outputs, input);
+            let mut input_done = false;
+            loop {
+                tokio::select! {
+                    r = &mut outputs => { r?; break; }
+                    r = &mut input, if !input_done => { input_done = true; r?; }
+                }
+            }
+        }
+        for ws in [&mut ws_in, &mut ws_out, &mut ws_err, &mut control] {
+            close(ws).await;
+        }
+        self.exit_code(&op).await
+    }
+
+    /// Run a command and collect its output; `stdin` is fed to it.
+    pub async fn exec_capture(
+        &self,
+        instance: &str,
+        req: &ExecRequest,
+        stdin: Option<&[u8]>,
+    ) -> Result<ExecOutput> {
+        let mut out = ExecOutput::default();
+        out.exit_code = self
+            .exec(instance, req, stdin, &mut out.stdout, &mut out.stderr)
+            .await?;
+        Ok(out)
+    }
+
+    /// Run a command on a PTY: `input` is the terminal's keystrokes, `output` gets the
+    /// screen, `control` carries resizes and signals. Returns the exit code.
+    pub async fn exec_interactive<I, O>(
+        &self,
+        instance: &str,
+        req: &ExecRequest,
+        mut input: I,
+        mut output: O,
+        mut control: mpsc::UnboundedReceiver<TerminalControl>,
+    ) -> Result<i32>
+    where
+        I: AsyncRead + Unpin,
+        O: AsyncWrite + Unpin,
+    {
+        let mut req = req.clone();
+        req.interactive = true;
+        req.wait_for_websocket = true;
+        req.record_output = false;
+        let op = self.start_exec(instance, &req).await?;
+        let mut ctl = self.exec_socket(&op, "control").await?;
+        let mut pty = self.exec_socket(&op, "0").await?;
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut input_open = true;
+        let mut control_open = true;
+        loop {
+            tokio::select! {
+                msg = pty.next() => match msg {
+                    Some(Ok(Message::Binary(data))) => {
+                        output.write_all(&data).await.map_err(|e| Error::io("writing to the terminal", e))?;
+                        output.flush().await.map_err(|e| Error::io("writing to the terminal", e))?;
+                    }
+                    Some(Ok(Message::Text(t))) if t.is_empty() => break,
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                    Some(Ok(_)) => {}
+                },
+                n = input.read(&mut buf), if input_open => {
+                    let n = n.map_err(|e| Error::io("reading the terminal", e))?;
+                    // End of our input: send Ctrl-D (an empty frame would cut stdin for good).
+                    let data = if n == 0 { input_open = false; vec![4u8] } else { buf[..n].to_vec() };
+                    let _ = pty.send(Message::binary(data)).await;
+                }
+                c = control.recv(), if control_open => match c {
+                    Some(c) => { let _ = ctl.send(c.to_message()).await; }
+                    None => control_open = false,
+                },
+            }
+        }
+        close(&mut pty).await;
+        close(&mut ctl).await;
+        self.exit_code(&op).await
+    }
+
+    /// Start a command whose output the daemon records to log files, without
+    /// waiting ("fire and forget"). Follow up with [`Client::exec_recorded_output`].
+    pub async fn exec_recorded(&self, instance: &str, req: &ExecRequest) -> Result<Operation> {
+        let mut req = req.clone();
+        req.interactive = false;
+        req.wait_for_websocket = false;
+        req.record_output = true;
+        self.start_exec(instance, &req).await
+    }
+
+    /// Wait for a recorded command and fetch its exit code and recorded output.
+    pub async fn exec_recorded_output(
+        &self,
+        op: &Operation,
+        timeout: Option<Duration>,
+    ) -> Result<ExecOutput> {
+        let done = self.wait_operation(&op.id, timeout).await?;
+        let meta = done.metadata.clone().unwrap_or_default();
+        let exit_code = meta.get("return").and_then(|r| r.as_i64()).unwrap_or(-1) as i32;
+        let log = |fd: &str| {
+            meta.get("output")
+                .and_then(|o| o.get(fd))
+                .and_then(|p| p.as_str())
+                .map(str::to_string)
+        };
+        let mut out = ExecOutput {
+            exit_code,
+            ..Default::default()
+        };
+        if let Some(p) = log("1") {
+            out.stdout = self.raw_get(&p).await?.1;
+        }
+        if let Some(p) = log("2") {
+            out.stderr = self.raw_get(&p).await?.1;
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,311 @@
+//! Instances: create, get, list, state changes, conditional update, delete.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use reqwest::Method;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::Client;
+use super::error::Result;
+use super::transport::{StringMap, encode};
+
+/// How long a create/start/stop/delete may take before we give up waiting.
+const LIFECYCLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Which image an instance starts from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageRef {
+    /// A local alias, e.g. `cci`.
+    Alias(String),
+    /// A full or unique partial fingerprint.
+    Fingerprint(String),
+}
+
+/// Everything needed to create an instance.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct InstanceCreate {
+    /// The new instance's name.
+    pub name: String,
+    /// `container` (the default) or `virtual-machine`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Where the root file system comes from.
+    pub source: Value,
+    /// Profiles applied in order (`["default"]` when empty).
+    pub profiles: Vec<String>,
+    /// Instance config keys.
+    pub config: StringMap,
+    /// Devices, each a map of options.
+    pub devices: HashMap<String, StringMap>,
+    /// Deleted by the daemon when it stops.
+    pub ephemeral: bool,
+    /// Start it right after creation.
+    pub start: bool,
+    /// Free text.
+    pub description: String,
+}
+
+impl InstanceCreate {
+    /// A container named `name` from `image`, with the default profile.
+    pub fn container(name: &str, image: &ImageRef) -> Self {
+        let source = match image {
+            ImageRef::Alias(a) => serde_json::json!({"type": "image", "alias": a}),
+            ImageRef::Fingerprint(f) => serde_json::json!({"type": "image", "fingerprint": f}),
+        };
+        InstanceCreate {
+            name: name.to_string(),
+            kind: "container".into(),
+            source,
+            profiles: vec!["default".into()],
+            ..Default::default()
+        }
+    }
+}
+
+/// An instance as the daemon describes it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Instance {
+    /// Its name.
+    pub name: String,
+    /// `Running`, `Stopped`, `Frozen`...
+    #[serde(default)]
+    pub status: String,
+    /// Local config keys.
+    #[serde(default)]
+    pub config: StringMap,
+    /// Local devices.
+    #[serde(default)]
+    pub devices: HashMap<String, StringMap>,
+    /// Config with profiles applied.
+    #[serde(default)]
+    pub expanded_config: StringMap,
+    /// Devices with profiles applied.
+    #[serde(default)]
+    pub expanded_devices: HashMap<String, StringMap>,
+    /// Profiles applied.
+    #[serde(default)]
+    pub profiles: Vec<String>,
+    /// Deleted by the daemon when it stops.
+    #[serde(default)]
+    pub ephemeral: bool,
+    /// Creation time (RFC 3339).
+    #[serde(default)]
+    pub created_at: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// `container` or `virtual-machine`.
+    #[serde(default, rename = "type")]
+    pub kind: String,
+    /// Runtime state (only in lists fetched with state).
+    #[serde(default)]
+    pub state: Option<InstanceState>,
+}
+
+impl Instance {
+    /// True when the instance is running.
+    pub fn is_running(&self) -> bool {
+        self.status == "Running"
+    }
+}
+
+/// Runtime state of an instance.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct InstanceState {
+    /// `Running`, `Stopped`...
+    #[serde(default)]
+    pub status: String,
+    /// PID of the init process on the host (0 when stopped).
+    #[serde(default)]
+    pub pid: i64,
+    /// Network interfaces by name.
+    #[serde(default)]
+    pub network: Option<HashMap<String, NetworkState>>,
+}
+
+/// One interface of a running instance.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct NetworkState {
+    /// Its addresses.
+    #[serde(default)]
+    pub addresses: Vec<NetworkAddress>,
+    /// Name of the host side of the pair (veth).
+    #[serde(default)]
+    pub host_name: String,
+    /// MAC address.
+    #[serde(default)]
+    pub hwaddr: String,
+}
+
+/// One address of an interface.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct NetworkAddress {
+    /// `inet` or `inet6`.
+    #[serde(default)]
+    pub family: String,
+    /// The address.
+    #[serde(default)]
+    pub address: String,
+    /// `global`, `link`, `local`.
+    #[serde(default)]
+    pub scope: String,
+}
+
+impl InstanceState {
+    /// The first global IPv4 address of interface `nic`, if any.
+    pub fn ipv4(&self, nic: &str) -> Option<String> {
+        let iface = self.network.as_ref()?.get(nic)?;
+        iface
+            .addresses
+            .iter()
+            .find(|a| a.family == "inet" && a.scope == "global")
+            .map(|a| a.address.clone())
+    }
+}
+
+/// A state change request.
+#[derive(Debug, Clone, Serialize)]
+pub struct StateChange {
+    /// `start`, `stop`, `restart`, `freeze`, `unfreeze`.
+    pub action: String,
+    /// Seconds to wait for a clean stop before failing (-1: for ever).
+    pub timeout: i64,
+    /// Kill instead of a clean shutdown.
+    pub force: bool,
+    /// Keep the state (not used by cci).
+    pub stateful: bool,
+}
+
+impl StateChange {
+    fn new(action: &str) -> Self {
+        StateChange {
+            action: action.into(),
+            timeout: -1,
+            force: false,
+            stateful: false,
+        }
+    }
+}
+
+impl Client {
+    /// Create an instance (and start it when `spec.start`), waiting until done.
+    pub async fn create_instance(&self, spec: &InstanceCreate) -> Result<()> {
+        let req = self
+            .transport
+            .request(Method::POST, "/1.0/instances")
+            .json(spec);
+        let op = self.transport.operation(req).await?;
+        self.wait_operation(&op.id, Some(LIFECYCLE_TIMEOUT)).await?;
+        Ok(())
+    }
+
+    /// One instance and its ETag (for [`Client::update_instance`]).
+    pub async fn instance(&self, name: &str) -> Result<(Instance, Option<String>)> {
+        let path = format!("/1.0/instances/{}", encode(name));
+        let s = self
+            .transport
+            .sync(self.transport.request(Method::GET, &path))
+            .await?;
+        Ok((s.value, s.etag))
+    }
+
+    /// All instances whose name starts with `prefix` (all when empty); with
+    /// `with_state` each carries its runtime state (addresses), which costs more.
+    pub async fn instances(&self, prefix: &str, with_state: bool) -> Result<Vec<Instance>> {
+        let recursion = if with_state { 2 } else { 1 };
+        let all: Vec<Instance> = self
+            .transport
+            .get(&format!("/1.0/instances?recursion={recursion}"))
+            .await?;
+        Ok(all
+            .into_iter()
+            .filter(|i| i.name.starts_with(prefix))
+            .collect())
+    }
+
+    /// An instance's runtime state.
+    pub async fn instance_state(&self, name: &str) -> Result<InstanceState> {
+        self.transport
+            .get(&format!("/1.0/instances/{}/state", encode(name)))
+            .await
+    }
+
+    /// Apply a state change and wait for it.
+    pub async fn change_state(&self, name: &str, change: &StateChange) -> Result<()> {
+        let path = format!("/1.0/instances/{}/state", encode(name));
+        let req = self.transport.request(Method::PUT, &path).json(change);
+        let op = self.transport.operation(req).await?;
+        let wait = if change.timeout > 0 {
+            Duration::from_secs(change.timeout as u64 + 30)
+        } else {
+            LIFECYCLE_TIMEOUT
+        };
+        self.wait_operation(&op.id, Some(wait)).await?;
+        Ok(())
+    }
+
+    /// Start a stopped instance.
+    pub async fn start_instance(&self, name: &str) -> Result<()> {
+        self.change_state(name, &StateChange::new("start")).await
+    }
+
+    /// Stop an instance: cleanly within `timeout` (None: no limit), or at once with `force`.
+    pub async fn stop_instance(
+        &self,
+        name: &str,
+        timeout: Option<Duration>,
+        force: bool,
+    ) -> Result<()> {
+        let mut c = StateChange::new("stop");
+        c.force = force;
+        c.timeout = timeout.map_or(-1, |t| t.as_secs() as i64);
+        self.change_state(name, &c).await
+    }
+
+    /// Restart an instance.
+    pub async fn restart_instance(&self, name: &str, force: bool) -> Result<()> {
+        let mut c = StateChange::new("restart");
+        c.force = force;
+        self.change_state(name, &c).await
+    }
+
+    /// Freeze all processes of an instance.
+    pub async fn freeze_instance(&self, name: &str) -> Result<()> {
+        self.change_state(name, &StateChange::new("freeze")).await
+    }
+
+    /// Thaw a frozen instance.
+    pub async fn unfreeze_instance(&self, name: &str) -> Result<()> {
+        self.change_state(name, &StateChange::new("unfreeze")).await
+    }
+
+    /// Merge `patch` (config, devices, profiles...) into an instance. With `etag`
+    /// the update only applies if nobody changed the instance since it was read
+    /// (otherwise a `Conflict`).
+    pub async fn update_instance(
+        &self,
+        name: &str,
+        patch: &Value,
+        etag: Option<&str>,
+    ) -> Result<()> {
+        let path = format!("/1.0/instances/{}", encode(name));
+        let mut req = self.transport.request(Method::PATCH, &path).json(patch);
+        if let Some(tag) = etag {
+            req = req.header(reqwest::header::IF_MATCH, tag);
+        }
+        self.finish(req, LIFECYCLE_TIMEOUT).await
+    }
+
+    /// Delete a stopped instance.
+    pub async fn delete_instance(&self, name: &str) -> Result<()> {
+        let path = format!("/1.0/instances/{}", encode(name));
+        let op = self
+            .transport
+            .operation(self.transport.request(Method::DELETE, &path))
+            .await?;
+        self.wait_operation(&op.id, Some(LIFECYCLE_TIMEOUT)).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,71 @@
+//! A typed, async client for the Incus REST API.
+//!
+//! One file per API area (`instances`, `exec`, `files`, `images`...), each an
+//! `impl Client` block sharing one [`Transport`] and one response decoder.
+//! This module knows nothing about cci: no naming rules, no policies.
+
+pub mod error;
+pub mod events;
+pub mod exec;
+pub mod files;
+pub mod images;
+pub mod instances;
+pub mod networks;
+pub mod operations;
+pub mod profiles;
+pub mod server;
+pub mod transport;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use error::{Error, Result};
+pub use exec::{ExecOutput, ExecRequest, TerminalControl};
+pub use files::{FileInfo, FileKind, FileWrite};
+pub use images::{Image, ImageAlias};
+pub use instances::{ImageRef, Instance, InstanceCreate, InstanceState, StateChange};
+pub use operations::Operation;
+pub use server::ServerInfo;
+pub use transport::{Endpoint, Transport, discover_socket};
+
+use reqwest::RequestBuilder;
+use transport::Answer;
+
+/// A connection to one Incus daemon. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    transport: Transport,
+}
+
+impl Client {
+    /// A client for the local daemon, its socket found as [`discover_socket`] says.
+    pub fn local() -> Result<Self> {
+        Self::unix(discover_socket())
+    }
+
+    /// A client for the daemon listening on `socket`.
+    pub fn unix(socket: PathBuf) -> Result<Self> {
+        Ok(Client {
+            transport: Transport::unix(socket)?,
+        })
+    }
+
+    /// Use Incus project `project` (None or `default`: the default project).
+    pub fn with_project(mut self, project: Option<String>) -> Self {
+        self.transport.set_project(project);
+        self
+    }
+
+    /// Where this client sends requests.
+    pub fn endpoint(&self) -> &Endpoint {
+        self.transport.endpoint()
+    }
+
+    /// Send a request that may answer sync or async; wait for the latter.
+    async fn finish(&self, req: RequestBuilder, timeout: Duration) -> Result<()> {
+        match self.transport.answer(req).await? {
+            Answer::Sync(_) => Ok(()),
+            Answer::Async(op) => self.wait_operation(&op.id, Some(timeout)).await.map(|_| ()),
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! `GET /1.0`: the daemon's version, API extensions and environment.
+
+use serde::Deserialize;
+
+use super::Client;
+use super::error::Result;
+
+/// What the daemon says about itself.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServerInfo {
+    /// API extensions this daemon supports; gate features on these.
+    #[serde(default)]
+    pub api_extensions: Vec<String>,
+    /// `stable` for released daemons.
+    #[serde(default)]
+    pub api_status: String,
+    /// `1.0`.
+    #[serde(default)]
+    pub api_version: String,
+    /// `trusted` when the client may use the full API.
+    #[serde(default)]
+    pub auth: String,
+    /// Host and daemon details.
+    #[serde(default)]
+    pub environment: ServerEnvironment,
+}
+
+/// The `environment` part of [`ServerInfo`].
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ServerEnvironment {
+    /// The daemon's version, e.g. `6.0.4`.
+    #[serde(default)]
+    pub server_version: String,
+    /// The host kernel's version.
+    #[serde(default)]
+    pub kernel_version: String,
+    /// Storage drivers available.
+    #[serde(default)]
+    pub storage: String,
+    /// Whether the kernel supports idmapped mounts (`shift=true` disks).
+    #[serde(default)]
+    pub kernel_features: std::collections::HashMap<String, String>,
+}
+
+impl ServerInfo {
+    /// True when the daemon supports API extension `name`.
+    pub fn has_extension(&self, name: &str) -> bool {
+        self.api_extensions.iter().any(|e| e == name)
+    }
+
+    /// The extensions from `wanted` this daemon lacks.
+    pub fn missing_extensions<'a>(&self, wanted: &[&'a str]) -> Vec<&'a str> {
+        wanted
+            .iter()
+            .copied()
+            .filter(|w| !self.has_extension(w))
+            .collect()
+    }
+}
+
+impl Client {
+    /// The daemon's self-description.
+    pub async fn server(&self) -> Result<ServerInfo> {
+        self.transport.get("/1.0").await
+    }
+}

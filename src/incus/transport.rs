@@ -1,0 +1,390 @@
+//! How requests reach the daemon: socket discovery, the HTTP client, websockets,
+//! and the response envelope, decoded once for every API area.
+//!
+//! Only the Unix socket exists today; [`Endpoint`] is where an HTTPS transport
+//! (remote servers, clusters) would be added without touching callers.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::WebSocketStream;
+
+use super::error::{Error, Result};
+use super::operations::Operation;
+
+/// Characters escaped in a query value (everything but unreserved characters and `/`).
+const QUERY: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'/');
+
+/// Percent-encode one query-string value.
+pub fn encode(value: &str) -> String {
+    utf8_percent_encode(value, QUERY).to_string()
+}
+
+/// Where the daemon listens.
+#[derive(Debug, Clone)]
+pub enum Endpoint {
+    /// The local daemon's Unix socket.
+    Unix(PathBuf),
+}
+
+impl Endpoint {
+    /// A human description of the endpoint, for error messages.
+    pub fn describe(&self) -> &Path {
+        match self {
+            Endpoint::Unix(p) => p,
+        }
+    }
+}
+
+/// Find the local daemon's socket: `$INCUS_SOCKET`, else `$INCUS_DIR/unix.socket`,
+/// else the first of the well-known paths that exists (else the first of them).
+pub fn discover_socket() -> PathBuf {
+    discover_socket_with(|k| std::env::var_os(k).map(PathBuf::from), |p| p.exists())
+}
+
+/// [`discover_socket`] with the environment and the file system passed in.
+pub fn discover_socket_with(
+    env: impl Fn(&str) -> Option<PathBuf>,
+    exists: impl Fn(&Path) -> bool,
+) -> PathBuf {
+    if let Some(p) = env("INCUS_SOCKET").filter(|p| !p.as_os_str().is_empty()) {
+        return p;
+    }
+    if let Some(dir) = env("INCUS_DIR").filter(|p| !p.as_os_str().is_empty()) {
+        return dir.join("unix.socket");
+    }
+    const WELL_KNOWN: [&str; 2] = ["/var/lib/incus/unix.socket", "/run/incus/unix.socket"];
+    WELL_KNOWN
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| exists(p))
+        .unwrap_or_else(|| PathBuf::from(WELL_KNOWN[0]))
+}
+
+/// Any byte stream a websocket can run over.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// A websocket to the daemon.
+pub type WebSocket = WebSocketStream<Box<dyn Io>>;
+
+/// The response envelope every Incus endpoint answers with.
+#[derive(Debug, Deserialize)]
+struct Envelope {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    error: String,
+    #[serde(default)]
+    error_code: u16,
+    #[serde(default)]
+    metadata: Value,
+}
+
+/// A successful synchronous answer.
+pub struct Sync<T> {
+    /// The decoded `metadata`.
+    pub value: T,
+    /// The `ETag` header, for a later conditional update.
+    pub etag: Option<String>,
+}
+
+/// A decoded answer of either kind.
+pub enum Answer {
+    /// Done; the metadata.
+    Sync(Value),
+    /// Started in the background.
+    Async(Operation),
+}
+
+/// The shared connection to the daemon.
+#[derive(Clone)]
+pub struct Transport {
+    http: reqwest::Client,
+    endpoint: Endpoint,
+    project: Option<String>,
+}
+
+impl Transport {
+    /// A transport over the daemon's Unix socket.
+    pub fn unix(socket: PathBuf) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .unix_socket(socket.as_path())
+            .connect_timeout(Duration::from_secs(4))
+            .build()
+            .map_err(|e| Error::Protocol(format!("building the HTTP client: {e}")))?;
+        Ok(Transport {
+            http,
+            endpoint: Endpoint::Unix(socket),
+            project: None,
+        })
+    }
+
+    /// Address every later request to this Incus project.
+    pub fn set_project(&mut self, project: Option<String>) {
+        self.project = project.filter(|p| !p.is_empty() && p != "default");
+    }
+
+    /// The endpoint requests go to.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// `path` (which may carry a query) with the project added.
+    fn path_with_project(&self, path: &str) -> String {
+        match &self.project {
+            Some(p) => {
+                let sep = if path.contains('?') { '&' } else { '?' };
+                format!("{path}{sep}project={}", encode(p))
+            }
+            None => path.to_string(),
+        }
+    }
+
+    /// A request builder for `path` (starting with `/1.0`).
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let url = format!("http://incus{}", self.path_with_project(path));
+        self.http.request(method, url)
+    }
+
+    /// Send a request, turning transport failures into [`Error`]s.
+    pub async fn send(&self, req: RequestBuilder) -> Result<reqwest::Response> {
+        req.send().await.map_err(|e| self.transport_error(e))
+    }
+
+    /// Classify a failure to talk to the daemon at all.
+    pub fn transport_error(&self, e: reqwest::Error) -> Error {
+        let socket = self.endpoint.describe().to_path_buf();
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(err) = source {
+            if let Some(io) = err.downcast_ref::<std::io::Error>() {
+                return self.io_error(io);
+            }
+            source = err.source();
+        }
+        if e.is_timeout() {
+            return Error::Timeout {
+                what: "the Incus daemon to answer".into(),
+                seconds: 4,
+            };
+        }
+        if e.is_connect() {
+            return Error::Unreachable {
+                socket,
+                reason: e.to_string(),
+            };
+        }
+        Error::Protocol(e.to_string())
+    }
+
+    /// Classify an I/O error on the socket.
+    fn io_error(&self, io: &std::io::Error) -> Error {
+        let socket = self.endpoint.describe().to_path_buf();
+        match io.kind() {
+            std::io::ErrorKind::PermissionDenied => Error::SocketPermission { socket },
+            std::io::ErrorKind::NotFound => Error::Unreachable {
+                socket,
+                reason: "no such socket".into(),
+            },
+            std::io::ErrorKind::ConnectionRefused => Error::Unreachable {
+                socket,
+                reason: "connection refused (the daemon is not running)".into(),
+            },
+            _ => Error::Unreachable {
+                socket,
+                reason: io.to_string(),
+            },
+        }
+    }
+
+    /// Decode an envelope, mapping `type: error` and HTTP errors to [`Error`].
+    async fn envelope(&self, resp: reqwest::Response) -> Result<(Envelope, Option<String>)> {
+        let status = resp.status();
+        let etag = resp
+            .headers()
+            .get(reqwest::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = resp.bytes().await.map_err(|e| self.transport_error(e))?;
+        let env: Envelope = match serde_json::from_slice(&body) {
+            Ok(env) => env,
+            Err(_) => {
+                let text = String::from_utf8_lossy(&body).trim().to_string();
+                return Err(Error::from_daemon(status.as_u16(), text));
+            }
+        };
+        if env.kind == "error" || !status.is_success() {
+            let code = if env.error_code != 0 {
+                env.error_code
+            } else {
+                status.as_u16()
+            };
+            return Err(Error::from_daemon(code, env.error));
+        }
+        Ok((env, etag))
+    }
+
+    /// Send a request and decode a synchronous answer.
+    pub async fn sync<T: DeserializeOwned>(&self, req: RequestBuilder) -> Result<Sync<T>> {
+        let resp = self.send(req).await?;
+        let (env, etag) = self.envelope(resp).await?;
+        if env.kind != "sync" {
+            return Err(Error::Protocol(format!(
+                "expected a sync response, got {:?}",
+                env.kind
+            )));
+        }
+        let value = decode(env.metadata)?;
+        Ok(Sync { value, etag })
+    }
+
+    /// Send a request whose answer carries no data we need.
+    pub async fn sync_unit(&self, req: RequestBuilder) -> Result<()> {
+        self.sync::<Value>(req).await.map(|_| ())
+    }
+
+    /// Send a request and decode an asynchronous answer (a started operation).
+    pub async fn operation(&self, req: RequestBuilder) -> Result<Operation> {
+        let resp = self.send(req).await?;
+        let (env, _) = self.envelope(resp).await?;
+        if env.kind != "async" {
+            return Err(Error::Protocol(format!(
+                "expected an async response, got {:?}",
+                env.kind
+            )));
+        }
+        decode(env.metadata)
+    }
+
+    /// Send a request that may answer either way (sync or a started operation).
+    pub async fn answer(&self, req: RequestBuilder) -> Result<Answer> {
+        let resp = self.send(req).await?;
+        let (env, _) = self.envelope(resp).await?;
+        if env.kind == "async" {
+            Ok(Answer::Async(decode(env.metadata)?))
+        } else {
+            Ok(Answer::Sync(env.metadata))
+        }
+    }
+
+    /// Send a request whose successful answer is not an envelope (file contents,
+    /// logs); an error answer becomes an [`Error`].
+    pub async fn raw(&self, req: RequestBuilder) -> Result<reqwest::Response> {
+        let resp = self.send(req).await?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let body = resp.bytes().await.map_err(|e| self.transport_error(e))?;
+        Err(status_error(status, &body))
+    }
+
+    /// GET `path` and decode the sync metadata.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        Ok(self.sync(self.request(Method::GET, path)).await?.value)
+    }
+
+    /// Open a websocket on `path` (for exec streams and events).
+    pub async fn websocket(&self, path: &str) -> Result<WebSocket> {
+        let stream: Box<dyn Io> = match &self.endpoint {
+            Endpoint::Unix(socket) => Box::new(
+                tokio::net::UnixStream::connect(socket)
+                    .await
+                    .map_err(|e| self.io_error(&e))?,
+            ),
+        };
+        let url = format!("ws://incus{}", self.path_with_project(path));
+        let (ws, _) = tokio_tungstenite::client_async(url, stream)
+            .await
+            .map_err(|e| Error::Protocol(format!("opening websocket {path}: {e}")))?;
+        Ok(ws)
+    }
+}
+
+/// Decode a JSON value into `T`, naming the type on failure.
+pub fn decode<T: DeserializeOwned>(value: Value) -> Result<T> {
+    serde_json::from_value(value)
+        .map_err(|e| Error::Protocol(format!("decoding {}: {e}", std::any::type_name::<T>())))
+}
+
+/// Map `reqwest`'s status into our error, for raw (non-envelope) answers.
+pub fn status_error(status: StatusCode, body: &[u8]) -> Error {
+    #[derive(Deserialize)]
+    struct E {
+        #[serde(default)]
+        error: String,
+        #[serde(default)]
+        error_code: u16,
+    }
+    match serde_json::from_slice::<E>(body) {
+        Ok(e) => Error::from_daemon(
+            if e.error_code != 0 {
+                e.error_code
+            } else {
+                status.as_u16()
+            },
+            e.error,
+        ),
+        Err(_) => Error::from_daemon(
+            status.as_u16(),
+            String::from_utf8_lossy(body).trim().to_string(),
+        ),
+    }
+}
+
+/// A JSON body for requests.
+pub fn json<T: Serialize>(req: RequestBuilder, body: &T) -> RequestBuilder {
+    req.json(body)
+}
+
+/// Config maps as Incus sends them.
+pub type StringMap = HashMap<String, String>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_discovery_order() {
+        let none = |_: &str| None;
+        assert_eq!(
+            discover_socket_with(none, |_| false),
+            PathBuf::from("/var/lib/incus/unix.socket")
+        );
+        assert_eq!(
+            discover_socket_with(none, |p| p == Path::new("/run/incus/unix.socket")),
+            PathBuf::from("/run/incus/unix.socket")
+        );
+        let dir = |k: &str| (k == "INCUS_DIR").then(|| PathBuf::from("/opt/incus"));
+        assert_eq!(
+            discover_socket_with(dir, |_| true),
+            PathBuf::from("/opt/incus/unix.socket")
+        );
+        let both = |k: &str| match k {
+            "INCUS_SOCKET" => Some(PathBuf::from("/tmp/s")),
+            _ => Some(PathBuf::from("/opt/incus")),
+        };
+        assert_eq!(
+            discover_socket_with(both, |_| true),
+            PathBuf::from("/tmp/s")
+        );
+    }
+
+    #[test]
+    fn query_values_are_escaped() {
+        assert_eq!(encode("/a b/c&d=e"), "/a%20b/c%26d%3De");
+        assert_eq!(encode("ok-_.~"), "ok-_.~");
+    }
+}

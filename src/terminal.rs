@@ -1,0 +1,107 @@
+//! The user's terminal during an interactive command: raw mode that is always
+//! restored (errors and panics included), window resizes and signals forwarded.
+
+use std::io::IsTerminal;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+use crate::incus::{self, Client, ExecRequest, TerminalControl};
+
+/// Raw mode for as long as this value lives.
+pub struct RawMode {
+    active: bool,
+}
+
+impl RawMode {
+    /// Put the terminal in raw mode when stdin is a terminal (otherwise do nothing).
+    pub fn enable() -> std::io::Result<Self> {
+        if !std::io::stdin().is_terminal() {
+            return Ok(RawMode { active: false });
+        }
+        crossterm::terminal::enable_raw_mode()?;
+        Ok(RawMode { active: true })
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        if self.active {
+            restore();
+        }
+    }
+}
+
+/// Leave raw mode if we are in it. Safe to call at any time (the panic hook does).
+pub fn restore() {
+    let _ = crossterm::terminal::disable_raw_mode();
+}
+
+/// The terminal's size as (columns, rows), 80x24 when there is none.
+pub fn size() -> (u16, u16) {
+    crossterm::terminal::size()
+        .ok()
+        .filter(|(w, h)| *w > 0 && *h > 0)
+        .unwrap_or((80, 24))
+}
+
+/// Forward SIGWINCH as resizes and SIGTERM/SIGHUP/SIGINT/SIGQUIT as signals.
+async fn forward_signals(tx: mpsc::UnboundedSender<TerminalControl>) {
+    let kinds = [
+        (SignalKind::window_change(), 0),
+        (SignalKind::terminate(), 15),
+        (SignalKind::hangup(), 1),
+        (SignalKind::interrupt(), 2),
+        (SignalKind::quit(), 3),
+    ];
+    let mut streams = Vec::new();
+    for (kind, num) in kinds {
+        if let Ok(s) = signal(kind) {
+            streams.push((s, num));
+        }
+    }
+    loop {
+        let next = futures_util::future::select_all(
+            streams
+                .iter_mut()
+                .map(|(s, n)| Box::pin(async move { s.recv().await.map(|_| *n) })),
+        );
+        let (got, _, _) = next.await;
+        let msg = match got {
+            Some(0) => {
+                let (width, height) = size();
+                TerminalControl::Resize { width, height }
+            }
+            Some(n) => TerminalControl::Signal(n),
+            None => return,
+        };
+        if tx.send(msg).is_err() {
+            return;
+        }
+    }
+}
+
+/// Run `req` in `instance` on a PTY attached to this process's terminal; returns
+/// the command's exit code. The terminal is restored however this ends.
+pub async fn run_interactive(
+    client: &Client,
+    instance: &str,
+    mut req: ExecRequest,
+) -> incus::Result<i32> {
+    let (width, height) = size();
+    req.width = width;
+    req.height = height;
+    if let Ok(term) = std::env::var("TERM") {
+        req.environment.entry("TERM".into()).or_insert(term);
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    let forwarder = tokio::spawn(forward_signals(tx));
+    let raw =
+        RawMode::enable().map_err(|e| incus::Error::io("setting the terminal to raw mode", e))?;
+    let result = client
+        .exec_interactive(instance, &req, tokio::io::stdin(), tokio::io::stdout(), rx)
+        .await;
+    drop(raw);
+    forwarder.abort();
+    result
+}
