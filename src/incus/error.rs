@@ -83,7 +83,9 @@ impl Error {
             409 => Error::Conflict(message),
             403 => Error::Forbidden(message),
             412 => Error::Conflict(message),
-            _ if lower.contains("already exists") => Error::Conflict(message),
+            _ if lower.contains("already exists") || lower.contains("unique constraint") => {
+                Error::Conflict(message)
+            }
             _ if lower.contains("is running") || lower.contains("currently running") => {
                 Error::InstanceRunning(message)
             }
@@ -121,6 +123,10 @@ mod tests {
         assert!(Error::from_daemon(404, "Instance not found".into()).is_not_found());
         assert!(Error::from_daemon(409, "x".into()).is_conflict());
         assert!(Error::from_daemon(400, "Instance \"a\" already exists".into()).is_conflict());
+        assert!(
+            Error::from_daemon(500, "UNIQUE constraint failed: instances.name".into())
+                .is_conflict()
+        );
         assert!(matches!(
             Error::from_daemon(
                 400,

@@ -50,6 +50,9 @@ pub struct FileInfo {
     pub gid: u32,
     /// Permission bits (e.g. `0o644`).
     pub mode: u32,
+    /// Size in bytes as the daemon reports it (0 for FIFOs, sockets and devices,
+    /// which the files API reports as files).
+    pub size: u64,
 }
 
 /// How to write a file or create a directory.
@@ -96,6 +99,11 @@ fn info_from_headers(h: &HeaderMap) -> Result<FileInfo> {
         uid: num("uid", 10),
         gid: num("gid", 10),
         mode: num("mode", 8),
+        size: h
+            .get(reqwest::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
     })
 }
 
@@ -321,9 +329,17 @@ impl Client {
     /// Safe against hostile trees (see the module comment).
     pub async fn pull_tree(&self, instance: &str, remote: &str, local: &Path) -> Result<()> {
         let info = self.stat_file(instance, remote).await?;
-        if info.kind != FileKind::Directory {
-            return self.pull_entry(instance, remote, local, &info).await;
+        if info.kind == FileKind::Symlink {
+            return Err(Error::BadRequest(format!(
+                "{remote} is a symlink; pull what it points to instead"
+            )));
         }
+        if info.kind != FileKind::Directory {
+            return self
+                .pull_entry(instance, remote, remote, local, &info)
+                .await;
+        }
+        let root = remote.trim_end_matches('/');
         std::fs::create_dir(local)
             .map_err(|e| Error::io(format!("creating {}", local.display()), e))?;
         // Directories get their final modes after their contents are written.
@@ -347,7 +363,8 @@ impl Client {
                     modes.push((lpath.clone(), info.mode));
                     stack.push((rpath, lpath));
                 } else {
-                    self.pull_entry(instance, &rpath, &lpath, &info).await?;
+                    self.pull_entry(instance, root, &rpath, &lpath, &info)
+                        .await?;
                 }
             }
         }
@@ -359,43 +376,61 @@ impl Client {
         Ok(())
     }
 
-    /// Pull one non-directory entry to `local` (which must not exist).
+    /// Pull one non-directory entry to `local` (which must not exist). `root` is
+    /// the top of the tree being pulled: symlinks are only recreated when they
+    /// point inside it (as relative links), otherwise they are left out.
+    ///
+    /// The daemon reports FIFOs, sockets and devices as empty files, and opening
+    /// one (a FIFO above all) blocks: an empty "file" is created empty without
+    /// being opened, and a GET that does not answer in time (the entry was
+    /// swapped for a FIFO after we looked) is abandoned.
     async fn pull_entry(
         &self,
         instance: &str,
+        root: &str,
         remote: &str,
         local: &Path,
         info: &FileInfo,
     ) -> Result<()> {
-        let resp = self
+        if info.kind == FileKind::File && info.size == 0 {
+            return create_local_file(local, info.mode).map(|_| ());
+        }
+        let req = self
             .transport
-            .raw(
-                self.transport
-                    .request(Method::GET, &Self::files_path(instance, remote)),
-            )
-            .await?;
+            .request(Method::GET, &Self::files_path(instance, remote));
+        let resp = tokio::time::timeout(PULL_STALL, self.transport.raw(req))
+            .await
+            .map_err(|_| Error::Timeout {
+                what: format!("{remote} in {instance} (a FIFO or device?)"),
+                seconds: PULL_STALL.as_secs(),
+            })??;
         let kind = info_from_headers(resp.headers())?.kind;
         if kind == FileKind::Symlink {
+            // The daemon answers with the link's resolved absolute target.
             let target = resp
                 .bytes()
                 .await
                 .map_err(|e| self.transport.transport_error(e))?;
             let target = String::from_utf8_lossy(&target).into_owned();
-            return std::os::unix::fs::symlink(target, local)
+            let Some(rel) = relative_link(root, remote, &target) else {
+                return Ok(()); // points outside the tree: left out
+            };
+            return std::os::unix::fs::symlink(rel, local)
                 .map_err(|e| Error::io(format!("creating symlink {}", local.display()), e));
         }
         if kind != FileKind::File {
             return Ok(());
         }
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true) // O_EXCL: fails on anything already there, symlinks included
-            .mode(info.mode & 0o777) // setuid, setgid and sticky bits are dropped
-            .open(local)
-            .map_err(|e| Error::io(format!("creating {}", local.display()), e))?;
-        let mut file = tokio::fs::File::from_std(file);
+        let mut file = tokio::fs::File::from_std(create_local_file(local, info.mode)?);
         let mut body = resp.bytes_stream();
-        while let Some(chunk) = body.next().await {
+        loop {
+            let chunk = tokio::time::timeout(PULL_STALL, body.next())
+                .await
+                .map_err(|_| Error::Timeout {
+                    what: format!("the contents of {remote} in {instance}"),
+                    seconds: PULL_STALL.as_secs(),
+                })?;
+            let Some(chunk) = chunk else { break };
             let chunk = chunk.map_err(|e| self.transport.transport_error(e))?;
             file.write_all(&chunk)
                 .await
@@ -406,6 +441,43 @@ impl Client {
             .map_err(|e| Error::io(format!("writing {}", local.display()), e))?;
         Ok(())
     }
+}
+
+/// A link at `link` (inside `root`) to the absolute `target`, as a relative link,
+/// when `target` is inside `root` and is a plain path (no `.`/`..`/empty parts).
+pub fn relative_link(root: &str, link: &str, target: &str) -> Option<String> {
+    let parts = |p: &str| -> Option<Vec<String>> {
+        let p = p.strip_prefix('/')?;
+        let v: Vec<String> = p.split('/').map(str::to_string).collect();
+        v.iter()
+            .all(|c| !c.is_empty() && c != "." && c != "..")
+            .then_some(v)
+    };
+    let root = parts(root.trim_end_matches('/'))?;
+    let link = parts(link)?;
+    let target = parts(target)?;
+    if !target.starts_with(&root) || !link.starts_with(&root) || target.len() == root.len() {
+        return None;
+    }
+    let dir = &link[..link.len() - 1];
+    let common = dir.iter().zip(&target).take_while(|(a, b)| a == b).count();
+    let mut rel: Vec<&str> = vec![".."; dir.len() - common];
+    rel.extend(target[common..].iter().map(String::as_str));
+    Some(rel.join("/"))
+}
+
+/// How long a pull waits for the daemon to start (or go on) sending a file.
+const PULL_STALL: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Create a new local file that did not exist (`O_EXCL`: nothing already there is
+/// written through, symlinks included); setuid, setgid and sticky bits are dropped.
+fn create_local_file(local: &Path, mode: u32) -> Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode & 0o777)
+        .open(local)
+        .map_err(|e| Error::io(format!("creating {}", local.display()), e))
 }
 
 fn write_for(meta: &std::fs::Metadata, owner: Option<(u32, u32)>) -> FileWrite {
@@ -420,6 +492,25 @@ fn write_for(meta: &std::fs::Metadata, owner: Option<(u32, u32)>) -> FileWrite {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn symlinks_are_kept_only_inside_the_tree() {
+        let r = |l, t| relative_link("/srv/tree", l, t);
+        assert_eq!(
+            r("/srv/tree/link", "/srv/tree/deep/er/run.sh").as_deref(),
+            Some("deep/er/run.sh")
+        );
+        assert_eq!(
+            r("/srv/tree/a/b/l", "/srv/tree/x").as_deref(),
+            Some("../../x")
+        );
+        assert_eq!(r("/srv/tree/a/l", "/srv/tree/a/y").as_deref(), Some("y"));
+        assert_eq!(r("/srv/tree/l", "/etc/shadow"), None);
+        assert_eq!(r("/srv/tree/l", "/srv/treehouse/x"), None);
+        assert_eq!(r("/srv/tree/l", "/srv/tree"), None);
+        assert_eq!(r("/srv/tree/l", "/srv/tree/../etc"), None);
+        assert_eq!(r("/srv/tree/l", "relative"), None);
+    }
 
     #[test]
     fn entry_names_that_could_escape_are_rejected() {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::Client;
-use super::error::Result;
+use super::error::{Error, Result};
 use super::transport::{StringMap, encode};
 
 /// How long a create/start/stop/delete may take before we give up waiting.
@@ -197,8 +197,26 @@ impl Client {
             .request(Method::POST, "/1.0/instances")
             .json(spec);
         let op = self.transport.operation(req).await?;
-        self.wait_operation(&op.id, Some(LIFECYCLE_TIMEOUT)).await?;
-        Ok(())
+        match self.wait_operation(&op.id, Some(LIFECYCLE_TIMEOUT)).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.explain_create_failure(spec, e).await),
+        }
+    }
+
+    /// The daemon reports a taken name as a database constraint and a missing
+    /// image alias only as "Image not provided"; say what they mean.
+    async fn explain_create_failure(&self, spec: &InstanceCreate, e: Error) -> Error {
+        if matches!(&e, Error::Conflict(m) if m.to_ascii_lowercase().contains("unique constraint"))
+        {
+            return Error::Conflict(format!("Instance \"{}\" already exists", spec.name));
+        }
+        let Some(alias) = spec.source.get("alias").and_then(Value::as_str) else {
+            return e;
+        };
+        match self.image_alias(alias).await {
+            Err(Error::NotFound(_)) => Error::NotFound(format!("Image \"{alias}\" not found")),
+            _ => e,
+        }
     }
 
     /// One instance and its ETag (for [`Client::update_instance`]).

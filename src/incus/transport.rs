@@ -123,6 +123,14 @@ impl Transport {
         let http = reqwest::Client::builder()
             .unix_socket(socket.as_path())
             .connect_timeout(Duration::from_secs(4))
+            // No connection pool. incusd (6.0) peeks at the first bytes of every
+            // accepted connection inside its accept loop, so a connection that is
+            // open but has not sent a request blocks the whole daemon, including
+            // the hooks of starting containers. A pooled client can open exactly
+            // such a connection when it races a new connect against a returning
+            // idle one. A Unix-socket connect costs microseconds, so connecting
+            // per request is cheap and leaves no silent connection behind.
+            .pool_max_idle_per_host(0)
             .build()
             .map_err(|e| Error::Protocol(format!("building the HTTP client: {e}")))?;
         Ok(Transport {

@@ -1,0 +1,102 @@
+//! Shared helpers for integration tests against the real Incus daemon.
+//!
+//! Tests never skip: without a daemon they fail, saying how to start one
+//! (`tests/run.sh` sets everything up). Every instance a test creates is named
+//! `cci-test-...` and removed when its guard drops, even when the test fails.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use cci::incus::{Client, ImageRef, InstanceCreate};
+
+/// The image integration tests launch (built by `tests/setup-incus.sh`).
+pub fn test_image() -> String {
+    std::env::var("CCI_TEST_IMAGE").unwrap_or_else(|_| "cci-test-base".into())
+}
+
+/// A client for the local daemon; panics with instructions when it is not there.
+pub async fn client() -> Client {
+    let client = Client::local().expect("building the Incus client");
+    if let Err(e) = client.server().await {
+        panic!("integration tests need a running Incus daemon (run `bash tests/run.sh`): {e}");
+    }
+    client
+}
+
+/// A name no other test (or test run) uses: `cci-test-<tag>-<pid>-<n>`.
+pub fn unique_name(tag: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "cci-test-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// An instance that is force-deleted when this guard drops.
+pub struct TestInstance {
+    /// Its name.
+    pub name: String,
+    /// A client to reach it.
+    pub client: Client,
+}
+
+impl TestInstance {
+    /// Create (and start, when `start`) a container from the test image.
+    pub async fn create(tag: &str, start: bool) -> TestInstance {
+        let client = client().await;
+        let name = unique_name(tag);
+        let guard = TestInstance {
+            name: name.clone(),
+            client: client.clone(),
+        };
+        let mut spec = InstanceCreate::container(&name, &ImageRef::Alias(test_image()));
+        spec.start = start;
+        client
+            .create_instance(&spec)
+            .await
+            .unwrap_or_else(|e| panic!("creating {name}: {e}"));
+        guard
+    }
+
+    /// A running container from the test image.
+    pub async fn running(tag: &str) -> TestInstance {
+        Self::create(tag, true).await
+    }
+}
+
+impl Drop for TestInstance {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let client = self.client.clone();
+        // Drop cannot await: clean up on a thread with its own runtime.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("cleanup runtime");
+            rt.block_on(async {
+                let _ = client
+                    .stop_instance(&name, Some(std::time::Duration::from_secs(1)), true)
+                    .await;
+                let _ = client.delete_instance(&name).await;
+            });
+        })
+        .join();
+    }
+}
+
+/// The `cci` binary built for these tests.
+pub fn cci_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_cci"))
+}
+
+/// A `cci` command with a clean environment for the daemon's socket.
+pub fn cci() -> Command {
+    let mut cmd = Command::new(cci_bin());
+    cmd.env_remove("INCUS_SOCKET").env_remove("INCUS_DIR");
+    cmd
+}
