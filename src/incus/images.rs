@@ -75,6 +75,17 @@ pub struct ImageAlias {
     pub description: String,
 }
 
+/// How to publish an instance as an image.
+#[derive(Debug, Clone, Default)]
+pub struct Publish {
+    /// Aliases to create for the new image.
+    pub aliases: Vec<String>,
+    /// Image properties (`description`, ...).
+    pub properties: StringMap,
+    /// Compression (`none`, `gzip`, `zstd`...); the daemon's default when unset.
+    pub compression: Option<String>,
+}
+
 impl Client {
     /// Every image.
     pub async fn images(&self) -> Result<Vec<Image>> {
@@ -175,19 +186,17 @@ impl Client {
     }
 
     /// Publish a (stopped) instance as an image; returns its fingerprint.
-    pub async fn publish_instance(
-        &self,
-        instance: &str,
-        aliases: &[&str],
-        properties: &StringMap,
-    ) -> Result<String> {
-        let aliases: Vec<_> = aliases.iter().map(|a| json!({"name": a})).collect();
-        let body = json!({
+    pub async fn publish_instance(&self, instance: &str, publish: &Publish) -> Result<String> {
+        let aliases: Vec<_> = publish.aliases.iter().map(|a| json!({"name": a})).collect();
+        let mut body = json!({
             "source": {"type": "instance", "name": instance},
             "aliases": aliases,
-            "properties": properties,
+            "properties": publish.properties,
             "public": false,
         });
+        if let Some(c) = &publish.compression {
+            body["compression_algorithm"] = json!(c);
+        }
         let req = self
             .transport
             .request(Method::POST, "/1.0/images")

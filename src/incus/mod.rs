@@ -22,7 +22,7 @@ use std::time::Duration;
 pub use error::{Error, Result};
 pub use exec::{ExecOutput, ExecRequest, TerminalControl};
 pub use files::{FileInfo, FileKind, FileWrite};
-pub use images::{Image, ImageAlias};
+pub use images::{Image, ImageAlias, Publish};
 pub use instances::{ImageRef, Instance, InstanceCreate, InstanceState, StateChange};
 pub use operations::Operation;
 pub use server::ServerInfo;

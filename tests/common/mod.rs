@@ -100,3 +100,28 @@ pub fn cci() -> Command {
     cmd.env_remove("INCUS_SOCKET").env_remove("INCUS_DIR");
     cmd
 }
+
+/// An image (by fingerprint) deleted when this guard drops.
+pub struct TestImage {
+    /// Its fingerprint.
+    pub fingerprint: String,
+    /// A client to reach it.
+    pub client: Client,
+}
+
+impl Drop for TestImage {
+    fn drop(&mut self) {
+        let fingerprint = self.fingerprint.clone();
+        let client = self.client.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("cleanup runtime");
+            rt.block_on(async {
+                let _ = client.delete_image(&fingerprint).await;
+            });
+        })
+        .join();
+    }
+}
