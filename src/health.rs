@@ -271,9 +271,14 @@ async fn check_setup(client: &Client, image: &str, checks: &mut Vec<Check>) {
             Status::Ok,
             format!("{image} -> {}", &a.target[..a.target.len().min(12)]),
         ),
-        Err(e) if e.is_not_found() => {
-            Check::new("image", Status::Warn, format!("image {image} not found")).fix("cci build")
-        }
+        Err(e) if e.is_not_found() => Check::new(
+            "image",
+            Status::Warn,
+            format!("image {image} not found"),
+        )
+        .fix(format!(
+            "point the alias at an image you have: `incus image alias create {image} FINGERPRINT`"
+        )),
         Err(e) => Check::new("image", Status::Fail, e.to_string()),
     });
 }

@@ -75,7 +75,10 @@ async fn health_with_a_missing_image_is_degraded_and_names_the_fix() {
     let image = check(&report, "image");
     assert_eq!(image["status"], "warn");
     assert!(
-        image["fix"].as_str().unwrap().contains("cci build"),
+        image["fix"]
+            .as_str()
+            .unwrap()
+            .contains("incus image alias create cci-test-no-such-image"),
         "{image}"
     );
 }
