@@ -45,6 +45,27 @@ pub fn size() -> (u16, u16) {
         .unwrap_or((80, 24))
 }
 
+/// A `TERM` the container surely has terminfo for: common basic terminals
+/// pass through, anything else (ghostty, kitty, wezterm, alacritty,
+/// tmux-256color...) becomes `xterm-256color`.
+pub fn sanitize_term(term: &str) -> &str {
+    const KNOWN: &[&str] = &[
+        "xterm",
+        "xterm-256color",
+        "xterm-color",
+        "vt100",
+        "vt220",
+        "linux",
+        "dumb",
+        "ansi",
+    ];
+    if KNOWN.contains(&term) {
+        term
+    } else {
+        "xterm-256color"
+    }
+}
+
 /// Forward SIGWINCH as resizes and SIGTERM/SIGHUP/SIGINT/SIGQUIT as signals.
 async fn forward_signals(tx: mpsc::UnboundedSender<TerminalControl>) {
     let kinds = [
@@ -92,7 +113,9 @@ pub async fn run_interactive(
     req.width = width;
     req.height = height;
     if let Ok(term) = std::env::var("TERM") {
-        req.environment.entry("TERM".into()).or_insert(term);
+        req.environment
+            .entry("TERM".into())
+            .or_insert_with(|| sanitize_term(&term).to_string());
     }
     let (tx, rx) = mpsc::unbounded_channel();
     let forwarder = tokio::spawn(forward_signals(tx));
@@ -104,4 +127,25 @@ pub async fn run_interactive(
     drop(raw);
     forwarder.abort();
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exotic_terminals_become_xterm_256color() {
+        assert_eq!(sanitize_term("xterm"), "xterm");
+        assert_eq!(sanitize_term("xterm-256color"), "xterm-256color");
+        for exotic in [
+            "xterm-ghostty",
+            "xterm-kitty",
+            "wezterm",
+            "alacritty",
+            "tmux-256color",
+            "",
+        ] {
+            assert_eq!(sanitize_term(exotic), "xterm-256color", "{exotic}");
+        }
+    }
 }

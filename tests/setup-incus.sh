@@ -17,7 +17,7 @@ SUITE=${CCI_TEST_SUITE:-bookworm}
 IMAGE_PACKAGES=systemd-sysv,udev,dbus,systemd-resolved,iproute2,tmux,sudo,git,ca-certificates,curl,procps,less
 # Bump when the recipe below (or image-scripts/rootfs-setup.sh) changes, so a
 # stale cached image is rebuilt.
-IMAGE_RECIPE=3
+IMAGE_RECIPE=4
 
 say() { printf '[setup-incus] %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -59,6 +59,7 @@ if [ ! -s "$rootfs_tar" ] || [ ! -s "$meta_tar" ]; then
     }
     r=$work/rootfs
     bash "$here/../image-scripts/rootfs-setup.sh" "$r" cci-test
+    bash "$here/../image-scripts/code-user.sh" "$r"
     tar -C "$r" --numeric-owner -czf "$work/rootfs.tar.gz" .
     cat >"$work/metadata.yaml" <<EOF
 architecture: $(uname -m)

@@ -3,6 +3,8 @@
 
 mod container;
 mod health;
+mod manage;
+mod run;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -47,10 +49,23 @@ pub enum Command {
     /// (exit 0 healthy, 1 degraded, 2 unhealthy).
     #[command(visible_alias = "doctor")]
     Health(health::HealthArgs),
+    /// Run a command in a fresh container with the workspace mounted, as the
+    /// `code` user in /workspace; the container is always deleted after.
+    Run(run::RunArgs),
+    /// List cci's containers.
+    #[command(visible_alias = "ls")]
+    List(manage::ListArgs),
+    /// Stop and delete cci containers at once (no grace period).
+    Kill(manage::KillArgs),
     /// Low-level container operations.
     #[command(subcommand)]
     Container(container::ContainerCommand),
 }
+
+/// Bad input found after parsing (a workspace, an environment setting).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
 
 /// Connect to the daemon as the flags and environment say.
 fn client(cli: &Cli) -> anyhow::Result<Client> {
@@ -62,17 +77,40 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     let client = client(&cli)?;
     match cli.command {
         Command::Health(args) => health::run(&client, args).await,
+        Command::Run(args) => run::run(&client, args).await,
+        Command::List(args) => manage::list(&client, args).await,
+        Command::Kill(args) => manage::kill(&client, args).await,
         Command::Container(cmd) => container::run(&client, cmd).await,
     }
 }
 
 /// The exit code for an error: one per class, so scripts can tell them apart.
 pub fn exit_code(err: &anyhow::Error) -> i32 {
+    use crate::sandbox::LaunchError;
+    if err.downcast_ref::<UsageError>().is_some() {
+        return EXIT_USAGE;
+    }
+    match err.downcast_ref::<LaunchError>() {
+        Some(LaunchError::SlotAboveLimit { .. }) => return EXIT_USAGE,
+        Some(LaunchError::ImageMissing { .. }) => return EXIT_NOT_FOUND,
+        Some(LaunchError::SlotInUse { .. } | LaunchError::SlotsExhausted { .. }) => {
+            return EXIT_CONFLICT;
+        }
+        Some(LaunchError::Incus(e)) => return incus_exit_code(e),
+        None => {}
+    }
     match err.downcast_ref::<incus::Error>() {
-        Some(incus::Error::Unreachable { .. }) => EXIT_UNREACHABLE,
-        Some(incus::Error::SocketPermission { .. } | incus::Error::Forbidden(_)) => EXIT_PERMISSION,
-        Some(incus::Error::NotFound(_)) => EXIT_NOT_FOUND,
-        Some(incus::Error::Conflict(_)) => EXIT_CONFLICT,
+        Some(e) => incus_exit_code(e),
+        None => 1,
+    }
+}
+
+fn incus_exit_code(err: &incus::Error) -> i32 {
+    match err {
+        incus::Error::Unreachable { .. } => EXIT_UNREACHABLE,
+        incus::Error::SocketPermission { .. } | incus::Error::Forbidden(_) => EXIT_PERMISSION,
+        incus::Error::NotFound(_) => EXIT_NOT_FOUND,
+        incus::Error::Conflict(_) => EXIT_CONFLICT,
         _ => 1,
     }
 }

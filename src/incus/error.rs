@@ -83,7 +83,10 @@ impl Error {
             409 => Error::Conflict(message),
             403 => Error::Forbidden(message),
             412 => Error::Conflict(message),
-            _ if lower.contains("already exists") || lower.contains("unique constraint") => {
+            _ if lower.contains("already exists")
+                || lower.contains("unique constraint")
+                || lower.contains("is busy running") =>
+            {
                 Error::Conflict(message)
             }
             _ if lower.contains("is running") || lower.contains("currently running") => {
@@ -126,6 +129,14 @@ mod tests {
         assert!(
             Error::from_daemon(500, "UNIQUE constraint failed: instances.name".into())
                 .is_conflict()
+        );
+        assert!(
+            Error::from_daemon(
+                500,
+                "Failed creating instance record: Instance is busy running a \"start\" operation"
+                    .into()
+            )
+            .is_conflict()
         );
         assert!(matches!(
             Error::from_daemon(

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::Client;
 use super::error::{Error, Result};
-use super::transport::{StringMap, encode};
+use super::transport::{StringMap, encode, null_default};
 
 /// How long a create/start/stop/delete may take before we give up waiting.
 const LIFECYCLE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -73,19 +73,19 @@ pub struct Instance {
     #[serde(default)]
     pub status: String,
     /// Local config keys.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub config: StringMap,
     /// Local devices.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub devices: HashMap<String, StringMap>,
     /// Config with profiles applied.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub expanded_config: StringMap,
     /// Devices with profiles applied.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub expanded_devices: HashMap<String, StringMap>,
     /// Profiles applied.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub profiles: Vec<String>,
     /// Deleted by the daemon when it stops.
     #[serde(default)]
@@ -129,7 +129,7 @@ pub struct InstanceState {
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct NetworkState {
     /// Its addresses.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub addresses: Vec<NetworkAddress>,
     /// Name of the host side of the pair (veth).
     #[serde(default)]

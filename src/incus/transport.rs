@@ -321,6 +321,16 @@ impl Transport {
     }
 }
 
+/// For `#[serde(deserialize_with)]`: the daemon sends `null` for empty maps
+/// and lists of instances that are being created or deleted.
+pub fn null_default<'de, D, T>(d: D) -> std::result::Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Option::unwrap_or_default)
+}
+
 /// Decode a JSON value into `T`, naming the type on failure.
 pub fn decode<T: DeserializeOwned>(value: Value) -> Result<T> {
     serde_json::from_value(value)

@@ -1,0 +1,165 @@
+//! `cci run`: a command in a fresh, always-deleted sandbox.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::container::parse_env;
+use crate::incus::Client;
+use crate::sandbox::{self, Ending, Kind, RunRequest, SandboxSpec, Slot, Workspace};
+
+/// Where and from what a sandbox is made (shared by the session commands).
+#[derive(Debug, Args)]
+pub struct SandboxArgs {
+    /// Workspace folder mounted at /workspace [default: the current directory].
+    #[arg(short = 'w', long, value_name = "PATH")]
+    pub workspace: Option<PathBuf>,
+    /// Slot for parallel sessions (1, 2, ...); the lowest free one when left out.
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub slot: Option<Slot>,
+    /// Image alias to start from.
+    #[arg(long, env = "CCI_IMAGE", default_value = "cci", value_name = "ALIAS")]
+    pub image: String,
+    /// Environment variable for the command (repeatable; the value may hold `=` and `,`).
+    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+}
+
+/// Most slots a workspace may use, from `CCI_SLOT_LIMIT` (default 10).
+pub fn slot_limit() -> anyhow::Result<u32> {
+    match std::env::var("CCI_SLOT_LIMIT") {
+        Err(_) => Ok(10),
+        Ok(v) => v
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=sandbox::MAX_SLOT).contains(n))
+            .ok_or_else(|| {
+                anyhow::Error::new(super::UsageError(format!(
+                    "CCI_SLOT_LIMIT={v:?} is not a number from 1 to {}",
+                    sandbox::MAX_SLOT
+                )))
+            }),
+    }
+}
+
+impl SandboxArgs {
+    /// The workspace these flags name.
+    pub fn workspace(&self) -> anyhow::Result<Workspace> {
+        let path = match &self.workspace {
+            Some(p) => p.clone(),
+            None => std::env::current_dir()?,
+        };
+        Workspace::resolve(&path).map_err(|e| anyhow::Error::new(super::UsageError(e.to_string())))
+    }
+}
+
+/// How `cci run` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RunFormat {
+    /// Stream the command's output as it comes.
+    Text,
+    /// Print `{stdout, stderr, exit_code, duration_ms, container}` at the end.
+    Json,
+}
+
+/// Options of `cci run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Where and from what.
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
+    /// Stop the command and delete its container after this many seconds (exit 124).
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = RunFormat::Text)]
+    pub format: RunFormat,
+    /// The command and its arguments.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+/// Resolves when SIGINT or SIGTERM arrives; yields the signal number.
+async fn interrupted() -> i32 {
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => 2,
+        _ = term.recv() => 15,
+    }
+}
+
+pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<i32> {
+    let req = RunRequest {
+        spec: SandboxSpec {
+            workspace: args.sandbox.workspace()?,
+            image: args.sandbox.image.clone(),
+            kind: Kind::Run,
+            persistent: false,
+            nesting: true,
+        },
+        slot: args.sandbox.slot,
+        slot_limit: slot_limit()?,
+        command: args.command,
+        env: args.sandbox.env,
+        timeout: args.timeout.map(Duration::from_secs),
+    };
+    let signal_no = std::sync::Arc::new(std::sync::atomic::AtomicI32::new(0));
+    let seen = signal_no.clone();
+    let interrupt = async move {
+        let n = interrupted().await;
+        seen.store(n, std::sync::atomic::Ordering::SeqCst);
+    };
+    let stdin = (!std::io::stdin().is_terminal()).then(tokio::io::stdin);
+    let (outcome, out, err) = match args.format {
+        RunFormat::Text => {
+            let o = sandbox::run(
+                client,
+                &req,
+                stdin,
+                tokio::io::stdout(),
+                tokio::io::stderr(),
+                interrupt,
+            )
+            .await?;
+            (o, Vec::new(), Vec::new())
+        }
+        RunFormat::Json => {
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            let o = sandbox::run(client, &req, stdin, &mut out, &mut err, interrupt).await?;
+            (o, out, err)
+        }
+    };
+    let code = match outcome.ending {
+        Ending::Exited(code) => code,
+        Ending::TimedOut => {
+            eprintln!(
+                "cci: {} timed out after {} s; its container {} was deleted",
+                req.command[0],
+                args.timeout.unwrap_or_default(),
+                outcome.container
+            );
+            124
+        }
+        Ending::Interrupted => 128 + signal_no.load(std::sync::atomic::Ordering::SeqCst).max(2),
+    };
+    if args.format == RunFormat::Json {
+        let v = serde_json::json!({
+            "stdout": String::from_utf8_lossy(&out),
+            "stderr": String::from_utf8_lossy(&err),
+            "exit_code": code,
+            "duration_ms": outcome.duration.as_millis() as u64,
+            "container": outcome.container,
+        });
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "{v}")?;
+    }
+    Ok(code)
+}

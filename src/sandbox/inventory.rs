@@ -1,0 +1,84 @@
+//! Which containers are cci's, and what each one is. A container is cci's only
+//! when it carries the [`keys::WORKSPACE`] mark cci sets at creation.
+
+use serde::Serialize;
+
+use super::launch::remove;
+use super::names::PREFIX;
+use super::spec::keys;
+use crate::incus::{self, Client, Instance};
+
+/// One cci container as `cci list` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SandboxInfo {
+    /// Container name.
+    pub name: String,
+    /// `Running`, `Stopped`...
+    pub state: String,
+    /// Slot number.
+    pub slot: u32,
+    /// Host path of the workspace.
+    pub workspace: String,
+    /// `shell` or `run`.
+    pub kind: String,
+    /// `persistent` or `ephemeral`.
+    pub mode: &'static str,
+    /// eth0's IPv4 address while running.
+    pub ipv4: Option<String>,
+    /// Creation time (RFC 3339).
+    pub created: String,
+    /// The image alias it came from.
+    pub image: String,
+}
+
+impl SandboxInfo {
+    /// The info for `instance`, or `None` when cci did not create it.
+    pub fn from_instance(instance: &Instance) -> Option<SandboxInfo> {
+        let key = |k: &str| instance.config.get(k).cloned().unwrap_or_default();
+        let workspace = instance.config.get(keys::WORKSPACE)?.clone();
+        Some(SandboxInfo {
+            name: instance.name.clone(),
+            state: instance.status.clone(),
+            slot: key(keys::SLOT).parse().unwrap_or(0),
+            workspace,
+            kind: key(keys::KIND),
+            mode: if key(keys::PERSISTENT) == "true" {
+                "persistent"
+            } else {
+                "ephemeral"
+            },
+            ipv4: instance.state.as_ref().and_then(|s| s.ipv4("eth0")),
+            created: instance.created_at.clone(),
+            image: key(keys::IMAGE),
+        })
+    }
+}
+
+/// Every cci container, by name.
+pub async fn list(client: &Client) -> incus::Result<Vec<SandboxInfo>> {
+    let mut all: Vec<SandboxInfo> = client
+        .instances(PREFIX, true)
+        .await?
+        .iter()
+        .filter_map(SandboxInfo::from_instance)
+        .collect();
+    all.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(all)
+}
+
+/// One cci container by name; a container cci did not create is refused.
+pub async fn get(client: &Client, name: &str) -> incus::Result<SandboxInfo> {
+    let (instance, _) = client.instance(name).await?;
+    SandboxInfo::from_instance(&instance).ok_or_else(|| {
+        incus::Error::Forbidden(format!(
+            "{name} was not created by cci (it has no {} key); cci leaves it alone",
+            keys::WORKSPACE
+        ))
+    })
+}
+
+/// Stop (force) and delete a cci container.
+pub async fn kill(client: &Client, name: &str) -> incus::Result<()> {
+    get(client, name).await?;
+    remove(client, name).await
+}

@@ -1,0 +1,209 @@
+//! Launching a sandbox in a free slot, race-free: the create request itself
+//! claims the name, and a name someone else claimed first means "next slot".
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::names::{Slot, container_name, parse_container_name, workspace_prefix};
+use super::spec::{SandboxSpec, keys};
+use crate::incus::{self, Client};
+
+/// Why no container could be launched.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// Every slot up to the limit is taken.
+    #[error(
+        "all {limit} slots of workspace {workspace} are in use; stop one (`cci list`, then `cci kill NAME`) or raise the slot limit (CCI_SLOT_LIMIT)"
+    )]
+    SlotsExhausted {
+        /// The limit.
+        limit: u32,
+        /// The workspace path.
+        workspace: String,
+    },
+    /// `--slot` above the limit.
+    #[error("slot {slot} is above the slot limit of {limit} (CCI_SLOT_LIMIT)")]
+    SlotAboveLimit {
+        /// Asked for.
+        slot: Slot,
+        /// The limit.
+        limit: u32,
+    },
+    /// `--slot N` names a slot that already has a container.
+    #[error("slot {slot} is in use by container {name}; pick another slot or leave --slot out")]
+    SlotInUse {
+        /// Asked for.
+        slot: Slot,
+        /// The container in it.
+        name: String,
+    },
+    /// The image alias does not exist.
+    #[error(
+        "image {image:?} not found; choose an existing image with --image ALIAS (`cci health --image ALIAS` checks it)"
+    )]
+    ImageMissing {
+        /// The alias.
+        image: String,
+    },
+    /// Anything the daemon said.
+    #[error(transparent)]
+    Incus(#[from] incus::Error),
+}
+
+/// A running sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Launched {
+    /// Container name.
+    pub name: String,
+    /// Its slot.
+    pub slot: Slot,
+}
+
+/// What a launch is doing right now, so a caller that interrupts it can
+/// remove the half-made container (and only that one).
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    token: String,
+    creating: Arc<Mutex<Option<String>>>,
+}
+
+impl Default for Attempt {
+    fn default() -> Self {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        Attempt {
+            token: format!(
+                "{}-{nanos}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ),
+            creating: Arc::default(),
+        }
+    }
+}
+
+impl Attempt {
+    fn set(&self, name: Option<&str>) {
+        if let Ok(mut a) = self.creating.lock() {
+            *a = name.map(str::to_string);
+        }
+    }
+
+    /// After an interrupted launch: remove the container it was creating, if
+    /// that container is this launch's. The daemon may still be creating it,
+    /// so look again for a short while before concluding there is none.
+    pub async fn abandon(&self, client: &Client) {
+        let Some(name) = self.creating.lock().ok().and_then(|a| a.clone()) else {
+            return;
+        };
+        for _ in 0..20 {
+            match self.owns(client, &name).await {
+                Some(true) => {
+                    let _ = remove(client, &name).await;
+                    return;
+                }
+                Some(false) => return,
+                None => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    /// Whether `name` exists and was made by this launch (`None`: no such container).
+    async fn owns(&self, client: &Client, name: &str) -> Option<bool> {
+        match client.instance(name).await {
+            Ok((i, _)) => Some(i.config.get(keys::LAUNCH) == Some(&self.token)),
+            Err(e) if e.is_not_found() => None,
+            Err(_) => Some(false),
+        }
+    }
+}
+
+/// Create and start a container for `spec` in `slot`, or in the lowest free
+/// slot up to `limit`. `attempt` holds the name being created meanwhile.
+pub async fn launch(
+    client: &Client,
+    spec: &SandboxSpec,
+    slot: Option<Slot>,
+    limit: u32,
+    attempt: &Attempt,
+) -> Result<Launched, LaunchError> {
+    if let Some(slot) = slot {
+        if slot.get() > limit {
+            return Err(LaunchError::SlotAboveLimit { slot, limit });
+        }
+        let name = container_name(&spec.workspace.id, slot);
+        return match create(client, spec, &name, slot, attempt).await? {
+            true => Ok(Launched { name, slot }),
+            false => Err(LaunchError::SlotInUse { slot, name }),
+        };
+    }
+    let prefix = workspace_prefix(&spec.workspace.id);
+    let used: BTreeSet<Slot> = client
+        .instances(&prefix, false)
+        .await?
+        .iter()
+        .filter_map(|i| parse_container_name(&i.name).map(|(_, s)| s))
+        .collect();
+    for slot in (1..=limit).filter_map(Slot::new) {
+        if used.contains(&slot) {
+            continue;
+        }
+        let name = container_name(&spec.workspace.id, slot);
+        if create(client, spec, &name, slot, attempt).await? {
+            return Ok(Launched { name, slot });
+        }
+    }
+    Err(LaunchError::SlotsExhausted {
+        limit,
+        workspace: spec.workspace.path_str().to_string(),
+    })
+}
+
+/// Try to create `name`; `Ok(false)` when another launch holds the name.
+async fn create(
+    client: &Client,
+    spec: &SandboxSpec,
+    name: &str,
+    slot: Slot,
+    attempt: &Attempt,
+) -> Result<bool, LaunchError> {
+    attempt.set(Some(name));
+    let result = client
+        .create_instance(&spec.create_request(name, slot, &attempt.token))
+        .await;
+    if result.is_err() && attempt.owns(client, name).await == Some(true) {
+        // Our record exists but its start failed (or lost a race with another
+        // launch's attempt on the same name): it is ours to remove.
+        let _ = remove(client, name).await;
+    }
+    attempt.set(None);
+    match result {
+        Ok(()) => Ok(true),
+        Err(e) if e.is_conflict() => Ok(false),
+        Err(incus::Error::NotFound(_)) => Err(LaunchError::ImageMissing {
+            image: spec.image.clone(),
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Stop (force) and delete `name`; gone already is fine. Retries while the
+/// daemon is still busy creating or starting it.
+pub async fn remove(client: &Client, name: &str) -> incus::Result<()> {
+    for _ in 0..50 {
+        let _ = client
+            .stop_instance(name, Some(Duration::from_secs(0)), true)
+            .await;
+        match client.delete_instance(name).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    client.delete_instance(name).await
+}

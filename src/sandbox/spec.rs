@@ -1,0 +1,141 @@
+//! What a cci container looks like: image, workspace mount, marks, nesting.
+
+use std::collections::HashMap;
+
+use super::names::Slot;
+use super::workspace::Workspace;
+use crate::incus::{ImageRef, InstanceCreate};
+
+/// uid of the unprivileged `code` user agents run as.
+pub const CODE_UID: u32 = 1000;
+/// gid of the `code` user.
+pub const CODE_GID: u32 = 1000;
+/// Home of the `code` user.
+pub const CODE_HOME: &str = "/home/code";
+/// Where the workspace appears inside.
+pub const WORKSPACE_MOUNT: &str = "/workspace";
+
+/// The `user.cci.*` config keys that mark a container as cci's. cci only
+/// ever manages containers that carry [`keys::WORKSPACE`].
+pub mod keys {
+    /// Canonical host path of the workspace.
+    pub const WORKSPACE: &str = "user.cci.workspace";
+    /// Slot number.
+    pub const SLOT: &str = "user.cci.slot";
+    /// `shell` or `run`.
+    pub const KIND: &str = "user.cci.kind";
+    /// `true` when the container is kept after its session.
+    pub const PERSISTENT: &str = "user.cci.persistent";
+    /// The image alias it was created from.
+    pub const IMAGE: &str = "user.cci.image";
+    /// The cci version that created it.
+    pub const VERSION: &str = "user.cci.version";
+    /// A token unique to the launch that created it, so a launch can tell its
+    /// own half-made container from one another launch made under the same name.
+    pub const LAUNCH: &str = "user.cci.launch";
+}
+
+/// What the container is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// An interactive agent session.
+    Shell,
+    /// A one-off `cci run` command.
+    Run,
+}
+
+impl Kind {
+    /// Its name in [`keys::KIND`].
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Shell => "shell",
+            Kind::Run => "run",
+        }
+    }
+}
+
+/// Everything needed to create a sandbox container, except its slot.
+#[derive(Debug, Clone)]
+pub struct SandboxSpec {
+    /// The workspace to mount.
+    pub workspace: Workspace,
+    /// Image alias.
+    pub image: String,
+    /// Session or one-off command.
+    pub kind: Kind,
+    /// Keep the container after the session.
+    pub persistent: bool,
+    /// Let Docker run inside (nesting and the syscall intercepts it needs).
+    pub nesting: bool,
+}
+
+impl SandboxSpec {
+    /// The create request for `name` in `slot`.
+    pub fn create_request(&self, name: &str, slot: Slot, launch_token: &str) -> InstanceCreate {
+        let mut req = InstanceCreate::container(name, &ImageRef::Alias(self.image.clone()));
+        let config = &mut req.config;
+        config.insert(keys::WORKSPACE.into(), self.workspace.path_str().into());
+        config.insert(keys::SLOT.into(), slot.to_string());
+        config.insert(keys::KIND.into(), self.kind.as_str().into());
+        config.insert(keys::PERSISTENT.into(), self.persistent.to_string());
+        config.insert(keys::IMAGE.into(), self.image.clone());
+        config.insert(keys::VERSION.into(), env!("CARGO_PKG_VERSION").into());
+        config.insert(keys::LAUNCH.into(), launch_token.into());
+        if self.nesting {
+            for key in [
+                "security.nesting",
+                "security.syscalls.intercept.mknod",
+                "security.syscalls.intercept.setxattr",
+            ] {
+                config.insert(key.into(), "true".into());
+            }
+        }
+        let disk: HashMap<String, String> = [
+            ("type", "disk"),
+            ("source", self.workspace.path_str()),
+            ("path", WORKSPACE_MOUNT),
+            ("shift", "true"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        req.devices.insert("workspace".into(), disk);
+        // A one-off command's container goes away by itself once stopped, even
+        // when cci is killed before it can delete it.
+        req.ephemeral = self.kind == Kind::Run;
+        req.start = true;
+        req
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(kind: Kind, nesting: bool) -> SandboxSpec {
+        SandboxSpec {
+            workspace: Workspace::from_canonical("/p/my project".into()).unwrap(),
+            image: "cci".into(),
+            kind,
+            persistent: false,
+            nesting,
+        }
+    }
+
+    #[test]
+    fn marks_mounts_and_nesting() {
+        let req = spec(Kind::Run, true).create_request("cci-x-2", Slot::new(2).unwrap(), "t1");
+        assert_eq!(req.config[keys::WORKSPACE], "/p/my project");
+        assert_eq!(req.config[keys::SLOT], "2");
+        assert_eq!(req.config[keys::KIND], "run");
+        assert_eq!(req.config[keys::LAUNCH], "t1");
+        assert_eq!(req.config["security.nesting"], "true");
+        assert_eq!(req.devices["workspace"]["source"], "/p/my project");
+        assert_eq!(req.devices["workspace"]["shift"], "true");
+        assert!(req.ephemeral && req.start);
+
+        let req = spec(Kind::Shell, false).create_request("cci-x-1", Slot::new(1).unwrap(), "t2");
+        assert!(!req.config.contains_key("security.nesting"));
+        assert!(!req.ephemeral);
+    }
+}
