@@ -36,7 +36,8 @@ pub struct ExecSpec {
 }
 
 impl ExecSpec {
-    fn request(&self) -> ExecRequest {
+    /// The daemon request for this spec.
+    pub fn request(&self) -> ExecRequest {
         let mut req = ExecRequest::new(&self.command)
             .as_user(self.user, self.group)
             .cwd(&self.cwd);

@@ -129,6 +129,23 @@ fn openpty(cols: u16, rows: u16) -> (OwnedFd, OwnedFd) {
     unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) }
 }
 
+/// Make `slave` the command's standard streams and controlling terminal, as
+/// a login would: a new session whose controlling TTY it is.
+fn on_terminal(cmd: &mut std::process::Command, slave: &OwnedFd) {
+    cmd.stdin(Stdio::from(slave.try_clone().unwrap()))
+        .stdout(Stdio::from(slave.try_clone().unwrap()))
+        .stderr(Stdio::from(slave.try_clone().unwrap()));
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 fn set_size(fd: &OwnedFd, cols: u16, rows: u16) {
     let ws = libc::winsize {
         ws_row: rows,
@@ -200,19 +217,8 @@ async fn interactive_exec_on_a_real_terminal() {
     let mut cmd = cci();
     cmd.args(["container", "exec", "-t", &inst.name, "-e", "PS1=ready> "])
         .args(["--", "bash", "--norc", "-i"])
-        .env("TERM", "xterm")
-        .stdin(Stdio::from(slave.try_clone().unwrap()))
-        .stdout(Stdio::from(slave.try_clone().unwrap()))
-        .stderr(Stdio::from(slave.try_clone().unwrap()));
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+        .env("TERM", "xterm");
+    on_terminal(&mut cmd, &slave);
     let mut child = cmd.spawn().unwrap();
     let mut screen = Screen::new(&master);
     let mut keys = std::fs::File::from(master.try_clone().unwrap());
@@ -275,19 +281,8 @@ async fn interactive_exec_passes_the_exit_code_through() {
         "sh",
         "-c",
         "exit 9",
-    ])
-    .stdin(Stdio::from(slave.try_clone().unwrap()))
-    .stdout(Stdio::from(slave.try_clone().unwrap()))
-    .stderr(Stdio::from(slave.try_clone().unwrap()));
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    ]);
+    on_terminal(&mut cmd, &slave);
     let status = cmd.status().unwrap();
     assert_eq!(status.code(), Some(9));
 }

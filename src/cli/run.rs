@@ -111,12 +111,7 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<i32> {
         env: args.sandbox.env,
         timeout: args.timeout.map(Duration::from_secs),
     };
-    let signal_no = std::sync::Arc::new(std::sync::atomic::AtomicI32::new(0));
-    let seen = signal_no.clone();
-    let interrupt = async move {
-        let n = interrupted().await;
-        seen.store(n, std::sync::atomic::Ordering::SeqCst);
-    };
+    let interrupt = interrupted();
     let stdin = (!std::io::stdin().is_terminal()).then(tokio::io::stdin);
     let (outcome, out, err) = match args.format {
         RunFormat::Text => {
@@ -148,7 +143,7 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<i32> {
             );
             124
         }
-        Ending::Interrupted => 128 + signal_no.load(std::sync::atomic::Ordering::SeqCst).max(2),
+        Ending::Interrupted(signal) => 128 + signal,
     };
     if args.format == RunFormat::Json {
         let v = serde_json::json!({

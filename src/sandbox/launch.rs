@@ -192,18 +192,26 @@ async fn create(
     }
 }
 
-/// Stop (force) and delete `name`; gone already is fine. Retries while the
-/// daemon is still busy creating or starting it.
+/// Stop (force) and delete `name`; gone already is fine. Retries (for up to
+/// 5 s) only while the daemon is still busy with it or it is still running,
+/// e.g. mid-create or mid-start; any other error is returned at once.
 pub async fn remove(client: &Client, name: &str) -> incus::Result<()> {
-    for _ in 0..50 {
+    let mut tries = 0;
+    loop {
         let _ = client
             .stop_instance(name, Some(Duration::from_secs(0)), true)
             .await;
         match client.delete_instance(name).await {
             Ok(()) => return Ok(()),
             Err(e) if e.is_not_found() => return Ok(()),
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e @ (incus::Error::Conflict(_) | incus::Error::InstanceRunning(_)))
+                if tries < 50 =>
+            {
+                tracing::debug!("deleting {name}: {e}; trying again");
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e),
         }
     }
-    client.delete_instance(name).await
 }

@@ -8,6 +8,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::launch::{Attempt, LaunchError, launch, remove};
 use super::names::Slot;
 use super::spec::{CODE_GID, CODE_HOME, CODE_UID, SandboxSpec, WORKSPACE_MOUNT};
+use crate::container::ExecSpec;
 use crate::incus::{self, Client, ExecRequest};
 
 /// What to run, where.
@@ -34,8 +35,8 @@ pub enum Ending {
     Exited(i32),
     /// The timeout passed first.
     TimedOut,
-    /// The caller's interrupt fired first (e.g. Ctrl-C).
-    Interrupted,
+    /// The caller's interrupt fired first (e.g. Ctrl-C), with this signal number.
+    Interrupted(i32),
 }
 
 /// The result of a run.
@@ -77,7 +78,7 @@ pub async fn run<I, O, E>(
     stdin: Option<I>,
     stdout: O,
     stderr: E,
-    interrupt: impl Future<Output = ()>,
+    interrupt: impl Future<Output = i32>,
 ) -> Result<RunOutcome, LaunchError>
 where
     I: AsyncRead + Unpin,
@@ -89,17 +90,19 @@ where
     tokio::pin!(interrupt);
     let launched = tokio::select! {
         r = launch(client, &req.spec, req.slot, req.slot_limit, &attempt) => r?,
-        _ = &mut interrupt => {
+        signal = &mut interrupt => {
             attempt.abandon(client).await;
-            return Ok(RunOutcome { container: String::new(), ending: Ending::Interrupted, duration: start.elapsed() });
+            return Ok(RunOutcome { container: String::new(), ending: Ending::Interrupted(signal), duration: start.elapsed() });
         }
     };
-    let mut exec = ExecRequest::new(&req.command)
-        .as_user(CODE_UID, CODE_GID)
-        .cwd(WORKSPACE_MOUNT);
-    for (k, v) in sandbox_env(&req.env) {
-        exec = exec.env(&k, &v);
+    let exec = ExecSpec {
+        command: req.command.clone(),
+        user: CODE_UID,
+        group: CODE_GID,
+        cwd: WORKSPACE_MOUNT.into(),
+        env: sandbox_env(&req.env),
     }
+    .request();
     let timeout = async {
         match req.timeout {
             Some(t) => tokio::time::sleep(t).await,
@@ -109,7 +112,7 @@ where
     let ending = tokio::select! {
         r = exec_once(client, &launched.name, &exec, stdin, stdout, stderr) => r.map(Ending::Exited),
         _ = timeout => Ok(Ending::TimedOut),
-        _ = &mut interrupt => Ok(Ending::Interrupted),
+        signal = &mut interrupt => Ok(Ending::Interrupted(signal)),
     };
     let duration = start.elapsed();
     let removed = remove(client, &launched.name).await;

@@ -70,23 +70,24 @@ impl TestInstance {
 
 impl Drop for TestInstance {
     fn drop(&mut self) {
-        let name = self.name.clone();
-        let client = self.client.clone();
-        // Drop cannot await: clean up on a thread with its own runtime.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("cleanup runtime");
-            rt.block_on(async {
-                let _ = client
-                    .stop_instance(&name, Some(std::time::Duration::from_secs(1)), true)
-                    .await;
-                let _ = client.delete_instance(&name).await;
-            });
-        })
-        .join();
+        let (name, client) = (self.name.clone(), self.client.clone());
+        block_on_thread(async move {
+            let _ = cci::sandbox::remove(&client, &name).await;
+        });
     }
+}
+
+/// Run `f` to completion from synchronous code (a `Drop`), on a thread with
+/// its own runtime so it works inside and outside a test's runtime.
+fn block_on_thread(f: impl std::future::Future<Output = ()> + Send + 'static) {
+    let _ = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("cleanup runtime")
+            .block_on(f);
+    })
+    .join();
 }
 
 /// The `cci` binary built for these tests.
@@ -111,17 +112,9 @@ pub struct TestImage {
 
 impl Drop for TestImage {
     fn drop(&mut self) {
-        let fingerprint = self.fingerprint.clone();
-        let client = self.client.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("cleanup runtime");
-            rt.block_on(async {
-                let _ = client.delete_image(&fingerprint).await;
-            });
-        })
-        .join();
+        let (fingerprint, client) = (self.fingerprint.clone(), self.client.clone());
+        block_on_thread(async move {
+            let _ = client.delete_image(&fingerprint).await;
+        });
     }
 }
