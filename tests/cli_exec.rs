@@ -3,13 +3,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
+use std::io::Write;
 use std::process::Stdio;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::pty::{Screen, on_terminal, openpty, set_size, termios};
 use common::{TestInstance, cci};
 
 fn text(b: &[u8]) -> String {
@@ -99,115 +97,6 @@ async fn capture_json_raw_exit_codes_and_stdin() {
     );
 }
 
-/// A pseudo-terminal: (master, slave).
-fn openpty(cols: u16, rows: u16) -> (OwnedFd, OwnedFd) {
-    let (mut master, mut slave) = (0, 0);
-    let ws = libc::winsize {
-        ws_row: rows,
-        ws_col: cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: openpty writes two fds into the out-pointers; the rest are valid or null.
-    let rc = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            &ws,
-        )
-    };
-    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-    // openpty does not set close-on-exec: without it, children other tests spawn
-    // meanwhile would inherit (and keep open) this terminal.
-    for fd in [master, slave] {
-        // SAFETY: fcntl on fds we own.
-        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-    }
-    // SAFETY: both fds were just opened and are owned by nobody else.
-    unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) }
-}
-
-/// Make `slave` the command's standard streams and controlling terminal, as
-/// a login would: a new session whose controlling TTY it is.
-fn on_terminal(cmd: &mut std::process::Command, slave: &OwnedFd) {
-    cmd.stdin(Stdio::from(slave.try_clone().unwrap()))
-        .stdout(Stdio::from(slave.try_clone().unwrap()))
-        .stderr(Stdio::from(slave.try_clone().unwrap()));
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
-fn set_size(fd: &OwnedFd, cols: u16, rows: u16) {
-    let ws = libc::winsize {
-        ws_row: rows,
-        ws_col: cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCSWINSZ reads a winsize from a valid pointer.
-    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
-    assert_eq!(rc, 0);
-}
-
-fn termios(fd: &OwnedFd) -> libc::termios {
-    // SAFETY: tcgetattr fills the zeroed struct.
-    unsafe {
-        let mut t: libc::termios = std::mem::zeroed();
-        assert_eq!(libc::tcgetattr(fd.as_raw_fd(), &mut t), 0);
-        t
-    }
-}
-
-/// Everything the terminal shows, read on a thread.
-struct Screen {
-    rx: mpsc::Receiver<Vec<u8>>,
-    seen: String,
-}
-
-impl Screen {
-    fn new(master: &OwnedFd) -> Screen {
-        let mut reader = std::fs::File::from(master.try_clone().unwrap());
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = reader.read(&mut buf) {
-                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                    break;
-                }
-            }
-        });
-        Screen {
-            rx,
-            seen: String::new(),
-        }
-    }
-
-    /// Wait until the screen shows `want` (after what was already matched).
-    fn expect(&mut self, want: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(i) = self.seen.find(want) {
-                self.seen.drain(..i + want.len());
-                return;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.rx.recv_timeout(left) {
-                Ok(b) => self.seen.push_str(&String::from_utf8_lossy(&b)),
-                Err(_) => panic!("terminal never showed {want:?}; it shows {:?}", self.seen),
-            }
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn interactive_exec_on_a_real_terminal() {
     let inst = TestInstance::running("tty").await;
@@ -251,10 +140,10 @@ async fn interactive_exec_on_a_real_terminal() {
             break s;
         }
         if Instant::now() > deadline {
-            while let Ok(b) = screen.rx.try_recv() {
-                screen.seen.push_str(&String::from_utf8_lossy(&b));
-            }
-            panic!("cci did not exit after Ctrl-D; terminal: {:?}", screen.seen);
+            panic!(
+                "cci did not exit after Ctrl-D; terminal: {:?}",
+                screen.drain()
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     };

@@ -3,26 +3,15 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{TestInstance, cci, client, test_image};
+use common::{TestInstance, cci, client, containers_of, test_image, workspace};
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-/// A workspace owned by uid 1000 whose name a shell would misread.
-fn workspace() -> tempfile::TempDir {
-    let dir = tempfile::Builder::new()
-        .prefix("ws with space ' \" ; $(touch x) ü\n-")
-        .tempdir()
-        .unwrap();
-    std::os::unix::fs::chown(dir.path(), Some(1000), Some(1000)).unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    dir
 }
 
 /// `cci run` in `ws` from the test image.
@@ -33,19 +22,6 @@ fn run_in(ws: &Path) -> Command {
         .arg("--workspace")
         .arg(ws);
     cmd
-}
-
-/// The cci containers of the workspace at `ws`, by name.
-async fn containers_of(ws: &Path) -> Vec<String> {
-    let canonical = std::fs::canonicalize(ws).unwrap();
-    let c = client().await;
-    c.instances("cci-", false)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|i| i.config.get("user.cci.workspace").map(String::as_str) == canonical.to_str())
-        .map(|i| i.name)
-        .collect()
 }
 
 fn json(out: &Output) -> serde_json::Value {

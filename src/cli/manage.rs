@@ -1,12 +1,14 @@
-//! `cci list`, `cci kill`: see and remove cci's containers.
+//! `cci list`, `info`, `kill`, `shutdown`, `clean`, `persist`: see, keep and
+//! remove cci's containers.
 
 use std::io::IsTerminal;
+use std::time::Duration;
 
 use clap::Args;
 
 use super::{Format, UsageError};
 use crate::incus::Client;
-use crate::sandbox::{self, SandboxInfo};
+use crate::sandbox::{self, SandboxInfo, ShutdownOutcome};
 
 /// Options of `cci list`.
 #[derive(Debug, Args)]
@@ -34,7 +36,58 @@ pub struct KillArgs {
     pub force: bool,
 }
 
+/// Options of `cci info`.
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Container name.
+    pub name: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+/// Options of `cci shutdown`.
+#[derive(Debug, Args)]
+pub struct ShutdownArgs {
+    /// Containers to shut down.
+    #[arg(
+        value_name = "NAME",
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
+    pub names: Vec<String>,
+    /// Every cci container.
+    #[arg(long)]
+    pub all: bool,
+    /// Seconds to wait for a clean stop before forcing it.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub timeout: u64,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'f')]
+    pub force: bool,
+}
+
+/// Options of `cci clean`.
+#[derive(Debug, Args)]
+pub struct CleanArgs {
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'f')]
+    pub force: bool,
+    /// Only list what would be removed.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Options of `cci persist`.
+#[derive(Debug, Args)]
+pub struct PersistArgs {
+    /// Session containers to keep when their sessions end.
+    #[arg(value_name = "NAME", required = true)]
+    pub names: Vec<String>,
+}
+
 pub async fn list(client: &Client, args: ListArgs) -> anyhow::Result<i32> {
+    sandbox::reap(client, sandbox::PREFIX).await;
     let all = sandbox::list(client).await?;
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&all)?),
@@ -48,16 +101,18 @@ fn print_table(all: &[SandboxInfo]) {
         println!("no cci containers");
         return;
     }
-    let rows: Vec<[String; 7]> = all
+    let rows: Vec<[String; 9]> = all
         .iter()
         .map(|s| {
             [
                 s.name.clone(),
                 s.state.clone(),
+                s.slot.to_string(),
                 s.mode.to_string(),
                 s.kind.clone(),
                 s.ipv4.clone().unwrap_or_else(|| "-".into()),
                 s.created.get(..19).unwrap_or(&s.created).replace('T', " "),
+                s.image.clone(),
                 s.workspace.clone(),
             ]
         })
@@ -65,10 +120,12 @@ fn print_table(all: &[SandboxInfo]) {
     let head = [
         "NAME",
         "STATE",
+        "SLOT",
         "MODE",
         "KIND",
         "IPV4",
         "CREATED",
+        "IMAGE",
         "WORKSPACE",
     ];
     let mut width = head.map(str::len);
@@ -108,32 +165,167 @@ pub fn confirm(question: &str, force: bool) -> anyhow::Result<bool> {
     Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }
 
-pub async fn kill(client: &Client, args: KillArgs) -> anyhow::Result<i32> {
-    let names: Vec<String> = if args.all {
-        let all = sandbox::list(client).await?;
-        if all.is_empty() {
-            println!("no cci containers");
-            return Ok(0);
+/// The containers a command acts on: the names given, or (with `--all`,
+/// after confirmation) every cci container. `None`: nothing to do.
+async fn targets(
+    client: &Client,
+    names: Vec<String>,
+    all: bool,
+    verb: &str,
+    force: bool,
+) -> anyhow::Result<Option<Vec<String>>> {
+    if !all {
+        return Ok(Some(names));
+    }
+    let all = sandbox::list(client).await?;
+    if all.is_empty() {
+        println!("no cci containers");
+        return Ok(None);
+    }
+    if !confirm(&format!("{verb} all {} cci containers", all.len()), force)? {
+        return Ok(None);
+    }
+    Ok(Some(all.into_iter().map(|s| s.name).collect()))
+}
+
+/// Print one line per name, or the error; the exit code of the last error.
+fn report<T>(
+    name: &str,
+    result: crate::incus::Result<T>,
+    ok: impl Fn(T) -> String,
+    code: &mut i32,
+) {
+    match result {
+        Ok(v) => println!("{}", ok(v)),
+        Err(e) => {
+            eprintln!("cci: {name}: {e}");
+            *code = super::exit_code(&e.into());
         }
-        if !confirm(
-            &format!("kill all {} cci containers", all.len()),
-            args.force,
-        )? {
-            return Ok(1);
-        }
-        all.into_iter().map(|s| s.name).collect()
-    } else {
-        args.names
-    };
+    }
+}
+
+/// Run `op` on every name, a few at a time, and report in the given order.
+async fn for_each<T, F, Fut>(names: &[String], op: F, ok: impl Fn(&str, T) -> String) -> i32
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = crate::incus::Result<T>>,
+{
+    use futures_util::StreamExt;
+    let results: Vec<_> = futures_util::stream::iter(names.iter().cloned())
+        .map(|name| {
+            let fut = op(name.clone());
+            async move { (name, fut.await) }
+        })
+        .buffered(8)
+        .collect()
+        .await;
     let mut code = 0;
-    for name in &names {
-        match sandbox::kill(client, name).await {
-            Ok(()) => println!("killed {name}"),
-            Err(e) => {
-                eprintln!("cci: {name}: {e}");
-                code = super::exit_code(&e.into());
+    for (name, r) in results {
+        report(&name, r, |v| ok(&name, v), &mut code);
+    }
+    code
+}
+
+pub async fn kill(client: &Client, args: KillArgs) -> anyhow::Result<i32> {
+    let Some(names) = targets(client, args.names, args.all, "kill", args.force).await? else {
+        return Ok(0);
+    };
+    let op = |name: String| async move { sandbox::kill(client, &name).await };
+    Ok(for_each(&names, op, |name, ()| format!("killed {name}")).await)
+}
+
+pub async fn shutdown(client: &Client, args: ShutdownArgs) -> anyhow::Result<i32> {
+    let Some(names) = targets(client, args.names, args.all, "shut down", args.force).await? else {
+        return Ok(0);
+    };
+    let grace = Duration::from_secs(args.timeout);
+    let op = |name: String| async move { sandbox::shutdown(client, &name, grace).await };
+    let ok = |name: &str, o| match o {
+        ShutdownOutcome::Deleted => format!("shut down {name} (deleted)"),
+        ShutdownOutcome::Stopped => format!("shut down {name} (persistent: stopped and kept)"),
+    };
+    Ok(for_each(&names, op, ok).await)
+}
+
+pub async fn persist(client: &Client, args: PersistArgs) -> anyhow::Result<i32> {
+    let mut code = 0;
+    for name in &args.names {
+        let r = sandbox::persist(client, name).await;
+        let ok = |changed| match changed {
+            true => format!("{name} is now persistent: kept when its session ends"),
+            false => format!("{name} was already persistent"),
+        };
+        report(name, r, ok, &mut code);
+    }
+    Ok(code)
+}
+
+pub async fn clean(client: &Client, args: CleanArgs) -> anyhow::Result<i32> {
+    let plan = sandbox::clean_plan(client).await?;
+    if plan.is_empty() {
+        println!("nothing to clean");
+        return Ok(0);
+    }
+    for (s, reason) in &plan {
+        println!("{}  {}  ({})", s.name, s.state, reason.describe());
+    }
+    if args.dry_run {
+        return Ok(0);
+    }
+    if !confirm(
+        &format!("remove these {} containers", plan.len()),
+        args.force,
+    )? {
+        return Ok(1);
+    }
+    let names: Vec<String> = plan.into_iter().map(|(s, _)| s.name).collect();
+    let op = |name: String| async move { sandbox::kill(client, &name).await };
+    Ok(for_each(&names, op, |name, ()| format!("removed {name}")).await)
+}
+
+pub async fn info(client: &Client, args: InfoArgs) -> anyhow::Result<i32> {
+    sandbox::info(client, &args.name).await?;
+    let all = sandbox::list_prefix(client, &args.name, true).await?;
+    let Some(s) = all.into_iter().find(|s| s.name == args.name) else {
+        return Err(crate::incus::Error::NotFound(format!("container {}", args.name)).into());
+    };
+    let session_running = s.state == "Running" && sandbox::session_alive(client, &s.name).await?;
+    match args.format {
+        Format::Json => {
+            let mut v = serde_json::to_value(&s)?;
+            v["session_running"] = session_running.into();
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        Format::Table => {
+            let dash = |v: &str| {
+                if v.is_empty() {
+                    "-".to_string()
+                } else {
+                    v.to_string()
+                }
+            };
+            let rows = [
+                ("Name", s.name.clone()),
+                ("State", s.state.clone()),
+                ("Slot", s.slot.to_string()),
+                ("Mode", s.mode.to_string()),
+                ("Kind", s.kind.clone()),
+                ("Workspace", s.workspace.clone()),
+                ("Image", dash(&s.image)),
+                ("IPv4", s.ipv4.clone().unwrap_or_else(|| "-".into())),
+                ("Created", s.created.clone()),
+                ("Last started", dash(&s.last_started)),
+                ("Agent", dash(&s.agent)),
+                ("Session", dash(&s.session)),
+                (
+                    "Session running",
+                    if session_running { "yes" } else { "no" }.into(),
+                ),
+            ];
+            for (k, v) in rows {
+                println!("{:<16} {v}", format!("{k}:"));
             }
         }
     }
-    Ok(code)
+    Ok(0)
 }

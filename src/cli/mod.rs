@@ -5,6 +5,7 @@ mod container;
 mod health;
 mod manage;
 mod run;
+mod shell;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -22,15 +23,27 @@ pub const EXIT_NOT_FOUND: i32 = 5;
 pub const EXIT_CONFLICT: i32 = 6;
 
 /// Run AI coding agents in unprivileged Incus system containers.
+///
+/// Without a command, `cci` is `cci shell`: it starts the agent in a fresh
+/// container for the current folder and attaches your terminal.
 #[derive(Debug, Parser)]
-#[command(name = "cci", version, about, propagate_version = true)]
+#[command(
+    name = "cci",
+    version,
+    about,
+    propagate_version = true,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     /// Incus project to use.
     #[arg(long, global = true, env = "CCI_INCUS_PROJECT", value_name = "NAME")]
     pub project: Option<String>,
+    /// `cci shell`'s options, for plain `cci`.
+    #[command(flatten)]
+    pub shell: shell::ShellArgs,
     /// What to do.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 /// Output format for machine-readable commands.
@@ -49,14 +62,28 @@ pub enum Command {
     /// (exit 0 healthy, 1 degraded, 2 unhealthy).
     #[command(visible_alias = "doctor")]
     Health(health::HealthArgs),
+    /// Start the agent in a container for the workspace, inside tmux, and
+    /// attach your terminal (the default command).
+    Shell(shell::ShellArgs),
+    /// Attach your terminal to a running session again.
+    Attach(shell::AttachArgs),
     /// Run a command in a fresh container with the workspace mounted, as the
     /// `code` user in /workspace; the container is always deleted after.
     Run(run::RunArgs),
     /// List cci's containers.
     #[command(visible_alias = "ls")]
     List(manage::ListArgs),
+    /// Show one cci container.
+    Info(manage::InfoArgs),
+    /// Stop cci containers cleanly (then by force), deleting the ephemeral ones.
+    Shutdown(manage::ShutdownArgs),
     /// Stop and delete cci containers at once (no grace period).
     Kill(manage::KillArgs),
+    /// Keep session containers when their sessions end.
+    Persist(manage::PersistArgs),
+    /// Remove stopped session containers, interrupted launches and
+    /// containers whose workspace is gone (never running or persistent ones).
+    Clean(manage::CleanArgs),
     /// Low-level container operations.
     #[command(subcommand)]
     Container(container::ContainerCommand),
@@ -75,11 +102,20 @@ fn client(cli: &Cli) -> anyhow::Result<Client> {
 /// Run the parsed command; returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     let client = client(&cli)?;
-    match cli.command {
+    let Some(command) = cli.command else {
+        return shell::shell(&client, cli.shell).await;
+    };
+    match command {
         Command::Health(args) => health::run(&client, args).await,
+        Command::Shell(args) => shell::shell(&client, args).await,
+        Command::Attach(args) => shell::attach(&client, args).await,
         Command::Run(args) => run::run(&client, args).await,
         Command::List(args) => manage::list(&client, args).await,
+        Command::Info(args) => manage::info(&client, args).await,
+        Command::Shutdown(args) => manage::shutdown(&client, args).await,
         Command::Kill(args) => manage::kill(&client, args).await,
+        Command::Persist(args) => manage::persist(&client, args).await,
+        Command::Clean(args) => manage::clean(&client, args).await,
         Command::Container(cmd) => container::run(&client, cmd).await,
     }
 }
@@ -97,6 +133,7 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
             return EXIT_CONFLICT;
         }
         Some(LaunchError::Incus(e)) => return incus_exit_code(e),
+        Some(LaunchError::SessionStart { .. }) => return 1,
         None => {}
     }
     match err.downcast_ref::<incus::Error>() {

@@ -48,12 +48,17 @@ pub fn slot_limit() -> anyhow::Result<u32> {
 impl SandboxArgs {
     /// The workspace these flags name.
     pub fn workspace(&self) -> anyhow::Result<Workspace> {
-        let path = match &self.workspace {
-            Some(p) => p.clone(),
-            None => std::env::current_dir()?,
-        };
-        Workspace::resolve(&path).map_err(|e| anyhow::Error::new(super::UsageError(e.to_string())))
+        workspace_at(self.workspace.as_deref())
     }
+}
+
+/// The workspace at `path`, or the current directory's.
+pub fn workspace_at(path: Option<&std::path::Path>) -> anyhow::Result<Workspace> {
+    let path = match path {
+        Some(p) => p.to_path_buf(),
+        None => std::env::current_dir()?,
+    };
+    Workspace::resolve(&path).map_err(|e| anyhow::Error::new(super::UsageError(e.to_string())))
 }
 
 /// How `cci run` reports.
@@ -83,7 +88,7 @@ pub struct RunArgs {
 }
 
 /// Resolves when SIGINT or SIGTERM arrives; yields the signal number.
-async fn interrupted() -> i32 {
+pub async fn interrupted() -> i32 {
     let (Ok(mut int), Ok(mut term)) = (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
@@ -104,6 +109,7 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<i32> {
             kind: Kind::Run,
             persistent: false,
             nesting: true,
+            marks: Vec::new(),
         },
         slot: args.sandbox.slot,
         slot_limit: slot_limit()?,

@@ -35,6 +35,9 @@ pub enum Error {
     /// The operation needs the instance stopped.
     #[error("instance is running: {0}")]
     InstanceRunning(String),
+    /// The operation needs the instance running.
+    #[error("instance is not running: {0}")]
+    InstanceNotRunning(String),
     /// The daemon refused the request for lack of rights.
     #[error("permission denied by the Incus daemon: {0}")]
     Forbidden(String),
@@ -89,6 +92,7 @@ impl Error {
             {
                 Error::Conflict(message)
             }
+            _ if lower.contains("not running") => Error::InstanceNotRunning(message),
             _ if lower.contains("is running") || lower.contains("currently running") => {
                 Error::InstanceRunning(message)
             }
@@ -109,6 +113,12 @@ impl Error {
     /// True when the object asked for does not exist.
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::NotFound(_))
+    }
+
+    /// True when the daemon lost track of a command it started (the command
+    /// may well have run).
+    pub fn is_attach_failure(&self) -> bool {
+        matches!(self, Error::Daemon { message, .. } if message.contains("Failed to retrieve PID"))
     }
 
     /// True when the name is taken (or the object changed under us).
@@ -144,6 +154,10 @@ mod tests {
                 "The instance is currently running, stop it first".into()
             ),
             Error::InstanceRunning(_)
+        ));
+        assert!(matches!(
+            Error::from_daemon(400, "Instance is not running".into()),
+            Error::InstanceNotRunning(_)
         ));
         assert!(matches!(
             Error::from_daemon(400, "Invalid instance name".into()),

@@ -19,6 +19,9 @@ use super::error::{Error, Result};
 use super::operations::Operation;
 use super::transport::{StringMap, WebSocket, encode};
 
+/// How often a command the daemon failed to attach is started again.
+const ATTACH_RETRIES: u64 = 10;
+
 /// How long to wait for the operation to finish once the streams have ended.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -45,6 +48,10 @@ pub struct ExecRequest {
     pub group: u32,
     /// Working directory (empty: the user's default).
     pub cwd: String,
+    /// Running the command twice is harmless, so it may be started again
+    /// when the daemon loses track of it (see [`Client::exec`]).
+    #[serde(skip)]
+    pub repeatable: bool,
 }
 
 impl ExecRequest {
@@ -61,7 +68,14 @@ impl ExecRequest {
             user: 0,
             group: 0,
             cwd: String::new(),
+            repeatable: false,
         }
+    }
+
+    /// Mark the command as safe to run twice (a query, or an idempotent script).
+    pub fn repeatable(mut self) -> Self {
+        self.repeatable = true;
+        self
     }
 
     /// Run as this uid and gid.
@@ -209,7 +223,48 @@ impl Client {
 
     /// Run a command with separate stdin/stdout/stderr streams; returns its exit code.
     /// `stdin: None` gives the command an empty input.
+    ///
+    /// On a busy host the daemon sometimes loses track of a command it started
+    /// ("Failed to retrieve PID of executing child process") although the
+    /// command ran. A [`ExecRequest::repeatable`] command is then started
+    /// again (when none of its input was consumed); any other fails with that
+    /// error, since running it a second time could do harm.
     pub async fn exec<I, O, E>(
+        &self,
+        instance: &str,
+        req: &ExecRequest,
+        stdin: Option<I>,
+        mut stdout: O,
+        mut stderr: E,
+    ) -> Result<i32>
+    where
+        I: AsyncRead + Unpin,
+        O: AsyncWrite + Unpin,
+        E: AsyncWrite + Unpin,
+    {
+        let mut stdin = stdin.map(Counted::new);
+        let mut tries = 0u64;
+        loop {
+            let r = self
+                .exec_once(instance, req, stdin.as_mut(), &mut stdout, &mut stderr)
+                .await;
+            match r {
+                Err(e)
+                    if req.repeatable
+                        && e.is_attach_failure()
+                        && tries < ATTACH_RETRIES
+                        && stdin.as_ref().is_none_or(|s| s.read == 0) =>
+                {
+                    tries += 1;
+                    tracing::debug!("exec in {instance}: {e}; starting it again");
+                    tokio::time::sleep(Duration::from_millis(50 * tries)).await;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn exec_once<I, O, E>(
         &self,
         instance: &str,
         req: &ExecRequest,
@@ -270,13 +325,49 @@ impl Client {
 
     /// Run a command on a PTY: `input` is the terminal's keystrokes, `output` gets the
     /// screen, `control` carries resizes and signals. Returns the exit code.
+    /// A [`ExecRequest::repeatable`] command the daemon lost track of is
+    /// started again, as in [`Client::exec`], if no keystroke was consumed.
     pub async fn exec_interactive<I, O>(
+        &self,
+        instance: &str,
+        req: &ExecRequest,
+        input: I,
+        mut output: O,
+        mut control: mpsc::UnboundedReceiver<TerminalControl>,
+    ) -> Result<i32>
+    where
+        I: AsyncRead + Unpin,
+        O: AsyncWrite + Unpin,
+    {
+        let mut input = Counted::new(input);
+        let mut tries = 0u64;
+        loop {
+            let r = self
+                .exec_interactive_once(instance, req, &mut input, &mut output, &mut control)
+                .await;
+            match r {
+                Err(e)
+                    if req.repeatable
+                        && e.is_attach_failure()
+                        && tries < ATTACH_RETRIES
+                        && input.read == 0 =>
+                {
+                    tries += 1;
+                    tracing::debug!("exec in {instance}: {e}; starting it again");
+                    tokio::time::sleep(Duration::from_millis(50 * tries)).await;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn exec_interactive_once<I, O>(
         &self,
         instance: &str,
         req: &ExecRequest,
         mut input: I,
         mut output: O,
-        mut control: mpsc::UnboundedReceiver<TerminalControl>,
+        control: &mut mpsc::UnboundedReceiver<TerminalControl>,
     ) -> Result<i32>
     where
         I: AsyncRead + Unpin,
@@ -356,5 +447,30 @@ impl Client {
             out.stderr = self.raw_get(&p).await?.1;
         }
         Ok(out)
+    }
+}
+
+/// A reader that counts what it has handed out.
+struct Counted<I> {
+    inner: I,
+    read: u64,
+}
+
+impl<I> Counted<I> {
+    fn new(inner: I) -> Self {
+        Counted { inner, read: 0 }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Counted<I> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        self.read += (buf.filled().len() - before) as u64;
+        r
     }
 }

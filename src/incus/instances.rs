@@ -93,6 +93,9 @@ pub struct Instance {
     /// Creation time (RFC 3339).
     #[serde(default)]
     pub created_at: String,
+    /// Last start (RFC 3339; year 1 when never started).
+    #[serde(default)]
+    pub last_used_at: String,
     /// Free text.
     #[serde(default)]
     pub description: String,

@@ -8,7 +8,7 @@ use super::names::PREFIX;
 use super::spec::keys;
 use crate::incus::{self, Client, Instance};
 
-/// One cci container as `cci list` shows it.
+/// One cci container as `cci list` and `cci info` show it.
 #[derive(Debug, Clone, Serialize)]
 pub struct SandboxInfo {
     /// Container name.
@@ -27,8 +27,17 @@ pub struct SandboxInfo {
     pub ipv4: Option<String>,
     /// Creation time (RFC 3339).
     pub created: String,
+    /// Last start (RFC 3339), empty when never started.
+    pub last_started: String,
     /// The image alias it came from.
     pub image: String,
+    /// The session id (empty for `run` containers).
+    pub session: String,
+    /// The agent the session runs (empty for plain shells and `run`).
+    pub agent: String,
+    /// The token of the launch that made it.
+    #[serde(skip)]
+    pub launch: String,
 }
 
 impl SandboxInfo {
@@ -36,6 +45,11 @@ impl SandboxInfo {
     pub fn from_instance(instance: &Instance) -> Option<SandboxInfo> {
         let key = |k: &str| instance.config.get(k).cloned().unwrap_or_default();
         let workspace = instance.config.get(keys::WORKSPACE)?.clone();
+        let last_started = if instance.last_used_at.starts_with("0001-") {
+            String::new()
+        } else {
+            instance.last_used_at.clone()
+        };
         Some(SandboxInfo {
             name: instance.name.clone(),
             state: instance.status.clone(),
@@ -49,15 +63,43 @@ impl SandboxInfo {
             },
             ipv4: instance.state.as_ref().and_then(|s| s.ipv4("eth0")),
             created: instance.created_at.clone(),
+            last_started,
             image: key(keys::IMAGE),
+            session: key(keys::SESSION),
+            agent: key(keys::AGENT),
+            launch: key(keys::LAUNCH),
         })
+    }
+
+    /// Kept after its session ends.
+    pub fn persistent(&self) -> bool {
+        self.mode == "persistent"
+    }
+
+    /// An ephemeral session container that was started and has stopped: its
+    /// session is over and only the container is left.
+    pub fn is_ended_session(&self) -> bool {
+        self.state == "Stopped"
+            && !self.persistent()
+            && self.kind == "shell"
+            && !self.last_started.is_empty()
     }
 }
 
 /// Every cci container, by name.
 pub async fn list(client: &Client) -> incus::Result<Vec<SandboxInfo>> {
+    list_prefix(client, PREFIX, true).await
+}
+
+/// The cci containers whose names start with `prefix`, by name; with
+/// `with_state` they carry their addresses (which costs more).
+pub async fn list_prefix(
+    client: &Client,
+    prefix: &str,
+    with_state: bool,
+) -> incus::Result<Vec<SandboxInfo>> {
     let mut all: Vec<SandboxInfo> = client
-        .instances(PREFIX, true)
+        .instances(prefix, with_state)
         .await?
         .iter()
         .filter_map(SandboxInfo::from_instance)

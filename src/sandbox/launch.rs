@@ -47,6 +47,14 @@ pub enum LaunchError {
         /// The alias.
         image: String,
     },
+    /// The container runs but the session in it could not start.
+    #[error("could not start the session in {container}: {message}")]
+    SessionStart {
+        /// The container (removed again).
+        container: String,
+        /// What the start script said.
+        message: String,
+    },
     /// Anything the daemon said.
     #[error(transparent)]
     Incus(#[from] incus::Error),
@@ -88,7 +96,8 @@ impl Default for Attempt {
 }
 
 impl Attempt {
-    fn set(&self, name: Option<&str>) {
+    /// Mark `name` (or nothing) as this attempt's container-in-progress.
+    pub(super) fn set(&self, name: Option<&str>) {
         if let Ok(mut a) = self.creating.lock() {
             *a = name.map(str::to_string);
         }
@@ -121,6 +130,15 @@ impl Attempt {
             Err(_) => Some(false),
         }
     }
+}
+
+/// Whether the cci process that made launch `token` is still running on this
+/// machine (its launch may still be under way).
+pub fn launcher_running(token: &str) -> bool {
+    let Some(pid) = token.split('-').next().filter(|p| !p.is_empty()) else {
+        return false;
+    };
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == "cci")
 }
 
 /// Create and start a container for `spec` in `slot`, or in the lowest free

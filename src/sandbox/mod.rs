@@ -1,19 +1,28 @@
 //! Sandboxes: the containers cci runs agents and commands in. Owns workspace
-//! identity, slot allocation, the container spec and the container lifecycle.
+//! identity, slot allocation, the container spec, the tmux session inside,
+//! the agent registry and the container lifecycle.
 //! Talks to Incus only through [`crate::incus::Client`]; prints nothing.
 
+mod agent;
 mod inventory;
 mod launch;
+mod lifecycle;
 mod names;
 mod run;
+mod shell;
 mod spec;
+mod tmux;
 mod workspace;
 
-pub use inventory::{SandboxInfo, get as info, kill, list};
+pub use agent::{AGENTS, Agent, AgentDef, UnknownAgent};
+pub use inventory::{SandboxInfo, get as info, kill, list, list_prefix};
 pub use launch::{Attempt, LaunchError, Launched, launch, remove};
+pub use lifecycle::{CleanReason, ShutdownOutcome, clean_plan, clean_reason, persist, shutdown};
 pub use names::{
     MAX_SLOT, PREFIX, Slot, SlotError, container_name, parse_container_name, workspace_prefix,
 };
 pub use run::{Ending, RunOutcome, RunRequest, run, sandbox_env};
+pub use shell::{Left, Session, ShellRequest, after_detach, end, new_session_id, open, reap};
 pub use spec::{CODE_GID, CODE_HOME, CODE_UID, Kind, SandboxSpec, WORKSPACE_MOUNT, keys};
+pub use tmux::{SESSION as TMUX_SESSION, SessionCommand, alive as session_alive, attach_request};
 pub use workspace::{Workspace, WorkspaceError};

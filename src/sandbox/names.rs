@@ -21,6 +21,9 @@ pub struct SlotError {
 }
 
 impl Slot {
+    /// Slot 1.
+    pub const MIN: Slot = Slot(1);
+
     /// Slot `n` (1..=[`MAX_SLOT`]).
     pub fn new(n: u32) -> Option<Slot> {
         (1..=MAX_SLOT).contains(&n).then_some(Slot(n))

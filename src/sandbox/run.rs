@@ -9,7 +9,7 @@ use super::launch::{Attempt, LaunchError, launch, remove};
 use super::names::Slot;
 use super::spec::{CODE_GID, CODE_HOME, CODE_UID, SandboxSpec, WORKSPACE_MOUNT};
 use crate::container::ExecSpec;
-use crate::incus::{self, Client, ExecRequest};
+use crate::incus::{Client, ExecRequest};
 
 /// What to run, where.
 #[derive(Debug, Clone)]
@@ -95,6 +95,23 @@ where
             return Ok(RunOutcome { container: String::new(), ending: Ending::Interrupted(signal), duration: start.elapsed() });
         }
     };
+    // The daemon sometimes loses track of the first commands run in a
+    // container that has just booted, and the user's command must run
+    // exactly once: a harmless probe goes first (and is repeated if need be).
+    let probe = ExecRequest::new(&["true"]).repeatable();
+    let probed = client
+        .exec(
+            &launched.name,
+            &probe,
+            None::<tokio::io::Empty>,
+            tokio::io::sink(),
+            tokio::io::sink(),
+        )
+        .await;
+    if let Err(e) = probed {
+        let _ = remove(client, &launched.name).await;
+        return Err(e.into());
+    }
     let exec = ExecSpec {
         command: req.command.clone(),
         user: CODE_UID,
@@ -110,7 +127,7 @@ where
         }
     };
     let ending = tokio::select! {
-        r = exec_once(client, &launched.name, &exec, stdin, stdout, stderr) => r.map(Ending::Exited),
+        r = client.exec(&launched.name, &exec, stdin, stdout, stderr) => r.map(Ending::Exited),
         _ = timeout => Ok(Ending::TimedOut),
         signal = &mut interrupt => Ok(Ending::Interrupted(signal)),
     };
@@ -123,70 +140,4 @@ where
         ending,
         duration,
     })
-}
-
-/// Run the command, retrying when the daemon failed to attach it to the
-/// container (it says "Failed to retrieve PID of executing child process";
-/// seen on a busy host right after a start) and no input was consumed yet, so
-/// the command runs exactly once with all of its input.
-async fn exec_once<I, O, E>(
-    client: &Client,
-    name: &str,
-    exec: &ExecRequest,
-    stdin: Option<I>,
-    mut stdout: O,
-    mut stderr: E,
-) -> incus::Result<i32>
-where
-    I: AsyncRead + Unpin,
-    O: AsyncWrite + Unpin,
-    E: AsyncWrite + Unpin,
-{
-    let mut stdin = stdin.map(Counted::new);
-    let mut tries = 0u64;
-    loop {
-        let r = client
-            .exec(name, exec, stdin.as_mut(), &mut stdout, &mut stderr)
-            .await;
-        match r {
-            Err(e)
-                if is_attach_failure(&e)
-                    && tries < 10
-                    && stdin.as_ref().is_none_or(|s| s.read == 0) =>
-            {
-                tries += 1;
-                tokio::time::sleep(Duration::from_millis(50 * tries)).await;
-            }
-            r => return r,
-        }
-    }
-}
-
-fn is_attach_failure(e: &incus::Error) -> bool {
-    matches!(e, incus::Error::Daemon { message, .. } if message.contains("Failed to retrieve PID"))
-}
-
-/// A reader that counts what it has handed out.
-struct Counted<I> {
-    inner: I,
-    read: u64,
-}
-
-impl<I> Counted<I> {
-    fn new(inner: I) -> Self {
-        Counted { inner, read: 0 }
-    }
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for Counted<I> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
-        self.read += (buf.filled().len() - before) as u64;
-        r
-    }
 }

@@ -33,6 +33,10 @@ pub mod keys {
     /// A token unique to the launch that created it, so a launch can tell its
     /// own half-made container from one another launch made under the same name.
     pub const LAUNCH: &str = "user.cci.launch";
+    /// The id of the session running in it (also the agent's conversation id).
+    pub const SESSION: &str = "user.cci.session";
+    /// The agent the session runs (`claude`...), empty for `--debug` shells.
+    pub const AGENT: &str = "user.cci.agent";
 }
 
 /// What the container is for.
@@ -67,6 +71,8 @@ pub struct SandboxSpec {
     pub persistent: bool,
     /// Let Docker run inside (nesting and the syscall intercepts it needs).
     pub nesting: bool,
+    /// Extra `user.cci.*` marks (session id, agent).
+    pub marks: Vec<(&'static str, String)>,
 }
 
 impl SandboxSpec {
@@ -81,6 +87,9 @@ impl SandboxSpec {
         config.insert(keys::IMAGE.into(), self.image.clone());
         config.insert(keys::VERSION.into(), env!("CARGO_PKG_VERSION").into());
         config.insert(keys::LAUNCH.into(), launch_token.into());
+        for (k, v) in &self.marks {
+            config.insert((*k).into(), v.clone());
+        }
         if self.nesting {
             for key in [
                 "security.nesting",
@@ -119,6 +128,7 @@ mod tests {
             kind,
             persistent: false,
             nesting,
+            marks: vec![(keys::SESSION, "s-1".into())],
         }
     }
 
@@ -129,6 +139,7 @@ mod tests {
         assert_eq!(req.config[keys::SLOT], "2");
         assert_eq!(req.config[keys::KIND], "run");
         assert_eq!(req.config[keys::LAUNCH], "t1");
+        assert_eq!(req.config[keys::SESSION], "s-1");
         assert_eq!(req.config["security.nesting"], "true");
         assert_eq!(req.devices["workspace"]["source"], "/p/my project");
         assert_eq!(req.devices["workspace"]["shift"], "true");

@@ -6,7 +6,10 @@
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+pub mod pty;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -79,7 +82,7 @@ impl Drop for TestInstance {
 
 /// Run `f` to completion from synchronous code (a `Drop`), on a thread with
 /// its own runtime so it works inside and outside a test's runtime.
-fn block_on_thread(f: impl std::future::Future<Output = ()> + Send + 'static) {
+pub fn block_on_thread(f: impl std::future::Future<Output = ()> + Send + 'static) {
     let _ = std::thread::spawn(move || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -117,4 +120,28 @@ impl Drop for TestImage {
             let _ = client.delete_image(&fingerprint).await;
         });
     }
+}
+
+/// A workspace owned by uid 1000 whose name a shell would misread.
+pub fn workspace() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("ws with space ' \" ; $(touch x) ü\n-")
+        .tempdir()
+        .unwrap();
+    std::os::unix::fs::chown(dir.path(), Some(1000), Some(1000)).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// The cci containers of the workspace at `ws`, by name.
+pub async fn containers_of(ws: &Path) -> Vec<String> {
+    let canonical = std::fs::canonicalize(ws).unwrap();
+    let c = client().await;
+    c.instances("cci-", false)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|i| i.config.get("user.cci.workspace").map(String::as_str) == canonical.to_str())
+        .map(|i| i.name)
+        .collect()
 }

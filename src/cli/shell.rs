@@ -1,0 +1,215 @@
+//! `cci shell` (also plain `cci`) and `cci attach`: interactive sessions.
+
+use clap::Args;
+
+use super::UsageError;
+use super::run::{SandboxArgs, interrupted, slot_limit, workspace_at};
+use crate::incus::Client;
+use crate::sandbox::{
+    self, Agent, Attempt, Kind, Left, SandboxInfo, SandboxSpec, SessionCommand, ShellRequest, Slot,
+};
+use crate::terminal;
+
+/// Options of `cci shell`.
+#[derive(Debug, Args)]
+pub struct ShellArgs {
+    /// Where and from what.
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
+    /// Keep the container (and all installed in it) when the session ends;
+    /// the next `cci shell` on its slot reuses it.
+    #[arg(long)]
+    pub persistent: bool,
+    /// Start the session detached and print the container name.
+    #[arg(long)]
+    pub background: bool,
+    /// Start bash instead of the agent.
+    #[arg(long)]
+    pub debug: bool,
+    /// The agent to start (claude, opencode, codex, aider).
+    #[arg(long, env = "CCI_TOOL", default_value = "claude", value_name = "NAME")]
+    pub tool: String,
+    /// Run the agent from this program instead of the usual one (a name on
+    /// the container's PATH or a full path inside it).
+    #[arg(long, env = "CCI_TOOL_BINARY", value_name = "PROGRAM")]
+    pub tool_binary: Option<String>,
+}
+
+/// Options of `cci attach`.
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// Container to attach to [default: the one session of this workspace].
+    #[arg(value_name = "NAME", conflicts_with = "slot")]
+    pub name: Option<String>,
+    /// Workspace whose session to attach to [default: the current directory].
+    #[arg(short = 'w', long, value_name = "PATH")]
+    pub workspace: Option<std::path::PathBuf>,
+    /// The session in this slot of the workspace.
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub slot: Option<Slot>,
+    /// Open a bash shell in the container instead of the session.
+    #[arg(long)]
+    pub bash: bool,
+}
+
+pub async fn shell(client: &Client, args: ShellArgs) -> anyhow::Result<i32> {
+    let workspace = args.sandbox.workspace()?;
+    let id = sandbox::new_session_id();
+    let (agent, argv, shell_after) = if args.debug {
+        (String::new(), vec!["bash".to_string()], false)
+    } else {
+        let agent = Agent::named(&args.tool, args.tool_binary.as_deref())
+            .map_err(|e| UsageError(e.to_string()))?;
+        (agent.def.name.to_string(), agent.command(&id, false), true)
+    };
+    let req = ShellRequest {
+        spec: SandboxSpec {
+            workspace,
+            image: args.sandbox.image.clone(),
+            kind: Kind::Shell,
+            persistent: args.persistent,
+            nesting: true,
+            marks: Vec::new(),
+        },
+        slot: args.sandbox.slot,
+        slot_limit: slot_limit()?,
+        agent,
+        command: SessionCommand {
+            argv,
+            shell_after,
+            env: sandbox::sandbox_env(&args.sandbox.env),
+            size: terminal::size(),
+        },
+    };
+    let attempt = Attempt::default();
+    let session = tokio::select! {
+        r = sandbox::open(client, &req, &id, &attempt) => r?,
+        signal = interrupted() => {
+            attempt.abandon(client).await;
+            return Ok(128 + signal);
+        }
+    };
+    if args.background {
+        println!("{}", session.name);
+        return Ok(0);
+    }
+    let mode = if session.persistent {
+        "persistent"
+    } else {
+        "ephemeral"
+    };
+    let how = if session.reused { "reusing" } else { "in" };
+    eprintln!(
+        "cci: session {how} {} (slot {}, {mode}); Ctrl-b d detaches",
+        session.name, session.slot
+    );
+    attach_session(client, &session.name, session.slot).await
+}
+
+pub async fn attach(client: &Client, args: AttachArgs) -> anyhow::Result<i32> {
+    let target = match (&args.name, args.slot) {
+        (Some(name), _) => sandbox::info(client, name).await?,
+        (None, slot) => pick(client, &args, slot).await?,
+    };
+    if target.state != "Running" {
+        return Err(UsageError(format!(
+            "{} is {}; `cci shell --slot {}` starts its session again",
+            target.name,
+            target.state.to_lowercase(),
+            target.slot
+        ))
+        .into());
+    }
+    if args.bash {
+        let spec = crate::container::ExecSpec {
+            command: vec!["bash".into(), "-l".into()],
+            user: sandbox::CODE_UID,
+            group: sandbox::CODE_GID,
+            cwd: sandbox::WORKSPACE_MOUNT.into(),
+            env: sandbox::sandbox_env(&[]),
+        };
+        return Ok(crate::container::exec_interactive(client, &target.name, &spec).await?);
+    }
+    if !sandbox::session_alive(client, &target.name).await? {
+        return Err(UsageError(format!(
+            "{} has no session running; `cci attach --bash {}` opens a shell in it",
+            target.name, target.name
+        ))
+        .into());
+    }
+    let slot = Slot::new(target.slot).unwrap_or(Slot::MIN);
+    attach_session(client, &target.name, slot).await
+}
+
+/// The running session container `attach` means when not told by name.
+async fn pick(
+    client: &Client,
+    args: &AttachArgs,
+    slot: Option<Slot>,
+) -> anyhow::Result<SandboxInfo> {
+    let ws = workspace_at(args.workspace.as_deref())?;
+    let prefix = sandbox::workspace_prefix(&ws.id);
+    sandbox::reap(client, &prefix).await;
+    let mut all: Vec<SandboxInfo> = sandbox::list_prefix(client, &prefix, false)
+        .await?
+        .into_iter()
+        .filter(|s| s.kind == "shell")
+        .collect();
+    if let Some(slot) = slot {
+        all.retain(|s| s.slot == slot.get());
+        return all.pop().ok_or_else(|| {
+            crate::incus::Error::NotFound(format!(
+                "no session in slot {slot} of workspace {}",
+                ws.path_str()
+            ))
+            .into()
+        });
+    }
+    all.retain(|s| s.state == "Running");
+    match all.len() {
+        1 => Ok(all.remove(0)),
+        0 => Err(crate::incus::Error::NotFound(format!(
+            "no running session for workspace {}; start one with `cci shell`",
+            ws.path_str()
+        ))
+        .into()),
+        n => {
+            for s in &all {
+                eprintln!("  {}  slot {}  {}", s.name, s.slot, s.mode);
+            }
+            Err(UsageError(format!(
+                "{n} sessions run for this workspace; pick one: `cci attach NAME` or `cci attach --slot N`"
+            ))
+            .into())
+        }
+    }
+}
+
+/// Attach the terminal to `name`'s session; when the terminal leaves, end the
+/// container if the session is over.
+async fn attach_session(client: &Client, name: &str, slot: Slot) -> anyhow::Result<i32> {
+    let req = sandbox::attach_request(&sandbox::sandbox_env(&[]));
+    // The attach also ends with an error when the container powers off.
+    let attached = terminal::run_interactive(client, name, req).await;
+    let left = match sandbox::after_detach(client, name).await {
+        Ok(left) => left,
+        Err(e) => {
+            if let Err(a) = attached {
+                eprintln!("cci: lost the connection to {name}: {a}");
+            }
+            eprintln!("cci: cannot tell whether the session in {name} still runs: {e}");
+            eprintln!("cci: if it does, `cci attach {name}` returns to it");
+            return Ok(1);
+        }
+    };
+    match left {
+        Left::Detached => eprintln!("cci: detached; {name} keeps running (`cci attach {name}`)"),
+        Left::Ended { deleted: true } => {
+            eprintln!("cci: session ended; container {name} deleted")
+        }
+        Left::Ended { deleted: false } => eprintln!(
+            "cci: session ended; persistent container {name} stopped and kept (`cci shell --slot {slot}` reuses it)"
+        ),
+    }
+    Ok(0)
+}

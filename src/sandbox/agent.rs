@@ -1,0 +1,154 @@
+//! The agents cci can start in a session. Adding one is one entry in
+//! [`AGENTS`]: its name, its program, the folder in the home directory that
+//! holds its state, and how it is told to skip permission prompts, start a
+//! new conversation with a given id, or resume one.
+
+/// How to start one agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentDef {
+    /// Its name in `--agent` / `CCI_AGENT`.
+    pub name: &'static str,
+    /// The program, looked up on the container's `PATH`.
+    pub binary: &'static str,
+    /// Its state folder under the home directory (saved between sessions).
+    pub state_dir: &'static str,
+    /// Arguments that let it act without asking (the container is the sandbox).
+    pub unattended_args: &'static [&'static str],
+    /// How a new conversation gets its id (`None`: the agent picks its own).
+    pub new_session: Option<&'static str>,
+    /// How a conversation is resumed by id.
+    pub resume_session: Option<&'static str>,
+}
+
+/// Every agent cci knows; the first is the default.
+pub const AGENTS: &[AgentDef] = &[
+    AgentDef {
+        name: "claude",
+        binary: "claude",
+        state_dir: ".claude",
+        unattended_args: &["--dangerously-skip-permissions"],
+        new_session: Some("--session-id"),
+        resume_session: Some("--resume"),
+    },
+    AgentDef {
+        name: "opencode",
+        binary: "opencode",
+        state_dir: ".local/share/opencode",
+        unattended_args: &[],
+        new_session: None,
+        resume_session: Some("--session"),
+    },
+    AgentDef {
+        name: "codex",
+        binary: "codex",
+        state_dir: ".codex",
+        unattended_args: &["--dangerously-bypass-approvals-and-sandbox"],
+        new_session: None,
+        resume_session: None,
+    },
+    AgentDef {
+        name: "aider",
+        binary: "aider",
+        state_dir: ".aider",
+        unattended_args: &["--yes-always"],
+        new_session: None,
+        resume_session: None,
+    },
+];
+
+/// An unknown agent name.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("unknown agent {0:?}; known agents: {known}", known = names())]
+pub struct UnknownAgent(pub String);
+
+fn names() -> String {
+    AGENTS.iter().map(|a| a.name).collect::<Vec<_>>().join(", ")
+}
+
+/// The agent a session starts, with its program possibly overridden.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Agent {
+    /// Which one.
+    pub def: AgentDef,
+    /// The program to run (the registry's, or an override such as a full path).
+    pub binary: String,
+}
+
+impl Agent {
+    /// The agent called `name`, run as `binary` when given.
+    pub fn named(name: &str, binary: Option<&str>) -> Result<Agent, UnknownAgent> {
+        let def = *AGENTS
+            .iter()
+            .find(|a| a.name == name)
+            .ok_or_else(|| UnknownAgent(name.to_string()))?;
+        Ok(Agent {
+            def,
+            binary: binary.unwrap_or(def.binary).to_string(),
+        })
+    }
+
+    /// The default agent (`claude`).
+    pub fn default_agent() -> Agent {
+        Agent {
+            def: AGENTS[0],
+            binary: AGENTS[0].binary.to_string(),
+        }
+    }
+
+    /// Its command line for session `id`: a new conversation, or a resumed one.
+    pub fn command(&self, id: &str, resume: bool) -> Vec<String> {
+        let mut argv = vec![self.binary.clone()];
+        argv.extend(self.def.unattended_args.iter().map(|a| a.to_string()));
+        let flag = if resume {
+            self.def.resume_session
+        } else {
+            self.def.new_session
+        };
+        if let Some(flag) = flag {
+            argv.push(flag.to_string());
+            argv.push(id.to_string());
+        }
+        argv
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claude_runs_unattended_with_the_session_id() {
+        let a = Agent::default_agent();
+        assert_eq!(a.def.name, "claude");
+        assert_eq!(
+            a.command("u-1", false),
+            [
+                "claude",
+                "--dangerously-skip-permissions",
+                "--session-id",
+                "u-1"
+            ]
+        );
+        assert_eq!(
+            a.command("u-1", true),
+            [
+                "claude",
+                "--dangerously-skip-permissions",
+                "--resume",
+                "u-1"
+            ]
+        );
+    }
+
+    #[test]
+    fn binary_override_and_unknown_names() {
+        let a = Agent::named("claude", Some("/opt/fake agent")).unwrap();
+        assert_eq!(a.command("x", false)[0], "/opt/fake agent");
+        assert_eq!(
+            Agent::named("aider", None).unwrap().command("x", false),
+            ["aider", "--yes-always"]
+        );
+        let e = Agent::named("claud", None).unwrap_err().to_string();
+        assert!(e.contains("claud") && e.contains("claude, opencode"), "{e}");
+    }
+}

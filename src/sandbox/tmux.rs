@@ -1,0 +1,197 @@
+//! The tmux session inside a sandbox: one session named [`SESSION`], owned by
+//! the `code` user, running the agent and then a shell. A small supervisor in
+//! the container powers it off when the session ends, whether anyone is
+//! attached or not, so an ended session never keeps a container running.
+//!
+//! Everything is passed to the container as argv: no user-supplied value
+//! (agent path, arguments, environment) is ever put into a shell string.
+
+use super::launch::LaunchError;
+use super::spec::{CODE_GID, CODE_UID, WORKSPACE_MOUNT};
+use crate::container::ExecSpec;
+use crate::incus::{self, Client, ExecRequest};
+
+/// The tmux session's name inside every sandbox.
+pub const SESSION: &str = "cci";
+
+/// The tmux server's socket. Not under /tmp: the container's boot empties
+/// /tmp, and a session started while it boots would lose its socket.
+pub const SOCKET: &str = "/home/code/.cci-tmux";
+
+/// Creates the session as `code` (with its groups, via runuser) and starts the
+/// supervisor. Arguments: pane script, supervisor script, width, height, what
+/// follows the agent (`shell` or `end`), then the agent's argv. Returns once
+/// the session exists, so readiness needs no waiting.
+const START: &str = r#"pane=$1 supervisor=$2 w=$3 h=$4 after=$5; shift 5
+as_code() { runuser -u code -- "$@"; }
+tmux() { as_code tmux -S /home/code/.cci-tmux "$@"; }
+if tmux has-session -t cci 2>/dev/null; then exit 0; fi
+if ! as_code sh -c 'command -v "$1"' sh "$1" >/dev/null; then
+    echo "the program $1 is not in the image (PATH=$PATH)" >&2
+    exit 3
+fi
+if ! tmux new-session -d -s cci -x "$w" -y "$h" -c /workspace \
+    sh -c "$pane" cci-session "$after" "$@"; then
+    # Another run of this script (a repeated exec) made it first.
+    tmux has-session -t cci 2>/dev/null && exit 0
+    exit 1
+fi
+setsid -f sh -c "$supervisor" cci-supervisor </dev/null >/dev/null 2>&1
+"#;
+
+/// The session's only pane, as `code`: the agent, then (unless `end`) an
+/// interactive shell; then tell the supervisor the session is over.
+const PANE: &str = r#"after=$1; shift
+"$@"
+status=$?
+if [ "$after" = shell ]; then
+    printf '\n[cci] %s exited (status %s). This shell is still in the sandbox;\n[cci] `exit` ends the session, Ctrl-b d detaches and leaves it running.\n\n' "$1" "$status"
+    bash
+fi
+tmux -S /home/code/.cci-tmux wait-for -S cci-ended
+"#;
+
+/// Runs detached as root: waits until the session is gone (the pane signals,
+/// or the tmux server exits, which also wakes `wait-for`), then powers off.
+/// (tmux lets root talk to any user's server; runuser here would linger
+/// through the shutdown and hold it up.)
+const SUPERVISOR: &str = r#"tmux() { command tmux -S /home/code/.cci-tmux "$@"; }
+while tmux has-session -t cci 2>/dev/null; do
+    tmux wait-for cci-ended 2>/dev/null
+done
+# Power off, again every few seconds: an init that is still booting may not act
+# on the first request. systemd powers off on SIGRTMIN+4 (38), bus or no bus.
+while :; do
+    case $(readlink /proc/1/exe) in
+        */systemd) kill -38 1 ;;
+        *) poweroff 2>/dev/null || halt 2>/dev/null ;;
+    esac
+    sleep 5
+done
+"#;
+
+/// What the session runs.
+#[derive(Debug, Clone)]
+pub struct SessionCommand {
+    /// The program and its arguments (the agent, or a shell).
+    pub argv: Vec<String>,
+    /// Drop into a shell when the program exits (agents) or end (shells).
+    pub shell_after: bool,
+    /// Environment for the tmux server and everything in it.
+    pub env: Vec<(String, String)>,
+    /// Initial window size (columns, rows).
+    pub size: (u16, u16),
+}
+
+/// Start the session in `container` (nothing happens when it already runs).
+pub async fn start(
+    client: &Client,
+    container: &str,
+    cmd: &SessionCommand,
+) -> Result<(), LaunchError> {
+    let mut argv: Vec<String> = ["sh", "-c", START, "cci-start", PANE, SUPERVISOR]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    argv.push(cmd.size.0.to_string());
+    argv.push(cmd.size.1.to_string());
+    argv.push(if cmd.shell_after { "shell" } else { "end" }.into());
+    argv.extend(cmd.argv.iter().cloned());
+    let spec = ExecSpec {
+        command: argv,
+        user: 0,
+        group: 0,
+        cwd: WORKSPACE_MOUNT.into(),
+        env: cmd.env.clone(),
+    };
+    // The script does nothing when the session exists, so it may run twice:
+    // also when the daemon's exec helper killed it (SIGKILL, exit 137), which
+    // it does on a busy host when it loses track of the command it started.
+    let mut tries = 0;
+    let (code, err) = loop {
+        let mut err = Vec::new();
+        let code = client
+            .exec(
+                container,
+                &spec.request().repeatable(),
+                None::<tokio::io::Empty>,
+                tokio::io::sink(),
+                &mut err,
+            )
+            .await?;
+        if code != 128 + 9 || tries == 5 {
+            break (code, err);
+        }
+        tries += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(100 * tries)).await;
+    };
+    if code != 0 {
+        let message = String::from_utf8_lossy(&err).trim().to_string();
+        return Err(LaunchError::SessionStart {
+            container: container.into(),
+            message: if message.is_empty() {
+                format!("exit status {code}")
+            } else {
+                message
+            },
+        });
+    }
+    Ok(())
+}
+
+/// Whether the session exists (false when the container is not running).
+pub async fn alive(client: &Client, container: &str) -> incus::Result<bool> {
+    let req = as_code(["tmux", "-S", SOCKET, "has-session", "-t", SESSION], &[]).repeatable();
+    let r = client
+        .exec(
+            container,
+            &req,
+            None::<tokio::io::Empty>,
+            tokio::io::sink(),
+            tokio::io::sink(),
+        )
+        .await;
+    match r {
+        Ok(code) => Ok(code == 0),
+        Err(incus::Error::InstanceNotRunning(_)) => Ok(false),
+        Err(e) if e.is_not_found() => Ok(false),
+        // A container shutting down fails execs in other ways too.
+        Err(e) => match client.instance(container).await {
+            Ok((i, _)) if !i.is_running() => Ok(false),
+            Err(e) if e.is_not_found() => Ok(false),
+            _ => Err(e),
+        },
+    }
+}
+
+/// The request that attaches a terminal to the session.
+pub fn attach_request(env: &[(String, String)]) -> ExecRequest {
+    // A second tmux client is harmless: it may be started again.
+    as_code(["tmux", "-S", SOCKET, "attach-session", "-t", SESSION], env).repeatable()
+}
+
+/// A request that runs `argv` as `code` in the workspace.
+fn as_code<const N: usize>(argv: [&str; N], env: &[(String, String)]) -> ExecRequest {
+    ExecSpec {
+        command: argv.iter().map(|s| s.to_string()).collect(),
+        user: CODE_UID,
+        group: CODE_GID,
+        cwd: WORKSPACE_MOUNT.into(),
+        env: env.to_vec(),
+    }
+    .request()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scripts_use_the_one_socket_and_session() {
+        for script in [START, PANE, SUPERVISOR] {
+            assert!(script.contains(SOCKET), "{script}");
+        }
+        assert!(START.contains(&format!("-s {SESSION} ")));
+        assert!(SUPERVISOR.contains(&format!("has-session -t {SESSION}")));
+    }
+}

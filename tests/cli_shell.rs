@@ -1,0 +1,560 @@
+//! `cci shell`, `cci attach` and the session lifecycle, driven as a person
+//! would: through a real pseudo-terminal, with a stand-in agent
+//! (`tests/fixtures/fake-agent`) instead of the real one.
+
+mod common;
+
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::pty::{Screen, on_terminal, openpty, wait_exit};
+use common::{cci, client, containers_of, test_image, workspace};
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}{}", text(&out.stdout), text(&out.stderr)))
+}
+
+/// A hostile-named workspace holding the stand-in agent at `.fake-agent`.
+fn agent_workspace() -> tempfile::TempDir {
+    let ws = workspace();
+    let agent = ws.path().join(".fake-agent");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake-agent"),
+        &agent,
+    )
+    .unwrap();
+    std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).unwrap();
+    ws
+}
+
+/// Removes every container of a workspace when dropped.
+struct Sessions(PathBuf);
+
+impl Drop for Sessions {
+    fn drop(&mut self) {
+        let ws = self.0.clone();
+        common::block_on_thread(async move {
+            let c = client().await;
+            for name in containers_of(&ws).await {
+                let _ = cci::sandbox::remove(&c, &name).await;
+            }
+        });
+    }
+}
+
+/// `cci SUBCOMMAND --workspace WS` with the test image and the stand-in agent.
+fn cci_in(ws: &Path, sub: &str) -> Command {
+    let mut cmd = cci();
+    cmd.env("CCI_IMAGE", test_image())
+        .env("CCI_TOOL_BINARY", "/workspace/.fake-agent")
+        .arg(sub)
+        .arg("--workspace")
+        .arg(ws)
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Start a background session; returns its container name.
+fn background(ws: &Path, extra: &[&str]) -> String {
+    let out = cci_in(ws, "shell")
+        .arg("--background")
+        .args(extra)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    text(&out.stdout).trim().to_string()
+}
+
+/// Run `script` (safe to run twice) in `name` as `code` (or root).
+fn sh_in(name: &str, root: bool, script: &str) -> Output {
+    let id = if root { "0" } else { "1000" };
+    let mut tries = 0;
+    loop {
+        let out = cci()
+            .args(["container", "exec", name, "--user", id, "--group", id])
+            .args(["-e", "HOME=/home/code"])
+            .args(["--cwd", "/workspace", "--capture", "--format", "raw", "--"])
+            .args(["sh", "-c", script])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        // Right after a boot the daemon sometimes loses track of a command
+        // (cci never repeats one on its own); these scripts may run twice.
+        if text(&out.stderr).contains("Failed to retrieve PID") && tries < 5 {
+            tries += 1;
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
+        }
+        return out;
+    }
+}
+
+/// Type `keys` into the session of `name` as the agent's user would.
+fn send_keys(name: &str, keys: &str) {
+    let out = cci()
+        .args([
+            "container",
+            "exec",
+            name,
+            "--user",
+            "1000",
+            "--group",
+            "1000",
+        ])
+        .args([
+            "--",
+            "tmux",
+            "-S",
+            "/home/code/.cci-tmux",
+            "send-keys",
+            "-t",
+            "cci",
+        ])
+        .args([keys, "Enter"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    // The daemon sometimes loses track of a command that ran (and cci does
+    // not run a command twice); the keys went in all the same.
+    // "no server running": the session ended meanwhile.
+    let err = text(&out.stderr);
+    let lost = [
+        "Failed to retrieve PID",
+        "no server running",
+        "no current target",
+    ]
+    .iter()
+    .any(|m| err.contains(m));
+    if out.status.code() != Some(0) && !lost {
+        let ps = sh_in(
+            name,
+            true,
+            "ps axfo user,pid,args; journalctl -b --no-pager | tail -30",
+        );
+        panic!(
+            "send-keys {keys:?} to {name}: {}; inside:\n{}",
+            text(&out.stderr),
+            text(&ps.stdout)
+        );
+    }
+}
+
+/// Leave the agent and then the shell, typing `exit` until the session ends
+/// and the container has stopped (a key press the daemon lost is typed again).
+async fn end_from_inside(name: &str) {
+    let c = client().await;
+    for _ in 0..20 {
+        if c.instance(name).await.unwrap().0.status == "Stopped" {
+            return;
+        }
+        if c.instance(name).await.unwrap().0.is_running() {
+            send_keys(name, "exit");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    wait_state(name, |s| s == Some("Stopped")).await;
+}
+
+fn info(name: &str) -> serde_json::Value {
+    let out = cci()
+        .args(["info", name, "--format", "json"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    json(&out)
+}
+
+/// Poll the container's state until `want` holds (20 s at most).
+async fn wait_state(name: &str, want: impl Fn(Option<&str>) -> bool) {
+    let c = client().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let state = match c.instance(name).await {
+            Ok((i, _)) => Some(i.status),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => panic!("{e}"),
+        };
+        if want(state.as_deref()) {
+            return;
+        }
+        if Instant::now() > deadline {
+            if let Ok((i, _)) = c.instance(name).await {
+                eprintln!(
+                    "{name}: {} last used {} config {:?}",
+                    i.status, i.last_used_at, i.config
+                );
+            }
+            let ps = sh_in(
+                name,
+                true,
+                "ps axfo user,pid,stat,args; T=\"tmux -S /home/code/.cci-tmux\"; $T list-panes -a -F \"#{pane_pid} #{pane_dead} #{pane_tty}\"; $T capture-pane -p -t cci; ls -l /proc/$(pgrep -f new-session)/fd; ls -l /dev/pts",
+            );
+            panic!("{name} stayed {state:?}; inside:\n{}", text(&ps.stdout));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shell_runs_the_agent_in_tmux_and_ends_with_the_session() {
+    let ws = agent_workspace();
+    let _sessions = Sessions(ws.path().to_path_buf());
+    let (master, slave) = openpty(100, 30);
+    let mut cmd = cci_in(ws.path(), "shell");
+    // An exotic terminal type is mapped to one the container knows.
+    cmd.args(["-e", "GREETING=a,b=c"])
+        .env("TERM", "xterm-kitty");
+    on_terminal(&mut cmd, &slave);
+    let mut child = cmd.spawn().unwrap();
+    let mut screen = Screen::new(&master);
+    let mut keys = std::fs::File::from(master.try_clone().unwrap());
+
+    screen.expect("fake-agent ready: session");
+    screen.expect("agent> ");
+    keys.write_all(b"hello-there\r").unwrap();
+    screen.expect("HEARD[hello-there]");
+
+    let names = containers_of(ws.path()).await;
+    assert_eq!(names.len(), 1, "{names:?}");
+    let name = &names[0];
+    assert!(name.starts_with("cci-") && name.ends_with("-1"), "{name}");
+    let i = info(name);
+    assert_eq!(i["mode"], "ephemeral");
+    assert_eq!(i["kind"], "shell");
+    assert_eq!(i["agent"], "claude");
+    assert_eq!(i["session_running"], true);
+    // The agent runs as code in /workspace with the session id cci recorded,
+    // and gets the sandbox environment and the --env pair.
+    let out = sh_in(
+        name,
+        false,
+        "cd ~ && cat .claude/fake-agent.run; grep -E '^(IS_SANDBOX|GREETING|HOME)=' .claude/fake-agent.env | sort",
+    );
+    let session = i["session"].as_str().unwrap();
+    assert_eq!(
+        text(&out.stdout),
+        format!("{session} new code /workspace\nGREETING=a,b=c\nHOME=/home/code\nIS_SANDBOX=1\n")
+    );
+
+    // When the agent exits the user is in a shell in the sandbox.
+    keys.write_all(b"exit\r").unwrap();
+    screen.expect("exited (status 0)");
+    screen.expect("/workspace$");
+    keys.write_all(b"touch made-in-session; exit\r").unwrap();
+    let status = wait_exit(&mut child, &mut screen);
+    assert_eq!(status.code(), Some(0));
+    assert!(screen.drain().contains("session ended"));
+    // The ephemeral container is gone, the workspace file stays, owned by the host user.
+    assert!(containers_of(ws.path()).await.is_empty());
+    let made = std::fs::metadata(ws.path().join("made-in-session")).unwrap();
+    assert_eq!((made.uid(), made.gid()), (1000, 1000));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn background_attach_detach_and_poweroff_inside() {
+    let ws = agent_workspace();
+    let _sessions = Sessions(ws.path().to_path_buf());
+    let name = background(ws.path(), &[]);
+    assert!(name.ends_with("-1"), "{name}");
+    // Docker can run inside: nesting and its syscall intercepts are set.
+    let (inst, _) = client().await.instance(&name).await.unwrap();
+    for key in [
+        "security.nesting",
+        "security.syscalls.intercept.mknod",
+        "security.syscalls.intercept.setxattr",
+    ] {
+        assert_eq!(
+            inst.config.get(key).map(String::as_str),
+            Some("true"),
+            "{key}"
+        );
+    }
+
+    // `cci attach` finds the one session of this workspace.
+    let (master, slave) = openpty(90, 25);
+    let mut cmd = cci_in(ws.path(), "attach");
+    on_terminal(&mut cmd, &slave);
+    let mut child = cmd.spawn().unwrap();
+    let mut screen = Screen::new(&master);
+    let mut keys = std::fs::File::from(master.try_clone().unwrap());
+    screen.expect("agent> ");
+    // tmux handles key bindings once it has set up its client (status line shown).
+    screen.expect("[cci] 0:");
+    keys.write_all(b"ping\r").unwrap();
+    screen.expect("HEARD[ping]");
+    // Ctrl-b d detaches: cci exits, the session keeps running.
+    // Typed like a person, a pause between the keys: tmux takes keys that
+    // reach it together for a paste (a busy daemon may deliver them so; then
+    // they are typed again).
+    let mut status = None;
+    for _ in 0..5 {
+        keys.write_all(b"\x02").unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        keys.write_all(b"d").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while status.is_none() && Instant::now() < deadline {
+            status = child.try_wait().unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if status.is_some() {
+            break;
+        }
+    }
+    let status = status.unwrap_or_else(|| wait_exit(&mut child, &mut screen));
+    assert_eq!(status.code(), Some(0));
+    assert!(screen.drain().contains("detached"));
+    assert_eq!(info(&name)["session_running"], true);
+
+    // Attach by slot; end the agent, then power off from the shell.
+    let mut cmd = cci_in(ws.path(), "attach");
+    cmd.args(["--slot", "1"]);
+    on_terminal(&mut cmd, &slave);
+    let mut child = cmd.spawn().unwrap();
+    screen.expect("agent> ");
+    // (Ctrl-U first: a detach typed twice may have left a `d` on the line.)
+    keys.write_all(b"\x15exit\r").unwrap();
+    screen.expect("/workspace$");
+    keys.write_all(b"until sudo poweroff; do sleep 0.3; done\r")
+        .unwrap();
+    assert_eq!(wait_exit(&mut child, &mut screen).code(), Some(0));
+    wait_state(&name, |s| s.is_none()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn persistent_session_is_kept_and_reused() {
+    let ws = agent_workspace();
+    let _sessions = Sessions(ws.path().to_path_buf());
+    let name = background(ws.path(), &["--persistent"]);
+    assert_eq!(info(&name)["mode"], "persistent");
+    let out = sh_in(&name, true, "echo kept > /opt/installed-tool");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    // Shutdown stops and keeps it.
+    let out = cci()
+        .args(["shutdown", "--timeout", "10", &name])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("stopped and kept"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(info(&name)["state"], "Stopped");
+
+    // The next persistent shell reuses (and starts) it, with what was installed.
+    let again = background(ws.path(), &["--persistent"]);
+    assert_eq!(again, name);
+    let i = info(&name);
+    assert_eq!(
+        (i["state"].as_str(), i["session_running"].as_bool()),
+        (Some("Running"), Some(true))
+    );
+    let out = sh_in(&name, false, "cat /opt/installed-tool");
+    assert_eq!(text(&out.stdout), "kept\n", "{}", text(&out.stderr));
+
+    // Its session ending from inside stops it and keeps it.
+    end_from_inside(&name).await;
+    // A plain shell on that slot reuses it too.
+    let out = cci_in(ws.path(), "shell")
+        .args(["--background", "--slot", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(text(&out.stdout).trim(), name, "{}", text(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn persist_keeps_a_running_session_and_shutdown_deletes_ephemeral_ones() {
+    let ws = agent_workspace();
+    let _sessions = Sessions(ws.path().to_path_buf());
+    let kept = background(ws.path(), &[]);
+    let gone = background(ws.path(), &[]);
+    assert_ne!(kept, gone);
+
+    let out = cci().args(["persist", &kept]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("now persistent"));
+    assert_eq!(info(&kept)["mode"], "persistent");
+    end_from_inside(&kept).await;
+
+    let out = cci()
+        .args(["shutdown", "--timeout", "10", &gone])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("(deleted)"));
+    assert_eq!(containers_of(ws.path()).await, vec![kept.clone()]);
+
+    // An ephemeral session powered off while nobody is attached is cleaned
+    // up by the next cci command.
+    let off = background(ws.path(), &[]);
+    let _ = sh_in(&off, true, "until poweroff; do sleep 0.3; done");
+    wait_state(&off, |s| s == Some("Stopped")).await;
+    // (The daemon may be finishing the stop at first; a later command then
+    // deletes it.)
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let out = cci().args(["list", "--format", "json"]).output().unwrap();
+        let listed: Vec<String> = json(&out)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap().to_string())
+            .collect();
+        assert!(listed.contains(&kept), "{listed:?}");
+        if !listed.contains(&off) && containers_of(ws.path()).await == vec![kept.clone()] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{off} was not cleaned up: {listed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    wait_state(&off, |s| s.is_none()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slots_isolate_homes_and_sixteen_launches_get_distinct_slots() {
+    let ws = agent_workspace();
+    let _sessions = Sessions(ws.path().to_path_buf());
+    let children: Vec<_> = (0..16)
+        .map(|_| {
+            cci_in(ws.path(), "shell")
+                .arg("--background")
+                .env("CCI_SLOT_LIMIT", "20")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut names: Vec<String> = children
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().unwrap();
+            assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+            assert_eq!(text(&out.stderr), "", "no error is shown");
+            text(&out.stdout).trim().to_string()
+        })
+        .collect();
+    // Distinct slots, all within the limit (two launches racing for a slot
+    // may leave it to a third, so they need not be exactly 1..=16).
+    names.sort_by_key(|n| n.rsplit('-').next().unwrap().parse::<u32>().unwrap());
+    let mut slots: Vec<u32> = names
+        .iter()
+        .map(|n| n.rsplit('-').next().unwrap().parse().unwrap())
+        .collect();
+    slots.dedup();
+    assert_eq!(slots.len(), 16, "{names:?}");
+    assert!(slots.iter().all(|s| (1..=20).contains(s)), "{slots:?}");
+
+    let out = sh_in(
+        &names[0],
+        false,
+        "touch ~/only-in-slot-1 && ls ~/only-in-slot-1",
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let out = sh_in(&names[1], false, "ls ~/only-in-slot-1");
+    assert_ne!(out.status.code(), Some(0), "slot 2 sees slot 1's home");
+
+    // Two sessions run: attach cannot guess which one and lists them.
+    let out = cci_in(ws.path(), "attach").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains(&names[15]),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = cci().arg("shutdown").args(&names).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(containers_of(ws.path()).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shell_bad_inputs_fail_clearly_and_leave_nothing() {
+    let ws = agent_workspace();
+    let _sessions = Sessions(ws.path().to_path_buf());
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = cci_in(ws.path(), "shell");
+        cmd.arg("--background").args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    for (args, env, code, says) in [
+        (&["--slot", "0"][..], &[][..], 2, "invalid slot"),
+        (&["--slot", "-1"], &[], 2, "invalid slot"),
+        (&["--slot", "abc"], &[], 2, "invalid slot"),
+        (&["--slot", "11"], &[], 2, "above the slot limit"),
+        (&["--tool", "claud"], &[], 2, "unknown agent"),
+        (&["--image", "cci-test-no-such-image"], &[], 5, "not found"),
+        (
+            &[],
+            &[("CCI_TOOL_BINARY", "/no/such/agent")],
+            1,
+            "not in the image",
+        ),
+    ] {
+        let out = run(args, env);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        let err = text(&out.stderr);
+        let first = err.lines().next().unwrap_or_default();
+        assert!(first.contains(says), "{args:?}: {err}");
+    }
+    let out = cci()
+        .args(["shell", "--background", "--workspace", "/no/such/dir"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    // Attach with no session running says so.
+    let out = cci_in(ws.path(), "attach").output().unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("no running session"));
+    assert!(containers_of(ws.path()).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_during_launch_leaves_no_container() {
+    let ws = agent_workspace();
+    let _sessions = Sessions(ws.path().to_path_buf());
+    for delay_ms in [50, 150, 300] {
+        let child = cci_in(ws.path(), "shell")
+            .arg("--background")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        // SAFETY: kill on a child we own.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let out = child.wait_with_output().unwrap();
+        if out.status.code() == Some(0) {
+            // It finished before the signal: a session that is fine to remove.
+            let name = text(&out.stdout).trim().to_string();
+            cci().args(["kill", &name]).output().unwrap();
+            continue;
+        }
+        assert_eq!(out.status.code(), Some(143), "{}", text(&out.stderr));
+        assert!(
+            containers_of(ws.path()).await.is_empty(),
+            "interrupted at {delay_ms} ms left a container"
+        );
+    }
+}
