@@ -45,7 +45,9 @@ impl SandboxInfo {
     pub fn from_instance(instance: &Instance) -> Option<SandboxInfo> {
         let key = |k: &str| instance.config.get(k).cloned().unwrap_or_default();
         let workspace = instance.config.get(keys::WORKSPACE)?.clone();
-        let last_started = if instance.last_used_at.starts_with("0001-") {
+        // Never started: the daemon says 1970 (or year 1 in older versions).
+        let never = ["0001-", "1970-01-01T00:00:00"];
+        let last_started = if never.iter().any(|p| instance.last_used_at.starts_with(p)) {
             String::new()
         } else {
             instance.last_used_at.clone()
