@@ -242,7 +242,7 @@ impl Client {
         O: AsyncWrite + Unpin,
         E: AsyncWrite + Unpin,
     {
-        let mut stdin = stdin.map(Counted::new);
+        let mut stdin = stdin.map(CountingReader::new);
         let mut tries = 0u64;
         loop {
             let r = self
@@ -339,7 +339,7 @@ impl Client {
         I: AsyncRead + Unpin,
         O: AsyncWrite + Unpin,
     {
-        let mut input = Counted::new(input);
+        let mut input = CountingReader::new(input);
         let mut tries = 0u64;
         loop {
             let r = self
@@ -450,19 +450,26 @@ impl Client {
     }
 }
 
-/// A reader that counts what it has handed out.
-struct Counted<I> {
+/// A reader that counts what it has handed out (to tell whether a command
+/// consumed any of its input).
+pub struct CountingReader<I> {
     inner: I,
     read: u64,
 }
 
-impl<I> Counted<I> {
-    fn new(inner: I) -> Self {
-        Counted { inner, read: 0 }
+impl<I> CountingReader<I> {
+    /// Count what `inner` hands out.
+    pub fn new(inner: I) -> Self {
+        CountingReader { inner, read: 0 }
+    }
+
+    /// Bytes read so far.
+    pub fn consumed(&self) -> u64 {
+        self.read
     }
 }
 
-impl<I: AsyncRead + Unpin> AsyncRead for Counted<I> {
+impl<I: AsyncRead + Unpin> AsyncRead for CountingReader<I> {
     fn poll_read(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,

@@ -9,7 +9,7 @@ use super::launch::{Attempt, LaunchError, launch, remove};
 use super::names::Slot;
 use super::spec::{CODE_GID, CODE_HOME, CODE_UID, SandboxSpec, WORKSPACE_MOUNT};
 use crate::container::ExecSpec;
-use crate::incus::{Client, ExecRequest};
+use crate::incus::{self, Client, CountingReader, ExecRequest};
 
 /// What to run, where.
 #[derive(Debug, Clone)]
@@ -95,25 +95,8 @@ where
             return Ok(RunOutcome { container: String::new(), ending: Ending::Interrupted(signal), duration: start.elapsed() });
         }
     };
-    // The daemon sometimes loses track of the first commands run in a
-    // container that has just booted, and the user's command must run
-    // exactly once: a harmless probe goes first (and is repeated if need be).
-    let probe = ExecRequest::new(&["true"]).repeatable();
-    let probed = client
-        .exec(
-            &launched.name,
-            &probe,
-            None::<tokio::io::Empty>,
-            tokio::io::sink(),
-            tokio::io::sink(),
-        )
-        .await;
-    if let Err(e) = probed {
-        let _ = remove(client, &launched.name).await;
-        return Err(e.into());
-    }
     let exec = ExecSpec {
-        command: req.command.clone(),
+        command: once_guarded(&req.command),
         user: CODE_UID,
         group: CODE_GID,
         cwd: WORKSPACE_MOUNT.into(),
@@ -127,7 +110,7 @@ where
         }
     };
     let ending = tokio::select! {
-        r = client.exec(&launched.name, &exec, stdin, stdout, stderr) => r.map(Ending::Exited),
+        r = exec_once(client, &launched.name, &exec, stdin, stdout, stderr) => r.map(Ending::Exited),
         _ = timeout => Ok(Ending::TimedOut),
         signal = &mut interrupt => Ok(Ending::Interrupted(signal)),
     };
@@ -140,4 +123,75 @@ where
         ending,
         duration,
     })
+}
+
+/// Exit status of [`ONCE_GUARD`] when the command already ran.
+const ALREADY_RAN: i32 = 250;
+
+/// Runs `"$@"` only if its marker folder (`$0`) did not exist yet, so a
+/// command started twice runs once.
+const ONCE_GUARD: &str = r#"mkdir "$0" 2>/dev/null || exit 250; exec "$@""#;
+
+/// `command` wrapped in [`ONCE_GUARD`] with a marker unique to this run.
+fn once_guarded(command: &[String]) -> Vec<String> {
+    let marker = format!("{CODE_HOME}/.cci-run-{}", uuid::Uuid::new_v4());
+    let mut argv = vec!["sh".into(), "-c".into(), ONCE_GUARD.into(), marker];
+    argv.extend(command.iter().cloned());
+    argv
+}
+
+/// Run the guarded command. When the daemon loses track of it ("Failed to
+/// retrieve PID", seen on busy hosts; the command may or may not have run)
+/// and no input was consumed, start it again: the guard makes sure it runs
+/// once. When the guard says the first start did run it, its exit code is lost.
+async fn exec_once<I, O, E>(
+    client: &Client,
+    name: &str,
+    exec: &ExecRequest,
+    stdin: Option<I>,
+    mut stdout: O,
+    mut stderr: E,
+) -> incus::Result<i32>
+where
+    I: AsyncRead + Unpin,
+    O: AsyncWrite + Unpin,
+    E: AsyncWrite + Unpin,
+{
+    let mut stdin = stdin.map(CountingReader::new);
+    let mut tries = 0u64;
+    loop {
+        let r = client
+            .exec(name, exec, stdin.as_mut(), &mut stdout, &mut stderr)
+            .await;
+        match r {
+            Err(e)
+                if e.is_attach_failure()
+                    && tries < 10
+                    && stdin.as_ref().is_none_or(|s| s.consumed() == 0) =>
+            {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(50 * tries)).await;
+            }
+            Ok(ALREADY_RAN) if tries > 0 => {
+                return Err(incus::Error::Daemon {
+                    status: 500,
+                    message: "the Incus daemon lost track of the command after starting it (\"Failed to retrieve PID of executing child process\"); it ran, but its exit code is unknown".into(),
+                });
+            }
+            r => return r,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_guard_passes_the_command_as_arguments() {
+        let argv = once_guarded(&["echo".into(), "a b; $(x)".into()]);
+        assert_eq!(argv[..3], ["sh", "-c", ONCE_GUARD]);
+        assert!(argv[3].starts_with("/home/code/.cci-run-"));
+        assert_eq!(argv[4..], ["echo", "a b; $(x)"]);
+    }
 }
