@@ -320,8 +320,8 @@ async fn background_attach_detach_and_poweroff_inside() {
     on_terminal(&mut cmd, &slave);
     let mut child = cmd.spawn().unwrap();
     screen.expect("agent> ");
-    // (Ctrl-U first: a detach typed twice may have left a `d` on the line.)
-    keys.write_all(b"\x15exit\r").unwrap();
+    // (Enter first: a detach typed twice may have left a `d` on the line.)
+    keys.write_all(b"\rexit\r").unwrap();
     screen.expect("/workspace$");
     keys.write_all(b"until sudo poweroff; do sleep 0.3; done\r")
         .unwrap();
