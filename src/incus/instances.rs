@@ -285,6 +285,17 @@ impl Client {
         self.change_state(name, &c).await
     }
 
+    /// Ask for a forced stop and return without waiting for it: the daemon
+    /// carries it out (and deletes an ephemeral instance) on its own.
+    pub async fn begin_force_stop(&self, name: &str) -> Result<()> {
+        let mut c = StateChange::new("stop");
+        c.force = true;
+        let path = format!("/1.0/instances/{}/state", encode(name));
+        let req = self.transport.request(Method::PUT, &path).json(&c);
+        self.transport.operation(req).await?;
+        Ok(())
+    }
+
     /// Restart an instance.
     pub async fn restart_instance(&self, name: &str, force: bool) -> Result<()> {
         let mut c = StateChange::new("restart");

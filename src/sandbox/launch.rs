@@ -155,10 +155,15 @@ pub async fn launch(
             return Err(LaunchError::SlotAboveLimit { slot, limit });
         }
         let name = container_name(&spec.workspace.id, slot);
-        return match create(client, spec, &name, slot, attempt).await? {
-            true => Ok(Launched { name, slot }),
-            false => Err(LaunchError::SlotInUse { slot, name }),
-        };
+        if create(client, spec, &name, slot, attempt).await? {
+            return Ok(Launched { name, slot });
+        }
+        // A finished `cci run` leaves its container to the daemon to stop and
+        // delete; give it that moment before calling the slot taken.
+        if going_away(client, &name).await && create(client, spec, &name, slot, attempt).await? {
+            return Ok(Launched { name, slot });
+        }
+        return Err(LaunchError::SlotInUse { slot, name });
     }
     let prefix = workspace_prefix(&spec.workspace.id);
     let used: BTreeSet<Slot> = client
@@ -180,6 +185,21 @@ pub async fn launch(
         limit,
         workspace: spec.workspace.path_str().to_string(),
     })
+}
+
+/// Whether `name` is an Incus-ephemeral `cci run` container that is gone
+/// within 5 s (the daemon deletes it once its forced stop is done).
+async fn going_away(client: &Client, name: &str) -> bool {
+    for _ in 0..50 {
+        match client.instance(name).await {
+            Err(e) if e.is_not_found() => return true,
+            Ok((i, _)) if i.ephemeral && i.config.get(keys::KIND).is_some_and(|k| k == "run") => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            _ => return false,
+        }
+    }
+    false
 }
 
 /// Try to create `name`; `Ok(false)` when another launch holds the name.

@@ -95,8 +95,9 @@ where
             return Ok(RunOutcome { container: String::new(), ending: Ending::Interrupted(signal), duration: start.elapsed() });
         }
     };
+    let marker = guard_marker();
     let exec = ExecSpec {
-        command: once_guarded(&req.command),
+        command: once_guarded(&marker, &req.command),
         user: CODE_UID,
         group: CODE_GID,
         cwd: WORKSPACE_MOUNT.into(),
@@ -110,12 +111,12 @@ where
         }
     };
     let ending = tokio::select! {
-        r = exec_once(client, &launched.name, &exec, stdin, stdout, stderr) => r.map(Ending::Exited),
+        r = exec_once(client, &launched.name, &exec, &marker, stdin, stdout, stderr) => r.map(Ending::Exited),
         _ = timeout => Ok(Ending::TimedOut),
         signal = &mut interrupt => Ok(Ending::Interrupted(signal)),
     };
     let duration = start.elapsed();
-    let removed = remove(client, &launched.name).await;
+    let removed = dispose(client, &launched.name).await;
     let ending = ending?;
     removed?;
     Ok(RunOutcome {
@@ -125,29 +126,67 @@ where
     })
 }
 
-/// Exit status of [`ONCE_GUARD`] when the command already ran.
+/// Get rid of a run's container. It is ephemeral, so a forced stop is all it
+/// takes: the daemon stops and deletes it on its own, and cci need not wait
+/// the ~0.7 s that takes. Should the request fail, remove it the long way.
+async fn dispose(client: &Client, name: &str) -> incus::Result<()> {
+    match client.begin_force_stop(name).await {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            tracing::debug!("stopping {name}: {e}; removing it");
+            remove(client, name).await
+        }
+    }
+}
+
+/// Exit status of [`ONCE_GUARD`] when another start of it runs the command.
 const ALREADY_RAN: i32 = 250;
 
 /// Runs `"$@"` only if its marker folder (`$0`) did not exist yet, so a
-/// command started twice runs once.
-const ONCE_GUARD: &str = r#"mkdir "$0" 2>/dev/null || exit 250; exec "$@""#;
+/// command started twice runs once, and leaves its exit status in the marker.
+const ONCE_GUARD: &str = r#"mkdir "$0" 2>/dev/null || exit 250
+"$@"
+s=$?
+echo "$s" >"$0/status"
+exit "$s""#;
 
-/// `command` wrapped in [`ONCE_GUARD`] with a marker unique to this run.
-fn once_guarded(command: &[String]) -> Vec<String> {
-    let marker = format!("{CODE_HOME}/.cci-run-{}", uuid::Uuid::new_v4());
-    let mut argv = vec!["sh".into(), "-c".into(), ONCE_GUARD.into(), marker];
+/// Prints `none` when the guarded command never started, else waits for it
+/// to end and prints its exit status.
+const GUARD_STATUS: &str = r#"[ -d "$1" ] || { echo none; exit 0; }
+while [ ! -e "$1/status" ]; do sleep 0.1; done
+cat "$1/status""#;
+
+/// A marker folder unique to one run.
+fn guard_marker() -> String {
+    format!("{CODE_HOME}/.cci-run-{}", uuid::Uuid::new_v4())
+}
+
+/// `command` wrapped in [`ONCE_GUARD`] with `marker`.
+fn once_guarded(marker: &str, command: &[String]) -> Vec<String> {
+    let mut argv = vec!["sh".into(), "-c".into(), ONCE_GUARD.into(), marker.into()];
     argv.extend(command.iter().cloned());
     argv
 }
 
+/// What became of a guarded command whose start the daemon lost track of.
+async fn guard_status(client: &Client, name: &str, marker: &str) -> incus::Result<Option<i32>> {
+    let req = ExecRequest::new(&["sh", "-c", GUARD_STATUS, "cci-status", marker])
+        .as_user(CODE_UID, CODE_GID)
+        .repeatable();
+    let out = client.exec_capture(name, &req, None).await?;
+    Ok(out.stdout_text().trim().parse().ok())
+}
+
 /// Run the guarded command. When the daemon loses track of it ("Failed to
 /// retrieve PID", seen on busy hosts; the command may or may not have run)
-/// and no input was consumed, start it again: the guard makes sure it runs
-/// once. When the guard says the first start did run it, its exit code is lost.
+/// and no input was consumed: if it never started, start it again (the guard
+/// makes sure it runs once); if it did, wait for its exit status, and say
+/// that some of its output may be missing.
 async fn exec_once<I, O, E>(
     client: &Client,
     name: &str,
     exec: &ExecRequest,
+    marker: &str,
     stdin: Option<I>,
     mut stdout: O,
     mut stderr: E,
@@ -157,29 +196,29 @@ where
     O: AsyncWrite + Unpin,
     E: AsyncWrite + Unpin,
 {
+    use tokio::io::AsyncWriteExt;
     let mut stdin = stdin.map(CountingReader::new);
     let mut tries = 0u64;
     loop {
         let r = client
             .exec(name, exec, stdin.as_mut(), &mut stdout, &mut stderr)
             .await;
-        match r {
-            Err(e)
-                if e.is_attach_failure()
-                    && tries < 10
-                    && stdin.as_ref().is_none_or(|s| s.consumed() == 0) =>
-            {
-                tries += 1;
-                tokio::time::sleep(Duration::from_millis(50 * tries)).await;
-            }
-            Ok(ALREADY_RAN) if tries > 0 => {
-                return Err(incus::Error::Daemon {
-                    status: 500,
-                    message: "the Incus daemon lost track of the command after starting it (\"Failed to retrieve PID of executing child process\"); it ran, but its exit code is unknown".into(),
-                });
-            }
-            r => return r,
+        let lost = match &r {
+            Err(e) => e.is_attach_failure(),
+            Ok(code) => *code == ALREADY_RAN && tries > 0,
+        };
+        if !lost || tries >= 10 || stdin.as_ref().is_some_and(|s| s.consumed() > 0) {
+            return r;
         }
+        tries += 1;
+        if let Some(code) = guard_status(client, name, marker).await? {
+            let note = format!(
+                "cci: the Incus daemon lost track of the command as it started it; it ran (exit status {code}), but some of its output may be missing\n"
+            );
+            let _ = stderr.write_all(note.as_bytes()).await;
+            return Ok(code);
+        }
+        tokio::time::sleep(Duration::from_millis(50 * tries)).await;
     }
 }
 
@@ -189,7 +228,7 @@ mod tests {
 
     #[test]
     fn the_guard_passes_the_command_as_arguments() {
-        let argv = once_guarded(&["echo".into(), "a b; $(x)".into()]);
+        let argv = once_guarded(&guard_marker(), &["echo".into(), "a b; $(x)".into()]);
         assert_eq!(argv[..3], ["sh", "-c", ONCE_GUARD]);
         assert!(argv[3].starts_with("/home/code/.cci-run-"));
         assert_eq!(argv[4..], ["echo", "a b; $(x)"]);

@@ -145,3 +145,17 @@ pub async fn containers_of(ws: &Path) -> Vec<String> {
         .map(|i| i.name)
         .collect()
 }
+
+/// The cci containers of `ws` once the daemon has finished deleting them:
+/// `cci run` leaves the stop and delete of its ephemeral container to the
+/// daemon, so wait (up to 15 s) for them to go; returns what is left.
+pub async fn containers_left(ws: &Path) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let left = containers_of(ws).await;
+        if left.is_empty() || std::time::Instant::now() > deadline {
+            return left;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
