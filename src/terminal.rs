@@ -121,12 +121,26 @@ pub async fn run_interactive(
     let forwarder = tokio::spawn(forward_signals(tx));
     let raw =
         RawMode::enable().map_err(|e| incus::Error::io("setting the terminal to raw mode", e))?;
-    let result = client
-        .exec_interactive(instance, &req, tokio::io::stdin(), tokio::io::stdout(), rx)
-        .await;
+    // A daemon that shuts down waits (up to `core.shutdown_timeout`) for
+    // attached execs to end, and one killed while serving an exec cannot exec
+    // into that container again: let go as soon as it starts to go away.
+    let result = tokio::select! {
+        r = client.exec_interactive(instance, &req, tokio::io::stdin(), tokio::io::stdout(), rx) => r,
+        _ = daemon_going_away(client) => Err(incus::Error::ShuttingDown),
+    };
     drop(raw);
     forwarder.abort();
     result
+}
+
+/// Resolves once the daemon starts to shut down (checked every 2 s).
+async fn daemon_going_away(client: &Client) {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        if client.going_away().await {
+            return;
+        }
+    }
 }
 
 #[cfg(test)]

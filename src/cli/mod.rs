@@ -144,7 +144,7 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
 
 fn incus_exit_code(err: &incus::Error) -> i32 {
     match err {
-        incus::Error::Unreachable { .. } => EXIT_UNREACHABLE,
+        incus::Error::Unreachable { .. } | incus::Error::ShuttingDown => EXIT_UNREACHABLE,
         incus::Error::SocketPermission { .. } | incus::Error::Forbidden(_) => EXIT_PERMISSION,
         incus::Error::NotFound(_) => EXIT_NOT_FOUND,
         incus::Error::Conflict(_) => EXIT_CONFLICT,

@@ -191,6 +191,13 @@ async fn attach_session(client: &Client, name: &str, slot: Slot) -> anyhow::Resu
     let req = sandbox::attach_request(&sandbox::sandbox_env(&[]));
     // The attach also ends with an error when the container powers off.
     let attached = terminal::run_interactive(client, name, req).await;
+    if let Err(crate::incus::Error::ShuttingDown) = attached {
+        eprintln!(
+            "\r\ncci: the Incus daemon is shutting down or restarting; the session in {name} keeps running"
+        );
+        eprintln!("cci: once the daemon is back, `cci attach {name}` returns to it");
+        return Ok(super::EXIT_UNREACHABLE);
+    }
     let left = match sandbox::after_detach(client, name).await {
         Ok(left) => left,
         Err(e) => {

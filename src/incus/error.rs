@@ -26,6 +26,10 @@ pub enum Error {
         /// The socket path that was tried.
         socket: PathBuf,
     },
+    /// The daemon began shutting down (or restarting) while a terminal was
+    /// attached; cci let go so it can finish.
+    #[error("the Incus daemon is shutting down or restarting")]
+    ShuttingDown,
     /// The object asked for does not exist.
     #[error("not found: {0}")]
     NotFound(String),

@@ -1,9 +1,10 @@
 //! `GET /1.0`: the daemon's version, API extensions and environment.
 
+use reqwest::Method;
 use serde::Deserialize;
 
 use super::Client;
-use super::error::Result;
+use super::error::{Error, Result};
 
 /// What the daemon says about itself.
 #[derive(Debug, Clone, Deserialize)]
@@ -31,6 +32,9 @@ pub struct ServerEnvironment {
     /// The daemon's version, e.g. `6.0.4`.
     #[serde(default)]
     pub server_version: String,
+    /// The daemon's process id on the host.
+    #[serde(default)]
+    pub server_pid: i64,
     /// The host kernel's version.
     #[serde(default)]
     pub kernel_version: String,
@@ -62,5 +66,17 @@ impl Client {
     /// The daemon's self-description.
     pub async fn server(&self) -> Result<ServerInfo> {
         self.transport.get("/1.0").await
+    }
+
+    /// Whether the daemon is going away: shutting down or restarting (it then
+    /// answers writes with 503 "Shutting down" while it waits for running
+    /// execs to end), or gone. Asks with a POST to the read-only resources
+    /// endpoint, which changes nothing either way (501 otherwise).
+    pub async fn going_away(&self) -> bool {
+        let req = self.transport.request(Method::POST, "/1.0/resources");
+        matches!(
+            self.transport.sync_unit(req).await,
+            Err(Error::Daemon { status: 503, .. } | Error::Unreachable { .. })
+        )
     }
 }
