@@ -277,7 +277,7 @@ async fn check_setup(client: &Client, image: &str, checks: &mut Vec<Check>) {
             format!("image {image} not found"),
         )
         .fix(format!(
-            "point the alias at an image you have: `incus image alias create {image} FINGERPRINT`"
+            "build it: `cci build --base IMAGE`, or point the alias at an image you have: `incus image alias create {image} FINGERPRINT`"
         )),
         Err(e) => Check::new("image", Status::Fail, e.to_string()),
     });

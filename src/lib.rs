@@ -1,12 +1,13 @@
 //! cci: run AI coding agents in unprivileged Incus system containers.
 //!
 //! Layers, top to bottom: [`cli`] (argument parsing and output), the domain
-//! modules ([`sandbox`], [`health`], [`container`], [`terminal`]), and [`incus`], a typed client
+//! modules ([`sandbox`], [`image`], [`health`], [`container`], [`terminal`]), and [`incus`], a typed client
 //! for the Incus REST API that knows nothing about cci.
 
 pub mod cli;
 pub mod container;
 pub mod health;
+pub mod image;
 pub mod incus;
 pub mod sandbox;
 pub mod terminal;

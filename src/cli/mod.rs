@@ -3,6 +3,7 @@
 
 mod container;
 mod health;
+mod image;
 mod manage;
 mod run;
 mod shell;
@@ -84,6 +85,11 @@ pub enum Command {
     /// Remove stopped session containers, interrupted launches and
     /// containers whose workspace is gone (never running or persistent ones).
     Clean(manage::CleanArgs),
+    /// Build the default image (`cci`), or a custom one with `cci build custom`.
+    Build(image::BuildArgs),
+    /// Manage images.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
     /// Low-level container operations.
     #[command(subcommand)]
     Container(container::ContainerCommand),
@@ -116,6 +122,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Kill(args) => manage::kill(&client, args).await,
         Command::Persist(args) => manage::persist(&client, args).await,
         Command::Clean(args) => manage::clean(&client, args).await,
+        Command::Build(args) => image::build(&client, args).await,
+        Command::Image(cmd) => image::run(&client, cmd).await,
         Command::Container(cmd) => container::run(&client, cmd).await,
     }
 }

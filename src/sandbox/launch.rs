@@ -41,7 +41,7 @@ pub enum LaunchError {
     },
     /// The image alias does not exist.
     #[error(
-        "image {image:?} not found; choose an existing image with --image ALIAS (`cci health --image ALIAS` checks it)"
+        "image {image:?} not found; build it with `cci build --base IMAGE` (or `cci build custom`), or choose an existing one with --image ALIAS"
     )]
     ImageMissing {
         /// The alias.

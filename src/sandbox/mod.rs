@@ -22,7 +22,7 @@ pub use names::{
     MAX_SLOT, PREFIX, Slot, SlotError, container_name, parse_container_name, workspace_prefix,
 };
 pub use run::{Ending, RunOutcome, RunRequest, run, sandbox_env};
-pub use shell::{Left, Session, ShellRequest, after_detach, end, new_session_id, open, reap};
+pub use shell::{Left, Session, ShellRequest, after_detach, end, new_session_id, open, reap, stop};
 pub use spec::{CODE_GID, CODE_HOME, CODE_UID, Kind, SandboxSpec, WORKSPACE_MOUNT, keys};
 pub use tmux::{SESSION as TMUX_SESSION, SessionCommand, alive as session_alive, attach_request};
 pub use workspace::{Workspace, WorkspaceError};

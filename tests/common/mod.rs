@@ -50,24 +50,33 @@ pub struct TestInstance {
 impl TestInstance {
     /// Create (and start, when `start`) a container from the test image.
     pub async fn create(tag: &str, start: bool) -> TestInstance {
+        Self::from(tag, &test_image(), start).await
+    }
+
+    /// A running container from the test image.
+    pub async fn running(tag: &str) -> TestInstance {
+        Self::create(tag, true).await
+    }
+
+    /// A running container from image `alias`.
+    pub async fn from_image(tag: &str, alias: &str) -> TestInstance {
+        Self::from(tag, alias, true).await
+    }
+
+    async fn from(tag: &str, alias: &str, start: bool) -> TestInstance {
         let client = client().await;
         let name = unique_name(tag);
         let guard = TestInstance {
             name: name.clone(),
             client: client.clone(),
         };
-        let mut spec = InstanceCreate::container(&name, &ImageRef::Alias(test_image()));
+        let mut spec = InstanceCreate::container(&name, &ImageRef::Alias(alias.into()));
         spec.start = start;
         client
             .create_instance(&spec)
             .await
-            .unwrap_or_else(|e| panic!("creating {name}: {e}"));
+            .unwrap_or_else(|e| panic!("creating {name} from {alias}: {e}"));
         guard
-    }
-
-    /// A running container from the test image.
-    pub async fn running(tag: &str) -> TestInstance {
-        Self::create(tag, true).await
     }
 }
 

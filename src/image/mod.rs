@@ -1,0 +1,321 @@
+//! Building images: start a build container from a base image, run a build
+//! script in it as root, publish the result and point an alias at it. The
+//! build container is removed however the build ends, and a failed build
+//! leaves every alias as it was. Prints nothing; reports steps through a
+//! callback and the script's output through a writer.
+
+use std::time::Duration;
+
+use tokio::io::AsyncWrite;
+
+use crate::incus::{self, Client, ExecRequest, FileWrite, ImageRef, InstanceCreate, Publish};
+use crate::sandbox::remove;
+
+/// The build script of the default `cci` image.
+pub const DEFAULT_SCRIPT: &str = include_str!("../../image-scripts/build-cci.sh");
+/// Adds the `code` user; the default script calls it.
+pub const CODE_USER_SCRIPT: &str = include_str!("../../image-scripts/code-user.sh");
+
+/// Images stay on this machine: fast compression beats small files. (zstd
+/// when the host has it; the daemon's default, gzip, takes ~10x longer.)
+const COMPRESSION: &str = "zstd";
+
+/// Where build scripts are put in the build container.
+const SCRIPT_DIR: &str = "/root/cci-build";
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    /// The alias to publish (`cci` for the default image).
+    pub alias: String,
+    /// Base image: a local alias or fingerprint.
+    pub base: String,
+    /// The build script (run by bash as root).
+    pub script: String,
+    /// Build even when the alias exists.
+    pub force: bool,
+    /// Also keep the image under `ALIAS-YYYYMMDD-HHMMSS` (for `image cleanup`).
+    pub versioned: bool,
+}
+
+/// What a build produced.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Built {
+    /// The alias.
+    pub alias: String,
+    /// The image's fingerprint.
+    pub fingerprint: String,
+    /// The alias existed and `force` was not given: nothing was built.
+    pub skipped: bool,
+    /// The timestamped alias, when one was made.
+    pub version: Option<String>,
+}
+
+/// Why a build failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The base image is not on the daemon.
+    #[error(
+        "base image {0:?} not found on the Incus daemon; give a local alias or fingerprint with --base (`cci image list --all` shows them)"
+    )]
+    BaseMissing(String),
+    /// The build script failed.
+    #[error("the build script failed with exit status {0}; nothing was published")]
+    ScriptFailed(i32),
+    /// Anything the daemon said.
+    #[error(transparent)]
+    Incus(#[from] incus::Error),
+}
+
+/// Build `req`; `step` hears each stage, `log` gets the script's output.
+/// `container` receives the build container's name before it is created, so
+/// an interrupted caller can remove it.
+pub async fn build<W: AsyncWrite + Unpin>(
+    client: &Client,
+    req: &BuildRequest,
+    container: &str,
+    mut step: impl FnMut(&str),
+    log: W,
+) -> Result<Built, BuildError> {
+    if !req.force
+        && let Ok(alias) = client.image_alias(&req.alias).await
+    {
+        return Ok(Built {
+            alias: req.alias.clone(),
+            fingerprint: alias.target,
+            skipped: true,
+            version: None,
+        });
+    }
+    let base = resolve_base(client, &req.base).await?;
+    step(&format!(
+        "starting build container {container} from {}",
+        req.base
+    ));
+    let result = build_in(client, req, &base, container, &mut step, log).await;
+    step("removing the build container");
+    let _ = remove(client, container).await;
+    result
+}
+
+async fn build_in<W: AsyncWrite + Unpin>(
+    client: &Client,
+    req: &BuildRequest,
+    base: &ImageRef,
+    container: &str,
+    step: &mut impl FnMut(&str),
+    mut log: W,
+) -> Result<Built, BuildError> {
+    let mut create = InstanceCreate::container(container, base);
+    create.start = true;
+    create.config.insert("user.cci.kind".into(), "build".into());
+    create
+        .config
+        .insert("user.cci.build".into(), req.alias.clone());
+    client.create_instance(&create).await?;
+    step("waiting for the network");
+    wait_for_network(client, container).await;
+    let cas = host_cas();
+    if !cas.is_empty() {
+        step(&format!(
+            "adding {} certificate authorities the host trusts locally",
+            cas.len()
+        ));
+        let dir = "/usr/local/share/ca-certificates";
+        client
+            .mkdir_all(container, dir, FileWrite::mode(0o755))
+            .await?;
+        for (name, pem) in cas {
+            let path = format!("{dir}/cci-host-{name}");
+            client
+                .write_file(container, &path, pem, FileWrite::mode(0o644))
+                .await?;
+        }
+    }
+    step("running the build script");
+    let root = FileWrite::mode(0o700);
+    client.mkdir(container, SCRIPT_DIR, root).await?;
+    for (name, text) in [
+        ("build.sh", req.script.as_str()),
+        ("code-user.sh", CODE_USER_SCRIPT),
+    ] {
+        let path = format!("{SCRIPT_DIR}/{name}");
+        client
+            .write_file(container, &path, text.to_string(), root)
+            .await?;
+    }
+    let run = ExecRequest::new(&["bash", &format!("{SCRIPT_DIR}/build.sh")])
+        .cwd("/root")
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        );
+    let mut err = Vec::new();
+    let code = client
+        .exec(
+            container,
+            &run,
+            None::<tokio::io::Empty>,
+            &mut log,
+            &mut err,
+        )
+        .await?;
+    {
+        use tokio::io::AsyncWriteExt;
+        let _ = log.write_all(&err).await;
+        let _ = log.flush().await;
+    }
+    if code != 0 {
+        return Err(BuildError::ScriptFailed(code));
+    }
+    let cleanup = ExecRequest::new(&["rm", "-rf", SCRIPT_DIR]).repeatable();
+    client.exec_capture(container, &cleanup, None).await?;
+    step("stopping the build container");
+    crate::sandbox::stop(client, container, Duration::from_secs(60)).await?;
+    step("publishing the image");
+    let stamp = utc_stamp();
+    let mut publish = Publish {
+        compression: Some(COMPRESSION.into()),
+        ..Default::default()
+    };
+    publish.properties.insert(
+        "description".into(),
+        format!("{} built {stamp} from {} by cci", req.alias, req.base),
+    );
+    publish
+        .properties
+        .insert("cci.version".into(), env!("CARGO_PKG_VERSION").into());
+    let version = req.versioned.then(|| format!("{}-{stamp}", req.alias));
+    publish.aliases.extend(version.clone());
+    let fingerprint = match client.publish_instance(container, &publish).await {
+        Err(e) if e.to_string().contains(COMPRESSION) => {
+            publish.compression = None;
+            client.publish_instance(container, &publish).await?
+        }
+        r => r?,
+    };
+    client
+        .set_image_alias(&req.alias, &fingerprint, "built by cci")
+        .await?;
+    Ok(Built {
+        alias: req.alias.clone(),
+        fingerprint,
+        skipped: false,
+        version,
+    })
+}
+
+/// Certificate authorities added to this host's trust store by hand
+/// (`/usr/local/share/ca-certificates/*.crt`, public certificates): a
+/// TLS-intercepting proxy's CA, say. Without them the build (and the agent)
+/// could not reach package registries through that proxy.
+fn host_cas() -> Vec<(String, Vec<u8>)> {
+    let Ok(dir) = std::fs::read_dir("/usr/local/share/ca-certificates") else {
+        return Vec::new();
+    };
+    let mut cas: Vec<(String, Vec<u8>)> = dir
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let meta = e.metadata().ok()?;
+            let ok = name.ends_with(".crt") && meta.is_file() && meta.len() < 1 << 16;
+            let pem = std::fs::read(e.path()).ok()?;
+            (ok && pem.starts_with(b"-----BEGIN CERTIFICATE-----")).then_some((name, pem))
+        })
+        .collect();
+    cas.sort();
+    cas
+}
+
+/// The base as the daemon knows it: an alias, else a fingerprint (prefix).
+async fn resolve_base(client: &Client, base: &str) -> Result<ImageRef, BuildError> {
+    if client.image_alias(base).await.is_ok() {
+        return Ok(ImageRef::Alias(base.to_string()));
+    }
+    let all = client.images().await?;
+    let mut matching = all.iter().filter(|i| i.fingerprint.starts_with(base));
+    match (matching.next(), matching.next()) {
+        (Some(i), None) if base.len() >= 12 => Ok(ImageRef::Fingerprint(i.fingerprint.clone())),
+        _ => Err(BuildError::BaseMissing(base.to_string())),
+    }
+}
+
+/// Wait (up to 30 s) until the container has a default route; a build whose
+/// script needs no network goes on without one.
+async fn wait_for_network(client: &Client, container: &str) {
+    let probe =
+        ExecRequest::new(&["sh", "-c", "ip route 2>/dev/null | grep -q ^default"]).repeatable();
+    for _ in 0..60 {
+        if let Ok(out) = client.exec_capture(container, &probe, None).await
+            && out.exit_code == 0
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// `YYYYMMDD-HHMMSS` in UTC, now.
+pub fn utc_stamp() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    stamp_of(secs)
+}
+
+/// `YYYYMMDD-HHMMSS` for seconds since the epoch (UTC).
+fn stamp_of(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Whether `alias` is `PREFIX-YYYYMMDD-HHMMSS`; returns the stamp.
+pub fn version_stamp<'a>(prefix: &str, alias: &'a str) -> Option<&'a str> {
+    let stamp = alias.strip_prefix(prefix)?.strip_prefix('-')?;
+    let ok = stamp.len() == 15
+        && stamp
+            .char_indices()
+            .all(|(i, c)| if i == 8 { c == '-' } else { c.is_ascii_digit() });
+    ok.then_some(stamp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_are_utc_civil_time() {
+        assert_eq!(stamp_of(0), "19700101-000000");
+        assert_eq!(stamp_of(951_782_400), "20000229-000000");
+        assert_eq!(stamp_of(1_795_375_512), "20261122-192512");
+    }
+
+    #[test]
+    fn versions_are_recognised_by_prefix_and_shape() {
+        assert_eq!(
+            version_stamp("cci", "cci-20261122-163832"),
+            Some("20261122-163832")
+        );
+        assert_eq!(version_stamp("cci", "cci"), None);
+        assert_eq!(version_stamp("cci", "cci-test-base"), None);
+        assert_eq!(version_stamp("cci", "cci-x-20261122-163832"), None);
+        assert_eq!(version_stamp("my", "my-2026112-1638321"), None);
+    }
+}
