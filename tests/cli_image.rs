@@ -223,3 +223,29 @@ async fn default_build_makes_the_agent_image() {
     assert_eq!(text(&out.stdout), "code\n1\nok\n", "{}", text(&out.stderr));
     assert_eq!(out.status.code(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn debootstrap_base_is_built_locally_once_and_reused() {
+    let c = client().await;
+    let s = script("test -d /home/code && systemctl --version >/dev/null\n");
+    // The first build on a machine makes `cci-base-bookworm` with debootstrap
+    // (kept, as for users); the next one reuses it.
+    for round in 0..2 {
+        let name = unique_name("dbs");
+        let out = build_custom(&name, s.path(), "debootstrap:bookworm");
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let _image = TestImage {
+            fingerprint: c.image_alias(&name).await.unwrap().target,
+            client: c.clone(),
+        };
+        if round == 1 {
+            let err = text(&out.stderr);
+            assert!(
+                err.contains("using the local base cci-base-bookworm"),
+                "{err}"
+            );
+        }
+    }
+    let out = build_custom(&unique_name("dbs"), s.path(), "debootstrap:Bad Suite");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}

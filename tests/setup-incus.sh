@@ -50,27 +50,9 @@ if [ ! -s "$rootfs_tar" ] || [ ! -s "$meta_tar" ]; then
     work=$(mktemp -d "$CACHE/build.XXXXXX")
     trap 'rm -rf "$work"' EXIT
     say "building the test base image with debootstrap ($SUITE from $MIRROR, about a minute)"
-    debootstrap --variant=minbase --include="$IMAGE_PACKAGES" "$SUITE" "$work/rootfs" "$MIRROR" \
-        >"$work/debootstrap.log" 2>&1 || {
-        cp "$work/debootstrap.log" "$CACHE/debootstrap-failed.log"
-        cp "$work/rootfs/debootstrap/debootstrap.log" "$CACHE/debootstrap-inner-failed.log" 2>/dev/null || true
-        tail -20 "$work/debootstrap.log" >&2
-        die "debootstrap failed; logs in $CACHE/debootstrap-*failed.log"
-    }
-    r=$work/rootfs
-    bash "$here/../image-scripts/rootfs-setup.sh" "$r" cci-test
-    bash "$here/../image-scripts/code-user.sh" "$r"
-    tar -C "$r" --numeric-owner -czf "$work/rootfs.tar.gz" .
-    cat >"$work/metadata.yaml" <<EOF
-architecture: $(uname -m)
-creation_date: $(date +%s)
-properties:
-  os: debian
-  release: $SUITE
-  description: cci test base (Debian $SUITE minbase)
-  cci.recipe: "$IMAGE_RECIPE"
-EOF
-    tar -C "$work" -czf "$work/meta.tar.gz" metadata.yaml
+    CCI_HOSTNAME=cci-test bash "$here/../image-scripts/debootstrap-base.sh" "$work" "$SUITE" "$MIRROR" \
+        "$IMAGE_PACKAGES" "cci test base (Debian $SUITE minbase)" "cci.recipe=$IMAGE_RECIPE" ||
+        die "could not build the test base image"
     mv "$work/rootfs.tar.gz" "$rootfs_tar"
     mv "$work/meta.tar.gz" "$meta_tar"
 fi

@@ -21,7 +21,9 @@ pub struct BuildArgs {
     /// Rebuild even when the image exists.
     #[arg(long)]
     pub force: bool,
-    /// Base image: a local alias or fingerprint (a Debian or Ubuntu system).
+    /// Base image: a local alias or fingerprint (a Debian or Ubuntu system), or
+    /// `debootstrap:SUITE[@MIRROR]` to build one locally (needs root and
+    /// debootstrap) [default: debootstrap:bookworm].
     #[arg(long, env = "CCI_BUILD_BASE", value_name = "IMAGE")]
     pub base: Option<String>,
     /// The alias to publish.
@@ -47,7 +49,7 @@ pub struct CustomArgs {
     /// The build script (run by bash as root inside the build container).
     #[arg(long, value_name = "FILE")]
     pub script: PathBuf,
-    /// Base image (local alias or fingerprint).
+    /// Base image (local alias or fingerprint, or `debootstrap:SUITE[@MIRROR]`).
     #[arg(long, default_value = "cci", value_name = "IMAGE")]
     pub base: String,
     /// Rebuild even when NAME exists.
@@ -135,13 +137,7 @@ pub async fn build(client: &Client, args: BuildArgs) -> anyhow::Result<i32> {
             (req, c.verbose, true)
         }
         None => {
-            let Some(base) = args.base else {
-                return Err(UsageError(
-                    "cci build needs a base image on the Incus daemon: --base ALIAS (or CCI_BUILD_BASE), e.g. a Debian 12 image"
-                        .into(),
-                )
-                .into());
-            };
+            let base = args.base.unwrap_or_else(|| image::DEFAULT_BASE.into());
             let req = BuildRequest {
                 alias: args.alias,
                 base,

@@ -4,12 +4,18 @@
 //! leaves every alias as it was. Prints nothing; reports steps through a
 //! callback and the script's output through a writer.
 
+mod base;
+
 use std::time::Duration;
 
 use tokio::io::AsyncWrite;
 
 use crate::incus::{self, Client, ExecRequest, FileWrite, ImageRef, InstanceCreate, Publish};
 use crate::sandbox::remove;
+
+/// The base `cci build` uses when none is given: built locally, so it works
+/// without an image server.
+pub const DEFAULT_BASE: &str = "debootstrap:bookworm";
 
 /// The build script of the default `cci` image.
 pub const DEFAULT_SCRIPT: &str = include_str!("../../image-scripts/build-cci.sh");
@@ -28,7 +34,7 @@ const SCRIPT_DIR: &str = "/root/cci-build";
 pub struct BuildRequest {
     /// The alias to publish (`cci` for the default image).
     pub alias: String,
-    /// Base image: a local alias or fingerprint.
+    /// Base image: a local alias or fingerprint, or `debootstrap:SUITE[@MIRROR]`.
     pub base: String,
     /// The build script (run by bash as root).
     pub script: String,
@@ -59,6 +65,9 @@ pub enum BuildError {
         "base image {0:?} not found on the Incus daemon; give a local alias or fingerprint with --base (`cci image list --all` shows them)"
     )]
     BaseMissing(String),
+    /// A debootstrap base could not be made.
+    #[error("could not build the base image: {0}")]
+    Base(String),
     /// The build script failed.
     #[error("the build script failed with exit status {0}; nothing was published")]
     ScriptFailed(i32),
@@ -87,7 +96,10 @@ pub async fn build<W: AsyncWrite + Unpin>(
             version: None,
         });
     }
-    let base = resolve_base(client, &req.base).await?;
+    let base = match req.base.strip_prefix("debootstrap:") {
+        Some(spec) => ImageRef::Alias(base::ensure(client, spec, &mut step).await?),
+        None => resolve_base(client, &req.base).await?,
+    };
     step(&format!(
         "starting build container {container} from {}",
         req.base
