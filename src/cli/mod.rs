@@ -7,6 +7,7 @@ mod image;
 mod manage;
 mod run;
 mod shell;
+mod tmux;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -90,9 +91,21 @@ pub enum Command {
     /// Manage images.
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// Drive sessions from scripts: list them, type into them, read their screens.
+    #[command(subcommand)]
+    Tmux(tmux::TmuxCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completion(CompletionArgs),
     /// Low-level container operations.
     #[command(subcommand)]
     Container(container::ContainerCommand),
+}
+
+/// Options of `cci completion`.
+#[derive(Debug, clap::Args)]
+pub struct CompletionArgs {
+    /// The shell.
+    pub shell: clap_complete::Shell,
 }
 
 /// Bad input found after parsing (a workspace, an environment setting).
@@ -107,6 +120,10 @@ fn client(cli: &Cli) -> anyhow::Result<Client> {
 
 /// Run the parsed command; returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    // Needs no daemon.
+    if let Some(Command::Completion(args)) = &cli.command {
+        return completion(args);
+    }
     let client = client(&cli)?;
     let Some(command) = cli.command else {
         return shell::shell(&client, cli.shell).await;
@@ -124,7 +141,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Clean(args) => manage::clean(&client, args).await,
         Command::Build(args) => image::build(&client, args).await,
         Command::Image(cmd) => image::run(&client, cmd).await,
+        Command::Tmux(cmd) => tmux::run(&client, cmd).await,
+        Command::Completion(args) => completion(&args),
         Command::Container(cmd) => container::run(&client, cmd).await,
+    }
+}
+
+/// Print the completion script for a shell.
+fn completion(args: &CompletionArgs) -> anyhow::Result<i32> {
+    use clap::CommandFactory;
+    use std::io::Write;
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut Cli::command(), "cci", &mut script);
+    match std::io::stdout().lock().write_all(&script) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(0),
     }
 }
 

@@ -24,5 +24,8 @@ pub use names::{
 pub use run::{Ending, RunOutcome, RunRequest, run, sandbox_env};
 pub use shell::{Left, Session, ShellRequest, after_detach, end, new_session_id, open, reap, stop};
 pub use spec::{CODE_GID, CODE_HOME, CODE_UID, Kind, SandboxSpec, WORKSPACE_MOUNT, keys};
-pub use tmux::{SESSION as TMUX_SESSION, SessionCommand, alive as session_alive, attach_request};
+pub use tmux::{
+    Keys, SESSION as TMUX_SESSION, SessionCommand, TmuxError, alive as session_alive,
+    attach_request, capture as capture_session, send as send_keys,
+};
 pub use workspace::{Workspace, WorkspaceError};

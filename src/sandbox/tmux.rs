@@ -195,3 +195,112 @@ mod tests {
         assert!(SUPERVISOR.contains(&format!("has-session -t {SESSION}")));
     }
 }
+
+/// A tmux command in a session failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TmuxError {
+    /// tmux said no (e.g. no session runs).
+    #[error("{container}: {message}")]
+    Tmux {
+        /// The container.
+        container: String,
+        /// What tmux said.
+        message: String,
+    },
+    /// The daemon failed.
+    #[error(transparent)]
+    Incus(#[from] incus::Error),
+}
+
+/// What to type into a session.
+#[derive(Debug, Clone)]
+pub enum Keys {
+    /// Text typed as is (then Enter unless `enter` is false).
+    Text {
+        /// The text.
+        text: String,
+        /// Press Enter after it.
+        enter: bool,
+    },
+    /// tmux key names: `C-c`, `Escape`, `Up`, `Enter`...
+    Named(Vec<String>),
+}
+
+/// Type `keys` into `container`'s session, as its owner (`code`).
+pub async fn send(client: &Client, container: &str, keys: &Keys) -> Result<(), TmuxError> {
+    let mut argv: Vec<String> = ["tmux", "-S", SOCKET, "send-keys", "-t", SESSION]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    let mut enter = false;
+    match keys {
+        Keys::Text { text, enter: e } => {
+            argv.extend(["-l".into(), "--".into(), text.clone()]);
+            enter = *e;
+        }
+        Keys::Named(names) => {
+            argv.push("--".into());
+            argv.extend(names.iter().cloned());
+        }
+    }
+    run_as_code(client, container, argv, false).await?;
+    if enter {
+        let argv = ["tmux", "-S", SOCKET, "send-keys", "-t", SESSION, "Enter"];
+        run_as_code(client, container, argv.map(String::from).to_vec(), false).await?;
+    }
+    Ok(())
+}
+
+/// The session's screen as text (with its colours and other escape
+/// sequences when `escapes`), plus `history` lines scrolled off above it.
+pub async fn capture(
+    client: &Client,
+    container: &str,
+    history: u32,
+    escapes: bool,
+) -> Result<String, TmuxError> {
+    let mut argv: Vec<String> = ["tmux", "-S", SOCKET, "capture-pane", "-p", "-t", SESSION]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    if escapes {
+        argv.push("-e".into());
+    }
+    if history > 0 {
+        argv.extend(["-S".into(), format!("-{history}")]);
+    }
+    run_as_code(client, container, argv, true).await
+}
+
+/// Run a tmux command as `code`; its stdout, or its stderr as the error.
+async fn run_as_code(
+    client: &Client,
+    container: &str,
+    argv: Vec<String>,
+    repeatable: bool,
+) -> Result<String, TmuxError> {
+    let mut req = ExecSpec {
+        command: argv,
+        user: CODE_UID,
+        group: CODE_GID,
+        cwd: WORKSPACE_MOUNT.into(),
+        env: Vec::new(),
+    }
+    .request();
+    req.repeatable = repeatable;
+    let out = client.exec_capture(container, &req, None).await?;
+    if out.exit_code != 0 {
+        let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        let message = match err.as_str() {
+            e if e.contains("no server running") || e.contains("can't find") => {
+                "no cci session runs there".to_string()
+            }
+            e => format!("tmux: {e}"),
+        };
+        return Err(TmuxError::Tmux {
+            container: container.into(),
+            message,
+        });
+    }
+    Ok(out.stdout_text())
+}

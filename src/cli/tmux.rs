@@ -1,0 +1,113 @@
+//! `cci tmux list|send|capture`: drive sessions from scripts. Everything runs
+//! as the session's owner (`code`), so it reaches sessions `cci shell` started.
+
+use clap::{Args, Subcommand};
+
+use super::Format;
+use crate::incus::Client;
+use crate::sandbox::{self, Keys};
+
+/// `cci tmux` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TmuxCommand {
+    /// List running cci sessions.
+    List(TmuxListArgs),
+    /// Type text (and Enter) into a session.
+    Send(SendArgs),
+    /// Print a session's current screen.
+    Capture(CaptureArgs),
+}
+
+/// Options of `cci tmux list`.
+#[derive(Debug, Args)]
+pub struct TmuxListArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+/// Options of `cci tmux send`.
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// Container name.
+    pub name: String,
+    /// The text to type (with --keys: tmux key names such as C-c, Escape, Up).
+    #[arg(required = true)]
+    pub text: Vec<String>,
+    /// Do not press Enter after the text.
+    #[arg(long)]
+    pub no_enter: bool,
+    /// The arguments are key names, not text.
+    #[arg(long, conflicts_with = "no_enter")]
+    pub keys: bool,
+}
+
+/// Options of `cci tmux capture`.
+#[derive(Debug, Args)]
+pub struct CaptureArgs {
+    /// Container name.
+    pub name: String,
+    /// Also this many lines that scrolled off the top.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub lines: u32,
+    /// Keep colours and other escape sequences.
+    #[arg(long)]
+    pub escape: bool,
+}
+
+pub async fn run(client: &Client, cmd: TmuxCommand) -> anyhow::Result<i32> {
+    match cmd {
+        TmuxCommand::List(a) => list(client, a).await,
+        TmuxCommand::Send(a) => {
+            sandbox::info(client, &a.name).await?;
+            let keys = if a.keys {
+                Keys::Named(a.text)
+            } else {
+                Keys::Text {
+                    text: a.text.join(" "),
+                    enter: !a.no_enter,
+                }
+            };
+            sandbox::send_keys(client, &a.name, &keys).await?;
+            Ok(0)
+        }
+        TmuxCommand::Capture(a) => {
+            sandbox::info(client, &a.name).await?;
+            let screen = sandbox::capture_session(client, &a.name, a.lines, a.escape).await?;
+            print!("{screen}");
+            Ok(0)
+        }
+    }
+}
+
+async fn list(client: &Client, a: TmuxListArgs) -> anyhow::Result<i32> {
+    let mut running = Vec::new();
+    for s in sandbox::list(client).await? {
+        if s.kind == "shell"
+            && s.state == "Running"
+            && sandbox::session_alive(client, &s.name).await?
+        {
+            running.push(s);
+        }
+    }
+    match a.format {
+        Format::Json => {
+            let v: Vec<_> = running
+                .iter()
+                .map(|s| {
+                    serde_json::json!({
+                        "container": s.name, "session": sandbox::TMUX_SESSION,
+                        "workspace": s.workspace, "slot": s.slot, "agent": s.agent,
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        Format::Table => {
+            for s in &running {
+                println!("{}  slot {}  {}", s.name, s.slot, s.workspace);
+            }
+        }
+    }
+    Ok(0)
+}
