@@ -173,13 +173,14 @@ async fn sixteen_concurrent_runs_get_sixteen_slots() {
         .into_iter()
         .map(|c| {
             let out = c.wait_with_output().unwrap();
-            assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
             assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
             let v = json(&out);
             // On a host this busy the daemon may lose track of a command as it
-            // starts it; cci then still gets its exit status and says so.
+            // starts it, cutting its output (a write then kills it with
+            // SIGPIPE); cci still reports its exit status and says so.
             let lost = v["stderr"].as_str().unwrap().contains("lost track");
             if !lost {
+                assert_eq!(out.status.code(), Some(0), "{v}");
                 assert_eq!(
                     (v["stdout"].as_str(), v["stderr"].as_str()),
                     (Some("1000\n"), Some(""))

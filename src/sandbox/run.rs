@@ -213,7 +213,7 @@ where
         tries += 1;
         if let Some(code) = guard_status(client, name, marker).await? {
             let note = format!(
-                "cci: the Incus daemon lost track of the command as it started it; it ran (exit status {code}), but some of its output may be missing\n"
+                "cci: the Incus daemon lost track of the command as it started it and cut its output streams; it ran and exited with status {code} (141 means it was killed writing to the cut output)\n"
             );
             let _ = stderr.write_all(note.as_bytes()).await;
             return Ok(code);
