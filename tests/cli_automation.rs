@@ -195,3 +195,91 @@ fn completion_scripts_for_each_shell() {
     }
     assert_eq!(code(&["completion", "tcsh"]), Some(2));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn file_push_and_pull_round_trip_with_modes() {
+    use std::os::unix::fs::MetadataExt;
+    let inst = common::TestInstance::running("files").await;
+    let src = tempfile::tempdir().unwrap();
+    let tree = src.path().join("tree");
+    std::fs::create_dir_all(tree.join("sub/deeper")).unwrap();
+    std::fs::write(tree.join("a.txt"), "alpha\n").unwrap();
+    std::fs::write(tree.join("sub/run.sh"), "#!/bin/sh\necho hi\n").unwrap();
+    std::fs::write(tree.join("sub/deeper/secret"), "s\n").unwrap();
+    let mode =
+        |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    mode(&tree.join("sub/run.sh"), 0o755);
+    mode(&tree.join("sub/deeper/secret"), 0o600);
+    mode(&tree.join("sub/deeper"), 0o750);
+
+    let remote = format!("{}:/srv/tree", inst.name);
+    assert_eq!(
+        code(&["file", "push", tree.to_str().unwrap(), &remote]),
+        Some(2),
+        "a folder needs -r"
+    );
+    let out = cci_out(&["file", "push", "-r", tree.to_str().unwrap(), &remote]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = cci_out(&[
+        "container",
+        "exec",
+        &inst.name,
+        "--capture",
+        "--format",
+        "raw",
+        "--",
+        "sh",
+        "-c",
+        "stat -c '%a %n' /srv/tree/sub/run.sh /srv/tree/sub/deeper /srv/tree/sub/deeper/secret; /srv/tree/sub/run.sh",
+    ]);
+    assert_eq!(
+        text(&out.stdout),
+        "755 /srv/tree/sub/run.sh\n750 /srv/tree/sub/deeper\n600 /srv/tree/sub/deeper/secret\nhi\n"
+    );
+
+    // Back out: a folder with -r, into an existing folder; a single file.
+    let dst = tempfile::tempdir().unwrap();
+    assert_eq!(
+        code(&["file", "pull", &remote, dst.path().to_str().unwrap()]),
+        Some(2),
+        "needs -r"
+    );
+    let out = cci_out(&["file", "pull", "-r", &remote, dst.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let back = dst.path().join("tree");
+    assert_eq!(
+        std::fs::read_to_string(back.join("sub/deeper/secret")).unwrap(),
+        "s\n"
+    );
+    assert_eq!(
+        std::fs::metadata(back.join("sub/run.sh")).unwrap().mode() & 0o777,
+        0o755
+    );
+    assert_eq!(
+        std::fs::metadata(back.join("sub/deeper")).unwrap().mode() & 0o777,
+        0o750
+    );
+    let one = dst.path().join("one.txt");
+    let file = format!("{}:/srv/tree/a.txt", inst.name);
+    assert_eq!(
+        code(&["file", "pull", &file, one.to_str().unwrap()]),
+        Some(0)
+    );
+    assert_eq!(std::fs::read_to_string(&one).unwrap(), "alpha\n");
+    // Nothing half-made is left next to the targets.
+    let names: Vec<String> = std::fs::read_dir(dst.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.contains("cci-pull")), "{names:?}");
+    let missing = format!("{}:/no/such/file", inst.name);
+    assert_eq!(
+        code(&["file", "pull", &missing, one.to_str().unwrap()]),
+        Some(5)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&one).unwrap(),
+        "alpha\n",
+        "a failed pull keeps the old file"
+    );
+}

@@ -2,6 +2,7 @@
 //! Calls the domain modules; makes no Incus calls of its own.
 
 mod container;
+mod file;
 mod health;
 mod image;
 mod manage;
@@ -91,6 +92,9 @@ pub enum Command {
     /// Manage images.
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// Copy files and folders in and out of containers.
+    #[command(subcommand)]
+    File(file::FileCommand),
     /// Drive sessions from scripts: list them, type into them, read their screens.
     #[command(subcommand)]
     Tmux(tmux::TmuxCommand),
@@ -142,6 +146,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Build(args) => image::build(&client, args).await,
         Command::Image(cmd) => image::run(&client, cmd).await,
         Command::Tmux(cmd) => tmux::run(&client, cmd).await,
+        Command::File(cmd) => file::run(&client, cmd).await,
         Command::Completion(args) => completion(&args),
         Command::Container(cmd) => container::run(&client, cmd).await,
     }

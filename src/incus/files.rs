@@ -272,6 +272,25 @@ impl Client {
             .await
     }
 
+    /// Copy one local file into the instance at `remote`, keeping its owner
+    /// and mode.
+    pub async fn push_file(&self, instance: &str, local: &Path, remote: &str) -> Result<()> {
+        let meta = std::fs::metadata(local)
+            .map_err(|e| Error::io(format!("reading {}", local.display()), e))?;
+        if !meta.is_file() {
+            return Err(Error::BadRequest(format!(
+                "{} is not a regular file (push a folder with -r)",
+                local.display()
+            )));
+        }
+        let file = tokio::fs::File::open(local)
+            .await
+            .map_err(|e| Error::io(format!("opening {}", local.display()), e))?;
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
+        self.write_file(instance, remote, body, write_for(&meta, None))
+            .await
+    }
+
     /// Copy a local directory tree into the instance at `remote` (created if
     /// missing). Owners and modes are kept unless `owner` gives a uid/gid for all.
     /// Symlinks are copied as symlinks; sockets, FIFOs and devices are skipped.
