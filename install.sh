@@ -5,8 +5,15 @@
 #      skip with CCI_SKIP_INCUS_SETUP=1
 #   2. builds cci (release) and installs it as $PREFIX/bin/cci (default /usr/local)
 #   3. adds the invoking user to the incus-admin group, so cci can use the socket
+#   4. installs shell completions (bash, zsh, fish) where those shells look
+# Running it again is safe: each step checks what is there first.
 # Usage: ./install.sh        then: cci health
 set -euo pipefail
+case "$(uname -s)" in
+    Linux) ;;
+    Darwin) echo "[install] error: cci needs Linux (Incus system containers); on macOS run it inside a Linux VM" >&2; exit 1 ;;
+    *) echo "[install] error: cci needs Linux (Incus system containers); $(uname -s) is not supported" >&2; exit 1 ;;
+esac
 cd "$(dirname "$0")"
 PREFIX=${PREFIX:-/usr/local}
 
@@ -25,6 +32,15 @@ say "building cci"
 cargo build --release --locked --quiet
 as_root install -D -m 0755 target/release/cci "$PREFIX/bin/cci"
 say "installed $PREFIX/bin/cci ($("$PREFIX/bin/cci" --version))"
+
+say "installing shell completions"
+for shell_dir in "bash:$PREFIX/share/bash-completion/completions/cci" \
+    "zsh:$PREFIX/share/zsh/site-functions/_cci" \
+    "fish:$PREFIX/share/fish/vendor_completions.d/cci.fish"; do
+    shell=${shell_dir%%:*} file=${shell_dir#*:}
+    "$PREFIX/bin/cci" completion "$shell" >"target/cci.$shell"
+    as_root install -D -m 0644 "target/cci.$shell" "$file"
+done
 
 user=${SUDO_USER:-$(id -un)}
 if [ "$user" != root ] && ! id -nG "$user" | tr ' ' '\n' | grep -qx incus-admin; then
