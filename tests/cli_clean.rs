@@ -66,6 +66,12 @@ async fn clean_removes_only_ended_sessions_and_interrupted_launches() {
     c.create_instance(&req).await.unwrap();
     // Not cci's, though its name starts like cci's.
     let foreign = TestInstance::create("clean", false).await;
+    // The container of a cci build that was killed.
+    let build = format!("cci-build-999999999-{}", std::process::id());
+    let mut req =
+        cci::incus::InstanceCreate::container(&build, &cci::incus::ImageRef::Alias(test_image()));
+    req.config.insert("user.cci.kind".into(), "build".into());
+    c.create_instance(&req).await.unwrap();
 
     let out = clean(&["--dry-run"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -78,6 +84,8 @@ async fn clean_removes_only_ended_sessions_and_interrupted_launches() {
         plan.contains(&format!("{half}  Stopped  (never started")),
         "{plan}"
     );
+    let leftover = format!("{build}  Stopped  (leftover of an interrupted cci build)");
+    assert!(plan.contains(&leftover), "{plan}");
     for name in [&running, &kept, &foreign.name] {
         assert!(
             !plan.contains(name.as_str()),
@@ -99,6 +107,7 @@ async fn clean_removes_only_ended_sessions_and_interrupted_launches() {
     want.sort();
     assert_eq!(left, want);
     assert!(c.instance(&foreign.name).await.is_ok());
+    assert!(c.instance(&build).await.unwrap_err().is_not_found());
 
     let out = cci().arg("kill").args([&running, &kept]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));

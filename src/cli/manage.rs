@@ -266,8 +266,13 @@ pub async fn clean(client: &Client, args: CleanArgs) -> anyhow::Result<i32> {
         println!("nothing to clean");
         return Ok(0);
     }
-    for (s, reason) in &plan {
-        println!("{}  {}  ({})", s.name, s.state, reason.describe());
+    for item in &plan {
+        println!(
+            "{}  {}  ({})",
+            item.name,
+            item.state,
+            item.reason.describe()
+        );
     }
     if args.dry_run {
         return Ok(0);
@@ -278,8 +283,9 @@ pub async fn clean(client: &Client, args: CleanArgs) -> anyhow::Result<i32> {
     )? {
         return Ok(1);
     }
-    let names: Vec<String> = plan.into_iter().map(|(s, _)| s.name).collect();
-    let op = |name: String| async move { sandbox::kill(client, &name).await };
+    // The plan holds only containers cci made (marked), build containers included.
+    let names: Vec<String> = plan.into_iter().map(|item| item.name).collect();
+    let op = |name: String| async move { sandbox::remove(client, &name).await };
     Ok(for_each(&names, op, |name, ()| format!("removed {name}")).await)
 }
 

@@ -120,7 +120,9 @@ async fn build_in<W: AsyncWrite + Unpin>(
 ) -> Result<Built, BuildError> {
     let mut create = InstanceCreate::container(container, base);
     create.start = true;
-    create.config.insert("user.cci.kind".into(), "build".into());
+    create
+        .config
+        .insert(crate::sandbox::keys::KIND.into(), "build".into());
     create
         .config
         .insert("user.cci.build".into(), req.alias.clone());

@@ -68,6 +68,8 @@ pub enum CleanReason {
     WorkspaceGone,
     /// A `cci run` container left stopped.
     RunLeftover,
+    /// The container of a `cci build` that is no longer running.
+    BuildLeftover,
 }
 
 impl CleanReason {
@@ -78,6 +80,7 @@ impl CleanReason {
             CleanReason::NeverStarted => "never started (interrupted launch)",
             CleanReason::WorkspaceGone => "workspace folder is gone",
             CleanReason::RunLeftover => "leftover of cci run",
+            CleanReason::BuildLeftover => "leftover of an interrupted cci build",
         }
     }
 }
@@ -102,13 +105,46 @@ pub fn clean_reason(s: &SandboxInfo) -> Option<CleanReason> {
     (!s.persistent()).then_some(CleanReason::SessionEnded)
 }
 
-/// The containers `clean` would remove, with the reason for each.
-pub async fn clean_plan(client: &Client) -> incus::Result<Vec<(SandboxInfo, CleanReason)>> {
-    Ok(inventory::list(client)
+/// A container `clean` would remove.
+#[derive(Debug, Clone)]
+pub struct CleanItem {
+    /// Its name.
+    pub name: String,
+    /// `Running`, `Stopped`...
+    pub state: String,
+    /// Why it goes.
+    pub reason: CleanReason,
+}
+
+/// Prefix of `cci build`'s containers: `cci-build-<pid>-<stamp>`.
+const BUILD_PREFIX: &str = "cci-build-";
+
+/// The containers `clean` would remove, with the reason for each: cci's
+/// sandboxes (see [`clean_reason`]) and build containers whose cci is gone.
+pub async fn clean_plan(client: &Client) -> incus::Result<Vec<CleanItem>> {
+    let mut plan: Vec<CleanItem> = inventory::list(client)
         .await?
         .into_iter()
-        .filter_map(|s| clean_reason(&s).map(|r| (s, r)))
-        .collect())
+        .filter_map(|s| {
+            clean_reason(&s).map(|reason| CleanItem {
+                name: s.name,
+                state: s.state,
+                reason,
+            })
+        })
+        .collect();
+    for i in client.instances(BUILD_PREFIX, false).await? {
+        let marked = i.config.get(keys::KIND).is_some_and(|k| k == "build");
+        let token = &i.name[BUILD_PREFIX.len()..];
+        if marked && !launcher_running(token) {
+            plan.push(CleanItem {
+                name: i.name,
+                state: i.status,
+                reason: CleanReason::BuildLeftover,
+            });
+        }
+    }
+    Ok(plan)
 }
 
 #[cfg(test)]

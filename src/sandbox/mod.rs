@@ -17,7 +17,9 @@ mod workspace;
 pub use agent::{AGENTS, Agent, AgentDef, UnknownAgent};
 pub use inventory::{SandboxInfo, get as info, kill, list, list_prefix};
 pub use launch::{Attempt, LaunchError, Launched, launch, remove};
-pub use lifecycle::{CleanReason, ShutdownOutcome, clean_plan, clean_reason, persist, shutdown};
+pub use lifecycle::{
+    CleanItem, CleanReason, ShutdownOutcome, clean_plan, clean_reason, persist, shutdown,
+};
 pub use names::{
     MAX_SLOT, PREFIX, Slot, SlotError, container_name, parse_container_name, workspace_prefix,
 };
