@@ -199,7 +199,8 @@ pub async fn end(client: &Client, info: &SandboxInfo) -> incus::Result<()> {
     stop(client, &info.name, Duration::from_secs(30)).await
 }
 
-/// Stop cleanly within `grace`, then by force; stopped already is fine.
+/// Stop cleanly within `grace`, then by force; stopped already is fine, and
+/// so is gone meanwhile (another cci may delete an ended session meanwhile).
 pub async fn stop(client: &Client, name: &str, grace: Duration) -> incus::Result<()> {
     if client.stop_instance(name, Some(grace), false).await.is_ok() {
         return Ok(());
@@ -208,6 +209,7 @@ pub async fn stop(client: &Client, name: &str, grace: Duration) -> incus::Result
         Ok(()) => Ok(()),
         Err(e) => match client.instance(name).await {
             Ok((i, _)) if i.status == "Stopped" => Ok(()),
+            Err(gone) if gone.is_not_found() => Ok(()),
             _ => Err(e),
         },
     }
