@@ -133,14 +133,7 @@ fn screen_shows(name: &str, want: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tmux_send_and_capture_reach_a_shell_session() {
-    let ws = workspace();
-    let agent = ws.path().join(".fake-agent");
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake-agent"),
-        &agent,
-    )
-    .unwrap();
-    std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ws = common::agent_workspace();
     let out = cci()
         .env("CCI_IMAGE", test_image())
         .env("CCI_TOOL_BINARY", "/workspace/.fake-agent")

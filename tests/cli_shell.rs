@@ -5,13 +5,13 @@
 mod common;
 
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::pty::{Screen, on_terminal, openpty, wait_exit};
-use common::{cci, client, containers_of, test_image, workspace};
+use common::{agent_workspace, cci, client, containers_of, test_image};
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -20,19 +20,6 @@ fn text(b: &[u8]) -> String {
 fn json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}{}", text(&out.stdout), text(&out.stderr)))
-}
-
-/// A hostile-named workspace holding the stand-in agent at `.fake-agent`.
-fn agent_workspace() -> tempfile::TempDir {
-    let ws = workspace();
-    let agent = ws.path().join(".fake-agent");
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake-agent"),
-        &agent,
-    )
-    .unwrap();
-    std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).unwrap();
-    ws
 }
 
 /// Removes every container of a workspace when dropped.

@@ -5,13 +5,12 @@
 mod common;
 
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::pty::{Screen, on_terminal, openpty, wait_exit};
-use common::{cci, client, containers_left, test_image, workspace};
+use common::{cci, client, containers_left, test_image};
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -51,14 +50,7 @@ async fn restart_daemon() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn session_survives_a_daemon_restart() {
-    let ws = workspace();
-    let agent = ws.path().join(".fake-agent");
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake-agent"),
-        &agent,
-    )
-    .unwrap();
-    std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ws = common::agent_workspace();
     let shell = |sub: &str| {
         let mut cmd = cci();
         cmd.env("CCI_IMAGE", test_image())

@@ -452,20 +452,15 @@ impl Client {
 
 /// A reader that counts what it has handed out (to tell whether a command
 /// consumed any of its input).
-pub struct CountingReader<I> {
+struct CountingReader<I> {
     inner: I,
     read: u64,
 }
 
 impl<I> CountingReader<I> {
     /// Count what `inner` hands out.
-    pub fn new(inner: I) -> Self {
+    fn new(inner: I) -> Self {
         CountingReader { inner, read: 0 }
-    }
-
-    /// Bytes read so far.
-    pub fn consumed(&self) -> u64 {
-        self.read
     }
 }
 

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use error::{Error, Result};
-pub use exec::{CountingReader, ExecOutput, ExecRequest, TerminalControl};
+pub use exec::{ExecOutput, ExecRequest, TerminalControl};
 pub use files::{FileInfo, FileKind, FileWrite};
 pub use images::{Image, ImageAlias, Publish};
 pub use instances::{ImageRef, Instance, InstanceCreate, InstanceState, StateChange};

@@ -9,7 +9,7 @@ use super::launch::{Attempt, LaunchError, launch, remove};
 use super::names::Slot;
 use super::spec::{CODE_GID, CODE_HOME, CODE_UID, SandboxSpec, WORKSPACE_MOUNT};
 use crate::container::ExecSpec;
-use crate::incus::{self, Client, CountingReader, ExecRequest};
+use crate::incus::{self, Client, ExecRequest};
 
 /// What to run, where.
 #[derive(Debug, Clone)]
@@ -103,7 +103,9 @@ where
         cwd: WORKSPACE_MOUNT.into(),
         env: sandbox_env(&req.env),
     }
-    .request();
+    .request()
+    // The guard makes a second start of it harmless.
+    .repeatable();
     let timeout = async {
         match req.timeout {
             Some(t) => tokio::time::sleep(t).await,
@@ -111,7 +113,7 @@ where
         }
     };
     let ending = tokio::select! {
-        r = exec_once(client, &launched.name, &exec, &marker, stdin, stdout, stderr) => r.map(Ending::Exited),
+        r = run_guarded(client, &launched.name, &exec, &marker, stdin, stdout, stderr) => r.map(Ending::Exited),
         _ = timeout => Ok(Ending::TimedOut),
         signal = &mut interrupt => Ok(Ending::Interrupted(signal)),
     };
@@ -177,18 +179,17 @@ async fn guard_status(client: &Client, name: &str, marker: &str) -> incus::Resul
     Ok(out.stdout_text().trim().parse().ok())
 }
 
-/// Run the guarded command. When the daemon loses track of it ("Failed to
-/// retrieve PID", seen on busy hosts; the command may or may not have run)
-/// and no input was consumed: if it never started, start it again (the guard
-/// makes sure it runs once); if it did, wait for its exit status, and say
-/// that some of its output may be missing.
-async fn exec_once<I, O, E>(
+/// Run the guarded command. The daemon restarts it when it loses track of
+/// it ("Failed to retrieve PID", seen on busy hosts; it may or may not have
+/// run): the guard makes that safe. When the guard says an earlier start ran
+/// it, wait for that run's exit status, and say that its output was cut.
+async fn run_guarded<I, O, E>(
     client: &Client,
     name: &str,
     exec: &ExecRequest,
     marker: &str,
     stdin: Option<I>,
-    mut stdout: O,
+    stdout: O,
     mut stderr: E,
 ) -> incus::Result<i32>
 where
@@ -197,28 +198,19 @@ where
     E: AsyncWrite + Unpin,
 {
     use tokio::io::AsyncWriteExt;
-    let mut stdin = stdin.map(CountingReader::new);
-    let mut tries = 0u64;
-    loop {
-        let r = client
-            .exec(name, exec, stdin.as_mut(), &mut stdout, &mut stderr)
-            .await;
-        let lost = match &r {
-            Err(e) => e.is_attach_failure(),
-            Ok(code) => *code == ALREADY_RAN && tries > 0,
-        };
-        if !lost || tries >= 10 || stdin.as_ref().is_some_and(|s| s.consumed() > 0) {
-            return r;
-        }
-        tries += 1;
-        if let Some(code) = guard_status(client, name, marker).await? {
+    let code = client.exec(name, exec, stdin, stdout, &mut stderr).await?;
+    if code != ALREADY_RAN {
+        return Ok(code);
+    }
+    match guard_status(client, name, marker).await? {
+        Some(ran) if ran != ALREADY_RAN => {
             let note = format!(
-                "cci: the Incus daemon lost track of the command as it started it and cut its output streams; it ran and exited with status {code} (141 means it was killed writing to the cut output)\n"
+                "cci: the Incus daemon lost track of the command as it started it and cut its output streams; it ran and exited with status {ran} (141 means it was killed writing to the cut output)\n"
             );
             let _ = stderr.write_all(note.as_bytes()).await;
-            return Ok(code);
+            Ok(ran)
         }
-        tokio::time::sleep(Duration::from_millis(50 * tries)).await;
+        _ => Ok(code),
     }
 }
 

@@ -168,3 +168,17 @@ pub async fn containers_left(ws: &Path) -> Vec<String> {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+/// A hostile-named workspace holding the stand-in agent
+/// (`tests/fixtures/fake-agent`) at `.fake-agent`, i.e. `/workspace/.fake-agent`.
+pub fn agent_workspace() -> tempfile::TempDir {
+    let ws = workspace();
+    let agent = ws.path().join(".fake-agent");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake-agent"),
+        &agent,
+    )
+    .unwrap();
+    std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).unwrap();
+    ws
+}
