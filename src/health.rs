@@ -283,26 +283,66 @@ async fn check_setup(client: &Client, image: &str, checks: &mut Vec<Check>) {
     });
 }
 
-fn check_nft() -> Check {
-    let found = std::env::var_os("PATH")
-        .map(|p| {
-            std::env::split_paths(&p)
-                .chain(["/usr/sbin".into(), "/sbin".into()])
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default()
-        .into_iter()
-        .map(|d| d.join("nft"))
-        .find(|p| p.is_file());
-    match found {
-        Some(p) => Check::new("nft", Status::Ok, p.display().to_string()),
-        None => Check::new(
-            "nft",
-            Status::Warn,
-            "nft not found: network isolation cannot be enforced",
+/// nft is usable, and every guarded container has its rules (none left
+/// behind by containers that are gone).
+async fn check_firewall(client: Option<&Client>) -> Check {
+    use crate::network::{self, Firewall};
+    let state = match network::Nft::from_env().state() {
+        Ok(s) => s,
+        Err(e) => {
+            return Check::new(
+                "firewall",
+                Status::Warn,
+                format!("network isolation unavailable, only --network open works: {e}"),
+            )
+            .fix("install nftables and run cci as root (or allow `sudo -n nft`)");
+        }
+    };
+    let Some(Ok(instances)) = (match client {
+        Some(c) => Some(c.instances("", false).await),
+        None => None,
+    }) else {
+        return Check::new("firewall", Status::Ok, "nft usable");
+    };
+    let guarded: Vec<_> = instances
+        .iter()
+        .filter(|i| i.config.contains_key(network::keys::MODE))
+        .filter_map(|i| Some((i, network::port_of(i)?)))
+        .collect();
+    let missing: Vec<&str> = guarded
+        .iter()
+        .filter(|(i, p)| !state.ports.contains_key(p) || (i.is_running() && !state.tables))
+        .map(|(i, _)| i.name.as_str())
+        .collect();
+    let orphans = state
+        .ports
+        .keys()
+        .filter(|p| !guarded.iter().any(|(_, q)| q == *p))
+        .count();
+    if !missing.is_empty() {
+        return Check::new(
+            "firewall",
+            Status::Fail,
+            format!("rules missing for: {}", missing.join(", ")),
         )
-        .fix("sudo apt-get install nftables"),
+        .fix("cci network repair (puts them back, or stops the container)");
     }
+    if orphans > 0 {
+        return Check::new(
+            "firewall",
+            Status::Warn,
+            format!("{orphans} rule set(s) of containers that are gone"),
+        )
+        .fix("cci clean --orphans");
+    }
+    Check::new(
+        "firewall",
+        Status::Ok,
+        format!(
+            "nft usable; {} container(s) guarded, rules complete",
+            guarded.len()
+        ),
+    )
 }
 
 /// Run every check against `client`, expecting image `image`.
@@ -310,13 +350,14 @@ pub async fn run(client: &Client, image: &str) -> Report {
     let mut checks = Vec::new();
     let incus::Endpoint::Unix(socket) = client.endpoint();
     checks.push(check_socket(socket));
-    if check_daemon(client, &mut checks).await {
+    let reachable = check_daemon(client, &mut checks).await;
+    if reachable {
         check_setup(client, image, &mut checks).await;
     } else {
         for name in ["storage", "network", "profile", "image"] {
             checks.push(Check::new(name, Status::Skip, "daemon not reachable"));
         }
     }
-    checks.push(check_nft());
+    checks.push(check_firewall(reachable.then_some(client)).await);
     Report::from_checks(checks)
 }

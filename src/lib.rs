@@ -1,7 +1,7 @@
 //! cci: run AI coding agents in unprivileged Incus system containers.
 //!
 //! Layers, top to bottom: [`cli`] (argument parsing and output), the domain
-//! modules ([`sandbox`], [`image`], [`health`], [`container`], [`terminal`]), and [`incus`], a typed client
+//! modules ([`sandbox`], [`network`], [`image`], [`health`], [`container`], [`terminal`]), and [`incus`], a typed client
 //! for the Incus REST API that knows nothing about cci.
 
 pub mod cli;
@@ -9,5 +9,7 @@ pub mod container;
 pub mod health;
 pub mod image;
 pub mod incus;
+pub mod network;
 pub mod sandbox;
+pub mod state;
 pub mod terminal;

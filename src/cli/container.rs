@@ -4,6 +4,7 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use crate::container::{self, ExecSpec, parse_env};
 use crate::incus::{Client, ImageRef, InstanceCreate};
+use crate::network::{self, Nft};
 
 /// Container subcommands.
 #[derive(Debug, Subcommand)]
@@ -55,6 +56,12 @@ pub struct LaunchArgs {
     /// Delete the container when it stops.
     #[arg(long)]
     pub ephemeral: bool,
+    /// Incus profile to apply (repeatable, in order) [default: default].
+    #[arg(long = "profile", short = 'p', value_name = "NAME")]
+    pub profiles: Vec<String>,
+    /// Network isolation (as for sessions).
+    #[command(flatten)]
+    pub net: super::network::NetworkArgs,
 }
 
 /// Options of `cci container list`.
@@ -130,13 +137,17 @@ pub async fn run(client: &Client, cmd: ContainerCommand) -> anyhow::Result<i32> 
             let image = ImageRef::Alias(a.image.clone());
             let mut spec = InstanceCreate::container(&a.name, &image);
             spec.ephemeral = a.ephemeral;
-            spec.start = true;
-            client.create_instance(&spec).await?;
+            if !a.profiles.is_empty() {
+                spec.profiles = a.profiles;
+            }
+            let policy = a.net.policy()?;
+            let net = network::prepare(client, &spec.profiles, &policy).await?;
+            network::create_guarded(client, &Nft::from_env(), &net, spec).await?;
             println!("launched {} from {}", a.name, a.image);
             Ok(0)
         }
         ContainerCommand::Start(a) => {
-            client.start_instance(&a.name).await?;
+            network::start_guarded(client, &Nft::from_env(), &a.name).await?;
             Ok(0)
         }
         ContainerCommand::Stop(a) => {

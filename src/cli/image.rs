@@ -32,6 +32,9 @@ pub struct BuildArgs {
     /// Show the build script's output as it runs (otherwise it goes to a log file).
     #[arg(long, short)]
     pub verbose: bool,
+    /// The build container's network isolation (default restricted).
+    #[command(flatten)]
+    pub net: super::network::NetworkArgs,
 }
 
 /// `cci build` subcommands.
@@ -58,6 +61,9 @@ pub struct CustomArgs {
     /// Show the script's output as it runs.
     #[arg(long, short)]
     pub verbose: bool,
+    /// The build container's network isolation (default restricted).
+    #[command(flatten)]
+    pub net: super::network::NetworkArgs,
 }
 
 /// `cci image` subcommands.
@@ -133,6 +139,7 @@ pub async fn build(client: &Client, args: BuildArgs) -> anyhow::Result<i32> {
                 script,
                 force: c.force,
                 versioned: false,
+                network: c.net.policy()?,
             };
             (req, c.verbose, true)
         }
@@ -144,6 +151,7 @@ pub async fn build(client: &Client, args: BuildArgs) -> anyhow::Result<i32> {
                 script: image::DEFAULT_SCRIPT.into(),
                 force: args.force,
                 versioned: true,
+                network: args.net.policy()?,
             };
             (req, args.verbose, false)
         }

@@ -76,6 +76,10 @@ pub struct CleanArgs {
     /// Only list what would be removed.
     #[arg(long)]
     pub dry_run: bool,
+    /// Only remove firewall rules left by containers that are gone (and put
+    /// back missing rules of existing ones); no container is touched.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub orphans: bool,
 }
 
 /// Options of `cci persist`.
@@ -261,6 +265,17 @@ pub async fn persist(client: &Client, args: PersistArgs) -> anyhow::Result<i32> 
 }
 
 pub async fn clean(client: &Client, args: CleanArgs) -> anyhow::Result<i32> {
+    if args.orphans {
+        let fw = crate::network::Nft::from_env();
+        let r = crate::network::reconcile(client, &fw).await?;
+        super::network::report(&r);
+        println!(
+            "{} orphaned firewall rule set(s) removed; {} guarded container(s) checked",
+            r.removed.len(),
+            r.guarded
+        );
+        return Ok(0);
+    }
     let plan = sandbox::clean_plan(client).await?;
     if plan.is_empty() {
         println!("nothing to clean");
@@ -322,6 +337,7 @@ pub async fn info(client: &Client, args: InfoArgs) -> anyhow::Result<i32> {
                 ("Created", s.created.clone()),
                 ("Last started", dash(&s.last_started)),
                 ("Agent", dash(&s.agent)),
+                ("Network", dash(&s.network)),
                 ("Session", dash(&s.session)),
                 (
                     "Session running",

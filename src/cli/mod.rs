@@ -6,6 +6,7 @@ mod file;
 mod health;
 mod image;
 mod manage;
+mod network;
 mod run;
 mod shell;
 mod tmux;
@@ -24,6 +25,8 @@ pub const EXIT_PERMISSION: i32 = 4;
 pub const EXIT_NOT_FOUND: i32 = 5;
 /// Exit code when a name is taken or an object changed under us.
 pub const EXIT_CONFLICT: i32 = 6;
+/// Exit code when network isolation cannot be set up (nothing was started).
+pub const EXIT_NETWORK: i32 = 7;
 
 /// Run AI coding agents in unprivileged Incus system containers.
 ///
@@ -103,6 +106,9 @@ pub enum Command {
     /// Low-level container operations.
     #[command(subcommand)]
     Container(container::ContainerCommand),
+    /// The containers' firewall: status, allowlist refresh, repair.
+    #[command(subcommand)]
+    Network(network::NetworkCommand),
 }
 
 /// Options of `cci completion`.
@@ -129,6 +135,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         return completion(args);
     }
     let client = client(&cli)?;
+    // Not before the commands that do this themselves and report it.
+    let own_check = match &cli.command {
+        Some(Command::Health(_)) => true,
+        Some(Command::Network(c)) => !matches!(c, network::NetworkCommand::Status(_)),
+        Some(Command::Clean(a)) => a.orphans,
+        _ => false,
+    };
+    if !own_check {
+        keep_firewall(&client).await;
+    }
     let Some(command) = cli.command else {
         return shell::shell(&client, cli.shell).await;
     };
@@ -149,6 +165,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::File(cmd) => file::run(&client, cmd).await,
         Command::Completion(args) => completion(&args),
         Command::Container(cmd) => container::run(&client, cmd).await,
+        Command::Network(cmd) => network::run(&client, cmd).await,
+    }
+}
+
+/// Before any command: bring the firewall in line with the daemon (rules of
+/// gone containers removed, missing ones restored) and make sure the
+/// background watcher runs while anything is guarded.
+async fn keep_firewall(client: &Client) {
+    match crate::network::reconcile(client, &crate::network::Nft::from_env()).await {
+        Ok(r) => {
+            network::report(&r);
+            if r.guarded > 0 {
+                crate::network::start_watcher();
+            }
+        }
+        // The command itself will say what is wrong with the daemon.
+        Err(crate::network::Error::Incus(_)) => {}
+        Err(e) => eprintln!("cci: warning: {e}"),
     }
 }
 
@@ -178,11 +212,26 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
         }
         Some(LaunchError::Incus(e)) => return incus_exit_code(e),
         Some(LaunchError::SessionStart { .. }) => return 1,
+        Some(LaunchError::Network(e)) => return network_exit_code(e),
         None => {}
+    }
+    if let Some(e) = err.downcast_ref::<crate::network::Error>() {
+        return network_exit_code(e);
+    }
+    if let Some(crate::image::BuildError::Network(e)) = err.downcast_ref() {
+        return network_exit_code(e);
     }
     match err.downcast_ref::<incus::Error>() {
         Some(e) => incus_exit_code(e),
         None => 1,
+    }
+}
+
+fn network_exit_code(err: &crate::network::Error) -> i32 {
+    match err {
+        crate::network::Error::Incus(e) => incus_exit_code(e),
+        crate::network::Error::BadAllowEntry(_) | crate::network::Error::BadMode(_) => EXIT_USAGE,
+        _ => EXIT_NETWORK,
     }
 }
 

@@ -26,6 +26,9 @@ pub struct SandboxArgs {
     /// Environment variable for the command (repeatable; the value may hold `=` and `,`).
     #[arg(long = "env", short = 'e', value_name = "KEY=VALUE", value_parser = parse_env)]
     pub env: Vec<(String, String)>,
+    /// Network isolation.
+    #[command(flatten)]
+    pub net: super::network::NetworkArgs,
 }
 
 /// Most slots a workspace may use, from `CCI_SLOT_LIMIT` (default 10).
@@ -110,6 +113,7 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<i32> {
             persistent: false,
             nesting: true,
             marks: Vec::new(),
+            network: args.sandbox.net.policy()?,
         },
         slot: args.sandbox.slot,
         slot_limit: slot_limit()?,

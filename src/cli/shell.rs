@@ -70,6 +70,7 @@ pub async fn shell(client: &Client, args: ShellArgs) -> anyhow::Result<i32> {
             persistent: args.persistent,
             nesting: true,
             marks: Vec::new(),
+            network: args.sandbox.net.policy()?,
         },
         slot: args.sandbox.slot,
         slot_limit: slot_limit()?,

@@ -42,6 +42,8 @@ pub struct BuildRequest {
     pub force: bool,
     /// Also keep the image under `ALIAS-YYYYMMDD-HHMMSS` (for `image cleanup`).
     pub versioned: bool,
+    /// The build container's network policy.
+    pub network: crate::network::Policy,
 }
 
 /// What a build produced.
@@ -74,6 +76,9 @@ pub enum BuildError {
     /// Anything the daemon said.
     #[error(transparent)]
     Incus(#[from] incus::Error),
+    /// The build container's network isolation could not be set up.
+    #[error(transparent)]
+    Network(#[from] crate::network::Error),
 }
 
 /// Build `req`; `step` hears each stage, `log` gets the script's output.
@@ -119,14 +124,15 @@ async fn build_in<W: AsyncWrite + Unpin>(
     mut log: W,
 ) -> Result<Built, BuildError> {
     let mut create = InstanceCreate::container(container, base);
-    create.start = true;
     create
         .config
         .insert(crate::sandbox::keys::KIND.into(), "build".into());
     create
         .config
         .insert("user.cci.build".into(), req.alias.clone());
-    client.create_instance(&create).await?;
+    let fw = crate::network::Nft::from_env();
+    let net = crate::network::prepare(client, &create.profiles, &req.network).await?;
+    crate::network::create_guarded(client, &fw, &net, create).await?;
     step("waiting for the network");
     wait_for_network(client, container).await;
     let cas = host_cas();

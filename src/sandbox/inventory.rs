@@ -35,6 +35,8 @@ pub struct SandboxInfo {
     pub session: String,
     /// The agent the session runs (empty for plain shells and `run`).
     pub agent: String,
+    /// Its network mode (`restricted`, `allowlist`, `open`; empty when unguarded).
+    pub network: String,
     /// The token of the launch that made it.
     #[serde(skip)]
     pub launch: String,
@@ -69,6 +71,7 @@ impl SandboxInfo {
             image: key(keys::IMAGE),
             session: key(keys::SESSION),
             agent: key(keys::AGENT),
+            network: key(crate::network::keys::MODE),
             launch: key(keys::LAUNCH),
         })
     }

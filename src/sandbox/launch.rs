@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::names::{Slot, container_name, parse_container_name, workspace_prefix};
 use super::spec::{SandboxSpec, keys};
 use crate::incus::{self, Client};
+use crate::network::{self, Attachment, Firewall, Nft, PortName};
 
 /// Why no container could be launched.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +56,9 @@ pub enum LaunchError {
         /// What the start script said.
         message: String,
     },
+    /// The container's network isolation could not be set up (it was not started).
+    #[error(transparent)]
+    Network(#[from] network::Error),
     /// Anything the daemon said.
     #[error(transparent)]
     Incus(#[from] incus::Error),
@@ -150,17 +154,22 @@ pub async fn launch(
     limit: u32,
     attempt: &Attempt,
 ) -> Result<Launched, LaunchError> {
+    let profiles = ["default".to_string()];
+    let net = network::prepare(client, &profiles, &spec.network).await?;
+    let fw = Nft::from_env();
+    let g = Guarded { net: &net, fw: &fw };
     if let Some(slot) = slot {
         if slot.get() > limit {
             return Err(LaunchError::SlotAboveLimit { slot, limit });
         }
         let name = container_name(&spec.workspace.id, slot);
-        if create(client, spec, &name, slot, attempt).await? {
+        if create(client, spec, &g, &name, slot, attempt).await? {
             return Ok(Launched { name, slot });
         }
         // A finished `cci run` leaves its container to the daemon to stop and
         // delete; give it that moment before calling the slot taken.
-        if going_away(client, &name).await && create(client, spec, &name, slot, attempt).await? {
+        if going_away(client, &name).await && create(client, spec, &g, &name, slot, attempt).await?
+        {
             return Ok(Launched { name, slot });
         }
         return Err(LaunchError::SlotInUse { slot, name });
@@ -177,7 +186,7 @@ pub async fn launch(
             continue;
         }
         let name = container_name(&spec.workspace.id, slot);
-        if create(client, spec, &name, slot, attempt).await? {
+        if create(client, spec, &g, &name, slot, attempt).await? {
             return Ok(Launched { name, slot });
         }
     }
@@ -202,30 +211,39 @@ async fn going_away(client: &Client, name: &str) -> bool {
     false
 }
 
+/// The network side of a launch: the prepared NIC and the firewall.
+struct Guarded<'a> {
+    net: &'a Attachment,
+    fw: &'a dyn Firewall,
+}
+
 /// Try to create `name`; `Ok(false)` when another launch holds the name.
+/// The container is created stopped, its firewall rules go in, and only
+/// then does it start: no packet of it ever passes unfiltered.
 async fn create(
     client: &Client,
     spec: &SandboxSpec,
+    g: &Guarded<'_>,
     name: &str,
     slot: Slot,
     attempt: &Attempt,
 ) -> Result<bool, LaunchError> {
     attempt.set(Some(name));
-    let result = client
-        .create_instance(&spec.create_request(name, slot, &attempt.token))
-        .await;
+    let req = spec.create_request(name, slot, &attempt.token);
+    let result = network::create_guarded(client, g.fw, g.net, req).await;
     if result.is_err() && attempt.owns(client, name).await == Some(true) {
-        // Our record exists but its start failed (or lost a race with another
-        // launch's attempt on the same name): it is ours to remove.
+        // Our record exists but its creation failed half-way (or it lost a
+        // race with another launch's attempt on the same name): ours to remove.
         let _ = remove(client, name).await;
     }
     attempt.set(None);
     match result {
         Ok(()) => Ok(true),
-        Err(e) if e.is_conflict() => Ok(false),
-        Err(incus::Error::NotFound(_)) => Err(LaunchError::ImageMissing {
+        Err(network::Error::Incus(e)) if e.is_conflict() => Ok(false),
+        Err(network::Error::Incus(incus::Error::NotFound(_))) => Err(LaunchError::ImageMissing {
             image: spec.image.clone(),
         }),
+        Err(network::Error::Incus(e)) => Err(e.into()),
         Err(e) => Err(e.into()),
     }
 }
@@ -234,14 +252,32 @@ async fn create(
 /// 5 s) only while the daemon is still busy with it or it is still running,
 /// e.g. mid-create or mid-start; any other error is returned at once.
 pub async fn remove(client: &Client, name: &str) -> incus::Result<()> {
+    let port = client
+        .instance(name)
+        .await
+        .ok()
+        .and_then(|(i, _)| network::port_of(&i));
+    let released = |port: Option<PortName>| {
+        if let Some(p) = port
+            && let Err(e) = network::release(&Nft::from_env(), &p)
+        {
+            tracing::warn!("removing the firewall rules of {name}: {e}");
+        }
+    };
     let mut tries = 0;
     loop {
         let _ = client
             .stop_instance(name, Some(Duration::from_secs(0)), true)
             .await;
         match client.delete_instance(name).await {
-            Ok(()) => return Ok(()),
-            Err(e) if e.is_not_found() => return Ok(()),
+            Ok(()) => {
+                released(port);
+                return Ok(());
+            }
+            Err(e) if e.is_not_found() => {
+                released(port);
+                return Ok(());
+            }
             Err(e @ (incus::Error::Conflict(_) | incus::Error::InstanceRunning(_)))
                 if tries < 50 =>
             {

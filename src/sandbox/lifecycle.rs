@@ -169,6 +169,7 @@ mod tests {
             image: "cci".into(),
             session: String::new(),
             agent: String::new(),
+            network: String::new(),
             launch: "1-2-3".into(),
         }
     }

@@ -11,6 +11,7 @@ use super::names::{Slot, container_name, workspace_prefix};
 use super::spec::{SandboxSpec, keys};
 use super::tmux::{self, SessionCommand};
 use crate::incus::{self, Client};
+use crate::network::{self, Nft};
 
 /// What `cci shell` asks for.
 #[derive(Debug, Clone)]
@@ -144,7 +145,7 @@ async fn reuse(
         let mut tries = 0;
         loop {
             if !running || tries > 0 {
-                client.start_instance(&name).await?;
+                network::start_guarded(client, &Nft::from_env(), &name).await?;
             }
             match tmux::start(client, &name, &req.command).await {
                 // Seen when the daemon was still finishing the container's

@@ -73,6 +73,8 @@ pub struct SandboxSpec {
     pub nesting: bool,
     /// Extra `user.cci.*` marks (session id, agent).
     pub marks: Vec<(&'static str, String)>,
+    /// What it may reach on the network.
+    pub network: crate::network::Policy,
 }
 
 impl SandboxSpec {
@@ -129,6 +131,7 @@ mod tests {
             persistent: false,
             nesting,
             marks: vec![(keys::SESSION, "s-1".into())],
+            network: Default::default(),
         }
     }
 

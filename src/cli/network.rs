@@ -1,0 +1,208 @@
+//! `--network`/`--allow` flags and `cci network ...`: the containers' firewall.
+
+use clap::{Args, Subcommand, ValueEnum};
+use serde::Serialize;
+
+use super::{Format, UsageError};
+use crate::incus::Client;
+use crate::network::{self, Entry, Firewall, Mode, Nft, Policy};
+
+/// Network flags of every command that starts a container.
+#[derive(Debug, Clone, Args)]
+pub struct NetworkArgs {
+    /// Network mode: `restricted` (internet only: no LAN, cloud metadata, host
+    /// or other containers), `allowlist` (only --allow destinations) or `open`.
+    #[arg(long, env = "CCI_NETWORK", value_enum, default_value_t = NetMode::Restricted, value_name = "MODE")]
+    pub network: NetMode,
+    /// Allowlist mode: a domain, IP address or CIDR the container may reach
+    /// (repeatable, or comma-separated in CCI_NETWORK_ALLOW).
+    #[arg(
+        long = "allow",
+        env = "CCI_NETWORK_ALLOW",
+        value_delimiter = ',',
+        value_name = "DOMAIN|IP|CIDR"
+    )]
+    pub allow: Vec<String>,
+    /// Allowlist mode: resolve the domains again every this many minutes
+    /// (fractions allowed), also while no cci command runs.
+    #[arg(long, env = "CCI_NETWORK_REFRESH_MINUTES", default_value_t = network::DEFAULT_REFRESH_MINUTES, value_parser = refresh_minutes, value_name = "MINUTES")]
+    pub refresh_minutes: f64,
+    /// Allowlist mode: resolve the domains with this DNS server (repeatable,
+    /// or comma-separated in CCI_DNS_SERVERS) instead of the host's.
+    #[arg(
+        long = "dns-server",
+        env = "CCI_DNS_SERVERS",
+        value_delimiter = ',',
+        value_name = "IP"
+    )]
+    pub dns_servers: Vec<std::net::IpAddr>,
+}
+
+fn refresh_minutes(text: &str) -> Result<f64, String> {
+    network::parse_minutes(text)
+        .ok_or_else(|| format!("{text:?} is not a number of minutes between 0 and 10080"))
+}
+
+/// The modes as flag values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NetMode {
+    /// Internet yes; LAN, cloud metadata, the host and other containers no.
+    Restricted,
+    /// Only the allowed destinations.
+    Allowlist,
+    /// No restriction.
+    Open,
+}
+
+impl NetworkArgs {
+    /// The policy these flags ask for.
+    pub fn policy(&self) -> anyhow::Result<Policy> {
+        let mode = match self.network {
+            NetMode::Restricted => Mode::Restricted,
+            NetMode::Allowlist => Mode::Allowlist,
+            NetMode::Open => Mode::Open,
+        };
+        let allow: Vec<Entry> = self
+            .allow
+            .iter()
+            .filter(|a| !a.trim().is_empty())
+            .map(|a| Entry::parse(a).map_err(|e| UsageError(e.to_string())))
+            .collect::<Result<_, _>>()?;
+        if !allow.is_empty() && mode != Mode::Allowlist {
+            return Err(UsageError(format!(
+                "--allow only applies to --network allowlist (the mode is {mode})"
+            ))
+            .into());
+        }
+        if allow.is_empty() && mode == Mode::Allowlist {
+            eprintln!(
+                "cci: allowlist mode with no --allow entries: the container gets no network access"
+            );
+        }
+        Ok(Policy {
+            mode,
+            allow,
+            refresh_minutes: self.refresh_minutes,
+            dns_servers: self.dns_servers.clone(),
+        })
+    }
+}
+
+/// `cci network` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum NetworkCommand {
+    /// Show each guarded container's mode, rules and dropped packets.
+    Status(StatusArgs),
+    /// Resolve allowlisted domains again now and update the rules.
+    Refresh,
+    /// Remove rules of containers that are gone and restore missing ones.
+    Repair,
+    /// Keep the firewall in line in the background (started by cci itself).
+    #[command(hide = true)]
+    Watch,
+}
+
+/// Options of `cci network status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Debug, Serialize)]
+struct Row {
+    container: String,
+    state: String,
+    mode: String,
+    port: String,
+    rules: bool,
+    dropped: u64,
+}
+
+pub async fn run(client: &Client, cmd: NetworkCommand) -> anyhow::Result<i32> {
+    let fw = Nft::from_env();
+    match cmd {
+        NetworkCommand::Status(a) => status(client, &fw, a).await,
+        NetworkCommand::Refresh => {
+            for name in network::refresh(client, &fw, false).await? {
+                println!("refreshed the allowlist of {name}");
+            }
+            Ok(0)
+        }
+        NetworkCommand::Repair => {
+            let r = network::reconcile(client, &fw).await?;
+            report(&r);
+            Ok(0)
+        }
+        NetworkCommand::Watch => {
+            network::watch(client, &fw).await?;
+            Ok(0)
+        }
+    }
+}
+
+/// Say what a reconciliation changed.
+pub fn report(r: &network::Reconciled) {
+    for p in &r.removed {
+        eprintln!("cci: removed the firewall rules of a container that is gone (port {p})");
+    }
+    for n in &r.restored {
+        eprintln!("cci: restored the missing firewall rules of {n}");
+    }
+    for n in &r.stopped {
+        eprintln!("cci: stopped {n}: its firewall rules could not be restored");
+    }
+}
+
+async fn status(client: &Client, fw: &dyn Firewall, a: StatusArgs) -> anyhow::Result<i32> {
+    let state = fw.state()?;
+    let mut rows = Vec::new();
+    for i in client.instances("", false).await? {
+        let Some(policy) = Policy::of(&i) else {
+            continue;
+        };
+        let port = network::port_of(&i);
+        let dropped = port.as_ref().and_then(|p| state.ports.get(p).copied());
+        rows.push(Row {
+            container: i.name.clone(),
+            state: i.status.clone(),
+            mode: policy.map_or_else(|e| format!("invalid ({e})"), |p| p.mode.to_string()),
+            port: port.map(|p| p.to_string()).unwrap_or_default(),
+            rules: dropped.is_some(),
+            dropped: dropped.unwrap_or(0),
+        });
+    }
+    match a.format {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "containers": rows,
+                "to_host_dropped": state.to_host,
+                "between_containers_dropped": state.between_slots,
+            }))?
+        ),
+        Format::Table => {
+            println!(
+                "{:<28} {:<8} {:<10} {:<15} {:<6} DROPPED",
+                "CONTAINER", "STATE", "MODE", "PORT", "RULES"
+            );
+            for r in &rows {
+                println!(
+                    "{:<28} {:<8} {:<10} {:<15} {:<6} {}",
+                    r.container,
+                    r.state,
+                    r.mode,
+                    r.port,
+                    if r.rules { "yes" } else { "NO" },
+                    r.dropped
+                );
+            }
+            println!(
+                "\ndropped on the way to the host: {}; between containers: {}",
+                state.to_host, state.between_slots
+            );
+        }
+    }
+    Ok(0)
+}

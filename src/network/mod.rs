@@ -1,0 +1,668 @@
+//! Network isolation: each container's mode (restricted, allowlist, open)
+//! enforced by cci's own nftables tables on the host, keyed on the
+//! container's fixed host-side interface name, in place before the container
+//! starts and removed when it is gone. Fails closed: a container whose rules
+//! cannot be applied does not start (and a running one is stopped).
+//!
+//! Owns: policy -> rules ([`rules`]), running nft ([`nft`]), allowlist
+//! resolution ([`allow`]) and reconciliation with the daemon. Prints nothing.
+
+pub mod allow;
+pub mod nft;
+pub mod rules;
+mod watch;
+
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use crate::incus::transport::StringMap;
+use crate::incus::{self, Client, Instance, InstanceCreate};
+pub use allow::Entry;
+pub use nft::{Firewall, Nft, State};
+pub use rules::{Bridge, PortRules};
+pub use watch::{spawn_watcher, watch};
+
+/// Instance config keys cci's network policy lives in.
+pub mod keys {
+    /// The mode (`restricted`, `allowlist`, `open`).
+    pub const MODE: &str = "user.cci.network";
+    /// Allowlist entries, comma-separated.
+    pub const ALLOW: &str = "user.cci.network.allow";
+    /// Allowlist refresh interval in minutes.
+    pub const REFRESH: &str = "user.cci.network.refresh_minutes";
+    /// DNS servers allowlists are resolved with, comma-separated (empty: the host's).
+    pub const DNS: &str = "user.cci.network.dns";
+}
+
+/// Allowlists are resolved again this often unless configured otherwise.
+pub const DEFAULT_REFRESH_MINUTES: f64 = 30.0;
+
+/// Why a container's network could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// nft is not installed (or could not be run).
+    #[error(
+        "cannot run `{command}` ({reason}): cci needs nftables to isolate containers; install it (`apt install nftables`) or use --network open"
+    )]
+    NftMissing {
+        /// What was run.
+        command: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// nft refused us.
+    #[error(
+        "`{command}` is not permitted: network isolation needs root; run cci as root, or let this user run nft through sudo without a password (sudoers: `USER ALL=(root) NOPASSWD: /usr/sbin/nft`)"
+    )]
+    NftPermission {
+        /// What was run.
+        command: String,
+    },
+    /// nft failed otherwise.
+    #[error("applying the firewall rules failed: {0}")]
+    Nft(String),
+    /// An allowlist entry is neither a domain, an address nor a CIDR.
+    #[error("allowlist entry {0:?} is not a domain name, an IP address or a CIDR")]
+    BadAllowEntry(String),
+    /// An unknown mode.
+    #[error("unknown network mode {0:?} (expected restricted, allowlist or open)")]
+    BadMode(String),
+    /// The resolver could not be set up.
+    #[error("DNS resolver: {0}")]
+    Resolver(String),
+    /// Allowlisted domains resolved to nothing usable.
+    #[error(
+        "allowlist domains gave no usable (public) address: {0}; the container is not started (check the names, or the DNS servers: --dns-server)"
+    )]
+    Unresolved(String),
+    /// The container's NIC is not on a bridge cci can guard.
+    #[error(
+        "network {network:?} is a {kind}, not an Incus bridge: cci can only isolate containers on a managed bridge (use --network open to run without isolation)"
+    )]
+    Unsupported {
+        /// The network.
+        network: String,
+        /// Its type.
+        kind: String,
+    },
+    /// The last-known-good cache could not be written.
+    #[error("saving the allowlist cache: {0}")]
+    Cache(String),
+    /// The daemon said no.
+    #[error(transparent)]
+    Incus(#[from] incus::Error),
+}
+
+/// A container's network mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Internet yes; LAN, metadata, the host and other containers no.
+    #[default]
+    Restricted,
+    /// Only the allowlisted destinations (and DNS through the bridge).
+    Allowlist,
+    /// No restriction (anti-spoofing still on).
+    Open,
+}
+
+impl Mode {
+    /// Its name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Restricted => "restricted",
+            Mode::Allowlist => "allowlist",
+            Mode::Open => "open",
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Mode, Error> {
+        match s {
+            "restricted" => Ok(Mode::Restricted),
+            "allowlist" => Ok(Mode::Allowlist),
+            "open" => Ok(Mode::Open),
+            _ => Err(Error::BadMode(s.to_string())),
+        }
+    }
+}
+
+/// A container NIC's host-side interface name as cci makes them: `cci` and
+/// 12 hex digits (15 characters, the kernel's limit). Nothing else ever gets
+/// into an nft script as a port.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortName(String);
+
+impl PortName {
+    /// A fresh random name.
+    pub fn random() -> PortName {
+        let hex = uuid::Uuid::new_v4().simple().to_string();
+        PortName(format!("cci{}", &hex[..12]))
+    }
+
+    /// Accept only names of cci's shape.
+    pub fn parse(s: &str) -> Result<PortName, Error> {
+        let ok = s.len() == 15
+            && s.starts_with("cci")
+            && s[3..]
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if ok {
+            Ok(PortName(s.to_string()))
+        } else {
+            Err(Error::Nft(format!("{s:?} is not a cci port name")))
+        }
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for PortName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a container may reach.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// The mode.
+    pub mode: Mode,
+    /// Allowlist mode: what is allowed (an empty list allows nothing).
+    pub allow: Vec<Entry>,
+    /// Allowlist mode: minutes between refreshes.
+    pub refresh_minutes: f64,
+    /// Allowlist mode: DNS servers to resolve with (empty: the host's).
+    pub dns_servers: Vec<std::net::IpAddr>,
+}
+
+impl Default for Policy {
+    fn default() -> Policy {
+        Policy {
+            mode: Mode::default(),
+            allow: Vec::new(),
+            refresh_minutes: DEFAULT_REFRESH_MINUTES,
+            dns_servers: Vec::new(),
+        }
+    }
+}
+
+impl Policy {
+    /// The policy recorded on an instance cci created (`None`: not guarded).
+    pub fn of(instance: &Instance) -> Option<Result<Policy, Error>> {
+        let mode = instance.config.get(keys::MODE)?;
+        Some((|| {
+            Ok(Policy {
+                mode: mode.parse()?,
+                allow: allow::parse_list(instance.config.get(keys::ALLOW).map_or("", |s| s))?,
+                refresh_minutes: instance
+                    .config
+                    .get(keys::REFRESH)
+                    .and_then(|m| parse_minutes(m))
+                    .unwrap_or(DEFAULT_REFRESH_MINUTES),
+                dns_servers: parse_servers(instance.config.get(keys::DNS).map_or("", |s| s))?,
+            })
+        })())
+    }
+}
+
+/// DNS server addresses, comma-separated.
+pub fn parse_servers(text: &str) -> Result<Vec<std::net::IpAddr>, Error> {
+    text.split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            s.trim()
+                .parse()
+                .map_err(|_| Error::Resolver(format!("{s:?} is not a DNS server address")))
+        })
+        .collect()
+}
+
+/// A refresh interval in minutes: positive and finite (fractions allowed).
+pub fn parse_minutes(text: &str) -> Option<f64> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|m| m.is_finite() && *m > 0.0 && *m <= 7.0 * 24.0 * 60.0)
+}
+
+/// The guarded NIC of an instance: its host-side interface, if cci named it.
+pub fn port_of(instance: &Instance) -> Option<PortName> {
+    instance
+        .expanded_devices
+        .values()
+        .filter(|d| d.get("type").is_some_and(|t| t == "nic"))
+        .find_map(|d| PortName::parse(d.get("host_name")?).ok())
+}
+
+/// The default profile's NIC and the bridge it sits on, looked up once per
+/// launch; turns create requests into guarded ones.
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    policy: Policy,
+    nic: Option<(String, StringMap)>,
+    bridge: Bridge,
+    resolved: allow::Resolved,
+}
+
+impl Attachment {
+    /// The policy it applies.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+}
+
+/// Make sure the background watcher runs (see [`watch`]); a failure is
+/// reported, not fatal: the rules are in place, only their upkeep is missing.
+pub fn start_watcher() {
+    if let Err(e) = spawn_watcher() {
+        tracing::error!(
+            "cannot start the network watcher (rules of deleted containers stay until the next cci command): {e}"
+        );
+    }
+}
+
+/// Look up what [`Attachment::attach`] needs for `profiles` (as the create
+/// request lists them) and, in allowlist mode, resolve the domains — failing
+/// (closed) when one of them gives no usable address.
+pub async fn prepare(
+    client: &Client,
+    profiles: &[String],
+    policy: &Policy,
+) -> Result<Attachment, Error> {
+    let mut nic = None;
+    for name in profiles {
+        let (profile, _) = client.profile(name).await?;
+        for (key, dev) in profile.devices {
+            if dev.get("type").is_some_and(|t| t == "nic") {
+                nic = Some((key, dev));
+            }
+        }
+    }
+    let mut bridge = Bridge::default();
+    if let Some((_, dev)) = &nic {
+        let network = dev
+            .get("network")
+            .or_else(|| dev.get("parent"))
+            .cloned()
+            .unwrap_or_default();
+        let net = client.network(&network).await?;
+        if net.kind != "bridge" && policy.mode != Mode::Open {
+            return Err(Error::Unsupported {
+                network,
+                kind: net.kind,
+            });
+        }
+        bridge = bridge_of(&net.config);
+    }
+    let mut resolved = allow::Resolved::default();
+    if policy.mode == Mode::Allowlist {
+        let r = allow::resolve(&policy.allow, &policy.dns_servers, &resolved).await?;
+        let missing = r.unresolved();
+        if !missing.is_empty() {
+            return Err(Error::Unresolved(missing.join(", ")));
+        }
+        resolved = r.resolved;
+    }
+    Ok(Attachment {
+        policy: policy.clone(),
+        nic,
+        bridge,
+        resolved,
+    })
+}
+
+fn bridge_of(config: &StringMap) -> Bridge {
+    let addr = |key: &str| {
+        config
+            .get(key)
+            .and_then(|v| v.split('/').next())
+            .map(str::to_string)
+    };
+    Bridge {
+        v4: addr("ipv4.address").and_then(|a| a.parse::<Ipv4Addr>().ok()),
+        v6: addr("ipv6.address").and_then(|a| a.parse::<Ipv6Addr>().ok()),
+    }
+}
+
+impl Attachment {
+    /// Give `req` the guarded NIC on `port` (fixed host-side name, IP, IPv6
+    /// and MAC anti-spoofing), record the policy on the instance, and keep it
+    /// from autostarting after a host reboot before cci's rules exist.
+    pub fn attach(&self, req: &mut InstanceCreate, port: &PortName) {
+        if let Some((key, dev)) = &self.nic {
+            let mut dev = dev.clone();
+            dev.insert("host_name".into(), port.to_string());
+            for k in [
+                "security.ipv4_filtering",
+                "security.ipv6_filtering",
+                "security.mac_filtering",
+            ] {
+                dev.insert(k.into(), "true".into());
+            }
+            req.devices.insert(key.clone(), dev);
+        }
+        req.config
+            .insert(keys::MODE.into(), self.policy.mode.as_str().into());
+        if !self.policy.allow.is_empty() {
+            let list: Vec<String> = self.policy.allow.iter().map(Entry::to_string).collect();
+            req.config.insert(keys::ALLOW.into(), list.join(","));
+        }
+        if self.policy.mode == Mode::Allowlist {
+            req.config.insert(
+                keys::REFRESH.into(),
+                self.policy.refresh_minutes.to_string(),
+            );
+            if !self.policy.dns_servers.is_empty() {
+                let list: Vec<String> = self
+                    .policy
+                    .dns_servers
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
+                req.config.insert(keys::DNS.into(), list.join(","));
+            }
+        }
+        req.config.insert("boot.autostart".into(), "false".into());
+        req.start = false;
+    }
+
+    /// Install the rules for `port` (before the container's first start).
+    /// Open mode has nothing to enforce: a firewall that cannot be used is
+    /// only logged there.
+    pub fn guard(&self, fw: &dyn Firewall, port: &PortName) -> Result<(), Error> {
+        if self.nic.is_none() {
+            return Ok(());
+        }
+        match install(fw, port, &self.policy, &self.bridge, &self.resolved) {
+            Err(e) if self.policy.mode == Mode::Open => {
+                tracing::debug!("open mode, no rules for {port}: {e}");
+                Ok(())
+            }
+            r => r,
+        }
+    }
+}
+
+/// Create `req` with the guarded NIC, stopped; install its rules; then
+/// start it. When the rules or the start fail, the container is deleted and
+/// its rules removed (fail closed). A failed create is left to the caller,
+/// who knows whether a half-made record is its own.
+pub async fn create_guarded(
+    client: &Client,
+    fw: &dyn Firewall,
+    att: &Attachment,
+    mut req: InstanceCreate,
+) -> Result<(), Error> {
+    let port = PortName::random();
+    att.attach(&mut req, &port);
+    client.create_instance(&req).await?;
+    let started = async {
+        att.guard(fw, &port)?;
+        client.start_instance(&req.name).await?;
+        Ok(())
+    }
+    .await;
+    if started.is_ok() {
+        start_watcher();
+    } else {
+        let _ = client
+            .stop_instance(&req.name, Some(std::time::Duration::ZERO), true)
+            .await;
+        let _ = client.delete_instance(&req.name).await;
+        let _ = release(fw, &port);
+    }
+    started
+}
+
+/// Start an existing container, its rules (re)installed first.
+pub async fn start_guarded(client: &Client, fw: &dyn Firewall, name: &str) -> Result<(), Error> {
+    let (instance, _) = client.instance(name).await?;
+    ensure(client, fw, &instance).await?;
+    client.start_instance(name).await?;
+    if port_of(&instance).is_some() {
+        start_watcher();
+    }
+    Ok(())
+}
+
+fn install(
+    fw: &dyn Firewall,
+    port: &PortName,
+    policy: &Policy,
+    bridge: &Bridge,
+    resolved: &allow::Resolved,
+) -> Result<(), Error> {
+    let (allow4, allow6) = allow::admitted(&policy.allow, resolved);
+    let rules = PortRules {
+        port: port.clone(),
+        mode: policy.mode,
+        bridge: bridge.clone(),
+        allow4,
+        allow6,
+    };
+    if policy.mode == Mode::Allowlist {
+        allow::store_cache(port, resolved)?;
+    }
+    fw.apply(&rules::install(&rules))
+}
+
+/// Remove every rule of `port` (and its cache); nothing to remove is fine.
+pub fn release(fw: &dyn Firewall, port: &PortName) -> Result<(), Error> {
+    fw.apply(&rules::remove(port))?;
+    allow::drop_cache(port);
+    Ok(())
+}
+
+/// (Re)install the rules of an existing guarded instance, e.g. before cci
+/// starts it again: its recorded policy, its bridge as it is now, and for an
+/// allowlist the last-known-good addresses (resolved afresh when none).
+pub async fn ensure(client: &Client, fw: &dyn Firewall, instance: &Instance) -> Result<(), Error> {
+    let (Some(policy), Some(port)) = (Policy::of(instance), port_of(instance)) else {
+        return Ok(());
+    };
+    let policy = policy?;
+    let network = instance
+        .expanded_devices
+        .values()
+        .find(|d| d.get("host_name").map(String::as_str) == Some(port.as_str()))
+        .and_then(|d| d.get("network").or_else(|| d.get("parent")).cloned())
+        .unwrap_or_default();
+    let bridge = bridge_of(&client.network(&network).await?.config);
+    let mut resolved = allow::load_cache(&port);
+    if policy.mode == Mode::Allowlist {
+        let r = allow::resolve(&policy.allow, &policy.dns_servers, &resolved).await?;
+        if resolved.domains.is_empty() && !r.unresolved().is_empty() {
+            return Err(Error::Unresolved(r.unresolved().join(", ")));
+        }
+        resolved = r.resolved;
+    }
+    install(fw, &port, &policy, &bridge, &resolved)
+}
+
+/// What [`reconcile`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Guarded instances (any state).
+    pub guarded: usize,
+    /// Rules of containers that are gone, removed.
+    pub removed: Vec<PortName>,
+    /// Containers whose missing rules were put back.
+    pub restored: Vec<String>,
+    /// Running containers stopped because their rules could not be restored.
+    pub stopped: Vec<String>,
+}
+
+/// Bring the firewall in line with the daemon: remove rules whose container
+/// is gone, put back missing rules of existing guarded containers, and stop
+/// a running one whose rules cannot be restored (fail closed).
+pub async fn reconcile(client: &Client, fw: &dyn Firewall) -> Result<Reconciled, Error> {
+    let instances = client.instances("", false).await?;
+    let guarded: Vec<&Instance> = instances
+        .iter()
+        .filter(|i| i.config.contains_key(keys::MODE) && port_of(i).is_some())
+        .collect();
+    let mut out = Reconciled {
+        guarded: guarded.len(),
+        ..Default::default()
+    };
+    let state = match fw.state() {
+        Ok(s) => s,
+        // Nothing to guard: a machine without nft (or sudo) is fine.
+        Err(_) if guarded.is_empty() => return Ok(out),
+        Err(e) => {
+            out.stopped = stop_running(client, &guarded).await;
+            return if out.stopped.is_empty() {
+                Err(e)
+            } else {
+                Ok(out)
+            };
+        }
+    };
+    if !state.tables && !state.ports.is_empty() {
+        // The shared part is damaged (cci's inet table deleted): put it back.
+        fw.apply(&rules::skeleton())?;
+        out.restored.push("(shared rules)".into());
+    }
+    let live: BTreeSet<PortName> = guarded.iter().filter_map(|i| port_of(i)).collect();
+    for port in state.ports.keys().filter(|p| !live.contains(*p)) {
+        release(fw, port)?;
+        out.removed.push(port.clone());
+    }
+    for inst in guarded {
+        let Some(port) = port_of(inst) else { continue };
+        if state.ports.contains_key(&port) {
+            continue;
+        }
+        match ensure(client, fw, inst).await {
+            Ok(()) => out.restored.push(inst.name.clone()),
+            Err(e) => {
+                tracing::warn!("restoring the rules of {}: {e}", inst.name);
+                out.stopped.extend(stop_running(client, &[inst]).await);
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn stop_running(client: &Client, instances: &[&Instance]) -> Vec<String> {
+    let mut stopped = Vec::new();
+    for i in instances.iter().filter(|i| i.status == "Running") {
+        if let Ok(true) = policy_needs_rules(i)
+            && client
+                .stop_instance(&i.name, Some(std::time::Duration::ZERO), true)
+                .await
+                .is_ok()
+        {
+            stopped.push(i.name.clone());
+        }
+    }
+    stopped
+}
+
+fn policy_needs_rules(i: &Instance) -> Result<bool, Error> {
+    Ok(Policy::of(i)
+        .transpose()?
+        .is_some_and(|p| p.mode != Mode::Open))
+}
+
+/// Re-resolve allowlist containers' domains (with `due_only`, only those
+/// whose refresh interval has passed) and swap in the new addresses where
+/// they changed — never widening on failure: a domain that does not resolve
+/// keeps its last-known-good addresses. Returns the containers whose sets
+/// changed.
+pub async fn refresh(
+    client: &Client,
+    fw: &dyn Firewall,
+    due_only: bool,
+) -> Result<Vec<String>, Error> {
+    let mut changed = Vec::new();
+    for inst in client.instances("", false).await? {
+        let (Some(Ok(policy)), Some(port)) = (Policy::of(&inst), port_of(&inst)) else {
+            continue;
+        };
+        if policy.mode != Mode::Allowlist || policy.allow.is_empty() {
+            continue;
+        }
+        let interval = std::time::Duration::from_secs_f64(policy.refresh_minutes * 60.0);
+        if due_only && allow::cache_age(&port).is_some_and(|age| age < interval) {
+            continue;
+        }
+        let old = allow::load_cache(&port);
+        let new = allow::resolve(&policy.allow, &policy.dns_servers, &old).await?;
+        for (domain, ip) in &new.refused {
+            tracing::warn!(
+                "{}: refused {ip} for {domain} (not a public address)",
+                inst.name
+            );
+        }
+        if new.resolved == old {
+            allow::store_cache(&port, &old)?; // refreshed: the clock starts again
+            continue;
+        }
+        let (allow4, allow6) = allow::admitted(&policy.allow, &new.resolved);
+        let r = PortRules {
+            port: port.clone(),
+            mode: policy.mode,
+            bridge: Bridge::default(),
+            allow4,
+            allow6,
+        };
+        fw.apply(&rules::fill_allow(&r))?;
+        allow::store_cache(&port, &new.resolved)?;
+        changed.push(inst.name.clone());
+    }
+    Ok(changed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_names_are_cci_plus_12_hex() {
+        let p = PortName::random();
+        assert_eq!(p.as_str().len(), 15);
+        assert!(PortName::parse(p.as_str()).is_ok());
+        for bad in [
+            "cci0123456789a",
+            "eth0",
+            "cci0123456789aB",
+            "cci01234567\"; x",
+            "",
+        ] {
+            assert!(PortName::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn modes_parse_strictly() {
+        assert_eq!("allowlist".parse::<Mode>().unwrap(), Mode::Allowlist);
+        assert!("opne".parse::<Mode>().is_err());
+        assert!("Open".parse::<Mode>().is_err());
+    }
+
+    #[test]
+    fn bridge_addresses_come_from_the_network_config() {
+        let mut c = StringMap::new();
+        c.insert("ipv4.address".into(), "10.1.2.1/24".into());
+        c.insert("ipv6.address".into(), "none".into());
+        assert_eq!(
+            bridge_of(&c),
+            Bridge {
+                v4: Some("10.1.2.1".parse().unwrap()),
+                v6: None
+            }
+        );
+    }
+}

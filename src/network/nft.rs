@@ -1,0 +1,197 @@
+//! The firewall as a side effect: apply an nft script, read cci's tables.
+//! The only code that runs `nft`; behind [`Firewall`] so logic can be tested
+//! against a fake.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+use super::{Error, PortName};
+
+/// What cci's tables hold right now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct State {
+    /// Guarded ports and the packets their rules dropped so far.
+    pub ports: BTreeMap<PortName, u64>,
+    /// Packets from guarded containers dropped on their way to the host itself.
+    pub to_host: u64,
+    /// Packets dropped between containers on the bridge.
+    pub between_slots: u64,
+    /// Both of cci's tables exist (the shared part of the rules is in place).
+    pub tables: bool,
+}
+
+/// Applies and reads cci's nftables rules.
+pub trait Firewall: Send + Sync {
+    /// Apply a script atomically (all or nothing).
+    fn apply(&self, script: &str) -> Result<(), Error>;
+    /// cci's current rules (empty when its tables do not exist).
+    fn state(&self) -> Result<State, Error>;
+}
+
+/// The real firewall: the `nft` program, as root directly, otherwise through
+/// `sudo -n` (a sudoers rule for `nft` is what a non-root user needs).
+/// `CCI_NFT` names another program (tests use it to take nft away).
+#[derive(Debug, Clone)]
+pub struct Nft {
+    argv: Vec<String>,
+}
+
+impl Nft {
+    /// The command cci will run.
+    pub fn from_env() -> Nft {
+        let program = std::env::var("CCI_NFT").unwrap_or_else(|_| "nft".into());
+        let argv = if is_root() {
+            vec![program]
+        } else {
+            vec!["sudo".into(), "-n".into(), program]
+        };
+        Nft { argv }
+    }
+
+    fn run(&self, args: &[&str], stdin: Option<&str>) -> Result<String, Error> {
+        let shown = self.argv.join(" ");
+        let mut cmd = Command::new(&self.argv[0]);
+        cmd.args(&self.argv[1..])
+            .args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| Error::NftMissing {
+            command: shown.clone(),
+            reason: e.to_string(),
+        })?;
+        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            pipe.write_all(text.as_bytes())
+                .map_err(|e| Error::Nft(format!("writing to {shown}: {e}")))?;
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|e| Error::Nft(format!("running {shown}: {e}")))?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            if err.contains("Operation not permitted") || err.contains("password is required") {
+                return Err(Error::NftPermission { command: shown });
+            }
+            return Err(Error::Nft(format!("{shown} failed: {err}")));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+impl Firewall for Nft {
+    fn apply(&self, script: &str) -> Result<(), Error> {
+        tracing::debug!("nft script:\n{script}");
+        self.run(&["-f", "-"], Some(script)).map(|_| ())
+    }
+
+    fn state(&self) -> Result<State, Error> {
+        let bridge = match self.run(&["-j", "list", "table", "bridge", "cci"], None) {
+            Ok(out) => out,
+            Err(Error::Nft(msg)) if msg.contains("No such file or directory") => {
+                return Ok(State::default());
+            }
+            Err(e) => return Err(e),
+        };
+        let mut state = parse_state(&bridge)?;
+        match self.run(&["-j", "list", "table", "inet", "cci"], None) {
+            Ok(inet) => {
+                let chains = objects(&inet)?
+                    .iter()
+                    .filter_map(|o| o.get("chain")?.get("name")?.as_str().map(str::to_string))
+                    .collect::<Vec<_>>();
+                state.to_host = counters(&inet)?.get("to_host").copied().unwrap_or(0);
+                state.tables = ["tagged_pre", "tagged_in", "tagged_fwd"]
+                    .iter()
+                    .all(|c| chains.iter().any(|n| n == c));
+            }
+            Err(Error::Nft(msg)) if msg.contains("No such file or directory") => {}
+            Err(e) => return Err(e),
+        }
+        Ok(state)
+    }
+}
+
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+fn objects(json: &str) -> Result<Vec<Value>, Error> {
+    let v: Value = serde_json::from_str(json)
+        .map_err(|e| Error::Nft(format!("reading nft's JSON output: {e}")))?;
+    Ok(v.get("nftables")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default())
+}
+
+fn counters(json: &str) -> Result<BTreeMap<String, u64>, Error> {
+    Ok(objects(json)?
+        .iter()
+        .filter_map(|o| o.get("counter"))
+        .filter_map(|c| {
+            let name = c.get("name")?.as_str()?.to_string();
+            Some((name, c.get("packets")?.as_u64()?))
+        })
+        .collect())
+}
+
+/// Read the guarded ports and counters out of `nft -j list table bridge cci`.
+pub fn parse_state(json: &str) -> Result<State, Error> {
+    let counters = counters(json)?;
+    let mut state = State {
+        between_slots: counters.get("between_slots").copied().unwrap_or(0),
+        ..State::default()
+    };
+    for o in objects(json)? {
+        let Some(map) = o.get("map") else { continue };
+        if map.get("name").and_then(Value::as_str) != Some("out_ports") {
+            continue;
+        }
+        for elem in map
+            .get("elem")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let key = elem.get(0).and_then(Value::as_str);
+            if let Some(port) = key.and_then(|k| PortName::parse(k).ok()) {
+                let dropped = counters.get(&format!("drop_{port}")).copied().unwrap_or(0);
+                state.ports.insert(port, dropped);
+            }
+        }
+    }
+    Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_ports_and_their_drop_counters() {
+        let json = r#"{"nftables":[{"metainfo":{"version":"1.0.6"}},
+          {"table":{"family":"bridge","name":"cci","handle":1}},
+          {"map":{"family":"bridge","name":"out_ports","table":"cci","type":"ifname","handle":2,"map":"verdict",
+            "elem":[["cci0123456789ab",{"jump":{"target":"out_cci0123456789ab"}}],["notours",{"accept":null}]]}},
+          {"counter":{"family":"bridge","name":"drop_cci0123456789ab","table":"cci","handle":3,"packets":7,"bytes":420}},
+          {"counter":{"family":"bridge","name":"between_slots","table":"cci","handle":4,"packets":2,"bytes":84}}]}"#;
+        let s = parse_state(json).unwrap();
+        assert_eq!(s.ports.len(), 1);
+        assert_eq!(s.ports[&PortName::parse("cci0123456789ab").unwrap()], 7);
+        assert_eq!(s.between_slots, 2);
+    }
+
+    #[test]
+    fn an_empty_map_means_nothing_guarded() {
+        let json = r#"{"nftables":[{"map":{"name":"out_ports","type":"ifname","map":"verdict"}}]}"#;
+        assert!(parse_state(json).unwrap().ports.is_empty());
+    }
+}
