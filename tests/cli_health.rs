@@ -35,7 +35,7 @@ async fn health_on_a_healthy_setup_exits_0() {
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
     for name in [
-        "socket", "daemon", "api", "storage", "network", "profile", "image", "nft",
+        "socket", "daemon", "api", "storage", "network", "profile", "image", "firewall",
     ] {
         assert!(
             stdout

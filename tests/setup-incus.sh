@@ -14,10 +14,10 @@ MIRROR=${CCI_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SUITE=${CCI_TEST_SUITE:-bookworm}
 # Packages baked into the test base image. udev is needed for systemd-networkd to
 # bring eth0 up; systemd-resolved gives the container a working resolv.conf.
-IMAGE_PACKAGES=systemd-sysv,udev,dbus,systemd-resolved,iproute2,tmux,sudo,git,ca-certificates,curl,procps,less
+IMAGE_PACKAGES=systemd-sysv,udev,dbus,systemd-resolved,iproute2,tmux,sudo,git,ca-certificates,curl,procps,less,iputils-ping,netcat-openbsd
 # Bump when the recipe below (or image-scripts/rootfs-setup.sh) changes, so a
 # stale cached image is rebuilt.
-IMAGE_RECIPE=4
+IMAGE_RECIPE=5
 
 say() { printf '[setup-incus] %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -31,6 +31,20 @@ fi
 
 CCI_EXTRA_PACKAGES="debootstrap" CCI_INCUSD_LOG=${CCI_INCUSD_LOG:-/var/log/incus-cci-tests.log} \
     bash "$here/../misc/setup-host.sh"
+
+# ------------------------------------------------- IPv6 test bridge and profile
+# The default bridge has no IPv6; the network tests need one that has.
+if ! incus network show cci-test-v6 >/dev/null 2>&1; then
+    incus network create cci-test-v6 ipv4.address=10.148.99.1/24 ipv4.nat=true \
+        ipv6.address=fd42:cc1:99::1/64 ipv6.nat=true >/dev/null
+    say "created bridge cci-test-v6 (IPv4 and IPv6)"
+fi
+if ! incus profile show cci-test-v6 >/dev/null 2>&1; then
+    incus profile create cci-test-v6 >/dev/null
+    incus profile device add cci-test-v6 root disk path=/ pool="${CCI_POOL:-default}" >/dev/null
+    incus profile device add cci-test-v6 eth0 nic network=cci-test-v6 name=eth0 >/dev/null
+    say "created profile cci-test-v6"
+fi
 
 # ---------------------------------------------------------------- test image
 if incus image alias list --format csv | cut -d, -f1 | grep -qx "$IMAGE_ALIAS"; then
