@@ -26,7 +26,7 @@ async fn capture_json_raw_exit_codes_and_stdin() {
         .unwrap();
     assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["stdout"], "out\n");
+    assert_eq!(v["stdout"], "out\n", "{v} {}", text(&out.stderr));
     assert_eq!(v["stderr"], "err\n");
     assert_eq!(v["exit_code"], 7);
 

@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use error::{Error, Result};
+pub use events::{Event, Events};
 pub use exec::{ExecOutput, ExecRequest, TerminalControl};
 pub use files::{FileInfo, FileKind, FileWrite};
 pub use images::{Image, ImageAlias, Publish};

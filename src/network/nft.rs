@@ -118,6 +118,36 @@ impl Firewall for Nft {
     }
 }
 
+/// A running `nft monitor`: one line per ruleset change.
+pub struct Monitor {
+    /// Its output.
+    pub lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    _child: tokio::process::Child,
+}
+
+impl Nft {
+    /// Start `nft monitor` (killed when the [`Monitor`] drops).
+    pub fn monitor(&self) -> std::io::Result<Monitor> {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(&self.argv[0])
+            .args(&self.argv[1..])
+            .arg("monitor")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        let out = child
+            .stdout
+            .take()
+            .ok_or_else(|| std::io::Error::other("nft monitor has no output"))?;
+        Ok(Monitor {
+            lines: tokio::io::BufReader::new(out).lines(),
+            _child: child,
+        })
+    }
+}
+
 fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)

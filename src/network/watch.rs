@@ -10,10 +10,12 @@ use std::fs::File;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::{Error, Firewall, reconcile, refresh};
-use crate::incus::Client;
+use super::nft::Monitor;
+use super::{Error, Nft, reconcile, refresh};
+use crate::incus::{self, Client, Event, Events};
 
-/// How often rules are checked even without events.
+/// How often rules are checked even without events (a vanished table is
+/// noticed at once through `nft monitor`; this is the fallback).
 const TICK: Duration = Duration::from_secs(5);
 
 fn lock_file() -> std::io::Result<File> {
@@ -59,12 +61,13 @@ pub fn spawn_watcher() -> std::io::Result<()> {
 
 /// Run the watcher until nothing is guarded. Returns at once when another
 /// watcher holds the lock.
-pub async fn watch(client: &Client, fw: &dyn Firewall) -> Result<(), Error> {
+pub async fn watch(client: &Client, fw: &Nft) -> Result<(), Error> {
     let lock = lock_file().map_err(|e| Error::Cache(e.to_string()))?;
     if lock.try_lock().is_err() {
         return Ok(());
     }
     let mut events = None;
+    let mut monitor = None;
     let mut idle_ticks = 0;
     loop {
         match reconcile(client, fw).await {
@@ -106,17 +109,17 @@ pub async fn watch(client: &Client, fw: &dyn Firewall) -> Result<(), Error> {
         if events.is_none() {
             events = client.events(&["lifecycle"]).await.ok();
         }
+        if monitor.is_none() {
+            monitor = fw.monitor().ok();
+        }
         let deadline = tokio::time::sleep(TICK);
         tokio::pin!(deadline);
-        // Wake early for a deletion, creation or start: rules follow at once.
+        // Wake early when a container is deleted or started, or when
+        // something touches cci's tables: rules follow at once.
         loop {
-            let Some(stream) = events.as_mut() else {
-                deadline.as_mut().await;
-                break;
-            };
             tokio::select! {
                 _ = deadline.as_mut() => break,
-                ev = stream.next() => match ev {
+                ev = next_event(&mut events) => match ev {
                     Some(Ok(ev)) => {
                         if ev.action().is_some_and(|a| a == "instance-deleted" || a == "instance-started") {
                             break;
@@ -127,7 +130,47 @@ pub async fn watch(client: &Client, fw: &dyn Firewall) -> Result<(), Error> {
                         break;
                     }
                 },
+                line = next_line(&mut monitor) => match line {
+                    Some(l) if touches_cci(&l) => break,
+                    Some(_) => {}
+                    None => monitor = None,
+                },
             }
         }
+    }
+}
+
+async fn next_event(events: &mut Option<Events>) -> Option<incus::Result<Event>> {
+    match events {
+        Some(e) => e.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_line(monitor: &mut Option<Monitor>) -> Option<String> {
+    match monitor {
+        Some(m) => m.lines.next_line().await.ok().flatten(),
+        None => std::future::pending().await,
+    }
+}
+
+/// Whether an `nft monitor` line says cci's rules were removed or flushed.
+fn touches_cci(line: &str) -> bool {
+    (line.starts_with("delete ") || line.starts_with("flush "))
+        && (line.contains(" bridge cci") || line.contains(" inet cci") || line.contains("ruleset"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::touches_cci;
+
+    #[test]
+    fn monitor_lines_that_matter() {
+        assert!(touches_cci("delete table bridge cci"));
+        assert!(touches_cci("delete chain inet cci tagged_in"));
+        assert!(touches_cci("flush ruleset"));
+        assert!(!touches_cci("add table inet cci"));
+        assert!(!touches_cci("delete table inet incus"));
+        assert!(!touches_cci("# new generation 12 by process 3 (nft)"));
     }
 }
