@@ -6,9 +6,19 @@
 #   2. builds cci (release) and installs it as $PREFIX/bin/cci (default /usr/local)
 #   3. adds the invoking user to the incus-admin group, so cci can use the socket
 #   4. installs shell completions (bash, zsh, fish) where those shells look
-# Running it again is safe: each step checks what is there first.
-# Usage: ./install.sh        then: cci health
+# Running it again is safe: each step checks what is there first, and files
+# that did not change are left alone.
+# Usage: ./install.sh [--yes]        then: cci health
+#   --yes  install missing packages (Incus, nftables...) without asking
 set -euo pipefail
+yes=0
+for arg in "$@"; do
+    case "$arg" in
+        -y | --yes) yes=1 ;;
+        -h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "[install] error: unknown option $arg (see --help)" >&2; exit 2 ;;
+    esac
+done
 case "$(uname -s)" in
     Linux) ;;
     Darwin) echo "[install] error: cci needs Linux (Incus system containers); on macOS run it inside a Linux VM" >&2; exit 1 ;;
@@ -25,12 +35,24 @@ command -v cargo >/dev/null ||
     die "cargo not found: install Rust (https://rustup.rs, or 'apt-get install cargo' on Debian 13+) and run again"
 
 if [ "${CCI_SKIP_INCUS_SETUP:-0}" != 1 ]; then
+    missing=()
+    for tool in incus nft dnsmasq; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+    if [ ${#missing[@]} -gt 0 ] && [ "$yes" != 1 ]; then
+        say "missing: ${missing[*]}; install.sh installs them with apt-get (Incus 6.0 LTS from"
+        say "bookworm-backports on Debian 12), or install them yourself and run it again"
+        if [ -t 0 ]; then
+            read -r -p "[install] install them now? [y/N] " answer
+            case "$answer" in y | Y | yes) ;; *) die "nothing installed" ;; esac
+        else
+            die "not a terminal: run ./install.sh --yes to install them"
+        fi
+    fi
     as_root env CCI_POOL="${CCI_POOL:-default}" CCI_BRIDGE="${CCI_BRIDGE:-incusbr0}" bash misc/setup-host.sh
 fi
 
 say "building cci"
 cargo build --release --locked --quiet
-as_root install -D -m 0755 target/release/cci "$PREFIX/bin/cci"
+as_root install -C -D -m 0755 target/release/cci "$PREFIX/bin/cci"
 say "installed $PREFIX/bin/cci ($("$PREFIX/bin/cci" --version))"
 
 say "installing shell completions"
@@ -39,7 +61,7 @@ for shell_dir in "bash:$PREFIX/share/bash-completion/completions/cci" \
     "fish:$PREFIX/share/fish/vendor_completions.d/cci.fish"; do
     shell=${shell_dir%%:*} file=${shell_dir#*:}
     "$PREFIX/bin/cci" completion "$shell" >"target/cci.$shell"
-    as_root install -D -m 0644 "target/cci.$shell" "$file"
+    as_root install -C -D -m 0644 "target/cci.$shell" "$file"
 done
 
 user=${SUDO_USER:-$(id -un)}

@@ -194,22 +194,46 @@ async fn publish_delete_and_cleanup_keeps_the_newest_and_the_current() {
 async fn default_build_makes_the_agent_image() {
     let c = client().await;
     let alias = unique_name("full");
-    let out = cci_out(&["build", "--base", &test_image(), "--alias", &alias]);
+    // First use: a session whose image does not exist yet builds it (the
+    // default build, from the base CCI_BUILD_BASE names), then starts.
+    let ws = common::workspace();
+    let out = cci()
+        .env("CCI_IMAGE", &alias)
+        .env("CCI_BUILD_BASE", test_image())
+        .args(["shell", "--background", "--debug", "-w"])
+        .arg(ws.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let session = text(&out.stdout).trim().to_string();
+    assert!(
+        text(&out.stderr).contains("building it first"),
+        "{}",
+        text(&out.stderr)
+    );
     let fingerprint = c.image_alias(&alias).await.unwrap().target;
     let _image = TestImage {
         fingerprint: fingerprint.clone(),
         client: c.clone(),
     };
+    assert_eq!(cci_out(&["kill", &session]).status.code(), Some(0));
     // Published under a timestamped version too, which the alias points at.
     let listed = cci_out(&["image", "list", "--prefix", &alias, "--format", "json"]);
     let v: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
     let aliases = v[0]["aliases"].as_array().unwrap();
     assert_eq!(aliases.len(), 2, "{aliases:?}");
     assert!(build_containers(&alias).await.is_empty());
+    // `cci build` now has nothing to do.
+    let out = cci_out(&["build", "--base", &test_image(), "--alias", &alias]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("exists"),
+        "{}",
+        text(&out.stdout)
+    );
 
     // What sessions need is in it.
-    let ws = common::workspace();
     let out = cci()
         .env("CCI_IMAGE", &alias)
         .arg("run")

@@ -234,9 +234,10 @@ async fn run_rejects_bad_input_clearly() {
         assert!(text(&out.stderr).contains(words), "{}", text(&out.stderr));
     }
 
+    // A missing image named with --image is an error (only the default one,
+    // or CCI_IMAGE's, is built on first use).
     let out = run_in(ws.path())
-        .env("CCI_IMAGE", "cci-test-no-such-image")
-        .args(["--", "true"])
+        .args(["--image", "cci-test-no-such-image", "--", "true"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(5));

@@ -1,6 +1,6 @@
 //! `cci build` and `cci image ...`: making and managing images.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -156,6 +156,39 @@ pub async fn build(client: &Client, args: BuildArgs) -> anyhow::Result<i32> {
             (req, args.verbose, false)
         }
     };
+    build_image(client, req, verbose, json).await
+}
+
+/// The default image's build request (`cci build` without options).
+pub fn default_request(network: crate::network::Policy) -> BuildRequest {
+    BuildRequest {
+        alias: image::DEFAULT_ALIAS.into(),
+        base: std::env::var("CCI_BUILD_BASE").unwrap_or_else(|_| image::DEFAULT_BASE.into()),
+        script: image::DEFAULT_SCRIPT.into(),
+        force: false,
+        versioned: true,
+        network,
+    }
+}
+
+/// Whether the image alias exists.
+pub async fn image_exists(client: &Client, alias: &str) -> anyhow::Result<bool> {
+    match client.image_alias(alias).await {
+        Ok(_) => Ok(true),
+        Err(e) if e.is_not_found() => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Build `req`, printing each step with the elapsed time; the script's
+/// output goes to a log file (or the terminal when `verbose`). Prints the
+/// result (as JSON when `json`); returns the exit code.
+pub async fn build_image(
+    client: &Client,
+    req: BuildRequest,
+    verbose: bool,
+    json: bool,
+) -> anyhow::Result<i32> {
     let container = format!(
         "cci-build-{}-{}",
         std::process::id(),
@@ -163,7 +196,8 @@ pub async fn build(client: &Client, args: BuildArgs) -> anyhow::Result<i32> {
     );
     let log_path = log_file(&req.alias)?;
     let started = Instant::now();
-    let step = |what: &str| eprintln!("cci build [{:>4}s] {what}", started.elapsed().as_secs());
+    let steps = Steps::new(started, !verbose && std::io::stderr().is_terminal());
+    let step = |what: &str| steps.step(what);
     let built = if verbose {
         run_build(client, &req, &container, step, tokio::io::stdout()).await
     } else {
@@ -176,6 +210,7 @@ pub async fn build(client: &Client, args: BuildArgs) -> anyhow::Result<i32> {
         );
         run_build(client, &req, &container, step, log).await
     };
+    steps.finish();
     let built = match built {
         Ok(Some(b)) => b,
         Ok(None) => return Ok(130),
@@ -201,6 +236,50 @@ pub async fn build(client: &Client, args: BuildArgs) -> anyhow::Result<i32> {
         );
     }
     Ok(0)
+}
+
+/// Build steps on stderr, each with the time since the start: on a terminal
+/// also a live spinner with the current step and its elapsed time (not with
+/// --verbose, whose output would tear it).
+struct Steps {
+    started: Instant,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Steps {
+    fn new(started: Instant, live: bool) -> Steps {
+        let bar = live.then(|| {
+            let bar = indicatif::ProgressBar::new_spinner();
+            let style =
+                indicatif::ProgressStyle::with_template("{spinner} cci build: {msg} ({elapsed})")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
+            bar.set_style(style);
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+            bar
+        });
+        Steps { started, bar }
+    }
+
+    fn step(&self, what: &str) {
+        let line = format!(
+            "cci build [{:>4}s] {what}",
+            self.started.elapsed().as_secs()
+        );
+        match &self.bar {
+            Some(bar) => {
+                bar.println(line);
+                bar.reset_elapsed();
+                bar.set_message(what.to_string());
+            }
+            None => eprintln!("{line}"),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
 }
 
 /// The build, or `None` when Ctrl-C/SIGTERM came first (the build container
@@ -268,10 +347,10 @@ pub async fn run(client: &Client, cmd: ImageCommand) -> anyhow::Result<i32> {
             println!("deleted image {} ({fingerprint})", arg.name);
             Ok(0)
         }
-        ImageCommand::Exists(arg) => Ok(match client.image_alias(&arg.name).await {
-            Ok(_) => 0,
-            Err(e) if e.is_not_found() => 1,
-            Err(e) => return Err(e.into()),
+        ImageCommand::Exists(arg) => Ok(if image_exists(client, &arg.name).await? {
+            0
+        } else {
+            1
         }),
         ImageCommand::Cleanup(args) => cleanup(client, args).await,
     }

@@ -175,14 +175,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
 async fn keep_firewall(client: &Client) {
     match crate::network::reconcile(client, &crate::network::Nft::from_env()).await {
         Ok(r) => {
-            network::report(&r);
+            // Routine upkeep stays quiet (scripts read stderr); a container
+            // stopped for want of rules is worth a word.
+            for p in &r.removed {
+                tracing::info!("removed the firewall rules of gone port {p}");
+            }
+            for n in &r.restored {
+                tracing::info!("restored the firewall rules of {n}");
+            }
+            for n in &r.stopped {
+                eprintln!(
+                    "cci: stopped {n}: its firewall rules were missing and could not be restored"
+                );
+            }
             if r.guarded > 0 {
                 crate::network::start_watcher();
             }
         }
         // The command itself will say what is wrong with the daemon.
         Err(crate::network::Error::Incus(_)) => {}
-        Err(e) => eprintln!("cci: warning: {e}"),
+        Err(e) => tracing::warn!("firewall upkeep: {e}"),
     }
 }
 

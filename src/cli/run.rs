@@ -20,9 +20,10 @@ pub struct SandboxArgs {
     /// Slot for parallel sessions (1, 2, ...); the lowest free one when left out.
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub slot: Option<Slot>,
-    /// Image alias to start from.
-    #[arg(long, env = "CCI_IMAGE", default_value = "cci", value_name = "ALIAS")]
-    pub image: String,
+    /// Image alias to start from [default: CCI_IMAGE, else cci; built on
+    /// first use when missing, unless given here].
+    #[arg(long, value_name = "ALIAS")]
+    pub image: Option<String>,
     /// Environment variable for the command (repeatable; the value may hold `=` and `,`).
     #[arg(long = "env", short = 'e', value_name = "KEY=VALUE", value_parser = parse_env)]
     pub env: Vec<(String, String)>,
@@ -52,6 +53,31 @@ impl SandboxArgs {
     /// The workspace these flags name.
     pub fn workspace(&self) -> anyhow::Result<Workspace> {
         workspace_at(self.workspace.as_deref())
+    }
+
+    /// The image alias: `--image`, else `CCI_IMAGE`, else `cci`.
+    pub fn image(&self) -> String {
+        self.image
+            .clone()
+            .or_else(|| std::env::var("CCI_IMAGE").ok().filter(|i| !i.is_empty()))
+            .unwrap_or_else(|| crate::image::DEFAULT_ALIAS.into())
+    }
+
+    /// First use: build the default image when it is missing (not for an
+    /// image named with `--image`, which must exist). `Some(code)` when the
+    /// build failed or was interrupted.
+    pub async fn ensure_image(&self, client: &Client) -> anyhow::Result<Option<i32>> {
+        let image = self.image();
+        if self.image.is_some() || super::image::image_exists(client, &image).await? {
+            return Ok(None);
+        }
+        eprintln!(
+            "cci: the image `{image}` does not exist yet; building it first (once, about two minutes)"
+        );
+        let mut req = super::image::default_request(Default::default());
+        req.alias = image;
+        let code = super::image::build_image(client, req, false, false).await?;
+        Ok((code != 0).then_some(code))
     }
 }
 
@@ -105,10 +131,14 @@ pub async fn interrupted() -> i32 {
 }
 
 pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<i32> {
+    let workspace = args.sandbox.workspace()?;
+    if let Some(code) = args.sandbox.ensure_image(client).await? {
+        return Ok(code);
+    }
     let req = RunRequest {
         spec: SandboxSpec {
-            workspace: args.sandbox.workspace()?,
-            image: args.sandbox.image.clone(),
+            workspace,
+            image: args.sandbox.image(),
             kind: Kind::Run,
             persistent: false,
             nesting: true,

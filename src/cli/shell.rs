@@ -65,7 +65,7 @@ pub async fn shell(client: &Client, args: ShellArgs) -> anyhow::Result<i32> {
     let req = ShellRequest {
         spec: SandboxSpec {
             workspace,
-            image: args.sandbox.image.clone(),
+            image: args.sandbox.image(),
             kind: Kind::Shell,
             persistent: args.persistent,
             nesting: true,
@@ -82,6 +82,9 @@ pub async fn shell(client: &Client, args: ShellArgs) -> anyhow::Result<i32> {
             size: terminal::size(),
         },
     };
+    if let Some(code) = args.sandbox.ensure_image(client).await? {
+        return Ok(code);
+    }
     let attempt = Attempt::default();
     let session = tokio::select! {
         r = sandbox::open(client, &req, &id, &attempt) => r?,

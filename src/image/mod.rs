@@ -16,6 +16,8 @@ use crate::sandbox::remove;
 /// The base `cci build` uses when none is given: built locally, so it works
 /// without an image server.
 pub const DEFAULT_BASE: &str = "debootstrap:bookworm";
+/// The alias of the default image sessions start from.
+pub const DEFAULT_ALIAS: &str = "cci";
 
 /// The build script of the default `cci` image.
 pub const DEFAULT_SCRIPT: &str = include_str!("../../image-scripts/build-cci.sh");

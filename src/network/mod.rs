@@ -505,8 +505,13 @@ pub struct Reconciled {
 
 /// Bring the firewall in line with the daemon: remove rules whose container
 /// is gone, put back missing rules of existing guarded containers, and stop
-/// a running one whose rules cannot be restored (fail closed).
+/// a running one whose rules are missing and cannot be restored (fail closed).
 pub async fn reconcile(client: &Client, fw: &dyn Firewall) -> Result<Reconciled, Error> {
+    // The rules first, then the containers: a container is always created
+    // before its rules, so a port seen here whose container is missing from
+    // the (later) list really is gone — never one that a concurrent launch
+    // is just guarding.
+    let state = fw.state();
     let instances = client.instances("", false).await?;
     let guarded: Vec<&Instance> = instances
         .iter()
@@ -516,18 +521,13 @@ pub async fn reconcile(client: &Client, fw: &dyn Firewall) -> Result<Reconciled,
         guarded: guarded.len(),
         ..Default::default()
     };
-    let state = match fw.state() {
+    let state = match state {
         Ok(s) => s,
         // Nothing to guard: a machine without nft (or sudo) is fine.
         Err(_) if guarded.is_empty() => return Ok(out),
-        Err(e) => {
-            out.stopped = stop_running(client, &guarded).await;
-            return if out.stopped.is_empty() {
-                Err(e)
-            } else {
-                Ok(out)
-            };
-        }
+        // Not being able to read the rules says nothing about whether they
+        // are in place (they live in the kernel): nothing is stopped for it.
+        Err(e) => return Err(e),
     };
     if !state.tables && !state.ports.is_empty() {
         // The shared part is damaged (cci's inet table deleted): put it back.
