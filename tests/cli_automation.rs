@@ -21,6 +21,17 @@ fn code(args: &[&str]) -> Option<i32> {
     cci_out(args).status.code()
 }
 
+/// Run cci and insist on success, showing its stderr otherwise.
+fn succeeds(args: &[&str]) {
+    let out = cci_out(args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "cci {args:?}: {}",
+        text(&out.stderr)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn container_lifecycle_by_exit_codes_and_mounts() {
     let name = unique_name("ctl");
@@ -146,16 +157,10 @@ async fn tmux_send_and_capture_reach_a_shell_session() {
     let name = text(&out.stdout).trim().to_string();
 
     screen_shows(&name, "agent>");
-    assert_eq!(
-        code(&["tmux", "send", &name, "hello from a script"]),
-        Some(0)
-    );
+    succeeds(&["tmux", "send", &name, "hello from a script"]);
     screen_shows(&name, "HEARD[hello from a script]");
-    assert_eq!(
-        code(&["tmux", "send", &name, "--no-enter", "typed"]),
-        Some(0)
-    );
-    assert_eq!(code(&["tmux", "send", &name, "--keys", "Enter"]), Some(0));
+    succeeds(&["tmux", "send", &name, "--no-enter", "typed"]);
+    succeeds(&["tmux", "send", &name, "--keys", "Enter"]);
     let screen = screen_shows(&name, "HEARD[typed]");
     assert!(!screen.contains('\x1b'), "escape sequences are stripped");
 

@@ -233,6 +233,22 @@ fn guarded_ports() -> BTreeSet<String> {
         .collect()
 }
 
+fn watcher_running() -> bool {
+    Command::new("pgrep")
+        .args(["-f", "cci network watch"])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+fn stop_watcher() {
+    let _ = Command::new("pkill")
+        .args(["-f", "cci network watch"])
+        .status();
+    eventually("the watcher is gone", 10, || !watcher_running());
+}
+
 fn delete_table(family: &str) {
     let ok = Command::new("nft")
         .args(["delete", "table", family, "cci"])
@@ -422,7 +438,7 @@ async fn allowlist_admits_only_public_answers_refreshes_and_never_widens() {
             (p("udp", "198.51.100.20", 9999), true),
             (p("tcp", INTERNET, 8080), true), // mixed: its public answer
             (p("tcp", DNS, 8080), true),      // a literal address
-            (p("conn", &bridge, 53), true),   // DNS through the bridge
+            (p("conn", &bridge, 53), false),  // no DNS at all, not even the bridge's
             (p("icmp", "198.51.100.20", 0), false), // other protocols: no
             (p("tcp", METADATA, 8080), false), // mixed: its metadata answer refused
             (p("tcp", "10.99.0.10", 8080), false),
@@ -444,6 +460,9 @@ async fn allowlist_admits_only_public_answers_refreshes_and_never_widens() {
         );
     }
     assert!(dropped(&a.name) > before);
+    // Names resolve from /etc/hosts, to what the host resolved.
+    let hosts = |name: &str| sh(name, "getent hosts api.allowed.test | awk '{print $1}'").1;
+    assert_eq!(hosts(&a.name).trim(), "198.51.100.20");
 
     // The record changes: the watcher (no cci command running) follows it.
     fakenet(&[
@@ -460,6 +479,7 @@ async fn allowlist_admits_only_public_answers_refreshes_and_never_widens() {
             ],
         ) == [true, false]
     });
+    assert_eq!(hosts(&a.name).trim(), "198.51.100.30");
 
     // DNS down: the last-known-good addresses stay, nothing widens.
     fakenet(&["dns-stop"]);
@@ -486,12 +506,12 @@ async fn allowlist_admits_only_public_answers_refreshes_and_never_widens() {
         ],
     );
 
-    // An empty allowlist: no egress at all (name service on the bridge only).
+    // An empty allowlist: no egress at all.
     let e = launch("net-a2", &["--network", "allowlist"]).await;
     expect(
         &e.name,
         &[
-            (p("conn", &bridge, 53), true),
+            (p("conn", &bridge, 53), false),
             (p("tcp", INTERNET, 8080), false),
             (p("udp", INTERNET, 9999), false),
         ],
@@ -540,11 +560,14 @@ async fn rules_exist_before_start_and_go_with_the_container() {
     ok(&["container", "start", &y.name]);
     assert!(guarded_ports().contains(&port));
 
-    // cci's tables flushed under a running container: the next cci command
-    // (here `cci list`) restores them; without one, the watcher does.
+    // cci's tables deleted under a running container: with no watcher
+    // running, the next cci command (here `cci list`) restores them...
+    stop_watcher();
     delete_table("bridge");
     ok(&["list"]);
     assert!(guarded_ports().contains(&port));
+    // ...and starts the watcher again, which restores them on its own.
+    eventually("a watcher runs", 10, watcher_running);
     let gone = Instant::now();
     delete_table("inet");
     delete_table("bridge");

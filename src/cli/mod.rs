@@ -169,10 +169,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
-/// Before any command: bring the firewall in line with the daemon (rules of
-/// gone containers removed, missing ones restored) and make sure the
-/// background watcher runs while anything is guarded.
+/// Before any command, unless the background watcher runs: bring the
+/// firewall in line with the daemon (rules of gone containers removed,
+/// missing ones restored) and start the watcher while anything is guarded.
 async fn keep_firewall(client: &Client) {
+    // A running watcher does this already, at once on every change.
+    if crate::network::watcher_running() {
+        return;
+    }
     match crate::network::reconcile(client, &crate::network::Nft::from_env()).await {
         Ok(r) => {
             // Routine upkeep stays quiet (scripts read stderr); a container

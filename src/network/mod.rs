@@ -8,6 +8,7 @@
 //! resolution ([`allow`]) and reconciliation with the daemon. Prints nothing.
 
 pub mod allow;
+mod hosts;
 pub mod nft;
 pub mod rules;
 mod watch;
@@ -20,7 +21,7 @@ use crate::incus::{self, Client, Instance, InstanceCreate};
 pub use allow::Entry;
 pub use nft::{Firewall, Nft, State};
 pub use rules::{Bridge, PortRules};
-pub use watch::{spawn_watcher, watch};
+pub use watch::{spawn_watcher, watch, watcher_running};
 
 /// Instance config keys cci's network policy lives in.
 pub mod keys {
@@ -409,6 +410,9 @@ pub async fn create_guarded(
     client.create_instance(&req).await?;
     let started = async {
         att.guard(fw, &port)?;
+        if att.policy.mode == Mode::Allowlist {
+            hosts::write(client, &req.name, &att.resolved).await?;
+        }
         client.start_instance(&req.name).await?;
         Ok(())
     }
@@ -620,6 +624,9 @@ pub async fn refresh(
         };
         fw.apply(&rules::fill_allow(&r))?;
         allow::store_cache(&port, &new.resolved)?;
+        if let Err(e) = hosts::write(client, &inst.name, &new.resolved).await {
+            tracing::warn!("updating /etc/hosts of {}: {e}", inst.name);
+        }
         changed.push(inst.name.clone());
     }
     Ok(changed)

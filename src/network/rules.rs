@@ -204,10 +204,12 @@ pub fn install(r: &PortRules) -> String {
     if r.mode != Mode::Open {
         // What the container needs from the bridge: address resolution (the
         // last rule of an allowlist drops everything else, ARP included),
-        // DHCP, DNS, neighbour discovery.
+        // DHCP, neighbour discovery, and DNS — except in allowlist mode, which
+        // gets no DNS at all (its names are in its /etc/hosts).
+        let dns = r.mode != Mode::Allowlist;
         rule(&mut s, "ether type arp accept");
         rule(&mut s, "udp dport 67 accept");
-        if let Some(v4) = r.bridge.v4 {
+        if let (Some(v4), true) = (r.bridge.v4, dns) {
             rule(
                 &mut s,
                 &format!("ip daddr {v4} meta l4proto {{ tcp, udp }} th dport 53 accept"),
@@ -220,10 +222,12 @@ pub fn install(r: &PortRules) -> String {
                     "icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } accept",
                 );
                 rule(&mut s, "udp dport 547 accept");
-                rule(
-                    &mut s,
-                    &format!("ip6 daddr {v6} meta l4proto {{ tcp, udp }} th dport 53 accept"),
-                );
+                if dns {
+                    rule(
+                        &mut s,
+                        &format!("ip6 daddr {v6} meta l4proto {{ tcp, udp }} th dport 53 accept"),
+                    );
+                }
             }
             None => rule(&mut s, &format!("ether type ip6 {drop}")),
         }
@@ -243,8 +247,7 @@ pub fn install(r: &PortRules) -> String {
             rule(&mut s, &format!("ip6 daddr @blocked6 {drop}"));
         }
         Mode::Allowlist => {
-            // Name resolution only through the bridge: no DNS (or DNS over
-            // TLS) to any other server, allowed or not.
+            // No DNS (or DNS over TLS) to any server, allowed or not.
             rule(
                 &mut s,
                 &format!("meta l4proto {{ tcp, udp }} th dport {{ 53, 853 }} {drop}"),
@@ -415,6 +418,10 @@ mod tests {
         assert_eq!(
             r[0], "ether type arp accept",
             "the gateway must stay resolvable"
+        );
+        assert!(
+            !r.iter().any(|l| l.contains("dport 53 accept")),
+            "no DNS at all"
         );
         assert!(s.contains("add element bridge cci allow4_cci0123456789ab { 198.51.100.7/32 }"));
         // No IPv6 addresses: the set is flushed and left empty (no empty element list).

@@ -29,6 +29,20 @@ fn lock_file() -> std::io::Result<File> {
         .open(dir.join("watch.lock"))
 }
 
+/// Whether a watcher runs for this user (it holds the lock).
+pub fn watcher_running() -> bool {
+    match lock_file() {
+        Ok(lock) => match lock.try_lock() {
+            Ok(()) => {
+                let _ = lock.unlock();
+                false
+            }
+            Err(_) => true,
+        },
+        Err(_) => false,
+    }
+}
+
 /// Start the watcher in the background unless one is running. It outlives
 /// this process (its own process group, no terminal); its log is
 /// `~/.cci/logs/network-watch.log`.
@@ -122,6 +136,8 @@ pub async fn watch(client: &Client, fw: &Nft) -> Result<(), Error> {
                 ev = next_event(&mut events) => match ev {
                     Some(Ok(ev)) => {
                         if ev.action().is_some_and(|a| a == "instance-deleted" || a == "instance-started") {
+                            // Let a burst (many launches at once) settle into one check.
+                            tokio::time::sleep(Duration::from_millis(200)).await;
                             break;
                         }
                     }
@@ -131,7 +147,10 @@ pub async fn watch(client: &Client, fw: &Nft) -> Result<(), Error> {
                     }
                 },
                 line = next_line(&mut monitor) => match line {
-                    Some(l) if touches_cci(&l) => break,
+                    Some(l) if touches_cci(&l) => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        break;
+                    }
                     Some(_) => {}
                     None => monitor = None,
                 },
