@@ -125,7 +125,7 @@ pub struct CleanupArgs {
 }
 
 pub async fn build(client: &Client, args: BuildArgs) -> anyhow::Result<i32> {
-    let (req, verbose, json) = match args.custom {
+    let (req, verbose, says) = match args.custom {
         Some(BuildCommand::Custom(c)) => {
             let script = std::fs::read_to_string(&c.script).map_err(|e| {
                 UsageError(format!(
@@ -141,7 +141,7 @@ pub async fn build(client: &Client, args: BuildArgs) -> anyhow::Result<i32> {
                 versioned: false,
                 network: c.net.policy()?,
             };
-            (req, c.verbose, true)
+            (req, c.verbose, Says::Json)
         }
         None => {
             let base = args.base.unwrap_or_else(|| image::DEFAULT_BASE.into());
@@ -153,10 +153,10 @@ pub async fn build(client: &Client, args: BuildArgs) -> anyhow::Result<i32> {
                 versioned: true,
                 network: args.net.policy()?,
             };
-            (req, args.verbose, false)
+            (req, args.verbose, Says::Text)
         }
     };
-    build_image(client, req, verbose, json).await
+    build_image(client, req, verbose, says).await
 }
 
 /// The default image's build request (`cci build` without options).
@@ -182,12 +182,12 @@ pub async fn image_exists(client: &Client, alias: &str) -> anyhow::Result<bool> 
 
 /// Build `req`, printing each step with the elapsed time; the script's
 /// output goes to a log file (or the terminal when `verbose`). Prints the
-/// result (as JSON when `json`); returns the exit code.
+/// result as `says`; returns the exit code.
 pub async fn build_image(
     client: &Client,
     req: BuildRequest,
     verbose: bool,
-    json: bool,
+    says: Says,
 ) -> anyhow::Result<i32> {
     let container = format!(
         "cci-build-{}-{}",
@@ -222,20 +222,35 @@ pub async fn build_image(
         }
         Err(e) => return Err(build_error(e)),
     };
-    if json {
-        println!("{}", serde_json::to_string(&built)?);
+    let line = if says == Says::Json {
+        serde_json::to_string(&built)?
     } else if built.skipped {
-        println!("image {} exists; --force builds it again", built.alias);
+        format!("image {} exists; --force builds it again", built.alias)
     } else {
         let version = built.version.as_deref().unwrap_or("-");
-        println!(
+        format!(
             "built {} ({}, also {version}) in {} s",
             built.alias,
             &built.fingerprint[..12.min(built.fingerprint.len())],
             started.elapsed().as_secs()
-        );
+        )
+    };
+    match says {
+        Says::Stderr => eprintln!("cci: {line}"),
+        _ => println!("{line}"),
     }
     Ok(0)
+}
+
+/// Where and how a build reports its result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Says {
+    /// A line for people on stdout.
+    Text,
+    /// JSON on stdout.
+    Json,
+    /// A line on stderr: stdout belongs to the command the build came before.
+    Stderr,
 }
 
 /// Build steps on stderr, each with the time since the start: on a terminal

@@ -76,7 +76,8 @@ impl SandboxArgs {
         );
         let mut req = super::image::default_request(Default::default());
         req.alias = image;
-        let code = super::image::build_image(client, req, false, false).await?;
+        let code =
+            super::image::build_image(client, req, false, super::image::Says::Stderr).await?;
         Ok((code != 0).then_some(code))
     }
 }
