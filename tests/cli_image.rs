@@ -240,7 +240,7 @@ async fn default_build_makes_the_agent_image() {
         .arg("--workspace")
         .arg(ws.path())
         .args(["--", "sh", "-c"])
-        .arg("for c in claude tmux git python3 node docker sudo poweroff; do command -v $c >/dev/null || echo missing $c; done; claude --version >/dev/null && id -un && getent group docker | grep -c code && test -d ~/.claude && echo ok")
+        .arg("for c in claude tmux git python3 node docker sudo poweroff; do command -v $c >/dev/null || echo missing $c; done; test -s \"$NODE_EXTRA_CA_CERTS\" || echo no-ca-bundle; claude --version >/dev/null && id -un && getent group docker | grep -c code && test -d ~/.claude && echo ok")
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -272,4 +272,73 @@ async fn debootstrap_base_is_built_locally_once_and_reused() {
     }
     let out = build_custom(&unique_name("dbs"), s.path(), "debootstrap:Bad Suite");
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_remote_base_that_cannot_be_reached_fails_clearly_and_leaves_nothing() {
+    // This machine cannot reach images.linuxcontainers.org (no packet goes
+    // further than its DNS lookup).
+    let name = unique_name("remote");
+    let s = script("true\n");
+    let started = std::time::Instant::now();
+    let out = build_custom(&name, s.path(), "images:debian/12");
+    let err = text(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("images.linuxcontainers.org") && err.contains("debootstrap:bookworm"),
+        "{err}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    assert!(build_containers(&name).await.is_empty());
+    assert!(client().await.image_alias(&name).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_base_whose_resolver_is_a_dead_stub_gets_working_dns_in_the_build() {
+    let c = client().await;
+    // A base whose /etc/resolv.conf points at a local stub that never runs.
+    let maker = common::TestInstance::running("deadstub").await;
+    // (systemctl answers once systemd is up inside.)
+    let break_dns = "for i in $(seq 100); do systemctl mask --now systemd-resolved >/dev/null 2>&1 && break; sleep 0.1; done; test \"$(systemctl is-enabled systemd-resolved)\" = masked || exit 9; rm -f /etc/resolv.conf; echo 'nameserver 127.0.0.53' > /etc/resolv.conf";
+    let out = cci_out(&[
+        "container",
+        "exec",
+        &maker.name,
+        "--",
+        "sh",
+        "-c",
+        break_dns,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        cci_out(&["container", "stop", "--force", &maker.name])
+            .status
+            .code(),
+        Some(0)
+    );
+    let base = unique_name("deadstub-base");
+    let out = cci_out(&["image", "publish", &maker.name, &base]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let _base = TestImage {
+        fingerprint: c.image_alias(&base).await.unwrap().target,
+        client: c.clone(),
+    };
+    // Control: names do not resolve in a container of that base.
+    let probe = common::TestInstance::from_image("deadstub-probe", &base).await;
+    let resolve =
+        "for i in 1 2 3 4 5 6; do getent hosts deb.debian.org && exit 0; sleep 1; done; exit 1";
+    let out = cci_out(&["container", "exec", &probe.name, "--", "sh", "-c", resolve]);
+    assert_eq!(out.status.code(), Some(1), "control: {}", text(&out.stdout));
+    drop(probe);
+
+    let name = unique_name("repaired");
+    let s = script("set -e\ngetent hosts deb.debian.org\n");
+    let out = build_custom(&name, s.path(), &base);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("/etc/resolv.conf now uses"), "{err}");
+    let _image = TestImage {
+        fingerprint: c.image_alias(&name).await.unwrap().target,
+        client: c.clone(),
+    };
 }

@@ -352,6 +352,8 @@ async fn restricted_reaches_the_internet_only_and_open_reaches_everything() {
         &format!(
             "ip addr add {n}.250/24 dev eth0 && ip addr add {r2_ip}/32 dev eth0 || exit 9
              for src in {n}.250 {r2_ip}; do curl -s --http0.9 -m 3 --interface $src http://{INTERNET}:8080/ && echo \"leak $src\"; done
+             # Spoofed ARP may have cost the container its gateway; its own address still works.
+             ip addr del {n}.250/24 dev eth0; ip addr del {r2_ip}/32 dev eth0; ip neigh flush dev eth0
              for i in 1 2 3; do curl -s --http0.9 -m 3 http://{INTERNET}:8080/ >/dev/null && {{ echo real-ok; break; }}; sleep 1; done",
             n = bridge.rsplit_once('.').unwrap().0
         ),
@@ -805,6 +807,7 @@ async fn ipv6_is_held_to_the_same_rules() {
             "real=$(ip -6 -o addr show eth0 scope global | awk '{{print $4}}' | cut -d/ -f1)
              ip -6 addr add fd42:cc1:99::bad/64 dev eth0 nodad; sleep 1
              curl -s --http0.9 -m 3 --interface fd42:cc1:99::bad http://[{INTERNET6}]:8080/ && echo leak
+             ip -6 addr del fd42:cc1:99::bad/64 dev eth0; ip -6 neigh flush dev eth0
              for i in 1 2 3; do curl -s --http0.9 -m 3 --interface $real http://[{INTERNET6}]:8080/ >/dev/null && {{ echo real-ok; break; }}; sleep 1; done"
         ),
     );

@@ -72,6 +72,18 @@ pub enum BuildError {
     /// A debootstrap base could not be made.
     #[error("could not build the base image: {0}")]
     Base(String),
+    /// A remote base could not be fetched.
+    #[error(
+        "could not start from {base} ({server}): {reason}; without a way to that image server, build a base here with --base debootstrap:bookworm"
+    )]
+    RemoteBase {
+        /// As given.
+        base: String,
+        /// The server.
+        server: String,
+        /// What the daemon said.
+        reason: String,
+    },
     /// The build script failed.
     #[error("the build script failed with exit status {0}; nothing was published")]
     ScriptFailed(i32),
@@ -105,8 +117,16 @@ pub async fn build<W: AsyncWrite + Unpin>(
     }
     let base = match req.base.strip_prefix("debootstrap:") {
         Some(spec) => ImageRef::Alias(base::ensure(client, spec, &mut step).await?),
-        None => resolve_base(client, &req.base).await?,
+        None => match remote_base(&req.base) {
+            Some(remote) => remote,
+            None => resolve_base(client, &req.base).await?,
+        },
     };
+    if let ImageRef::Remote { server, alias, .. } = &base {
+        step(&format!(
+            "fetching {alias} from {server} (the daemon caches it)"
+        ));
+    }
     step(&format!(
         "starting build container {container} from {}",
         req.base
@@ -134,9 +154,21 @@ async fn build_in<W: AsyncWrite + Unpin>(
         .insert("user.cci.build".into(), req.alias.clone());
     let fw = crate::network::Nft::from_env();
     let net = crate::network::prepare(client, &create.profiles, &req.network).await?;
-    crate::network::create_guarded(client, &fw, &net, create).await?;
+    let created = crate::network::create_guarded(client, &fw, &net, create).await;
+    if let (Err(crate::network::Error::Incus(e)), ImageRef::Remote { server, .. }) =
+        (&created, base)
+    {
+        return Err(BuildError::RemoteBase {
+            base: req.base.clone(),
+            server: server.clone(),
+            reason: e.to_string(),
+        });
+    }
+    created?;
     step("waiting for the network");
-    wait_for_network(client, container).await;
+    if let Some(repair) = wait_for_network(client, container).await {
+        step(&repair);
+    }
     let cas = host_cas();
     if !cas.is_empty() {
         step(&format!(
@@ -250,6 +282,24 @@ fn host_cas() -> Vec<(String, Vec<u8>)> {
 }
 
 /// The base as the daemon knows it: an alias, else a fingerprint (prefix).
+/// Image servers a base may name as `REMOTE:ALIAS`.
+const REMOTES: &[(&str, &str, &str)] = &[(
+    "images",
+    "https://images.linuxcontainers.org",
+    "simplestreams",
+)];
+
+/// `images:debian/12` and the like: an alias on a known image server.
+fn remote_base(base: &str) -> Option<ImageRef> {
+    let (remote, alias) = base.split_once(':')?;
+    let (_, server, protocol) = REMOTES.iter().find(|(name, ..)| *name == remote)?;
+    (!alias.is_empty()).then(|| ImageRef::Remote {
+        server: server.to_string(),
+        protocol: protocol.to_string(),
+        alias: alias.to_string(),
+    })
+}
+
 async fn resolve_base(client: &Client, base: &str) -> Result<ImageRef, BuildError> {
     if client.image_alias(base).await.is_ok() {
         return Ok(ImageRef::Alias(base.to_string()));
@@ -262,19 +312,66 @@ async fn resolve_base(client: &Client, base: &str) -> Result<ImageRef, BuildErro
     }
 }
 
-/// Wait (up to 30 s) until the container has a default route; a build whose
-/// script needs no network goes on without one.
-async fn wait_for_network(client: &Client, container: &str) {
+/// Checks name resolution in the build container and repairs it the way
+/// the seed's builder does: when `$1` does not resolve within 5 s and the
+/// resolver is a local stub (127.x, ::1) or missing — systemd-resolved with
+/// no upstream, say — /etc/resolv.conf is pointed at the bridge (the default
+/// gateway, Incus' DNS) and any extra servers given. Prints what it did.
+const DNS_REPAIR: &str = r#"probe=$1; shift
+for i in 1 2 3 4 5 6 7 8 9 10; do getent ahosts "$probe" >/dev/null 2>&1 && exit 0; sleep 0.5; done
+if grep -qE '^nameserver[[:space:]]+(127\.|::1)' /etc/resolv.conf 2>/dev/null || ! grep -q '^nameserver' /etc/resolv.conf 2>/dev/null; then
+    gw=$(ip route 2>/dev/null | awk '/^default/ {print $3; exit}')
+    rm -f /etc/resolv.conf
+    for s in $gw "$@"; do echo "nameserver $s"; done > /etc/resolv.conf
+    if getent ahosts "$probe" >/dev/null 2>&1; then
+        echo "names did not resolve through the container's local resolver; /etc/resolv.conf now uses $gw $* (the image keeps it)"
+    else
+        echo "names do not resolve; wrote /etc/resolv.conf for $gw $* but $probe still does not resolve"
+    fi
+fi
+"#;
+
+/// Wait (up to 30 s) until the container has a default route, then make
+/// sure names resolve (see [`DNS_REPAIR`]; the probe name is
+/// `CCI_BUILD_DNS_PROBE`, default `deb.debian.org`, empty to skip; extra
+/// servers are `CCI_BUILD_DNS`). A build whose script needs no network goes
+/// on without either. Returns what the repair said, if anything.
+async fn wait_for_network(client: &Client, container: &str) -> Option<String> {
     let probe =
         ExecRequest::new(&["sh", "-c", "ip route 2>/dev/null | grep -q ^default"]).repeatable();
+    let mut routed = false;
     for _ in 0..60 {
         if let Ok(out) = client.exec_capture(container, &probe, None).await
             && out.exit_code == 0
         {
-            return;
+            routed = true;
+            break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    let name = std::env::var("CCI_BUILD_DNS_PROBE").unwrap_or_else(|_| "deb.debian.org".into());
+    if !routed || name.trim().is_empty() {
+        return None;
+    }
+    let extra = std::env::var("CCI_BUILD_DNS").unwrap_or_default();
+    let mut argv = vec![
+        "sh".to_string(),
+        "-c".into(),
+        DNS_REPAIR.into(),
+        "dns-repair".into(),
+    ];
+    argv.push(name.trim().to_string());
+    argv.extend(
+        extra
+            .split(',')
+            .map(str::trim)
+            .filter(|s| s.parse::<std::net::IpAddr>().is_ok())
+            .map(str::to_string),
+    );
+    let repair = ExecRequest::new(&argv).repeatable();
+    let out = client.exec_capture(container, &repair, None).await.ok()?;
+    let said = out.stdout_text().trim().to_string();
+    (!said.is_empty()).then_some(said)
 }
 
 /// `YYYYMMDD-HHMMSS` in UTC, now.

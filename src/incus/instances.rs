@@ -21,6 +21,15 @@ pub enum ImageRef {
     Alias(String),
     /// A full or unique partial fingerprint.
     Fingerprint(String),
+    /// An alias on a remote image server, pulled by the daemon.
+    Remote {
+        /// The server's URL, e.g. `https://images.linuxcontainers.org`.
+        server: String,
+        /// `simplestreams` or `incus`.
+        protocol: String,
+        /// The alias there, e.g. `debian/12`.
+        alias: String,
+    },
 }
 
 /// Everything needed to create an instance.
@@ -53,6 +62,14 @@ impl InstanceCreate {
         let source = match image {
             ImageRef::Alias(a) => serde_json::json!({"type": "image", "alias": a}),
             ImageRef::Fingerprint(f) => serde_json::json!({"type": "image", "fingerprint": f}),
+            ImageRef::Remote {
+                server,
+                protocol,
+                alias,
+            } => serde_json::json!({
+                "type": "image", "mode": "pull", "server": server,
+                "protocol": protocol, "alias": alias,
+            }),
         };
         InstanceCreate {
             name: name.to_string(),

@@ -58,6 +58,9 @@ pub fn sandbox_env(extra: &[(String, String)]) -> Vec<(String, String)> {
         ("USER", "code"),
         ("LOGNAME", "code"),
         ("IS_SANDBOX", "1"),
+        // Node (Claude Code) trusts the system's certificate authorities too,
+        // including those the build added from the host.
+        ("NODE_EXTRA_CA_CERTS", "/etc/ssl/certs/ca-certificates.crt"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
