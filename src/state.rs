@@ -5,6 +5,12 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+/// Whether this process runs as root.
+pub fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
 /// `~/.cci/SUB` (or `~/.cci` for an empty `sub`), created private if missing.
 pub fn dir(sub: &str) -> std::io::Result<PathBuf> {
     let home = std::env::var_os("HOME")

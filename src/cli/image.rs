@@ -144,7 +144,10 @@ pub async fn build(client: &Client, args: BuildArgs) -> anyhow::Result<i32> {
             (req, c.verbose, Says::Json)
         }
         None => {
-            let base = args.base.unwrap_or_else(|| image::DEFAULT_BASE.into());
+            let base = match args.base {
+                Some(b) => b,
+                None => image::default_base(client).await,
+            };
             let req = BuildRequest {
                 alias: args.alias,
                 base,
@@ -160,10 +163,14 @@ pub async fn build(client: &Client, args: BuildArgs) -> anyhow::Result<i32> {
 }
 
 /// The default image's build request (`cci build` without options).
-pub fn default_request(network: crate::network::Policy) -> BuildRequest {
+pub async fn default_request(client: &Client, network: crate::network::Policy) -> BuildRequest {
+    let base = match std::env::var("CCI_BUILD_BASE") {
+        Ok(b) if !b.is_empty() => b,
+        _ => image::default_base(client).await,
+    };
     BuildRequest {
         alias: image::DEFAULT_ALIAS.into(),
-        base: std::env::var("CCI_BUILD_BASE").unwrap_or_else(|_| image::DEFAULT_BASE.into()),
+        base,
         script: image::DEFAULT_SCRIPT.into(),
         force: false,
         versioned: true,

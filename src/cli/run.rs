@@ -74,7 +74,7 @@ impl SandboxArgs {
         eprintln!(
             "cci: the image `{image}` does not exist yet; building it first (once, about two minutes)"
         );
-        let mut req = super::image::default_request(Default::default());
+        let mut req = super::image::default_request(client, Default::default()).await;
         req.alias = image;
         let code =
             super::image::build_image(client, req, false, super::image::Says::Stderr).await?;

@@ -16,6 +16,25 @@ use crate::sandbox::remove;
 /// The base `cci build` uses when none is given: built locally, so it works
 /// without an image server.
 pub const DEFAULT_BASE: &str = "debootstrap:bookworm";
+/// The base when the local one can neither be found nor made here.
+pub const REMOTE_BASE: &str = "images:debian/12";
+
+/// The base when none is named: the local Debian base when it exists or can
+/// be made here (as root, with debootstrap), else Debian 12 from the image
+/// server. The build says which one it used.
+pub async fn default_base(client: &Client) -> String {
+    let local = client.image_alias("cci-base-bookworm").await.is_ok();
+    let debootstrap = std::env::var_os("PATH").is_some_and(|p| {
+        std::env::split_paths(&p)
+            .chain(["/usr/sbin".into(), "/sbin".into()])
+            .any(|d| d.join("debootstrap").is_file())
+    });
+    if local || (crate::state::is_root() && debootstrap) {
+        DEFAULT_BASE.into()
+    } else {
+        REMOTE_BASE.into()
+    }
+}
 /// The alias of the default image sessions start from.
 pub const DEFAULT_ALIAS: &str = "cci";
 

@@ -43,7 +43,7 @@ impl Nft {
     /// The command cci will run.
     pub fn from_env() -> Nft {
         let program = std::env::var("CCI_NFT").unwrap_or_else(|_| "nft".into());
-        let argv = if is_root() {
+        let argv = if crate::state::is_root() {
             vec![program]
         } else {
             vec!["sudo".into(), "-n".into(), program]
@@ -146,11 +146,6 @@ impl Nft {
             _child: child,
         })
     }
-}
-
-fn is_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
 fn objects(json: &str) -> Result<Vec<Value>, Error> {
