@@ -293,7 +293,11 @@ impl Steps {
                 bar.reset_elapsed();
                 bar.set_message(what.to_string());
             }
-            None => eprintln!("{line}"),
+            // Never panic on a closed stderr (`cci build 2>&1 | head`): the
+            // build goes on and still cleans up after itself.
+            None => {
+                let _ = writeln!(std::io::stderr(), "{line}");
+            }
         }
     }
 

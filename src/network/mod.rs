@@ -545,7 +545,11 @@ pub async fn reconcile(client: &Client, fw: &dyn Firewall) -> Result<Reconciled,
     }
     for inst in guarded {
         let Some(port) = port_of(inst) else { continue };
-        if state.ports.contains_key(&port) {
+        // Only a running container needs its rules now: every way cci
+        // starts one installs them first, and a launch in progress is
+        // about to (doing it here as well would only add work).
+        if state.ports.contains_key(&port) || !matches!(inst.status.as_str(), "Running" | "Frozen")
+        {
             continue;
         }
         match ensure(client, fw, inst).await {
