@@ -1,6 +1,7 @@
 //! `--network`/`--allow` flags and `cci network ...`: the containers' firewall.
 
-use clap::{Args, Subcommand, ValueEnum};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{Args, Subcommand};
 use serde::Serialize;
 
 use super::{Format, UsageError};
@@ -12,8 +13,15 @@ use crate::network::{self, Entry, Firewall, Mode, Nft, Policy};
 pub struct NetworkArgs {
     /// Network mode: `restricted` (internet only: no LAN, cloud metadata, host
     /// or other containers), `allowlist` (only --allow destinations) or `open`.
-    #[arg(long, env = "CCI_NETWORK", value_enum, default_value_t = NetMode::Restricted, value_name = "MODE")]
-    pub network: NetMode,
+    #[arg(
+        long,
+        env = "CCI_NETWORK",
+        default_value = "restricted",
+        value_name = "MODE",
+        value_parser = PossibleValuesParser::new(["restricted", "allowlist", "open"])
+            .try_map(|m| m.parse::<Mode>())
+    )]
+    pub network: Mode,
     /// Allowlist mode: a domain, IP address or CIDR the container may reach
     /// (repeatable, or comma-separated in CCI_NETWORK_ALLOW).
     #[arg(
@@ -43,25 +51,10 @@ fn refresh_minutes(text: &str) -> Result<f64, String> {
         .ok_or_else(|| format!("{text:?} is not a number of minutes between 0 and 10080"))
 }
 
-/// The modes as flag values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum NetMode {
-    /// Internet yes; LAN, cloud metadata, the host and other containers no.
-    Restricted,
-    /// Only the allowed destinations.
-    Allowlist,
-    /// No restriction.
-    Open,
-}
-
 impl NetworkArgs {
     /// The policy these flags ask for.
     pub fn policy(&self) -> anyhow::Result<Policy> {
-        let mode = match self.network {
-            NetMode::Restricted => Mode::Restricted,
-            NetMode::Allowlist => Mode::Allowlist,
-            NetMode::Open => Mode::Open,
-        };
+        let mode = self.network;
         let allow: Vec<Entry> = self
             .allow
             .iter()

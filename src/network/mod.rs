@@ -11,9 +11,9 @@ pub mod allow;
 mod hosts;
 pub mod nft;
 pub mod rules;
+mod upkeep;
 mod watch;
 
-use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::incus::transport::StringMap;
@@ -21,6 +21,7 @@ use crate::incus::{self, Client, Instance, InstanceCreate};
 pub use allow::Entry;
 pub use nft::{Firewall, Nft, State};
 pub use rules::{Bridge, PortRules};
+pub use upkeep::{Reconciled, reconcile, refresh};
 pub use watch::{spawn_watcher, watch, watcher_running};
 
 /// Instance config keys cci's network policy lives in.
@@ -492,148 +493,6 @@ pub async fn ensure(client: &Client, fw: &dyn Firewall, instance: &Instance) -> 
         resolved = r.resolved;
     }
     install(fw, &port, &policy, &bridge, &resolved)
-}
-
-/// What [`reconcile`] did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Reconciled {
-    /// Guarded instances (any state).
-    pub guarded: usize,
-    /// Rules of containers that are gone, removed.
-    pub removed: Vec<PortName>,
-    /// Containers whose missing rules were put back.
-    pub restored: Vec<String>,
-    /// Running containers stopped because their rules could not be restored.
-    pub stopped: Vec<String>,
-}
-
-/// Bring the firewall in line with the daemon: remove rules whose container
-/// is gone, put back missing rules of existing guarded containers, and stop
-/// a running one whose rules are missing and cannot be restored (fail closed).
-pub async fn reconcile(client: &Client, fw: &dyn Firewall) -> Result<Reconciled, Error> {
-    // The rules first, then the containers: a container is always created
-    // before its rules, so a port seen here whose container is missing from
-    // the (later) list really is gone — never one that a concurrent launch
-    // is just guarding.
-    let state = fw.state();
-    let instances = client.instances("", false).await?;
-    let guarded: Vec<&Instance> = instances
-        .iter()
-        .filter(|i| i.config.contains_key(keys::MODE) && port_of(i).is_some())
-        .collect();
-    let mut out = Reconciled {
-        guarded: guarded.len(),
-        ..Default::default()
-    };
-    let state = match state {
-        Ok(s) => s,
-        // Nothing to guard: a machine without nft (or sudo) is fine.
-        Err(_) if guarded.is_empty() => return Ok(out),
-        // Not being able to read the rules says nothing about whether they
-        // are in place (they live in the kernel): nothing is stopped for it.
-        Err(e) => return Err(e),
-    };
-    if !state.tables && !state.ports.is_empty() {
-        // The shared part is damaged (cci's inet table deleted): put it back.
-        fw.apply(&rules::skeleton())?;
-        out.restored.push("(shared rules)".into());
-    }
-    let live: BTreeSet<PortName> = guarded.iter().filter_map(|i| port_of(i)).collect();
-    for port in state.ports.keys().filter(|p| !live.contains(*p)) {
-        release(fw, port)?;
-        out.removed.push(port.clone());
-    }
-    for inst in guarded {
-        let Some(port) = port_of(inst) else { continue };
-        // Only a running container needs its rules now: every way cci
-        // starts one installs them first, and a launch in progress is
-        // about to (doing it here as well would only add work).
-        if state.ports.contains_key(&port) || !matches!(inst.status.as_str(), "Running" | "Frozen")
-        {
-            continue;
-        }
-        match ensure(client, fw, inst).await {
-            Ok(()) => out.restored.push(inst.name.clone()),
-            Err(e) => {
-                tracing::warn!("restoring the rules of {}: {e}", inst.name);
-                out.stopped.extend(stop_running(client, &[inst]).await);
-            }
-        }
-    }
-    Ok(out)
-}
-
-async fn stop_running(client: &Client, instances: &[&Instance]) -> Vec<String> {
-    let mut stopped = Vec::new();
-    for i in instances.iter().filter(|i| i.status == "Running") {
-        if let Ok(true) = policy_needs_rules(i)
-            && client
-                .stop_instance(&i.name, Some(std::time::Duration::ZERO), true)
-                .await
-                .is_ok()
-        {
-            stopped.push(i.name.clone());
-        }
-    }
-    stopped
-}
-
-fn policy_needs_rules(i: &Instance) -> Result<bool, Error> {
-    Ok(Policy::of(i)
-        .transpose()?
-        .is_some_and(|p| p.mode != Mode::Open))
-}
-
-/// Re-resolve allowlist containers' domains (with `due_only`, only those
-/// whose refresh interval has passed) and swap in the new addresses where
-/// they changed — never widening on failure: a domain that does not resolve
-/// keeps its last-known-good addresses. Returns the containers whose sets
-/// changed.
-pub async fn refresh(
-    client: &Client,
-    fw: &dyn Firewall,
-    due_only: bool,
-) -> Result<Vec<String>, Error> {
-    let mut changed = Vec::new();
-    for inst in client.instances("", false).await? {
-        let (Some(Ok(policy)), Some(port)) = (Policy::of(&inst), port_of(&inst)) else {
-            continue;
-        };
-        if policy.mode != Mode::Allowlist || policy.allow.is_empty() {
-            continue;
-        }
-        let interval = std::time::Duration::from_secs_f64(policy.refresh_minutes * 60.0);
-        if due_only && allow::cache_age(&port).is_some_and(|age| age < interval) {
-            continue;
-        }
-        let old = allow::load_cache(&port);
-        let new = allow::resolve(&policy.allow, &policy.dns_servers, &old).await?;
-        for (domain, ip) in &new.refused {
-            tracing::warn!(
-                "{}: refused {ip} for {domain} (not a public address)",
-                inst.name
-            );
-        }
-        if new.resolved == old {
-            allow::store_cache(&port, &old)?; // refreshed: the clock starts again
-            continue;
-        }
-        let (allow4, allow6) = allow::admitted(&policy.allow, &new.resolved);
-        let r = PortRules {
-            port: port.clone(),
-            mode: policy.mode,
-            bridge: Bridge::default(),
-            allow4,
-            allow6,
-        };
-        fw.apply(&rules::fill_allow(&r))?;
-        allow::store_cache(&port, &new.resolved)?;
-        if let Err(e) = hosts::write(client, &inst.name, &new.resolved).await {
-            tracing::warn!("updating /etc/hosts of {}: {e}", inst.name);
-        }
-        changed.push(inst.name.clone());
-    }
-    Ok(changed)
 }
 
 #[cfg(test)]

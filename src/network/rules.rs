@@ -291,29 +291,28 @@ pub fn install(r: &PortRules) -> String {
 
 /// Swap an allowlist port's admitted addresses in one step (the sets must exist).
 pub fn fill_allow(r: &PortRules) -> String {
-    let mut s = String::new();
     let n = names(&r.port);
-    let _ = writeln!(s, "flush set bridge cci {}", n.allow4);
-    if !r.allow4.is_empty() {
-        let list: Vec<String> = r.allow4.iter().map(|n| n.trunc().to_string()).collect();
-        let _ = writeln!(
-            s,
-            "add element bridge cci {} {{ {} }}",
-            n.allow4,
-            list.join(", ")
-        );
-    }
-    let _ = writeln!(s, "flush set bridge cci {}", n.allow6);
-    if !r.allow6.is_empty() {
-        let list: Vec<String> = r.allow6.iter().map(|n| n.trunc().to_string()).collect();
-        let _ = writeln!(
-            s,
-            "add element bridge cci {} {{ {} }}",
-            n.allow6,
-            list.join(", ")
-        );
-    }
+    let mut s = String::new();
+    refill(
+        &mut s,
+        &n.allow4,
+        r.allow4.iter().map(|n| n.trunc().to_string()),
+    );
+    refill(
+        &mut s,
+        &n.allow6,
+        r.allow6.iter().map(|n| n.trunc().to_string()),
+    );
     s
+}
+
+/// Empty `set` and fill it with `items` (no element list when there are none).
+fn refill(s: &mut String, set: &str, items: impl Iterator<Item = String>) {
+    let _ = writeln!(s, "flush set bridge cci {set}");
+    let list: Vec<String> = items.collect();
+    if !list.is_empty() {
+        let _ = writeln!(s, "add element bridge cci {set} {{ {} }}", list.join(", "));
+    }
 }
 
 /// The script that removes every object of `port`, whether or not it (or
