@@ -11,5 +11,6 @@ pub mod image;
 pub mod incus;
 pub mod network;
 pub mod sandbox;
+pub mod session;
 pub mod state;
 pub mod terminal;

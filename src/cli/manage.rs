@@ -8,11 +8,14 @@ use clap::Args;
 
 use super::{Format, UsageError};
 use crate::incus::Client;
-use crate::sandbox::{self, SandboxInfo, ShutdownOutcome};
+use crate::sandbox::{self, SandboxInfo, StateSave};
 
 /// Options of `cci list`.
 #[derive(Debug, Args)]
 pub struct ListArgs {
+    /// Also list the saved sessions (agent states kept on the host).
+    #[arg(long, short = 'a')]
+    pub all: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
@@ -39,7 +42,7 @@ pub struct KillArgs {
 /// Options of `cci info`.
 #[derive(Debug, Args)]
 pub struct InfoArgs {
-    /// Container name.
+    /// Container name, or the id of a saved session.
     pub name: String,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
@@ -78,8 +81,14 @@ pub struct CleanArgs {
     pub dry_run: bool,
     /// Only remove firewall rules left by containers that are gone (and put
     /// back missing rules of existing ones); no container is touched.
-    #[arg(long, conflicts_with = "dry_run")]
+    #[arg(long, conflicts_with_all = ["dry_run", "sessions"])]
     pub orphans: bool,
+    /// Remove saved sessions (agent states on the host) instead of containers.
+    #[arg(long)]
+    pub sessions: bool,
+    /// With --sessions: only those saved more than DAYS days ago.
+    #[arg(long, value_name = "DAYS", requires = "sessions")]
+    pub older_than: Option<u64>,
 }
 
 /// Options of `cci persist`.
@@ -93,9 +102,27 @@ pub struct PersistArgs {
 pub async fn list(client: &Client, args: ListArgs) -> anyhow::Result<i32> {
     sandbox::reap(client, sandbox::PREFIX).await;
     let all = sandbox::list(client).await?;
-    match args.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&all)?),
-        Format::Table => print_table(&all),
+    let saved = if args.all {
+        Some(super::session::saved_infos()?)
+    } else {
+        None
+    };
+    match (args.format, saved) {
+        (Format::Json, None) => println!("{}", serde_json::to_string_pretty(&all)?),
+        (Format::Json, Some(saved)) => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "containers": all,
+                "sessions": saved,
+            }))?
+        ),
+        (Format::Table, saved) => {
+            print_table(&all);
+            if let Some(saved) = saved {
+                println!();
+                super::session::print_saved(&saved);
+            }
+        }
     }
     Ok(0)
 }
@@ -121,19 +148,26 @@ fn print_table(all: &[SandboxInfo]) {
             ]
         })
         .collect();
-    let head = [
-        "NAME",
-        "STATE",
-        "SLOT",
-        "MODE",
-        "KIND",
-        "IPV4",
-        "CREATED",
-        "IMAGE",
-        "WORKSPACE",
-    ];
+    print_rows(
+        &[
+            "NAME",
+            "STATE",
+            "SLOT",
+            "MODE",
+            "KIND",
+            "IPV4",
+            "CREATED",
+            "IMAGE",
+            "WORKSPACE",
+        ],
+        &rows,
+    );
+}
+
+/// Print aligned columns under a header.
+pub fn print_rows<const N: usize>(head: &[&str; N], rows: &[[String; N]]) {
     let mut width = head.map(str::len);
-    for r in &rows {
+    for r in rows {
         for (w, c) in width.iter_mut().zip(r) {
             *w = (*w).max(c.chars().count());
         }
@@ -147,7 +181,7 @@ fn print_table(all: &[SandboxInfo]) {
         println!("{}", parts.join("  ").trim_end());
     };
     line(head.to_vec());
-    for r in &rows {
+    for r in rows {
         line(r.iter().map(String::as_str).collect());
     }
 }
@@ -235,7 +269,11 @@ pub async fn kill(client: &Client, args: KillArgs) -> anyhow::Result<i32> {
         return Ok(0);
     };
     let op = |name: String| async move { sandbox::kill(client, &name).await };
-    Ok(for_each(&names, op, |name, ()| format!("killed {name}")).await)
+    let ok = |name: &str, state: StateSave| match super::session::describe(&state) {
+        Some(s) => format!("killed {name}; {s}"),
+        None => format!("killed {name}"),
+    };
+    Ok(for_each(&names, op, ok).await)
 }
 
 pub async fn shutdown(client: &Client, args: ShutdownArgs) -> anyhow::Result<i32> {
@@ -244,9 +282,18 @@ pub async fn shutdown(client: &Client, args: ShutdownArgs) -> anyhow::Result<i32
     };
     let grace = Duration::from_secs(args.timeout);
     let op = |name: String| async move { sandbox::shutdown(client, &name, grace).await };
-    let ok = |name: &str, o| match o {
-        ShutdownOutcome::Deleted => format!("shut down {name} (deleted)"),
-        ShutdownOutcome::Stopped => format!("shut down {name} (persistent: stopped and kept)"),
+    let ok = |name: &str, e: sandbox::Ended| {
+        let what = match (&e.state, e.deleted) {
+            (_, true) => format!("shut down {name} (deleted)"),
+            (StateSave::Failed(_), false) => format!(
+                "shut down {name} (kept, stopped, so its agent state is not lost; `cci kill {name}` drops it)"
+            ),
+            (_, false) => format!("shut down {name} (persistent: stopped and kept)"),
+        };
+        match super::session::describe(&e.state) {
+            Some(s) => format!("{what}; {s}"),
+            None => what,
+        }
     };
     Ok(for_each(&names, op, ok).await)
 }
@@ -265,6 +312,9 @@ pub async fn persist(client: &Client, args: PersistArgs) -> anyhow::Result<i32> 
 }
 
 pub async fn clean(client: &Client, args: CleanArgs) -> anyhow::Result<i32> {
+    if args.sessions {
+        return super::session::clean(args.older_than, args.dry_run, args.force);
+    }
     if args.orphans {
         let fw = crate::network::Nft::from_env();
         let r = crate::network::reconcile(client, &fw).await?;
@@ -305,7 +355,14 @@ pub async fn clean(client: &Client, args: CleanArgs) -> anyhow::Result<i32> {
 }
 
 pub async fn info(client: &Client, args: InfoArgs) -> anyhow::Result<i32> {
-    sandbox::info(client, &args.name).await?;
+    if let Err(e) = sandbox::info(client, &args.name).await {
+        if e.is_not_found()
+            && let Some(code) = super::session::info(&args.name, args.format)?
+        {
+            return Ok(code);
+        }
+        return Err(e.into());
+    }
     let all = sandbox::list_prefix(client, &args.name, true).await?;
     let Some(s) = all.into_iter().find(|s| s.name == args.name) else {
         return Err(crate::incus::Error::NotFound(format!("container {}", args.name)).into());

@@ -8,6 +8,7 @@ mod image;
 mod manage;
 mod network;
 mod run;
+mod session;
 mod shell;
 mod tmux;
 
@@ -109,6 +110,10 @@ pub enum Command {
     /// The containers' firewall: status, allowlist refresh, repair.
     #[command(subcommand)]
     Network(network::NetworkCommand),
+    /// Saved sessions (agent states kept on the host): list, save, restore,
+    /// import, export.
+    #[command(subcommand)]
+    Session(session::SessionCommand),
 }
 
 /// Options of `cci completion`.
@@ -166,6 +171,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Completion(args) => completion(&args),
         Command::Container(cmd) => container::run(&client, cmd).await,
         Command::Network(cmd) => network::run(&client, cmd).await,
+        Command::Session(cmd) => session::run(&client, cmd).await,
     }
 }
 
@@ -227,7 +233,8 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
             return EXIT_CONFLICT;
         }
         Some(LaunchError::Incus(e)) => return incus_exit_code(e),
-        Some(LaunchError::SessionStart { .. }) => return 1,
+        Some(LaunchError::SessionStart { .. } | LaunchError::Prepare { .. }) => return 1,
+        Some(LaunchError::ResumeRunning { .. }) => return EXIT_CONFLICT,
         Some(LaunchError::Network(e)) => return network_exit_code(e),
         None => {}
     }

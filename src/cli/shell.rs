@@ -33,6 +33,22 @@ pub struct ShellArgs {
     /// the container's PATH or a full path inside it).
     #[arg(long, env = "CCI_TOOL_BINARY", value_name = "PROGRAM")]
     pub tool_binary: Option<String>,
+    /// Continue the newest saved session of this workspace (`--resume`), or
+    /// the saved session ID (`--resume=ID`); its agent state is pushed into
+    /// the container and the agent resumes the conversation.
+    #[arg(
+        long,
+        visible_alias = "continue",
+        value_name = "ID",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "",
+        conflicts_with = "debug"
+    )]
+    pub resume: Option<String>,
+    /// With --resume=ID: resume a session saved from another workspace.
+    #[arg(long, requires = "resume")]
+    pub force: bool,
 }
 
 /// Options of `cci attach`.
@@ -54,13 +70,20 @@ pub struct AttachArgs {
 
 pub async fn shell(client: &Client, args: ShellArgs) -> anyhow::Result<i32> {
     let workspace = args.sandbox.workspace()?;
-    let id = sandbox::new_session_id();
+    let mut id = sandbox::new_session_id();
+    let mut resume = None;
     let (agent, argv, shell_after) = if args.debug {
-        (String::new(), vec!["bash".to_string()], false)
+        (None, vec!["bash".to_string()], false)
     } else {
         let agent = Agent::named(&args.tool, args.tool_binary.as_deref())
             .map_err(|e| UsageError(e.to_string()))?;
-        (agent.def.name.to_string(), agent.command(&id, false), true)
+        if let Some(want) = &args.resume {
+            let saved = super::session::to_resume(&agent, want, workspace.path_str(), args.force)?;
+            id = saved.id().to_string();
+            resume = Some(saved);
+        }
+        let argv = agent.command(&id, resume.is_some());
+        (Some(agent), argv, true)
     };
     let req = ShellRequest {
         spec: SandboxSpec {
@@ -81,6 +104,7 @@ pub async fn shell(client: &Client, args: ShellArgs) -> anyhow::Result<i32> {
             env: sandbox::sandbox_env(&args.sandbox.env),
             size: terminal::size(),
         },
+        resume,
     };
     if let Some(code) = args.sandbox.ensure_image(client).await? {
         return Ok(code);
@@ -103,6 +127,9 @@ pub async fn shell(client: &Client, args: ShellArgs) -> anyhow::Result<i32> {
         "ephemeral"
     };
     let how = if session.reused { "reusing" } else { "in" };
+    if req.resume.is_some() {
+        eprintln!("cci: resuming session {}", session.id);
+    }
     eprintln!(
         "cci: session {how} {} (slot {}, {mode}); Ctrl-b d detaches",
         session.name, session.slot
@@ -213,12 +240,25 @@ async fn attach_session(client: &Client, name: &str, slot: Slot) -> anyhow::Resu
             return Ok(1);
         }
     };
-    match left {
-        Left::Detached => eprintln!("cci: detached; {name} keeps running (`cci attach {name}`)"),
-        Left::Ended { deleted: true } => {
-            eprintln!("cci: session ended; container {name} deleted")
+    let ended = match left {
+        Left::Detached => {
+            eprintln!("cci: detached; {name} keeps running (`cci attach {name}`)");
+            return Ok(0);
         }
-        Left::Ended { deleted: false } => eprintln!(
+        Left::Ended(e) => e,
+    };
+    if let Some(s) = super::session::describe(&ended.state) {
+        eprintln!("cci: {s}");
+    }
+    match (&ended.state, ended.deleted) {
+        (_, true) => eprintln!("cci: session ended; container {name} deleted"),
+        (sandbox::StateSave::Failed(_), false) => {
+            eprintln!(
+                "cci: session ended; container {name} kept, stopped, so its agent state is not lost (`cci session save {name}` tries again, `cci kill {name}` drops it)"
+            );
+            return Ok(1);
+        }
+        (_, false) => eprintln!(
             "cci: session ended; persistent container {name} stopped and kept (`cci shell --slot {slot}` reuses it)"
         ),
     }

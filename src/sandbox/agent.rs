@@ -3,6 +3,8 @@
 //! holds its state, and how it is told to skip permission prompts, start a
 //! new conversation with a given id, or resume one.
 
+use crate::session::AgentFiles;
+
 /// How to start one agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AgentDef {
@@ -10,8 +12,8 @@ pub struct AgentDef {
     pub name: &'static str,
     /// The program, looked up on the container's `PATH`.
     pub binary: &'static str,
-    /// Its state folder under the home directory (saved between sessions).
-    pub state_dir: &'static str,
+    /// Its state folder, credentials and settings under the home directory.
+    pub files: AgentFiles,
     /// Arguments that let it act without asking (the container is the sandbox).
     pub unattended_args: &'static [&'static str],
     /// How a new conversation gets its id (`None`: the agent picks its own).
@@ -25,7 +27,23 @@ pub const AGENTS: &[AgentDef] = &[
     AgentDef {
         name: "claude",
         binary: "claude",
-        state_dir: ".claude",
+        files: AgentFiles {
+            state_dir: ".claude",
+            credentials: &[".claude/.credentials.json", ".claude.json"],
+            // First-run questions answered: onboarding done, the permission
+            // bypass accepted (the container is the sandbox), /workspace trusted.
+            settings: &[
+                (
+                    ".claude.json",
+                    r#"{"hasCompletedOnboarding": true, "bypassPermissionsModeAccepted": true,
+                        "projects": {"/workspace": {"hasTrustDialogAccepted": true}}}"#,
+                ),
+                (
+                    ".claude/settings.json",
+                    r#"{"permissions": {"defaultMode": "bypassPermissions"}}"#,
+                ),
+            ],
+        },
         unattended_args: &["--dangerously-skip-permissions"],
         new_session: Some("--session-id"),
         resume_session: Some("--resume"),
@@ -33,7 +51,11 @@ pub const AGENTS: &[AgentDef] = &[
     AgentDef {
         name: "opencode",
         binary: "opencode",
-        state_dir: ".local/share/opencode",
+        files: AgentFiles {
+            state_dir: ".local/share/opencode",
+            credentials: &[".local/share/opencode/auth.json"],
+            settings: &[],
+        },
         unattended_args: &[],
         new_session: None,
         resume_session: Some("--session"),
@@ -41,7 +63,11 @@ pub const AGENTS: &[AgentDef] = &[
     AgentDef {
         name: "codex",
         binary: "codex",
-        state_dir: ".codex",
+        files: AgentFiles {
+            state_dir: ".codex",
+            credentials: &[".codex/auth.json"],
+            settings: &[],
+        },
         unattended_args: &["--dangerously-bypass-approvals-and-sandbox"],
         new_session: None,
         resume_session: None,
@@ -49,7 +75,11 @@ pub const AGENTS: &[AgentDef] = &[
     AgentDef {
         name: "aider",
         binary: "aider",
-        state_dir: ".aider",
+        files: AgentFiles {
+            state_dir: ".aider",
+            credentials: &[],
+            settings: &[],
+        },
         unattended_args: &["--yes-always"],
         new_session: None,
         resume_session: None,

@@ -3,7 +3,6 @@
 
 use serde::Serialize;
 
-use super::launch::remove;
 use super::names::PREFIX;
 use super::spec::keys;
 use crate::incus::{self, Client, Instance};
@@ -40,6 +39,12 @@ pub struct SandboxInfo {
     /// The token of the launch that made it.
     #[serde(skip)]
     pub launch: String,
+    /// The session whose state was last saved to the host.
+    #[serde(skip)]
+    pub saved: String,
+    /// Why saving the session's state failed (`ID: reason`), if it did.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub save_error: String,
 }
 
 impl SandboxInfo {
@@ -73,12 +78,32 @@ impl SandboxInfo {
             agent: key(keys::AGENT),
             network: key(crate::network::keys::MODE),
             launch: key(keys::LAUNCH),
+            saved: key(keys::SAVED),
+            save_error: key(keys::SAVE_ERROR),
         })
     }
 
     /// Kept after its session ends.
     pub fn persistent(&self) -> bool {
         self.mode == "persistent"
+    }
+
+    /// An agent session whose state has not been saved to the host yet.
+    pub fn state_unsaved(&self) -> bool {
+        self.kind == "shell"
+            && !self.agent.is_empty()
+            && !self.session.is_empty()
+            && !self.last_started.is_empty()
+            && self.saved != self.session
+    }
+
+    /// Saving this session's state failed before (so upkeep does not retry it).
+    pub fn save_failed(&self) -> bool {
+        !self.session.is_empty()
+            && self
+                .save_error
+                .strip_prefix(self.session.as_str())
+                .is_some_and(|r| r.starts_with(':'))
     }
 
     /// An ephemeral session container that was started and has stopped: its
@@ -122,10 +147,4 @@ pub async fn get(client: &Client, name: &str) -> incus::Result<SandboxInfo> {
             keys::WORKSPACE
         ))
     })
-}
-
-/// Stop (force) and delete a cci container.
-pub async fn kill(client: &Client, name: &str) -> incus::Result<()> {
-    get(client, name).await?;
-    remove(client, name).await
 }

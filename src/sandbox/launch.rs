@@ -59,6 +59,22 @@ pub enum LaunchError {
     /// The container's network isolation could not be set up (it was not started).
     #[error(transparent)]
     Network(#[from] network::Error),
+    /// The saved state or the credentials could not be put into the container.
+    #[error("could not prepare the session in {container}: {source}")]
+    Prepare {
+        /// The container (removed again when new).
+        container: String,
+        /// Why.
+        source: crate::session::Error,
+    },
+    /// The session to resume runs already.
+    #[error("session {id} is running in {container}; `cci attach {container}` returns to it")]
+    ResumeRunning {
+        /// The session id.
+        id: String,
+        /// Its container.
+        container: String,
+    },
     /// Anything the daemon said.
     #[error(transparent)]
     Incus(#[from] incus::Error),

@@ -9,33 +9,37 @@ use serde_json::json;
 
 use super::inventory::{self, SandboxInfo};
 use super::launch::{launcher_running, remove};
-use super::shell::stop;
+use super::saving::{self, StateSave};
+use super::shell::{Ended, end};
 use super::spec::keys;
 use crate::incus::{self, Client};
 
-/// What `shutdown` did to a container.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ShutdownOutcome {
-    /// Stopped and kept (persistent).
-    Stopped,
-    /// Stopped and deleted.
-    Deleted,
+/// Save the session state of `name`, then stop it cleanly within `grace`
+/// (then by force) and delete it unless it is persistent (or its state
+/// could not be saved).
+pub async fn shutdown(client: &Client, name: &str, grace: Duration) -> incus::Result<Ended> {
+    end(client, name, grace).await
 }
 
-/// Stop `name` cleanly within `grace` (then by force), and delete it unless
-/// it is persistent.
-pub async fn shutdown(
-    client: &Client,
-    name: &str,
-    grace: Duration,
-) -> incus::Result<ShutdownOutcome> {
+/// Stop (force) and delete a cci container at once; a running session's
+/// state is saved first if that takes less than a minute.
+pub async fn kill(client: &Client, name: &str) -> incus::Result<StateSave> {
     let info = inventory::get(client, name).await?;
-    stop(client, name, grace).await?;
-    if info.persistent() {
-        return Ok(ShutdownOutcome::Stopped);
-    }
+    let state = if info.state == "Running" {
+        let save = saving::with_lock(name, async {
+            let info = inventory::get(client, name).await?;
+            saving::save_state(client, &info, true).await
+        });
+        match tokio::time::timeout(Duration::from_secs(60), save).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => StateSave::Failed(e.to_string()),
+            Err(_) => StateSave::Failed("it took more than a minute".into()),
+        }
+    } else {
+        StateSave::Nothing
+    };
     remove(client, name).await?;
-    Ok(ShutdownOutcome::Deleted)
+    Ok(state)
 }
 
 /// Mark `name` persistent: it is kept (stopped) when its session ends.
@@ -171,6 +175,8 @@ mod tests {
             agent: String::new(),
             network: String::new(),
             launch: "1-2-3".into(),
+            saved: String::new(),
+            save_error: String::new(),
         }
     }
 

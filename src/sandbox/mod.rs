@@ -9,22 +9,24 @@ mod launch;
 mod lifecycle;
 mod names;
 mod run;
+mod saving;
 mod shell;
 mod spec;
 mod tmux;
 mod workspace;
 
 pub use agent::{AGENTS, Agent, AgentDef, UnknownAgent};
-pub use inventory::{SandboxInfo, get as info, kill, list, list_prefix};
+pub use inventory::{SandboxInfo, get as info, list, list_prefix};
 pub use launch::{Attempt, LaunchError, Launched, launch, remove};
-pub use lifecycle::{
-    CleanItem, CleanReason, ShutdownOutcome, clean_plan, clean_reason, persist, shutdown,
-};
+pub use lifecycle::{CleanItem, CleanReason, clean_plan, clean_reason, kill, persist, shutdown};
 pub use names::{
     MAX_SLOT, PREFIX, Slot, SlotError, container_name, parse_container_name, workspace_prefix,
 };
 pub use run::{Ending, RunOutcome, RunRequest, run, sandbox_env};
-pub use shell::{Left, Session, ShellRequest, after_detach, end, new_session_id, open, reap, stop};
+pub use saving::{LIMIT_ENVS, StateSave, limits as session_limits, save_locked, store_of};
+pub use shell::{
+    Ended, Left, Session, ShellRequest, after_detach, end, new_session_id, open, reap, stop,
+};
 pub use spec::{CODE_GID, CODE_HOME, CODE_UID, Kind, SandboxSpec, WORKSPACE_MOUNT, keys};
 pub use tmux::{
     Keys, SESSION as TMUX_SESSION, SessionCommand, TmuxError, alive as session_alive,

@@ -5,13 +5,16 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use super::agent::Agent;
 use super::inventory::{self, SandboxInfo};
 use super::launch::{Attempt, LaunchError, launch, remove};
-use super::names::{Slot, container_name, workspace_prefix};
+use super::names::{PREFIX, Slot, container_name, workspace_prefix};
+use super::saving::{self, StateSave};
 use super::spec::{SandboxSpec, keys};
 use super::tmux::{self, SessionCommand};
 use crate::incus::{self, Client};
 use crate::network::{self, Nft};
+use crate::session::Saved;
 
 /// What `cci shell` asks for.
 #[derive(Debug, Clone)]
@@ -22,10 +25,21 @@ pub struct ShellRequest {
     pub slot: Option<Slot>,
     /// The workspace's slot limit.
     pub slot_limit: u32,
-    /// The agent (empty for a plain shell), recorded on the container.
-    pub agent: String,
+    /// The agent (none for a plain shell), recorded on the container.
+    pub agent: Option<Agent>,
     /// What the session runs (its argv already holds the session id).
     pub command: SessionCommand,
+    /// A saved session to continue: its state is pushed in before the agent starts.
+    pub resume: Option<Saved>,
+}
+
+impl ShellRequest {
+    fn agent_name(&self) -> String {
+        self.agent
+            .as_ref()
+            .map(|a| a.def.name.to_string())
+            .unwrap_or_default()
+    }
 }
 
 /// A running session.
@@ -60,19 +74,32 @@ pub async fn open(
     attempt: &Attempt,
 ) -> Result<Session, LaunchError> {
     reap(client, &workspace_prefix(&req.spec.workspace.id)).await;
+    if req.resume.is_some() {
+        let all = inventory::list_prefix(client, PREFIX, false).await?;
+        if let Some(s) = all.iter().find(|s| s.session == id && s.state == "Running") {
+            return Err(LaunchError::ResumeRunning {
+                id: id.into(),
+                container: s.name.clone(),
+            });
+        }
+    }
     if let Some(existing) = reusable(client, req).await? {
-        return reuse(client, req, existing, id).await;
+        let name = existing.name.clone();
+        return saving::with_lock(&name, reuse(client, req, existing, id)).await;
     }
     let mut spec = req.spec.clone();
     spec.marks.push((keys::SESSION, id.to_string()));
-    spec.marks.push((keys::AGENT, req.agent.clone()));
+    spec.marks.push((keys::AGENT, req.agent_name()));
     // A fresh container whose session fails to start is removed; on a busy
     // host that can be a fluke of its boot, so a second container is tried.
     let mut tries = 0;
     let launched = loop {
         let launched = launch(client, &spec, req.slot, req.slot_limit, attempt).await?;
         attempt.set(Some(&launched.name));
-        let started = tmux::start(client, &launched.name, &req.command).await;
+        let started = match prepare(client, &launched.name, req).await {
+            Ok(()) => tmux::start(client, &launched.name, &req.command).await,
+            Err(e) => Err(e),
+        };
         attempt.set(None);
         match started {
             Ok(()) => break launched,
@@ -97,6 +124,19 @@ pub async fn open(
         persistent: spec.persistent,
         reused: false,
     })
+}
+
+/// Restore the state to resume and copy the credentials into `name`.
+async fn prepare(client: &Client, name: &str, req: &ShellRequest) -> Result<(), LaunchError> {
+    let Some(agent) = &req.agent else {
+        return Ok(());
+    };
+    saving::prepare(client, name, agent, req.resume.as_ref())
+        .await
+        .map_err(|source| LaunchError::Prepare {
+            container: name.into(),
+            source,
+        })
 }
 
 /// The persistent container this request should reuse, if any.
@@ -134,14 +174,24 @@ async fn reuse(
     id: &str,
 ) -> Result<Session, LaunchError> {
     let name = existing.name.clone();
-    let running = existing.state == "Running";
+    let mut running = existing.state == "Running";
     let mut id = id.to_string();
     if running && tmux::alive(client, &name).await? {
         // Attach to the session that runs there rather than start another.
         id = existing.session.clone();
     } else {
-        let patch = json!({"config": {keys::SESSION: id, keys::AGENT: req.agent}});
+        if !running {
+            network::start_guarded(client, &Nft::from_env(), &name).await?;
+            running = true;
+        }
+        // The previous session's state first, if nobody saved it yet.
+        let fresh = inventory::get(client, &name).await?;
+        if let StateSave::Failed(why) = saving::save_state(client, &fresh, true).await? {
+            tracing::warn!("{name}: the previous session's state was not saved: {why}");
+        }
+        let patch = json!({"config": {keys::SESSION: id, keys::AGENT: req.agent_name()}});
         client.update_instance(&name, &patch, None).await?;
+        prepare(client, &name, req).await?;
         let mut tries = 0;
         loop {
             if !running || tries > 0 {
@@ -167,37 +217,55 @@ async fn reuse(
 }
 
 /// How a terminal left a session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Left {
     /// Detached: the session keeps running.
     Detached,
-    /// The session ended; its container was deleted (ephemeral) or stopped (persistent).
-    Ended {
-        /// Whether the container was deleted.
-        deleted: bool,
-    },
+    /// The session ended.
+    Ended(Ended),
+}
+
+/// What ending a session did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ended {
+    /// The container was deleted (ephemeral); otherwise it is stopped.
+    pub deleted: bool,
+    /// What became of the agent's state.
+    pub state: StateSave,
 }
 
 /// After a terminal left `name`'s session: if the session still runs, it was
-/// a detach; otherwise end the container (stop a persistent one, delete an
-/// ephemeral one).
+/// a detach; otherwise end the container (save its state, then stop a
+/// persistent one or delete an ephemeral one).
 pub async fn after_detach(client: &Client, name: &str) -> incus::Result<Left> {
     if tmux::alive(client, name).await? {
         return Ok(Left::Detached);
     }
-    let info = inventory::get(client, name).await?;
-    end(client, &info).await?;
-    Ok(Left::Ended {
-        deleted: !info.persistent(),
-    })
+    Ok(Left::Ended(
+        end(client, name, Duration::from_secs(30)).await?,
+    ))
 }
 
-/// End a session's container: stop it when persistent, delete it otherwise.
-pub async fn end(client: &Client, info: &SandboxInfo) -> incus::Result<()> {
-    if !info.persistent() {
-        return remove(client, &info.name).await;
-    }
-    stop(client, &info.name, Duration::from_secs(30)).await
+/// End a session's container: save its agent state, then stop it within
+/// `grace` (then by force) and delete it unless it is persistent. An
+/// ephemeral container whose state could not be saved is kept, stopped.
+pub async fn end(client: &Client, name: &str, grace: Duration) -> incus::Result<Ended> {
+    saving::with_lock(name, async {
+        let info = inventory::get(client, name).await?;
+        // A stopped container (powered off inside, say) is started to save.
+        let state = saving::save_state(client, &info, false).await?;
+        let keep = info.persistent() || matches!(state, StateSave::Failed(_));
+        if keep {
+            stop(client, name, grace).await?;
+        } else {
+            remove(client, name).await?;
+        }
+        Ok(Ended {
+            deleted: !keep,
+            state,
+        })
+    })
+    .await
 }
 
 /// Stop cleanly within `grace`, then by force; stopped already is fine, and
@@ -216,27 +284,14 @@ pub async fn stop(client: &Client, name: &str, grace: Duration) -> incus::Result
     }
 }
 
-/// Delete the ended sessions among containers named `prefix*`: stopped,
-/// ephemeral `shell` containers that were started once and powered off from
-/// inside while nobody was attached. A container another launch is creating
-/// right now has never been started, and one starting is busy (the daemon
-/// refuses to delete it), so neither is touched.
+/// Settle the ended sessions among containers named `prefix*`: save the
+/// state of stopped sessions nobody saved, and delete the stopped ephemeral
+/// session containers that were started once and whose state is safe. A
+/// container another launch is creating right now has never been started,
+/// and one another cci is handling is locked, so neither is touched.
 pub async fn reap(client: &Client, prefix: &str) {
     let Ok(all) = inventory::list_prefix(client, prefix, false).await else {
         return;
     };
-    for s in all.iter().filter(|s| s.is_ended_session()) {
-        // The daemon may still be finishing the stop (busy): wait a little.
-        for _ in 0..25 {
-            match client.delete_instance(&s.name).await {
-                Ok(()) => tracing::debug!("deleted ended session {}", s.name),
-                Err(e) if e.is_conflict() => {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
-                }
-                Err(e) => tracing::debug!("leaving {}: {e}", s.name),
-            }
-            break;
-        }
-    }
+    saving::settle(client, &all).await;
 }

@@ -37,6 +37,10 @@ pub mod keys {
     pub const SESSION: &str = "user.cci.session";
     /// The agent the session runs (`claude`...), empty for `--debug` shells.
     pub const AGENT: &str = "user.cci.agent";
+    /// The session whose agent state was last saved to the host.
+    pub const SAVED: &str = "user.cci.saved";
+    /// Why saving the current session's state failed (`ID: reason`).
+    pub const SAVE_ERROR: &str = "user.cci.save_error";
 }
 
 /// What the container is for.

@@ -26,6 +26,7 @@ const START: &str = r#"pane=$1 supervisor=$2 w=$3 h=$4 after=$5; shift 5
 as_code() { runuser -u code -- "$@"; }
 tmux() { as_code tmux -S /home/code/.cci-tmux "$@"; }
 if tmux has-session -t cci 2>/dev/null; then exit 0; fi
+rm -f /home/code/.cci-attached
 if ! as_code sh -c 'command -v "$1"' sh "$1" >/dev/null; then
     echo "the program $1 is not in the image (PATH=$PATH)" >&2
     exit 3
@@ -48,6 +49,11 @@ if [ "$after" = shell ]; then
     printf '\n[cci] %s exited (status %s). This shell is still in the sandbox;\n[cci] `exit` ends the session, Ctrl-b d detaches and leaves it running.\n\n' "$1" "$status"
     bash
 fi
+# Someone is attached: their cci saves the agent's state and stops the
+# container, so the supervisor gives it time before powering off.
+if tmux -S /home/code/.cci-tmux list-clients -t cci 2>/dev/null | grep -q .; then
+    : >/home/code/.cci-attached
+fi
 tmux -S /home/code/.cci-tmux wait-for -S cci-ended
 "#;
 
@@ -59,6 +65,9 @@ const SUPERVISOR: &str = r#"tmux() { command tmux -S /home/code/.cci-tmux "$@"; 
 while tmux has-session -t cci 2>/dev/null; do
     tmux wait-for cci-ended 2>/dev/null
 done
+# An attached cci saves the state and stops the container itself; should it
+# be gone, power off after a while all the same.
+if [ -e /home/code/.cci-attached ]; then sleep 60; fi
 # Power off, again every few seconds: an init that is still booting may not act
 # on the first request. systemd powers off on SIGRTMIN+4 (38), bus or no bus.
 while :; do

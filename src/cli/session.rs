@@ -1,0 +1,428 @@
+//! `cci session ...` and the saved-session parts of `list --all`, `info`
+//! and `clean --sessions`: the agent states kept on the host.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use serde::Serialize;
+
+use super::run::workspace_at;
+use super::{Format, UsageError};
+use crate::incus::Client;
+use crate::sandbox::{self, Agent, StateSave};
+use crate::session::{self, Saved, SessionId, Store};
+
+/// `cci session` commands.
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// List the saved sessions (every workspace, newest first).
+    #[command(visible_alias = "ls")]
+    List(ListArgs),
+    /// Save the agent state of a running session container now.
+    Save(SaveArgs),
+    /// Push a saved session's state into a running container.
+    Restore(RestoreArgs),
+    /// Import a host folder (a `~/.claude` or a backup of one) as a saved
+    /// session of a workspace (its credentials are left out).
+    Import(ImportArgs),
+    /// Write a saved session's state to a new folder.
+    Export(ExportArgs),
+}
+
+/// Options of `cci session list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+/// Options of `cci session save`.
+#[derive(Debug, Args)]
+pub struct SaveArgs {
+    /// The session container.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+}
+
+/// Options of `cci session restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The saved session.
+    #[arg(value_name = "ID")]
+    pub id: SessionId,
+    /// The running container to push it into.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+}
+
+/// Options of `cci session import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The folder to import.
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+    /// Its session id [default: its newest conversation's id, else a new one].
+    #[arg(long, value_name = "ID")]
+    pub name: Option<SessionId>,
+    /// The workspace it belongs to [default: the current directory].
+    #[arg(short = 'w', long, value_name = "PATH")]
+    pub workspace: Option<PathBuf>,
+    /// The agent whose state it is.
+    #[arg(long, env = "CCI_TOOL", default_value = "claude", value_name = "NAME")]
+    pub tool: String,
+}
+
+/// Options of `cci session export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The saved session.
+    #[arg(value_name = "ID")]
+    pub id: SessionId,
+    /// The folder to write (must not exist).
+    #[arg(value_name = "DEST")]
+    pub dest: PathBuf,
+}
+
+/// A saved session as `list` and `info` show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SavedInfo {
+    /// Session id.
+    pub id: String,
+    /// Agent.
+    pub tool: String,
+    /// Workspace host path.
+    pub workspace: String,
+    /// When saved (RFC 3339).
+    pub saved_at: String,
+    /// Bytes of file contents.
+    pub bytes: u64,
+    /// Files, folders and symlinks.
+    pub entries: u64,
+    /// Entries left out when saved.
+    pub skipped: u64,
+    /// The container it came from (empty for imports).
+    pub container: String,
+    /// Its slot.
+    pub slot: u32,
+    /// `container` or `import`.
+    pub origin: String,
+    /// Its folder on the host.
+    pub path: String,
+}
+
+impl SavedInfo {
+    fn of(s: &Saved) -> SavedInfo {
+        let m = &s.meta;
+        SavedInfo {
+            id: m.id.clone(),
+            tool: m.tool.clone(),
+            workspace: m.workspace.clone(),
+            saved_at: m.saved_at.clone(),
+            bytes: m.bytes,
+            entries: m.entries,
+            skipped: m.skipped,
+            container: m.container.clone(),
+            slot: m.slot,
+            origin: m.origin.clone(),
+            path: s.path.display().to_string(),
+        }
+    }
+}
+
+/// Every saved session of every agent, newest first.
+pub fn all_saved() -> anyhow::Result<Vec<(Store, Saved)>> {
+    let mut all = Vec::new();
+    for store in Store::all()? {
+        for s in store.list()? {
+            all.push((store.clone(), s));
+        }
+    }
+    all.sort_by_key(|(_, s)| std::cmp::Reverse(s.meta.saved_unix));
+    Ok(all)
+}
+
+/// The saved session `id` of any agent.
+pub fn find(id: &SessionId) -> anyhow::Result<Option<(Store, Saved)>> {
+    for store in Store::all()? {
+        if let Some(s) = store.get(id)? {
+            return Ok(Some((store, s)));
+        }
+    }
+    Ok(None)
+}
+
+fn not_found(id: &SessionId) -> anyhow::Error {
+    crate::incus::Error::NotFound(format!(
+        "saved session {id} (`cci list --all` shows the saved sessions)"
+    ))
+    .into()
+}
+
+/// Bytes for people.
+pub fn human(bytes: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
+
+/// Print saved sessions as a table.
+pub fn print_saved(all: &[SavedInfo]) {
+    if all.is_empty() {
+        println!("no saved sessions");
+        return;
+    }
+    let rows: Vec<[String; 5]> = all
+        .iter()
+        .map(|s| {
+            [
+                s.id.clone(),
+                s.tool.clone(),
+                s.saved_at
+                    .replace('T', " ")
+                    .trim_end_matches('Z')
+                    .to_string(),
+                human(s.bytes),
+                s.workspace.clone(),
+            ]
+        })
+        .collect();
+    super::manage::print_rows(
+        &["SESSION", "TOOL", "SAVED (UTC)", "SIZE", "WORKSPACE"],
+        &rows,
+    );
+}
+
+/// The saved sessions, for `list --all` and `session list`.
+pub fn saved_infos() -> anyhow::Result<Vec<SavedInfo>> {
+    Ok(all_saved()?.iter().map(|(_, s)| SavedInfo::of(s)).collect())
+}
+
+/// `cci info ID` for a saved session; `None` when there is none.
+pub fn info(id: &str, format: Format) -> anyhow::Result<Option<i32>> {
+    let Ok(id) = id.parse::<SessionId>() else {
+        return Ok(None);
+    };
+    let Some((_, saved)) = find(&id)? else {
+        return Ok(None);
+    };
+    let i = SavedInfo::of(&saved);
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&i)?),
+        Format::Table => {
+            let rows = [
+                ("Session", i.id.clone()),
+                ("Tool", i.tool.clone()),
+                ("Workspace", i.workspace.clone()),
+                ("Saved", i.saved_at.clone()),
+                (
+                    "Size",
+                    format!("{} in {} entries", human(i.bytes), i.entries),
+                ),
+                ("Left out", i.skipped.to_string()),
+                (
+                    "From",
+                    if i.container.is_empty() {
+                        i.origin.clone()
+                    } else {
+                        format!("{} (slot {})", i.container, i.slot)
+                    },
+                ),
+                ("Folder", i.path.clone()),
+            ];
+            for (k, v) in rows {
+                println!("{:<16} {v}", format!("{k}:"));
+            }
+        }
+    }
+    Ok(Some(0))
+}
+
+/// The saved session `cci shell --resume[=ID]` continues: `id`, or the
+/// newest of `workspace`.
+pub fn to_resume(agent: &Agent, id: &str, workspace: &str, force: bool) -> anyhow::Result<Saved> {
+    let store = sandbox::store_of(agent.def.name).map_err(anyhow::Error::msg)?;
+    if id.is_empty() {
+        return store.newest_for(workspace)?.ok_or_else(|| {
+            crate::incus::Error::NotFound(format!(
+                "no saved {} session for workspace {workspace} (`cci list --all` shows the saved sessions)",
+                agent.def.name
+            ))
+            .into()
+        });
+    }
+    let id: SessionId = id
+        .parse()
+        .map_err(|e| UsageError(format!("--resume: {e}")))?;
+    let saved = store.get(&id)?.ok_or_else(|| not_found(&id))?;
+    if saved.meta.workspace != workspace && !force {
+        return Err(UsageError(format!(
+            "session {id} belongs to workspace {}, not {workspace}; add --force to resume it here",
+            saved.meta.workspace
+        ))
+        .into());
+    }
+    Ok(saved)
+}
+
+/// How a session's state ended up, in words (`None`: nothing worth saying).
+pub fn describe(state: &StateSave) -> Option<String> {
+    match state {
+        StateSave::Saved { id, skipped: 0 } => Some(format!(
+            "agent state saved as session {id} (`cci shell --resume` continues it)"
+        )),
+        StateSave::Saved { id, skipped } => Some(format!(
+            "agent state saved as session {id}, {skipped} special file(s) or outside link(s) left out (`cci shell --resume` continues it)"
+        )),
+        StateSave::Nothing => None,
+        StateSave::Failed(why) => Some(format!("agent state NOT saved: {why}")),
+    }
+}
+
+pub async fn run(client: &Client, cmd: SessionCommand) -> anyhow::Result<i32> {
+    match cmd {
+        SessionCommand::List(a) => {
+            let all = saved_infos()?;
+            match a.format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&all)?),
+                Format::Table => print_saved(&all),
+            }
+            Ok(0)
+        }
+        SessionCommand::Save(a) => {
+            let state = sandbox::save_locked(client, &a.name, true).await?;
+            match &state {
+                StateSave::Failed(why) => {
+                    eprintln!("cci: {}: agent state NOT saved: {why}", a.name);
+                    Ok(1)
+                }
+                StateSave::Nothing => {
+                    println!(
+                        "{}: nothing to save (no agent state, or saved already)",
+                        a.name
+                    );
+                    Ok(0)
+                }
+                s => {
+                    println!("{}: {}", a.name, describe(s).unwrap_or_default());
+                    Ok(0)
+                }
+            }
+        }
+        SessionCommand::Restore(a) => {
+            let (store, saved) = find(&a.id)?.ok_or_else(|| not_found(&a.id))?;
+            let info = sandbox::info(client, &a.name).await?;
+            if info.state != "Running" {
+                return Err(UsageError(format!("{} is not running", a.name)).into());
+            }
+            let agent = Agent::named(store.tool(), None).map_err(|e| UsageError(e.to_string()))?;
+            let limits = sandbox::session_limits().map_err(UsageError)?;
+            let t = session::restore(client, &a.name, &agent.def.files, &saved, &limits).await?;
+            println!(
+                "pushed session {} into {} ({} in {} entries)",
+                saved.id(),
+                a.name,
+                human(t.bytes),
+                t.entries
+            );
+            Ok(0)
+        }
+        SessionCommand::Import(a) => {
+            let ws = workspace_at(a.workspace.as_deref())?;
+            let agent = Agent::named(&a.tool, None).map_err(|e| UsageError(e.to_string()))?;
+            let store = sandbox::store_of(agent.def.name).map_err(anyhow::Error::msg)?;
+            let limits = sandbox::session_limits().map_err(UsageError)?;
+            let (saved, t) = session::import(
+                &store,
+                &agent.def.files,
+                &a.path,
+                a.name,
+                ws.path_str(),
+                &limits,
+            )?;
+            for note in &t.skipped {
+                eprintln!("cci: left out {note}");
+            }
+            println!(
+                "imported {} as session {} of {} ({} in {} entries); `cci shell --resume={}` continues it",
+                a.path.display(),
+                saved.id(),
+                ws.path_str(),
+                human(t.bytes),
+                t.entries,
+                saved.id()
+            );
+            Ok(0)
+        }
+        SessionCommand::Export(a) => {
+            let (_, saved) = find(&a.id)?.ok_or_else(|| not_found(&a.id))?;
+            if std::fs::symlink_metadata(&a.dest).is_ok() {
+                return Err(UsageError(format!(
+                    "{} exists; export writes a new folder",
+                    a.dest.display()
+                ))
+                .into());
+            }
+            let limits = sandbox::session_limits().map_err(UsageError)?;
+            let t = session::export(&saved, &a.dest, &limits)?;
+            println!(
+                "exported session {} to {} ({} in {} entries)",
+                saved.id(),
+                a.dest.display(),
+                human(t.bytes),
+                t.entries
+            );
+            Ok(0)
+        }
+    }
+}
+
+/// `cci clean --sessions [--older-than DAYS]`.
+pub fn clean(older_than: Option<u64>, dry_run: bool, force: bool) -> anyhow::Result<i32> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let cutoff = older_than.map(|d| now.saturating_sub(d.saturating_mul(86_400)));
+    let plan: Vec<(Store, Saved)> = all_saved()?
+        .into_iter()
+        .filter(|(_, s)| cutoff.is_none_or(|c| s.meta.saved_unix < c))
+        .collect();
+    if plan.is_empty() {
+        println!("no saved sessions to remove");
+        return Ok(0);
+    }
+    for (_, s) in &plan {
+        println!(
+            "{}  {}  {}  {}",
+            s.id(),
+            s.meta.saved_at,
+            human(s.meta.bytes),
+            s.meta.workspace
+        );
+    }
+    if dry_run {
+        return Ok(0);
+    }
+    if !super::manage::confirm(
+        &format!("remove these {} saved sessions", plan.len()),
+        force,
+    )? {
+        return Ok(1);
+    }
+    for (store, s) in &plan {
+        let id: SessionId = s.id().parse()?;
+        store.remove(&id)?;
+        println!("removed session {id}");
+    }
+    Ok(0)
+}

@@ -1,0 +1,258 @@
+//! The agent state of sessions around the container lifecycle: saved when a
+//! session ends (whoever notices first), restored for `--resume`, and the
+//! credentials copied in at every start. A container whose session state is
+//! not saved yet is never deleted by upkeep; it is started, saved and stopped.
+
+use std::fs::File;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::agent::Agent;
+use super::inventory::{self, SandboxInfo};
+use super::shell::stop;
+use super::spec::keys;
+use crate::incus::{self, Client};
+use crate::network::{self, Nft};
+use crate::session::{self, Limits, Origin, Saved, SessionId, Store};
+
+/// Environment variables for the session limits (bytes, files, depth).
+pub const LIMIT_ENVS: [&str; 3] = [
+    "CCI_SESSION_MAX_BYTES",
+    "CCI_SESSION_MAX_FILES",
+    "CCI_SESSION_MAX_DEPTH",
+];
+
+/// The limits on one saved state: the defaults, or the environment's.
+pub fn limits() -> Result<Limits, String> {
+    let mut l = Limits::default();
+    let read = |name: &str| -> Result<Option<u64>, String> {
+        match std::env::var(name) {
+            Ok(v) if !v.trim().is_empty() => v
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .map(Some)
+                .ok_or_else(|| format!("{name}={v:?} is not a positive whole number")),
+            _ => Ok(None),
+        }
+    };
+    if let Some(n) = read(LIMIT_ENVS[0])? {
+        l.max_bytes = n;
+    }
+    if let Some(n) = read(LIMIT_ENVS[1])? {
+        l.max_files = n;
+    }
+    if let Some(n) = read(LIMIT_ENVS[2])? {
+        l.max_depth = n.min(4096) as usize;
+    }
+    Ok(l)
+}
+
+/// What became of a session's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateSave {
+    /// Saved as this session id.
+    Saved {
+        /// The session id.
+        id: String,
+        /// Entries left out (special files, symlinks leaving the folder).
+        skipped: u64,
+    },
+    /// Nothing to save (no agent, no state folder, or saved already).
+    Nothing,
+    /// Saving failed; the earlier save (if any) is kept.
+    Failed(String),
+}
+
+/// A lock on one container's lifecycle among this user's cci processes.
+fn lock(name: &str, wait: bool) -> Option<File> {
+    let dir = crate::state::dir("locks").ok()?;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(name))
+        .ok()?;
+    if wait {
+        f.lock().ok()?;
+    } else {
+        f.try_lock().ok()?;
+    }
+    Some(f)
+}
+
+/// The store of `agent`.
+pub fn store_of(agent: &str) -> Result<Store, String> {
+    Store::open(agent).map_err(|e| format!("opening the session store: {e}"))
+}
+
+/// Save the state of `info`'s session if it is not saved yet. A stopped
+/// container is started for it and stopped again unless `keep_running`.
+/// The outcome is recorded on the container.
+pub async fn save_state(
+    client: &Client,
+    info: &SandboxInfo,
+    keep_running: bool,
+) -> incus::Result<StateSave> {
+    if !info.state_unsaved() {
+        return Ok(StateSave::Nothing);
+    }
+    let Ok(agent) = Agent::named(&info.agent, None) else {
+        return Ok(StateSave::Nothing);
+    };
+    let stopped = info.state != "Running";
+    if stopped {
+        network::start_guarded(client, &Nft::from_env(), &info.name)
+            .await
+            .map_err(|e| match e {
+                network::Error::Incus(e) => e,
+                other => incus::Error::BadRequest(other.to_string()),
+            })?;
+    }
+    let outcome = save_running(client, info, &agent).await;
+    let patch = match &outcome {
+        StateSave::Saved { id, .. } => json!({"config": {keys::SAVED: id, keys::SAVE_ERROR: ""}}),
+        StateSave::Nothing => json!({"config": {keys::SAVED: info.session, keys::SAVE_ERROR: ""}}),
+        StateSave::Failed(why) => {
+            json!({"config": {keys::SAVE_ERROR: format!("{}: {why}", info.session)}})
+        }
+    };
+    let recorded = client.update_instance(&info.name, &patch, None).await;
+    if stopped && !keep_running {
+        stop(client, &info.name, Duration::from_secs(30)).await?;
+    }
+    recorded?;
+    Ok(outcome)
+}
+
+async fn save_running(client: &Client, info: &SandboxInfo, agent: &Agent) -> StateSave {
+    let id: SessionId = match info.session.parse() {
+        Ok(id) => id,
+        Err(e) => return StateSave::Failed(e.to_string()),
+    };
+    let limits = match limits() {
+        Ok(l) => l,
+        Err(e) => return StateSave::Failed(e),
+    };
+    let store = match store_of(agent.def.name) {
+        Ok(s) => s,
+        Err(e) => return StateSave::Failed(e),
+    };
+    let origin = Origin {
+        id,
+        tool: agent.def.name.into(),
+        workspace: info.workspace.clone(),
+        container: info.name.clone(),
+        slot: info.slot,
+        persistent: info.persistent(),
+    };
+    match session::save(client, &origin, &agent.def.files, &store, &limits).await {
+        Ok(Some((saved, tally))) => {
+            for note in &tally.skipped {
+                tracing::info!("{}: left out of the saved state: {note}", info.name);
+            }
+            StateSave::Saved {
+                id: saved.id().to_string(),
+                skipped: tally.skipped_count,
+            }
+        }
+        Ok(None) => StateSave::Nothing,
+        Err(e) => StateSave::Failed(e.to_string()),
+    }
+}
+
+/// Save `name`'s session state under its lifecycle lock (waiting for it).
+pub async fn save_locked(
+    client: &Client,
+    name: &str,
+    keep_running: bool,
+) -> incus::Result<StateSave> {
+    let _lock = lock(name, true);
+    let info = inventory::get(client, name).await?;
+    save_state(client, &info, keep_running).await
+}
+
+/// Hold `name`'s lifecycle lock while `f` runs (other cci processes' upkeep
+/// leaves the container alone meanwhile).
+pub async fn with_lock<T>(name: &str, f: impl Future<Output = T>) -> T {
+    let _lock = lock(name, true);
+    f.await
+}
+
+/// Upkeep for the stopped session containers among `all`: save what is
+/// unsaved (each container locked; one being handled elsewhere is skipped),
+/// then delete the ephemeral ones whose state is safe.
+pub async fn settle(client: &Client, all: &[SandboxInfo]) {
+    for s in all {
+        let ended = s.is_ended_session();
+        let pending = s.state == "Stopped" && s.state_unsaved() && !s.save_failed();
+        if !ended && !pending {
+            continue;
+        }
+        let Some(_lock) = lock(&s.name, false) else {
+            continue;
+        };
+        // Fresh: another cci may have just changed it.
+        let Ok(s) = inventory::get(client, &s.name).await else {
+            continue;
+        };
+        if s.state != "Stopped" {
+            continue;
+        }
+        if s.state_unsaved() && !s.save_failed() {
+            match save_state(client, &s, false).await {
+                Ok(StateSave::Failed(why)) => {
+                    tracing::warn!("{}: session state not saved: {why}", s.name)
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!("{}: cannot save its session state now: {e}", s.name);
+                    continue;
+                }
+            }
+        }
+        let Ok(s) = inventory::get(client, &s.name).await else {
+            continue;
+        };
+        if s.is_ended_session() && !s.state_unsaved() {
+            delete_ended(client, &s.name).await;
+        }
+    }
+}
+
+async fn delete_ended(client: &Client, name: &str) {
+    // The daemon may still be finishing the stop (busy): wait a little.
+    for _ in 0..25 {
+        match client.delete_instance(name).await {
+            Ok(()) => tracing::debug!("deleted ended session {name}"),
+            Err(e) if e.is_conflict() => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            Err(e) => tracing::debug!("leaving {name}: {e}"),
+        }
+        break;
+    }
+}
+
+/// Push a saved session into the running container `name` and copy the
+/// agent's credentials in: what a session needs before its agent starts.
+pub async fn prepare(
+    client: &Client,
+    name: &str,
+    agent: &Agent,
+    resume: Option<&Saved>,
+) -> Result<(), session::Error> {
+    if let Some(saved) = resume {
+        let limits = limits().map_err(|e| session::Error::Io {
+            what: "reading the session limits".into(),
+            source: std::io::Error::other(e),
+        })?;
+        session::restore(client, name, &agent.def.files, saved, &limits).await?;
+    }
+    let home = session::credentials_home();
+    session::push_credentials(client, name, &agent.def.files, home.as_deref()).await?;
+    Ok(())
+}
