@@ -123,4 +123,24 @@ if ! incus profile device get default eth0 network >/dev/null 2>&1; then
     incus profile device add default eth0 nic name=eth0 network="$BRIDGE" >/dev/null
 fi
 
+# Every container's systemd takes inotify instances from one shared host
+# uid; the kernel's default of 128 runs out at about 15 containers ("Too
+# many open files" at boot). Raise the limits as Incus recommends for
+# production hosts, now and at every boot; never lower them.
+raise_sysctl() {
+    local key=$1 want=$2 have
+    have=$(sysctl -n "$key" 2>/dev/null || echo 0)
+    if [ "$have" -lt "$want" ]; then
+        sysctl -q -w "$key=$want" >/dev/null || die "cannot set $key"
+        say "raised $key from $have to $want"
+    fi
+    local conf="/etc/sysctl.d/90-cci-${key//./-}.conf" line="$key = $want"
+    if [ "$(cat "$conf" 2>/dev/null)" != "$line" ]; then
+        mkdir -p /etc/sysctl.d
+        printf '%s\n' "$line" >"$conf.tmp" && mv "$conf.tmp" "$conf"
+    fi
+}
+raise_sysctl fs.inotify.max_user_instances 1024
+raise_sysctl fs.inotify.max_user_watches 1048576
+
 say "ready: Incus $(incus version | sed -n 's/^Server version: //p'), pool $POOL, bridge $BRIDGE"

@@ -2,6 +2,8 @@
 
 mod common;
 
+use common::agent::screen_shows;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Output, Stdio};
@@ -122,24 +124,6 @@ async fn container_lifecycle_by_exit_codes_and_mounts() {
         code(&["container", "launch", "cci-test-no-such-image", &eph]),
         Some(5)
     );
-}
-
-/// Wait until the session's screen shows `want`.
-fn screen_shows(name: &str, want: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let out = cci_out(&["tmux", "capture", name]);
-        let screen = text(&out.stdout);
-        if screen.contains(want) {
-            return screen;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never showed {want:?}: {screen}{}",
-            text(&out.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -6,190 +6,14 @@ mod common;
 
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::agent::{
+    Sessions, background, cci_in, end_from_inside, info, json, sh_in, text, wait_state,
+};
 use common::pty::{Screen, on_terminal, openpty, wait_exit};
-use common::{agent_workspace, cci, client, containers_of, test_image};
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}{}", text(&out.stdout), text(&out.stderr)))
-}
-
-/// Removes every container of a workspace when dropped.
-struct Sessions(PathBuf);
-
-impl Drop for Sessions {
-    fn drop(&mut self) {
-        let ws = self.0.clone();
-        common::block_on_thread(async move {
-            let c = client().await;
-            for name in containers_of(&ws).await {
-                let _ = cci::sandbox::remove(&c, &name).await;
-            }
-        });
-    }
-}
-
-/// `cci SUBCOMMAND --workspace WS` with the test image and the stand-in agent.
-fn cci_in(ws: &Path, sub: &str) -> Command {
-    let mut cmd = cci();
-    cmd.env("CCI_IMAGE", test_image())
-        .env("CCI_TOOL_BINARY", "/workspace/.fake-agent")
-        .arg(sub)
-        .arg("--workspace")
-        .arg(ws)
-        .stdin(Stdio::null());
-    cmd
-}
-
-/// Start a background session; returns its container name.
-fn background(ws: &Path, extra: &[&str]) -> String {
-    let out = cci_in(ws, "shell")
-        .arg("--background")
-        .args(extra)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    text(&out.stdout).trim().to_string()
-}
-
-/// Run `script` (safe to run twice) in `name` as `code` (or root).
-fn sh_in(name: &str, root: bool, script: &str) -> Output {
-    let id = if root { "0" } else { "1000" };
-    let mut tries = 0;
-    loop {
-        let out = cci()
-            .args(["container", "exec", name, "--user", id, "--group", id])
-            .args(["-e", "HOME=/home/code"])
-            .args(["--cwd", "/workspace", "--capture", "--format", "raw", "--"])
-            .args(["sh", "-c", script])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        // Right after a boot the daemon sometimes loses track of a command
-        // (cci never repeats one on its own); these scripts may run twice.
-        if text(&out.stderr).contains("Failed to retrieve PID") && tries < 5 {
-            tries += 1;
-            std::thread::sleep(Duration::from_millis(200));
-            continue;
-        }
-        return out;
-    }
-}
-
-/// Type `keys` into the session of `name` as the agent's user would.
-fn send_keys(name: &str, keys: &str) {
-    let out = cci()
-        .args([
-            "container",
-            "exec",
-            name,
-            "--user",
-            "1000",
-            "--group",
-            "1000",
-        ])
-        .args([
-            "--",
-            "tmux",
-            "-S",
-            "/home/code/.cci-tmux",
-            "send-keys",
-            "-t",
-            "cci",
-        ])
-        .args([keys, "Enter"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    // The daemon sometimes loses track of a command that ran (and cci does
-    // not run a command twice); the keys went in all the same.
-    // "no server running": the session ended meanwhile.
-    let err = text(&out.stderr);
-    let lost = [
-        "Failed to retrieve PID",
-        "no server running",
-        "no current target",
-    ]
-    .iter()
-    .any(|m| err.contains(m));
-    if out.status.code() != Some(0) && !lost {
-        let ps = sh_in(
-            name,
-            true,
-            "ps axfo user,pid,args; journalctl -b --no-pager | tail -30",
-        );
-        panic!(
-            "send-keys {keys:?} to {name}: {}; inside:\n{}",
-            text(&out.stderr),
-            text(&ps.stdout)
-        );
-    }
-}
-
-/// Leave the agent and then the shell, typing `exit` until the session ends
-/// and the container has stopped (a key press the daemon lost is typed again).
-async fn end_from_inside(name: &str) {
-    let c = client().await;
-    for _ in 0..20 {
-        if c.instance(name).await.unwrap().0.status == "Stopped" {
-            return;
-        }
-        if c.instance(name).await.unwrap().0.is_running() {
-            send_keys(name, "exit");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    wait_state(name, |s| s == Some("Stopped")).await;
-}
-
-fn info(name: &str) -> serde_json::Value {
-    let out = cci()
-        .args(["info", name, "--format", "json"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    json(&out)
-}
-
-/// Poll the container's state until `want` holds (20 s at most).
-async fn wait_state(name: &str, want: impl Fn(Option<&str>) -> bool) {
-    let c = client().await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let state = match c.instance(name).await {
-            Ok((i, _)) => Some(i.status),
-            Err(e) if e.is_not_found() => None,
-            Err(e) => panic!("{e}"),
-        };
-        if want(state.as_deref()) {
-            return;
-        }
-        if Instant::now() > deadline {
-            if let Ok((i, _)) = c.instance(name).await {
-                eprintln!(
-                    "{name}: {} last used {} config {:?}",
-                    i.status, i.last_used_at, i.config
-                );
-            }
-            let ps = sh_in(
-                name,
-                true,
-                "ps axfo user,pid,stat,args; T=\"tmux -S /home/code/.cci-tmux\"; $T list-panes -a -F \"#{pane_pid} #{pane_dead} #{pane_tty}\"; $T capture-pane -p -t cci; ls -l /proc/$(pgrep -f new-session)/fd; ls -l /dev/pts",
-            );
-            panic!("{name} stayed {state:?}; inside:\n{}", text(&ps.stdout));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+use common::{agent_workspace, cci, client, containers_of};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn shell_runs_the_agent_in_tmux_and_ends_with_the_session() {
@@ -239,7 +63,21 @@ async fn shell_runs_the_agent_in_tmux_and_ends_with_the_session() {
     keys.write_all(b"touch made-in-session; exit\r").unwrap();
     let status = wait_exit(&mut child, &mut screen);
     assert_eq!(status.code(), Some(0));
-    assert!(screen.drain().contains("session ended"));
+    let said = screen.drain();
+    assert!(said.contains("session ended"), "{said}");
+    // The agent's state was saved as this session before the container went.
+    assert!(
+        said.contains(&format!("agent state saved as session {session}")),
+        "{said}"
+    );
+    let log = common::sessions_dir().join(format!(
+        "sessions-claude/{session}/state/projects/-workspace/{session}.jsonl"
+    ));
+    assert!(
+        std::fs::read_to_string(log)
+            .unwrap()
+            .contains("hello-there")
+    );
     // The ephemeral container is gone, the workspace file stays, owned by the host user.
     assert!(containers_of(ws.path()).await.is_empty());
     let made = std::fs::metadata(ws.path().join("made-in-session")).unwrap();

@@ -299,7 +299,7 @@ pub async fn run(client: &Client, cmd: SessionCommand) -> anyhow::Result<i32> {
             Ok(0)
         }
         SessionCommand::Save(a) => {
-            let state = sandbox::save_locked(client, &a.name, true).await?;
+            let state = sandbox::save_now(client, &a.name).await?;
             match &state {
                 StateSave::Failed(why) => {
                     eprintln!("cci: {}: agent state NOT saved: {why}", a.name);

@@ -26,10 +26,7 @@ pub async fn shutdown(client: &Client, name: &str, grace: Duration) -> incus::Re
 pub async fn kill(client: &Client, name: &str) -> incus::Result<StateSave> {
     let info = inventory::get(client, name).await?;
     let state = if info.state == "Running" {
-        let save = saving::with_lock(name, async {
-            let info = inventory::get(client, name).await?;
-            saving::save_state(client, &info, true).await
-        });
+        let save = saving::save_now(client, name);
         match tokio::time::timeout(Duration::from_secs(60), save).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => StateSave::Failed(e.to_string()),

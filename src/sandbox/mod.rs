@@ -23,7 +23,7 @@ pub use names::{
     MAX_SLOT, PREFIX, Slot, SlotError, container_name, parse_container_name, workspace_prefix,
 };
 pub use run::{Ending, RunOutcome, RunRequest, run, sandbox_env};
-pub use saving::{LIMIT_ENVS, StateSave, limits as session_limits, save_locked, store_of};
+pub use saving::{LIMIT_ENVS, StateSave, limits as session_limits, save_now, store_of};
 pub use shell::{
     Ended, Left, Session, ShellRequest, after_detach, end, new_session_id, open, reap, stop,
 };

@@ -88,58 +88,104 @@ pub fn store_of(agent: &str) -> Result<Store, String> {
     Store::open(agent).map_err(|e| format!("opening the session store: {e}"))
 }
 
-/// Save the state of `info`'s session if it is not saved yet. A stopped
-/// container is started for it and stopped again unless `keep_running`.
-/// The outcome is recorded on the container.
+/// How a save is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaveKind {
+    /// The session is over: save unless saved already, and record that it was.
+    Final,
+    /// Save now whatever was saved before (a checkpoint, or before a kill).
+    Now,
+}
+
+/// Save the state of `info`'s session. A stopped container is started for
+/// it and stopped again unless `keep_running`. The outcome is recorded on
+/// the container.
 pub async fn save_state(
     client: &Client,
     info: &SandboxInfo,
     keep_running: bool,
+    kind: SaveKind,
 ) -> incus::Result<StateSave> {
-    if !info.state_unsaved() {
+    if kind == SaveKind::Final && !info.state_unsaved() {
         return Ok(StateSave::Nothing);
     }
     let Ok(agent) = Agent::named(&info.agent, None) else {
         return Ok(StateSave::Nothing);
     };
-    let stopped = info.state != "Running";
-    if stopped {
-        network::start_guarded(client, &Nft::from_env(), &info.name)
-            .await
-            .map_err(|e| match e {
-                network::Error::Incus(e) => e,
-                other => incus::Error::BadRequest(other.to_string()),
-            })?;
-    }
-    let outcome = save_running(client, info, &agent).await;
-    let patch = match &outcome {
-        StateSave::Saved { id, .. } => json!({"config": {keys::SAVED: id, keys::SAVE_ERROR: ""}}),
-        StateSave::Nothing => json!({"config": {keys::SAVED: info.session, keys::SAVE_ERROR: ""}}),
-        StateSave::Failed(why) => {
+    let mut info = info.clone();
+    let mut started = false;
+    let mut tries = 0;
+    let outcome = loop {
+        if info.state != "Running" {
+            network::start_guarded(client, &Nft::from_env(), &info.name)
+                .await
+                .map_err(|e| match e {
+                    network::Error::Incus(e) => e,
+                    other => incus::Error::BadRequest(other.to_string()),
+                })?;
+            started = true;
+        }
+        match save_running(client, &info, &agent).await {
+            Ok(outcome) => break outcome,
+            // A limit or the host: trying again changes nothing.
+            Err(e @ (session::Error::Archive(_) | session::Error::Io { .. })) => {
+                break StateSave::Failed(e.to_string());
+            }
+            Err(e) => {
+                // The container may have been going down as we saved (the
+                // session powered it off): once stopped, start it to save.
+                if tries > 0 || !went_down(client, &info.name).await {
+                    break StateSave::Failed(e.to_string());
+                }
+                tries += 1;
+                info = inventory::get(client, &info.name).await?;
+            }
+        }
+    };
+    let patch = match (&outcome, kind) {
+        (StateSave::Failed(why), _) => {
             json!({"config": {keys::SAVE_ERROR: format!("{}: {why}", info.session)}})
+        }
+        (_, SaveKind::Now) => json!({"config": {keys::SAVE_ERROR: ""}}),
+        (_, SaveKind::Final) => {
+            json!({"config": {keys::SAVED: info.session, keys::SAVE_ERROR: ""}})
         }
     };
     let recorded = client.update_instance(&info.name, &patch, None).await;
-    if stopped && !keep_running {
+    if started && !keep_running {
         stop(client, &info.name, Duration::from_secs(30)).await?;
     }
     recorded?;
     Ok(outcome)
 }
 
-async fn save_running(client: &Client, info: &SandboxInfo, agent: &Agent) -> StateSave {
-    let id: SessionId = match info.session.parse() {
-        Ok(id) => id,
-        Err(e) => return StateSave::Failed(e.to_string()),
+/// Whether `name` stops within a few seconds (it was shutting down).
+async fn went_down(client: &Client, name: &str) -> bool {
+    for _ in 0..50 {
+        match client.instance(name).await {
+            Ok((i, _)) if i.status == "Stopped" => return true,
+            Ok(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+async fn save_running(
+    client: &Client,
+    info: &SandboxInfo,
+    agent: &Agent,
+) -> Result<StateSave, session::Error> {
+    let bad = |e: String| session::Error::Io {
+        what: "saving the session".into(),
+        source: std::io::Error::other(e),
     };
-    let limits = match limits() {
-        Ok(l) => l,
-        Err(e) => return StateSave::Failed(e),
-    };
-    let store = match store_of(agent.def.name) {
-        Ok(s) => s,
-        Err(e) => return StateSave::Failed(e),
-    };
+    let id: SessionId = info
+        .session
+        .parse()
+        .map_err(|e: session::BadSessionId| bad(e.to_string()))?;
+    let limits = limits().map_err(bad)?;
+    let store = store_of(agent.def.name).map_err(bad)?;
     let origin = Origin {
         id,
         tool: agent.def.name.into(),
@@ -148,30 +194,27 @@ async fn save_running(client: &Client, info: &SandboxInfo, agent: &Agent) -> Sta
         slot: info.slot,
         persistent: info.persistent(),
     };
-    match session::save(client, &origin, &agent.def.files, &store, &limits).await {
-        Ok(Some((saved, tally))) => {
-            for note in &tally.skipped {
-                tracing::info!("{}: left out of the saved state: {note}", info.name);
+    Ok(
+        match session::save(client, &origin, &agent.def.files, &store, &limits).await? {
+            Some((saved, tally)) => {
+                for note in &tally.skipped {
+                    tracing::info!("{}: left out of the saved state: {note}", info.name);
+                }
+                StateSave::Saved {
+                    id: saved.id().to_string(),
+                    skipped: tally.skipped_count,
+                }
             }
-            StateSave::Saved {
-                id: saved.id().to_string(),
-                skipped: tally.skipped_count,
-            }
-        }
-        Ok(None) => StateSave::Nothing,
-        Err(e) => StateSave::Failed(e.to_string()),
-    }
+            None => StateSave::Nothing,
+        },
+    )
 }
 
-/// Save `name`'s session state under its lifecycle lock (waiting for it).
-pub async fn save_locked(
-    client: &Client,
-    name: &str,
-    keep_running: bool,
-) -> incus::Result<StateSave> {
+/// Save `name`'s session state now, under its lifecycle lock (waiting for it).
+pub async fn save_now(client: &Client, name: &str) -> incus::Result<StateSave> {
     let _lock = lock(name, true);
     let info = inventory::get(client, name).await?;
-    save_state(client, &info, keep_running).await
+    save_state(client, &info, false, SaveKind::Now).await
 }
 
 /// Hold `name`'s lifecycle lock while `f` runs (other cci processes' upkeep
@@ -202,7 +245,7 @@ pub async fn settle(client: &Client, all: &[SandboxInfo]) {
             continue;
         }
         if s.state_unsaved() && !s.save_failed() {
-            match save_state(client, &s, false).await {
+            match save_state(client, &s, false, SaveKind::Final).await {
                 Ok(StateSave::Failed(why)) => {
                     tracing::warn!("{}: session state not saved: {why}", s.name)
                 }

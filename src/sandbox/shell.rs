@@ -9,7 +9,7 @@ use super::agent::Agent;
 use super::inventory::{self, SandboxInfo};
 use super::launch::{Attempt, LaunchError, launch, remove};
 use super::names::{PREFIX, Slot, container_name, workspace_prefix};
-use super::saving::{self, StateSave};
+use super::saving::{self, SaveKind, StateSave};
 use super::spec::{SandboxSpec, keys};
 use super::tmux::{self, SessionCommand};
 use crate::incus::{self, Client};
@@ -186,7 +186,9 @@ async fn reuse(
         }
         // The previous session's state first, if nobody saved it yet.
         let fresh = inventory::get(client, &name).await?;
-        if let StateSave::Failed(why) = saving::save_state(client, &fresh, true).await? {
+        if let StateSave::Failed(why) =
+            saving::save_state(client, &fresh, true, SaveKind::Final).await?
+        {
             tracing::warn!("{name}: the previous session's state was not saved: {why}");
         }
         let patch = json!({"config": {keys::SESSION: id, keys::AGENT: req.agent_name()}});
@@ -253,7 +255,7 @@ pub async fn end(client: &Client, name: &str, grace: Duration) -> incus::Result<
     saving::with_lock(name, async {
         let info = inventory::get(client, name).await?;
         // A stopped container (powered off inside, say) is started to save.
-        let state = saving::save_state(client, &info, false).await?;
+        let state = saving::save_state(client, &info, true, SaveKind::Final).await?;
         let keep = info.persistent() || matches!(state, StateSave::Failed(_));
         if keep {
             stop(client, name, grace).await?;

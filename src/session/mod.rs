@@ -430,15 +430,31 @@ pub fn import(
     Ok((saved, tally))
 }
 
-/// Write saved session `saved`'s state to the new folder `dest`.
+/// Write saved session `saved`'s state to the new folder `dest` (files
+/// 0600, the ones that were executable 0700).
 pub fn export(saved: &Saved, dest: &Path, limits: &Limits) -> Result<Tally, Error> {
-    Ok(archive::copy_tree(
+    use std::os::unix::fs::PermissionsExt;
+    let tally = archive::copy_tree(
         &saved.state_dir(),
         dest,
         limits,
         &saved.meta.executables,
         &[],
-    )?)
+    )?;
+    for rel in &saved.meta.executables {
+        if rel
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+        {
+            continue;
+        }
+        let path = dest.join(rel);
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))
+                .map_err(io_err(format!("setting the mode of {}", path.display())))?;
+        }
+    }
+    Ok(tally)
 }
 
 /// Executable regular files under `src` (not following symlinks), relative.

@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+pub mod agent;
 pub mod pty;
 
 use std::os::unix::fs::PermissionsExt;
@@ -111,7 +112,14 @@ pub fn cci_bin() -> PathBuf {
 pub fn cci() -> Command {
     let mut cmd = Command::new(cci_bin());
     cmd.env_remove("INCUS_SOCKET").env_remove("INCUS_DIR");
+    // Saved sessions of every test go here, not into the real ~/.cci.
+    cmd.env("CCI_SESSIONS_DIR", sessions_dir());
     cmd
+}
+
+/// Where the tests' `cci` keeps saved sessions.
+pub fn sessions_dir() -> PathBuf {
+    std::env::temp_dir().join("cci-test-sessions")
 }
 
 /// An image (by fingerprint) deleted when this guard drops.
