@@ -13,6 +13,8 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("CCI_LOG"))
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal, never into logs and pipes.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
     let cli = cci::cli::Cli::parse();

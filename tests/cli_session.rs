@@ -224,7 +224,7 @@ async fn credentials_are_copied_in_fresh_and_never_leak() {
     let out = run(cci_in(ws.path(), "shell")
         .arg("--background")
         .env("CCI_CREDENTIALS_DIR", host.path())
-        .env("RUST_LOG", "trace"));
+        .env("CCI_LOG", "trace"));
     ok(&out);
     let name = text(&out.stdout).trim().to_string();
     let mut logs = text(&out.stdout) + &text(&out.stderr);
@@ -264,7 +264,7 @@ async fn credentials_are_copied_in_fresh_and_never_leak() {
     // The agent changes the credentials inside: the host copy stays as it was,
     // and the saved state holds no credentials.
     sh_in(&name, false, "echo changed > ~/.claude/.credentials.json");
-    let out = run(cci().args(["shutdown", &name]).env("RUST_LOG", "trace"));
+    let out = run(cci().args(["shutdown", &name]).env("CCI_LOG", "trace"));
     ok(&out);
     logs += &(text(&out.stdout) + &text(&out.stderr));
     assert!(std::fs::read_to_string(&cred).unwrap().contains(&canary));
@@ -348,7 +348,7 @@ mkdir -p swap/d; for i in 1 2 3; do echo $i > swap/d/f$i; done"#
     for _ in 0..4 {
         let out = run(cci()
             .args(["session", "save", &name])
-            .env("RUST_LOG", "info"));
+            .env("CCI_LOG", "info"));
         ok(&out);
         let all = text(&out.stdout) + &text(&out.stderr);
         assert!(!all.contains('\x1b'), "raw escape printed: {all:?}");

@@ -126,11 +126,39 @@ fn meta_for(origin: &Origin, tally: &Tally, how: &str) -> Meta {
     }
 }
 
+/// How often a save or restore is tried again when the daemon lost track of
+/// its `tar` (reading the state twice is harmless; each try starts afresh).
+const TRIES: u32 = 4;
+
+fn lost_track(e: &Error) -> bool {
+    matches!(e, Error::Incus(i) if i.is_attach_failure())
+}
+
 /// Save the state folder of the running container `origin.container` as
 /// session `origin.id`. The earlier save of that session stays until the new
 /// one is complete; on any error (a limit, the container) it is kept.
 /// `Ok(None)`: the container has no state folder.
 pub async fn save(
+    client: &Client,
+    origin: &Origin,
+    files: &AgentFiles,
+    store: &Store,
+    limits: &Limits,
+) -> Result<Option<(Saved, Tally)>, Error> {
+    let mut tries = 1;
+    loop {
+        match save_once(client, origin, files, store, limits).await {
+            Err(e) if lost_track(&e) && tries < TRIES => {
+                tracing::debug!("saving {}: {e}; trying again", origin.container);
+                tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(tries))).await;
+                tries += 1;
+            }
+            r => return r,
+        }
+    }
+}
+
+async fn save_once(
     client: &Client,
     origin: &Origin,
     files: &AgentFiles,
@@ -185,10 +213,20 @@ pub async fn save(
     let ran = client
         .exec(container, &req, None::<&[u8]>, writer, &mut stderr)
         .await;
-    let tally = unpack
+    let unpacked = unpack
         .await
-        .map_err(|e| io_err("unpacking the state")(std::io::Error::other(e.to_string())))??;
-    let status = ran?;
+        .map_err(|e| io_err("unpacking the state")(std::io::Error::other(e.to_string())))?;
+    // A lost command explains a cut-off stream; otherwise the unpacking's
+    // error (a limit) explains why the command's output was cut off.
+    let status = match ran {
+        Err(e) if e.is_attach_failure() => return Err(e.into()),
+        Err(e) => {
+            unpacked?;
+            return Err(e.into());
+        }
+        Ok(status) => status,
+    };
+    let tally = unpacked?;
     // 1: a file changed while it was read, which a live agent does.
     if status > 1 {
         return Err(Error::Tar {
@@ -206,6 +244,27 @@ pub async fn save(
 
 /// Push the saved state `saved` into the running container's state folder.
 pub async fn restore(
+    client: &Client,
+    container: &str,
+    files: &AgentFiles,
+    saved: &Saved,
+    limits: &Limits,
+) -> Result<Tally, Error> {
+    let mut tries = 1;
+    loop {
+        match restore_once(client, container, files, saved, limits).await {
+            // Unpacking the same files again is harmless.
+            Err(e) if lost_track(&e) && tries < TRIES => {
+                tracing::debug!("restoring into {container}: {e}; trying again");
+                tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(tries))).await;
+                tries += 1;
+            }
+            r => return r,
+        }
+    }
+}
+
+async fn restore_once(
     client: &Client,
     container: &str,
     files: &AgentFiles,
@@ -246,10 +305,18 @@ pub async fn restore(
     let ran = client
         .exec(container, &req, Some(reader), &mut out, &mut stderr)
         .await;
-    let tally = packer
+    let packed = packer
         .await
-        .map_err(|e| io_err("packing the state")(std::io::Error::other(e.to_string())))??;
-    let status = ran?;
+        .map_err(|e| io_err("packing the state")(std::io::Error::other(e.to_string())))?;
+    let status = match ran {
+        Err(e) if e.is_attach_failure() => return Err(e.into()),
+        Err(e) => {
+            packed?;
+            return Err(e.into());
+        }
+        Ok(status) => status,
+    };
+    let tally = packed?;
     if status != 0 {
         return Err(Error::Tar {
             container: container.into(),
