@@ -349,9 +349,39 @@ pub async fn clean(client: &Client, args: CleanArgs) -> anyhow::Result<i32> {
         return Ok(1);
     }
     // The plan holds only containers cci made (marked), build containers included.
+    // An ended session's agent state is saved first (kept, stopped, when it
+    // cannot be).
+    let ended: Vec<String> = plan
+        .iter()
+        .filter(|i| i.reason == sandbox::CleanReason::SessionEnded)
+        .map(|i| i.name.clone())
+        .collect();
     let names: Vec<String> = plan.into_iter().map(|item| item.name).collect();
-    let op = |name: String| async move { sandbox::remove(client, &name).await };
-    Ok(for_each(&names, op, |name, ()| format!("removed {name}")).await)
+    let op = |name: String| {
+        let settle = ended.contains(&name);
+        async move {
+            if settle {
+                return sandbox::end(client, &name, Duration::from_secs(5)).await;
+            }
+            sandbox::remove(client, &name).await?;
+            Ok(sandbox::Ended {
+                deleted: true,
+                state: StateSave::Nothing,
+            })
+        }
+    };
+    let ok = |name: &str, e: sandbox::Ended| {
+        let what = if e.deleted {
+            format!("removed {name}")
+        } else {
+            format!("kept {name}, stopped")
+        };
+        match super::session::describe(&e.state) {
+            Some(s) => format!("{what}; {s}"),
+            None => what,
+        }
+    };
+    Ok(for_each(&names, op, ok).await)
 }
 
 pub async fn info(client: &Client, args: InfoArgs) -> anyhow::Result<i32> {
