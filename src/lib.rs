@@ -5,6 +5,7 @@
 //! for the Incus REST API that knows nothing about cci.
 
 pub mod cli;
+pub mod config;
 pub mod container;
 pub mod health;
 pub mod image;

@@ -1,0 +1,588 @@
+//! Layered configuration. Lowest to highest: built-in defaults,
+//! `/etc/cci/config.toml`, `~/.config/cci/config.toml`, the workspace's
+//! `.cci.toml` (gated: see [`trust`]), the file in `$CCI_CONFIG`, the selected
+//! profile, `CCI_*` environment variables; command-line flags are applied
+//! over the result by the commands. A layer that omits a key never resets it;
+//! `[[mounts]]` add up. Every value remembers where it came from.
+//!
+//! Pure but for reading the files and the environment; prints nothing.
+
+pub mod schema;
+pub mod trust;
+mod values;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use serde_json::{Map, Value};
+
+pub use schema::{Document, KEYS, ModeName, Settings};
+pub use values::{Effective, MountSpec, parse_duration, parse_size};
+
+/// Where a value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// cci's own default.
+    Default,
+    /// A file, at this line.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line (0 when unknown).
+        line: usize,
+    },
+    /// An environment variable.
+    Env(String),
+    /// A profile, defined at `from`.
+    Profile {
+        /// Its name.
+        name: String,
+        /// Where the profile's key was set.
+        from: Box<Origin>,
+    },
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Default => f.write_str("default"),
+            Origin::File { path, line: 0 } => write!(f, "{}", path.display()),
+            Origin::File { path, line } => write!(f, "{}:{line}", path.display()),
+            Origin::Env(var) => write!(f, "env {var}"),
+            Origin::Profile { name, from } => write!(f, "profile {name} ({from})"),
+        }
+    }
+}
+
+/// A configuration that cannot be used: which file, line and key, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{where_}{key}{message}", where_ = self.place(), key = self.key.as_ref().map(|k| format!("{k}: ")).unwrap_or_default())]
+pub struct ConfigError {
+    /// The file (or `environment`).
+    pub file: String,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// The key.
+    pub key: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl ConfigError {
+    fn place(&self) -> String {
+        match self.line {
+            Some(l) => format!("{}:{l}: ", self.file),
+            None => format!("{}: ", self.file),
+        }
+    }
+
+    fn new(source: &str, line: Option<usize>, key: Option<&str>, message: impl Into<String>) -> Self {
+        ConfigError {
+            file: source.to_string(),
+            line,
+            key: key.map(str::to_string),
+            message: message.into(),
+        }
+    }
+}
+
+/// Which layer a file is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layer {
+    /// `/etc/cci/config.toml`.
+    System,
+    /// `~/.config/cci/config.toml`.
+    User,
+    /// The workspace's `.cci.toml` (comes with the repository: gated).
+    Workspace,
+    /// `$CCI_CONFIG`.
+    Explicit,
+}
+
+/// A file layer, parsed and checked.
+#[derive(Debug, Clone)]
+pub struct FileLayer {
+    /// Which layer.
+    pub layer: Layer,
+    /// The file.
+    pub path: PathBuf,
+    /// Its text.
+    pub text: String,
+    /// Its content.
+    pub doc: Document,
+}
+
+/// Largest configuration file read.
+const MAX_FILE: u64 = 1 << 20;
+
+/// Read and check the file at `path`. `Ok(None)`: it does not exist.
+pub fn read_file(path: &Path, layer: Layer) -> Result<Option<FileLayer>, ConfigError> {
+    let shown = path.display().to_string();
+    let err = |m: String| ConfigError::new(&shown, None, None, m);
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(err(format!("cannot read it: {e}"))),
+    };
+    if meta.file_type().is_symlink() && layer == Layer::Workspace {
+        // It came with the repository: a link could point anywhere on the host.
+        return Err(err(
+            "is a symlink; a workspace's .cci.toml is only read as a regular file".into(),
+        ));
+    }
+    let meta = std::fs::metadata(path).map_err(|e| err(format!("cannot read it: {e}")))?;
+    if meta.is_dir() {
+        return Err(err("is a directory, not a configuration file".into()));
+    }
+    if !meta.is_file() {
+        return Err(err("is not a regular file".into()));
+    }
+    if meta.len() > MAX_FILE {
+        return Err(err(format!("is larger than {MAX_FILE} bytes")));
+    }
+    let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read it: {e}")))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let line = e.as_bytes()[..at].iter().filter(|b| **b == b'\n').count() + 1;
+        ConfigError::new(&shown, Some(line), None, "is not valid UTF-8")
+    })?;
+    let doc = parse(&text, &shown)?;
+    Ok(Some(FileLayer {
+        layer,
+        path: path.to_path_buf(),
+        text,
+        doc,
+    }))
+}
+
+/// Parse and check a configuration text (`source` names it in errors).
+pub fn parse(text: &str, source: &str) -> Result<Document, ConfigError> {
+    let doc: Document = toml::from_str(text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        let message = e.message().trim().to_string();
+        let key = line.and_then(|l| key_at(text, l));
+        ConfigError::new(source, line, key.as_deref(), message)
+    })?;
+    values::validate(&doc.settings(), text, source, "")?;
+    for (name, p) in doc.profiles.iter().flatten() {
+        let good = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !good {
+            return Err(ConfigError::new(
+                source,
+                line_of(text, &format!("profiles.{name}"), None),
+                Some(&format!("profiles.{name}")),
+                "profile names are letters, digits, '-' and '_'",
+            ));
+        }
+        values::validate(p, text, source, &format!("profiles.{name}."))?;
+    }
+    Ok(doc)
+}
+
+/// The key named on line `line` (1-based), if any: `section.key`.
+fn key_at(text: &str, line: usize) -> Option<String> {
+    let mut section = String::new();
+    for (i, l) in text.lines().enumerate() {
+        let t = l.trim();
+        if let Some(h) = header(t) {
+            section = h;
+            if i + 1 == line {
+                return Some(section);
+            }
+        } else if i + 1 == line {
+            let k = t.split('=').next()?.trim().trim_matches('"');
+            return Some(if section.is_empty() {
+                k.to_string()
+            } else {
+                format!("{section}.{k}")
+            });
+        }
+    }
+    None
+}
+
+fn header(t: &str) -> Option<String> {
+    let inner = t
+        .strip_prefix("[[")
+        .and_then(|r| r.split("]]").next())
+        .or_else(|| t.strip_prefix('[').and_then(|r| r.split(']').next()))?;
+    Some(
+        inner
+            .split('.')
+            .map(|p| p.trim().trim_matches('"'))
+            .collect::<Vec<_>>()
+            .join("."),
+    )
+}
+
+/// The line (1-based) where `section` sets `key` (or where `section` starts).
+pub fn line_of(text: &str, section: &str, key: Option<&str>) -> Option<usize> {
+    let mut current = String::new();
+    for (i, l) in text.lines().enumerate() {
+        let t = l.trim();
+        if let Some(h) = header(t) {
+            current = h;
+            if key.is_none() && current == section {
+                return Some(i + 1);
+            }
+            continue;
+        }
+        let Some(k) = key else { continue };
+        let Some((lhs, _)) = t.split_once('=') else {
+            continue;
+        };
+        let lhs: String = lhs
+            .split('.')
+            .map(|p| p.trim().trim_matches('"'))
+            .collect::<Vec<_>>()
+            .join(".");
+        let full = if current.is_empty() {
+            lhs
+        } else {
+            format!("{current}.{lhs}")
+        };
+        if full == format!("{section}.{k}") {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
+/// A flat view of settings: `section.key` -> value (`mounts` -> array).
+pub type Flat = BTreeMap<String, Value>;
+
+/// Flatten `settings`; relative and `~` paths are made absolute against `base`.
+pub fn flatten(settings: &Settings, base: &Path) -> Flat {
+    let mut flat = Flat::new();
+    let Ok(Value::Object(sections)) = serde_json::to_value(settings) else {
+        return flat;
+    };
+    for (section, v) in sections {
+        match v {
+            Value::Object(keys) => {
+                for (k, v) in keys {
+                    if v.is_null() {
+                        continue;
+                    }
+                    let key = if section == "defaults" && k == "network" {
+                        "network.mode".to_string()
+                    } else {
+                        format!("{section}.{k}")
+                    };
+                    let v = if values::PATH_KEYS.contains(&key.as_str()) {
+                        v.as_str()
+                            .map(|s| Value::String(values::absolute(s, base).display().to_string()))
+                            .unwrap_or(v)
+                    } else {
+                        v
+                    };
+                    flat.insert(key, v);
+                }
+            }
+            Value::Array(items) => {
+                let items = items
+                    .into_iter()
+                    .map(|mut m| {
+                        if let Some(h) = m.get("host").and_then(Value::as_str) {
+                            m["host"] = Value::String(values::absolute(h, base).display().to_string());
+                        }
+                        m
+                    })
+                    .collect();
+                flat.insert(section, Value::Array(items));
+            }
+            _ => {}
+        }
+    }
+    flat
+}
+
+/// Settings from a flat view.
+pub fn unflatten(flat: &Flat) -> Settings {
+    let mut root = Map::new();
+    for (key, v) in flat.iter().filter(|(k, _)| !k.starts_with("profiles.")) {
+        match key.split_once('.') {
+            Some((section, k)) => {
+                let s = root
+                    .entry(section.to_string())
+                    .or_insert_with(|| Value::Object(Map::new()));
+                if let Value::Object(m) = s {
+                    m.insert(k.to_string(), v.clone());
+                }
+            }
+            None => {
+                root.insert(key.clone(), v.clone());
+            }
+        }
+    }
+    serde_json::from_value(Value::Object(root)).unwrap_or_default()
+}
+
+/// Merged values with their origins.
+#[derive(Debug, Clone, Default)]
+pub struct Merged {
+    /// `section.key` -> (value, origin).
+    pub values: BTreeMap<String, (Value, Origin)>,
+}
+
+impl Merged {
+    /// Lay `flat` over what is there: each key replaces; `mounts` add up.
+    pub fn apply(&mut self, flat: &Flat, origin: impl Fn(&str) -> Origin) {
+        for (k, v) in flat {
+            if k == "mounts"
+                && let Some((Value::Array(have), _)) = self.values.get_mut(k)
+                && let Value::Array(more) = v
+            {
+                have.extend(more.iter().cloned());
+                continue;
+            }
+            self.values.insert(k.clone(), (v.clone(), origin(k)));
+        }
+    }
+
+    /// The flat values.
+    pub fn flat(&self) -> Flat {
+        self.values
+            .iter()
+            .map(|(k, (v, _))| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
+/// Where to look for the layers.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// `/etc/cci/config.toml` (or `$CCI_SYSTEM_CONFIG`).
+    pub system: Option<PathBuf>,
+    /// `~/.config/cci/config.toml`.
+    pub user: Option<PathBuf>,
+    /// The workspace folder (its `.cci.toml`).
+    pub workspace: Option<PathBuf>,
+    /// `$CCI_CONFIG`.
+    pub explicit: Option<PathBuf>,
+    /// The environment (`CCI_*`).
+    pub env: BTreeMap<String, String>,
+    /// `--profile`.
+    pub profile: Option<String>,
+    /// Where trust decisions are kept (`~/.cci/trusted.json`).
+    pub trust_file: Option<PathBuf>,
+}
+
+impl Sources {
+    /// The usual places, for a workspace folder.
+    pub fn standard(workspace: Option<&Path>, profile: Option<String>) -> Sources {
+        let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let home = var("HOME");
+        let user = var("XDG_CONFIG_HOME")
+            .or_else(|| home.as_ref().map(|h| h.join(".config")))
+            .map(|d| d.join("cci/config.toml"));
+        Sources {
+            system: Some(var("CCI_SYSTEM_CONFIG").unwrap_or_else(|| "/etc/cci/config.toml".into())),
+            user,
+            workspace: workspace.map(Path::to_path_buf),
+            explicit: var("CCI_CONFIG"),
+            env: std::env::vars()
+                .filter(|(k, _)| k.starts_with("CCI_"))
+                .collect(),
+            profile,
+            trust_file: home.map(|h| h.join(".cci/trusted.json")),
+        }
+    }
+}
+
+/// The loaded configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// Every set value with its origin (profile definitions included).
+    pub merged: Merged,
+    /// The typed effective settings.
+    pub effective: Effective,
+    /// The profile applied, if any.
+    pub profile: Option<String>,
+    /// What the untrusted workspace file asked for and did not get.
+    pub ignored: Vec<String>,
+    /// The workspace file, when there is one.
+    pub workspace_file: Option<PathBuf>,
+}
+
+/// Load every layer of `sources`.
+pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
+    let mut merged = Merged::default();
+    let mut ignored = Vec::new();
+    let mut workspace_file = None;
+    let files = [
+        (sources.system.clone(), Layer::System),
+        (sources.user.clone(), Layer::User),
+        (
+            sources.workspace.as_ref().map(|w| w.join(".cci.toml")),
+            Layer::Workspace,
+        ),
+        (sources.explicit.clone(), Layer::Explicit),
+    ];
+    for (path, layer) in files {
+        let Some(path) = path else { continue };
+        let Some(file) = read_file(&path, layer)? else {
+            if layer == Layer::Explicit {
+                return Err(ConfigError::new(
+                    &path.display().to_string(),
+                    None,
+                    Some("CCI_CONFIG"),
+                    "names a file that does not exist",
+                ));
+            }
+            continue;
+        };
+        let base = path.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let mut flat = flatten(&file.doc.settings(), &base);
+        for (name, p) in file.doc.profiles.iter().flatten() {
+            for (k, v) in flatten(p, &base) {
+                flat.insert(format!("profiles.{name}.{k}"), v);
+            }
+        }
+        if layer == Layer::Workspace {
+            workspace_file = Some(path.clone());
+            let ws = sources.workspace.clone().unwrap_or_default();
+            if !trust::is_trusted(sources.trust_file.as_deref(), &path, &file.text) {
+                ignored = trust::gate(&mut flat, &merged, &ws);
+            }
+        }
+        let text = file.text.clone();
+        merged.apply(&flat, |k| Origin::File {
+            path: path.clone(),
+            line: key_line(&text, k).unwrap_or(0),
+        });
+    }
+    let env = values::env_layer(&sources.env)?;
+    // The profile: --profile, else CCI_PROFILE, else [defaults] profile.
+    let profile = sources
+        .profile
+        .clone()
+        .or_else(|| env.get("defaults.profile").and_then(|v| v.as_str().map(String::from)))
+        .or_else(|| {
+            merged
+                .values
+                .get("defaults.profile")
+                .and_then(|(v, _)| v.as_str().map(String::from))
+        })
+        .filter(|p| !p.is_empty());
+    if let Some(name) = &profile {
+        let prefix = format!("profiles.{name}.");
+        let picked: Vec<(String, Value, Origin)> = merged
+            .values
+            .iter()
+            .filter_map(|(k, (v, o))| {
+                k.strip_prefix(&prefix)
+                    .map(|rest| (rest.to_string(), v.clone(), o.clone()))
+            })
+            .collect();
+        let defined = merged.values.keys().any(|k| k.starts_with(&prefix))
+            || profile_declared(sources, name);
+        if !defined {
+            let known: std::collections::BTreeSet<&str> = merged
+                .values
+                .keys()
+                .filter_map(|k| k.strip_prefix("profiles.")?.split('.').next())
+                .collect();
+            let known: Vec<&str> = known.into_iter().collect();
+            return Err(ConfigError::new(
+                "configuration",
+                None,
+                Some("profile"),
+                format!(
+                    "profile {name:?} is not defined (defined: {})",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            ));
+        }
+        for (k, v, o) in picked {
+            let flat: Flat = [(k.clone(), v)].into();
+            merged.apply(&flat, |_| Origin::Profile {
+                name: name.clone(),
+                from: Box::new(o.clone()),
+            });
+        }
+    }
+    merged.apply(&env, |k| Origin::Env(values::env_var_of(k).to_string()));
+    let effective = Effective::from_settings(unflatten(&merged.flat()));
+    Ok(Config {
+        merged,
+        effective,
+        profile,
+        ignored,
+        workspace_file,
+    })
+}
+
+/// An empty `[profiles.NAME]` still defines NAME.
+fn profile_declared(sources: &Sources, name: &str) -> bool {
+    [
+        sources.system.clone(),
+        sources.user.clone(),
+        sources.workspace.as_ref().map(|w| w.join(".cci.toml")),
+        sources.explicit.clone(),
+    ]
+    .into_iter()
+    .flatten()
+    .filter_map(|p| std::fs::read_to_string(p).ok())
+    .any(|t| line_of(&t, &format!("profiles.{name}"), None).is_some())
+}
+
+/// The line of flat key `k` in `text`.
+fn key_line(text: &str, k: &str) -> Option<usize> {
+    if k == "mounts" || k.ends_with(".mounts") {
+        let section = k.to_string();
+        return text
+            .lines()
+            .position(|l| header(l.trim()).is_some_and(|h| h == section) && l.trim().starts_with("[["))
+            .map(|i| i + 1);
+    }
+    let (section, key) = k.rsplit_once('.')?;
+    line_of(text, section, Some(key)).or_else(|| {
+        // `[defaults] network` is kept as `network.mode`.
+        (k.ends_with("network.mode"))
+            .then(|| {
+                let prefix = k.strip_suffix("network.mode").unwrap_or("");
+                line_of(text, &format!("{prefix}defaults"), Some("network"))
+            })
+            .flatten()
+    })
+}
+
+static CURRENT: OnceLock<Config> = OnceLock::new();
+
+/// Make `config` the one this process uses (once; later calls are ignored).
+pub fn install(config: Config) {
+    let _ = CURRENT.set(config);
+}
+
+/// The configuration this process uses (built-in defaults until [`install`]).
+pub fn current() -> &'static Effective {
+    static DEFAULTS: OnceLock<Effective> = OnceLock::new();
+    match CURRENT.get() {
+        Some(c) => &c.effective,
+        None => DEFAULTS.get_or_init(Effective::default),
+    }
+}
+
+/// The whole loaded configuration, if one was installed.
+pub fn loaded() -> Option<&'static Config> {
+    CURRENT.get()
+}
+
+/// A commented example configuration (`cci config example`).
+pub fn example() -> &'static str {
+    include_str!("example.toml")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,217 @@
+//! What a configuration file may say. Every key is optional in every layer;
+//! unknown sections, keys and values are errors (serde's
+//! `deny_unknown_fields`, closed enums), so a typo never falls back silently.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// `[defaults]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    /// Image alias sessions and runs start from.
+    pub image: Option<String>,
+    /// Keep session containers after their sessions.
+    pub persistent: Option<bool>,
+    /// The network mode (the same key as `[network] mode`).
+    pub network: Option<ModeName>,
+    /// Most slots per workspace.
+    pub slot_limit: Option<i64>,
+    /// The profile applied unless `--profile` names another.
+    pub profile: Option<String>,
+}
+
+/// `[tool]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tool {
+    /// The agent (`claude`, `opencode`, `codex`, `aider`).
+    pub name: Option<String>,
+    /// Its program in the container.
+    pub binary: Option<String>,
+    /// Extra arguments after cci's own.
+    pub args: Option<Vec<String>>,
+    /// The host folder its credential files are read from (default: your home).
+    pub credentials_dir: Option<String>,
+}
+
+/// `[paths]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Paths {
+    /// Where saved sessions live (default `~/.cci`).
+    pub sessions_dir: Option<String>,
+    /// A host folder mounted at `/storage` in every session and run.
+    pub storage_dir: Option<String>,
+    /// Where cci writes its diagnostics (`cci.log`) instead of stderr.
+    pub logs_dir: Option<String>,
+}
+
+/// `[incus]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Incus {
+    /// The daemon's Unix socket.
+    pub socket: Option<String>,
+    /// The Incus project.
+    pub project: Option<String>,
+    /// The storage pool of the containers' root disks.
+    pub storage_pool: Option<String>,
+    /// Mount host folders without UID shifting.
+    pub disable_shift: Option<bool>,
+}
+
+/// `[network]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    /// `restricted`, `allowlist` or `open`.
+    pub mode: Option<ModeName>,
+    /// Allowlist entries (domains, IPs, CIDRs).
+    pub allowed_domains: Option<Vec<String>>,
+    /// Minutes between allowlist refreshes.
+    pub refresh_interval_minutes: Option<f64>,
+    /// DNS servers allowlists are resolved with.
+    pub dns_servers: Option<Vec<String>>,
+    /// Restricted mode: block private networks (LAN).
+    pub block_private_networks: Option<bool>,
+    /// Restricted mode: block the cloud metadata endpoint.
+    pub block_metadata_endpoint: Option<bool>,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// CPUs (`limits.cpu`).
+    pub cpu: Option<i64>,
+    /// Memory: `4GiB`, `512MiB`, `50%` (`limits.memory`).
+    pub memory: Option<String>,
+    /// Processes (`limits.processes`).
+    pub processes: Option<i64>,
+    /// Root disk size: `20GiB` (the root device's `size`).
+    pub disk: Option<String>,
+    /// Stop a session after this long: `90m`, `2h`, `1h30m`, `45s`.
+    pub max_duration: Option<String>,
+}
+
+/// `[session]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Session {
+    /// Bytes one saved state may hold.
+    pub max_bytes: Option<i64>,
+    /// Entries one saved state may hold.
+    pub max_files: Option<i64>,
+    /// Folder depth one saved state may have.
+    pub max_depth: Option<i64>,
+}
+
+/// One `[[mounts]]` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mount {
+    /// Host folder (`~` expands).
+    pub host: String,
+    /// Where it appears in the container (absolute).
+    pub container: String,
+    /// Read-only.
+    #[serde(default)]
+    pub readonly: bool,
+}
+
+/// A network mode name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModeName {
+    /// Internet only.
+    Restricted,
+    /// Only the allowed destinations.
+    Allowlist,
+    /// No restriction.
+    Open,
+}
+
+macro_rules! sections {
+    ($($(#[$m:meta])* $name:ident : $ty:ty),* $(,)?) => {
+        /// The settings of one layer (or one profile).
+        #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct Settings {
+            $($(#[$m])* pub $name: Option<$ty>,)*
+        }
+
+        /// A whole configuration file: settings and profiles.
+        #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct Document {
+            $($(#[$m])* pub $name: Option<$ty>,)*
+            /// `[profiles.NAME]`: settings applied when the profile is selected.
+            pub profiles: Option<BTreeMap<String, Settings>>,
+        }
+
+        impl Document {
+            /// Its settings without the profiles.
+            pub fn settings(&self) -> Settings {
+                Settings { $($name: self.$name.clone(),)* }
+            }
+        }
+    };
+}
+
+sections! {
+    /// `[defaults]`
+    defaults: Defaults,
+    /// `[tool]`
+    tool: Tool,
+    /// `[paths]`
+    paths: Paths,
+    /// `[incus]`
+    incus: Incus,
+    /// `[network]`
+    network: Network,
+    /// `[limits]`
+    limits: Limits,
+    /// `[session]`
+    session: Session,
+    /// `[[mounts]]`
+    mounts: Vec<Mount>,
+}
+
+/// Every key a file may set, as `section.key` (`mounts` for `[[mounts]]`),
+/// with what it means: the configuration reference (the README's is checked
+/// against it).
+pub const KEYS: &[(&str, &str)] = &[
+    ("defaults.image", "image alias sessions and runs start from (default `cci`)"),
+    ("defaults.persistent", "keep session containers when their sessions end (default false)"),
+    ("defaults.network", "the network mode; the same key as `network.mode`"),
+    ("defaults.slot_limit", "most slots per workspace, 1-999 (default 10)"),
+    ("defaults.profile", "the profile applied unless `--profile` names another"),
+    ("tool.name", "the agent: claude, opencode, codex, aider (default claude)"),
+    ("tool.binary", "the agent's program in the container (default: its usual name)"),
+    ("tool.args", "extra arguments for the agent, after cci's own"),
+    ("tool.credentials_dir", "host folder the agent's credential files are read from (default: your home)"),
+    ("paths.sessions_dir", "where saved sessions live (default ~/.cci)"),
+    ("paths.storage_dir", "a host folder mounted at /storage in every session and run"),
+    ("paths.logs_dir", "write diagnostics to cci.log in this folder instead of stderr"),
+    ("incus.socket", "the Incus daemon's Unix socket"),
+    ("incus.project", "the Incus project"),
+    ("incus.storage_pool", "storage pool of the containers' root disks (default: the default profile's)"),
+    ("incus.disable_shift", "mount host folders without UID shifting (default false)"),
+    ("network.mode", "restricted (default), allowlist or open"),
+    ("network.allowed_domains", "allowlist mode: domains, IP addresses or CIDRs"),
+    ("network.refresh_interval_minutes", "allowlist mode: minutes between re-resolving (default 30)"),
+    ("network.dns_servers", "allowlist mode: DNS servers to resolve with (default: the host's)"),
+    ("network.block_private_networks", "restricted mode: block private networks (default true)"),
+    ("network.block_metadata_endpoint", "restricted mode: block the cloud metadata endpoint (default true)"),
+    ("limits.cpu", "CPUs a container may use (default: no limit)"),
+    ("limits.memory", "memory, e.g. 4GiB or 50% (default 80%)"),
+    ("limits.processes", "most processes in a container (default 4096)"),
+    ("limits.disk", "root disk size, e.g. 20GiB (default: no limit)"),
+    ("limits.max_duration", "stop a session after this long, e.g. 90m or 2h (default: never)"),
+    ("session.max_bytes", "bytes one saved state may hold (default 2 GiB)"),
+    ("session.max_files", "entries one saved state may hold (default 200000)"),
+    ("session.max_depth", "folder depth of one saved state (default 64)"),
+    ("mounts", "[[mounts]] host = PATH, container = PATH, readonly = BOOL"),
+];
