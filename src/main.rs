@@ -4,20 +4,80 @@ use std::time::Duration;
 
 use clap::Parser;
 
-fn main() {
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        cci::terminal::restore();
-        default_hook(info);
-    }));
+/// Diagnostics (`CCI_LOG`) go to stderr, or to `cci.log` in the configured
+/// logs folder (private, appended).
+fn init_logging(logs_dir: Option<&std::path::Path>) {
+    let filter = tracing_subscriber::EnvFilter::from_env("CCI_LOG");
+    if let Some(dir) = logs_dir {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::create_dir_all(dir).and_then(|()| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(dir.join("cci.log"))
+        });
+        match file {
+            Ok(f) => {
+                tracing_subscriber::fmt()
+                    .with_env_filter(filter)
+                    .with_writer(std::sync::Mutex::new(f))
+                    .with_ansi(false)
+                    .init();
+                return;
+            }
+            Err(e) => eprintln!("cci: cannot write logs into {}: {e}", dir.display()),
+        }
+    }
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env("CCI_LOG"))
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         // Colours only for a person at a terminal, never into logs and pipes.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+}
 
+fn main() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        cci::terminal::restore();
+        // Output into a closed pipe (`cci list | head`): stop quietly, as a
+        // program killed by SIGPIPE would.
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .unwrap_or_default();
+        if message.starts_with("failed printing to std") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default_hook(info);
+    }));
     let cli = cci::cli::Cli::parse();
+    // The configuration comes first: everything below reads it.
+    if cli.needs_config() {
+        match cci::cli::load_config(&cli) {
+            Ok(config) => {
+                if !config.ignored.is_empty()
+                    && let Some(file) = &config.workspace_file
+                {
+                    eprintln!(
+                        "cci: {} is not trusted, so these settings of it were ignored (`cci trust` approves the file as it is):",
+                        file.display()
+                    );
+                    for i in &config.ignored {
+                        eprintln!("cci:   {}", i.escape_debug());
+                    }
+                }
+                cci::config::install(config);
+            }
+            Err(e) => {
+                eprintln!("cci: configuration: {e}");
+                std::process::exit(cci::cli::EXIT_USAGE);
+            }
+        }
+    }
+    init_logging(cci::config::current().logs_dir.as_deref());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

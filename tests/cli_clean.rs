@@ -60,6 +60,7 @@ async fn clean_removes_only_ended_sessions_and_interrupted_launches() {
         nesting: false,
         marks: Vec::new(),
         network: Default::default(),
+        extras: Default::default(),
     };
     let half = container_name(&spec.workspace.id, Slot::new(9).unwrap());
     let mut req = spec.create_request(&half, Slot::new(9).unwrap(), "999999999-1-1");

@@ -472,9 +472,9 @@ async fn limits_and_a_kill_mid_save_keep_the_previous_state() {
     let out = run(cci()
         .args(["session", "save", &name])
         .env("CCI_SESSION_MAX_BYTES", "-5"));
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(
-        text(&out.stderr).contains("positive whole number"),
+        text(&out.stderr).contains("CCI_SESSION_MAX_BYTES"),
         "{}",
         text(&out.stderr)
     );

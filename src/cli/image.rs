@@ -26,9 +26,9 @@ pub struct BuildArgs {
     /// debootstrap) [default: debootstrap:bookworm].
     #[arg(long, env = "CCI_BUILD_BASE", value_name = "IMAGE")]
     pub base: Option<String>,
-    /// The alias to publish.
-    #[arg(long, env = "CCI_IMAGE", default_value = "cci", value_name = "ALIAS")]
-    pub alias: String,
+    /// The alias to publish [default: CCI_IMAGE, else `[defaults] image`, else cci].
+    #[arg(long, value_name = "ALIAS")]
+    pub alias: Option<String>,
     /// Show the build script's output as it runs (otherwise it goes to a log file).
     #[arg(long, short)]
     pub verbose: bool,
@@ -149,7 +149,10 @@ pub async fn build(client: &Client, args: BuildArgs) -> anyhow::Result<i32> {
                 None => image::default_base(client).await,
             };
             let req = BuildRequest {
-                alias: args.alias,
+                alias: args
+                    .alias
+                    .clone()
+                    .unwrap_or_else(|| crate::config::current().image.clone()),
                 base,
                 script: image::DEFAULT_SCRIPT.into(),
                 force: args.force,

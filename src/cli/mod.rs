@@ -1,6 +1,7 @@
 //! Command-line interface: clap definitions, dispatch, output and exit codes.
 //! Calls the domain modules; makes no Incus calls of its own.
 
+mod config;
 mod container;
 mod file;
 mod health;
@@ -42,9 +43,13 @@ pub const EXIT_NETWORK: i32 = 7;
     args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
-    /// Incus project to use.
-    #[arg(long, global = true, env = "CCI_INCUS_PROJECT", value_name = "NAME")]
+    /// Incus project to use [default: CCI_INCUS_PROJECT, else `[incus] project`].
+    #[arg(long, global = true, value_name = "NAME")]
     pub project: Option<String>,
+    /// Configuration profile to apply (`[profiles.NAME]`; or CCI_PROFILE,
+    /// `[defaults] profile`).
+    #[arg(long = "profile", global = true, value_name = "NAME")]
+    pub config_profile: Option<String>,
     /// `cci shell`'s options, for plain `cci`.
     #[command(flatten)]
     pub shell: shell::ShellArgs,
@@ -114,6 +119,13 @@ pub enum Command {
     /// import, export.
     #[command(subcommand)]
     Session(session::SessionCommand),
+    /// The configuration: what is in force and where from, checking a file,
+    /// an example.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
+    /// Approve the workspace's .cci.toml as it is now, so its settings that
+    /// loosen cci apply (pinned by its SHA-256; a change needs approval again).
+    Trust(config::TrustArgs),
 }
 
 /// Options of `cci completion`.
@@ -128,9 +140,48 @@ pub struct CompletionArgs {
 #[error("{0}")]
 pub struct UsageError(pub String);
 
-/// Connect to the daemon as the flags and environment say.
+impl Cli {
+    /// Whether the command runs under the loaded configuration (`config`
+    /// and `trust` load it themselves, to report on it).
+    pub fn needs_config(&self) -> bool {
+        !matches!(
+            self.command,
+            Some(Command::Completion(_) | Command::Config(_) | Command::Trust(_))
+        )
+    }
+}
+
+/// Connect to the daemon as the flags, environment and configuration say.
 fn client(cli: &Cli) -> anyhow::Result<Client> {
-    Ok(Client::local()?.with_project(cli.project.clone()))
+    let cfg = crate::config::current();
+    let client = match &cfg.socket {
+        Some(socket) => Client::unix(socket.clone())?,
+        None => Client::local()?,
+    };
+    let project = cli.project.clone().or_else(|| cfg.project.clone());
+    Ok(client.with_project(project))
+}
+
+/// The workspace folder whose `.cci.toml` applies: `--workspace` of the
+/// command, else the current directory.
+fn workspace_hint(cli: &Cli) -> Option<std::path::PathBuf> {
+    let given = match &cli.command {
+        None => cli.shell.sandbox.workspace.clone(),
+        Some(Command::Shell(a)) => a.sandbox.workspace.clone(),
+        Some(Command::Run(a)) => a.sandbox.workspace.clone(),
+        Some(Command::Attach(a)) => a.workspace.clone(),
+        Some(Command::Config(c)) => c.workspace(),
+        Some(Command::Trust(a)) => a.workspace.clone(),
+        _ => None,
+    };
+    given.or_else(|| std::env::current_dir().ok())
+}
+
+/// Load the configuration layers (once, before anything else happens).
+pub fn load_config(cli: &Cli) -> Result<crate::config::Config, crate::config::ConfigError> {
+    let ws = workspace_hint(cli).map(|w| std::fs::canonicalize(&w).unwrap_or(w));
+    let sources = crate::config::Sources::standard(ws.as_deref(), cli.config_profile.clone());
+    crate::config::load(&sources)
 }
 
 /// Run the parsed command; returns the process exit code.
@@ -138,6 +189,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     // Needs no daemon.
     if let Some(Command::Completion(args)) = &cli.command {
         return completion(args);
+    }
+    if let Some(Command::Config(cmd)) = &cli.command {
+        return config::run(&cli, cmd);
+    }
+    if let Some(Command::Trust(args)) = &cli.command {
+        return config::trust(args);
     }
     let client = client(&cli)?;
     // Not before the commands that do this themselves and report it.
@@ -172,6 +229,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Container(cmd) => container::run(&client, cmd).await,
         Command::Network(cmd) => network::run(&client, cmd).await,
         Command::Session(cmd) => session::run(&client, cmd).await,
+        Command::Config(cmd) => config::run_loaded(&cmd),
+        Command::Trust(args) => config::trust(&args),
     }
 }
 
@@ -223,7 +282,9 @@ fn completion(args: &CompletionArgs) -> anyhow::Result<i32> {
 /// The exit code for an error: one per class, so scripts can tell them apart.
 pub fn exit_code(err: &anyhow::Error) -> i32 {
     use crate::sandbox::LaunchError;
-    if err.downcast_ref::<UsageError>().is_some() {
+    if err.downcast_ref::<UsageError>().is_some()
+        || err.downcast_ref::<crate::config::ConfigError>().is_some()
+    {
         return EXIT_USAGE;
     }
     match err.downcast_ref::<LaunchError>() {

@@ -13,36 +13,25 @@ use crate::network::{self, Entry, Firewall, Mode, Nft, Policy};
 pub struct NetworkArgs {
     /// Network mode: `restricted` (internet only: no LAN, cloud metadata, host
     /// or other containers), `allowlist` (only --allow destinations) or `open`.
+    /// [default: CCI_NETWORK, else `[network] mode`, else restricted]
     #[arg(
         long,
-        env = "CCI_NETWORK",
-        default_value = "restricted",
         value_name = "MODE",
         value_parser = PossibleValuesParser::new(["restricted", "allowlist", "open"])
             .try_map(|m| m.parse::<Mode>())
     )]
-    pub network: Mode,
+    pub network: Option<Mode>,
     /// Allowlist mode: a domain, IP address or CIDR the container may reach
-    /// (repeatable, or comma-separated in CCI_NETWORK_ALLOW).
-    #[arg(
-        long = "allow",
-        env = "CCI_NETWORK_ALLOW",
-        value_delimiter = ',',
-        value_name = "DOMAIN|IP|CIDR"
-    )]
+    /// (repeatable; replaces CCI_NETWORK_ALLOW and `[network] allowed_domains`).
+    #[arg(long = "allow", value_delimiter = ',', value_name = "DOMAIN|IP|CIDR")]
     pub allow: Vec<String>,
     /// Allowlist mode: resolve the domains again every this many minutes
-    /// (fractions allowed), also while no cci command runs.
-    #[arg(long, env = "CCI_NETWORK_REFRESH_MINUTES", default_value_t = network::DEFAULT_REFRESH_MINUTES, value_parser = refresh_minutes, value_name = "MINUTES")]
-    pub refresh_minutes: f64,
-    /// Allowlist mode: resolve the domains with this DNS server (repeatable,
-    /// or comma-separated in CCI_DNS_SERVERS) instead of the host's.
-    #[arg(
-        long = "dns-server",
-        env = "CCI_DNS_SERVERS",
-        value_delimiter = ',',
-        value_name = "IP"
-    )]
+    /// (fractions allowed), also while no cci command runs [default 30].
+    #[arg(long, value_parser = refresh_minutes, value_name = "MINUTES")]
+    pub refresh_minutes: Option<f64>,
+    /// Allowlist mode: resolve the domains with this DNS server (repeatable)
+    /// instead of the host's.
+    #[arg(long = "dns-server", value_delimiter = ',', value_name = "IP")]
     pub dns_servers: Vec<std::net::IpAddr>,
 }
 
@@ -54,9 +43,21 @@ fn refresh_minutes(text: &str) -> Result<f64, String> {
 impl NetworkArgs {
     /// The policy these flags ask for.
     pub fn policy(&self) -> anyhow::Result<Policy> {
-        let mode = self.network;
-        let allow: Vec<Entry> = self
-            .allow
+        let cfg = crate::config::current();
+        let mode = self.network.unwrap_or(match cfg.network {
+            crate::config::ModeName::Restricted => Mode::Restricted,
+            crate::config::ModeName::Allowlist => Mode::Allowlist,
+            crate::config::ModeName::Open => Mode::Open,
+        });
+        // The configured allowlist serves when no --allow is given.
+        let given: &[String] = if !self.allow.is_empty() {
+            &self.allow
+        } else if mode == Mode::Allowlist {
+            &cfg.allowed
+        } else {
+            &[]
+        };
+        let allow: Vec<Entry> = given
             .iter()
             .filter(|a| !a.trim().is_empty())
             .map(|a| Entry::parse(a).map_err(|e| UsageError(e.to_string())))
@@ -72,11 +73,18 @@ impl NetworkArgs {
                 "cci: allowlist mode with no --allow entries: the container gets no network access"
             );
         }
+        let dns_servers = if self.dns_servers.is_empty() {
+            cfg.dns_servers.clone()
+        } else {
+            self.dns_servers.clone()
+        };
         Ok(Policy {
             mode,
             allow,
-            refresh_minutes: self.refresh_minutes,
-            dns_servers: self.dns_servers.clone(),
+            refresh_minutes: self.refresh_minutes.unwrap_or(cfg.refresh_minutes),
+            dns_servers,
+            lan: !cfg.block_private,
+            metadata: !cfg.block_metadata,
         })
     }
 }

@@ -20,33 +20,29 @@ pub struct SandboxArgs {
     /// Slot for parallel sessions (1, 2, ...); the lowest free one when left out.
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub slot: Option<Slot>,
-    /// Image alias to start from [default: CCI_IMAGE, else cci; built on
-    /// first use when missing, unless given here].
+    /// Image alias to start from [default: `[defaults] image`, CCI_IMAGE,
+    /// else cci; built on first use when missing, unless given here].
     #[arg(long, value_name = "ALIAS")]
     pub image: Option<String>,
     /// Environment variable for the command (repeatable; the value may hold `=` and `,`).
     #[arg(long = "env", short = 'e', value_name = "KEY=VALUE", value_parser = parse_env)]
     pub env: Vec<(String, String)>,
+    /// Mount a host folder into the container: HOST:CONTAINER, `:ro` for
+    /// read-only (repeatable; adds to `[[mounts]]`).
+    #[arg(long = "mount", value_name = "HOST:CONTAINER[:ro]", value_parser = sandbox::parse_mount_arg)]
+    pub mounts: Vec<(String, String, bool)>,
+    /// A persistent host folder mounted at /storage (made when missing)
+    /// [default: `[paths] storage_dir`].
+    #[arg(long, value_name = "PATH")]
+    pub storage: Option<PathBuf>,
     /// Network isolation.
     #[command(flatten)]
     pub net: super::network::NetworkArgs,
 }
 
-/// Most slots a workspace may use, from `CCI_SLOT_LIMIT` (default 10).
+/// Most slots a workspace may use (`[defaults] slot_limit`, CCI_SLOT_LIMIT; default 10).
 pub fn slot_limit() -> anyhow::Result<u32> {
-    match std::env::var("CCI_SLOT_LIMIT") {
-        Err(_) => Ok(10),
-        Ok(v) => v
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=sandbox::MAX_SLOT).contains(n))
-            .ok_or_else(|| {
-                anyhow::Error::new(super::UsageError(format!(
-                    "CCI_SLOT_LIMIT={v:?} is not a number from 1 to {}",
-                    sandbox::MAX_SLOT
-                )))
-            }),
-    }
+    Ok(crate::config::current().slot_limit)
 }
 
 impl SandboxArgs {
@@ -55,12 +51,64 @@ impl SandboxArgs {
         workspace_at(self.workspace.as_deref())
     }
 
-    /// The image alias: `--image`, else `CCI_IMAGE`, else `cci`.
+    /// The image alias: `--image`, else the configuration's (`[defaults]
+    /// image`, CCI_IMAGE, a profile), else `cci`.
     pub fn image(&self) -> String {
         self.image
             .clone()
-            .or_else(|| std::env::var("CCI_IMAGE").ok().filter(|i| !i.is_empty()))
-            .unwrap_or_else(|| crate::image::DEFAULT_ALIAS.into())
+            .unwrap_or_else(|| crate::config::current().image.clone())
+    }
+
+    /// Limits and mounts from the configuration and these flags
+    /// (`session`: the time limit applies).
+    pub async fn extras(&self, client: &Client, session: bool) -> anyhow::Result<sandbox::Extras> {
+        let cfg = crate::config::current();
+        let mut mounts: Vec<(String, String, bool)> = cfg
+            .mounts
+            .iter()
+            .map(|m| {
+                (
+                    m.host.display().to_string(),
+                    m.container.clone(),
+                    m.readonly,
+                )
+            })
+            .collect();
+        mounts.extend(self.mounts.iter().cloned());
+        let storage = self.storage.clone().or_else(|| cfg.storage_dir.clone());
+        let mounts =
+            sandbox::plan_mounts(storage.as_deref(), &mounts).map_err(super::UsageError)?;
+        // The root disk is named only when it must be: a pool or a size.
+        let pool = match (&cfg.storage_pool, &cfg.disk) {
+            (Some(p), _) => Some(p.clone()),
+            (None, Some(_)) => {
+                let (profile, _) = client.profile("default").await?;
+                let pool = profile
+                    .devices
+                    .values()
+                    .find(|d| {
+                        d.get("type").is_some_and(|t| t == "disk")
+                            && d.get("path").is_some_and(|p| p == "/")
+                    })
+                    .and_then(|d| d.get("pool").cloned());
+                Some(pool.ok_or_else(|| {
+                    super::UsageError(
+                        "limits.disk needs a storage pool: the default profile has no root disk; set [incus] storage_pool".into(),
+                    )
+                })?)
+            }
+            (None, None) => None,
+        };
+        Ok(sandbox::Extras {
+            cpu: cfg.cpu,
+            memory: Some(cfg.memory.clone()),
+            processes: Some(cfg.processes),
+            pool,
+            disk: cfg.disk.clone(),
+            mounts,
+            shift: !cfg.disable_shift,
+            max_duration: if session { cfg.max_duration } else { None },
+        })
     }
 
     /// First use: build the default image when it is missing (not for an
@@ -145,6 +193,7 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<i32> {
             nesting: true,
             marks: Vec::new(),
             network: args.sandbox.net.policy()?,
+            extras: args.sandbox.extras(client, false).await?,
         },
         slot: args.sandbox.slot,
         slot_limit: slot_limit()?,

@@ -68,9 +68,9 @@ pub struct ImportArgs {
     /// The workspace it belongs to [default: the current directory].
     #[arg(short = 'w', long, value_name = "PATH")]
     pub workspace: Option<PathBuf>,
-    /// The agent whose state it is.
-    #[arg(long, env = "CCI_TOOL", default_value = "claude", value_name = "NAME")]
-    pub tool: String,
+    /// The agent whose state it is [default: CCI_TOOL, else `[tool] name`, else claude].
+    #[arg(long, value_name = "NAME")]
+    pub tool: Option<String>,
 }
 
 /// Options of `cci session export`.
@@ -338,7 +338,11 @@ pub async fn run(client: &Client, cmd: SessionCommand) -> anyhow::Result<i32> {
         }
         SessionCommand::Import(a) => {
             let ws = workspace_at(a.workspace.as_deref())?;
-            let agent = Agent::named(&a.tool, None).map_err(|e| UsageError(e.to_string()))?;
+            let tool = a
+                .tool
+                .clone()
+                .unwrap_or_else(|| crate::config::current().tool.clone());
+            let agent = Agent::named(&tool, None).map_err(|e| UsageError(e.to_string()))?;
             let store = sandbox::store_of(agent.def.name).map_err(anyhow::Error::msg)?;
             let limits = sandbox::session_limits().map_err(UsageError)?;
             let (saved, t) = session::import(

@@ -17,7 +17,7 @@ pub struct ShellArgs {
     #[command(flatten)]
     pub sandbox: SandboxArgs,
     /// Keep the container (and all installed in it) when the session ends;
-    /// the next `cci shell` on its slot reuses it.
+    /// the next `cci shell` on its slot reuses it [default: `[defaults] persistent`].
     #[arg(long)]
     pub persistent: bool,
     /// Start the session detached and print the container name.
@@ -26,12 +26,14 @@ pub struct ShellArgs {
     /// Start bash instead of the agent.
     #[arg(long)]
     pub debug: bool,
-    /// The agent to start (claude, opencode, codex, aider).
-    #[arg(long, env = "CCI_TOOL", default_value = "claude", value_name = "NAME")]
-    pub tool: String,
+    /// The agent to start: claude, opencode, codex, aider [default: CCI_TOOL,
+    /// else `[tool] name`, else claude].
+    #[arg(long, value_name = "NAME")]
+    pub tool: Option<String>,
     /// Run the agent from this program instead of the usual one (a name on
-    /// the container's PATH or a full path inside it).
-    #[arg(long, env = "CCI_TOOL_BINARY", value_name = "PROGRAM")]
+    /// the container's PATH or a full path inside it) [default: CCI_TOOL_BINARY,
+    /// else `[tool] binary`].
+    #[arg(long, value_name = "PROGRAM")]
     pub tool_binary: Option<String>,
     /// Continue the newest saved session of this workspace (`--resume`), or
     /// the saved session ID (`--resume=ID`); its agent state is pushed into
@@ -75,14 +77,23 @@ pub async fn shell(client: &Client, args: ShellArgs) -> anyhow::Result<i32> {
     let (agent, argv, shell_after) = if args.debug {
         (None, vec!["bash".to_string()], false)
     } else {
-        let agent = Agent::named(&args.tool, args.tool_binary.as_deref())
-            .map_err(|e| UsageError(e.to_string()))?;
+        let cfg = crate::config::current();
+        let tool = args.tool.clone().unwrap_or_else(|| cfg.tool.clone());
+        // A configured program belongs to the configured agent only.
+        let binary = args.tool_binary.clone().or_else(|| {
+            (args.tool.is_none())
+                .then(|| cfg.tool_binary.clone())
+                .flatten()
+        });
+        let agent =
+            Agent::named(&tool, binary.as_deref()).map_err(|e| UsageError(e.to_string()))?;
         if let Some(want) = &args.resume {
             let saved = super::session::to_resume(&agent, want, workspace.path_str(), args.force)?;
             id = saved.id().to_string();
             resume = Some(saved);
         }
-        let argv = agent.command(&id, resume.is_some());
+        let mut argv = agent.command(&id, resume.is_some());
+        argv.extend(cfg.tool_args.iter().cloned());
         (Some(agent), argv, true)
     };
     let req = ShellRequest {
@@ -90,10 +101,11 @@ pub async fn shell(client: &Client, args: ShellArgs) -> anyhow::Result<i32> {
             workspace,
             image: args.sandbox.image(),
             kind: Kind::Shell,
-            persistent: args.persistent,
+            persistent: args.persistent || crate::config::current().persistent,
             nesting: true,
             marks: Vec::new(),
             network: args.sandbox.net.policy()?,
+            extras: args.sandbox.extras(client, true).await?,
         },
         slot: args.sandbox.slot,
         slot_limit: slot_limit()?,
@@ -103,6 +115,7 @@ pub async fn shell(client: &Client, args: ShellArgs) -> anyhow::Result<i32> {
             shell_after,
             env: sandbox::sandbox_env(&args.sandbox.env),
             size: terminal::size(),
+            max_duration: crate::config::current().max_duration,
         },
         resume,
     };

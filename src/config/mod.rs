@@ -77,7 +77,12 @@ impl ConfigError {
         }
     }
 
-    fn new(source: &str, line: Option<usize>, key: Option<&str>, message: impl Into<String>) -> Self {
+    fn new(
+        source: &str,
+        line: Option<usize>,
+        key: Option<&str>,
+        message: impl Into<String>,
+    ) -> Self {
         ConfigError {
             file: source.to_string(),
             line,
@@ -290,7 +295,8 @@ pub fn flatten(settings: &Settings, base: &Path) -> Flat {
                     .into_iter()
                     .map(|mut m| {
                         if let Some(h) = m.get("host").and_then(Value::as_str) {
-                            m["host"] = Value::String(values::absolute(h, base).display().to_string());
+                            m["host"] =
+                                Value::String(values::absolute(h, base).display().to_string());
                         }
                         m
                     })
@@ -377,7 +383,11 @@ pub struct Sources {
 impl Sources {
     /// The usual places, for a workspace folder.
     pub fn standard(workspace: Option<&Path>, profile: Option<String>) -> Sources {
-        let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let var = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
         let home = var("HOME");
         let user = var("XDG_CONFIG_HOME")
             .or_else(|| home.as_ref().map(|h| h.join(".config")))
@@ -463,7 +473,10 @@ pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
     let profile = sources
         .profile
         .clone()
-        .or_else(|| env.get("defaults.profile").and_then(|v| v.as_str().map(String::from)))
+        .or_else(|| {
+            env.get("defaults.profile")
+                .and_then(|v| v.as_str().map(String::from))
+        })
         .or_else(|| {
             merged
                 .values
@@ -481,8 +494,8 @@ pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
                     .map(|rest| (rest.to_string(), v.clone(), o.clone()))
             })
             .collect();
-        let defined = merged.values.keys().any(|k| k.starts_with(&prefix))
-            || profile_declared(sources, name);
+        let defined =
+            merged.values.keys().any(|k| k.starts_with(&prefix)) || profile_declared(sources, name);
         if !defined {
             let known: std::collections::BTreeSet<&str> = merged
                 .values
@@ -513,7 +526,8 @@ pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
         }
     }
     merged.apply(&env, |k| Origin::Env(values::env_var_of(k).to_string()));
-    let effective = Effective::from_settings(unflatten(&merged.flat()));
+    let mut effective = Effective::from_settings(unflatten(&merged.flat()));
+    effective.profile = profile.clone();
     Ok(Config {
         merged,
         effective,
@@ -543,7 +557,9 @@ fn key_line(text: &str, k: &str) -> Option<usize> {
         let section = k.to_string();
         return text
             .lines()
-            .position(|l| header(l.trim()).is_some_and(|h| h == section) && l.trim().starts_with("[["))
+            .position(|l| {
+                header(l.trim()).is_some_and(|h| h == section) && l.trim().starts_with("[[")
+            })
             .map(|i| i + 1);
     }
     let (section, key) = k.rsplit_once('.')?;

@@ -183,35 +183,113 @@ sections! {
 /// with what it means: the configuration reference (the README's is checked
 /// against it).
 pub const KEYS: &[(&str, &str)] = &[
-    ("defaults.image", "image alias sessions and runs start from (default `cci`)"),
-    ("defaults.persistent", "keep session containers when their sessions end (default false)"),
-    ("defaults.network", "the network mode; the same key as `network.mode`"),
-    ("defaults.slot_limit", "most slots per workspace, 1-999 (default 10)"),
-    ("defaults.profile", "the profile applied unless `--profile` names another"),
-    ("tool.name", "the agent: claude, opencode, codex, aider (default claude)"),
-    ("tool.binary", "the agent's program in the container (default: its usual name)"),
-    ("tool.args", "extra arguments for the agent, after cci's own"),
-    ("tool.credentials_dir", "host folder the agent's credential files are read from (default: your home)"),
-    ("paths.sessions_dir", "where saved sessions live (default ~/.cci)"),
-    ("paths.storage_dir", "a host folder mounted at /storage in every session and run"),
-    ("paths.logs_dir", "write diagnostics to cci.log in this folder instead of stderr"),
+    (
+        "defaults.image",
+        "image alias sessions and runs start from (default `cci`)",
+    ),
+    (
+        "defaults.persistent",
+        "keep session containers when their sessions end (default false)",
+    ),
+    (
+        "defaults.network",
+        "the network mode; the same key as `network.mode`",
+    ),
+    (
+        "defaults.slot_limit",
+        "most slots per workspace, 1-999 (default 10)",
+    ),
+    (
+        "defaults.profile",
+        "the profile applied unless `--profile` names another",
+    ),
+    (
+        "tool.name",
+        "the agent: claude, opencode, codex, aider (default claude)",
+    ),
+    (
+        "tool.binary",
+        "the agent's program in the container (default: its usual name)",
+    ),
+    (
+        "tool.args",
+        "extra arguments for the agent, after cci's own",
+    ),
+    (
+        "tool.credentials_dir",
+        "host folder the agent's credential files are read from (default: your home)",
+    ),
+    (
+        "paths.sessions_dir",
+        "where saved sessions live (default ~/.cci)",
+    ),
+    (
+        "paths.storage_dir",
+        "a host folder mounted at /storage in every session and run",
+    ),
+    (
+        "paths.logs_dir",
+        "write diagnostics to cci.log in this folder instead of stderr",
+    ),
     ("incus.socket", "the Incus daemon's Unix socket"),
     ("incus.project", "the Incus project"),
-    ("incus.storage_pool", "storage pool of the containers' root disks (default: the default profile's)"),
-    ("incus.disable_shift", "mount host folders without UID shifting (default false)"),
+    (
+        "incus.storage_pool",
+        "storage pool of the containers' root disks (default: the default profile's)",
+    ),
+    (
+        "incus.disable_shift",
+        "mount host folders without UID shifting (default false)",
+    ),
     ("network.mode", "restricted (default), allowlist or open"),
-    ("network.allowed_domains", "allowlist mode: domains, IP addresses or CIDRs"),
-    ("network.refresh_interval_minutes", "allowlist mode: minutes between re-resolving (default 30)"),
-    ("network.dns_servers", "allowlist mode: DNS servers to resolve with (default: the host's)"),
-    ("network.block_private_networks", "restricted mode: block private networks (default true)"),
-    ("network.block_metadata_endpoint", "restricted mode: block the cloud metadata endpoint (default true)"),
+    (
+        "network.allowed_domains",
+        "allowlist mode: domains, IP addresses or CIDRs",
+    ),
+    (
+        "network.refresh_interval_minutes",
+        "allowlist mode: minutes between re-resolving (default 30)",
+    ),
+    (
+        "network.dns_servers",
+        "allowlist mode: DNS servers to resolve with (default: the host's)",
+    ),
+    (
+        "network.block_private_networks",
+        "restricted mode: block private networks (default true)",
+    ),
+    (
+        "network.block_metadata_endpoint",
+        "restricted mode: block the cloud metadata endpoint (default true)",
+    ),
     ("limits.cpu", "CPUs a container may use (default: no limit)"),
     ("limits.memory", "memory, e.g. 4GiB or 50% (default 80%)"),
-    ("limits.processes", "most processes in a container (default 4096)"),
-    ("limits.disk", "root disk size, e.g. 20GiB (default: no limit)"),
-    ("limits.max_duration", "stop a session after this long, e.g. 90m or 2h (default: never)"),
-    ("session.max_bytes", "bytes one saved state may hold (default 2 GiB)"),
-    ("session.max_files", "entries one saved state may hold (default 200000)"),
-    ("session.max_depth", "folder depth of one saved state (default 64)"),
-    ("mounts", "[[mounts]] host = PATH, container = PATH, readonly = BOOL"),
+    (
+        "limits.processes",
+        "most processes in a container (default 4096)",
+    ),
+    (
+        "limits.disk",
+        "root disk size, e.g. 20GiB (default: no limit)",
+    ),
+    (
+        "limits.max_duration",
+        "stop a session after this long, e.g. 90m or 2h (default: never)",
+    ),
+    (
+        "session.max_bytes",
+        "bytes one saved state may hold (default 2 GiB)",
+    ),
+    (
+        "session.max_files",
+        "entries one saved state may hold (default 200000)",
+    ),
+    (
+        "session.max_depth",
+        "folder depth of one saved state (default 64)",
+    ),
+    (
+        "mounts",
+        "[[mounts]] host = PATH, container = PATH, readonly = BOOL",
+    ),
 ];

@@ -15,12 +15,23 @@ fn bad_files_name_the_line_and_key() {
     assert_eq!(e.line, Some(4), "{e}");
     assert!(e.to_string().contains("netwrok"), "{e}");
     let e = err("[network]\nmode = \"opne\"\n");
-    assert_eq!((e.line, e.key.as_deref()), (Some(2), Some("network.mode")), "{e}");
-    assert!(e.to_string().contains("opne") && e.to_string().contains("restricted"), "{e}");
+    assert_eq!(
+        (e.line, e.key.as_deref()),
+        (Some(2), Some("network.mode")),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("opne") && e.to_string().contains("restricted"),
+        "{e}"
+    );
     let e = err("[defaults]\npersistent = \"yes\"\n");
     assert_eq!(e.line, Some(2), "{e}");
     let e = err("[limits]\ncpu = -2\n");
-    assert_eq!((e.line, e.key.as_deref()), (Some(2), Some("limits.cpu")), "{e}");
+    assert_eq!(
+        (e.line, e.key.as_deref()),
+        (Some(2), Some("limits.cpu")),
+        "{e}"
+    );
     let e = err("[defaults]\nimage = \"\"\n");
     assert_eq!(e.key.as_deref(), Some("defaults.image"), "{e}");
     let e = err("[limits]\nprocesses = 99999999999\n");
@@ -38,14 +49,20 @@ fn bad_files_name_the_line_and_key() {
     let e = err("[tool]\nname = \"claud\"\n");
     assert!(e.to_string().contains("known agents"), "{e}");
     assert!(parse(example(), "example").is_ok());
-    assert!(parse(&uncomment(example()), "example").is_ok(), "{:?}", parse(&uncomment(example()), "example"));
+    assert!(
+        parse(&uncomment(example()), "example").is_ok(),
+        "{:?}",
+        parse(&uncomment(example()), "example")
+    );
 }
 
 /// The example with every setting switched on.
 fn uncomment(text: &str) -> String {
     text.lines()
         .map(|l| match l.strip_prefix("# ") {
-            Some(r) if r.contains(" = ") || r.starts_with('[') => r.split("  #").next().unwrap_or(r).to_string(),
+            Some(r) if r.contains(" = ") || r.starts_with('[') => {
+                r.split("  #").next().unwrap_or(r).to_string()
+            }
             _ => l.to_string(),
         })
         .collect::<Vec<_>>()
@@ -58,12 +75,19 @@ fn every_key_is_in_the_example_and_the_reference() {
     let doc = parse(&all, "example").unwrap();
     let flat = flatten(&doc.settings(), Path::new("/"));
     for (key, _) in KEYS {
-        let k = if *key == "defaults.network" { "network.mode" } else { key };
+        let k = if *key == "defaults.network" {
+            "network.mode"
+        } else {
+            key
+        };
         assert!(flat.contains_key(k), "{key} missing from the example");
     }
     let readme = include_str!("../../README.md");
     for (key, _) in KEYS {
-        assert!(readme.contains(&format!("`{key}`")), "{key} missing from the README");
+        assert!(
+            readme.contains(&format!("`{key}`")),
+            "{key} missing from the README"
+        );
     }
 }
 
@@ -97,12 +121,19 @@ fn layers_override_key_by_key_and_say_where_from() {
     s.env.insert("CCI_LIMIT_CPU".into(), "3".into());
     let c = load(&s).unwrap();
     assert_eq!(c.effective.image, "w");
-    assert!(c.effective.persistent, "a layer that omits a boolean keeps it");
+    assert!(
+        c.effective.persistent,
+        "a layer that omits a boolean keeps it"
+    );
     assert_eq!(c.effective.cpu, Some(3));
     assert_eq!(c.effective.memory, "1GiB");
     assert_eq!(c.effective.processes, values::DEFAULT_PROCESSES);
     let from = |k: &str| c.merged.values[k].1.to_string();
-    assert!(from("defaults.image").ends_with("ws/.cci.toml:2"), "{}", from("defaults.image"));
+    assert!(
+        from("defaults.image").ends_with("ws/.cci.toml:2"),
+        "{}",
+        from("defaults.image")
+    );
     assert!(from("defaults.persistent").ends_with("user.toml:3"));
     assert_eq!(from("limits.cpu"), "env CCI_LIMIT_CPU");
     s.env.insert("CCI_NETWORK".into(), "opne".into());
@@ -122,7 +153,12 @@ fn profiles_apply_below_the_environment() {
     let c = load(&s).unwrap();
     assert_eq!(c.profile.as_deref(), Some("big"));
     assert_eq!(c.effective.image, "big-img");
-    assert!(c.merged.values["defaults.image"].1.to_string().starts_with("profile big ("));
+    assert!(
+        c.merged.values["defaults.image"]
+            .1
+            .to_string()
+            .starts_with("profile big (")
+    );
     s.env.insert("CCI_IMAGE".into(), "env-img".into());
     assert_eq!(load(&s).unwrap().effective.image, "env-img");
     s.profile = Some("empty".into());
@@ -144,7 +180,12 @@ fn an_untrusted_workspace_file_cannot_loosen_anything_until_trusted() {
          [profiles.evil]\nnetwork = {{ mode = \"open\" }}\n",
         outside.display()
     );
-    let s = files(d.path(), "[network]\nmode = \"allowlist\"\n", &ws_text, None);
+    let s = files(
+        d.path(),
+        "[network]\nmode = \"allowlist\"\n",
+        &ws_text,
+        None,
+    );
     std::fs::create_dir(d.path().join("ws/sub")).unwrap();
     let c = load(&s).unwrap();
     assert_eq!(c.effective.network, ModeName::Allowlist);
@@ -198,8 +239,14 @@ fn sizes_and_durations() {
     assert_eq!(parse_size("1.5G"), Some(1610612736));
     assert_eq!(parse_size("12"), None);
     assert_eq!(parse_size("-1GiB"), None);
-    assert_eq!(parse_duration("1h30m"), Some(std::time::Duration::from_secs(5400)));
-    assert_eq!(parse_duration("45s"), Some(std::time::Duration::from_secs(45)));
+    assert_eq!(
+        parse_duration("1h30m"),
+        Some(std::time::Duration::from_secs(5400))
+    );
+    assert_eq!(
+        parse_duration("45s"),
+        Some(std::time::Duration::from_secs(45))
+    );
     assert_eq!(parse_duration("0s"), None);
     assert_eq!(parse_duration("5"), None);
     assert_eq!(parse_duration("1y"), None);

@@ -119,9 +119,7 @@ pub fn gate(flat: &mut Flat, lower: &Merged, workspace: &Path) -> Vec<String> {
         };
         let section = base.split('.').next().unwrap_or("");
         let drop_key = match base.as_str() {
-            "network.mode" => {
-                strictness(v.as_str().unwrap_or("")) < strictness(&lower_mode)
-            }
+            "network.mode" => strictness(v.as_str().unwrap_or("")) < strictness(&lower_mode),
             "network.block_private_networks" | "network.block_metadata_endpoint" => {
                 v == Value::Bool(false)
             }
@@ -146,12 +144,11 @@ pub fn gate(flat: &mut Flat, lower: &Merged, workspace: &Path) -> Vec<String> {
         } else if base == "mounts"
             && let Value::Array(items) = v
         {
-            let (kept, outside): (Vec<Value>, Vec<Value>) =
-                items.into_iter().partition(|m| {
-                    m.get("host")
-                        .and_then(Value::as_str)
-                        .is_some_and(|h| inside(&PathBuf::from(h), workspace))
-                });
+            let (kept, outside): (Vec<Value>, Vec<Value>) = items.into_iter().partition(|m| {
+                m.get("host")
+                    .and_then(Value::as_str)
+                    .is_some_and(|h| inside(&PathBuf::from(h), workspace))
+            });
             for m in &outside {
                 ignored.push(format!(
                     "{key}: host {} (outside the workspace)",

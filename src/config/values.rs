@@ -39,7 +39,11 @@ pub fn absolute(p: &str, base: &Path) -> PathBuf {
 pub fn parse_size(s: &str) -> Option<u64> {
     let s = s.trim();
     let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-    let (num, unit) = if split == 0 { return None } else { s.split_at(split) };
+    let (num, unit) = if split == 0 {
+        return None;
+    } else {
+        s.split_at(split)
+    };
     let n: f64 = num.parse().ok()?;
     let mult: f64 = match unit.trim() {
         "B" => 1.0,
@@ -54,7 +58,7 @@ pub fn parse_size(s: &str) -> Option<u64> {
         _ => return None,
     };
     let v = n * mult;
-    (v.is_finite() && v >= 1.0 && v < 1e18).then_some(v as u64)
+    (v.is_finite() && (1.0..1e18).contains(&v)).then_some(v as u64)
 }
 
 /// `90m`, `2h`, `1h30m`, `45s`, `1d` -> a duration (at least a second).
@@ -83,7 +87,9 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     if !num.is_empty() {
         return None;
     }
-    (total >= 1 && total <= 365 * 86_400).then(|| Duration::from_secs(total))
+    (1..=365 * 86_400)
+        .contains(&total)
+        .then(|| Duration::from_secs(total))
 }
 
 fn check(
@@ -106,7 +112,8 @@ fn check(
 }
 
 fn nonempty(v: &Option<String>) -> bool {
-    v.as_ref().is_none_or(|s| !s.trim().is_empty() && !s.contains('\0'))
+    v.as_ref()
+        .is_none_or(|s| !s.trim().is_empty() && !s.contains('\0'))
 }
 
 fn in_range(v: Option<i64>, lo: i64, hi: i64) -> bool {
@@ -120,10 +127,27 @@ pub fn validate(s: &Settings, text: &str, source: &str, prefix: &str) -> Result<
     if let Some(d) = &s.defaults {
         let section = sec("defaults");
         check(nonempty(&d.image), text, source, &section, "image", empty)?;
-        check(nonempty(&d.profile), text, source, &section, "profile", empty)?;
-        check(in_range(d.slot_limit, 1, 999), text, source, &section, "slot_limit", || {
-            format!("{} is not a number from 1 to 999", d.slot_limit.unwrap_or(0))
-        })?;
+        check(
+            nonempty(&d.profile),
+            text,
+            source,
+            &section,
+            "profile",
+            empty,
+        )?;
+        check(
+            in_range(d.slot_limit, 1, 999),
+            text,
+            source,
+            &section,
+            "slot_limit",
+            || {
+                format!(
+                    "{} is not a number from 1 to 999",
+                    d.slot_limit.unwrap_or(0)
+                )
+            },
+        )?;
     }
     if let Some(t) = &s.tool {
         let section = sec("tool");
@@ -135,53 +159,134 @@ pub fn validate(s: &Settings, text: &str, source: &str, prefix: &str) -> Result<
             })?;
         }
         check(nonempty(&t.binary), text, source, &section, "binary", empty)?;
-        check(nonempty(&t.credentials_dir), text, source, &section, "credentials_dir", empty)?;
+        check(
+            nonempty(&t.credentials_dir),
+            text,
+            source,
+            &section,
+            "credentials_dir",
+            empty,
+        )?;
         let args_ok = t.args.iter().flatten().all(|a| !a.contains('\0'));
-        check(args_ok, text, source, &section, "args", || "an argument holds a NUL byte".into())?;
+        check(args_ok, text, source, &section, "args", || {
+            "an argument holds a NUL byte".into()
+        })?;
     }
     if let Some(p) = &s.paths {
         let section = sec("paths");
-        check(nonempty(&p.sessions_dir), text, source, &section, "sessions_dir", empty)?;
-        check(nonempty(&p.storage_dir), text, source, &section, "storage_dir", empty)?;
-        check(nonempty(&p.logs_dir), text, source, &section, "logs_dir", empty)?;
+        check(
+            nonempty(&p.sessions_dir),
+            text,
+            source,
+            &section,
+            "sessions_dir",
+            empty,
+        )?;
+        check(
+            nonempty(&p.storage_dir),
+            text,
+            source,
+            &section,
+            "storage_dir",
+            empty,
+        )?;
+        check(
+            nonempty(&p.logs_dir),
+            text,
+            source,
+            &section,
+            "logs_dir",
+            empty,
+        )?;
     }
     if let Some(i) = &s.incus {
         let section = sec("incus");
         check(nonempty(&i.socket), text, source, &section, "socket", empty)?;
-        check(nonempty(&i.project), text, source, &section, "project", empty)?;
-        check(nonempty(&i.storage_pool), text, source, &section, "storage_pool", empty)?;
+        check(
+            nonempty(&i.project),
+            text,
+            source,
+            &section,
+            "project",
+            empty,
+        )?;
+        check(
+            nonempty(&i.storage_pool),
+            text,
+            source,
+            &section,
+            "storage_pool",
+            empty,
+        )?;
     }
     if let Some(n) = &s.network {
         let section = sec("network");
         for a in n.allowed_domains.iter().flatten() {
             let parsed = crate::network::Entry::parse(a);
-            check(parsed.is_ok(), text, source, &section, "allowed_domains", || {
-                parsed.err().map(|e| e.to_string()).unwrap_or_default()
-            })?;
+            check(
+                parsed.is_ok(),
+                text,
+                source,
+                &section,
+                "allowed_domains",
+                || parsed.err().map(|e| e.to_string()).unwrap_or_default(),
+            )?;
         }
         if let Some(m) = n.refresh_interval_minutes {
             let ok = crate::network::parse_minutes(&m.to_string()).is_some();
-            check(ok, text, source, &section, "refresh_interval_minutes", || {
-                format!("{m} is not a number of minutes between 0 and 10080")
-            })?;
+            check(
+                ok,
+                text,
+                source,
+                &section,
+                "refresh_interval_minutes",
+                || format!("{m} is not a number of minutes between 0 and 10080"),
+            )?;
         }
         for d in n.dns_servers.iter().flatten() {
-            check(d.trim().parse::<IpAddr>().is_ok(), text, source, &section, "dns_servers", || {
-                format!("{d:?} is not an IP address")
-            })?;
+            check(
+                d.trim().parse::<IpAddr>().is_ok(),
+                text,
+                source,
+                &section,
+                "dns_servers",
+                || format!("{d:?} is not an IP address"),
+            )?;
         }
     }
     if let Some(l) = &s.limits {
         let section = sec("limits");
-        check(in_range(l.cpu, 1, 1024), text, source, &section, "cpu", || {
-            format!("{} is not a number of CPUs from 1 to 1024", l.cpu.unwrap_or(0))
-        })?;
-        check(in_range(l.processes, 16, 10_000_000), text, source, &section, "processes", || {
-            format!("{} is not a number from 16 to 10000000", l.processes.unwrap_or(0))
-        })?;
+        check(
+            in_range(l.cpu, 1, 1024),
+            text,
+            source,
+            &section,
+            "cpu",
+            || {
+                format!(
+                    "{} is not a number of CPUs from 1 to 1024",
+                    l.cpu.unwrap_or(0)
+                )
+            },
+        )?;
+        check(
+            in_range(l.processes, 16, 10_000_000),
+            text,
+            source,
+            &section,
+            "processes",
+            || {
+                format!(
+                    "{} is not a number from 16 to 10000000",
+                    l.processes.unwrap_or(0)
+                )
+            },
+        )?;
         if let Some(m) = &l.memory {
             check(memory_ok(m), text, source, &section, "memory", || {
-                format!("{m:?} is not a size (like 4GiB or 512MiB, at least 64MiB) or a percentage (1% to 100%)")
+                format!(
+                    "{m:?} is not a size (like 4GiB or 512MiB, at least 64MiB) or a percentage (1% to 100%)"
+                )
             })?;
         }
         if let Some(d) = &l.disk {
@@ -191,22 +296,57 @@ pub fn validate(s: &Settings, text: &str, source: &str, prefix: &str) -> Result<
             })?;
         }
         if let Some(d) = &l.max_duration {
-            check(parse_duration(d).is_some(), text, source, &section, "max_duration", || {
-                format!("{d:?} is not a duration like 90m, 2h or 1h30m (1s to 365d)")
-            })?;
+            check(
+                parse_duration(d).is_some(),
+                text,
+                source,
+                &section,
+                "max_duration",
+                || format!("{d:?} is not a duration like 90m, 2h or 1h30m (1s to 365d)"),
+            )?;
         }
     }
     if let Some(x) = &s.session {
         let section = sec("session");
-        check(in_range(x.max_bytes, 1024, 1 << 40), text, source, &section, "max_bytes", || {
-            format!("{} is not a number of bytes from 1024 to 1 TiB", x.max_bytes.unwrap_or(0))
-        })?;
-        check(in_range(x.max_files, 1, 100_000_000), text, source, &section, "max_files", || {
-            format!("{} is not a number from 1 to 100000000", x.max_files.unwrap_or(0))
-        })?;
-        check(in_range(x.max_depth, 1, 4096), text, source, &section, "max_depth", || {
-            format!("{} is not a number from 1 to 4096", x.max_depth.unwrap_or(0))
-        })?;
+        check(
+            in_range(x.max_bytes, 1024, 1 << 40),
+            text,
+            source,
+            &section,
+            "max_bytes",
+            || {
+                format!(
+                    "{} is not a number of bytes from 1024 to 1 TiB",
+                    x.max_bytes.unwrap_or(0)
+                )
+            },
+        )?;
+        check(
+            in_range(x.max_files, 1, 100_000_000),
+            text,
+            source,
+            &section,
+            "max_files",
+            || {
+                format!(
+                    "{} is not a number from 1 to 100000000",
+                    x.max_files.unwrap_or(0)
+                )
+            },
+        )?;
+        check(
+            in_range(x.max_depth, 1, 4096),
+            text,
+            source,
+            &section,
+            "max_depth",
+            || {
+                format!(
+                    "{} is not a number from 1 to 4096",
+                    x.max_depth.unwrap_or(0)
+                )
+            },
+        )?;
     }
     for m in s.mounts.iter().flatten() {
         let at = || ConfigError {
@@ -219,7 +359,10 @@ pub fn validate(s: &Settings, text: &str, source: &str, prefix: &str) -> Result<
             message: String::new(),
         };
         if let Err(why) = check_mount(&m.host, &m.container) {
-            return Err(ConfigError { message: why, ..at() });
+            return Err(ConfigError {
+                message: why,
+                ..at()
+            });
         }
     }
     Ok(())
@@ -227,7 +370,10 @@ pub fn validate(s: &Settings, text: &str, source: &str, prefix: &str) -> Result<
 
 fn memory_ok(m: &str) -> bool {
     match m.trim().strip_suffix('%') {
-        Some(p) => p.trim().parse::<u32>().is_ok_and(|p| (1..=100).contains(&p)),
+        Some(p) => p
+            .trim()
+            .parse::<u32>()
+            .is_ok_and(|p| (1..=100).contains(&p)),
         None => parse_size(m).is_some_and(|b| b >= 64 << 20),
     }
 }
@@ -271,7 +417,10 @@ pub const ENV: &[(&str, &str)] = &[
     ("CCI_NETWORK", "network.mode"),
     ("CCI_NETWORK_ALLOW", "network.allowed_domains"),
     ("CCI_DNS_SERVERS", "network.dns_servers"),
-    ("CCI_NETWORK_REFRESH_MINUTES", "network.refresh_interval_minutes"),
+    (
+        "CCI_NETWORK_REFRESH_MINUTES",
+        "network.refresh_interval_minutes",
+    ),
     ("CCI_LIMIT_CPU", "limits.cpu"),
     ("CCI_LIMIT_MEMORY", "limits.memory"),
     ("CCI_LIMIT_PROCESSES", "limits.processes"),
@@ -322,7 +471,9 @@ pub fn env_layer(env: &BTreeMap<String, String>) -> Result<Flat, ConfigError> {
                 Ok(f) => serde_json::json!(f),
                 Err(_) => return Err(bad(format!("{raw:?} is not a number"))),
             },
-            k if k.starts_with("limits.") && !k.ends_with("memory") && !k.ends_with("disk")
+            k if k.starts_with("limits.")
+                && !k.ends_with("memory")
+                && !k.ends_with("disk")
                 && !k.ends_with("max_duration")
                 || k.starts_with("session.")
                 || k == "defaults.slot_limit" =>
@@ -376,6 +527,8 @@ pub struct MountSpec {
 /// The settings in force, with cci's defaults where nothing was set.
 #[derive(Debug, Clone)]
 pub struct Effective {
+    /// The profile applied.
+    pub profile: Option<String>,
     /// Image alias.
     pub image: String,
     /// Keep session containers.
@@ -456,10 +609,15 @@ impl Effective {
         let base = crate::session::Limits::default();
         let path = |v: Option<String>| v.map(PathBuf::from);
         Effective {
-            image: d.image.unwrap_or_else(|| crate::image::DEFAULT_ALIAS.into()),
+            profile: None,
+            image: d
+                .image
+                .unwrap_or_else(|| crate::image::DEFAULT_ALIAS.into()),
             persistent: d.persistent.unwrap_or(false),
             slot_limit: d.slot_limit.map_or(10, |n| n as u32),
-            tool: t.name.unwrap_or_else(|| crate::sandbox::AGENTS[0].name.into()),
+            tool: t
+                .name
+                .unwrap_or_else(|| crate::sandbox::AGENTS[0].name.into()),
             tool_binary: t.binary,
             tool_args: t.args.unwrap_or_default(),
             credentials_dir: path(t.credentials_dir),
@@ -504,5 +662,63 @@ impl Effective {
                 })
                 .collect(),
         }
+    }
+}
+
+impl Effective {
+    /// Every key with the value in force (`null`: not set), in reference order.
+    pub fn values(&self) -> Vec<(&'static str, Value)> {
+        use serde_json::json;
+        let path = |p: &Option<PathBuf>| json!(p.as_ref().map(|p| p.display().to_string()));
+        let mode = match self.network {
+            ModeName::Restricted => "restricted",
+            ModeName::Allowlist => "allowlist",
+            ModeName::Open => "open",
+        };
+        vec![
+            ("defaults.image", json!(self.image)),
+            ("defaults.persistent", json!(self.persistent)),
+            ("defaults.slot_limit", json!(self.slot_limit)),
+            ("defaults.profile", json!(self.profile)),
+            ("tool.name", json!(self.tool)),
+            ("tool.binary", json!(self.tool_binary)),
+            ("tool.args", json!(self.tool_args)),
+            ("tool.credentials_dir", path(&self.credentials_dir)),
+            ("paths.sessions_dir", path(&self.sessions_dir)),
+            ("paths.storage_dir", path(&self.storage_dir)),
+            ("paths.logs_dir", path(&self.logs_dir)),
+            ("incus.socket", path(&self.socket)),
+            ("incus.project", json!(self.project)),
+            ("incus.storage_pool", json!(self.storage_pool)),
+            ("incus.disable_shift", json!(self.disable_shift)),
+            ("network.mode", json!(mode)),
+            ("network.allowed_domains", json!(self.allowed)),
+            ("network.refresh_interval_minutes", json!(self.refresh_minutes)),
+            (
+                "network.dns_servers",
+                json!(self.dns_servers.iter().map(|d| d.to_string()).collect::<Vec<_>>()),
+            ),
+            ("network.block_private_networks", json!(self.block_private)),
+            ("network.block_metadata_endpoint", json!(self.block_metadata)),
+            ("limits.cpu", json!(self.cpu)),
+            ("limits.memory", json!(self.memory)),
+            ("limits.processes", json!(self.processes)),
+            ("limits.disk", json!(self.disk)),
+            (
+                "limits.max_duration",
+                json!(self.max_duration.map(|d| format!("{}s", d.as_secs()))),
+            ),
+            ("session.max_bytes", json!(self.session.max_bytes)),
+            ("session.max_files", json!(self.session.max_files)),
+            ("session.max_depth", json!(self.session.max_depth)),
+            (
+                "mounts",
+                json!(self
+                    .mounts
+                    .iter()
+                    .map(|m| json!({"host": m.host.display().to_string(), "container": m.container, "readonly": m.readonly}))
+                    .collect::<Vec<_>>()),
+            ),
+        ]
     }
 }

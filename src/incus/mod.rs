@@ -26,6 +26,7 @@ pub use files::{FileInfo, FileKind, FileWrite};
 pub use images::{Image, ImageAlias, Publish};
 pub use instances::{ImageRef, Instance, InstanceCreate, InstanceState, StateChange};
 pub use operations::Operation;
+pub use profiles::Profile;
 pub use server::ServerInfo;
 pub use transport::{Endpoint, Transport, discover_socket};
 

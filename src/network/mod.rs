@@ -34,6 +34,10 @@ pub mod keys {
     pub const REFRESH: &str = "user.cci.network.refresh_minutes";
     /// DNS servers allowlists are resolved with, comma-separated (empty: the host's).
     pub const DNS: &str = "user.cci.network.dns";
+    /// Restricted mode: `open` when private networks are reachable.
+    pub const LAN: &str = "user.cci.network.lan";
+    /// Restricted mode: `open` when the metadata endpoint is reachable.
+    pub const METADATA: &str = "user.cci.network.metadata";
 }
 
 /// Allowlists are resolved again this often unless configured otherwise.
@@ -186,6 +190,10 @@ pub struct Policy {
     pub refresh_minutes: f64,
     /// Allowlist mode: DNS servers to resolve with (empty: the host's).
     pub dns_servers: Vec<std::net::IpAddr>,
+    /// Restricted mode: private networks (LAN) are reachable.
+    pub lan: bool,
+    /// Restricted mode: the cloud metadata endpoint is reachable.
+    pub metadata: bool,
 }
 
 impl Default for Policy {
@@ -195,6 +203,8 @@ impl Default for Policy {
             allow: Vec::new(),
             refresh_minutes: DEFAULT_REFRESH_MINUTES,
             dns_servers: Vec::new(),
+            lan: false,
+            metadata: false,
         }
     }
 }
@@ -213,6 +223,11 @@ impl Policy {
                     .and_then(|m| parse_minutes(m))
                     .unwrap_or(DEFAULT_REFRESH_MINUTES),
                 dns_servers: parse_servers(instance.config.get(keys::DNS).map_or("", |s| s))?,
+                lan: instance.config.get(keys::LAN).is_some_and(|v| v == "open"),
+                metadata: instance
+                    .config
+                    .get(keys::METADATA)
+                    .is_some_and(|v| v == "open"),
             })
         })())
     }
@@ -375,6 +390,14 @@ impl Attachment {
                 req.config.insert(keys::DNS.into(), list.join(","));
             }
         }
+        if self.policy.mode == Mode::Restricted {
+            if self.policy.lan {
+                req.config.insert(keys::LAN.into(), "open".into());
+            }
+            if self.policy.metadata {
+                req.config.insert(keys::METADATA.into(), "open".into());
+            }
+        }
         req.config.insert("boot.autostart".into(), "false".into());
         req.start = false;
     }
@@ -448,7 +471,10 @@ fn install(
     bridge: &Bridge,
     resolved: &allow::Resolved,
 ) -> Result<(), Error> {
-    let (allow4, allow6) = allow::admitted(&policy.allow, resolved);
+    let (allow4, allow6) = match policy.mode {
+        Mode::Restricted => rules::exempt(policy.lan, policy.metadata),
+        _ => allow::admitted(&policy.allow, resolved),
+    };
     let rules = PortRules {
         port: port.clone(),
         mode: policy.mode,

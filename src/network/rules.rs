@@ -80,6 +80,30 @@ pub struct PortRules {
     pub allow6: Vec<Ipv6Net>,
 }
 
+/// Restricted mode: the ranges a policy unblocks — private networks (`lan`)
+/// and the cloud metadata endpoint (`metadata`).
+pub fn exempt(lan: bool, metadata: bool) -> (Vec<Ipv4Net>, Vec<Ipv6Net>) {
+    let mut v4: Vec<&str> = Vec::new();
+    let mut v6: Vec<&str> = Vec::new();
+    if lan {
+        v4.extend([
+            "10.0.0.0/8",
+            "172.16.0.0/12",
+            "192.168.0.0/16",
+            "100.64.0.0/10",
+        ]);
+        v6.push("fc00::/7");
+    }
+    if metadata {
+        v4.push("169.254.169.254/32");
+        v6.push("fd00:ec2::254/128");
+    }
+    (
+        v4.iter().filter_map(|n| n.parse().ok()).collect(),
+        v6.iter().filter_map(|n| n.parse().ok()).collect(),
+    )
+}
+
 /// The tables, sets and hook chains every script starts with. Idempotent:
 /// `add` of what exists is a no-op, and the hook chains are flushed and
 /// refilled, so a deleted or damaged skeleton comes back whole.
@@ -243,6 +267,21 @@ pub fn install(r: &PortRules) -> String {
     match r.mode {
         Mode::Open => rule(&mut s, "accept"),
         Mode::Restricted => {
+            // Ranges the configuration unblocked (LAN, metadata endpoint).
+            if !r.allow4.is_empty() {
+                let list: Vec<String> = r.allow4.iter().map(|n| n.to_string()).collect();
+                rule(
+                    &mut s,
+                    &format!("ip daddr {{ {} }} accept", list.join(", ")),
+                );
+            }
+            if !r.allow6.is_empty() {
+                let list: Vec<String> = r.allow6.iter().map(|n| n.to_string()).collect();
+                rule(
+                    &mut s,
+                    &format!("ip6 daddr {{ {} }} accept", list.join(", ")),
+                );
+            }
             rule(&mut s, &format!("ip daddr @blocked4 {drop}"));
             rule(&mut s, &format!("ip6 daddr @blocked6 {drop}"));
         }
@@ -447,6 +486,24 @@ mod tests {
         );
         assert!(r.contains(&"ip6 daddr fd42::1 accept"));
         assert!(!r.iter().any(|l| l.starts_with("ether type ip6")));
+    }
+
+    #[test]
+    fn restricted_exemptions_come_before_the_blocked_ranges() {
+        let mut r = rules(Mode::Restricted);
+        (r.allow4, r.allow6) = exempt(false, true);
+        let s = install(&r);
+        let lines = chain_rules(&s);
+        let accept = lines
+            .iter()
+            .position(|l| *l == "ip daddr { 169.254.169.254/32 } accept")
+            .unwrap();
+        let blocked = lines.iter().position(|l| l.contains("@blocked4")).unwrap();
+        assert!(accept < blocked);
+        assert!(!s.contains("10.0.0.0/8 } accept"));
+        let (v4, _) = exempt(true, false);
+        assert!(v4.iter().any(|n| n.to_string() == "192.168.0.0/16"));
+        assert_eq!(exempt(false, false), (vec![], vec![]));
     }
 
     #[test]

@@ -170,7 +170,11 @@ pub async fn launch(
     limit: u32,
     attempt: &Attempt,
 ) -> Result<Launched, LaunchError> {
-    let profiles = ["default".to_string()];
+    super::profile::ensure(client).await?;
+    let profiles = [
+        "default".to_string(),
+        super::profile::SANDBOX_PROFILE.to_string(),
+    ];
     let net = network::prepare(client, &profiles, &spec.network).await?;
     let fw = Nft::from_env();
     let g = Guarded { net: &net, fw: &fw };

@@ -7,7 +7,9 @@ mod agent;
 mod inventory;
 mod launch;
 mod lifecycle;
+mod mounts;
 mod names;
+mod profile;
 mod run;
 mod saving;
 mod shell;
@@ -19,11 +21,13 @@ pub use agent::{AGENTS, Agent, AgentDef, UnknownAgent};
 pub use inventory::{SandboxInfo, get as info, list, list_prefix};
 pub use launch::{Attempt, LaunchError, Launched, launch, remove};
 pub use lifecycle::{CleanItem, CleanReason, clean_plan, clean_reason, kill, persist, shutdown};
+pub use mounts::{Extras, Mount, STORAGE_MOUNT, parse_mount_arg, plan as plan_mounts};
 pub use names::{
     MAX_SLOT, PREFIX, Slot, SlotError, container_name, parse_container_name, workspace_prefix,
 };
+pub use profile::{SANDBOX_PROFILE, ensure as ensure_profile};
 pub use run::{Ending, RunOutcome, RunRequest, run, sandbox_env};
-pub use saving::{LIMIT_ENVS, StateSave, limits as session_limits, save_now, store_of};
+pub use saving::{StateSave, limits as session_limits, save_now, store_of};
 pub use shell::{
     Ended, Left, Session, ShellRequest, after_detach, end, new_session_id, open, reap, stop,
 };

@@ -16,38 +16,9 @@ use crate::incus::{self, Client};
 use crate::network::{self, Nft};
 use crate::session::{self, Limits, Origin, Saved, SessionId, Store};
 
-/// Environment variables for the session limits (bytes, files, depth).
-pub const LIMIT_ENVS: [&str; 3] = [
-    "CCI_SESSION_MAX_BYTES",
-    "CCI_SESSION_MAX_FILES",
-    "CCI_SESSION_MAX_DEPTH",
-];
-
-/// The limits on one saved state: the defaults, or the environment's.
+/// The limits on one saved state (`[session]`, `CCI_SESSION_MAX_*`).
 pub fn limits() -> Result<Limits, String> {
-    let mut l = Limits::default();
-    let read = |name: &str| -> Result<Option<u64>, String> {
-        match std::env::var(name) {
-            Ok(v) if !v.trim().is_empty() => v
-                .trim()
-                .parse::<u64>()
-                .ok()
-                .filter(|n| *n > 0)
-                .map(Some)
-                .ok_or_else(|| format!("{name}={v:?} is not a positive whole number")),
-            _ => Ok(None),
-        }
-    };
-    if let Some(n) = read(LIMIT_ENVS[0])? {
-        l.max_bytes = n;
-    }
-    if let Some(n) = read(LIMIT_ENVS[1])? {
-        l.max_files = n;
-    }
-    if let Some(n) = read(LIMIT_ENVS[2])? {
-        l.max_depth = n.min(4096) as usize;
-    }
-    Ok(l)
+    Ok(crate::config::current().session)
 }
 
 /// What became of a session's state.

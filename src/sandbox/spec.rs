@@ -2,7 +2,9 @@
 
 use std::collections::HashMap;
 
+use super::mounts::Extras;
 use super::names::Slot;
+use super::profile::SANDBOX_PROFILE;
 use super::workspace::Workspace;
 use crate::incus::{ImageRef, InstanceCreate};
 
@@ -37,6 +39,8 @@ pub mod keys {
     pub const SESSION: &str = "user.cci.session";
     /// The agent the session runs (`claude`...), empty for `--debug` shells.
     pub const AGENT: &str = "user.cci.agent";
+    /// Seconds after which the session is stopped (`limits.max_duration`).
+    pub const MAX_DURATION: &str = "user.cci.max_duration";
     /// The session whose agent state was last saved to the host.
     pub const SAVED: &str = "user.cci.saved";
     /// Why saving the current session's state failed (`ID: reason`).
@@ -79,6 +83,8 @@ pub struct SandboxSpec {
     pub marks: Vec<(&'static str, String)>,
     /// What it may reach on the network.
     pub network: crate::network::Policy,
+    /// Limits and extra mounts.
+    pub extras: Extras,
 }
 
 impl SandboxSpec {
@@ -105,16 +111,57 @@ impl SandboxSpec {
                 config.insert(key.into(), "true".into());
             }
         }
-        let disk: HashMap<String, String> = [
-            ("type", "disk"),
-            ("source", self.workspace.path_str()),
-            ("path", WORKSPACE_MOUNT),
-            ("shift", "true"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        req.devices.insert("workspace".into(), disk);
+        let x = &self.extras;
+        for (key, value) in [
+            ("limits.cpu", x.cpu.map(|c| c.to_string())),
+            ("limits.memory", x.memory.clone()),
+            ("limits.processes", x.processes.map(|p| p.to_string())),
+            (
+                keys::MAX_DURATION,
+                x.max_duration.map(|d| d.as_secs().to_string()),
+            ),
+        ] {
+            if let Some(v) = value {
+                config.insert(key.into(), v);
+            }
+        }
+        let dev = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let shift = if x.shift { "true" } else { "false" };
+        req.devices.insert(
+            "workspace".into(),
+            dev(&[
+                ("type", "disk"),
+                ("source", self.workspace.path_str()),
+                ("path", WORKSPACE_MOUNT),
+                ("shift", shift),
+            ]),
+        );
+        for (i, m) in x.mounts.iter().enumerate() {
+            let host = m.host.display().to_string();
+            let mut d = dev(&[
+                ("type", "disk"),
+                ("source", &host),
+                ("path", &m.container),
+                ("shift", shift),
+            ]);
+            if m.readonly {
+                d.insert("readonly".into(), "true".into());
+            }
+            req.devices.insert(format!("mount{i}"), d);
+        }
+        if let Some(pool) = &x.pool {
+            let mut root = dev(&[("type", "disk"), ("path", "/"), ("pool", pool)]);
+            if let Some(size) = &x.disk {
+                root.insert("size".into(), size.clone());
+            }
+            req.devices.insert("root".into(), root);
+        }
+        req.profiles = vec!["default".into(), SANDBOX_PROFILE.into()];
         // A one-off command's container goes away by itself once stopped, even
         // when cci is killed before it can delete it.
         req.ephemeral = self.kind == Kind::Run;
@@ -136,6 +183,10 @@ mod tests {
             nesting,
             marks: vec![(keys::SESSION, "s-1".into())],
             network: Default::default(),
+            extras: Extras {
+                shift: true,
+                ..Default::default()
+            },
         }
     }
 

@@ -20,9 +20,10 @@ pub const SOCKET: &str = "/home/code/.cci-tmux";
 
 /// Creates the session as `code` (with its groups, via runuser) and starts the
 /// supervisor. Arguments: pane script, supervisor script, width, height, what
-/// follows the agent (`shell` or `end`), then the agent's argv. Returns once
+/// follows the agent (`shell` or `end`), the time limit in seconds (0: none),
+/// then the agent's argv. Returns once
 /// the session exists, so readiness needs no waiting.
-const START: &str = r#"pane=$1 supervisor=$2 w=$3 h=$4 after=$5; shift 5
+const START: &str = r#"pane=$1 supervisor=$2 w=$3 h=$4 after=$5 limit=$6; shift 6
 as_code() { runuser -u code -- "$@"; }
 tmux() { as_code tmux -S /home/code/.cci-tmux "$@"; }
 if tmux has-session -t cci 2>/dev/null; then exit 0; fi
@@ -38,6 +39,11 @@ if ! tmux new-session -d -s cci -x "$w" -y "$h" -c /workspace \
     exit 1
 fi
 setsid -f sh -c "$supervisor" cci-supervisor </dev/null >/dev/null 2>&1
+# The session's time limit: its end powers the container off, as any end does.
+if [ "$limit" -gt 0 ]; then
+    setsid -f sh -c 'sleep "$1"; tmux -S /home/code/.cci-tmux kill-server' cci-time-limit "$limit" \
+        </dev/null >/dev/null 2>&1
+fi
 "#;
 
 /// The session's only pane, as `code`: the agent, then (unless `end`) an
@@ -90,6 +96,8 @@ pub struct SessionCommand {
     pub env: Vec<(String, String)>,
     /// Initial window size (columns, rows).
     pub size: (u16, u16),
+    /// End the session after this long.
+    pub max_duration: Option<std::time::Duration>,
 }
 
 /// Start the session in `container` (nothing happens when it already runs).
@@ -105,6 +113,7 @@ pub async fn start(
     argv.push(cmd.size.0.to_string());
     argv.push(cmd.size.1.to_string());
     argv.push(if cmd.shell_after { "shell" } else { "end" }.into());
+    argv.push(cmd.max_duration.map_or(0, |d| d.as_secs()).to_string());
     argv.extend(cmd.argv.iter().cloned());
     let spec = ExecSpec {
         command: argv,

@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 
 pub use archive::{ArchiveError, Limits, Tally, shown};
 pub use id::{BadSessionId, SessionId};
-pub use store::{DIR_ENV, Meta, Saved, Store, rfc3339};
+pub use store::{Meta, Saved, Store, rfc3339};
 
 use crate::incus::{self, Client, ExecRequest, FileWrite};
 
@@ -26,9 +26,6 @@ use crate::incus::{self, Client, ExecRequest, FileWrite};
 const HOME: &str = "/home/code";
 /// The `code` user.
 const CODE: (u32, u32) = (1000, 1000);
-
-/// The host folder credentials are read from instead of the home folder.
-pub const CREDENTIALS_ENV: &str = "CCI_CREDENTIALS_DIR";
 
 /// What one agent keeps where.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -327,11 +324,12 @@ async fn restore_once(
     Ok(tally)
 }
 
-/// The host folder the agent's credentials are read from: `$CCI_CREDENTIALS_DIR`,
-/// else the invoking user's home under sudo, else `$HOME`.
+/// The host folder the agent's credentials are read from: `[tool]
+/// credentials_dir` (or `$CCI_CREDENTIALS_DIR`), else the invoking user's
+/// home under sudo, else `$HOME`.
 pub fn credentials_home() -> Option<PathBuf> {
-    if let Some(d) = std::env::var_os(CREDENTIALS_ENV).filter(|d| !d.is_empty()) {
-        return Some(PathBuf::from(d));
+    if let Some(d) = &crate::config::current().credentials_dir {
+        return Some(d.clone());
     }
     if crate::state::is_root()
         && let Some(user) = std::env::var("SUDO_USER").ok().filter(|u| u != "root")

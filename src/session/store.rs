@@ -15,9 +15,6 @@ use serde::{Deserialize, Serialize};
 use super::archive::{read_small, write_private};
 use super::id::SessionId;
 
-/// Where saved sessions live when not under `~/.cci` (for tests and shared setups).
-pub const DIR_ENV: &str = "CCI_SESSIONS_DIR";
-
 /// What is known about a saved session (`meta.json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Meta {
@@ -112,14 +109,15 @@ fn private_dir(path: &Path) -> io::Result<()> {
     fs::set_permissions(path, fs::Permissions::from_mode(0o700))
 }
 
-/// The folder that holds every agent's `sessions-<tool>` folder.
+/// The folder that holds every agent's `sessions-<tool>` folder:
+/// `[paths] sessions_dir` (or `$CCI_SESSIONS_DIR`), else `~/.cci`.
 pub fn root() -> io::Result<PathBuf> {
-    match std::env::var_os(DIR_ENV) {
-        Some(d) if !d.is_empty() => {
-            fs::create_dir_all(&d)?;
-            Ok(PathBuf::from(d))
+    match &crate::config::current().sessions_dir {
+        Some(d) => {
+            fs::create_dir_all(d)?;
+            Ok(d.clone())
         }
-        _ => crate::state::dir(""),
+        None => crate::state::dir(""),
     }
 }
 
