@@ -66,7 +66,7 @@ fn main() {
                         file.display()
                     );
                     for i in &config.ignored {
-                        eprintln!("cci:   {}", i.escape_debug());
+                        eprintln!("cci:   {}", cci::config::printable(i));
                     }
                 }
                 cci::config::install(config);

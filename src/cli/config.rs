@@ -131,7 +131,7 @@ fn report_ignored(loaded: &config::Config) {
             f.display()
         );
         for i in &loaded.ignored {
-            eprintln!("cci:   {}", i.escape_debug());
+            eprintln!("cci:   {}", config::printable(i));
         }
     }
 }
@@ -187,7 +187,10 @@ fn show(loaded: &config::Config, format: ShowFormat) -> anyhow::Result<i32> {
                 }
             }
             for i in &loaded.ignored {
-                println!("# ignored (untrusted workspace file): {}", i.escape_debug());
+                println!(
+                    "# ignored (untrusted workspace file): {}",
+                    config::printable(i)
+                );
             }
         }
     }
@@ -229,7 +232,7 @@ pub fn trust(a: &TrustArgs) -> anyhow::Result<i32> {
         &trust::hash(&file.text)[..16]
     );
     for i in &before.ignored {
-        println!("  now applies: {}", i.escape_debug());
+        println!("  now applies: {}", config::printable(i));
     }
     Ok(0)
 }

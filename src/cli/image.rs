@@ -185,7 +185,8 @@ pub async fn default_request(client: &Client, network: crate::network::Policy) -
 pub async fn image_exists(client: &Client, alias: &str) -> anyhow::Result<bool> {
     match client.image_alias(alias).await {
         Ok(_) => Ok(true),
-        Err(e) if e.is_not_found() => Ok(false),
+        // (A missing project is not a missing image: nothing to build there.)
+        Err(e) if e.is_not_found() && !e.to_string().contains("Project not found") => Ok(false),
         Err(e) => Err(e.into()),
     }
 }

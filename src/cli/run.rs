@@ -61,7 +61,12 @@ impl SandboxArgs {
 
     /// Limits and mounts from the configuration and these flags
     /// (`session`: the time limit applies).
-    pub async fn extras(&self, client: &Client, session: bool) -> anyhow::Result<sandbox::Extras> {
+    pub async fn extras(
+        &self,
+        client: &Client,
+        workspace: &Workspace,
+        session: bool,
+    ) -> anyhow::Result<sandbox::Extras> {
         let cfg = crate::config::current();
         let mut mounts: Vec<(String, String, bool)> = cfg
             .mounts
@@ -76,8 +81,12 @@ impl SandboxArgs {
             .collect();
         mounts.extend(self.mounts.iter().cloned());
         let storage = self.storage.clone().or_else(|| cfg.storage_dir.clone());
+        let owner = std::fs::metadata(workspace.path_str()).ok().map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            (m.uid(), m.gid())
+        });
         let mounts =
-            sandbox::plan_mounts(storage.as_deref(), &mounts).map_err(super::UsageError)?;
+            sandbox::plan_mounts(storage.as_deref(), &mounts, owner).map_err(super::UsageError)?;
         // The root disk is named only when it must be: a pool or a size.
         let pool = match (&cfg.storage_pool, &cfg.disk) {
             (Some(p), _) => Some(p.clone()),
@@ -184,6 +193,7 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<i32> {
     if let Some(code) = args.sandbox.ensure_image(client).await? {
         return Ok(code);
     }
+    let extras = args.sandbox.extras(client, &workspace, false).await?;
     let req = RunRequest {
         spec: SandboxSpec {
             workspace,
@@ -193,7 +203,7 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<i32> {
             nesting: true,
             marks: Vec::new(),
             network: args.sandbox.net.policy()?,
-            extras: args.sandbox.extras(client, false).await?,
+            extras,
         },
         slot: args.sandbox.slot,
         slot_limit: slot_limit()?,

@@ -96,6 +96,7 @@ pub async fn shell(client: &Client, args: ShellArgs) -> anyhow::Result<i32> {
         argv.extend(cfg.tool_args.iter().cloned());
         (Some(agent), argv, true)
     };
+    let extras = args.sandbox.extras(client, &workspace, true).await?;
     let req = ShellRequest {
         spec: SandboxSpec {
             workspace,
@@ -105,7 +106,7 @@ pub async fn shell(client: &Client, args: ShellArgs) -> anyhow::Result<i32> {
             nesting: true,
             marks: Vec::new(),
             network: args.sandbox.net.policy()?,
-            extras: args.sandbox.extras(client, true).await?,
+            extras,
         },
         slot: args.sandbox.slot,
         slot_limit: slot_limit()?,

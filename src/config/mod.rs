@@ -426,6 +426,7 @@ pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
     let mut merged = Merged::default();
     let mut ignored = Vec::new();
     let mut workspace_file = None;
+    let mut declared = std::collections::BTreeSet::new();
     let files = [
         (sources.system.clone(), Layer::System),
         (sources.user.clone(), Layer::User),
@@ -449,6 +450,7 @@ pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
             continue;
         };
         let base = path.parent().unwrap_or(Path::new("/")).to_path_buf();
+        declared.extend(file.doc.profiles.iter().flatten().map(|(n, _)| n.clone()));
         let mut flat = flatten(&file.doc.settings(), &base);
         for (name, p) in file.doc.profiles.iter().flatten() {
             for (k, v) in flatten(p, &base) {
@@ -494,19 +496,12 @@ pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
                     .map(|rest| (rest.to_string(), v.clone(), o.clone()))
             })
             .collect();
-        let defined =
-            merged.values.keys().any(|k| k.starts_with(&prefix)) || profile_declared(sources, name);
-        if !defined {
-            let known: std::collections::BTreeSet<&str> = merged
-                .values
-                .keys()
-                .filter_map(|k| k.strip_prefix("profiles.")?.split('.').next())
-                .collect();
-            let known: Vec<&str> = known.into_iter().collect();
+        if !declared.contains(name) {
+            let known: Vec<&str> = declared.iter().map(String::as_str).collect();
             return Err(ConfigError::new(
-                "configuration",
+                "profiles",
                 None,
-                Some("profile"),
+                None,
                 format!(
                     "profile {name:?} is not defined (defined: {})",
                     if known.is_empty() {
@@ -537,20 +532,6 @@ pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
     })
 }
 
-/// An empty `[profiles.NAME]` still defines NAME.
-fn profile_declared(sources: &Sources, name: &str) -> bool {
-    [
-        sources.system.clone(),
-        sources.user.clone(),
-        sources.workspace.as_ref().map(|w| w.join(".cci.toml")),
-        sources.explicit.clone(),
-    ]
-    .into_iter()
-    .flatten()
-    .filter_map(|p| std::fs::read_to_string(p).ok())
-    .any(|t| line_of(&t, &format!("profiles.{name}"), None).is_some())
-}
-
 /// The line of flat key `k` in `text`.
 fn key_line(text: &str, k: &str) -> Option<usize> {
     if k == "mounts" || k.ends_with(".mounts") {
@@ -563,15 +544,21 @@ fn key_line(text: &str, k: &str) -> Option<usize> {
             .map(|i| i + 1);
     }
     let (section, key) = k.rsplit_once('.')?;
-    line_of(text, section, Some(key)).or_else(|| {
-        // `[defaults] network` is kept as `network.mode`.
-        (k.ends_with("network.mode"))
-            .then(|| {
-                let prefix = k.strip_suffix("network.mode").unwrap_or("");
-                line_of(text, &format!("{prefix}defaults"), Some("network"))
-            })
-            .flatten()
-    })
+    line_of(text, section, Some(key))
+        // `section = { key = ... }`: the line of the section's own key.
+        .or_else(|| {
+            let (outer, inner) = section.rsplit_once('.')?;
+            line_of(text, outer, Some(inner))
+        })
+        .or_else(|| {
+            // `[defaults] network` is kept as `network.mode`.
+            (k.ends_with("network.mode"))
+                .then(|| {
+                    let prefix = k.strip_suffix("network.mode").unwrap_or("");
+                    line_of(text, &format!("{prefix}defaults"), Some("network"))
+                })
+                .flatten()
+        })
 }
 
 static CURRENT: OnceLock<Config> = OnceLock::new();
@@ -593,6 +580,19 @@ pub fn current() -> &'static Effective {
 /// The whole loaded configuration, if one was installed.
 pub fn loaded() -> Option<&'static Config> {
     CURRENT.get()
+}
+
+/// `s` with control characters escaped (for the terminal), quotes kept.
+pub fn printable(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
 }
 
 /// A commented example configuration (`cci config example`).

@@ -78,15 +78,24 @@ fn plain(container: &str) -> bool {
 /// Check and resolve the mounts: host paths (`~` expands) must exist;
 /// container paths must be absolute and plain, and no two of them (nor
 /// /workspace, nor /storage when `storage` is given) may be the same or
-/// nested. A `storage` folder is made when missing.
+/// nested. A `storage` folder is made when missing, owned by `owner` (the
+/// workspace's owner, so the agent can write there as it can in the workspace).
 pub fn plan(
     storage: Option<&Path>,
     mounts: &[(String, String, bool)],
+    owner: Option<(u32, u32)>,
 ) -> Result<Vec<Mount>, String> {
     let mut all: Vec<Mount> = Vec::new();
     if let Some(s) = storage {
         let s = expand(&s.to_string_lossy());
-        std::fs::create_dir_all(&s).map_err(|e| format!("storage folder {}: {e}", s.display()))?;
+        if !s.exists() {
+            std::fs::create_dir_all(&s)
+                .map_err(|e| format!("storage folder {}: {e}", s.display()))?;
+            if let Some((uid, gid)) = owner {
+                std::os::unix::fs::chown(&s, Some(uid), Some(gid))
+                    .map_err(|e| format!("storage folder {}: {e}", s.display()))?;
+            }
+        }
         all.push(Mount {
             host: std::fs::canonicalize(&s).map_err(|e| format!("{}: {e}", s.display()))?,
             container: STORAGE_MOUNT.into(),
@@ -142,28 +151,28 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let h = d.path().to_str().unwrap().to_string();
         let m = |c: &str| (h.clone(), c.to_string(), false);
-        assert!(plan(None, &[m("/data")]).is_ok());
+        assert!(plan(None, &[m("/data")], None).is_ok());
         assert!(
-            plan(None, &[m("/data"), m("/data")])
+            plan(None, &[m("/data"), m("/data")], None)
                 .unwrap_err()
                 .contains("two")
         );
         assert!(
-            plan(None, &[m("/data"), m("/data/x")])
+            plan(None, &[m("/data"), m("/data/x")], None)
                 .unwrap_err()
                 .contains("nested")
         );
         assert!(
-            plan(None, &[m("/workspace/x")])
+            plan(None, &[m("/workspace/x")], None)
                 .unwrap_err()
                 .contains("nested")
         );
-        assert!(plan(None, &[m("relative")]).is_err());
-        assert!(plan(None, &[m("/a/../etc")]).is_err());
-        assert!(plan(None, &[("/no/such/dir".into(), "/x".into(), false)]).is_err());
+        assert!(plan(None, &[m("relative")], None).is_err());
+        assert!(plan(None, &[m("/a/../etc")], None).is_err());
+        assert!(plan(None, &[("/no/such/dir".into(), "/x".into(), false)], None).is_err());
         let st = d.path().join("store");
         assert!(
-            plan(Some(&st), &[m("/storage")])
+            plan(Some(&st), &[m("/storage")], None)
                 .unwrap_err()
                 .contains("two")
         );

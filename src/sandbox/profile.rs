@@ -32,7 +32,8 @@ pub async fn ensure(client: &Client) -> incus::Result<()> {
     match client.profile(SANDBOX_PROFILE).await {
         Ok((have, _)) if have.config.get(VERSION_KEY) == want.config.get(VERSION_KEY) => Ok(()),
         Ok((_, etag)) => match client.update_profile(&want, etag.as_deref()).await {
-            // Another cci updated it meanwhile.
+            // Another cci updated it meanwhile, or an instance that uses it
+            // was busy (the daemon saved the profile all the same).
             Err(e) if e.is_conflict() => Ok(()),
             r => r,
         },
