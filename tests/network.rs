@@ -736,7 +736,7 @@ async fn killing_cci_mid_launch_never_leaves_a_running_container_without_rules()
 
 /// On a bridge with IPv6 (`cci-test-v6`, made by `tests/setup-incus.sh`).
 async fn launch_v6(tag: &str, net: &[&str]) -> TestInstance {
-    let mut args = vec!["--profile", "cci-test-v6"];
+    let mut args = vec!["--incus-profile", "cci-test-v6"];
     args.extend_from_slice(net);
     let guard = launch(tag, &args).await;
     let script = "for i in $(seq 100); do ip -6 -o addr show eth0 scope global | grep -q inet6 && exit 0; sleep 0.1; done; exit 1";

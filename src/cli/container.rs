@@ -57,7 +57,8 @@ pub struct LaunchArgs {
     #[arg(long)]
     pub ephemeral: bool,
     /// Incus profile to apply (repeatable, in order) [default: default].
-    #[arg(long = "profile", short = 'p', value_name = "NAME")]
+    /// (`--profile` is cci's configuration profile.)
+    #[arg(long = "incus-profile", short = 'p', value_name = "NAME")]
     pub profiles: Vec<String>,
     /// Network isolation (as for sessions).
     #[command(flatten)]

@@ -328,3 +328,12 @@ fn incus_exit_code(err: &incus::Error) -> i32 {
         _ => 1,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

@@ -168,8 +168,8 @@ pub async fn attach(client: &Client, args: AttachArgs) -> anyhow::Result<i32> {
     if args.bash {
         let spec = crate::container::ExecSpec {
             command: vec!["bash".into(), "-l".into()],
-            user: sandbox::CODE_UID,
-            group: sandbox::CODE_GID,
+            user: sandbox::account().uid,
+            group: sandbox::account().gid,
             cwd: sandbox::WORKSPACE_MOUNT.into(),
             env: sandbox::sandbox_env(&[]),
         };

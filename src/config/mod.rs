@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 use serde_json::{Map, Value};
 
 pub use schema::{Document, KEYS, ModeName, Settings};
-pub use values::{Effective, MountSpec, parse_duration, parse_size};
+pub use values::{Account, Effective, MountSpec, parse_duration, parse_size};
 
 /// Where a value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]

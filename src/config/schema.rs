@@ -60,6 +60,10 @@ pub struct Incus {
     pub storage_pool: Option<String>,
     /// Mount host folders without UID shifting.
     pub disable_shift: Option<bool>,
+    /// The uid agents and commands run as inside (the image's user).
+    pub code_uid: Option<i64>,
+    /// That user's name (its home is `/home/NAME`, `/root` for root).
+    pub code_user: Option<String>,
 }
 
 /// `[network]`.
@@ -240,6 +244,14 @@ pub const KEYS: &[(&str, &str)] = &[
     (
         "incus.disable_shift",
         "mount host folders without UID shifting (default false)",
+    ),
+    (
+        "incus.code_uid",
+        "uid agents and commands run as inside; its gid is the same (default 1000)",
+    ),
+    (
+        "incus.code_user",
+        "that user's name; its home is /home/NAME, /root for root (default code)",
     ),
     ("network.mode", "restricted (default), allowlist or open"),
     (

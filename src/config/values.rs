@@ -513,6 +513,35 @@ fn unflat_value(flat: &Flat) -> Value {
     Value::Object(root)
 }
 
+/// The user agents and commands run as inside the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// Its uid.
+    pub uid: u32,
+    /// Its gid (the same number).
+    pub gid: u32,
+    /// Its name.
+    pub name: String,
+    /// Its home folder.
+    pub home: String,
+}
+
+impl Account {
+    /// The account called `name` with uid `uid`.
+    pub fn new(uid: u32, name: &str) -> Account {
+        Account {
+            uid,
+            gid: uid,
+            name: name.to_string(),
+            home: if name == "root" {
+                "/root".into()
+            } else {
+                format!("/home/{name}")
+            },
+        }
+    }
+}
+
 /// A host folder to mount.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountSpec {
@@ -557,6 +586,8 @@ pub struct Effective {
     pub storage_pool: Option<String>,
     /// Mount without UID shifting.
     pub disable_shift: bool,
+    /// The user inside.
+    pub account: Account,
     /// Network mode.
     pub network: ModeName,
     /// Allowlist entries.
@@ -628,6 +659,10 @@ impl Effective {
             project: i.project,
             storage_pool: i.storage_pool,
             disable_shift: i.disable_shift.unwrap_or(false),
+            account: Account::new(
+                i.code_uid.map_or(1000, |u| u as u32),
+                i.code_user.as_deref().unwrap_or("code"),
+            ),
             network: n.mode.or(d.network).unwrap_or(ModeName::Restricted),
             allowed: n.allowed_domains.unwrap_or_default(),
             refresh_minutes: n
@@ -691,6 +726,8 @@ impl Effective {
             ("incus.project", json!(self.project)),
             ("incus.storage_pool", json!(self.storage_pool)),
             ("incus.disable_shift", json!(self.disable_shift)),
+            ("incus.code_uid", json!(self.account.uid)),
+            ("incus.code_user", json!(self.account.name)),
             ("network.mode", json!(mode)),
             ("network.allowed_domains", json!(self.allowed)),
             ("network.refresh_interval_minutes", json!(self.refresh_minutes)),

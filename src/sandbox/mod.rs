@@ -31,7 +31,7 @@ pub use saving::{StateSave, limits as session_limits, save_now, store_of};
 pub use shell::{
     Ended, Left, Session, ShellRequest, after_detach, end, new_session_id, open, reap, stop,
 };
-pub use spec::{CODE_GID, CODE_HOME, CODE_UID, Kind, SandboxSpec, WORKSPACE_MOUNT, keys};
+pub use spec::{Kind, SandboxSpec, WORKSPACE_MOUNT, account, keys};
 pub use tmux::{
     Keys, SESSION as TMUX_SESSION, SessionCommand, TmuxError, alive as session_alive,
     attach_request, capture as capture_session, send as send_keys,

@@ -7,7 +7,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::launch::{Attempt, LaunchError, launch, remove};
 use super::names::Slot;
-use super::spec::{CODE_GID, CODE_HOME, CODE_UID, SandboxSpec, WORKSPACE_MOUNT};
+use super::spec::{SandboxSpec, WORKSPACE_MOUNT, account};
 use crate::container::ExecSpec;
 use crate::incus::{self, Client, ExecRequest};
 
@@ -53,10 +53,11 @@ pub struct RunOutcome {
 /// The environment agents and commands get: who they are, where, and that they
 /// are sandboxed; `extra` pairs last, so they win.
 pub fn sandbox_env(extra: &[(String, String)]) -> Vec<(String, String)> {
+    let a = account();
     let mut env: Vec<(String, String)> = [
-        ("HOME", CODE_HOME),
-        ("USER", "code"),
-        ("LOGNAME", "code"),
+        ("HOME", a.home.as_str()),
+        ("USER", a.name.as_str()),
+        ("LOGNAME", a.name.as_str()),
         ("IS_SANDBOX", "1"),
         // Node (Claude Code) trusts the system's certificate authorities too,
         // including those the build added from the host.
@@ -101,8 +102,8 @@ where
     let marker = guard_marker();
     let exec = ExecSpec {
         command: once_guarded(&marker, &req.command),
-        user: CODE_UID,
-        group: CODE_GID,
+        user: account().uid,
+        group: account().gid,
         cwd: WORKSPACE_MOUNT.into(),
         env: sandbox_env(&req.env),
     }
@@ -163,7 +164,7 @@ cat "$1/status""#;
 
 /// A marker folder unique to one run.
 fn guard_marker() -> String {
-    format!("{CODE_HOME}/.cci-run-{}", uuid::Uuid::new_v4())
+    format!("{}/.cci-run-{}", account().home, uuid::Uuid::new_v4())
 }
 
 /// `command` wrapped in [`ONCE_GUARD`] with `marker`.
@@ -176,7 +177,7 @@ fn once_guarded(marker: &str, command: &[String]) -> Vec<String> {
 /// What became of a guarded command whose start the daemon lost track of.
 async fn guard_status(client: &Client, name: &str, marker: &str) -> incus::Result<Option<i32>> {
     let req = ExecRequest::new(&["sh", "-c", GUARD_STATUS, "cci-status", marker])
-        .as_user(CODE_UID, CODE_GID)
+        .as_user(account().uid, account().gid)
         .repeatable();
     let out = client.exec_capture(name, &req, None).await?;
     Ok(out.stdout_text().trim().parse().ok())

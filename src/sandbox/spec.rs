@@ -8,12 +8,11 @@ use super::profile::SANDBOX_PROFILE;
 use super::workspace::Workspace;
 use crate::incus::{ImageRef, InstanceCreate};
 
-/// uid of the unprivileged `code` user agents run as.
-pub const CODE_UID: u32 = 1000;
-/// gid of the `code` user.
-pub const CODE_GID: u32 = 1000;
-/// Home of the `code` user.
-pub const CODE_HOME: &str = "/home/code";
+/// The unprivileged user agents and commands run as (`code`, uid 1000,
+/// unless `[incus] code_user`/`code_uid` say otherwise).
+pub fn account() -> &'static crate::config::Account {
+    &crate::config::current().account
+}
 /// Where the workspace appears inside.
 pub const WORKSPACE_MOUNT: &str = "/workspace";
 

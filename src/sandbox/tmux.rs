@@ -7,16 +7,29 @@
 //! (agent path, arguments, environment) is ever put into a shell string.
 
 use super::launch::LaunchError;
-use super::spec::{CODE_GID, CODE_UID, WORKSPACE_MOUNT};
+use super::spec::{WORKSPACE_MOUNT, account};
 use crate::container::ExecSpec;
 use crate::incus::{self, Client, ExecRequest};
 
 /// The tmux session's name inside every sandbox.
 pub const SESSION: &str = "cci";
 
-/// The tmux server's socket. Not under /tmp: the container's boot empties
-/// /tmp, and a session started while it boots would lose its socket.
-pub const SOCKET: &str = "/home/code/.cci-tmux";
+/// The tmux server's socket, in the user's home. Not under /tmp: the
+/// container's boot empties /tmp, and a session started while it boots would
+/// lose its socket.
+pub fn socket() -> String {
+    format!("{}/.cci-tmux", account().home)
+}
+
+/// A script for the configured user: the scripts below are written for
+/// `code` in `/home/code`. (User names are checked to be plain words, so
+/// putting one into a script is safe.)
+fn for_user(script: &str) -> String {
+    let a = account();
+    script
+        .replace("/home/code", &a.home)
+        .replace("runuser -u code", &format!("runuser -u {}", a.name))
+}
 
 /// Creates the session as `code` (with its groups, via runuser) and starts the
 /// supervisor. Arguments: pane script, supervisor script, width, height, what
@@ -106,10 +119,14 @@ pub async fn start(
     container: &str,
     cmd: &SessionCommand,
 ) -> Result<(), LaunchError> {
-    let mut argv: Vec<String> = ["sh", "-c", START, "cci-start", PANE, SUPERVISOR]
-        .into_iter()
-        .map(String::from)
-        .collect();
+    let mut argv: Vec<String> = vec![
+        "sh".into(),
+        "-c".into(),
+        for_user(START),
+        "cci-start".into(),
+        for_user(PANE),
+        for_user(SUPERVISOR),
+    ];
     argv.push(cmd.size.0.to_string());
     argv.push(cmd.size.1.to_string());
     argv.push(if cmd.shell_after { "shell" } else { "end" }.into());
@@ -159,7 +176,8 @@ pub async fn start(
 
 /// Whether the session exists (false when the container is not running).
 pub async fn alive(client: &Client, container: &str) -> incus::Result<bool> {
-    let req = as_code(["tmux", "-S", SOCKET, "has-session", "-t", SESSION], &[]).repeatable();
+    let sock = socket();
+    let req = as_code(["tmux", "-S", &sock, "has-session", "-t", SESSION], &[]).repeatable();
     let r = client
         .exec(
             container,
@@ -185,15 +203,16 @@ pub async fn alive(client: &Client, container: &str) -> incus::Result<bool> {
 /// The request that attaches a terminal to the session.
 pub fn attach_request(env: &[(String, String)]) -> ExecRequest {
     // A second tmux client is harmless: it may be started again.
-    as_code(["tmux", "-S", SOCKET, "attach-session", "-t", SESSION], env).repeatable()
+    let sock = socket();
+    as_code(["tmux", "-S", &sock, "attach-session", "-t", SESSION], env).repeatable()
 }
 
 /// A request that runs `argv` as `code` in the workspace.
 fn as_code<const N: usize>(argv: [&str; N], env: &[(String, String)]) -> ExecRequest {
     ExecSpec {
         command: argv.iter().map(|s| s.to_string()).collect(),
-        user: CODE_UID,
-        group: CODE_GID,
+        user: account().uid,
+        group: account().gid,
         cwd: WORKSPACE_MOUNT.into(),
         env: env.to_vec(),
     }
@@ -207,7 +226,7 @@ mod tests {
     #[test]
     fn scripts_use_the_one_socket_and_session() {
         for script in [START, PANE, SUPERVISOR] {
-            assert!(script.contains(SOCKET), "{script}");
+            assert!(for_user(script).contains(&socket()), "{script}");
         }
         assert!(START.contains(&format!("-s {SESSION} ")));
         assert!(SUPERVISOR.contains(&format!("has-session -t {SESSION}")));
@@ -246,7 +265,7 @@ pub enum Keys {
 
 /// Type `keys` into `container`'s session, as its owner (`code`).
 pub async fn send(client: &Client, container: &str, keys: &Keys) -> Result<(), TmuxError> {
-    let mut argv: Vec<String> = ["tmux", "-S", SOCKET, "send-keys", "-t", SESSION]
+    let mut argv: Vec<String> = ["tmux", "-S", &socket(), "send-keys", "-t", SESSION]
         .into_iter()
         .map(String::from)
         .collect();
@@ -263,7 +282,8 @@ pub async fn send(client: &Client, container: &str, keys: &Keys) -> Result<(), T
     }
     run_as_code(client, container, argv, false).await?;
     if enter {
-        let argv = ["tmux", "-S", SOCKET, "send-keys", "-t", SESSION, "Enter"];
+        let sock = socket();
+        let argv = ["tmux", "-S", &sock, "send-keys", "-t", SESSION, "Enter"];
         run_as_code(client, container, argv.map(String::from).to_vec(), false).await?;
     }
     Ok(())
@@ -277,7 +297,8 @@ pub async fn capture(
     history: u32,
     escapes: bool,
 ) -> Result<String, TmuxError> {
-    let mut argv: Vec<String> = ["tmux", "-S", SOCKET, "capture-pane", "-p", "-t", SESSION]
+    let sock = socket();
+    let mut argv: Vec<String> = ["tmux", "-S", &sock, "capture-pane", "-p", "-t", SESSION]
         .into_iter()
         .map(String::from)
         .collect();
@@ -299,8 +320,8 @@ async fn run_as_code(
 ) -> Result<String, TmuxError> {
     let mut req = ExecSpec {
         command: argv,
-        user: CODE_UID,
-        group: CODE_GID,
+        user: account().uid,
+        group: account().gid,
         cwd: WORKSPACE_MOUNT.into(),
         env: Vec::new(),
     }

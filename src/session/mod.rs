@@ -22,10 +22,10 @@ pub use store::{Meta, Saved, Store, rfc3339};
 
 use crate::incus::{self, Client, ExecRequest, FileWrite};
 
-/// Where the `code` user's home is in every sandbox.
-const HOME: &str = "/home/code";
-/// The `code` user.
-const CODE: (u32, u32) = (1000, 1000);
+/// The user inside (`code` unless configured) and its home.
+fn account() -> &'static crate::config::Account {
+    &crate::config::current().account
+}
 
 /// What one agent keeps where.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,8 +167,9 @@ async fn save_once(
         "making a staging folder in {}",
         store.dir().display()
     )))?;
-    let probe = ExecRequest::new(&["test", "-d", &format!("{HOME}/{}", files.state_dir)])
-        .as_user(CODE.0, CODE.1)
+    let a = account();
+    let probe = ExecRequest::new(&["test", "-d", &format!("{}/{}", a.home, files.state_dir)])
+        .as_user(a.uid, a.gid)
         .repeatable();
     if client
         .exec_capture(container, &probe, None)
@@ -183,7 +184,7 @@ async fn save_once(
     let req = ExecRequest::new(&[
         "tar",
         "-C",
-        HOME,
+        &a.home,
         "--hard-dereference",
         "--ignore-failed-read",
         "--warning=no-file-changed",
@@ -193,7 +194,7 @@ async fn save_once(
         "--",
         files.state_dir,
     ])
-    .as_user(CODE.0, CODE.1);
+    .as_user(a.uid, a.gid);
     let (writer, reader) = tokio::io::duplex(1 << 20);
     let dest = staging.state_dir();
     let (root, lim, skip) = (files.state_dir.to_string(), *limits, files.never_saved());
@@ -268,16 +269,17 @@ async fn restore_once(
     saved: &Saved,
     limits: &Limits,
 ) -> Result<Tally, Error> {
+    let a = account();
     let req = ExecRequest::new(&[
         "tar",
         "-C",
-        HOME,
+        &a.home,
         "--no-same-owner",
         "--no-overwrite-dir",
         "-xf",
         "-",
     ])
-    .as_user(CODE.0, CODE.1);
+    .as_user(a.uid, a.gid);
     let (writer, reader) = tokio::io::duplex(1 << 20);
     let (src, root, lim, exec, skip) = (
         saved.state_dir(),
@@ -291,7 +293,7 @@ async fn restore_once(
             &src,
             &root,
             tokio_util::io::SyncIoBridge::new(writer),
-            (CODE.0 as u64, CODE.1 as u64),
+            (a.uid as u64, a.gid as u64),
             &lim,
             &exec,
             &skip,
@@ -372,9 +374,10 @@ pub async fn push_credentials(
     host_home: Option<&Path>,
 ) -> Result<Pushed, Error> {
     let mut pushed = Pushed::default();
+    let a = account();
     let private = FileWrite {
-        uid: CODE.0,
-        gid: CODE.1,
+        uid: a.uid,
+        gid: a.gid,
         mode: 0o600,
     };
     let dir = FileWrite {
@@ -395,7 +398,7 @@ pub async fn push_credentials(
             }
             Err(_) => continue,
         };
-        let path = format!("{HOME}/{rel}");
+        let path = format!("{}/{rel}", a.home);
         if let Some((parent, _)) = path.rsplit_once('/') {
             client.mkdir_all(container, parent, dir).await?;
         }
@@ -406,7 +409,7 @@ pub async fn push_credentials(
         pushed.credentials.push(rel.to_string());
     }
     for (rel, ours) in files.settings {
-        let path = format!("{HOME}/{rel}");
+        let path = format!("{}/{rel}", a.home);
         let current = match client.read_file(container, &path).await {
             Ok((_, data)) if data.len() as u64 <= MAX_SETTINGS => Some(data),
             Ok(_) => None,
