@@ -490,3 +490,52 @@ async fn the_sandbox_profile_is_put_back_when_changed() {
     assert_eq!(p.config["limits.processes"], "4096");
     assert_ne!(p.config["user.cci.profile-hash"], "old");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn code_user_and_uid_choose_who_runs_inside() {
+    let ws = agent_workspace();
+    let _s = Sessions(ws.path().to_path_buf());
+    let cfg = config_file("[incus]\ncode_uid = 0\ncode_user = \"root\"\n");
+    let out = cci()
+        .args(["run", "--workspace"])
+        .arg(ws.path())
+        .env("CCI_IMAGE", test_image())
+        .env("CCI_CONFIG", cfg.path().join("config.toml"))
+        .args(["--", "sh", "-c", "id -un; echo $HOME"])
+        .output()
+        .unwrap();
+    assert_eq!(ok(&out), "root\n/root\n");
+    // A session runs its agent (and tmux) as that user, and its state is saved from there.
+    let name = ok(&session(ws.path(), cfg.path(), &[])).trim().to_string();
+    let mut ran = String::new();
+    for _ in 0..100 {
+        ran = text(&sh_in(&name, true, "cat /root/.claude/fake-agent.run 2>/dev/null").stdout);
+        if !ran.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(ran.ends_with(" new root /workspace\n"), "{ran:?}");
+    let out = cci()
+        .args(["shutdown", &name])
+        .env("CCI_CONFIG", cfg.path().join("config.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        ok(&out).contains("agent state saved"),
+        "{}",
+        text(&out.stdout)
+    );
+    let bad = config_file("[incus]\ncode_user = \"Bad User\"\n");
+    let out = cci()
+        .arg("list")
+        .env("CCI_CONFIG", bad.path().join("config.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains(":2: incus.code_user"),
+        "{}",
+        text(&out.stderr)
+    );
+}

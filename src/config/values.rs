@@ -218,6 +218,26 @@ pub fn validate(s: &Settings, text: &str, source: &str, prefix: &str) -> Result<
             "storage_pool",
             empty,
         )?;
+        check(
+            in_range(i.code_uid, 0, 65535),
+            text,
+            source,
+            &section,
+            "code_uid",
+            || format!("{} is not a uid from 0 to 65535", i.code_uid.unwrap_or(0)),
+        )?;
+        if let Some(u) = &i.code_user {
+            let ok = (1..=32).contains(&u.len())
+                && u.bytes()
+                    .next()
+                    .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+                && u.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                });
+            check(ok, text, source, &section, "code_user", || {
+                format!("{u:?} is not a user name (lower-case letters, digits, '_' and '-')")
+            })?;
+        }
     }
     if let Some(n) = &s.network {
         let section = sec("network");
