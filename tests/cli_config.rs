@@ -67,6 +67,7 @@ disk = "3GiB"
 storage_pool = "default"
 [network]
 block_metadata_endpoint = false
+block_private_networks = false
 [[mounts]]
 host = "{}"
 container = "/data"
@@ -88,6 +89,7 @@ readonly = true
         ("limits.processes", "200"),
         ("user.cci.persistent", "true"),
         ("user.cci.network.metadata", "open"),
+        ("user.cci.network.lan", "open"),
     ] {
         assert_eq!(i.config.get(k).map(String::as_str), Some(v), "{k}");
     }
@@ -135,6 +137,13 @@ readonly = true
         text(&rules.stdout)
             .lines()
             .any(|l| l.contains("169.254.169.254") && l.ends_with("accept")),
+        "{}",
+        text(&rules.stdout)
+    );
+    assert!(
+        text(&rules.stdout)
+            .lines()
+            .any(|l| l.contains("192.168.0.0/16") && l.ends_with("accept")),
         "{}",
         text(&rules.stdout)
     );
@@ -430,12 +439,16 @@ async fn incus_paths_logs_and_time_limit_keys_take_effect() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let session = i.config["user.cci.session"].clone();
-    ok(&cci().args(["list"]).output().unwrap());
-    assert!(
-        common::sessions_dir()
-            .join(format!("sessions-claude/{session}/meta.json"))
-            .exists()
-    );
+    let meta = common::sessions_dir().join(format!("sessions-claude/{session}/meta.json"));
+    // (A command that finds the container busy leaves it to the next one.)
+    for _ in 0..5 {
+        ok(&cci().args(["list"]).output().unwrap());
+        if meta.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(meta.exists());
     let bad = config_file("[incus]\nsocket = \"/no/such/incus.socket\"\n");
     let out = cci()
         .arg("list")
@@ -495,7 +508,11 @@ async fn the_sandbox_profile_is_put_back_when_changed() {
 async fn code_user_and_uid_choose_who_runs_inside() {
     let ws = agent_workspace();
     let _s = Sessions(ws.path().to_path_buf());
-    let cfg = config_file("[incus]\ncode_uid = 0\ncode_user = \"root\"\n");
+    let storage = tempfile::tempdir().unwrap();
+    let cfg = config_file(&format!(
+        "[incus]\ncode_uid = 0\ncode_user = \"root\"\n[paths]\nstorage_dir = \"{}\"\n[defaults]\nnetwork = \"open\"\n",
+        storage.path().display()
+    ));
     let out = cci()
         .args(["run", "--workspace"])
         .arg(ws.path())
@@ -516,6 +533,18 @@ async fn code_user_and_uid_choose_who_runs_inside() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(ran.ends_with(" new root /workspace\n"), "{ran:?}");
+    let i = instance(&name).await;
+    let storage_dev = i
+        .devices
+        .values()
+        .find(|d| d.get("path").map(String::as_str) == Some("/storage"));
+    assert_eq!(
+        storage_dev
+            .and_then(|d| d.get("source"))
+            .map(String::as_str),
+        storage.path().to_str()
+    );
+    assert_eq!(i.config["user.cci.network"], "open", "[defaults] network");
     let out = cci()
         .args(["shutdown", &name])
         .env("CCI_CONFIG", cfg.path().join("config.toml"))

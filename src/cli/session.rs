@@ -326,7 +326,15 @@ pub async fn run(client: &Client, cmd: SessionCommand) -> anyhow::Result<i32> {
             }
             let agent = Agent::named(store.tool(), None).map_err(|e| UsageError(e.to_string()))?;
             let limits = sandbox::session_limits().map_err(UsageError)?;
-            let t = session::restore(client, &a.name, &agent.def.files, &saved, &limits).await?;
+            let t = session::restore(
+                client,
+                &a.name,
+                &agent.def.files,
+                &saved,
+                &limits,
+                &info.account,
+            )
+            .await?;
             println!(
                 "pushed session {} into {} ({} in {} entries)",
                 saved.id(),

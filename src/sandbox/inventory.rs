@@ -45,6 +45,9 @@ pub struct SandboxInfo {
     /// Why saving the session's state failed (`ID: reason`), if it did.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub save_error: String,
+    /// The user that runs inside (as recorded at creation).
+    #[serde(skip)]
+    pub account: crate::config::Account,
 }
 
 impl SandboxInfo {
@@ -80,6 +83,10 @@ impl SandboxInfo {
             launch: key(keys::LAUNCH),
             saved: key(keys::SAVED),
             save_error: key(keys::SAVE_ERROR),
+            account: key(keys::ACCOUNT)
+                .split_once(':')
+                .and_then(|(uid, name)| Some(crate::config::Account::new(uid.parse().ok()?, name)))
+                .unwrap_or_else(|| super::spec::account().clone()),
         })
     }
 

@@ -174,6 +174,7 @@ mod tests {
             launch: "1-2-3".into(),
             saved: String::new(),
             save_error: String::new(),
+            account: crate::config::Account::new(1000, "code"),
         }
     }
 

@@ -34,7 +34,9 @@ pub async fn ensure(client: &Client) -> incus::Result<()> {
         Ok((_, etag)) => match client.update_profile(&want, etag.as_deref()).await {
             // Another cci updated it meanwhile, or an instance that uses it
             // was busy (the daemon saved the profile all the same).
-            Err(e) if e.is_conflict() => Ok(()),
+            Err(e) if e.is_conflict() || e.to_string().contains("profile change still saved") => {
+                Ok(())
+            }
             r => r,
         },
         Err(e) if e.is_not_found() => match client.create_profile(&want).await {

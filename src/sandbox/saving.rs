@@ -164,6 +164,7 @@ async fn save_running(
         container: info.name.clone(),
         slot: info.slot,
         persistent: info.persistent(),
+        account: info.account.clone(),
     };
     Ok(
         match session::save(client, &origin, &agent.def.files, &store, &limits).await? {
@@ -258,15 +259,16 @@ pub async fn prepare(
     name: &str,
     agent: &Agent,
     resume: Option<&Saved>,
+    account: &crate::config::Account,
 ) -> Result<(), session::Error> {
     if let Some(saved) = resume {
         let limits = limits().map_err(|e| session::Error::Io {
             what: "reading the session limits".into(),
             source: std::io::Error::other(e),
         })?;
-        session::restore(client, name, &agent.def.files, saved, &limits).await?;
+        session::restore(client, name, &agent.def.files, saved, &limits, account).await?;
     }
     let home = session::credentials_home();
-    session::push_credentials(client, name, &agent.def.files, home.as_deref()).await?;
+    session::push_credentials(client, name, &agent.def.files, home.as_deref(), account).await?;
     Ok(())
 }

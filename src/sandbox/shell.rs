@@ -96,7 +96,8 @@ pub async fn open(
     let launched = loop {
         let launched = launch(client, &spec, req.slot, req.slot_limit, attempt).await?;
         attempt.set(Some(&launched.name));
-        let started = match prepare(client, &launched.name, req).await {
+        let account = super::spec::account();
+        let started = match prepare(client, &launched.name, req, account).await {
             Ok(()) => tmux::start(client, &launched.name, &req.command).await,
             Err(e) => Err(e),
         };
@@ -126,12 +127,18 @@ pub async fn open(
     })
 }
 
-/// Restore the state to resume and copy the credentials into `name`.
-async fn prepare(client: &Client, name: &str, req: &ShellRequest) -> Result<(), LaunchError> {
+/// Restore the state to resume and copy the credentials into `name`, for
+/// its user (`account`).
+async fn prepare(
+    client: &Client,
+    name: &str,
+    req: &ShellRequest,
+    account: &crate::config::Account,
+) -> Result<(), LaunchError> {
     let Some(agent) = &req.agent else {
         return Ok(());
     };
-    saving::prepare(client, name, agent, req.resume.as_ref())
+    saving::prepare(client, name, agent, req.resume.as_ref(), account)
         .await
         .map_err(|source| LaunchError::Prepare {
             container: name.into(),
@@ -193,7 +200,7 @@ async fn reuse(
         }
         let patch = json!({"config": {keys::SESSION: id, keys::AGENT: req.agent_name()}});
         client.update_instance(&name, &patch, None).await?;
-        prepare(client, &name, req).await?;
+        prepare(client, &name, req, &fresh.account).await?;
         let mut tries = 0;
         loop {
             if !running || tries > 0 {

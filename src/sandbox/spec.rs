@@ -40,6 +40,8 @@ pub mod keys {
     pub const AGENT: &str = "user.cci.agent";
     /// Seconds after which the session is stopped (`limits.max_duration`).
     pub const MAX_DURATION: &str = "user.cci.max_duration";
+    /// The user agents and commands run as inside: `UID:NAME`.
+    pub const ACCOUNT: &str = "user.cci.account";
     /// The session whose agent state was last saved to the host.
     pub const SAVED: &str = "user.cci.saved";
     /// Why saving the current session's state failed (`ID: reason`).
@@ -98,6 +100,8 @@ impl SandboxSpec {
         config.insert(keys::IMAGE.into(), self.image.clone());
         config.insert(keys::VERSION.into(), env!("CARGO_PKG_VERSION").into());
         config.insert(keys::LAUNCH.into(), launch_token.into());
+        let a = account();
+        config.insert(keys::ACCOUNT.into(), format!("{}:{}", a.uid, a.name));
         for (k, v) in &self.marks {
             config.insert((*k).into(), v.clone());
         }

@@ -22,10 +22,7 @@ pub use store::{Meta, Saved, Store, rfc3339};
 
 use crate::incus::{self, Client, ExecRequest, FileWrite};
 
-/// The user inside (`code` unless configured) and its home.
-fn account() -> &'static crate::config::Account {
-    &crate::config::current().account
-}
+use crate::config::Account;
 
 /// What one agent keeps where.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +98,8 @@ pub struct Origin {
     pub slot: u32,
     /// Persistent container.
     pub persistent: bool,
+    /// The user whose home holds the state.
+    pub account: Account,
 }
 
 fn meta_for(origin: &Origin, tally: &Tally, how: &str) -> Meta {
@@ -167,7 +166,7 @@ async fn save_once(
         "making a staging folder in {}",
         store.dir().display()
     )))?;
-    let a = account();
+    let a = &origin.account;
     let probe = ExecRequest::new(&["test", "-d", &format!("{}/{}", a.home, files.state_dir)])
         .as_user(a.uid, a.gid)
         .repeatable();
@@ -247,10 +246,11 @@ pub async fn restore(
     files: &AgentFiles,
     saved: &Saved,
     limits: &Limits,
+    account: &Account,
 ) -> Result<Tally, Error> {
     let mut tries = 1;
     loop {
-        match restore_once(client, container, files, saved, limits).await {
+        match restore_once(client, container, files, saved, limits, account).await {
             // Unpacking the same files again is harmless.
             Err(e) if lost_track(&e) && tries < TRIES => {
                 tracing::debug!("restoring into {container}: {e}; trying again");
@@ -268,8 +268,8 @@ async fn restore_once(
     files: &AgentFiles,
     saved: &Saved,
     limits: &Limits,
+    a: &Account,
 ) -> Result<Tally, Error> {
-    let a = account();
     let req = ExecRequest::new(&[
         "tar",
         "-C",
@@ -281,6 +281,7 @@ async fn restore_once(
     ])
     .as_user(a.uid, a.gid);
     let (writer, reader) = tokio::io::duplex(1 << 20);
+    let owner = (u64::from(a.uid), u64::from(a.gid));
     let (src, root, lim, exec, skip) = (
         saved.state_dir(),
         files.state_dir.to_string(),
@@ -293,7 +294,7 @@ async fn restore_once(
             &src,
             &root,
             tokio_util::io::SyncIoBridge::new(writer),
-            (a.uid as u64, a.gid as u64),
+            owner,
             &lim,
             &exec,
             &skip,
@@ -372,9 +373,9 @@ pub async fn push_credentials(
     container: &str,
     files: &AgentFiles,
     host_home: Option<&Path>,
+    a: &Account,
 ) -> Result<Pushed, Error> {
     let mut pushed = Pushed::default();
-    let a = account();
     let private = FileWrite {
         uid: a.uid,
         gid: a.gid,
@@ -490,6 +491,7 @@ pub fn import(
         container: String::new(),
         slot: 0,
         persistent: false,
+        account: Account::new(0, "root"),
     };
     let meta = meta_for(&origin, &tally, "import");
     let saved = store
