@@ -15,6 +15,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use std::io::ErrorKind;
+
 use serde_json::{Map, Value};
 
 pub use schema::{Document, KEYS, ModeName, Settings};
@@ -127,7 +129,17 @@ pub fn read_file(path: &Path, layer: Layer) -> Result<Option<FileLayer>, ConfigE
     let err = |m: String| ConfigError::new(&shown, None, None, m);
     let meta = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        // (A workspace that is not a folder has no .cci.toml; its own check
+        // reports it.)
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
+            return Ok(None);
+        }
+        // Another user's home (HOME kept across a change of user): there is
+        // no way to tell whether a file is there, and it is not ours anyway.
+        Err(e) if e.kind() == ErrorKind::PermissionDenied && layer == Layer::User => {
+            tracing::debug!("skipping {shown}: {e}");
+            return Ok(None);
+        }
         Err(e) => return Err(err(format!("cannot read it: {e}"))),
     };
     if meta.file_type().is_symlink() && layer == Layer::Workspace {
