@@ -86,11 +86,6 @@ pub fn run(cli: &Cli, cmd: &ConfigCommand) -> anyhow::Result<i32> {
     }
 }
 
-/// (Never reached: `config` commands run before the configuration is installed.)
-pub fn run_loaded(_cmd: &ConfigCommand) -> anyhow::Result<i32> {
-    Ok(0)
-}
-
 fn validate(cli: &Cli, a: &ValidateArgs) -> anyhow::Result<i32> {
     match &a.file {
         Some(file) => match config::read_file(file, Layer::Explicit)? {

@@ -229,8 +229,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Container(cmd) => container::run(&client, cmd).await,
         Command::Network(cmd) => network::run(&client, cmd).await,
         Command::Session(cmd) => session::run(&client, cmd).await,
-        Command::Config(cmd) => config::run_loaded(&cmd),
-        Command::Trust(args) => config::trust(&args),
+        // Handled above, before the configuration is installed.
+        Command::Config(_) | Command::Trust(_) => Ok(0),
     }
 }
 
