@@ -239,6 +239,14 @@ network = {{ mode = "allowlist", allowed_domains = ["198.51.100.7"], dns_servers
     assert_eq!(v["limits.cpu"]["from"], "env CCI_LIMIT_CPU");
     assert_eq!(v["limits.processes"]["from"], "default");
     assert_eq!(shown["profile"], "alt");
+    let files = shown["files"].as_array().unwrap();
+    let explicit = cfg.path().join("config.toml");
+    assert!(
+        files
+            .iter()
+            .any(|f| f["path"] == explicit.to_str().unwrap() && f["found"] == true),
+        "{files:?}"
+    );
     let _ = c.delete_image_alias(&alias).await;
 }
 

@@ -147,14 +147,27 @@ fn show(loaded: &config::Config, format: ShowFormat) -> anyhow::Result<i32> {
             for (k, v) in &values {
                 out.insert(k.to_string(), json!({"value": v, "from": from(k)}));
             }
+            let files: Vec<Value> = loaded
+                .files
+                .iter()
+                .map(|(p, found)| json!({"path": p.display().to_string(), "found": found}))
+                .collect();
             let doc = json!({
                 "profile": loaded.profile,
+                "files": files,
                 "values": out,
                 "ignored": loaded.ignored,
             });
             println!("{}", serde_json::to_string_pretty(&doc)?);
         }
         ShowFormat::Toml => {
+            for (path, found) in &loaded.files {
+                let how = if *found { "read" } else { "not there" };
+                println!(
+                    "# {}: {how}",
+                    config::printable(&path.display().to_string())
+                );
+            }
             if let Some(p) = &loaded.profile {
                 println!("# profile: {p}");
             }

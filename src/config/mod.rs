@@ -431,6 +431,8 @@ pub struct Config {
     pub ignored: Vec<String>,
     /// The workspace file, when there is one.
     pub workspace_file: Option<PathBuf>,
+    /// Every file looked at, and whether it was there.
+    pub files: Vec<(PathBuf, bool)>,
 }
 
 /// Load every layer of `sources`.
@@ -439,6 +441,7 @@ pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
     let mut ignored = Vec::new();
     let mut workspace_file = None;
     let mut declared = std::collections::BTreeSet::new();
+    let mut looked_at = Vec::new();
     let files = [
         (sources.system.clone(), Layer::System),
         (sources.user.clone(), Layer::User),
@@ -450,7 +453,9 @@ pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
     ];
     for (path, layer) in files {
         let Some(path) = path else { continue };
-        let Some(file) = read_file(&path, layer)? else {
+        let found = read_file(&path, layer)?;
+        looked_at.push((path.clone(), found.is_some()));
+        let Some(file) = found else {
             if layer == Layer::Explicit {
                 return Err(ConfigError::new(
                     &path.display().to_string(),
@@ -541,6 +546,7 @@ pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
         profile,
         ignored,
         workspace_file,
+        files: looked_at,
     })
 }
 
