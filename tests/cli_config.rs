@@ -553,6 +553,10 @@ async fn code_user_and_uid_choose_who_runs_inside() {
         storage.path().to_str()
     );
     assert_eq!(i.config["user.cci.network"], "open", "[defaults] network");
+    // A cci without that configuration still finds the session: the
+    // container records whom it runs as.
+    let screen = ok(&cci().args(["tmux", "capture", &name]).output().unwrap());
+    assert!(screen.contains("fake-agent ready"), "{screen}");
     let out = cci()
         .args(["shutdown", &name])
         .env("CCI_CONFIG", cfg.path().join("config.toml"))

@@ -397,7 +397,8 @@ pub async fn info(client: &Client, args: InfoArgs) -> anyhow::Result<i32> {
     let Some(s) = all.into_iter().find(|s| s.name == args.name) else {
         return Err(crate::incus::Error::NotFound(format!("container {}", args.name)).into());
     };
-    let session_running = s.state == "Running" && sandbox::session_alive(client, &s.name).await?;
+    let session_running =
+        s.state == "Running" && sandbox::session_alive(client, &s.name, &s.account).await?;
     match args.format {
         Format::Json => {
             let mut v = serde_json::to_value(&s)?;

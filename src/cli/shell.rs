@@ -114,7 +114,7 @@ pub async fn shell(client: &Client, args: ShellArgs) -> anyhow::Result<i32> {
         command: SessionCommand {
             argv,
             shell_after,
-            env: sandbox::sandbox_env(&args.sandbox.env),
+            env: sandbox::sandbox_env(sandbox::account(), &args.sandbox.env),
             size: terminal::size(),
             max_duration: crate::config::current().max_duration,
         },
@@ -148,7 +148,7 @@ pub async fn shell(client: &Client, args: ShellArgs) -> anyhow::Result<i32> {
         "cci: session {how} {} (slot {}, {mode}); Ctrl-b d detaches",
         session.name, session.slot
     );
-    attach_session(client, &session.name, session.slot).await
+    attach_session(client, &session.name, session.slot, &session.account).await
 }
 
 pub async fn attach(client: &Client, args: AttachArgs) -> anyhow::Result<i32> {
@@ -168,14 +168,14 @@ pub async fn attach(client: &Client, args: AttachArgs) -> anyhow::Result<i32> {
     if args.bash {
         let spec = crate::container::ExecSpec {
             command: vec!["bash".into(), "-l".into()],
-            user: sandbox::account().uid,
-            group: sandbox::account().gid,
+            user: target.account.uid,
+            group: target.account.gid,
             cwd: sandbox::WORKSPACE_MOUNT.into(),
-            env: sandbox::sandbox_env(&[]),
+            env: sandbox::sandbox_env(&target.account, &[]),
         };
         return Ok(crate::container::exec_interactive(client, &target.name, &spec).await?);
     }
-    if !sandbox::session_alive(client, &target.name).await? {
+    if !sandbox::session_alive(client, &target.name, &target.account).await? {
         return Err(UsageError(format!(
             "{} has no session running; `cci attach --bash {}` opens a shell in it",
             target.name, target.name
@@ -183,7 +183,7 @@ pub async fn attach(client: &Client, args: AttachArgs) -> anyhow::Result<i32> {
         .into());
     }
     let slot = Slot::new(target.slot).unwrap_or(Slot::MIN);
-    attach_session(client, &target.name, slot).await
+    attach_session(client, &target.name, slot, &target.account).await
 }
 
 /// The running session container `attach` means when not told by name.
@@ -232,8 +232,13 @@ async fn pick(
 
 /// Attach the terminal to `name`'s session; when the terminal leaves, end the
 /// container if the session is over.
-async fn attach_session(client: &Client, name: &str, slot: Slot) -> anyhow::Result<i32> {
-    let req = sandbox::attach_request(&sandbox::sandbox_env(&[]));
+async fn attach_session(
+    client: &Client,
+    name: &str,
+    slot: Slot,
+    account: &crate::config::Account,
+) -> anyhow::Result<i32> {
+    let req = sandbox::attach_request(account, &sandbox::sandbox_env(account, &[]));
     // The attach also ends with an error when the container powers off.
     let attached = terminal::run_interactive(client, name, req).await;
     if let Err(crate::incus::Error::ShuttingDown) = attached {

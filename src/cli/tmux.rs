@@ -59,7 +59,7 @@ pub async fn run(client: &Client, cmd: TmuxCommand) -> anyhow::Result<i32> {
     match cmd {
         TmuxCommand::List(a) => list(client, a).await,
         TmuxCommand::Send(a) => {
-            sandbox::info(client, &a.name).await?;
+            let target = sandbox::info(client, &a.name).await?;
             let keys = if a.keys {
                 Keys::Named(a.text)
             } else {
@@ -68,12 +68,14 @@ pub async fn run(client: &Client, cmd: TmuxCommand) -> anyhow::Result<i32> {
                     enter: !a.no_enter,
                 }
             };
-            sandbox::send_keys(client, &a.name, &keys).await?;
+            sandbox::send_keys(client, &a.name, &keys, &target.account).await?;
             Ok(0)
         }
         TmuxCommand::Capture(a) => {
-            sandbox::info(client, &a.name).await?;
-            let screen = sandbox::capture_session(client, &a.name, a.lines, a.escape).await?;
+            let target = sandbox::info(client, &a.name).await?;
+            let screen =
+                sandbox::capture_session(client, &a.name, a.lines, a.escape, &target.account)
+                    .await?;
             print!("{screen}");
             Ok(0)
         }
@@ -85,7 +87,7 @@ async fn list(client: &Client, a: TmuxListArgs) -> anyhow::Result<i32> {
     for s in sandbox::list(client).await? {
         if s.kind == "shell"
             && s.state == "Running"
-            && sandbox::session_alive(client, &s.name).await?
+            && sandbox::session_alive(client, &s.name, &s.account).await?
         {
             running.push(s);
         }

@@ -8,6 +8,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::launch::{Attempt, LaunchError, launch, remove};
 use super::names::Slot;
 use super::spec::{SandboxSpec, WORKSPACE_MOUNT, account};
+use crate::config::Account;
 use crate::container::ExecSpec;
 use crate::incus::{self, Client, ExecRequest};
 
@@ -50,10 +51,9 @@ pub struct RunOutcome {
     pub duration: Duration,
 }
 
-/// The environment agents and commands get: who they are, where, and that they
-/// are sandboxed; `extra` pairs last, so they win.
-pub fn sandbox_env(extra: &[(String, String)]) -> Vec<(String, String)> {
-    let a = account();
+/// The environment agents and commands get: who they are (`a`), where, and
+/// that they are sandboxed; `extra` pairs last, so they win.
+pub fn sandbox_env(a: &Account, extra: &[(String, String)]) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = [
         ("HOME", a.home.as_str()),
         ("USER", a.name.as_str()),
@@ -105,7 +105,7 @@ where
         user: account().uid,
         group: account().gid,
         cwd: WORKSPACE_MOUNT.into(),
-        env: sandbox_env(&req.env),
+        env: sandbox_env(account(), &req.env),
     }
     .request()
     // The guard makes a second start of it harmless.

@@ -55,6 +55,8 @@ pub struct Session {
     pub persistent: bool,
     /// An existing persistent container was reused.
     pub reused: bool,
+    /// The user its session runs as.
+    pub account: crate::config::Account,
 }
 
 /// A new session id.
@@ -98,7 +100,7 @@ pub async fn open(
         attempt.set(Some(&launched.name));
         let account = super::spec::account();
         let started = match prepare(client, &launched.name, req, account).await {
-            Ok(()) => tmux::start(client, &launched.name, &req.command).await,
+            Ok(()) => tmux::start(client, &launched.name, &req.command, account).await,
             Err(e) => Err(e),
         };
         attempt.set(None);
@@ -124,6 +126,7 @@ pub async fn open(
         id: id.to_string(),
         persistent: spec.persistent,
         reused: false,
+        account: super::spec::account().clone(),
     })
 }
 
@@ -183,7 +186,8 @@ async fn reuse(
     let name = existing.name.clone();
     let mut running = existing.state == "Running";
     let mut id = id.to_string();
-    if running && tmux::alive(client, &name).await? {
+    let account = existing.account.clone();
+    if running && tmux::alive(client, &name, &account).await? {
         // Attach to the session that runs there rather than start another.
         id = existing.session.clone();
     } else {
@@ -206,7 +210,7 @@ async fn reuse(
             if !running || tries > 0 {
                 network::start_guarded(client, &Nft::from_env(), &name).await?;
             }
-            match tmux::start(client, &name, &req.command).await {
+            match tmux::start(client, &name, &req.command, &account).await {
                 // Seen when the daemon was still finishing the container's
                 // previous shutdown as it started: start it once more.
                 Err(LaunchError::Incus(incus::Error::InstanceNotRunning(_))) if tries == 0 => {
@@ -222,6 +226,7 @@ async fn reuse(
         id,
         persistent: true,
         reused: true,
+        account,
     })
 }
 
@@ -247,7 +252,8 @@ pub struct Ended {
 /// a detach; otherwise end the container (save its state, then stop a
 /// persistent one or delete an ephemeral one).
 pub async fn after_detach(client: &Client, name: &str) -> incus::Result<Left> {
-    if tmux::alive(client, name).await? {
+    let info = inventory::get(client, name).await?;
+    if tmux::alive(client, name, &info.account).await? {
         return Ok(Left::Detached);
     }
     Ok(Left::Ended(

@@ -7,7 +7,8 @@
 //! (agent path, arguments, environment) is ever put into a shell string.
 
 use super::launch::LaunchError;
-use super::spec::{WORKSPACE_MOUNT, account};
+use super::spec::WORKSPACE_MOUNT;
+use crate::config::Account;
 use crate::container::ExecSpec;
 use crate::incus::{self, Client, ExecRequest};
 
@@ -17,15 +18,14 @@ pub const SESSION: &str = "cci";
 /// The tmux server's socket, in the user's home. Not under /tmp: the
 /// container's boot empties /tmp, and a session started while it boots would
 /// lose its socket.
-pub fn socket() -> String {
-    format!("{}/.cci-tmux", account().home)
+pub fn socket(a: &Account) -> String {
+    format!("{}/.cci-tmux", a.home)
 }
 
-/// A script for the configured user: the scripts below are written for
-/// `code` in `/home/code`. (User names are checked to be plain words, so
-/// putting one into a script is safe.)
-fn for_user(script: &str) -> String {
-    let a = account();
+/// A script for user `a`: the scripts below are written for `code` in
+/// `/home/code`. (User names are checked to be plain words, so putting one
+/// into a script is safe.)
+fn for_user(script: &str, a: &Account) -> String {
     script
         .replace("/home/code", &a.home)
         .replace("runuser -u code", &format!("runuser -u {}", a.name))
@@ -118,14 +118,15 @@ pub async fn start(
     client: &Client,
     container: &str,
     cmd: &SessionCommand,
+    a: &Account,
 ) -> Result<(), LaunchError> {
     let mut argv: Vec<String> = vec![
         "sh".into(),
         "-c".into(),
-        for_user(START),
+        for_user(START, a),
         "cci-start".into(),
-        for_user(PANE),
-        for_user(SUPERVISOR),
+        for_user(PANE, a),
+        for_user(SUPERVISOR, a),
     ];
     argv.push(cmd.size.0.to_string());
     argv.push(cmd.size.1.to_string());
@@ -175,9 +176,9 @@ pub async fn start(
 }
 
 /// Whether the session exists (false when the container is not running).
-pub async fn alive(client: &Client, container: &str) -> incus::Result<bool> {
-    let sock = socket();
-    let req = as_code(["tmux", "-S", &sock, "has-session", "-t", SESSION], &[]).repeatable();
+pub async fn alive(client: &Client, container: &str, a: &Account) -> incus::Result<bool> {
+    let sock = socket(a);
+    let req = as_code(a, ["tmux", "-S", &sock, "has-session", "-t", SESSION], &[]).repeatable();
     let r = client
         .exec(
             container,
@@ -200,19 +201,24 @@ pub async fn alive(client: &Client, container: &str) -> incus::Result<bool> {
     }
 }
 
-/// The request that attaches a terminal to the session.
-pub fn attach_request(env: &[(String, String)]) -> ExecRequest {
+/// The request that attaches a terminal to the session (of user `a`).
+pub fn attach_request(a: &Account, env: &[(String, String)]) -> ExecRequest {
     // A second tmux client is harmless: it may be started again.
-    let sock = socket();
-    as_code(["tmux", "-S", &sock, "attach-session", "-t", SESSION], env).repeatable()
+    let sock = socket(a);
+    as_code(
+        a,
+        ["tmux", "-S", &sock, "attach-session", "-t", SESSION],
+        env,
+    )
+    .repeatable()
 }
 
-/// A request that runs `argv` as `code` in the workspace.
-fn as_code<const N: usize>(argv: [&str; N], env: &[(String, String)]) -> ExecRequest {
+/// A request that runs `argv` as user `a` in the workspace.
+fn as_code<const N: usize>(a: &Account, argv: [&str; N], env: &[(String, String)]) -> ExecRequest {
     ExecSpec {
         command: argv.iter().map(|s| s.to_string()).collect(),
-        user: account().uid,
-        group: account().gid,
+        user: a.uid,
+        group: a.gid,
         cwd: WORKSPACE_MOUNT.into(),
         env: env.to_vec(),
     }
@@ -225,9 +231,13 @@ mod tests {
 
     #[test]
     fn scripts_use_the_one_socket_and_session() {
+        let a = Account::new(1001, "dev");
         for script in [START, PANE, SUPERVISOR] {
-            assert!(for_user(script).contains(&socket()), "{script}");
+            let mine = for_user(script, &a);
+            assert!(mine.contains(&socket(&a)), "{script}");
+            assert!(mine.contains("/home/dev/.cci-tmux") && !mine.contains("/home/code"));
         }
+        assert!(for_user(START, &a).contains("runuser -u dev "));
         assert!(START.contains(&format!("-s {SESSION} ")));
         assert!(SUPERVISOR.contains(&format!("has-session -t {SESSION}")));
     }
@@ -263,9 +273,15 @@ pub enum Keys {
     Named(Vec<String>),
 }
 
-/// Type `keys` into `container`'s session, as its owner (`code`).
-pub async fn send(client: &Client, container: &str, keys: &Keys) -> Result<(), TmuxError> {
-    let mut argv: Vec<String> = ["tmux", "-S", &socket(), "send-keys", "-t", SESSION]
+/// Type `keys` into `container`'s session, as its owner `a`.
+pub async fn send(
+    client: &Client,
+    container: &str,
+    keys: &Keys,
+    a: &Account,
+) -> Result<(), TmuxError> {
+    let sock = socket(a);
+    let mut argv: Vec<String> = ["tmux", "-S", &sock, "send-keys", "-t", SESSION]
         .into_iter()
         .map(String::from)
         .collect();
@@ -280,11 +296,10 @@ pub async fn send(client: &Client, container: &str, keys: &Keys) -> Result<(), T
             argv.extend(names.iter().cloned());
         }
     }
-    run_as_code(client, container, argv, false).await?;
+    run_as_code(client, container, argv, false, a).await?;
     if enter {
-        let sock = socket();
         let argv = ["tmux", "-S", &sock, "send-keys", "-t", SESSION, "Enter"];
-        run_as_code(client, container, argv.map(String::from).to_vec(), false).await?;
+        run_as_code(client, container, argv.map(String::from).to_vec(), false, a).await?;
     }
     Ok(())
 }
@@ -296,8 +311,9 @@ pub async fn capture(
     container: &str,
     history: u32,
     escapes: bool,
+    a: &Account,
 ) -> Result<String, TmuxError> {
-    let sock = socket();
+    let sock = socket(a);
     let mut argv: Vec<String> = ["tmux", "-S", &sock, "capture-pane", "-p", "-t", SESSION]
         .into_iter()
         .map(String::from)
@@ -308,7 +324,7 @@ pub async fn capture(
     if history > 0 {
         argv.extend(["-S".into(), format!("-{history}")]);
     }
-    run_as_code(client, container, argv, true).await
+    run_as_code(client, container, argv, true, a).await
 }
 
 /// Run a tmux command as `code`; its stdout, or its stderr as the error.
@@ -317,11 +333,12 @@ async fn run_as_code(
     container: &str,
     argv: Vec<String>,
     repeatable: bool,
+    a: &Account,
 ) -> Result<String, TmuxError> {
     let mut req = ExecSpec {
         command: argv,
-        user: account().uid,
-        group: account().gid,
+        user: a.uid,
+        group: a.gid,
         cwd: WORKSPACE_MOUNT.into(),
         env: Vec::new(),
     }
