@@ -213,7 +213,15 @@ fn key_at(text: &str, line: usize) -> Option<String> {
                 return Some(section);
             }
         } else if i + 1 == line {
-            let k = t.split('=').next()?.trim().trim_matches('"');
+            // Only what looks like a key: the line itself is not repeated.
+            let (lhs, _) = t.split_once('=')?;
+            let k = lhs.trim().trim_matches('"');
+            let plain = !k.is_empty()
+                && k.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+            if !plain {
+                return None;
+            }
             return Some(if section.is_empty() {
                 k.to_string()
             } else {

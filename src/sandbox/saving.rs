@@ -149,7 +149,7 @@ async fn save_running(
 ) -> Result<StateSave, session::Error> {
     let bad = |e: String| session::Error::Io {
         what: "saving the session".into(),
-        source: std::io::Error::other(e),
+        cause: std::io::Error::other(e),
     };
     let id: SessionId = info
         .session
@@ -264,7 +264,7 @@ pub async fn prepare(
     if let Some(saved) = resume {
         let limits = limits().map_err(|e| session::Error::Io {
             what: "reading the session limits".into(),
-            source: std::io::Error::other(e),
+            cause: std::io::Error::other(e),
         })?;
         session::restore(client, name, &agent.def.files, saved, &limits, account).await?;
     }

@@ -69,18 +69,18 @@ pub enum Error {
         stderr: String,
     },
     /// A host file or folder could not be used.
-    #[error("{what}: {source}")]
+    #[error("{what}: {cause}")]
     Io {
         /// What was being done.
         what: String,
         /// Why it failed.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
     let what = what.into();
-    move |source| Error::Io { what, source }
+    move |cause| Error::Io { what, cause }
 }
 
 /// Where a save came from, for its [`Meta`].
@@ -472,7 +472,7 @@ pub fn import(
     if !meta.is_dir() {
         return Err(Error::Io {
             what: format!("importing {}", src.display()),
-            source: std::io::Error::other("not a folder"),
+            cause: std::io::Error::other("not a folder"),
         });
     }
     let id = id.unwrap_or_else(|| newest_conversation(src).unwrap_or_else(SessionId::new_random));
