@@ -61,8 +61,13 @@ fn main() {
                 if !config.ignored.is_empty()
                     && let Some(file) = &config.workspace_file
                 {
+                    let why = if config.changed_since_trust {
+                        "changed since you approved it"
+                    } else {
+                        "is not trusted"
+                    };
                     eprintln!(
-                        "cci: {} is not trusted, so these settings of it were ignored (`cci trust` approves the file as it is):",
+                        "cci: {} {why}, so these settings of it were ignored (`cci trust` approves the file as it is):",
                         file.display()
                     );
                     for i in &config.ignored {

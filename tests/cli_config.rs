@@ -9,19 +9,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::agent::{Sessions, cci_in, sh_in, text};
+use common::agent::{Sessions, cci_in, ok, sh_in, text};
 use common::{agent_workspace, cci, client, containers_left, containers_of, test_image};
-
-fn ok(out: &Output) -> String {
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
 
 /// A config file in its own folder, for `CCI_CONFIG`.
 fn config_file(body: &str) -> tempfile::TempDir {
@@ -313,7 +302,7 @@ async fn an_untrusted_workspace_file_is_gated_until_cci_trust() {
     std::fs::write(&wsf, format!("{body}# edited\n")).unwrap();
     let out = start();
     let name = ok(&out).trim().to_string();
-    assert!(text(&out.stderr).contains("not trusted"));
+    assert!(text(&out.stderr).contains("changed since you approved it"));
     assert_eq!(
         instance(&name).await.config["user.cci.network"],
         "restricted"

@@ -14,7 +14,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use common::agent::{
-    Sessions, background, cci_in, end_from_inside, info, json, screen_shows, send_keys, sh_in, text,
+    Sessions, background, cci_in, end_from_inside, info, json, ok, screen_shows, send_keys, sh_in,
+    text,
 };
 use common::{agent_workspace, cci, client, containers_left, sessions_dir};
 
@@ -26,16 +27,6 @@ fn saved_dir(id: &str) -> PathBuf {
 fn meta(id: &str) -> serde_json::Value {
     let data = std::fs::read(saved_dir(id).join("meta.json")).unwrap();
     serde_json::from_slice(&data).unwrap()
-}
-
-fn ok(out: &Output) {
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
 }
 
 fn run(cmd: &mut Command) -> Output {

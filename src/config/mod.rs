@@ -7,6 +7,9 @@
 //!
 //! Pure but for reading the files and the environment; prints nothing.
 
+mod effective;
+mod env;
+mod file;
 pub mod schema;
 pub mod trust;
 mod values;
@@ -15,12 +18,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use std::io::ErrorKind;
-
 use serde_json::{Map, Value};
 
+pub use effective::{Account, DEFAULT_MEMORY, DEFAULT_PROCESSES, Effective, MountSpec};
+pub use file::{FileLayer, Layer, line_of, parse, read_file};
 pub use schema::{Document, KEYS, ModeName, Settings};
-pub use values::{Account, Effective, MountSpec, parse_duration, parse_size};
+pub use values::{expand_home, parse_duration, parse_size};
 
 /// Where a value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,191 +97,6 @@ impl ConfigError {
     }
 }
 
-/// Which layer a file is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Layer {
-    /// `/etc/cci/config.toml`.
-    System,
-    /// `~/.config/cci/config.toml`.
-    User,
-    /// The workspace's `.cci.toml` (comes with the repository: gated).
-    Workspace,
-    /// `$CCI_CONFIG`.
-    Explicit,
-}
-
-/// A file layer, parsed and checked.
-#[derive(Debug, Clone)]
-pub struct FileLayer {
-    /// Which layer.
-    pub layer: Layer,
-    /// The file.
-    pub path: PathBuf,
-    /// Its text.
-    pub text: String,
-    /// Its content.
-    pub doc: Document,
-}
-
-/// Largest configuration file read.
-const MAX_FILE: u64 = 1 << 20;
-
-/// Read and check the file at `path`. `Ok(None)`: it does not exist.
-pub fn read_file(path: &Path, layer: Layer) -> Result<Option<FileLayer>, ConfigError> {
-    let shown = path.display().to_string();
-    let err = |m: String| ConfigError::new(&shown, None, None, m);
-    let meta = match std::fs::symlink_metadata(path) {
-        Ok(m) => m,
-        // (A workspace that is not a folder has no .cci.toml; its own check
-        // reports it.)
-        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
-            return Ok(None);
-        }
-        // Another user's home (HOME kept across a change of user): there is
-        // no way to tell whether a file is there, and it is not ours anyway.
-        Err(e) if e.kind() == ErrorKind::PermissionDenied && layer == Layer::User => {
-            tracing::debug!("skipping {shown}: {e}");
-            return Ok(None);
-        }
-        Err(e) => return Err(err(format!("cannot read it: {e}"))),
-    };
-    if meta.file_type().is_symlink() && layer == Layer::Workspace {
-        // It came with the repository: a link could point anywhere on the host.
-        return Err(err(
-            "is a symlink; a workspace's .cci.toml is only read as a regular file".into(),
-        ));
-    }
-    let meta = std::fs::metadata(path).map_err(|e| err(format!("cannot read it: {e}")))?;
-    if meta.is_dir() {
-        return Err(err("is a directory, not a configuration file".into()));
-    }
-    if !meta.is_file() {
-        return Err(err("is not a regular file".into()));
-    }
-    if meta.len() > MAX_FILE {
-        return Err(err(format!("is larger than {MAX_FILE} bytes")));
-    }
-    let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read it: {e}")))?;
-    let text = String::from_utf8(bytes).map_err(|e| {
-        let at = e.utf8_error().valid_up_to();
-        let line = e.as_bytes()[..at].iter().filter(|b| **b == b'\n').count() + 1;
-        ConfigError::new(&shown, Some(line), None, "is not valid UTF-8")
-    })?;
-    let doc = parse(&text, &shown)?;
-    Ok(Some(FileLayer {
-        layer,
-        path: path.to_path_buf(),
-        text,
-        doc,
-    }))
-}
-
-/// Parse and check a configuration text (`source` names it in errors).
-pub fn parse(text: &str, source: &str) -> Result<Document, ConfigError> {
-    let doc: Document = toml::from_str(text).map_err(|e| {
-        let line = e
-            .span()
-            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-        let message = e.message().trim().to_string();
-        let key = line.and_then(|l| key_at(text, l));
-        ConfigError::new(source, line, key.as_deref(), message)
-    })?;
-    values::validate(&doc.settings(), text, source, "")?;
-    for (name, p) in doc.profiles.iter().flatten() {
-        let good = !name.is_empty()
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if !good {
-            return Err(ConfigError::new(
-                source,
-                line_of(text, &format!("profiles.{name}"), None),
-                Some(&format!("profiles.{name}")),
-                "profile names are letters, digits, '-' and '_'",
-            ));
-        }
-        values::validate(p, text, source, &format!("profiles.{name}."))?;
-    }
-    Ok(doc)
-}
-
-/// The key named on line `line` (1-based), if any: `section.key`.
-fn key_at(text: &str, line: usize) -> Option<String> {
-    let mut section = String::new();
-    for (i, l) in text.lines().enumerate() {
-        let t = l.trim();
-        if let Some(h) = header(t) {
-            section = h;
-            if i + 1 == line {
-                return Some(section);
-            }
-        } else if i + 1 == line {
-            // Only what looks like a key: the line itself is not repeated.
-            let (lhs, _) = t.split_once('=')?;
-            let k = lhs.trim().trim_matches('"');
-            let plain = !k.is_empty()
-                && k.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-            if !plain {
-                return None;
-            }
-            return Some(if section.is_empty() {
-                k.to_string()
-            } else {
-                format!("{section}.{k}")
-            });
-        }
-    }
-    None
-}
-
-fn header(t: &str) -> Option<String> {
-    let inner = t
-        .strip_prefix("[[")
-        .and_then(|r| r.split("]]").next())
-        .or_else(|| t.strip_prefix('[').and_then(|r| r.split(']').next()))?;
-    Some(
-        inner
-            .split('.')
-            .map(|p| p.trim().trim_matches('"'))
-            .collect::<Vec<_>>()
-            .join("."),
-    )
-}
-
-/// The line (1-based) where `section` sets `key` (or where `section` starts).
-pub fn line_of(text: &str, section: &str, key: Option<&str>) -> Option<usize> {
-    let mut current = String::new();
-    for (i, l) in text.lines().enumerate() {
-        let t = l.trim();
-        if let Some(h) = header(t) {
-            current = h;
-            if key.is_none() && current == section {
-                return Some(i + 1);
-            }
-            continue;
-        }
-        let Some(k) = key else { continue };
-        let Some((lhs, _)) = t.split_once('=') else {
-            continue;
-        };
-        let lhs: String = lhs
-            .split('.')
-            .map(|p| p.trim().trim_matches('"'))
-            .collect::<Vec<_>>()
-            .join(".");
-        let full = if current.is_empty() {
-            lhs
-        } else {
-            format!("{current}.{lhs}")
-        };
-        if full == format!("{section}.{k}") {
-            return Some(i + 1);
-        }
-    }
-    None
-}
-
 /// A flat view of settings: `section.key` -> value (`mounts` -> array).
 pub type Flat = BTreeMap<String, Value>;
 
@@ -329,10 +147,10 @@ pub fn flatten(settings: &Settings, base: &Path) -> Flat {
     flat
 }
 
-/// Settings from a flat view.
-pub fn unflatten(flat: &Flat) -> Settings {
+/// A flat view nested back into `{section: {key: value}}` (`mounts` as is).
+fn nest<'a>(flat: impl IntoIterator<Item = (&'a String, &'a Value)>) -> Value {
     let mut root = Map::new();
-    for (key, v) in flat.iter().filter(|(k, _)| !k.starts_with("profiles.")) {
+    for (key, v) in flat {
         match key.split_once('.') {
             Some((section, k)) => {
                 let s = root
@@ -347,7 +165,13 @@ pub fn unflatten(flat: &Flat) -> Settings {
             }
         }
     }
-    serde_json::from_value(Value::Object(root)).unwrap_or_default()
+    Value::Object(root)
+}
+
+/// Settings from a flat view (profile definitions left out).
+pub fn unflatten(flat: &Flat) -> Settings {
+    let settings = flat.iter().filter(|(k, _)| !k.starts_with("profiles."));
+    serde_json::from_value(nest(settings)).unwrap_or_default()
 }
 
 /// Merged values with their origins.
@@ -439,6 +263,8 @@ pub struct Config {
     pub ignored: Vec<String>,
     /// The workspace file, when there is one.
     pub workspace_file: Option<PathBuf>,
+    /// That file was approved once and has changed since.
+    pub changed_since_trust: bool,
     /// Every file looked at, and whether it was there.
     pub files: Vec<(PathBuf, bool)>,
 }
@@ -448,6 +274,7 @@ pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
     let mut merged = Merged::default();
     let mut ignored = Vec::new();
     let mut workspace_file = None;
+    let mut changed_since_trust = false;
     let mut declared = std::collections::BTreeSet::new();
     let mut looked_at = Vec::new();
     let files = [
@@ -487,15 +314,16 @@ pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
             let ws = sources.workspace.clone().unwrap_or_default();
             if !trust::is_trusted(sources.trust_file.as_deref(), &path, &file.text) {
                 ignored = trust::gate(&mut flat, &merged, &ws);
+                changed_since_trust = trust::was_trusted(sources.trust_file.as_deref(), &path);
             }
         }
         let text = file.text.clone();
         merged.apply(&flat, |k| Origin::File {
             path: path.clone(),
-            line: key_line(&text, k).unwrap_or(0),
+            line: file::key_line(&text, k).unwrap_or(0),
         });
     }
-    let env = values::env_layer(&sources.env)?;
+    let env = env::env_layer(&sources.env)?;
     // The profile: --profile, else CCI_PROFILE, else [defaults] profile.
     let profile = sources
         .profile
@@ -545,7 +373,7 @@ pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
             });
         }
     }
-    merged.apply(&env, |k| Origin::Env(values::env_var_of(k).to_string()));
+    merged.apply(&env, |k| Origin::Env(env::env_var_of(k).to_string()));
     let mut effective = Effective::from_settings(unflatten(&merged.flat()));
     effective.profile = profile.clone();
     Ok(Config {
@@ -554,37 +382,9 @@ pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
         profile,
         ignored,
         workspace_file,
+        changed_since_trust,
         files: looked_at,
     })
-}
-
-/// The line of flat key `k` in `text`.
-fn key_line(text: &str, k: &str) -> Option<usize> {
-    if k == "mounts" || k.ends_with(".mounts") {
-        let section = k.to_string();
-        return text
-            .lines()
-            .position(|l| {
-                header(l.trim()).is_some_and(|h| h == section) && l.trim().starts_with("[[")
-            })
-            .map(|i| i + 1);
-    }
-    let (section, key) = k.rsplit_once('.')?;
-    line_of(text, section, Some(key))
-        // `section = { key = ... }`: the line of the section's own key.
-        .or_else(|| {
-            let (outer, inner) = section.rsplit_once('.')?;
-            line_of(text, outer, Some(inner))
-        })
-        .or_else(|| {
-            // `[defaults] network` is kept as `network.mode`.
-            (k.ends_with("network.mode"))
-                .then(|| {
-                    let prefix = k.strip_suffix("network.mode").unwrap_or("");
-                    line_of(text, &format!("{prefix}defaults"), Some("network"))
-                })
-                .flatten()
-        })
 }
 
 static CURRENT: OnceLock<Config> = OnceLock::new();
@@ -601,11 +401,6 @@ pub fn current() -> &'static Effective {
         Some(c) => &c.effective,
         None => DEFAULTS.get_or_init(Effective::default),
     }
-}
-
-/// The whole loaded configuration, if one was installed.
-pub fn loaded() -> Option<&'static Config> {
-    CURRENT.get()
 }
 
 /// `s` with control characters escaped (for the terminal), quotes kept.

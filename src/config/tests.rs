@@ -127,7 +127,7 @@ fn layers_override_key_by_key_and_say_where_from() {
     );
     assert_eq!(c.effective.cpu, Some(3));
     assert_eq!(c.effective.memory, "1GiB");
-    assert_eq!(c.effective.processes, values::DEFAULT_PROCESSES);
+    assert_eq!(c.effective.processes, DEFAULT_PROCESSES);
     let from = |k: &str| c.merged.values[k].1.to_string();
     assert!(
         from("defaults.image").ends_with("ws/.cci.toml:2"),
@@ -206,7 +206,7 @@ fn an_untrusted_workspace_file_cannot_loosen_anything_until_trusted() {
     std::fs::write(&wsf, format!("{ws_text}\n# changed\n")).unwrap();
     let c = load(&s).unwrap();
     assert_eq!(c.effective.network, ModeName::Allowlist);
-    assert!(trust::was_trusted(s.trust_file.as_deref(), &wsf));
+    assert!(c.changed_since_trust);
 }
 
 #[test]

@@ -58,15 +58,6 @@ pub fn parse_mount_arg(arg: &str) -> Result<(String, String, bool), String> {
     Ok((host.to_string(), container.to_string(), readonly))
 }
 
-fn expand(p: &str) -> PathBuf {
-    let home = std::env::var_os("HOME").map(PathBuf::from);
-    match (p.strip_prefix('~'), home) {
-        (Some(""), Some(h)) => h,
-        (Some(r), Some(h)) if r.starts_with('/') => h.join(r.trim_start_matches('/')),
-        _ => PathBuf::from(p),
-    }
-}
-
 fn plain(container: &str) -> bool {
     let p = Path::new(container);
     p.is_absolute()
@@ -87,7 +78,7 @@ pub fn plan(
 ) -> Result<Vec<Mount>, String> {
     let mut all: Vec<Mount> = Vec::new();
     if let Some(s) = storage {
-        let s = expand(&s.to_string_lossy());
+        let s = crate::config::expand_home(&s.to_string_lossy());
         if !s.exists() {
             std::fs::create_dir_all(&s)
                 .map_err(|e| format!("storage folder {}: {e}", s.display()))?;
@@ -108,7 +99,7 @@ pub fn plan(
                 "container path {container:?} must be absolute, without `..`, and not /"
             ));
         }
-        let h = expand(host);
+        let h = crate::config::expand_home(host);
         let host =
             std::fs::canonicalize(&h).map_err(|e| format!("mount source {}: {e}", h.display()))?;
         all.push(Mount {

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -467,14 +467,6 @@ pub fn read_small(path: &Path, max: u64) -> io::Result<Vec<u8>> {
         return Err(io::Error::other(format!("{} is too large", path.display())));
     }
     Ok(data)
-}
-
-/// Open a regular file `path` for reading, never through a symlink.
-pub fn open_nofollow(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
 }
 
 #[cfg(test)]

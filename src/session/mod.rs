@@ -8,19 +8,19 @@
 //! tmux; talks to Incus only through [`crate::incus::Client`]; prints nothing.
 
 pub mod archive;
+mod credentials;
 mod id;
 mod store;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-
-use serde_json::{Map, Value};
+use std::path::Path;
 
 pub use archive::{ArchiveError, Limits, Tally, shown};
+pub use credentials::{Pushed, credentials_home, merge, push_credentials};
 pub use id::{BadSessionId, SessionId};
 pub use store::{Meta, Saved, Store, rfc3339};
 
-use crate::incus::{self, Client, ExecRequest, FileWrite};
+use crate::incus::{self, Client, ExecRequest};
 
 use crate::config::Account;
 
@@ -126,8 +126,44 @@ fn meta_for(origin: &Origin, tally: &Tally, how: &str) -> Meta {
 /// its `tar` (reading the state twice is harmless; each try starts afresh).
 const TRIES: u32 = 4;
 
-fn lost_track(e: &Error) -> bool {
-    matches!(e, Error::Incus(i) if i.is_attach_failure())
+/// Run `op` until it ends other than by the daemon losing track of its
+/// command, at most [`TRIES`] times.
+async fn afresh<T, F, Fut>(what: &str, op: F) -> Result<T, Error>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, Error>>,
+{
+    let mut tries = 1;
+    loop {
+        match op().await {
+            Err(Error::Incus(e)) if e.is_attach_failure() && tries < TRIES => {
+                tracing::debug!("{what}: {e}; trying again");
+                tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(tries))).await;
+                tries += 1;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// The outcome of a `tar` in the container (`ran`) and of the host side of
+/// its stream (`host`), as one: a command the daemon lost track of explains a
+/// cut-off stream; otherwise the host side's error (a limit) explains why
+/// the command's stream was cut off.
+fn joined(
+    ran: incus::Result<i32>,
+    host: Result<Result<Tally, ArchiveError>, tokio::task::JoinError>,
+    what: &str,
+) -> Result<(i32, Tally), Error> {
+    let host = host.map_err(|e| io_err(what)(std::io::Error::other(e.to_string())))?;
+    match ran {
+        Err(e) if e.is_attach_failure() => Err(e.into()),
+        Err(e) => {
+            host?;
+            Err(e.into())
+        }
+        Ok(status) => Ok((status, host?)),
+    }
 }
 
 /// Save the state folder of the running container `origin.container` as
@@ -141,17 +177,8 @@ pub async fn save(
     store: &Store,
     limits: &Limits,
 ) -> Result<Option<(Saved, Tally)>, Error> {
-    let mut tries = 1;
-    loop {
-        match save_once(client, origin, files, store, limits).await {
-            Err(e) if lost_track(&e) && tries < TRIES => {
-                tracing::debug!("saving {}: {e}; trying again", origin.container);
-                tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(tries))).await;
-                tries += 1;
-            }
-            r => return r,
-        }
-    }
+    let what = format!("saving {}", origin.container);
+    afresh(&what, || save_once(client, origin, files, store, limits)).await
 }
 
 async fn save_once(
@@ -210,20 +237,7 @@ async fn save_once(
     let ran = client
         .exec(container, &req, None::<&[u8]>, writer, &mut stderr)
         .await;
-    let unpacked = unpack
-        .await
-        .map_err(|e| io_err("unpacking the state")(std::io::Error::other(e.to_string())))?;
-    // A lost command explains a cut-off stream; otherwise the unpacking's
-    // error (a limit) explains why the command's output was cut off.
-    let status = match ran {
-        Err(e) if e.is_attach_failure() => return Err(e.into()),
-        Err(e) => {
-            unpacked?;
-            return Err(e.into());
-        }
-        Ok(status) => status,
-    };
-    let tally = unpacked?;
+    let (status, tally) = joined(ran, unpack.await, "unpacking the state")?;
     // 1: a file changed while it was read, which a live agent does.
     if status > 1 {
         return Err(Error::Tar {
@@ -248,18 +262,11 @@ pub async fn restore(
     limits: &Limits,
     account: &Account,
 ) -> Result<Tally, Error> {
-    let mut tries = 1;
-    loop {
-        match restore_once(client, container, files, saved, limits, account).await {
-            // Unpacking the same files again is harmless.
-            Err(e) if lost_track(&e) && tries < TRIES => {
-                tracing::debug!("restoring into {container}: {e}; trying again");
-                tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(tries))).await;
-                tries += 1;
-            }
-            r => return r,
-        }
-    }
+    let what = format!("restoring into {container}");
+    afresh(&what, || {
+        restore_once(client, container, files, saved, limits, account)
+    })
+    .await
 }
 
 async fn restore_once(
@@ -305,18 +312,7 @@ async fn restore_once(
     let ran = client
         .exec(container, &req, Some(reader), &mut out, &mut stderr)
         .await;
-    let packed = packer
-        .await
-        .map_err(|e| io_err("packing the state")(std::io::Error::other(e.to_string())))?;
-    let status = match ran {
-        Err(e) if e.is_attach_failure() => return Err(e.into()),
-        Err(e) => {
-            packed?;
-            return Err(e.into());
-        }
-        Ok(status) => status,
-    };
-    let tally = packed?;
+    let (status, tally) = joined(ran, packer.await, "packing the state")?;
     if status != 0 {
         return Err(Error::Tar {
             container: container.into(),
@@ -325,136 +321,6 @@ async fn restore_once(
         });
     }
     Ok(tally)
-}
-
-/// The host folder the agent's credentials are read from: `[tool]
-/// credentials_dir` (or `$CCI_CREDENTIALS_DIR`), else the invoking user's
-/// home under sudo, else `$HOME`.
-pub fn credentials_home() -> Option<PathBuf> {
-    if let Some(d) = &crate::config::current().credentials_dir {
-        return Some(d.clone());
-    }
-    if crate::state::is_root()
-        && let Some(user) = std::env::var("SUDO_USER").ok().filter(|u| u != "root")
-        && let Some(home) = home_of(&user)
-    {
-        return Some(home);
-    }
-    std::env::var_os("HOME").map(PathBuf::from)
-}
-
-/// `user`'s home folder from /etc/passwd.
-fn home_of(user: &str) -> Option<PathBuf> {
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.len() >= 6 && f[0] == user).then(|| PathBuf::from(f[5]))
-    })
-}
-
-/// What [`push_credentials`] put into a container.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Pushed {
-    /// Credential files copied (relative to the home).
-    pub credentials: Vec<String>,
-    /// Settings files merged.
-    pub settings: Vec<String>,
-}
-
-/// Largest credential or settings file handled.
-const MAX_SETTINGS: u64 = 16 << 20;
-
-/// Copy the agent's credentials from `host_home` into the running
-/// container (0600, owned by `code`; missing ones are skipped), then merge
-/// the sandbox settings into its settings files, keeping every other key.
-/// Contents go through the file API, never through argv or config.
-pub async fn push_credentials(
-    client: &Client,
-    container: &str,
-    files: &AgentFiles,
-    host_home: Option<&Path>,
-    a: &Account,
-) -> Result<Pushed, Error> {
-    let mut pushed = Pushed::default();
-    let private = FileWrite {
-        uid: a.uid,
-        gid: a.gid,
-        mode: 0o600,
-    };
-    let dir = FileWrite {
-        mode: 0o700,
-        ..private
-    };
-    let mut written: BTreeSet<&str> = BTreeSet::new();
-    for rel in files.credentials {
-        let Some(home) = host_home else { break };
-        let host = home.join(rel);
-        let data = match std::fs::metadata(&host) {
-            Ok(m) if m.is_file() && m.len() <= MAX_SETTINGS => {
-                std::fs::read(&host).map_err(io_err(format!("reading {}", host.display())))?
-            }
-            Ok(_) => {
-                tracing::warn!("{} is not a small regular file; not copied", host.display());
-                continue;
-            }
-            Err(_) => continue,
-        };
-        let path = format!("{}/{rel}", a.home);
-        if let Some((parent, _)) = path.rsplit_once('/') {
-            client.mkdir_all(container, parent, dir).await?;
-        }
-        // Replace whatever is there (a symlink is removed, not followed).
-        let _ = client.delete_file(container, &path).await;
-        client.write_file(container, &path, data, private).await?;
-        written.insert(rel);
-        pushed.credentials.push(rel.to_string());
-    }
-    for (rel, ours) in files.settings {
-        let path = format!("{}/{rel}", a.home);
-        let current = match client.read_file(container, &path).await {
-            Ok((_, data)) if data.len() as u64 <= MAX_SETTINGS => Some(data),
-            Ok(_) => None,
-            Err(e) if e.is_not_found() => None,
-            Err(e) => return Err(e.into()),
-        };
-        let mut value = match current.as_deref().map(serde_json::from_slice::<Value>) {
-            Some(Ok(v @ Value::Object(_))) => v,
-            None => Value::Object(Map::new()),
-            Some(_) => {
-                // Not a JSON object: kept aside rather than lost.
-                if let Some(data) = current.clone() {
-                    client
-                        .write_file(container, &format!("{path}.cci-invalid"), data, private)
-                        .await?;
-                }
-                Value::Object(Map::new())
-            }
-        };
-        let ours: Value = serde_json::from_str(ours).unwrap_or(Value::Null);
-        merge(&mut value, &ours);
-        let data = serde_json::to_vec_pretty(&value).unwrap_or_default();
-        if let Some((parent, _)) = path.rsplit_once('/') {
-            client.mkdir_all(container, parent, dir).await?;
-        }
-        if !written.contains(rel) {
-            let _ = client.delete_file(container, &path).await;
-        }
-        client.write_file(container, &path, data, private).await?;
-        pushed.settings.push(rel.to_string());
-    }
-    Ok(pushed)
-}
-
-/// Merge `ours` into `into`: objects key by key, anything else replaced.
-pub fn merge(into: &mut Value, ours: &Value) {
-    match (into, ours) {
-        (Value::Object(a), Value::Object(b)) => {
-            for (k, v) in b {
-                merge(a.entry(k.clone()).or_insert(Value::Null), v);
-            }
-        }
-        (slot, v) => *slot = v.clone(),
-    }
 }
 
 /// Import the host folder `src` (a `~/.claude` or a copy of one) as a saved
@@ -593,28 +459,6 @@ fn newest_conversation(src: &Path) -> Option<SessionId> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn settings_merge_keeps_the_users_keys() {
-        let mut user: Value = serde_json::json!({
-            "theme": "dark",
-            "permissions": {"allow": ["Bash(ls)"], "defaultMode": "ask"},
-            "projects": {"/other": {"x": 1}}
-        });
-        let ours = serde_json::json!({
-            "permissions": {"defaultMode": "bypassPermissions"},
-            "projects": {"/workspace": {"hasTrustDialogAccepted": true}}
-        });
-        merge(&mut user, &ours);
-        assert_eq!(user["theme"], "dark");
-        assert_eq!(user["permissions"]["allow"][0], "Bash(ls)");
-        assert_eq!(user["permissions"]["defaultMode"], "bypassPermissions");
-        assert_eq!(user["projects"]["/other"]["x"], 1);
-        assert_eq!(
-            user["projects"]["/workspace"]["hasTrustDialogAccepted"],
-            true
-        );
-    }
 
     #[test]
     fn import_takes_the_newest_conversation_and_leaves_credentials_out() {

@@ -1,0 +1,257 @@
+//! The settings in force, typed, with cci's defaults where nothing was set.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::schema::{ModeName, Settings};
+use super::values::parse_duration;
+
+/// The user agents and commands run as inside the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// Its uid.
+    pub uid: u32,
+    /// Its gid (the same number).
+    pub gid: u32,
+    /// Its name.
+    pub name: String,
+    /// Its home folder.
+    pub home: String,
+}
+
+impl Account {
+    /// The account called `name` with uid `uid`.
+    pub fn new(uid: u32, name: &str) -> Account {
+        Account {
+            uid,
+            gid: uid,
+            name: name.to_string(),
+            home: if name == "root" {
+                "/root".into()
+            } else {
+                format!("/home/{name}")
+            },
+        }
+    }
+}
+
+/// A host folder to mount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountSpec {
+    /// Host path (absolute).
+    pub host: PathBuf,
+    /// Container path.
+    pub container: String,
+    /// Read-only.
+    pub readonly: bool,
+}
+
+/// The settings in force, with cci's defaults where nothing was set.
+#[derive(Debug, Clone)]
+pub struct Effective {
+    /// The profile applied.
+    pub profile: Option<String>,
+    /// Image alias.
+    pub image: String,
+    /// Keep session containers.
+    pub persistent: bool,
+    /// Most slots per workspace.
+    pub slot_limit: u32,
+    /// The agent.
+    pub tool: String,
+    /// Its program.
+    pub tool_binary: Option<String>,
+    /// Extra agent arguments.
+    pub tool_args: Vec<String>,
+    /// Where credentials are read from.
+    pub credentials_dir: Option<PathBuf>,
+    /// Where saved sessions live.
+    pub sessions_dir: Option<PathBuf>,
+    /// Mounted at /storage.
+    pub storage_dir: Option<PathBuf>,
+    /// Diagnostics go to `cci.log` here.
+    pub logs_dir: Option<PathBuf>,
+    /// The daemon's socket.
+    pub socket: Option<PathBuf>,
+    /// The Incus project.
+    pub project: Option<String>,
+    /// The root disks' pool.
+    pub storage_pool: Option<String>,
+    /// Mount without UID shifting.
+    pub disable_shift: bool,
+    /// The user inside.
+    pub account: Account,
+    /// Network mode.
+    pub network: ModeName,
+    /// Allowlist entries.
+    pub allowed: Vec<String>,
+    /// Allowlist refresh minutes.
+    pub refresh_minutes: f64,
+    /// Allowlist DNS servers.
+    pub dns_servers: Vec<IpAddr>,
+    /// Restricted mode blocks private networks.
+    pub block_private: bool,
+    /// Restricted mode blocks the metadata endpoint.
+    pub block_metadata: bool,
+    /// CPUs.
+    pub cpu: Option<u32>,
+    /// Memory limit (`limits.memory`).
+    pub memory: String,
+    /// Process limit.
+    pub processes: u32,
+    /// Root disk size.
+    pub disk: Option<String>,
+    /// Session time limit.
+    pub max_duration: Option<Duration>,
+    /// Limits of one saved state.
+    pub session: crate::session::Limits,
+    /// Extra mounts.
+    pub mounts: Vec<MountSpec>,
+}
+
+/// Memory limit when nothing is configured.
+pub const DEFAULT_MEMORY: &str = "80%";
+/// Process limit when nothing is configured.
+pub const DEFAULT_PROCESSES: u32 = 4096;
+
+impl Default for Effective {
+    fn default() -> Effective {
+        Effective::from_settings(Settings::default())
+    }
+}
+
+impl Effective {
+    /// Typed settings from merged (already checked) ones.
+    pub fn from_settings(s: Settings) -> Effective {
+        let d = s.defaults.unwrap_or_default();
+        let t = s.tool.unwrap_or_default();
+        let p = s.paths.unwrap_or_default();
+        let i = s.incus.unwrap_or_default();
+        let n = s.network.unwrap_or_default();
+        let l = s.limits.unwrap_or_default();
+        let x = s.session.unwrap_or_default();
+        let base = crate::session::Limits::default();
+        let path = |v: Option<String>| v.map(PathBuf::from);
+        Effective {
+            profile: None,
+            image: d
+                .image
+                .unwrap_or_else(|| crate::image::DEFAULT_ALIAS.into()),
+            persistent: d.persistent.unwrap_or(false),
+            slot_limit: d.slot_limit.map_or(10, |n| n as u32),
+            tool: t
+                .name
+                .unwrap_or_else(|| crate::sandbox::AGENTS[0].name.into()),
+            tool_binary: t.binary,
+            tool_args: t.args.unwrap_or_default(),
+            credentials_dir: path(t.credentials_dir),
+            sessions_dir: path(p.sessions_dir),
+            storage_dir: path(p.storage_dir),
+            logs_dir: path(p.logs_dir),
+            socket: path(i.socket),
+            project: i.project,
+            storage_pool: i.storage_pool,
+            disable_shift: i.disable_shift.unwrap_or(false),
+            account: Account::new(
+                i.code_uid.map_or(1000, |u| u as u32),
+                i.code_user.as_deref().unwrap_or("code"),
+            ),
+            network: n.mode.or(d.network).unwrap_or(ModeName::Restricted),
+            allowed: n.allowed_domains.unwrap_or_default(),
+            refresh_minutes: n
+                .refresh_interval_minutes
+                .unwrap_or(crate::network::DEFAULT_REFRESH_MINUTES),
+            dns_servers: n
+                .dns_servers
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|s| s.trim().parse().ok())
+                .collect(),
+            block_private: n.block_private_networks.unwrap_or(true),
+            block_metadata: n.block_metadata_endpoint.unwrap_or(true),
+            cpu: l.cpu.map(|c| c as u32),
+            memory: l.memory.unwrap_or_else(|| DEFAULT_MEMORY.into()),
+            processes: l.processes.map_or(DEFAULT_PROCESSES, |n| n as u32),
+            disk: l.disk,
+            max_duration: l.max_duration.as_deref().and_then(parse_duration),
+            session: crate::session::Limits {
+                max_bytes: x.max_bytes.map_or(base.max_bytes, |n| n as u64),
+                max_files: x.max_files.map_or(base.max_files, |n| n as u64),
+                max_depth: x.max_depth.map_or(base.max_depth, |n| n as usize),
+            },
+            mounts: s
+                .mounts
+                .unwrap_or_default()
+                .into_iter()
+                .map(|m| MountSpec {
+                    host: PathBuf::from(m.host),
+                    container: m.container,
+                    readonly: m.readonly,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl Effective {
+    /// Every key with the value in force (`null`: not set), in reference order.
+    pub fn values(&self) -> Vec<(&'static str, Value)> {
+        use serde_json::json;
+        let path = |p: &Option<PathBuf>| json!(p.as_ref().map(|p| p.display().to_string()));
+        let mode = match self.network {
+            ModeName::Restricted => "restricted",
+            ModeName::Allowlist => "allowlist",
+            ModeName::Open => "open",
+        };
+        vec![
+            ("defaults.image", json!(self.image)),
+            ("defaults.persistent", json!(self.persistent)),
+            ("defaults.slot_limit", json!(self.slot_limit)),
+            ("defaults.profile", json!(self.profile)),
+            ("tool.name", json!(self.tool)),
+            ("tool.binary", json!(self.tool_binary)),
+            ("tool.args", json!(self.tool_args)),
+            ("tool.credentials_dir", path(&self.credentials_dir)),
+            ("paths.sessions_dir", path(&self.sessions_dir)),
+            ("paths.storage_dir", path(&self.storage_dir)),
+            ("paths.logs_dir", path(&self.logs_dir)),
+            ("incus.socket", path(&self.socket)),
+            ("incus.project", json!(self.project)),
+            ("incus.storage_pool", json!(self.storage_pool)),
+            ("incus.disable_shift", json!(self.disable_shift)),
+            ("incus.code_uid", json!(self.account.uid)),
+            ("incus.code_user", json!(self.account.name)),
+            ("network.mode", json!(mode)),
+            ("network.allowed_domains", json!(self.allowed)),
+            ("network.refresh_interval_minutes", json!(self.refresh_minutes)),
+            (
+                "network.dns_servers",
+                json!(self.dns_servers.iter().map(|d| d.to_string()).collect::<Vec<_>>()),
+            ),
+            ("network.block_private_networks", json!(self.block_private)),
+            ("network.block_metadata_endpoint", json!(self.block_metadata)),
+            ("limits.cpu", json!(self.cpu)),
+            ("limits.memory", json!(self.memory)),
+            ("limits.processes", json!(self.processes)),
+            ("limits.disk", json!(self.disk)),
+            (
+                "limits.max_duration",
+                json!(self.max_duration.map(|d| format!("{}s", d.as_secs()))),
+            ),
+            ("session.max_bytes", json!(self.session.max_bytes)),
+            ("session.max_files", json!(self.session.max_files)),
+            ("session.max_depth", json!(self.session.max_depth)),
+            (
+                "mounts",
+                json!(self
+                    .mounts
+                    .iter()
+                    .map(|m| json!({"host": m.host.display().to_string(), "container": m.container, "readonly": m.readonly}))
+                    .collect::<Vec<_>>()),
+            ),
+        ]
+    }
+}

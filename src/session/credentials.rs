@@ -1,0 +1,169 @@
+//! The agent's credentials and settings at every start: copied in from the
+//! host through the file API (never argv or config), 0600 for the user
+//! inside, never back out; the sandbox settings merged into the agent's own.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+use super::{AgentFiles, Error, io_err};
+use crate::config::Account;
+use crate::incus::{Client, FileWrite};
+
+/// The host folder the agent's credentials are read from: `[tool]
+/// credentials_dir` (or `$CCI_CREDENTIALS_DIR`), else the invoking user's
+/// home under sudo, else `$HOME`.
+pub fn credentials_home() -> Option<PathBuf> {
+    if let Some(d) = &crate::config::current().credentials_dir {
+        return Some(d.clone());
+    }
+    if crate::state::is_root()
+        && let Some(user) = std::env::var("SUDO_USER").ok().filter(|u| u != "root")
+        && let Some(home) = home_of(&user)
+    {
+        return Some(home);
+    }
+    std::env::var_os("HOME").map(PathBuf::from)
+}
+
+/// `user`'s home folder from /etc/passwd.
+fn home_of(user: &str) -> Option<PathBuf> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() >= 6 && f[0] == user).then(|| PathBuf::from(f[5]))
+    })
+}
+
+/// What [`push_credentials`] put into a container.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pushed {
+    /// Credential files copied (relative to the home).
+    pub credentials: Vec<String>,
+    /// Settings files merged.
+    pub settings: Vec<String>,
+}
+
+/// Largest credential or settings file handled.
+const MAX_SETTINGS: u64 = 16 << 20;
+
+/// Copy the agent's credentials from `host_home` into the running
+/// container (0600, owned by `code`; missing ones are skipped), then merge
+/// the sandbox settings into its settings files, keeping every other key.
+/// Contents go through the file API, never through argv or config.
+pub async fn push_credentials(
+    client: &Client,
+    container: &str,
+    files: &AgentFiles,
+    host_home: Option<&Path>,
+    a: &Account,
+) -> Result<Pushed, Error> {
+    let mut pushed = Pushed::default();
+    let private = FileWrite {
+        uid: a.uid,
+        gid: a.gid,
+        mode: 0o600,
+    };
+    let dir = FileWrite {
+        mode: 0o700,
+        ..private
+    };
+    let mut written: BTreeSet<&str> = BTreeSet::new();
+    for rel in files.credentials {
+        let Some(home) = host_home else { break };
+        let host = home.join(rel);
+        let data = match std::fs::metadata(&host) {
+            Ok(m) if m.is_file() && m.len() <= MAX_SETTINGS => {
+                std::fs::read(&host).map_err(io_err(format!("reading {}", host.display())))?
+            }
+            Ok(_) => {
+                tracing::warn!("{} is not a small regular file; not copied", host.display());
+                continue;
+            }
+            Err(_) => continue,
+        };
+        let path = format!("{}/{rel}", a.home);
+        if let Some((parent, _)) = path.rsplit_once('/') {
+            client.mkdir_all(container, parent, dir).await?;
+        }
+        // Replace whatever is there (a symlink is removed, not followed).
+        let _ = client.delete_file(container, &path).await;
+        client.write_file(container, &path, data, private).await?;
+        written.insert(rel);
+        pushed.credentials.push(rel.to_string());
+    }
+    for (rel, ours) in files.settings {
+        let path = format!("{}/{rel}", a.home);
+        let current = match client.read_file(container, &path).await {
+            Ok((_, data)) if data.len() as u64 <= MAX_SETTINGS => Some(data),
+            Ok(_) => None,
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e.into()),
+        };
+        let mut value = match current.as_deref().map(serde_json::from_slice::<Value>) {
+            Some(Ok(v @ Value::Object(_))) => v,
+            None => Value::Object(Map::new()),
+            Some(_) => {
+                // Not a JSON object: kept aside rather than lost.
+                if let Some(data) = current.clone() {
+                    client
+                        .write_file(container, &format!("{path}.cci-invalid"), data, private)
+                        .await?;
+                }
+                Value::Object(Map::new())
+            }
+        };
+        let ours: Value = serde_json::from_str(ours).unwrap_or(Value::Null);
+        merge(&mut value, &ours);
+        let data = serde_json::to_vec_pretty(&value).unwrap_or_default();
+        if let Some((parent, _)) = path.rsplit_once('/') {
+            client.mkdir_all(container, parent, dir).await?;
+        }
+        if !written.contains(rel) {
+            let _ = client.delete_file(container, &path).await;
+        }
+        client.write_file(container, &path, data, private).await?;
+        pushed.settings.push(rel.to_string());
+    }
+    Ok(pushed)
+}
+
+/// Merge `ours` into `into`: objects key by key, anything else replaced.
+pub fn merge(into: &mut Value, ours: &Value) {
+    match (into, ours) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (slot, v) => *slot = v.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_merge_keeps_the_users_keys() {
+        let mut user: Value = serde_json::json!({
+            "theme": "dark",
+            "permissions": {"allow": ["Bash(ls)"], "defaultMode": "ask"},
+            "projects": {"/other": {"x": 1}}
+        });
+        let ours = serde_json::json!({
+            "permissions": {"defaultMode": "bypassPermissions"},
+            "projects": {"/workspace": {"hasTrustDialogAccepted": true}}
+        });
+        merge(&mut user, &ours);
+        assert_eq!(user["theme"], "dark");
+        assert_eq!(user["permissions"]["allow"][0], "Bash(ls)");
+        assert_eq!(user["permissions"]["defaultMode"], "bypassPermissions");
+        assert_eq!(user["projects"]["/other"]["x"], 1);
+        assert_eq!(
+            user["projects"]["/workspace"]["hasTrustDialogAccepted"],
+            true
+        );
+    }
+}
