@@ -69,6 +69,21 @@ fi
 for f in /etc/subuid /etc/subgid; do
     grep -qs '^root:1000000:' "$f" || echo 'root:1000000:1000000000' >>"$f"
 done
+# The workspace owner's uid/gid is the one host id cci maps into a sandbox (to
+# `code`, by raw.idmap): let root delegate the invoking user's (and CCI_MAP_IDS).
+map_ids=" ${CCI_MAP_IDS:-} "
+[ -n "${SUDO_UID:-}" ] && [ "${SUDO_UID}" != 0 ] && map_ids+=" u${SUDO_UID} g${SUDO_GID:-$SUDO_UID} "
+for id in $map_ids; do
+    case $id in
+        u*) files=/etc/subuid; id=${id#u} ;;
+        g*) files=/etc/subgid; id=${id#g} ;;
+        *) files="/etc/subuid /etc/subgid" ;;
+    esac
+    case $id in '' | *[!0-9]* | 0) continue ;; esac
+    for f in $files; do
+        grep -qsx "root:$id:1" "$f" || echo "root:$id:1" >>"$f"
+    done
+done
 
 # ---------------------------------------------------------------- daemon
 ADMIN_GROUP=incus-admin

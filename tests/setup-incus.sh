@@ -29,7 +29,7 @@ if [ "$(id -u)" -ne 0 ]; then
     die "must run as root (or with passwordless sudo) to install and start Incus"
 fi
 
-CCI_EXTRA_PACKAGES="debootstrap" CCI_INCUSD_LOG=${CCI_INCUSD_LOG:-/var/log/incus-cci-tests.log} \
+CCI_MAP_IDS=1000 CCI_EXTRA_PACKAGES="debootstrap" CCI_INCUSD_LOG=${CCI_INCUSD_LOG:-/var/log/incus-cci-tests.log} \
     bash "$here/../misc/setup-host.sh"
 
 # ------------------------------------------------- IPv6 test bridge and profile

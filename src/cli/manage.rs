@@ -290,6 +290,9 @@ pub async fn shutdown(client: &Client, args: ShutdownArgs) -> anyhow::Result<i32
             ),
             (_, false) => format!("shut down {name} (persistent: stopped and kept)"),
         };
+        if let Some(w) = &e.warning {
+            eprintln!("{w}");
+        }
         match super::session::describe(&e.state) {
             Some(s) => format!("{what}; {s}"),
             None => what,
@@ -367,6 +370,7 @@ pub async fn clean(client: &Client, args: CleanArgs) -> anyhow::Result<i32> {
             Ok(sandbox::Ended {
                 deleted: true,
                 state: StateSave::Nothing,
+                warning: None,
             })
         }
     };
@@ -376,6 +380,9 @@ pub async fn clean(client: &Client, args: CleanArgs) -> anyhow::Result<i32> {
         } else {
             format!("kept {name}, stopped")
         };
+        if let Some(w) = &e.warning {
+            eprintln!("{w}");
+        }
         match super::session::describe(&e.state) {
             Some(s) => format!("{what}; {s}"),
             None => what,

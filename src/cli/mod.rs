@@ -29,6 +29,9 @@ pub const EXIT_NOT_FOUND: i32 = 5;
 pub const EXIT_CONFLICT: i32 = 6;
 /// Exit code when network isolation cannot be set up (nothing was started).
 pub const EXIT_NETWORK: i32 = 7;
+/// Exit code when the Incus profiles or the container would give the agent
+/// the host (privileged, raw.*, host devices): nothing was started.
+pub const EXIT_UNSAFE: i32 = 8;
 
 /// Run AI coding agents in unprivileged Incus system containers.
 ///
@@ -295,8 +298,11 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
         }
         Some(LaunchError::Incus(e)) => return incus_exit_code(e),
         Some(LaunchError::SessionStart { .. } | LaunchError::Prepare { .. }) => return 1,
-        Some(LaunchError::ResumeRunning { .. }) => return EXIT_CONFLICT,
+        Some(LaunchError::ResumeRunning { .. } | LaunchError::LooserPolicy { .. }) => {
+            return EXIT_CONFLICT;
+        }
         Some(LaunchError::Network(e)) => return network_exit_code(e),
+        Some(LaunchError::Unsafe(_)) => return EXIT_UNSAFE,
         None => {}
     }
     if let Some(e) = err.downcast_ref::<crate::network::Error>() {

@@ -81,12 +81,23 @@ impl SandboxArgs {
             .collect();
         mounts.extend(self.mounts.iter().cloned());
         let storage = self.storage.clone().or_else(|| cfg.storage_dir.clone());
-        let owner = std::fs::metadata(workspace.path_str()).ok().map(|m| {
+        // The workspace owner is who `code` is on the host (see sandbox::idmap).
+        let owner = if cfg.disable_shift {
+            None
+        } else {
+            let path = std::path::Path::new(workspace.path_str());
+            let owner = sandbox::idmap::owner_of(path, &cfg.account)
+                .and_then(|o| sandbox::idmap::check_delegated(o).map(|()| o))
+                .map_err(|e| super::UsageError(e.to_string()))?;
+            Some(owner)
+        };
+        let storage_owner = owner.or_else(|| {
             use std::os::unix::fs::MetadataExt;
-            (m.uid(), m.gid())
+            let m = std::fs::metadata(workspace.path_str()).ok()?;
+            Some((m.uid(), m.gid()))
         });
-        let mounts =
-            sandbox::plan_mounts(storage.as_deref(), &mounts, owner).map_err(super::UsageError)?;
+        let mounts = sandbox::plan_mounts(storage.as_deref(), &mounts, storage_owner)
+            .map_err(super::UsageError)?;
         // The root disk is named only when it must be: a pool or a size.
         let pool = match (&cfg.storage_pool, &cfg.disk) {
             (Some(p), _) => Some(p.clone()),
@@ -115,7 +126,8 @@ impl SandboxArgs {
             pool,
             disk: cfg.disk.clone(),
             mounts,
-            shift: !cfg.disable_shift,
+            owner,
+            kernel_allow: Vec::new(),
             max_duration: if session { cfg.max_duration } else { None },
         })
     }
@@ -245,6 +257,10 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<i32> {
         }
         Ending::Interrupted(signal) => 128 + signal,
     };
+    if !outcome.changed.is_empty() {
+        let ws = std::path::Path::new(req.spec.workspace.path_str());
+        eprintln!("{}", sandbox::tripwire::warning(ws, &outcome.changed));
+    }
     if args.format == RunFormat::Json {
         let v = serde_json::json!({
             "stdout": String::from_utf8_lossy(&out),
@@ -252,6 +268,7 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<i32> {
             "exit_code": code,
             "duration_ms": outcome.duration.as_millis() as u64,
             "container": outcome.container,
+            "watched_changes": outcome.changed,
         });
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "{v}")?;

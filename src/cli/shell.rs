@@ -119,6 +119,7 @@ pub async fn shell(client: &Client, args: ShellArgs) -> anyhow::Result<i32> {
             max_duration: crate::config::current().max_duration,
         },
         resume,
+        network_explicit: args.sandbox.net.network.is_some() || !args.sandbox.net.allow.is_empty(),
     };
     if let Some(code) = args.sandbox.ensure_image(client).await? {
         return Ok(code);
@@ -132,6 +133,7 @@ pub async fn shell(client: &Client, args: ShellArgs) -> anyhow::Result<i32> {
         }
     };
     if args.background {
+        eprintln!("cci: {} network: {}", session.name, session.network);
         println!("{}", session.name);
         return Ok(0);
     }
@@ -145,8 +147,8 @@ pub async fn shell(client: &Client, args: ShellArgs) -> anyhow::Result<i32> {
         eprintln!("cci: resuming session {}", session.id);
     }
     eprintln!(
-        "cci: session {how} {} (slot {}, {mode}); Ctrl-b d detaches",
-        session.name, session.slot
+        "cci: session {how} {} (slot {}, {mode}, network {}); Ctrl-b d detaches",
+        session.name, session.slot, session.network
     );
     attach_session(client, &session.name, session.slot, &session.account).await
 }
@@ -268,6 +270,9 @@ async fn attach_session(
     };
     if let Some(s) = super::session::describe(&ended.state) {
         eprintln!("cci: {s}");
+    }
+    if let Some(w) = &ended.warning {
+        eprintln!("{w}");
     }
     match (&ended.state, ended.deleted) {
         (_, true) => eprintln!("cci: session ended; container {name} deleted"),

@@ -75,6 +75,21 @@ pub enum LaunchError {
         /// Its container.
         container: String,
     },
+    /// A kept container was asked to run under a looser network policy.
+    #[error(
+        "{container} runs under a stricter network policy ({recorded}) than the one asked for ({asked}); a kept container is never loosened: `cci kill {container}` and start afresh, or leave --network/--allow out"
+    )]
+    LooserPolicy {
+        /// The container.
+        container: String,
+        /// Its mode.
+        recorded: String,
+        /// The mode asked for.
+        asked: String,
+    },
+    /// The Incus profiles (or the container) would give the agent the host.
+    #[error("{0}")]
+    Unsafe(super::vet::Findings),
     /// Anything the daemon said.
     #[error(transparent)]
     Incus(#[from] incus::Error),
@@ -175,6 +190,7 @@ pub async fn launch(
         "default".to_string(),
         super::profile::SANDBOX_PROFILE.to_string(),
     ];
+    vet_profiles(client, spec, &profiles).await?;
     let net = network::prepare(client, &profiles, &spec.network).await?;
     let fw = Nft::from_env();
     let g = Guarded { net: &net, fw: &fw };
@@ -214,6 +230,23 @@ pub async fn launch(
         limit,
         workspace: spec.workspace.path_str().to_string(),
     })
+}
+
+/// Refuse to launch when the profiles would hand the agent the host.
+async fn vet_profiles(
+    client: &Client,
+    spec: &SandboxSpec,
+    names: &[String],
+) -> Result<(), LaunchError> {
+    let mut profiles = Vec::with_capacity(names.len());
+    for name in names {
+        profiles.push(client.profile(name).await?.0);
+    }
+    let Some(slot) = Slot::new(1) else {
+        return Ok(());
+    };
+    let own = spec.create_request("vet", slot, "");
+    super::vet::profiles(&profiles, &own.config, &own.devices).map_err(LaunchError::Unsafe)
 }
 
 /// Whether `name` is an Incus-ephemeral `cci run` container that is gone

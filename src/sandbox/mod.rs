@@ -4,6 +4,7 @@
 //! Talks to Incus only through [`crate::incus::Client`]; prints nothing.
 
 mod agent;
+pub mod idmap;
 mod inventory;
 mod launch;
 mod lifecycle;
@@ -15,6 +16,8 @@ mod saving;
 mod shell;
 mod spec;
 mod tmux;
+pub mod tripwire;
+pub mod vet;
 mod workspace;
 
 pub use agent::{AGENTS, Agent, AgentDef, UnknownAgent};

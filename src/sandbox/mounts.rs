@@ -36,8 +36,11 @@ pub struct Extras {
     pub disk: Option<String>,
     /// Host folders to mount.
     pub mounts: Vec<Mount>,
-    /// Mount host folders with UID shifting (the default).
-    pub shift: bool,
+    /// The host uid/gid mapped to the account inside (the workspace owner);
+    /// `None` (`incus.disable_shift`): no host id is mapped.
+    pub owner: Option<(u32, u32)>,
+    /// Kernel interfaces of `spec::KERNEL_DENY` allowed back in.
+    pub kernel_allow: Vec<String>,
     /// Stop the session after this long.
     pub max_duration: Option<Duration>,
 }

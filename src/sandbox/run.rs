@@ -49,6 +49,8 @@ pub struct RunOutcome {
     pub ending: Ending,
     /// Launch to end of command.
     pub duration: Duration,
+    /// Workspace files the host runs or obeys that the command changed.
+    pub changed: Vec<String>,
 }
 
 /// The environment agents and commands get: who they are (`a`), where, and
@@ -91,12 +93,14 @@ where
 {
     let start = Instant::now();
     let attempt = Attempt::default();
+    let ws = std::path::Path::new(req.spec.workspace.path_str());
+    let before = super::tripwire::fingerprint(ws);
     tokio::pin!(interrupt);
     let launched = tokio::select! {
         r = launch(client, &req.spec, req.slot, req.slot_limit, &attempt) => r?,
         signal = &mut interrupt => {
             attempt.abandon(client).await;
-            return Ok(RunOutcome { container: String::new(), ending: Ending::Interrupted(signal), duration: start.elapsed() });
+            return Ok(RunOutcome { container: String::new(), ending: Ending::Interrupted(signal), duration: start.elapsed(), changed: Vec::new() });
         }
     };
     let marker = guard_marker();
@@ -129,6 +133,7 @@ where
         container: launched.name,
         ending,
         duration,
+        changed: super::tripwire::changes(&before, &super::tripwire::fingerprint(ws)),
     })
 }
 

@@ -31,6 +31,10 @@ pub struct ShellRequest {
     pub command: SessionCommand,
     /// A saved session to continue: its state is pushed in before the agent starts.
     pub resume: Option<Saved>,
+    /// The network policy was asked for on the command line (not only
+    /// configured): a kept container whose own is stricter refuses it
+    /// instead of keeping its own.
+    pub network_explicit: bool,
 }
 
 impl ShellRequest {
@@ -57,6 +61,8 @@ pub struct Session {
     pub reused: bool,
     /// The user its session runs as.
     pub account: crate::config::Account,
+    /// The network mode in force, and what cci did about the one asked for.
+    pub network: String,
 }
 
 /// A new session id.
@@ -87,8 +93,12 @@ pub async fn open(
     }
     if let Some(existing) = reusable(client, req).await? {
         let name = existing.name.clone();
+        let ws = std::path::Path::new(req.spec.workspace.path_str());
+        super::tripwire::arm(&name, &super::tripwire::fingerprint(ws), true);
         return saving::with_lock(&name, reuse(client, req, existing, id)).await;
     }
+    let ws = std::path::Path::new(req.spec.workspace.path_str());
+    let before = super::tripwire::fingerprint(ws);
     let mut spec = req.spec.clone();
     spec.marks.push((keys::SESSION, id.to_string()));
     spec.marks.push((keys::AGENT, req.agent_name()));
@@ -105,7 +115,10 @@ pub async fn open(
         };
         attempt.set(None);
         match started {
-            Ok(()) => break launched,
+            Ok(()) => {
+                super::tripwire::arm(&launched.name, &before, false);
+                break launched;
+            }
             Err(e) => {
                 let _ = remove(client, &launched.name).await;
                 let fluke = matches!(&e, LaunchError::SessionStart { message, .. } if message.starts_with("exit status"));
@@ -127,6 +140,7 @@ pub async fn open(
         persistent: spec.persistent,
         reused: false,
         account: super::spec::account().clone(),
+        network: spec.network.mode.to_string(),
     })
 }
 
@@ -184,6 +198,7 @@ async fn reuse(
     id: &str,
 ) -> Result<Session, LaunchError> {
     let name = existing.name.clone();
+    let network = honour_policy(client, req, &name).await?;
     let mut running = existing.state == "Running";
     let mut id = id.to_string();
     let account = existing.account.clone();
@@ -227,7 +242,43 @@ async fn reuse(
         persistent: true,
         reused: true,
         account,
+        network,
     })
+}
+
+/// Before a kept container is used again: vet what it inherits, and bring
+/// its network policy to the one asked for when that is stricter. A looser
+/// one asked for on the command line is refused; a looser one that only
+/// comes from the configuration leaves the container's own in force.
+/// Returns the mode in force, said for the user.
+async fn honour_policy(
+    client: &Client,
+    req: &ShellRequest,
+    name: &str,
+) -> Result<String, LaunchError> {
+    use network::reuse::{Change, compare, reapply};
+    let (instance, _) = client.instance(name).await?;
+    super::vet::instance(&instance).map_err(LaunchError::Unsafe)?;
+    let Some(recorded) = network::Policy::of(&instance).transpose()? else {
+        return Ok("not guarded".into());
+    };
+    let asked = &req.spec.network;
+    match compare(&recorded, asked) {
+        Change::Same => Ok(recorded.mode.to_string()),
+        Change::Stricter => {
+            reapply(client, &Nft::from_env(), name, asked).await?;
+            Ok(format!("{} (was {}; tightened)", asked.mode, recorded.mode))
+        }
+        Change::Looser if req.network_explicit => Err(LaunchError::LooserPolicy {
+            container: name.into(),
+            recorded: recorded.mode.to_string(),
+            asked: asked.mode.to_string(),
+        }),
+        Change::Looser => Ok(format!(
+            "{} (kept: the container's own is stricter than the configured {})",
+            recorded.mode, asked.mode
+        )),
+    }
 }
 
 /// How a terminal left a session.
@@ -246,6 +297,9 @@ pub struct Ended {
     pub deleted: bool,
     /// What became of the agent's state.
     pub state: StateSave,
+    /// The warning when the session changed workspace files the host runs
+    /// or obeys (see `tripwire`).
+    pub warning: Option<String>,
 }
 
 /// After a terminal left `name`'s session: if the session still runs, it was
@@ -270,6 +324,9 @@ pub async fn end(client: &Client, name: &str, grace: Duration) -> incus::Result<
         // A stopped container (powered off inside, say) is started to save.
         let state = saving::save_state(client, &info, true, SaveKind::Final).await?;
         let keep = info.persistent() || matches!(state, StateSave::Failed(_));
+        let ws = std::path::Path::new(&info.workspace);
+        let changed = super::tripwire::check(name, ws);
+        let warning = (!changed.is_empty()).then(|| super::tripwire::warning(ws, &changed));
         if keep {
             stop(client, name, grace).await?;
         } else {
@@ -278,6 +335,7 @@ pub async fn end(client: &Client, name: &str, grace: Duration) -> incus::Result<
         Ok(Ended {
             deleted: !keep,
             state,
+            warning,
         })
     })
     .await

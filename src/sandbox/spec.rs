@@ -48,6 +48,39 @@ pub mod keys {
     pub const SAVE_ERROR: &str = "user.cci.save_error";
 }
 
+/// Kernel interfaces a sandbox goes without unless the configuration opts
+/// back in (`[incus] allow_syscalls`): each name stands for its system calls,
+/// which answer ENOSYS inside (so programs take their fallback paths).
+pub const KERNEL_DENY: &[(&str, &[&str])] = &[
+    (
+        "io_uring",
+        &["io_uring_setup", "io_uring_enter", "io_uring_register"],
+    ),
+    ("bpf", &["bpf"]),
+    ("userfaultfd", &["userfaultfd"]),
+    ("keyctl", &["keyctl", "add_key", "request_key"]),
+    ("perf_event_open", &["perf_event_open"]),
+];
+
+/// The instance keys that shrink what a sandbox can reach of the host: its
+/// own uid range, no guest API (`/dev/incus`), and the kernel interfaces of
+/// [`KERNEL_DENY`] not named in `allow`.
+fn hardening(allow: &[String]) -> Vec<(&'static str, String)> {
+    let deny: Vec<String> = KERNEL_DENY
+        .iter()
+        .filter(|(name, _)| !allow.iter().any(|a| a == name))
+        .flat_map(|(_, calls)| calls.iter().map(|c| format!("{c} errno 38")))
+        .collect();
+    let mut keys = vec![
+        ("security.idmap.isolated", "true".to_string()),
+        ("security.guestapi", "false".to_string()),
+    ];
+    if !deny.is_empty() {
+        keys.push(("security.syscalls.deny", deny.join("\n")));
+    }
+    keys
+}
+
 /// What the container is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -134,24 +167,28 @@ impl SandboxSpec {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect()
         };
-        let shift = if x.shift { "true" } else { "false" };
+        // No shifted mounts: the workspace owner alone is mapped to the
+        // account inside (see `idmap`), so container root is nobody on the host.
+        if let Some(owner) = x.owner {
+            config.insert(
+                "raw.idmap".into(),
+                super::idmap::raw_idmap(owner, account()),
+            );
+        }
+        for (key, value) in hardening(&x.kernel_allow) {
+            config.insert(key.into(), value);
+        }
         req.devices.insert(
             "workspace".into(),
             dev(&[
                 ("type", "disk"),
                 ("source", self.workspace.path_str()),
                 ("path", WORKSPACE_MOUNT),
-                ("shift", shift),
             ]),
         );
         for (i, m) in x.mounts.iter().enumerate() {
             let host = m.host.display().to_string();
-            let mut d = dev(&[
-                ("type", "disk"),
-                ("source", &host),
-                ("path", &m.container),
-                ("shift", shift),
-            ]);
+            let mut d = dev(&[("type", "disk"), ("source", &host), ("path", &m.container)]);
             if m.readonly {
                 d.insert("readonly".into(), "true".into());
             }
@@ -177,6 +214,24 @@ impl SandboxSpec {
 mod tests {
     use super::*;
 
+    #[test]
+    fn kernel_interfaces_can_be_allowed_back_by_name() {
+        let deny = |allow: &[&str]| {
+            let allow: Vec<String> = allow.iter().map(|s| s.to_string()).collect();
+            hardening(&allow)
+                .into_iter()
+                .find(|(k, _)| *k == "security.syscalls.deny")
+                .map(|(_, v)| v)
+        };
+        let all = deny(&[]).unwrap_or_default();
+        assert!(all.contains("keyctl errno 38") && all.contains("bpf errno 38"));
+        let some = deny(&["keyctl", "io_uring"]).unwrap_or_default();
+        assert!(!some.contains("keyctl") && !some.contains("io_uring"));
+        assert!(some.contains("perf_event_open errno 38"));
+        let names: Vec<&str> = KERNEL_DENY.iter().map(|(n, _)| *n).collect();
+        assert_eq!(deny(&names), None);
+    }
+
     fn spec(kind: Kind, nesting: bool) -> SandboxSpec {
         SandboxSpec {
             workspace: Workspace::from_canonical("/p/my project".into()).unwrap(),
@@ -187,7 +242,7 @@ mod tests {
             marks: vec![(keys::SESSION, "s-1".into())],
             network: Default::default(),
             extras: Extras {
-                shift: true,
+                owner: Some((1234, 1234)),
                 ..Default::default()
             },
         }
@@ -203,7 +258,11 @@ mod tests {
         assert_eq!(req.config[keys::SESSION], "s-1");
         assert_eq!(req.config["security.nesting"], "true");
         assert_eq!(req.devices["workspace"]["source"], "/p/my project");
-        assert_eq!(req.devices["workspace"]["shift"], "true");
+        assert!(!req.devices["workspace"].contains_key("shift"));
+        assert_eq!(req.config["raw.idmap"], "uid 1234 1000\ngid 1234 1000");
+        assert_eq!(req.config["security.idmap.isolated"], "true");
+        assert_eq!(req.config["security.guestapi"], "false");
+        assert!(req.config["security.syscalls.deny"].contains("io_uring_setup errno 38"));
         assert!(req.ephemeral && req.start);
 
         let req = spec(Kind::Shell, false).create_request("cci-x-1", Slot::new(1).unwrap(), "t2");
