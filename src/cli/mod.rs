@@ -297,7 +297,11 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
             return EXIT_CONFLICT;
         }
         Some(LaunchError::Incus(e)) => return incus_exit_code(e),
-        Some(LaunchError::SessionStart { .. } | LaunchError::Prepare { .. }) => return 1,
+        Some(
+            LaunchError::SessionStart { .. }
+            | LaunchError::Prepare { .. }
+            | LaunchError::NotReady(_),
+        ) => return 1,
         Some(LaunchError::ResumeRunning { .. } | LaunchError::LooserPolicy { .. }) => {
             return EXIT_CONFLICT;
         }

@@ -17,6 +17,10 @@ pub struct SandboxArgs {
     /// Workspace folder mounted at /workspace [default: the current directory].
     #[arg(short = 'w', long, value_name = "PATH")]
     pub workspace: Option<PathBuf>,
+    /// Hand the container over as soon as it runs, without waiting for its
+    /// network address (the first command may then find no network).
+    #[arg(long)]
+    pub no_wait: bool,
     /// Slot for parallel sessions (1, 2, ...); the lowest free one when left out.
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub slot: Option<Slot>,
@@ -128,6 +132,7 @@ impl SandboxArgs {
             mounts,
             owner,
             kernel_allow: Vec::new(),
+            no_wait: self.no_wait,
             max_duration: if session { cfg.max_duration } else { None },
         })
     }

@@ -87,6 +87,9 @@ pub enum LaunchError {
         /// The mode asked for.
         asked: String,
     },
+    /// The container did not come up in time (it was removed again).
+    #[error(transparent)]
+    NotReady(#[from] network::ready::NotReady),
     /// The Incus profiles (or the container) would give the agent the host.
     #[error("{0}")]
     Unsafe(super::vet::Findings),
@@ -193,19 +196,45 @@ pub async fn launch(
     vet_profiles(client, spec, &profiles).await?;
     let net = network::prepare(client, &profiles, &spec.network).await?;
     let fw = Nft::from_env();
+    let want = net.readiness();
     let g = Guarded { net: &net, fw: &fw };
+    let launched = allocate(client, spec, slot, limit, attempt, &g).await?;
+    if !spec.extras.no_wait {
+        attempt.set(Some(&launched.name));
+        let ready =
+            network::ready::wait(client, &launched.name, &want, network::ready::BOUND).await;
+        attempt.set(None);
+        if let Err(e) = ready
+            .map_err(LaunchError::from)
+            .and_then(|r| r.map_err(LaunchError::from))
+        {
+            let _ = remove(client, &launched.name).await;
+            return Err(e);
+        }
+    }
+    Ok(launched)
+}
+
+/// Create and start a container in `slot` or the lowest free one.
+async fn allocate(
+    client: &Client,
+    spec: &SandboxSpec,
+    slot: Option<Slot>,
+    limit: u32,
+    attempt: &Attempt,
+    g: &Guarded<'_>,
+) -> Result<Launched, LaunchError> {
     if let Some(slot) = slot {
         if slot.get() > limit {
             return Err(LaunchError::SlotAboveLimit { slot, limit });
         }
         let name = container_name(&spec.workspace.id, slot);
-        if create(client, spec, &g, &name, slot, attempt).await? {
+        if create(client, spec, g, &name, slot, attempt).await? {
             return Ok(Launched { name, slot });
         }
         // A finished `cci run` leaves its container to the daemon to stop and
         // delete; give it that moment before calling the slot taken.
-        if going_away(client, &name).await && create(client, spec, &g, &name, slot, attempt).await?
-        {
+        if going_away(client, &name).await && create(client, spec, g, &name, slot, attempt).await? {
             return Ok(Launched { name, slot });
         }
         return Err(LaunchError::SlotInUse { slot, name });
@@ -222,7 +251,7 @@ pub async fn launch(
             continue;
         }
         let name = container_name(&spec.workspace.id, slot);
-        if create(client, spec, &g, &name, slot, attempt).await? {
+        if create(client, spec, g, &name, slot, attempt).await? {
             return Ok(Launched { name, slot });
         }
     }

@@ -41,6 +41,9 @@ pub struct Extras {
     pub owner: Option<(u32, u32)>,
     /// Kernel interfaces of `spec::KERNEL_DENY` allowed back in.
     pub kernel_allow: Vec<String>,
+    /// Hand the container over as soon as it runs, without waiting for its
+    /// network (`--no-wait`).
+    pub no_wait: bool,
     /// Stop the session after this long.
     pub max_duration: Option<Duration>,
 }

@@ -1,0 +1,163 @@
+//! Ready at hand-over: a container is given to the user's command only once
+//! its guarded NIC has its addresses (IPv4, and global IPv6 where the bridge
+//! has IPv6), so a first `curl`, `git clone` or `npm install` does not race
+//! the boot. The daemon's view of the NIC is polled (cheap: no exec); the
+//! address comes from the container's own DHCP client, which systemd starts
+//! after the local file systems (`/tmp` included) are mounted.
+
+use std::time::{Duration, Instant};
+
+use super::Attachment;
+use crate::incus::{self, Client, InstanceState};
+
+/// How long a container may take to come up before cci gives up on it.
+pub const BOUND: Duration = Duration::from_secs(45);
+
+/// The container did not come up in time.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{container} was not ready after {} s: {what}; see `incus console {container} --show-log` (or run with --no-wait to hand it over anyway)",
+    after.as_secs()
+)]
+pub struct NotReady {
+    /// The container.
+    pub container: String,
+    /// What did not come up.
+    pub what: String,
+    /// How long cci waited.
+    pub after: Duration,
+}
+
+/// What a container needs before it is ready, from its attachment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Want {
+    /// The NIC's name inside (`eth0`); `None`: no NIC, nothing to wait for.
+    pub interface: Option<String>,
+    /// A global IPv6 address too.
+    pub v6: bool,
+}
+
+impl Attachment {
+    /// What a container with this attachment must have before it is ready.
+    pub fn readiness(&self) -> Want {
+        Want {
+            interface: self
+                .nic
+                .as_ref()
+                .map(|(key, dev)| dev.get("name").cloned().unwrap_or_else(|| key.clone())),
+            v6: self.bridge.v6.is_some(),
+        }
+    }
+}
+
+/// What is still missing in `state` (`None`: ready).
+pub fn missing(state: &InstanceState, want: &Want) -> Option<String> {
+    let iface = want.interface.as_deref()?;
+    if state.status != "Running" {
+        return Some(format!("it is {}", state.status.to_lowercase()));
+    }
+    let nic = state.network.as_ref().and_then(|n| n.get(iface));
+    let has = |family: &str| {
+        nic.is_some_and(|n| {
+            n.addresses
+                .iter()
+                .any(|a| a.family == family && a.scope == "global")
+        })
+    };
+    if !has("inet") {
+        return Some(format!("{iface} has no IPv4 address (no DHCP lease)"));
+    }
+    if want.v6 && !has("inet6") {
+        return Some(format!("{iface} has no global IPv6 address"));
+    }
+    None
+}
+
+/// Wait (at most `bound`) until `name` has what `want` says.
+pub async fn wait(
+    client: &Client,
+    name: &str,
+    want: &Want,
+    bound: Duration,
+) -> Result<Result<(), NotReady>, incus::Error> {
+    if want.interface.is_none() {
+        return Ok(Ok(()));
+    }
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(20);
+    loop {
+        let state = client.instance_state(name).await?;
+        let Some(what) = missing(&state, want) else {
+            return Ok(Ok(()));
+        };
+        if start.elapsed() >= bound || state.status == "Stopped" {
+            return Ok(Err(NotReady {
+                container: name.into(),
+                what,
+                after: start.elapsed(),
+            }));
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 3 / 2).min(Duration::from_millis(100));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::incus::{NetworkAddress, NetworkState};
+
+    fn state(addrs: &[(&str, &str)]) -> InstanceState {
+        let nic = NetworkState {
+            addresses: addrs
+                .iter()
+                .map(|(f, s)| NetworkAddress {
+                    family: f.to_string(),
+                    address: "x".into(),
+                    scope: s.to_string(),
+                })
+                .collect(),
+            ..Default::default()
+        };
+        InstanceState {
+            status: "Running".into(),
+            pid: 1,
+            network: Some([("eth0".to_string(), nic)].into()),
+        }
+    }
+
+    #[test]
+    fn ready_once_the_addresses_are_there() {
+        let v4 = Want {
+            interface: Some("eth0".into()),
+            v6: false,
+        };
+        let both = Want {
+            v6: true,
+            ..v4.clone()
+        };
+        assert!(
+            missing(&state(&[("inet6", "link")]), &v4)
+                .unwrap()
+                .contains("no IPv4")
+        );
+        assert_eq!(missing(&state(&[("inet", "global")]), &v4), None);
+        assert!(
+            missing(&state(&[("inet", "global"), ("inet6", "link")]), &both)
+                .unwrap()
+                .contains("IPv6")
+        );
+        assert_eq!(
+            missing(&state(&[("inet", "global"), ("inet6", "global")]), &both),
+            None
+        );
+        let none = Want {
+            interface: None,
+            v6: true,
+        };
+        assert_eq!(missing(&InstanceState::default(), &none), None);
+        let mut stopped = state(&[]);
+        stopped.status = "Stopped".into();
+        assert_eq!(missing(&stopped, &v4).as_deref(), Some("it is stopped"));
+    }
+}
