@@ -41,16 +41,28 @@ fn clipboard_links_strings_and_reports_are_dropped() {
         ("a\x1b]52;c;cm0gLXJmIH4K\x07b", "ab"),
         ("a\x1b]52;c;cm0gLXJmIH4K\x1b\\b", "ab"),
         ("a\x1b]52;c;?\x07b", "ab"),
-        ("\x1b]8;;https://evil.example/\x1b\\click\x1b]8;;\x1b\\", "click"),
+        (
+            "\x1b]8;;https://evil.example/\x1b\\click\x1b]8;;\x1b\\",
+            "click",
+        ),
         ("\x1b]7;file://host/etc\x07x", "x"),
-        ("\x1b]9;notify\x07\x1b]777;notify;a;b\x07\x1b]1337;File=x\x07x", "x"),
+        (
+            "\x1b]9;notify\x07\x1b]777;notify;a;b\x07\x1b]1337;File=x\x07x",
+            "x",
+        ),
         ("\x1b]11;?\x07\x1b]4;1;?\x07\x1b]10;?\x1b\\x", "x"),
         ("a\x1bP$qm\x1b\\b", "ab"),
         ("a\x1bPtmux;\x1b\x1b]52;c;eA==\x07\x1b\\b", "ab"),
-        ("a\x1b_Gf=100;AAAA\x1b\\b\x1b^pm\x1b\\c\x1bXsos\x1b\\d", "abcd"),
+        (
+            "a\x1b_Gf=100;AAAA\x1b\\b\x1b^pm\x1b\\c\x1bXsos\x1b\\d",
+            "abcd",
+        ),
         ("\x1b[6n\x1b[5n\x1b[?6n\x1b[c\x1b[>c\x1b[=c\x1b[0cx", "x"),
         ("\x1b[21t\x1b[20t\x1b[14t\x1b[8;1;1tx", "x"),
-        ("\x1b[?2004$p\x1b[4$p\x1b[>q\x1b[?u\x1b[1;1;1;1*y\x1b[5ix", "x"),
+        (
+            "\x1b[?2004$p\x1b[4$p\x1b[>q\x1b[?u\x1b[1;1;1;1*y\x1b[5ix",
+            "x",
+        ),
         ("\x1bZ\x05x\x00y", "xy"),
         // Titles may not carry controls or C1 characters.
         ("\x1b]0;a\x08b\x07x", "x"),
@@ -60,13 +72,19 @@ fn clipboard_links_strings_and_reports_are_dropped() {
     ] {
         assert_eq!(f(s), want, "{s:?}");
     }
-    assert_eq!(filter_all(b"a\x9b6n\x9d52;c;x\x07b\x90q\x9c"), b"a6n52;c;x\x07bq");
+    assert_eq!(
+        filter_all(b"a\x9b6n\x9d52;c;x\x07b\x90q\x9c"),
+        b"a6n52;c;x\x07bq"
+    );
 }
 
 #[test]
 fn invalid_utf8_is_dropped() {
     // Overlong forms of CSI (U+009B) and ESC, a surrogate, stray bytes.
-    assert_eq!(filter_all(b"a\xc0\x9b\xe0\x82\x9b\xed\xa0\x80\xff\x80b"), b"ab");
+    assert_eq!(
+        filter_all(b"a\xc0\x9b\xe0\x82\x9b\xed\xa0\x80\xff\x80b"),
+        b"ab"
+    );
     // A character cut short by another byte.
     assert_eq!(filter_all(b"a\xe2\x9cb\xe2\x9c\x93"), "ab✓".as_bytes());
 }
@@ -154,7 +172,10 @@ fn forbidden(out: &[u8]) -> Option<String> {
             _ => {}
         }
     }
-    if out.iter().any(|&b| matches!(b, 0x00..=0x06 | 0x10..=0x1a | 0x1c..=0x1f)) {
+    if out
+        .iter()
+        .any(|&b| matches!(b, 0x00..=0x06 | 0x10..=0x1a | 0x1c..=0x1f))
+    {
         return Some("C0".into());
     }
     if std::str::from_utf8(out).is_err() {
