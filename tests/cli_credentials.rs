@@ -40,14 +40,16 @@ async fn the_agent_config_goes_in_without_mcp_tokens_or_other_projects() {
     let got = sh_in(&name, false, "cat ~/.claude.json");
     let raw = text(&got.stdout);
     assert!(!raw.contains(&token), "the MCP token went in: {raw}");
-    assert!(!raw.contains(&other), "another project's path went in: {raw}");
+    assert!(
+        !raw.contains(&other),
+        "another project's path went in: {raw}"
+    );
     let cfg: serde_json::Value = serde_json::from_str(&raw).unwrap();
     assert_eq!(cfg.get("mcpServers"), None);
     assert_eq!(cfg.get("env"), None);
     // Positive control: the allowed keys arrive, the sandbox's are merged.
     assert_eq!(
-        cfg["oauthAccount"]["emailAddress"],
-        "user@example.invalid",
+        cfg["oauthAccount"]["emailAddress"], "user@example.invalid",
         "{raw}"
     );
     assert_eq!(cfg["userID"], "user-id-1");

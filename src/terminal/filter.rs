@@ -112,7 +112,7 @@ impl EscapeFilter {
         self.state = State::Esc;
     }
 
-    fn to_ground(&mut self) {
+    fn go_ground(&mut self) {
         self.buf.clear();
         self.state = State::Ground;
     }
@@ -138,11 +138,8 @@ impl EscapeFilter {
         }
         match b {
             ESC => self.start_escape(),
-            0x00..=0x1f => {
-                if allowed_c0(b) {
-                    out.push(b);
-                }
-            }
+            0x00..=0x1f if allowed_c0(b) => out.push(b),
+            0x00..=0x1f => {}
             0x20..=0x7e | DEL => out.push(b),
             0xc2..=0xdf => self.utf8_start(b, 2),
             0xe0..=0xef => self.utf8_start(b, 3),
@@ -161,7 +158,7 @@ impl EscapeFilter {
     /// A C0 control inside a sequence: terminals act on it there, as in text.
     fn control_inside(&mut self, b: u8, out: &mut Vec<u8>) {
         match b {
-            CAN | SUB => self.to_ground(),
+            CAN | SUB => self.go_ground(),
             ESC => self.start_escape(),
             _ if allowed_c0(b) => out.push(b),
             _ => {}
@@ -176,7 +173,7 @@ impl EscapeFilter {
                 self.buf.push(b);
                 self.state = State::EscInter;
                 if self.buf.len() > 4 {
-                    self.to_ground();
+                    self.go_ground();
                 }
             }
             b'[' if self.state == State::Esc => {
@@ -194,14 +191,14 @@ impl EscapeFilter {
                 self.state = State::Drop;
             }
             // DECID (identify yourself) and a lone ST.
-            b'Z' | b'\\' if self.state == State::Esc => self.to_ground(),
+            b'Z' | b'\\' if self.state == State::Esc => self.go_ground(),
             0x30..=0x7e => {
                 self.buf.push(b);
                 out.extend_from_slice(&self.buf);
-                self.to_ground();
+                self.go_ground();
             }
             _ => {
-                self.to_ground();
+                self.go_ground();
                 return true;
             }
         }
@@ -228,10 +225,10 @@ impl EscapeFilter {
                         out.extend_from_slice(&self.buf);
                     }
                 }
-                self.to_ground();
+                self.go_ground();
             }
             _ => {
-                self.to_ground();
+                self.go_ground();
                 return true;
             }
         }
@@ -255,7 +252,7 @@ impl EscapeFilter {
                 self.end_osc(out);
             }
             ESC => self.state = State::OscEsc,
-            CAN | SUB => self.to_ground(),
+            CAN | SUB => self.go_ground(),
             0x00..=0x1f | DEL => self.osc_bad = true,
             _ => {
                 self.buf.push(b);
@@ -272,20 +269,20 @@ impl EscapeFilter {
         if !self.osc_bad && osc_allowed(&self.buf) {
             out.extend_from_slice(&self.buf);
         }
-        self.to_ground();
+        self.go_ground();
     }
 
     fn dropping(&mut self, b: u8) -> bool {
         if self.state == State::DropEsc {
             if b == b'\\' {
-                self.to_ground();
+                self.go_ground();
                 return false;
             }
             self.start_escape();
             return true;
         }
         match b {
-            BEL | CAN | SUB => self.to_ground(),
+            BEL | CAN | SUB => self.go_ground(),
             ESC => self.state = State::DropEsc,
             _ => {}
         }
