@@ -97,7 +97,8 @@ fn main() {
         Ok(code) => code,
         Err(e) => {
             cci::terminal::restore();
-            eprintln!("cci: {e:#}");
+            // Errors may quote a container's bytes: never raw to the terminal.
+            eprintln!("cci: {}", cci::terminal::printable_lines(&format!("{e:#}")));
             cci::cli::exit_code(&e)
         }
     };

@@ -1,12 +1,22 @@
 //! The user's terminal during an interactive command: raw mode that is always
-//! restored (errors and panics included), window resizes and signals forwarded.
+//! restored (errors and panics included), window resizes and signals
+//! forwarded, and the container's output filtered on its way to the screen
+//! ([`filter`]).
+
+mod filter;
 
 use std::io::IsTerminal;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use tokio::io::AsyncWrite;
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
 use crate::incus::{self, Client, ExecRequest, TerminalControl};
+
+pub use filter::{EscapeFilter, MAX_CSI, MAX_OSC, filter_all, printable_lines, strip_controls};
 
 /// Raw mode for as long as this value lives.
 pub struct RawMode {
@@ -125,12 +135,73 @@ pub async fn run_interactive(
     // attached execs to end, and one killed while serving an exec cannot exec
     // into that container again: let go as soon as it starts to go away.
     let result = tokio::select! {
-        r = client.exec_interactive(instance, &req, tokio::io::stdin(), tokio::io::stdout(), rx) => r,
+        r = client.exec_interactive(instance, &req, tokio::io::stdin(), Filtered::new(tokio::io::stdout()), rx) => r,
         _ = daemon_going_away(client) => Err(incus::Error::ShuttingDown),
     };
     drop(raw);
     forwarder.abort();
     result
+}
+
+/// A writer that passes everything through an [`EscapeFilter`]: what the
+/// container sends reaches the terminal without clipboard, hyperlink,
+/// passthrough or report-request sequences. Holds at most one write's
+/// filtered output.
+pub struct Filtered<W> {
+    inner: W,
+    filter: EscapeFilter,
+    pending: Vec<u8>,
+}
+
+impl<W: AsyncWrite + Unpin> Filtered<W> {
+    pub fn new(inner: W) -> Self {
+        Filtered {
+            inner,
+            filter: EscapeFilter::new(),
+            pending: Vec::new(),
+        }
+    }
+
+    /// Write out what is pending.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while !self.pending.is_empty() {
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.pending))?;
+            if n == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            self.pending.drain(..n);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for Filtered<W> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        this.filter.push(buf, &mut this.pending);
+        // Taken whole: what the terminal cannot take yet waits in `pending`.
+        if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
 }
 
 /// Resolves once the daemon starts to shut down (checked every 2 s).
@@ -146,6 +217,17 @@ async fn daemon_going_away(client: &Client) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_writer_filters_across_writes() {
+        use tokio::io::AsyncWriteExt;
+        let mut w = Filtered::new(Vec::new());
+        for part in [&b"ok \x1b]5"[..], b"2;c;eA==\x07\x1b[3", b"2mgreen"] {
+            w.write_all(part).await.unwrap();
+        }
+        w.flush().await.unwrap();
+        assert_eq!(w.inner, b"ok \x1b[32mgreen");
+    }
 
     #[test]
     fn exotic_terminals_become_xterm_256color() {

@@ -2,7 +2,7 @@
 
 use clap::{Args, Subcommand, ValueEnum};
 
-use crate::container::{self, ExecSpec, parse_env};
+use crate::container::{self, ExecSpec};
 use crate::incus::{Client, ImageRef, InstanceCreate};
 use crate::network::{self, Nft};
 
@@ -112,9 +112,9 @@ pub struct ExecArgs {
     /// Group id to run as.
     #[arg(long, default_value_t = 0)]
     pub group: u32,
-    /// Environment variable (repeatable); the value may contain `=` and `,`.
-    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE", value_parser = parse_env)]
-    pub env: Vec<(String, String)>,
+    /// Environment for the command.
+    #[command(flatten)]
+    pub env: super::run::EnvArgs,
     /// Working directory.
     #[arg(long, default_value = "")]
     pub cwd: String,
@@ -242,7 +242,7 @@ async fn exec(client: &Client, args: ExecArgs) -> anyhow::Result<i32> {
         user: args.user,
         group: args.group,
         cwd: args.cwd,
-        env: args.env,
+        env: args.env.resolve()?,
     };
     if args.tty {
         return Ok(container::exec_interactive(client, &args.name, &spec).await?);

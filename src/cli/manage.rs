@@ -164,10 +164,15 @@ fn print_table(all: &[SandboxInfo]) {
     );
 }
 
-/// Print aligned columns under a header.
+/// Print aligned columns under a header; control characters in cells (a
+/// newline or an escape in a workspace path) are shown escaped.
 pub fn print_rows<const N: usize>(head: &[&str; N], rows: &[[String; N]]) {
+    let rows: Vec<[String; N]> = rows
+        .iter()
+        .map(|r| r.clone().map(|c| crate::config::printable(&c)))
+        .collect();
     let mut width = head.map(str::len);
-    for r in rows {
+    for r in &rows {
         for (w, c) in width.iter_mut().zip(r) {
             *w = (*w).max(c.chars().count());
         }
@@ -181,7 +186,7 @@ pub fn print_rows<const N: usize>(head: &[&str; N], rows: &[[String; N]]) {
         println!("{}", parts.join("  ").trim_end());
     };
     line(head.to_vec());
-    for r in rows {
+    for r in &rows {
         line(r.iter().map(String::as_str).collect());
     }
 }
@@ -440,7 +445,7 @@ pub async fn info(client: &Client, args: InfoArgs) -> anyhow::Result<i32> {
                 ),
             ];
             for (k, v) in rows {
-                println!("{:<16} {v}", format!("{k}:"));
+                println!("{:<16} {}", format!("{k}:"), crate::config::printable(&v));
             }
         }
     }

@@ -7,7 +7,6 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::container::parse_env;
 use crate::incus::Client;
 use crate::sandbox::{self, Ending, Kind, RunRequest, SandboxSpec, Slot, Workspace};
 
@@ -28,9 +27,9 @@ pub struct SandboxArgs {
     /// else cci; built on first use when missing, unless given here].
     #[arg(long, value_name = "ALIAS")]
     pub image: Option<String>,
-    /// Environment variable for the command (repeatable; the value may hold `=` and `,`).
-    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE", value_parser = parse_env)]
-    pub env: Vec<(String, String)>,
+    /// Environment for the command.
+    #[command(flatten)]
+    pub env: EnvArgs,
     /// Mount a host folder into the container: HOST:CONTAINER, `:ro` for
     /// read-only (repeatable; adds to `[[mounts]]`).
     #[arg(long = "mount", value_name = "HOST:CONTAINER[:ro]", value_parser = sandbox::parse_mount_arg)]
@@ -42,6 +41,76 @@ pub struct SandboxArgs {
     /// Network isolation.
     #[command(flatten)]
     pub net: super::network::NetworkArgs,
+}
+
+/// `-e` and `--env-file`: the environment a command gets. Values travel to
+/// the daemon in the exec request, never in argv; only `-e KEY=VALUE` puts one
+/// into cci's own argv, which any host user can read (`ps`, /proc).
+#[derive(Debug, Clone, Default, Args)]
+pub struct EnvArgs {
+    /// Environment variable for the command, repeatable: KEY=VALUE (the
+    /// value may hold `=` and `,`), or KEY alone for cci's own value of KEY.
+    /// A value given as KEY=VALUE is visible in the host's process list: for
+    /// secrets prefer `-e KEY` or `--env-file`.
+    #[arg(long = "env", short = 'e', value_name = "KEY[=VALUE]", value_parser = parse_env_arg)]
+    pub env: Vec<(String, Option<String>)>,
+    /// Environment variables from FILE, repeatable: KEY=VALUE lines (the
+    /// value as is, to the end of the line) or KEY alone for cci's own value;
+    /// blank lines and lines starting with `#` are skipped. `-e` wins.
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_files: Vec<PathBuf>,
+}
+
+impl EnvArgs {
+    /// The variables, files first, then `-e` in order (a later one wins).
+    pub fn resolve(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let mut all = Vec::new();
+        for file in &self.env_files {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| super::UsageError(format!("--env-file {}: {e}", file.display())))?;
+            for (n, line) in text.lines().enumerate() {
+                let line = line.trim_start();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let var = parse_env_arg(line).map_err(|e| {
+                    super::UsageError(format!("--env-file {} line {}: {e}", file.display(), n + 1))
+                })?;
+                all.push(var);
+            }
+        }
+        all.extend(self.env.iter().cloned());
+        let mut env: Vec<(String, String)> = Vec::new();
+        for (key, value) in all {
+            let value = match value {
+                Some(v) => v,
+                None => std::env::var(&key).map_err(|_| {
+                    super::UsageError(format!("{key} is not set in cci's environment"))
+                })?,
+            };
+            env.retain(|(k, _)| *k != key);
+            env.push((key, value));
+        }
+        Ok(env)
+    }
+}
+
+/// Check an `-e` argument or env-file line: `KEY=VALUE` or `KEY`.
+pub fn parse_env_arg(arg: &str) -> Result<(String, Option<String>), String> {
+    let (key, value) = match arg.split_once('=') {
+        Some((k, v)) => (k, Some(v.to_string())),
+        None => (arg, None),
+    };
+    let valid = !key.is_empty()
+        && !key.starts_with(|c: char| c.is_ascii_digit())
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(format!(
+            "invalid variable name {:?}",
+            crate::config::printable(key)
+        ));
+    }
+    Ok((key.to_string(), value))
 }
 
 /// Most slots a workspace may use (`[defaults] slot_limit`, CCI_SLOT_LIMIT; default 10).
@@ -225,7 +294,7 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<i32> {
         slot: args.sandbox.slot,
         slot_limit: slot_limit()?,
         command: args.command,
-        env: args.sandbox.env,
+        env: args.sandbox.env.resolve()?,
         timeout: args.timeout.map(Duration::from_secs),
     };
     let interrupt = interrupted();
@@ -279,4 +348,47 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<i32> {
         writeln!(stdout, "{v}")?;
     }
     Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_from_files_arguments_and_cci_s_own_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("env");
+        std::fs::write(&file, "# secrets\n\nTOKEN=a=b, c \n  OTHER=1\nPATH\n").unwrap();
+        let args = EnvArgs {
+            env: vec![
+                parse_env_arg("OTHER=2").unwrap(),
+                parse_env_arg("EMPTY=").unwrap(),
+            ],
+            env_files: vec![file.clone()],
+        };
+        assert_eq!(
+            args.resolve().unwrap(),
+            [
+                ("TOKEN".to_string(), "a=b, c ".to_string()),
+                ("PATH".into(), std::env::var("PATH").unwrap()),
+                ("OTHER".into(), "2".into()),
+                ("EMPTY".into(), "".into()),
+            ]
+        );
+        assert!(parse_env_arg("1A=x").is_err());
+        assert!(parse_env_arg("A B").is_err());
+        assert!(parse_env_arg("=x").is_err());
+        let missing = EnvArgs {
+            env: vec![parse_env_arg("CCI_SURELY_UNSET_VARIABLE").unwrap()],
+            env_files: Vec::new(),
+        };
+        assert!(missing.resolve().is_err());
+        std::fs::write(&file, "BAD KEY=1\n").unwrap();
+        let bad = EnvArgs {
+            env: Vec::new(),
+            env_files: vec![file],
+        };
+        let e = bad.resolve().unwrap_err().to_string();
+        assert!(e.contains("line 1"), "{e}");
+    }
 }

@@ -1,11 +1,14 @@
 //! `cci tmux list|send|capture`: drive sessions from scripts. Everything runs
 //! as the session's owner (`code`), so it reaches sessions `cci shell` started.
 
+use std::io::Write;
+
 use clap::{Args, Subcommand};
 
 use super::Format;
 use crate::incus::Client;
 use crate::sandbox::{self, Keys};
+use crate::{config, terminal};
 
 /// `cci tmux` subcommands.
 #[derive(Debug, Subcommand)]
@@ -50,7 +53,8 @@ pub struct CaptureArgs {
     /// Also this many lines that scrolled off the top.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub lines: u32,
-    /// Keep colours and other escape sequences.
+    /// Keep colours and other escape sequences (those that reach beyond
+    /// the screen, such as clipboard and hyperlinks, are still dropped).
     #[arg(long)]
     pub escape: bool,
 }
@@ -76,7 +80,15 @@ pub async fn run(client: &Client, cmd: TmuxCommand) -> anyhow::Result<i32> {
             let screen =
                 sandbox::capture_session(client, &a.name, a.lines, a.escape, &target.account)
                     .await?;
-            print!("{screen}");
+            // The container's tmux is the agent's: its answer is trusted no
+            // more than the agent's own output.
+            let mut out = std::io::stdout().lock();
+            if a.escape {
+                out.write_all(&terminal::filter_all(screen.as_bytes()))?;
+            } else {
+                out.write_all(terminal::strip_controls(&screen).as_bytes())?;
+            }
+            out.flush()?;
             Ok(0)
         }
     }
@@ -107,7 +119,12 @@ async fn list(client: &Client, a: TmuxListArgs) -> anyhow::Result<i32> {
         }
         Format::Table => {
             for s in &running {
-                println!("{}  slot {}  {}", s.name, s.slot, s.workspace);
+                println!(
+                    "{}  slot {}  {}",
+                    s.name,
+                    s.slot,
+                    config::printable(&s.workspace)
+                );
             }
         }
     }

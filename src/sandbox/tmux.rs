@@ -162,7 +162,8 @@ pub async fn start(
         tokio::time::sleep(std::time::Duration::from_millis(100 * tries)).await;
     };
     if code != 0 {
-        let message = String::from_utf8_lossy(&err).trim().to_string();
+        // The container's words, quoted printably.
+        let message = crate::config::printable(String::from_utf8_lossy(&err).trim());
         return Err(LaunchError::SessionStart {
             container: container.into(),
             message: if message.is_empty() {
@@ -351,7 +352,7 @@ async fn run_as_code(
             e if e.contains("no server running") || e.contains("can't find") => {
                 "no cci session runs there".to_string()
             }
-            e => format!("tmux: {e}"),
+            e => format!("tmux: {}", crate::config::printable(e)),
         };
         return Err(TmuxError::Tmux {
             container: container.into(),

@@ -1,6 +1,9 @@
 //! The agent's credentials and settings at every start: copied in from the
 //! host through the file API (never argv or config), 0600 for the user
 //! inside, never back out; the sandbox settings merged into the agent's own.
+//! A host file that holds more than the agent needs (`~/.claude.json`: MCP
+//! server tokens, every host project's path and settings) goes in reduced to
+//! the keys of [`MINIMAL`].
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -45,6 +48,53 @@ pub struct Pushed {
     pub settings: Vec<String>,
 }
 
+/// Credential files copied as a minimal JSON object: only these top-level
+/// keys of the host's file (what the agent needs to start signed in and
+/// without its first-run questions), never `mcpServers` (tokens in `env`
+/// and `headers`), `projects` (other host paths), `env` or anything else.
+pub const MINIMAL: &[(&str, &[&str])] = &[(
+    ".claude.json",
+    &[
+        // The account and its API key, the same class as .credentials.json.
+        "oauthAccount",
+        "primaryApiKey",
+        "userID",
+        // First-run questions and notices already answered.
+        "hasCompletedOnboarding",
+        "lastOnboardingVersion",
+        "lastReleaseNotesSeen",
+        "bypassPermissionsModeAccepted",
+        "hasAcknowledgedCostThreshold",
+        "hasSeenTasksHint",
+        "shiftEnterKeyBindingInstalled",
+        // How it looks and behaves to the person at the terminal.
+        "theme",
+        "editorMode",
+        "verbose",
+        "autoUpdates",
+        "preferredNotifChannel",
+        "messageIdleNotifThresholdMs",
+        "autoCompactEnabled",
+        "diffTool",
+    ],
+)];
+
+/// The host file `rel` as it goes into the container: whole, or reduced to
+/// its allowlisted keys ([`MINIMAL`]; an unreadable file becomes `{}`).
+pub fn minimal(rel: &str, data: Vec<u8>) -> Vec<u8> {
+    let Some((_, keys)) = MINIMAL.iter().find(|(r, _)| *r == rel) else {
+        return data;
+    };
+    let kept: Map<String, Value> = match serde_json::from_slice::<Value>(&data) {
+        Ok(Value::Object(all)) => all
+            .into_iter()
+            .filter(|(k, _)| keys.contains(&k.as_str()))
+            .collect(),
+        _ => Map::new(),
+    };
+    serde_json::to_vec_pretty(&Value::Object(kept)).unwrap_or_else(|_| b"{}".to_vec())
+}
+
 /// Largest credential or settings file handled.
 const MAX_SETTINGS: u64 = 16 << 20;
 
@@ -75,7 +125,9 @@ pub async fn push_credentials(
         let host = home.join(rel);
         let data = match std::fs::metadata(&host) {
             Ok(m) if m.is_file() && m.len() <= MAX_SETTINGS => {
-                std::fs::read(&host).map_err(io_err(format!("reading {}", host.display())))?
+                let data =
+                    std::fs::read(&host).map_err(io_err(format!("reading {}", host.display())))?;
+                minimal(rel, data)
             }
             Ok(_) => {
                 tracing::warn!("{} is not a small regular file; not copied", host.display());
@@ -144,6 +196,34 @@ pub fn merge(into: &mut Value, ours: &Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_agent_config_goes_in_reduced_to_its_allowlist() {
+        let host = serde_json::json!({
+            "oauthAccount": {"emailAddress": "a@b"},
+            "userID": "u1",
+            "hasCompletedOnboarding": true,
+            "theme": "dark",
+            "mcpServers": {"gh": {"env": {"GITHUB_TOKEN": "CANARY"}}},
+            "projects": {"/home/me/secret-project": {"mcpServers": {}}},
+            "env": {"X": "CANARY"},
+        });
+        let got: Value =
+            serde_json::from_slice(&minimal(".claude.json", host.to_string().into_bytes()))
+                .unwrap();
+        assert_eq!(
+            got,
+            serde_json::json!({
+                "oauthAccount": {"emailAddress": "a@b"},
+                "userID": "u1",
+                "hasCompletedOnboarding": true,
+                "theme": "dark",
+            })
+        );
+        assert_eq!(minimal(".claude.json", b"not json".to_vec()), b"{}");
+        // Other credential files go in whole.
+        assert_eq!(minimal(".codex/auth.json", b"raw".to_vec()), b"raw");
+    }
 
     #[test]
     fn settings_merge_keeps_the_users_keys() {
