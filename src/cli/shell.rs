@@ -133,7 +133,9 @@ pub async fn shell(client: &Client, args: ShellArgs) -> anyhow::Result<i32> {
         }
     };
     if args.background {
-        eprintln!("cci: {} network: {}", session.name, session.network);
+        if session.reused {
+            eprintln!("cci: {} network: {}", session.name, session.network);
+        }
         println!("{}", session.name);
         return Ok(0);
     }

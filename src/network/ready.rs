@@ -105,7 +105,7 @@ pub async fn wait(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::incus::{NetworkAddress, NetworkState};
+    use crate::incus::instances::{NetworkAddress, NetworkState};
 
     fn state(addrs: &[(&str, &str)]) -> InstanceState {
         let nic = NetworkState {

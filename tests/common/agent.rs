@@ -117,11 +117,12 @@ pub fn send_keys(name: &str, keys: &str) {
         .unwrap();
     // The daemon sometimes loses track of a command that ran (and cci does
     // not run a command twice); the keys went in all the same.
-    // "no server running": the session ended meanwhile.
+    // "no server running", "not running": the session ended meanwhile.
     let err = text(&out.stderr);
     let lost = [
         "Failed to retrieve PID",
         "no server running",
+        "Instance is not running",
         "no current target",
     ]
     .iter()
