@@ -85,8 +85,13 @@ impl SandboxArgs {
             use std::os::unix::fs::MetadataExt;
             (m.uid(), m.gid())
         });
-        let mounts =
-            sandbox::plan_mounts(storage.as_deref(), &mounts, owner).map_err(super::UsageError)?;
+        let mounts = sandbox::plan_mounts(
+            std::path::Path::new(workspace.path_str()),
+            storage.as_deref(),
+            &mounts,
+            owner,
+        )
+        .map_err(super::UsageError)?;
         // The root disk is named only when it must be: a pool or a size.
         let pool = match (&cfg.storage_pool, &cfg.disk) {
             (Some(p), _) => Some(p.clone()),
