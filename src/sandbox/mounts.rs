@@ -264,7 +264,15 @@ mod tests {
         );
         assert!(plan(ws, None, &[m("relative")], None).is_err());
         assert!(plan(ws, None, &[m("/a/../etc")], None).is_err());
-        assert!(plan(ws, None, &[("/no/such/dir".into(), "/x".into(), false)], None).is_err());
+        assert!(
+            plan(
+                ws,
+                None,
+                &[("/no/such/dir".into(), "/x".into(), false)],
+                None
+            )
+            .is_err()
+        );
         let other = tempfile::tempdir().unwrap();
         let st = other.path().join("store");
         assert!(
@@ -312,7 +320,10 @@ mod tests {
         for src in [d.path().join("link"), d.path().join("link/sub")] {
             let e = plan(ws.path(), None, &[m(src)], None).unwrap_err();
             assert!(e.contains("symbolic link") && e.contains("redirect"), "{e}");
-            assert!(e.contains(&real.display().to_string()), "names the real folder: {e}");
+            assert!(
+                e.contains(&real.display().to_string()),
+                "names the real folder: {e}"
+            );
         }
         // A link to a folder inside the workspace is refused as a link.
         std::os::unix::fs::symlink(ws.path(), d.path().join("ws-link")).unwrap();
@@ -335,10 +346,16 @@ mod tests {
         let m = |h: PathBuf, c: &str, ro: bool| (h.display().to_string(), c.to_string(), ro);
         let outer = m(d.path().to_path_buf(), "/outer", false);
         let inner = m(d.path().join("inner"), "/inner", true);
-        let e = plan(ws.path(), None, &[outer.clone(), inner.clone()], None).unwrap_err();
+        let e = plan(ws.path(), None, &[outer, inner.clone()], None).unwrap_err();
         assert!(e.contains("mounted writable"), "{e}");
         // Under --storage too.
-        let e = plan(ws.path(), Some(d.path()), &[inner.clone()], None).unwrap_err();
+        let e = plan(
+            ws.path(),
+            Some(d.path()),
+            std::slice::from_ref(&inner),
+            None,
+        )
+        .unwrap_err();
         assert!(e.contains("mounted writable"), "{e}");
         // A read-only outer folder cannot be changed from inside.
         let outer_ro = m(d.path().to_path_buf(), "/outer", true);
