@@ -201,9 +201,10 @@ fn limits_are_only_lowered() {
             "{k}"
         );
     }
-    // A percentage above a size is above (no host has 1000 TiB).
+    // A percentage and a size compare by the host's memory (more than 64 MiB).
+    let small = "[limits]\nmemory = \"64MiB\"\n";
     assert!(!applies(
-        below,
+        small,
         "[limits]\nmemory = \"100%\"\n",
         "limits.memory"
     ));
