@@ -133,7 +133,7 @@ async fn the_reviews_file_unapproved_applies_only_what_tightens_until_cci_trust(
         "{:?}",
         i.config.get("user.cci.network.allow")
     );
-    assert!(i.config.get("user.cci.network.dns").is_none());
+    assert!(!i.config.contains_key("user.cci.network.dns"));
     let rules = nft_table();
     assert!(!rules.contains("1.0.0.0/8"), "{rules}");
     // The configured agent runs, not the workspace's program.
