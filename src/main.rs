@@ -58,21 +58,8 @@ fn main() {
     if cli.needs_config() {
         match cci::cli::load_config(&cli) {
             Ok(config) => {
-                if !config.ignored.is_empty()
-                    && let Some(file) = &config.workspace_file
-                {
-                    let why = if config.changed_since_trust {
-                        "changed since you approved it"
-                    } else {
-                        "is not trusted"
-                    };
-                    eprintln!(
-                        "cci: {} {why}, so these settings of it were ignored (`cci trust` approves the file as it is):",
-                        file.display()
-                    );
-                    for i in &config.ignored {
-                        eprintln!("cci:   {}", cci::config::printable(i));
-                    }
+                for line in config.untrusted_notice() {
+                    eprintln!("cci: {line}");
                 }
                 cci::config::install(config);
             }

@@ -245,7 +245,7 @@ async fn an_untrusted_workspace_file_is_gated_until_cci_trust() {
     let ws = agent_workspace();
     let _s = Sessions(ws.path().to_path_buf());
     let wsf = ws.path().join(".cci.toml");
-    let body = "[network]\nmode = \"open\"\n[limits]\ncpu = 1\n[[mounts]]\nhost = \"/etc\"\ncontainer = \"/hostetc\"\n[[mounts]]\nhost = \".\"\ncontainer = \"/again\"\n";
+    let body = "[network]\nmode = \"open\"\n[limits]\ncpu = 1\n[[mounts]]\nhost = \"/etc\"\ncontainer = \"/hostetc\"\n";
     std::fs::write(&wsf, body).unwrap();
     let start = || {
         cci_in(ws.path(), "shell")
@@ -271,11 +271,6 @@ async fn an_untrusted_workspace_file_is_gated_until_cci_trust() {
         .filter_map(|d| d.get("source").map(String::as_str))
         .collect();
     assert!(!sources.contains(&"/etc"), "{sources:?}");
-    assert!(
-        i.devices
-            .values()
-            .any(|d| d.get("path").map(String::as_str) == Some("/again"))
-    );
     ok(&cci().args(["kill", &name]).output().unwrap());
 
     // Approved: all of it applies.

@@ -35,7 +35,7 @@ impl ConfigCommand {
 pub enum ShowFormat {
     /// TOML, each value with a comment naming its layer.
     Toml,
-    /// JSON: `{profile, values: {KEY: {value, from}}, ignored}`.
+    /// JSON: `{profile, files, values: {KEY: {value, from}}, ignored, applied}`.
     Json,
 }
 
@@ -81,6 +81,7 @@ pub fn run(cli: &Cli, cmd: &ConfigCommand) -> anyhow::Result<i32> {
         ConfigCommand::Validate(a) => validate(cli, a),
         ConfigCommand::Show(a) => {
             let loaded = super::load_config(cli)?;
+            report_ignored(&loaded);
             show(&loaded, a.format)
         }
     }
@@ -120,14 +121,8 @@ fn validate(cli: &Cli, a: &ValidateArgs) -> anyhow::Result<i32> {
 }
 
 fn report_ignored(loaded: &config::Config) {
-    if let (false, Some(f)) = (loaded.ignored.is_empty(), &loaded.workspace_file) {
-        eprintln!(
-            "cci: {} is not trusted; ignored (`cci trust` approves it):",
-            f.display()
-        );
-        for i in &loaded.ignored {
-            eprintln!("cci:   {}", config::printable(i));
-        }
+    for line in loaded.untrusted_notice() {
+        eprintln!("cci: {line}");
     }
 }
 
@@ -157,6 +152,7 @@ fn show(loaded: &config::Config, format: ShowFormat) -> anyhow::Result<i32> {
                 "files": files,
                 "values": out,
                 "ignored": loaded.ignored,
+                "applied": loaded.applied,
             });
             println!("{}", serde_json::to_string_pretty(&doc)?);
         }
@@ -193,6 +189,12 @@ fn show(loaded: &config::Config, format: ShowFormat) -> anyhow::Result<i32> {
                         println!("{k} = {}", toml_value(v));
                     }
                 }
+            }
+            for a in &loaded.applied {
+                println!(
+                    "# applied (untrusted workspace file, tightens only): {}",
+                    config::printable(a)
+                );
             }
             for i in &loaded.ignored {
                 println!(

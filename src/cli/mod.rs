@@ -291,7 +291,7 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
         return EXIT_USAGE;
     }
     match err.downcast_ref::<LaunchError>() {
-        Some(LaunchError::SlotAboveLimit { .. }) => return EXIT_USAGE,
+        Some(LaunchError::SlotAboveLimit { .. } | LaunchError::MountMoved(_)) => return EXIT_USAGE,
         Some(LaunchError::ImageMissing { .. }) => return EXIT_NOT_FOUND,
         Some(LaunchError::SlotInUse { .. } | LaunchError::SlotsExhausted { .. }) => {
             return EXIT_CONFLICT;

@@ -169,8 +169,13 @@ impl SandboxArgs {
             let m = std::fs::metadata(workspace.path_str()).ok()?;
             Some((m.uid(), m.gid()))
         });
-        let mounts = sandbox::plan_mounts(storage.as_deref(), &mounts, storage_owner)
-            .map_err(super::UsageError)?;
+        let mounts = sandbox::plan_mounts(
+            std::path::Path::new(workspace.path_str()),
+            storage.as_deref(),
+            &mounts,
+            storage_owner,
+        )
+        .map_err(super::UsageError)?;
         // The root disk is named only when it must be: a pool or a size.
         let pool = match (&cfg.storage_pool, &cfg.disk) {
             (Some(p), _) => Some(p.clone()),

@@ -261,6 +261,8 @@ pub struct Config {
     pub profile: Option<String>,
     /// What the untrusted workspace file asked for and did not get.
     pub ignored: Vec<String>,
+    /// What the untrusted workspace file set that applies (it only tightens).
+    pub applied: Vec<String>,
     /// The workspace file, when there is one.
     pub workspace_file: Option<PathBuf>,
     /// That file was approved once and has changed since.
@@ -269,10 +271,45 @@ pub struct Config {
     pub files: Vec<(PathBuf, bool)>,
 }
 
+impl Config {
+    /// What to tell the user when an untrusted workspace file applies at all:
+    /// which of its settings applied and which were ignored (printable lines;
+    /// none when the file is trusted, missing or sets nothing).
+    pub fn untrusted_notice(&self) -> Vec<String> {
+        let Some(file) = &self.workspace_file else {
+            return Vec::new();
+        };
+        if self.applied.is_empty() && self.ignored.is_empty() {
+            return Vec::new();
+        }
+        let why = if self.changed_since_trust {
+            "changed since you approved it"
+        } else {
+            "is not trusted"
+        };
+        let mut lines = vec![format!(
+            "{} {why}, so only settings that tighten apply (`cci trust` approves the file as it is):",
+            printable(&file.display().to_string())
+        )];
+        lines.extend(
+            self.applied
+                .iter()
+                .map(|a| format!("  applied: {}", printable(a))),
+        );
+        lines.extend(
+            self.ignored
+                .iter()
+                .map(|i| format!("  ignored: {}", printable(i))),
+        );
+        lines
+    }
+}
+
 /// Load every layer of `sources`.
 pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
     let mut merged = Merged::default();
     let mut ignored = Vec::new();
+    let mut applied = Vec::new();
     let mut workspace_file = None;
     let mut changed_since_trust = false;
     let mut declared = std::collections::BTreeSet::new();
@@ -302,7 +339,11 @@ pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
             continue;
         };
         let base = path.parent().unwrap_or(Path::new("/")).to_path_buf();
-        declared.extend(file.doc.profiles.iter().flatten().map(|(n, _)| n.clone()));
+        let gated = layer == Layer::Workspace
+            && !trust::is_trusted(sources.trust_file.as_deref(), &path, &file.text);
+        if !gated {
+            declared.extend(file.doc.profiles.iter().flatten().map(|(n, _)| n.clone()));
+        }
         let mut flat = flatten(&file.doc.settings(), &base);
         for (name, p) in file.doc.profiles.iter().flatten() {
             for (k, v) in flatten(p, &base) {
@@ -311,9 +352,9 @@ pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
         }
         if layer == Layer::Workspace {
             workspace_file = Some(path.clone());
-            let ws = sources.workspace.clone().unwrap_or_default();
-            if !trust::is_trusted(sources.trust_file.as_deref(), &path, &file.text) {
-                ignored = trust::gate(&mut flat, &merged, &ws);
+            if gated {
+                let verdict = trust::gate(&mut flat, &merged);
+                (applied, ignored) = (verdict.applied, verdict.ignored);
                 changed_since_trust = trust::was_trusted(sources.trust_file.as_deref(), &path);
             }
         }
@@ -381,6 +422,7 @@ pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
         effective,
         profile,
         ignored,
+        applied,
         workspace_file,
         changed_since_trust,
         files: looked_at,
@@ -423,3 +465,5 @@ pub fn example() -> &'static str {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod trust_tests;

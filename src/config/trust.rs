@@ -1,14 +1,16 @@
 //! The untrusted-config gate. A workspace's `.cci.toml` comes with the
-//! repository, so on its own it may tighten cci but not loosen it: it cannot
-//! make the network less strict than the layers below (`open`, or
-//! `restricted` over `allowlist`), admit catch-all allowlist ranges, unblock
-//! private networks or the metadata endpoint, mount host folders outside the
-//! workspace, or set credential, path or Incus keys. Those settings are
-//! ignored (and reported) until the user approves that exact file with
+//! repository (and the agent can write it during one session for the next),
+//! so on its own it may only tighten cci. The gate is an allowlist: [`RULES`]
+//! names each key such a file may set and the one direction it may move it
+//! (a stricter network mode, blocks only switched on, an allowlist only
+//! narrowed to entries the layers below already admit, limits only lowered);
+//! every other key (the image, profile, tool, session, path, Incus and DNS
+//! keys, mounts, profile definitions) is ignored. What applied and what was
+//! ignored is reported until the user approves that exact file with
 //! `cci trust`, which pins its SHA-256; any change needs approval again.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -71,6 +73,66 @@ pub fn set(file: &Path, path: &Path, text: Option<&str>) -> std::io::Result<()> 
     crate::state::write_atomic(file, &data)
 }
 
+/// What an untrusted file may do with a key: the one direction it may move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// A network mode at least as strict as the one below.
+    Stricter,
+    /// Only `true` (a block switched on).
+    OnlyTrue,
+    /// Only `false` (e.g. containers not kept).
+    OnlyFalse,
+    /// Only entries the list below admits (an intersection; never an addition).
+    Narrow,
+    /// A limit not above the one below (cci's default when unset below).
+    NotAbove(Measure),
+}
+
+/// How a limit is compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measure {
+    /// A plain number.
+    Count,
+    /// Memory: a size or a percentage of the host's memory.
+    Memory,
+    /// A size (`20GiB`).
+    Size,
+    /// A duration (`90m`).
+    Duration,
+}
+
+/// The keys an untrusted workspace file may set, each with its rule. Every
+/// key not listed here is ignored.
+pub const RULES: &[(&str, Rule)] = &[
+    ("network.mode", Rule::Stricter),
+    ("network.allowed_domains", Rule::Narrow),
+    ("network.block_private_networks", Rule::OnlyTrue),
+    ("network.block_metadata_endpoint", Rule::OnlyTrue),
+    ("defaults.persistent", Rule::OnlyFalse),
+    ("defaults.slot_limit", Rule::NotAbove(Measure::Count)),
+    ("limits.cpu", Rule::NotAbove(Measure::Count)),
+    ("limits.memory", Rule::NotAbove(Measure::Memory)),
+    ("limits.processes", Rule::NotAbove(Measure::Count)),
+    ("limits.disk", Rule::NotAbove(Measure::Size)),
+    ("limits.max_duration", Rule::NotAbove(Measure::Duration)),
+];
+
+/// Special ranges not (yet) in the firewall's blocked sets that a literal
+/// allowlist entry from an untrusted file may not touch: NAT64 (which can
+/// embed any IPv4 address), IPv4-compatible, Teredo and the IETF protocol
+/// block, 6to4 and its relay anycast, documentation ranges.
+const SPECIAL: &[&str] = &[
+    "64:ff9b::/96",
+    "::/96",
+    "2001::/23",
+    "2001:db8::/32",
+    "2002::/16",
+    "192.0.2.0/24",
+    "192.88.99.0/24",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+];
+
 fn strictness(mode: &str) -> u8 {
     match mode {
         "allowlist" => 2,
@@ -79,84 +141,189 @@ fn strictness(mode: &str) -> u8 {
     }
 }
 
-/// An allowlist entry that admits (nearly) everything.
-fn catch_all(entry: &str) -> bool {
-    match entry.trim().parse::<ipnet::IpNet>() {
-        Ok(ipnet::IpNet::V4(n)) => n.prefix_len() < 8,
-        Ok(ipnet::IpNet::V6(n)) => n.prefix_len() < 16,
-        Err(_) => entry.trim() == "*",
+/// A literal address or range (an address is its own /32 or /128).
+fn literal(entry: &str) -> Option<ipnet::IpNet> {
+    let e = entry.trim();
+    e.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| e.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+}
+
+/// A literal that is private, loopback, link-local (metadata), NAT64,
+/// multicast, otherwise special, or so wide it admits nearly everything.
+pub fn special(net: ipnet::IpNet) -> bool {
+    let wide = match net {
+        ipnet::IpNet::V4(n) => n.prefix_len() < 8,
+        ipnet::IpNet::V6(n) => n.prefix_len() < 16,
+    };
+    let overlaps = |r: &str| {
+        r.parse::<ipnet::IpNet>()
+            .is_ok_and(|r| r.contains(&net.network()) || net.contains(&r.network()))
+    };
+    wide || crate::network::rules::BLOCKED_V4
+        .iter()
+        .chain(crate::network::rules::BLOCKED_V6)
+        .chain(SPECIAL)
+        .any(|r| overlaps(r))
+}
+
+/// An allowlist entry as compared: trimmed, lower case, no final dot.
+fn norm(entry: &str) -> String {
+    entry.trim().trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// Why `entry` may not be kept, given the list below (`None`: keep it).
+/// Kept: an entry the list below has, or a public literal inside one of the
+/// ranges below; special literals only as the list below has them.
+fn refuse_entry(entry: &str, below: &[String]) -> Option<&'static str> {
+    if below.iter().any(|b| norm(b) == norm(entry)) {
+        return None;
+    }
+    match literal(entry) {
+        Some(net) if special(net) => Some("private, local or special"),
+        Some(net)
+            if below
+                .iter()
+                .filter_map(|b| literal(b))
+                .any(|b| b.contains(&net)) =>
+        {
+            None
+        }
+        _ => Some("not in the list below: an untrusted file may only narrow it"),
     }
 }
 
-fn inside(path: &Path, workspace: &Path) -> bool {
-    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-    let p = canon(path);
-    let plain = p
-        .components()
-        .all(|c| !matches!(c, std::path::Component::ParentDir));
-    plain && p.starts_with(canon(workspace))
+/// The host's memory in bytes.
+fn host_memory() -> Option<f64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024.0)
 }
 
-/// Remove from `flat` (the workspace layer) what it may not set on its own,
-/// given what the layers below set (`lower`); returns what was ignored.
-pub fn gate(flat: &mut Flat, lower: &Merged, workspace: &Path) -> Vec<String> {
-    let lower_mode = lower
-        .values
-        .get("network.mode")
-        .and_then(|(v, _)| v.as_str())
-        .unwrap_or("restricted")
-        .to_string();
-    let mut ignored = Vec::new();
+/// A limit's size for comparing (`None` when it cannot be read; unset is
+/// unlimited).
+fn amount(measure: Measure, v: &Value, percent_of: Option<f64>) -> Option<f64> {
+    if v.is_null() {
+        return Some(f64::INFINITY);
+    }
+    match measure {
+        Measure::Count => v.as_f64(),
+        Measure::Size => super::parse_size(v.as_str()?).map(|b| b as f64),
+        Measure::Duration => super::parse_duration(v.as_str()?).map(|d| d.as_secs_f64()),
+        Measure::Memory => {
+            let s = v.as_str()?;
+            match s.trim().strip_suffix('%') {
+                Some(p) => Some(p.trim().parse::<f64>().ok()? / 100.0 * percent_of?),
+                None => super::parse_size(s).map(|b| b as f64),
+            }
+        }
+    }
+}
+
+/// Whether `v` is not above `below` (both the same kind of limit).
+fn not_above(measure: Measure, v: &Value, below: &Value) -> bool {
+    let percent = |x: &Value| x.as_str().is_some_and(|s| s.trim().ends_with('%'));
+    // Two percentages compare as they are; a size with a percentage, by the host's memory.
+    let of = if percent(v) && percent(below) {
+        Some(1.0)
+    } else {
+        host_memory()
+    };
+    match (amount(measure, v, of), amount(measure, below, of)) {
+        (Some(a), Some(b)) => a <= b,
+        _ => false,
+    }
+}
+
+/// What the gate did with one file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Verdict {
+    /// Settings that apply (they only tighten), as `key = value`.
+    pub applied: Vec<String>,
+    /// Settings ignored, as `key = value (why)`.
+    pub ignored: Vec<String>,
+}
+
+/// Keep in `flat` (the workspace layer) only what [`RULES`] allow, given
+/// what the layers below set (`lower`; cci's default where they set nothing).
+pub fn gate(flat: &mut Flat, lower: &Merged) -> Verdict {
+    let defaults: BTreeMap<&str, Value> =
+        super::Effective::default().values().into_iter().collect();
+    let below = |key: &str| -> Value {
+        lower
+            .values
+            .get(key)
+            .map(|(v, _)| v.clone())
+            .or_else(|| defaults.get(key).cloned())
+            .unwrap_or(Value::Null)
+    };
+    let mut verdict = Verdict::default();
     let keys: Vec<String> = flat.keys().cloned().collect();
     for key in keys {
-        // A profile in the file is held to the same rules.
-        let base = match key.strip_prefix("profiles.") {
-            Some(rest) => rest.split_once('.').map_or(rest, |(_, k)| k).to_string(),
-            None => key.clone(),
-        };
-        let Some(v) = flat.get(&key).cloned() else {
+        let Some(v) = flat.remove(&key) else {
             continue;
         };
-        let section = base.split('.').next().unwrap_or("");
-        let drop_key = match base.as_str() {
-            "network.mode" => strictness(v.as_str().unwrap_or("")) < strictness(&lower_mode),
-            "network.block_private_networks" | "network.block_metadata_endpoint" => {
-                v == Value::Bool(false)
+        let rule = RULES.iter().find(|(k, _)| *k == key).map(|(_, r)| *r);
+        let why: Option<String> = match rule {
+            None if key.starts_with("profiles.") => {
+                Some("profile definitions need `cci trust`".into())
             }
-            "tool.credentials_dir" => true,
-            _ => section == "paths" || section == "incus",
+            None if key == "mounts" => Some("an untrusted file may add no mounts".into()),
+            None => Some("not a key an untrusted file may set".into()),
+            Some(Rule::Stricter) => {
+                let b = below(&key);
+                let b = b.as_str().unwrap_or("restricted");
+                (strictness(v.as_str().unwrap_or("")) < strictness(b))
+                    .then(|| format!("looser than {b} below"))
+            }
+            Some(Rule::OnlyTrue) => (v != Value::Bool(true)).then(|| "may only be true".into()),
+            Some(Rule::OnlyFalse) => (v != Value::Bool(false)).then(|| "may only be false".into()),
+            Some(Rule::NotAbove(m)) => {
+                let b = below(&key);
+                (!not_above(m, &v, &b)).then(|| format!("above {} below", limit_text(&b)))
+            }
+            Some(Rule::Narrow) => {
+                let b: Vec<String> = below(&key)
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|e| e.as_str().map(String::from))
+                    .collect();
+                let mut kept = Vec::new();
+                for e in v.as_array().into_iter().flatten() {
+                    let text = e.as_str().unwrap_or_default();
+                    match refuse_entry(text, &b) {
+                        None => kept.push(Value::String(text.to_string())),
+                        Some(why) => verdict.ignored.push(format!("{key}: {e} ({why})")),
+                    }
+                }
+                let same = kept.len() == b.len()
+                    && kept.iter().all(|k| b.iter().any(|x| k.as_str() == Some(x)));
+                if !same {
+                    verdict
+                        .applied
+                        .push(format!("{key} = {}", Value::Array(kept.clone())));
+                    flat.insert(key.clone(), Value::Array(kept));
+                }
+                continue;
+            }
         };
-        if drop_key {
-            ignored.push(format!("{key} = {v}"));
-            flat.remove(&key);
-            continue;
-        }
-        if base == "network.allowed_domains"
-            && let Value::Array(items) = v
-        {
-            let (wide, kept): (Vec<Value>, Vec<Value>) = items
-                .into_iter()
-                .partition(|e| e.as_str().is_some_and(catch_all));
-            for w in &wide {
-                ignored.push(format!("{key}: {w} (admits nearly everything)"));
+        match why {
+            Some(why) => verdict.ignored.push(format!("{key} = {v} ({why})")),
+            None => {
+                verdict.applied.push(format!("{key} = {v}"));
+                flat.insert(key, v);
             }
-            flat.insert(key.clone(), Value::Array(kept));
-        } else if base == "mounts"
-            && let Value::Array(items) = v
-        {
-            let (kept, outside): (Vec<Value>, Vec<Value>) = items.into_iter().partition(|m| {
-                m.get("host")
-                    .and_then(Value::as_str)
-                    .is_some_and(|h| inside(&PathBuf::from(h), workspace))
-            });
-            for m in &outside {
-                ignored.push(format!(
-                    "{key}: host {} (outside the workspace)",
-                    m.get("host").cloned().unwrap_or(Value::Null)
-                ));
-            }
-            flat.insert(key.clone(), Value::Array(kept));
         }
     }
-    ignored
+    verdict
+}
+
+fn limit_text(v: &Value) -> String {
+    match v {
+        Value::Null => "no limit".into(),
+        Value::String(s) => s.clone(),
+        v => v.to_string(),
+    }
 }

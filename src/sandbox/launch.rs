@@ -87,6 +87,9 @@ pub enum LaunchError {
         /// The mode asked for.
         asked: String,
     },
+    /// A mount source changed since it was checked (nothing was created).
+    #[error("{0}")]
+    MountMoved(String),
     /// The container did not come up in time (it was removed again).
     #[error(transparent)]
     NotReady(#[from] network::ready::NotReady),
@@ -310,6 +313,9 @@ async fn create(
     slot: Slot,
     attempt: &Attempt,
 ) -> Result<bool, LaunchError> {
+    // As late as cci can look: a mount source swapped for a link since it
+    // was planned (by an agent in another slot) mounts nothing.
+    super::mounts::recheck(&spec.extras.mounts).map_err(LaunchError::MountMoved)?;
     attempt.set(Some(name));
     let req = spec.create_request(name, slot, &attempt.token);
     let result = network::create_guarded(client, g.fw, g.net, req).await;

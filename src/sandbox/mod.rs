@@ -24,7 +24,9 @@ pub use agent::{AGENTS, Agent, AgentDef, UnknownAgent};
 pub use inventory::{SandboxInfo, get as info, list, list_prefix};
 pub use launch::{Attempt, LaunchError, Launched, launch, remove};
 pub use lifecycle::{CleanItem, CleanReason, clean_plan, clean_reason, kill, persist, shutdown};
-pub use mounts::{Extras, Mount, STORAGE_MOUNT, parse_mount_arg, plan as plan_mounts};
+pub use mounts::{
+    Extras, Mount, STORAGE_MOUNT, parse_mount_arg, plan as plan_mounts, recheck as recheck_mounts,
+};
 pub use names::{
     MAX_SLOT, PREFIX, Slot, SlotError, container_name, parse_container_name, workspace_prefix,
 };
