@@ -91,6 +91,19 @@ pub enum Error {
         /// Its type.
         kind: String,
     },
+    /// The profiles give a container more than one NIC.
+    #[error(
+        "the container would get more than one network device: {0}; cci guards exactly one, so it refuses to launch (remove the extra NIC from the profile, or override it in a profile of its own)"
+    )]
+    ManyNics(String),
+    /// A container's /etc/hosts could not be updated.
+    #[error("updating /etc/hosts of {container}: {reason}")]
+    HostsFile {
+        /// The container.
+        container: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// The last-known-good cache could not be written.
     #[error("saving the allowlist cache: {0}")]
     Cache(String),
@@ -140,6 +153,10 @@ impl std::str::FromStr for Mode {
     }
 }
 
+/// What every port name starts with; the firewall drops frames from any
+/// interface with this prefix that has no rules.
+pub const PORT_PREFIX: &str = "cci";
+
 /// A container NIC's host-side interface name as cci makes them: `cci` and
 /// 12 hex digits (15 characters, the kernel's limit). Nothing else ever gets
 /// into an nft script as a port.
@@ -150,13 +167,13 @@ impl PortName {
     /// A fresh random name.
     pub fn random() -> PortName {
         let hex = uuid::Uuid::new_v4().simple().to_string();
-        PortName(format!("cci{}", &hex[..12]))
+        PortName(format!("{PORT_PREFIX}{}", &hex[..12]))
     }
 
     /// Accept only names of cci's shape.
     pub fn parse(s: &str) -> Result<PortName, Error> {
         let ok = s.len() == 15
-            && s.starts_with("cci")
+            && s.starts_with(PORT_PREFIX)
             && s[3..]
                 .bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
@@ -297,15 +314,12 @@ pub async fn prepare(
     profiles: &[String],
     policy: &Policy,
 ) -> Result<Attachment, Error> {
-    let mut nic = None;
+    let mut devices = Vec::new();
     for name in profiles {
         let (profile, _) = client.profile(name).await?;
-        for (key, dev) in profile.devices {
-            if dev.get("type").is_some_and(|t| t == "nic") {
-                nic = Some((key, dev));
-            }
-        }
+        devices.push((name.clone(), profile.devices));
     }
+    let nic = the_nic(devices)?;
     let mut bridge = Bridge::default();
     if let Some((_, dev)) = &nic {
         let network = dev
@@ -337,6 +351,35 @@ pub async fn prepare(
         bridge,
         resolved,
     })
+}
+
+/// The one NIC the profiles give (in order, a later profile's device
+/// replacing an earlier one of the same name, as Incus expands them). More
+/// than one is refused: cci guards exactly one port per container, and an
+/// unguarded second NIC would be a way around every rule.
+fn the_nic(
+    profiles: Vec<(String, std::collections::HashMap<String, StringMap>)>,
+) -> Result<Option<(String, StringMap)>, Error> {
+    let mut devices: std::collections::BTreeMap<String, (String, StringMap)> = Default::default();
+    for (profile, devs) in profiles {
+        for (key, dev) in devs {
+            devices.insert(key, (profile.clone(), dev));
+        }
+    }
+    let mut nics: Vec<(String, String, StringMap)> = devices
+        .into_iter()
+        .filter(|(_, (_, d))| d.get("type").is_some_and(|t| t == "nic"))
+        .map(|(key, (profile, dev))| (key, profile, dev))
+        .collect();
+    if nics.len() > 1 {
+        return Err(Error::ManyNics(
+            nics.iter()
+                .map(|(key, profile, _)| format!("{key:?} (profile {profile:?})"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ));
+    }
+    Ok(nics.pop().map(|(key, _, dev)| (key, dev)))
 }
 
 fn bridge_of(config: &StringMap) -> Bridge {
@@ -546,6 +589,45 @@ mod tests {
         assert_eq!("allowlist".parse::<Mode>().unwrap(), Mode::Allowlist);
         assert!("opne".parse::<Mode>().is_err());
         assert!("Open".parse::<Mode>().is_err());
+    }
+
+    fn nic(network: &str) -> StringMap {
+        let mut d = StringMap::new();
+        d.insert("type".into(), "nic".into());
+        d.insert("network".into(), network.into());
+        d
+    }
+
+    #[test]
+    fn more_than_one_nic_is_refused_naming_the_devices() {
+        let mut disk = StringMap::new();
+        disk.insert("type".into(), "disk".into());
+        let default = std::collections::HashMap::from([
+            ("eth0".to_string(), nic("incusbr0")),
+            ("root".to_string(), disk),
+        ]);
+        let (key, dev) = the_nic(vec![("default".into(), default.clone())])
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (key.as_str(), dev["network"].as_str()),
+            ("eth0", "incusbr0")
+        );
+        // Same name in a later profile: replaced, still one.
+        let same = std::collections::HashMap::from([("eth0".to_string(), nic("other"))]);
+        let one = the_nic(vec![
+            ("default".into(), default.clone()),
+            ("p".into(), same),
+        ]);
+        assert_eq!(one.unwrap().unwrap().1["network"], "other");
+        // A second NIC under another name: refused, both named.
+        let extra = std::collections::HashMap::from([("eth1".to_string(), nic("lan"))]);
+        let err = the_nic(vec![("default".into(), default), ("two".into(), extra)])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"eth0\" (profile \"default\")"), "{err}");
+        assert!(err.contains("\"eth1\" (profile \"two\")"), "{err}");
+        assert_eq!(the_nic(vec![]).unwrap(), None);
     }
 
     #[test]
