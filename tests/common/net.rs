@@ -120,20 +120,11 @@ pub fn sh_via(via: Via, name: &str, script: &str) -> (i64, String) {
             .unwrap();
         return (out.status.code().unwrap_or(-1).into(), text(&out.stdout));
     }
-    let mut args = Vec::new();
+    let mut args = vec!["container", "exec", name, "--capture"];
     if let Via::Project(p) = via {
         args.extend(["--project", p]);
     }
-    args.extend([
-        "container",
-        "exec",
-        name,
-        "--capture",
-        "--",
-        "bash",
-        "-c",
-        script,
-    ]);
+    args.extend(["--", "bash", "-c", script]);
     let out = ok(&args);
     let v: Value = serde_json::from_str(&out).unwrap();
     (
