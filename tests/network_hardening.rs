@@ -317,7 +317,9 @@ async fn a_second_nic_is_refused_naming_both() {
     let err = text(&out.stderr);
     assert_ne!(out.status.code(), Some(0), "launched: {err}");
     assert!(
-        err.contains("\"eth0\"") && err.contains("\"eth1\""),
+        err.contains("more than one network device")
+            && err.contains("\"eth0\"")
+            && err.contains("\"eth1\""),
         "{err}"
     );
     assert_eq!(
