@@ -122,6 +122,21 @@ pub struct Instance {
     /// Runtime state (only in lists fetched with state).
     #[serde(default)]
     pub state: Option<InstanceState>,
+    /// The Incus project it belongs to (empty: not reported, the client's own).
+    #[serde(default)]
+    pub project: String,
+}
+
+impl Instance {
+    /// A client addressing this instance's own project (the same client
+    /// when the daemon did not say which).
+    pub fn client(&self, client: &Client) -> Client {
+        if self.project.is_empty() {
+            client.clone()
+        } else {
+            client.clone().with_project(Some(self.project.clone()))
+        }
+    }
 }
 
 impl Instance {
@@ -247,6 +262,18 @@ impl Client {
             .sync(self.transport.request(Method::GET, &path))
             .await?;
         Ok((s.value, s.etag))
+    }
+
+    /// Every instance of every project, each with its `project` (what cci's
+    /// host-wide firewall upkeep must see: its rules serve all projects).
+    pub async fn instances_all_projects(&self) -> Result<Vec<Instance>> {
+        // The daemon refuses a project together with `all-projects`.
+        let mut anywhere = self.clone();
+        anywhere.transport.set_project(None);
+        anywhere
+            .transport
+            .get("/1.0/instances?recursion=1&all-projects=true")
+            .await
     }
 
     /// All instances whose name starts with `prefix` (all when empty); with

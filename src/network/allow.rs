@@ -69,7 +69,8 @@ pub fn parse_list(text: &str) -> Result<Vec<Entry>, Error> {
 }
 
 /// Whether a DNS answer may be admitted: not private, loopback, link-local
-/// (metadata), multicast or otherwise special.
+/// (metadata), multicast, NAT64 (`64:ff9b::/96`, where a DNS64 answer can
+/// hide any IPv4 address) or otherwise special.
 pub fn is_public(ip: IpAddr) -> bool {
     let ip = match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
@@ -296,6 +297,9 @@ mod tests {
             "fe80::1",
             "::ffff:10.0.0.1",
             "::ffff:169.254.169.254",
+            // NAT64 (a DNS64 answer): any IPv4 address behind it, private too.
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b::808:808",
         ] {
             assert!(!is_public(ip.parse().unwrap()), "{ip} admitted");
         }

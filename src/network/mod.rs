@@ -93,6 +93,19 @@ pub enum Error {
         /// Its type.
         kind: String,
     },
+    /// The profiles give a container more than one NIC.
+    #[error(
+        "the container would get more than one network device: {0}; cci guards exactly one, so it refuses to launch (remove the extra NIC from the profile, or override it in a profile of its own)"
+    )]
+    ManyNics(String),
+    /// A container's /etc/hosts could not be updated.
+    #[error("updating /etc/hosts of {container}: {reason}")]
+    HostsFile {
+        /// The container.
+        container: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// The last-known-good cache could not be written.
     #[error("saving the allowlist cache: {0}")]
     Cache(String),
@@ -142,6 +155,10 @@ impl std::str::FromStr for Mode {
     }
 }
 
+/// What every port name starts with; the firewall drops frames from any
+/// interface with this prefix that has no rules.
+pub const PORT_PREFIX: &str = "cci";
+
 /// A container NIC's host-side interface name as cci makes them: `cci` and
 /// 12 hex digits (15 characters, the kernel's limit). Nothing else ever gets
 /// into an nft script as a port.
@@ -152,13 +169,13 @@ impl PortName {
     /// A fresh random name.
     pub fn random() -> PortName {
         let hex = uuid::Uuid::new_v4().simple().to_string();
-        PortName(format!("cci{}", &hex[..12]))
+        PortName(format!("{PORT_PREFIX}{}", &hex[..12]))
     }
 
     /// Accept only names of cci's shape.
     pub fn parse(s: &str) -> Result<PortName, Error> {
         let ok = s.len() == 15
-            && s.starts_with("cci")
+            && s.starts_with(PORT_PREFIX)
             && s[3..]
                 .bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
@@ -299,15 +316,12 @@ pub async fn prepare(
     profiles: &[String],
     policy: &Policy,
 ) -> Result<Attachment, Error> {
-    let mut nic = None;
+    let mut devices = Vec::new();
     for name in profiles {
         let (profile, _) = client.profile(name).await?;
-        for (key, dev) in profile.devices {
-            if dev.get("type").is_some_and(|t| t == "nic") {
-                nic = Some((key, dev));
-            }
-        }
+        devices.push((name.clone(), profile.devices));
     }
+    let nic = the_nic(devices)?;
     let mut bridge = Bridge::default();
     if let Some((_, dev)) = &nic {
         let network = dev
@@ -339,6 +353,35 @@ pub async fn prepare(
         bridge,
         resolved,
     })
+}
+
+/// The one NIC the profiles give (in order, a later profile's device
+/// replacing an earlier one of the same name, as Incus expands them). More
+/// than one is refused: cci guards exactly one port per container, and an
+/// unguarded second NIC would be a way around every rule.
+fn the_nic(
+    profiles: Vec<(String, std::collections::HashMap<String, StringMap>)>,
+) -> Result<Option<(String, StringMap)>, Error> {
+    let mut devices: std::collections::BTreeMap<String, (String, StringMap)> = Default::default();
+    for (profile, devs) in profiles {
+        for (key, dev) in devs {
+            devices.insert(key, (profile.clone(), dev));
+        }
+    }
+    let mut nics: Vec<(String, String, StringMap)> = devices
+        .into_iter()
+        .filter(|(_, (_, d))| d.get("type").is_some_and(|t| t == "nic"))
+        .map(|(key, (profile, dev))| (key, profile, dev))
+        .collect();
+    if nics.len() > 1 {
+        return Err(Error::ManyNics(
+            nics.iter()
+                .map(|(key, profile, _)| format!("{key:?} (profile {profile:?})"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ));
+    }
+    Ok(nics.pop().map(|(key, _, dev)| (key, dev)))
 }
 
 fn bridge_of(config: &StringMap) -> Bridge {
@@ -524,43 +567,4 @@ pub async fn ensure(client: &Client, fw: &dyn Firewall, instance: &Instance) -> 
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn port_names_are_cci_plus_12_hex() {
-        let p = PortName::random();
-        assert_eq!(p.as_str().len(), 15);
-        assert!(PortName::parse(p.as_str()).is_ok());
-        for bad in [
-            "cci0123456789a",
-            "eth0",
-            "cci0123456789aB",
-            "cci01234567\"; x",
-            "",
-        ] {
-            assert!(PortName::parse(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn modes_parse_strictly() {
-        assert_eq!("allowlist".parse::<Mode>().unwrap(), Mode::Allowlist);
-        assert!("opne".parse::<Mode>().is_err());
-        assert!("Open".parse::<Mode>().is_err());
-    }
-
-    #[test]
-    fn bridge_addresses_come_from_the_network_config() {
-        let mut c = StringMap::new();
-        c.insert("ipv4.address".into(), "10.1.2.1/24".into());
-        c.insert("ipv6.address".into(), "none".into());
-        assert_eq!(
-            bridge_of(&c),
-            Bridge {
-                v4: Some("10.1.2.1".parse().unwrap()),
-                v6: None
-            }
-        );
-    }
-}
+mod tests;

@@ -6,8 +6,12 @@
 //!   host-side port (the NIC's fixed `host_name`). Its `input` hook gets what
 //!   goes up to the host (to the host itself or to be routed out): a verdict
 //!   map sends each guarded port to its own chain (`out_PORT`) holding the
-//!   mode's policy. Its `forward` hook gets frames switched to another port of
-//!   the bridge (other containers): dropped from and to isolated ports.
+//!   mode's policy, which always ends in a verdict. Its `forward` hook gets
+//!   frames switched to another port of the bridge (other containers):
+//!   dropped from and to isolated ports. Both fail closed: a frame from (or
+//!   to) a `cci*` port that is not in the map is dropped (counter
+//!   `unguarded`), so a lost map entry blocks a container instead of
+//!   opening it.
 //! - `table inet cci` catches traffic to the host's own addresses (any local
 //!   address: bridge gateway, uplink...), which the bridge cannot tell apart
 //!   from routed traffic: the port chain tags what it lets up with a mark bit,
@@ -20,7 +24,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::{Ipv4Net, Ipv6Net};
 
-use super::{Mode, PortName};
+use super::{Mode, PORT_PREFIX, PortName};
 
 /// The mark bit that tags "from a guarded container, check for a local
 /// destination" between the bridge and the inet prerouting hook.
@@ -43,11 +47,13 @@ pub const BLOCKED_V4: &[&str] = &[
     "224.0.0.0/3",
 ];
 
-/// The IPv6 equivalents: unspecified, loopback, IPv4-mapped, local-use
+/// The IPv6 equivalents: unspecified, loopback, IPv4-mapped, NAT64 (the
+/// well-known prefix: a DNS64 answer for a private IPv4 address), local-use
 /// NAT64, discard, unique local (ULA), link-local, multicast.
 pub const BLOCKED_V6: &[&str] = &[
     "::/127",
     "::ffff:0:0/96",
+    "64:ff9b::/96",
     "64:ff9b:1::/48",
     "100::/64",
     "fc00::/7",
@@ -140,6 +146,13 @@ pub fn skeleton() -> String {
     );
     let _ = writeln!(s, "flush chain {b} from_containers");
     let _ = writeln!(s, "add rule {b} from_containers iifname vmap @out_ports");
+    // Fail closed: a cci port missing from the map (its entry deleted, or
+    // never made) is dropped, not let through by the chain's policy.
+    let _ = writeln!(s, "add counter {b} unguarded");
+    let _ = writeln!(
+        s,
+        "add rule {b} from_containers iifname \"{PORT_PREFIX}*\" counter name unguarded drop"
+    );
     let _ = writeln!(
         s,
         "add chain {b} between_ports {{ type filter hook forward priority -205 ; policy accept ; }}"
@@ -149,6 +162,11 @@ pub fn skeleton() -> String {
         let _ = writeln!(
             s,
             "add rule {b} between_ports {dir} @isolated counter name between_slots drop"
+        );
+        // Between containers too, a cci port without rules is dropped.
+        let _ = writeln!(
+            s,
+            "add rule {b} between_ports {dir} \"{PORT_PREFIX}*\" {dir} != @out_ports counter name unguarded drop"
         );
     }
 
@@ -226,34 +244,8 @@ pub fn install(r: &PortRules) -> String {
     };
     let drop = format!("counter name {} drop", n.counter);
     if r.mode != Mode::Open {
-        // What the container needs from the bridge: address resolution (the
-        // last rule of an allowlist drops everything else, ARP included),
-        // DHCP, neighbour discovery, and DNS — except in allowlist mode, which
-        // gets no DNS at all (its names are in its /etc/hosts).
-        let dns = r.mode != Mode::Allowlist;
-        rule(&mut s, "ether type arp accept");
-        rule(&mut s, "udp dport 67 accept");
-        if let (Some(v4), true) = (r.bridge.v4, dns) {
-            rule(
-                &mut s,
-                &format!("ip daddr {v4} meta l4proto {{ tcp, udp }} th dport 53 accept"),
-            );
-        }
-        match r.bridge.v6 {
-            Some(v6) => {
-                rule(
-                    &mut s,
-                    "icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } accept",
-                );
-                rule(&mut s, "udp dport 547 accept");
-                if dns {
-                    rule(
-                        &mut s,
-                        &format!("ip6 daddr {v6} meta l4proto {{ tcp, udp }} th dport 53 accept"),
-                    );
-                }
-            }
-            None => rule(&mut s, &format!("ether type ip6 {drop}")),
+        for body in bridge_services(r, &drop) {
+            rule(&mut s, &body);
         }
         // Everything else going up gets the local-destination check.
         rule(&mut s, &format!("meta mark set meta mark | {MARK:#010x}"));
@@ -284,6 +276,9 @@ pub fn install(r: &PortRules) -> String {
             }
             rule(&mut s, &format!("ip daddr @blocked4 {drop}"));
             rule(&mut s, &format!("ip6 daddr @blocked6 {drop}"));
+            // Every port chain ends in a verdict: falling back into
+            // `from_containers` would meet its final drop.
+            rule(&mut s, "accept");
         }
         Mode::Allowlist => {
             // No DNS (or DNS over TLS) to any server, allowed or not.
@@ -326,6 +321,48 @@ pub fn install(r: &PortRules) -> String {
         let _ = writeln!(s, "add element {b} isolated {{ \"{p}\" }}");
     }
     s
+}
+
+/// What a guarded (not open) container needs from the bridge, before its
+/// mode's policy: only the frame types IP needs (ARP, IPv4, IPv6; anything
+/// else is dropped), DHCP to the bridge or the broadcast address, on an IPv6
+/// bridge neighbour discovery and DHCPv6 to the link's multicast groups or
+/// the bridge (IPv6 is dropped outright on a bridge without it), and DNS to
+/// the bridge — except in allowlist mode, which gets no DNS at all (its
+/// names are in its /etc/hosts). None of these reaches any other address.
+fn bridge_services(r: &PortRules, drop: &str) -> Vec<String> {
+    let dns = r.mode != Mode::Allowlist;
+    let mut out = vec![
+        format!("ether type != {{ arp, ip, ip6 }} {drop}"),
+        "ether type arp accept".to_string(),
+    ];
+    if let Some(v4) = r.bridge.v4 {
+        out.push(format!(
+            "ip daddr {{ {v4}, 255.255.255.255 }} udp sport 68 udp dport 67 accept"
+        ));
+        if dns {
+            out.push(format!(
+                "ip daddr {v4} meta l4proto {{ tcp, udp }} th dport 53 accept"
+            ));
+        }
+    }
+    match r.bridge.v6 {
+        Some(v6) => {
+            out.push(format!(
+                "ip6 daddr {{ ff02::/16, fe80::/10, {v6} }} icmpv6 type {{ nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert }} accept"
+            ));
+            out.push(format!(
+                "ip6 daddr {{ ff02::1:2, {v6} }} udp sport 546 udp dport 547 accept"
+            ));
+            if dns {
+                out.push(format!(
+                    "ip6 daddr {v6} meta l4proto {{ tcp, udp }} th dport 53 accept"
+                ));
+            }
+        }
+        None => out.push(format!("ether type ip6 {drop}")),
+    }
+    out
 }
 
 /// Swap an allowlist port's admitted addresses in one step (the sets must exist).
@@ -383,146 +420,4 @@ pub fn remove(port: &PortName) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn port() -> PortName {
-        PortName::parse("cci0123456789ab").unwrap()
-    }
-
-    fn rules(mode: Mode) -> PortRules {
-        PortRules {
-            port: port(),
-            mode,
-            bridge: Bridge {
-                v4: Some("10.1.2.1".parse().unwrap()),
-                v6: None,
-            },
-            allow4: vec!["198.51.100.7/32".parse().unwrap()],
-            allow6: vec![],
-        }
-    }
-
-    fn chain_rules(script: &str) -> Vec<&str> {
-        script
-            .lines()
-            .filter_map(|l| l.strip_prefix("add rule bridge cci out_cci0123456789ab "))
-            .collect()
-    }
-
-    #[test]
-    fn restricted_lets_dhcp_and_dns_to_the_bridge_then_blocks_private_ranges() {
-        let s = install(&rules(Mode::Restricted));
-        let r = chain_rules(&s);
-        assert_eq!(r[0], "ether type arp accept");
-        assert_eq!(r[1], "udp dport 67 accept");
-        assert!(r[2].starts_with("ip daddr 10.1.2.1 ") && r[2].ends_with("th dport 53 accept"));
-        assert_eq!(
-            r[3],
-            "ether type ip6 counter name drop_cci0123456789ab drop"
-        );
-        let mark = r
-            .iter()
-            .position(|l| l.starts_with("meta mark set"))
-            .unwrap();
-        let bridge = r
-            .iter()
-            .position(|l| *l == "ip daddr 10.1.2.1 accept")
-            .unwrap();
-        assert!(
-            mark < bridge,
-            "the local check must apply to the bridge address"
-        );
-        assert!(r.contains(&"ip daddr @blocked4 counter name drop_cci0123456789ab drop"));
-        assert!(s.contains("add element bridge cci isolated { \"cci0123456789ab\" }"));
-        assert!(!s.contains("delete"));
-        assert!(s.contains("10.0.0.0/8") && s.contains("169.254.0.0/16") && s.contains("fc00::/7"));
-    }
-
-    #[test]
-    fn allowlist_drops_foreign_dns_admits_only_its_set_and_ends_in_drop() {
-        let s = install(&rules(Mode::Allowlist));
-        let r = chain_rules(&s);
-        let dns = r
-            .iter()
-            .position(|l| l.contains("th dport { 53, 853 }"))
-            .unwrap();
-        let allow = r
-            .iter()
-            .position(|l| l.starts_with("ip daddr @allow4_"))
-            .unwrap();
-        assert!(dns < allow);
-        assert_eq!(*r.last().unwrap(), "counter name drop_cci0123456789ab drop");
-        assert_eq!(
-            r[0], "ether type arp accept",
-            "the gateway must stay resolvable"
-        );
-        assert!(
-            !r.iter().any(|l| l.contains("dport 53 accept")),
-            "no DNS at all"
-        );
-        assert!(s.contains("add element bridge cci allow4_cci0123456789ab { 198.51.100.7/32 }"));
-        // No IPv6 addresses: the set is flushed and left empty (no empty element list).
-        assert!(s.contains("flush set bridge cci allow6_cci0123456789ab"));
-        assert!(!s.contains("allow6_cci0123456789ab { }"));
-    }
-
-    #[test]
-    fn open_accepts_and_is_not_isolated() {
-        let s = install(&rules(Mode::Open));
-        assert_eq!(chain_rules(&s), vec!["accept"]);
-        assert!(s.contains("delete element bridge cci isolated { \"cci0123456789ab\" }"));
-    }
-
-    #[test]
-    fn ipv6_bridge_admits_neighbour_discovery_before_blocking() {
-        let mut r = rules(Mode::Restricted);
-        r.bridge.v6 = Some("fd42::1".parse().unwrap());
-        let s = install(&r);
-        let r = chain_rules(&s);
-        assert!(
-            r.iter()
-                .any(|l| l.starts_with("icmpv6 type { nd-router-solicit"))
-        );
-        assert!(r.contains(&"ip6 daddr fd42::1 accept"));
-        assert!(!r.iter().any(|l| l.starts_with("ether type ip6")));
-    }
-
-    #[test]
-    fn restricted_exemptions_come_before_the_blocked_ranges() {
-        let mut r = rules(Mode::Restricted);
-        (r.allow4, r.allow6) = exempt(false, true);
-        let s = install(&r);
-        let lines = chain_rules(&s);
-        let accept = lines
-            .iter()
-            .position(|l| *l == "ip daddr { 169.254.169.254/32 } accept")
-            .unwrap();
-        let blocked = lines.iter().position(|l| l.contains("@blocked4")).unwrap();
-        assert!(accept < blocked);
-        assert!(!s.contains("10.0.0.0/8 } accept"));
-        let (v4, _) = exempt(true, false);
-        assert!(v4.iter().any(|n| n.to_string() == "192.168.0.0/16"));
-        assert_eq!(exempt(false, false), (vec![], vec![]));
-    }
-
-    #[test]
-    fn removal_adds_then_deletes_every_object_of_exactly_that_port() {
-        let s = remove(&port());
-        for obj in ["chain", "counter", "set"] {
-            assert!(s.contains(&format!("delete {obj} bridge cci ")));
-        }
-        let deletes: Vec<&str> = s.lines().filter(|l| l.starts_with("delete")).collect();
-        assert_eq!(deletes.len(), 6);
-        assert!(deletes.iter().all(|l| l.contains("cci0123456789ab")));
-    }
-
-    #[test]
-    fn tag_is_checked_and_cleared_in_every_inet_hook() {
-        let s = skeleton();
-        assert!(s.contains("meta mark set meta mark & 0xf33effff"));
-        for hook in ["prerouting", "input", "forward"] {
-            assert!(s.contains(&format!("hook {hook} priority -160")), "{hook}");
-        }
-    }
-}
+mod tests;

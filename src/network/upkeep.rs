@@ -29,9 +29,11 @@ pub async fn reconcile(client: &Client, fw: &dyn Firewall) -> Result<Reconciled,
     // The rules first, then the containers: a container is always created
     // before its rules, so a port seen here whose container is missing from
     // the (later) list really is gone — never one that a concurrent launch
-    // is just guarding.
+    // is just guarding. The tables serve every Incus project, so the list
+    // is of every project: a port is released only when no container of
+    // any project has it, and when the list cannot be had nothing is.
     let state = fw.state();
-    let instances = client.instances("", false).await?;
+    let instances = client.instances_all_projects().await?;
     let guarded: Vec<&Instance> = instances
         .iter()
         .filter(|i| i.config.contains_key(keys::MODE) && port_of(i).is_some())
@@ -67,11 +69,12 @@ pub async fn reconcile(client: &Client, fw: &dyn Firewall) -> Result<Reconciled,
         {
             continue;
         }
-        match ensure(client, fw, inst).await {
+        let own = inst.client(client);
+        match ensure(&own, fw, inst).await {
             Ok(()) => out.restored.push(inst.name.clone()),
             Err(e) => {
                 tracing::warn!("restoring the rules of {}: {e}", inst.name);
-                out.stopped.extend(stop_running(client, &[inst]).await);
+                out.stopped.extend(stop_running(&own, &[inst]).await);
             }
         }
     }
@@ -110,7 +113,7 @@ pub async fn refresh(
     due_only: bool,
 ) -> Result<Vec<String>, Error> {
     let mut changed = Vec::new();
-    for inst in client.instances("", false).await? {
+    for inst in client.instances_all_projects().await? {
         let (Some(Ok(policy)), Some(port)) = (Policy::of(&inst), port_of(&inst)) else {
             continue;
         };
@@ -143,7 +146,7 @@ pub async fn refresh(
         };
         fw.apply(&rules::fill_allow(&r))?;
         allow::store_cache(&port, &new.resolved)?;
-        if let Err(e) = hosts::write(client, &inst.name, &new.resolved).await {
+        if let Err(e) = hosts::write(&inst.client(client), &inst.name, &new.resolved).await {
             tracing::warn!("updating /etc/hosts of {}: {e}", inst.name);
         }
         changed.push(inst.name.clone());

@@ -103,7 +103,7 @@ pub async fn watch(client: &Client, fw: &Nft) -> Result<(), Error> {
             // Let go, then look once more: a launch that found the lock
             // held just now counted on this watcher.
             let _ = lock.unlock();
-            match client.instances("", false).await {
+            match client.instances_all_projects().await {
                 Ok(all) if all.iter().any(|i| i.config.contains_key(super::keys::MODE)) => {}
                 _ => return Ok(()),
             }
