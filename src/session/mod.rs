@@ -11,6 +11,7 @@ pub mod archive;
 mod credentials;
 mod id;
 mod store;
+mod tarstream;
 
 use std::collections::BTreeSet;
 use std::path::Path;
