@@ -8,6 +8,7 @@
 //! tmux; talks to Incus only through [`crate::incus::Client`]; prints nothing.
 
 pub mod archive;
+mod bound;
 mod credentials;
 mod id;
 mod store;
@@ -15,13 +16,16 @@ mod tarstream;
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 pub use archive::{ArchiveError, Limits, Tally, shown};
+pub use bound::{STALL, TOTAL};
 pub use credentials::{Pushed, credentials_home, merge, push_credentials};
 pub use id::{BadSessionId, SessionId};
 pub use store::{Meta, Saved, Store, rfc3339};
 
-use crate::incus::{self, Client, ExecRequest};
+use crate::incus::{self, CappedBuf, Client, ExecRequest, MAX_CAPTURED_STDERR};
 
 use crate::config::Account;
 
@@ -68,6 +72,15 @@ pub enum Error {
         status: i32,
         /// What it said (escaped).
         stderr: String,
+    },
+    /// The container's side stalled or ran too long (its `tar` is the
+    /// agent's to replace); given up.
+    #[error("{what} was given up: {why}")]
+    TimedOut {
+        /// What was being done.
+        what: String,
+        /// How it overran.
+        why: String,
     },
     /// A host file or folder could not be used.
     #[error("{what}: {cause}")]
@@ -178,8 +191,28 @@ pub async fn save(
     store: &Store,
     limits: &Limits,
 ) -> Result<Option<(Saved, Tally)>, Error> {
-    let what = format!("saving {}", origin.container);
-    afresh(&what, || save_once(client, origin, files, store, limits)).await
+    let what = format!("saving the session state of {}", origin.container);
+    let moved = Arc::new(AtomicU64::new(0));
+    let run = afresh(&what, || {
+        save_once(client, origin, files, store, limits, moved.clone())
+    });
+    within(&what, &moved, run).await
+}
+
+/// `run` within the time bounds of [`bound`] (`moved` counts its stream).
+async fn within<T>(
+    what: &str,
+    moved: &AtomicU64,
+    run: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    bound::bounded(moved, STALL, TOTAL, run)
+        .await
+        .unwrap_or_else(|why| {
+            Err(Error::TimedOut {
+                what: what.into(),
+                why: why.to_string(),
+            })
+        })
 }
 
 async fn save_once(
@@ -188,6 +221,7 @@ async fn save_once(
     files: &AgentFiles,
     store: &Store,
     limits: &Limits,
+    moved: Arc<AtomicU64>,
 ) -> Result<Option<(Saved, Tally)>, Error> {
     let container = &origin.container;
     let staging = store.staging(&origin.id).map_err(io_err(format!(
@@ -234,13 +268,15 @@ async fn save_once(
             &skip,
         )
     });
-    let mut stderr = Vec::new();
+    let mut stderr = CappedBuf::new(MAX_CAPTURED_STDERR);
+    let writer = bound::Progress::new(writer, moved);
     let ran = client
         .exec(container, &req, None::<&[u8]>, writer, &mut stderr)
         .await;
     let (status, tally) = joined(ran, unpack.await, "unpacking the state")?;
     // 1: a file changed while it was read, which a live agent does.
     if status > 1 {
+        let stderr = stderr.into_noted();
         return Err(Error::Tar {
             container: container.clone(),
             status,
@@ -263,11 +299,20 @@ pub async fn restore(
     limits: &Limits,
     account: &Account,
 ) -> Result<Tally, Error> {
-    let what = format!("restoring into {container}");
-    afresh(&what, || {
-        restore_once(client, container, files, saved, limits, account)
-    })
-    .await
+    let what = format!("restoring the session state into {container}");
+    let moved = Arc::new(AtomicU64::new(0));
+    let run = afresh(&what, || {
+        restore_once(
+            client,
+            container,
+            files,
+            saved,
+            limits,
+            account,
+            moved.clone(),
+        )
+    });
+    within(&what, &moved, run).await
 }
 
 async fn restore_once(
@@ -277,6 +322,7 @@ async fn restore_once(
     saved: &Saved,
     limits: &Limits,
     a: &Account,
+    moved: Arc<AtomicU64>,
 ) -> Result<Tally, Error> {
     let req = ExecRequest::new(&[
         "tar",
@@ -308,13 +354,15 @@ async fn restore_once(
             &skip,
         )
     });
-    let mut out = Vec::new();
-    let mut stderr = Vec::new();
+    let mut out = CappedBuf::new(MAX_CAPTURED_STDERR);
+    let mut stderr = CappedBuf::new(MAX_CAPTURED_STDERR);
+    let reader = bound::Progress::new(reader, moved);
     let ran = client
         .exec(container, &req, Some(reader), &mut out, &mut stderr)
         .await;
     let (status, tally) = joined(ran, packer.await, "packing the state")?;
     if status != 0 {
+        let stderr = stderr.into_noted();
         return Err(Error::Tar {
             container: container.into(),
             status,
