@@ -614,3 +614,65 @@ async fn import_export_and_clean_in_a_store_of_its_own() {
     assert!(text(&out.stdout).contains(&format!("removed session {conv}")));
     assert!(!saved.exists());
 }
+
+/// Install `script` as the `tar` cci runs inside (root in the container is
+/// the agent's; `/usr/local/bin` comes first in the exec path).
+fn fake_tar(name: &str, script: &str) {
+    ok(&sh_in(
+        name,
+        true,
+        &format!(
+            "printf '#!/bin/sh\\n%s\\n' '{script}' > /usr/local/bin/tar && chmod 755 /usr/local/bin/tar"
+        ),
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tar_inside_that_streams_or_sleeps_for_ever_cannot_hang_cci() {
+    let ws = agent_workspace();
+    let _s = Sessions(ws.path().to_path_buf());
+    let name = background(ws.path(), &[]);
+    let id = info(&name)["session"].as_str().unwrap().to_string();
+    say(&name, &id, "hello", 1);
+    ok(&run(cci().args(["session", "save", &name])));
+    let first = meta(&id);
+
+    // Streams for ever: endless entries, every one left out (outside the
+    // state folder), so only the count of entries read stops it.
+    fake_tar(&name, "yes /dev/null | /bin/tar -cf - -T - 2>/dev/null");
+    let t = std::time::Instant::now();
+    let out = run(cci().args(["session", "save", &name]));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("more than 200000 files"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(t.elapsed() < Duration::from_secs(120), "{:?}", t.elapsed());
+    assert_eq!(meta(&id), first, "the earlier save is kept");
+
+    // Sleeps for ever. The session ends; `cci list` saves ended sessions:
+    // it gives up within the stall bound, says why, and keeps the save.
+    fake_tar(&name, "exec sleep 100000");
+    end_from_inside(&name).await;
+    let t = std::time::Instant::now();
+    let out = run(cci().args(["list", "--format", "json"]));
+    ok(&out);
+    let took = t.elapsed();
+    assert!(
+        took >= cci::session::STALL && took < cci::session::STALL + Duration::from_secs(75),
+        "{took:?}"
+    );
+    assert_eq!(meta(&id), first, "the earlier save is kept");
+    let why = info(&name)["save_error"].as_str().unwrap_or("").to_string();
+    assert!(
+        why.contains("given up") && why.contains("nothing for 45 s"),
+        "{why:?}"
+    );
+    // Handled as any failed save: stopped again, kept, not saved again.
+    let c = client().await;
+    assert_eq!(c.instance(&name).await.unwrap().0.status, "Stopped");
+    let t = std::time::Instant::now();
+    ok(&run(cci().args(["list"])));
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+}

@@ -16,7 +16,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::Client;
 use super::error::{Error, Result};
-use super::transport::encode;
+use super::transport::{REQUEST_TIMEOUT, encode};
 
 /// What kind of file a path is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,18 +125,18 @@ impl Client {
         )
     }
 
-    /// GET a daemon path whose answer is raw bytes (file contents, logs).
+    /// GET a daemon path whose answer is raw bytes (file contents, logs),
+    /// read into memory: at most [`MAX_READ`] bytes, within
+    /// [`REQUEST_TIMEOUT`].
     pub async fn raw_get(&self, path: &str) -> Result<(HeaderMap, Vec<u8>)> {
-        let resp = self
-            .transport
-            .raw(self.transport.request(Method::GET, path))
-            .await?;
-        let headers = resp.headers().clone();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| self.transport.transport_error(e))?;
-        Ok((headers, body.to_vec()))
+        let t = &self.transport;
+        t.bounded(REQUEST_TIMEOUT, async {
+            let resp = t.raw(t.request(Method::GET, path)).await?;
+            let headers = resp.headers().clone();
+            let body = t.body_capped(resp, MAX_READ).await?;
+            Ok((headers, body))
+        })
+        .await
     }
 
     /// Kind, owner and mode of `path`.
@@ -345,17 +345,21 @@ impl Client {
     }
 
     /// Copy the tree at `remote` in the instance to `local`, which must not exist.
-    /// Safe against hostile trees (see the module comment).
+    /// Safe against hostile trees (see the module comment); stops at
+    /// [`PULL_LIMITS`]. Folders get the container's mode less the umask,
+    /// never less than 0700.
     pub async fn pull_tree(&self, instance: &str, remote: &str, local: &Path) -> Result<()> {
+        let mut budget = PullBudget::new(PULL_LIMITS);
         let info = self.stat_file(instance, remote).await?;
         if info.kind == FileKind::Symlink {
             return Err(Error::BadRequest(format!(
                 "{remote} is a symlink; pull what it points to instead"
             )));
         }
+        budget.entry(0)?;
         if info.kind != FileKind::Directory {
             return self
-                .pull_entry(instance, remote, remote, local, &info)
+                .pull_entry(instance, remote, remote, local, &info, &mut budget)
                 .await;
         }
         let root = remote.trim_end_matches('/');
@@ -363,12 +367,13 @@ impl Client {
             .map_err(|e| Error::io(format!("creating {}", local.display()), e))?;
         // Directories get their final modes after their contents are written.
         let mut modes = vec![(local.to_path_buf(), info.mode)];
-        let mut stack = vec![(remote.to_string(), local.to_path_buf())];
-        while let Some((rdir, ldir)) = stack.pop() {
+        let mut stack = vec![(remote.to_string(), local.to_path_buf(), 0usize)];
+        while let Some((rdir, ldir, depth)) = stack.pop() {
             for name in self.list_dir(instance, &rdir).await? {
                 if !is_safe_entry_name(&name) {
                     continue;
                 }
+                budget.entry(depth + 1)?;
                 let rpath = join(&rdir, &name);
                 let lpath = ldir.join(&name);
                 let info = match self.stat_file(instance, &rpath).await {
@@ -380,15 +385,16 @@ impl Client {
                     std::fs::create_dir(&lpath)
                         .map_err(|e| Error::io(format!("creating {}", lpath.display()), e))?;
                     modes.push((lpath.clone(), info.mode));
-                    stack.push((rpath, lpath));
+                    stack.push((rpath, lpath, depth + 1));
                 } else {
-                    self.pull_entry(instance, root, &rpath, &lpath, &info)
+                    self.pull_entry(instance, root, &rpath, &lpath, &info, &mut budget)
                         .await?;
                 }
             }
         }
+        let umask = umask();
         for (dir, mode) in modes.into_iter().rev() {
-            let perms = std::fs::Permissions::from_mode((mode & 0o777) | 0o700);
+            let perms = std::fs::Permissions::from_mode(dir_mode(mode, umask));
             std::fs::set_permissions(&dir, perms)
                 .map_err(|e| Error::io(format!("setting mode of {}", dir.display()), e))?;
         }
@@ -410,7 +416,9 @@ impl Client {
         remote: &str,
         local: &Path,
         info: &FileInfo,
+        budget: &mut PullBudget,
     ) -> Result<()> {
+        budget.bytes(info.size)?;
         if info.kind == FileKind::File && info.size == 0 {
             return create_local_file(local, info.mode).map(|_| ());
         }
@@ -442,6 +450,7 @@ impl Client {
         }
         let mut file = tokio::fs::File::from_std(create_local_file(local, info.mode)?);
         let mut body = resp.bytes_stream();
+        let mut sent = 0u64;
         loop {
             let chunk = tokio::time::timeout(PULL_STALL, body.next())
                 .await
@@ -451,6 +460,11 @@ impl Client {
                 })?;
             let Some(chunk) = chunk else { break };
             let chunk = chunk.map_err(|e| self.transport.transport_error(e))?;
+            // The size was counted up front; a file that grows counts again.
+            sent += chunk.len() as u64;
+            if sent > info.size {
+                budget.bytes(chunk.len() as u64)?;
+            }
             file.write_all(&chunk)
                 .await
                 .map_err(|e| Error::io(format!("writing {}", local.display()), e))?;
@@ -483,6 +497,93 @@ pub fn relative_link(root: &str, link: &str, target: &str) -> Option<String> {
     let mut rel: Vec<&str> = vec![".."; dir.len() - common];
     rel.extend(target[common..].iter().map(String::as_str));
     Some(rel.join("/"))
+}
+
+/// The most a file read into memory (`read_file`, recorded output) may hold.
+pub const MAX_READ: usize = 16 << 20;
+
+/// Caps on one [`Client::pull_tree`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PullLimits {
+    /// Bytes of file contents.
+    pub max_bytes: u64,
+    /// Entries of any kind (the top one included).
+    pub max_entries: u64,
+    /// Folder nesting below the top.
+    pub max_depth: usize,
+}
+
+/// The caps of `cci file pull`.
+pub const PULL_LIMITS: PullLimits = PullLimits {
+    max_bytes: 16 << 30,
+    max_entries: 200_000,
+    max_depth: 64,
+};
+
+/// What is left of [`PullLimits`] during one pull.
+#[derive(Debug)]
+struct PullBudget {
+    limits: PullLimits,
+    bytes: u64,
+    entries: u64,
+}
+
+impl PullBudget {
+    fn new(limits: PullLimits) -> Self {
+        PullBudget {
+            limits,
+            bytes: 0,
+            entries: 0,
+        }
+    }
+
+    /// One more entry, `depth` folders below the top.
+    fn entry(&mut self, depth: usize) -> Result<()> {
+        self.entries += 1;
+        if self.entries > self.limits.max_entries {
+            return Err(Error::BadRequest(format!(
+                "the tree holds more than {} entries (the pull limit)",
+                self.limits.max_entries
+            )));
+        }
+        if depth > self.limits.max_depth {
+            return Err(Error::BadRequest(format!(
+                "the tree nests deeper than {} (the pull limit)",
+                self.limits.max_depth
+            )));
+        }
+        Ok(())
+    }
+
+    /// `n` more bytes of contents.
+    fn bytes(&mut self, n: u64) -> Result<()> {
+        self.bytes = self.bytes.saturating_add(n);
+        if self.bytes > self.limits.max_bytes {
+            return Err(Error::BadRequest(format!(
+                "the tree holds more than {} bytes (the pull limit)",
+                self.limits.max_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// This process's umask (from `/proc/self/status`; 022 when unknown).
+fn umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o022)
+}
+
+/// A pulled folder's mode: the container's, no special bits, less the
+/// umask, and always 0700 for its owner.
+fn dir_mode(mode: u32, umask: u32) -> u32 {
+    (mode & 0o777 & !umask) | 0o700
 }
 
 /// How long a pull waits for the daemon to start (or go on) sending a file.
@@ -539,5 +640,53 @@ mod tests {
         for ok in ["a", ".hidden", "..a", "new\nline", "-rf"] {
             assert!(is_safe_entry_name(ok), "{ok:?}");
         }
+    }
+
+    #[test]
+    fn pulls_stop_at_their_caps() {
+        let limits = PullLimits {
+            max_bytes: 100,
+            max_entries: 3,
+            max_depth: 2,
+        };
+        let mut b = PullBudget::new(limits);
+        for _ in 0..3 {
+            b.entry(1).unwrap();
+        }
+        assert!(
+            b.entry(1)
+                .unwrap_err()
+                .to_string()
+                .contains("more than 3 entries")
+        );
+        let mut b = PullBudget::new(limits);
+        b.entry(2).unwrap();
+        assert!(
+            b.entry(3)
+                .unwrap_err()
+                .to_string()
+                .contains("deeper than 2")
+        );
+        b.bytes(60).unwrap();
+        b.bytes(40).unwrap();
+        assert!(
+            b.bytes(1)
+                .unwrap_err()
+                .to_string()
+                .contains("more than 100 bytes")
+        );
+        assert!(PullBudget::new(PULL_LIMITS).bytes(u64::MAX).is_err());
+    }
+
+    #[test]
+    fn pulled_folders_honour_the_umask() {
+        assert_eq!(dir_mode(0o777, 0o022), 0o755);
+        assert_eq!(dir_mode(0o777, 0o077), 0o700);
+        assert_eq!(dir_mode(0o7777, 0o002), 0o775);
+        assert_eq!(dir_mode(0o000, 0o022), 0o700);
+        // This process's umask, as the kernel has it.
+        let mask = unsafe { libc::umask(0o022) };
+        unsafe { libc::umask(mask) };
+        assert_eq!(umask(), mask as u32);
     }
 }
