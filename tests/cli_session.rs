@@ -515,24 +515,43 @@ async fn import_export_and_clean_in_a_store_of_its_own() {
     let with_store = |cmd: &mut Command| {
         cmd.env("CCI_SESSIONS_DIR", store.path());
     };
-    // A host ~/.claude with a conversation, credentials, a link to a host
-    // secret, a FIFO and a hook script.
+    // A host ~/.claude with a conversation (a folder as cci exports it), a
+    // link to a host secret, a FIFO and a hook script in it; credentials,
+    // another project's transcript, shell snapshots, an IDE lock file and
+    // settings next to it.
     let home = tempfile::tempdir().unwrap();
     let src = home.path().join(".claude");
     let conv = "0b7c3c1e-8a8f-4a43-9f3e-2f1d0b8f6c11";
-    std::fs::create_dir_all(src.join("projects/-workspace")).unwrap();
+    let project = src.join("projects/-workspace");
+    std::fs::create_dir_all(&project).unwrap();
     std::fs::write(
-        src.join(format!("projects/-workspace/{conv}.jsonl")),
+        project.join(format!("{conv}.jsonl")),
         "{\"said\":\"a\"}\n{\"said\":\"b\"}\n",
     )
     .unwrap();
     std::fs::write(src.join(".credentials.json"), "secret").unwrap();
     std::fs::write(home.path().join("secret"), "host secret").unwrap();
-    std::os::unix::fs::symlink(home.path().join("secret"), src.join("abs")).unwrap();
-    std::fs::write(src.join("hook.sh"), "#!/bin/sh\n").unwrap();
-    std::fs::set_permissions(src.join("hook.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let fifo = std::ffi::CString::new(src.join("fifo").as_os_str().as_bytes()).unwrap();
+    std::os::unix::fs::symlink(home.path().join("secret"), project.join("abs")).unwrap();
+    std::fs::write(project.join("hook.sh"), "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(
+        project.join("hook.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let fifo = std::ffi::CString::new(project.join("fifo").as_os_str().as_bytes()).unwrap();
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    let others = [
+        "projects/-home-me-other/1f0e7a52-0000-4000-8000-000000000001.jsonl",
+        "shell-snapshots/snapshot-bash-1.sh",
+        "ide/12345.lock",
+        "settings.json",
+        "todos/t.json",
+    ];
+    for other in others {
+        let p = src.join(other);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, "{\"authToken\": \"host token\"}").unwrap();
+    }
 
     let mut cmd = cci();
     cmd.args(["session", "import"])
@@ -545,9 +564,25 @@ async fn import_export_and_clean_in_a_store_of_its_own() {
     assert!(text(&out.stdout).contains(conv), "{}", text(&out.stdout));
     let saved = store.path().join("sessions-claude").join(conv);
     assert_private_and_contained(&saved);
-    for gone in [".credentials.json", "abs", "fifo"] {
-        assert!(std::fs::symlink_metadata(saved.join("state").join(gone)).is_err());
+    let state = saved.join("state");
+    for gone in [
+        ".credentials.json",
+        "projects/-workspace/abs",
+        "projects/-workspace/fifo",
+    ]
+    .iter()
+    .chain(&others)
+    {
+        assert!(
+            std::fs::symlink_metadata(state.join(gone)).is_err(),
+            "{gone}"
+        );
     }
+    assert!(
+        state
+            .join(format!("projects/-workspace/{conv}.jsonl"))
+            .exists()
+    );
 
     // Bad ids never touch a path.
     for bad in ["../../etc", "/abs", "a\nb", ""] {
@@ -573,7 +608,7 @@ async fn import_export_and_clean_in_a_store_of_its_own() {
     with_store(&mut cmd);
     ok(&run(&mut cmd));
     assert_eq!(
-        std::fs::metadata(dest.join("hook.sh"))
+        std::fs::metadata(dest.join("projects/-workspace/hook.sh"))
             .unwrap()
             .permissions()
             .mode()
@@ -593,7 +628,11 @@ async fn import_export_and_clean_in_a_store_of_its_own() {
     ok(&out);
     let name = text(&out.stdout).trim().to_string();
     screen_shows(&name, &format!("session {conv} (resumed, 2 earlier turns)"));
-    let ran = sh_in(&name, false, "test -x ~/.claude/hook.sh && echo exec");
+    let ran = sh_in(
+        &name,
+        false,
+        "test -x ~/.claude/projects/-workspace/hook.sh && echo exec",
+    );
     assert_eq!(text(&ran.stdout), "exec\n");
     ok(&run(cci()
         .args(["kill", &name])

@@ -434,10 +434,7 @@ impl Client {
         let kind = info_from_headers(resp.headers())?.kind;
         if kind == FileKind::Symlink {
             // The daemon answers with the link's resolved absolute target.
-            let target = resp
-                .bytes()
-                .await
-                .map_err(|e| self.transport.transport_error(e))?;
+            let target = self.transport.body_capped(resp, 64 << 10).await?;
             let target = String::from_utf8_lossy(&target).into_owned();
             let Some(rel) = relative_link(root, remote, &target) else {
                 return Ok(()); // points outside the tree: left out
