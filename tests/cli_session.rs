@@ -690,16 +690,44 @@ async fn a_tar_inside_that_streams_or_sleeps_for_ever_cannot_hang_cci() {
     assert!(t.elapsed() < Duration::from_secs(120), "{:?}", t.elapsed());
     assert_eq!(meta(&id), first, "the earlier save is kept");
 
-    // Sleeps for ever. The session ends; `cci list` saves ended sessions:
-    // it gives up within the stall bound, says why, and keeps the save.
+    // A good save clears the failure (an ended session with a failed save
+    // is not saved again by upkeep).
+    ok(&sh_in(&name, true, "rm /usr/local/bin/tar"));
+    ok(&run(cci().args(["session", "save", &name])));
+    let first = meta(&id);
+
+    // Sleeps for ever. An explicit save gives up within the stall bound.
     fake_tar(&name, "exec sleep 100000");
-    end_from_inside(&name).await;
+    let t = std::time::Instant::now();
+    let out = run(cci().args(["session", "save", &name]));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let took = t.elapsed();
+    let stall = cci::session::STALL;
+    assert!(
+        took >= stall && took < stall + Duration::from_secs(60),
+        "{took:?}"
+    );
+    assert!(
+        text(&out.stderr).contains("given up") && text(&out.stderr).contains("nothing for 45 s"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(meta(&id), first, "the earlier save is kept");
+
+    // The container stops with its session unsaved; `cci list` saves ended
+    // sessions: it gives up within the bound, and keeps the save.
+    ok(&sh_in(&name, true, "rm /usr/local/bin/tar"));
+    ok(&run(cci().args(["session", "save", &name])));
+    let first = meta(&id);
+    fake_tar(&name, "exec sleep 100000");
+    let c = client().await;
+    c.stop_instance(&name, None, true).await.unwrap();
     let t = std::time::Instant::now();
     let out = run(cci().args(["list", "--format", "json"]));
     ok(&out);
     let took = t.elapsed();
     assert!(
-        took >= cci::session::STALL && took < cci::session::STALL + Duration::from_secs(75),
+        took >= stall && took < stall + Duration::from_secs(75),
         "{took:?}"
     );
     assert_eq!(meta(&id), first, "the earlier save is kept");
@@ -709,7 +737,6 @@ async fn a_tar_inside_that_streams_or_sleeps_for_ever_cannot_hang_cci() {
         "{why:?}"
     );
     // Handled as any failed save: stopped again, kept, not saved again.
-    let c = client().await;
     assert_eq!(c.instance(&name).await.unwrap().0.status, "Stopped");
     let t = std::time::Instant::now();
     ok(&run(cci().args(["list"])));
