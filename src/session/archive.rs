@@ -2,10 +2,13 @@
 //! without trusting a byte of it: the container that made it is the agent's.
 //!
 //! Unpacking never follows or writes through a symlink (symlinks are made
-//! last, and only relative ones that stay inside the tree), never writes
-//! outside the destination, skips device nodes, FIFOs and sockets, makes
-//! every folder 0700 and every file 0600 (no setuid, whatever the umask), and
-//! stops at the byte, file and depth limits. Packing reads only regular files
+//! last, and only relative ones that resolve inside the tree, through each
+//! other), never writes outside the destination, skips device nodes, FIFOs
+//! and sockets, makes every folder 0700 and every file 0600 (no setuid,
+//! whatever the umask), and stops at the byte, file and depth limits: every
+//! entry read (kept or not) and every parent folder made counts as a file,
+//! the whole stream is capped, and long-name/PAX payloads are capped before
+//! they are read (see `session::tarstream`). Packing reads only regular files
 //! and folders it reached without following a symlink.
 
 use std::collections::{BTreeSet, HashMap};

@@ -4,7 +4,8 @@
 //!
 //! A save is one tar stream out of the container (`tar` run as the `code`
 //! user, through exec) unpacked on the host by [`archive::extract`], which
-//! trusts nothing in it. A restore is the reverse. Knows nothing of slots or
+//! trusts nothing in it. A restore is the reverse. Both are bounded in time
+//! (`session::bound`) and keep at most 64 KiB of `tar`'s stderr. Knows nothing of slots or
 //! tmux; talks to Incus only through [`crate::incus::Client`]; prints nothing.
 
 pub mod archive;
