@@ -13,6 +13,7 @@ pub mod instances;
 pub mod networks;
 pub mod operations;
 pub mod profiles;
+pub mod pull;
 pub mod server;
 pub mod transport;
 
