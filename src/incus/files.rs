@@ -347,7 +347,7 @@ impl Client {
 
     /// Copy the tree at `remote` in the instance to `local`, which must not exist.
     /// Safe against hostile trees (see the module comment); stops at
-    /// [`PULL_LIMITS`](super::pull::PULL_LIMITS). Folders get the container's mode less the umask,
+    /// [`PULL_LIMITS`]. Folders get the container's mode less the umask,
     /// never less than 0700.
     pub async fn pull_tree(&self, instance: &str, remote: &str, local: &Path) -> Result<()> {
         let mut budget = PullBudget::new(PULL_LIMITS);
