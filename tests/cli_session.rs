@@ -515,24 +515,43 @@ async fn import_export_and_clean_in_a_store_of_its_own() {
     let with_store = |cmd: &mut Command| {
         cmd.env("CCI_SESSIONS_DIR", store.path());
     };
-    // A host ~/.claude with a conversation, credentials, a link to a host
-    // secret, a FIFO and a hook script.
+    // A host ~/.claude with a conversation (a folder as cci exports it), a
+    // link to a host secret, a FIFO and a hook script in it; credentials,
+    // another project's transcript, shell snapshots, an IDE lock file and
+    // settings next to it.
     let home = tempfile::tempdir().unwrap();
     let src = home.path().join(".claude");
     let conv = "0b7c3c1e-8a8f-4a43-9f3e-2f1d0b8f6c11";
-    std::fs::create_dir_all(src.join("projects/-workspace")).unwrap();
+    let project = src.join("projects/-workspace");
+    std::fs::create_dir_all(&project).unwrap();
     std::fs::write(
-        src.join(format!("projects/-workspace/{conv}.jsonl")),
+        project.join(format!("{conv}.jsonl")),
         "{\"said\":\"a\"}\n{\"said\":\"b\"}\n",
     )
     .unwrap();
     std::fs::write(src.join(".credentials.json"), "secret").unwrap();
     std::fs::write(home.path().join("secret"), "host secret").unwrap();
-    std::os::unix::fs::symlink(home.path().join("secret"), src.join("abs")).unwrap();
-    std::fs::write(src.join("hook.sh"), "#!/bin/sh\n").unwrap();
-    std::fs::set_permissions(src.join("hook.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let fifo = std::ffi::CString::new(src.join("fifo").as_os_str().as_bytes()).unwrap();
+    std::os::unix::fs::symlink(home.path().join("secret"), project.join("abs")).unwrap();
+    std::fs::write(project.join("hook.sh"), "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(
+        project.join("hook.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let fifo = std::ffi::CString::new(project.join("fifo").as_os_str().as_bytes()).unwrap();
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    let others = [
+        "projects/-home-me-other/1f0e7a52-0000-4000-8000-000000000001.jsonl",
+        "shell-snapshots/snapshot-bash-1.sh",
+        "ide/12345.lock",
+        "settings.json",
+        "todos/t.json",
+    ];
+    for other in others {
+        let p = src.join(other);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, "{\"authToken\": \"host token\"}").unwrap();
+    }
 
     let mut cmd = cci();
     cmd.args(["session", "import"])
@@ -545,9 +564,25 @@ async fn import_export_and_clean_in_a_store_of_its_own() {
     assert!(text(&out.stdout).contains(conv), "{}", text(&out.stdout));
     let saved = store.path().join("sessions-claude").join(conv);
     assert_private_and_contained(&saved);
-    for gone in [".credentials.json", "abs", "fifo"] {
-        assert!(std::fs::symlink_metadata(saved.join("state").join(gone)).is_err());
+    let state = saved.join("state");
+    for gone in [
+        ".credentials.json",
+        "projects/-workspace/abs",
+        "projects/-workspace/fifo",
+    ]
+    .iter()
+    .chain(&others)
+    {
+        assert!(
+            std::fs::symlink_metadata(state.join(gone)).is_err(),
+            "{gone}"
+        );
     }
+    assert!(
+        state
+            .join(format!("projects/-workspace/{conv}.jsonl"))
+            .exists()
+    );
 
     // Bad ids never touch a path.
     for bad in ["../../etc", "/abs", "a\nb", ""] {
@@ -573,7 +608,7 @@ async fn import_export_and_clean_in_a_store_of_its_own() {
     with_store(&mut cmd);
     ok(&run(&mut cmd));
     assert_eq!(
-        std::fs::metadata(dest.join("hook.sh"))
+        std::fs::metadata(dest.join("projects/-workspace/hook.sh"))
             .unwrap()
             .permissions()
             .mode()
@@ -593,7 +628,11 @@ async fn import_export_and_clean_in_a_store_of_its_own() {
     ok(&out);
     let name = text(&out.stdout).trim().to_string();
     screen_shows(&name, &format!("session {conv} (resumed, 2 earlier turns)"));
-    let ran = sh_in(&name, false, "test -x ~/.claude/hook.sh && echo exec");
+    let ran = sh_in(
+        &name,
+        false,
+        "test -x ~/.claude/projects/-workspace/hook.sh && echo exec",
+    );
     assert_eq!(text(&ran.stdout), "exec\n");
     ok(&run(cci()
         .args(["kill", &name])
@@ -613,4 +652,93 @@ async fn import_export_and_clean_in_a_store_of_its_own() {
     ok(&out);
     assert!(text(&out.stdout).contains(&format!("removed session {conv}")));
     assert!(!saved.exists());
+}
+
+/// Install `script` as the `tar` cci runs inside (root in the container is
+/// the agent's; `/usr/local/bin` comes first in the exec path).
+fn fake_tar(name: &str, script: &str) {
+    ok(&sh_in(
+        name,
+        true,
+        &format!(
+            "printf '#!/bin/sh\\n%s\\n' '{script}' > /usr/local/bin/tar && chmod 755 /usr/local/bin/tar"
+        ),
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tar_inside_that_streams_or_sleeps_for_ever_cannot_hang_cci() {
+    let ws = agent_workspace();
+    let _s = Sessions(ws.path().to_path_buf());
+    let name = background(ws.path(), &[]);
+    let id = info(&name)["session"].as_str().unwrap().to_string();
+    say(&name, &id, "hello", 1);
+    ok(&run(cci().args(["session", "save", &name])));
+    let first = meta(&id);
+
+    // Streams for ever: endless entries, every one left out (outside the
+    // state folder), so only the count of entries read stops it.
+    fake_tar(&name, "yes /dev/null | /bin/tar -cf - -T - 2>/dev/null");
+    let t = std::time::Instant::now();
+    let out = run(cci().args(["session", "save", &name]));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("more than 200000 files"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(t.elapsed() < Duration::from_secs(120), "{:?}", t.elapsed());
+    assert_eq!(meta(&id), first, "the earlier save is kept");
+
+    // A good save clears the failure (an ended session with a failed save
+    // is not saved again by upkeep).
+    ok(&sh_in(&name, true, "rm /usr/local/bin/tar"));
+    ok(&run(cci().args(["session", "save", &name])));
+    let first = meta(&id);
+
+    // Sleeps for ever. An explicit save gives up within the stall bound.
+    fake_tar(&name, "exec sleep 100000");
+    let t = std::time::Instant::now();
+    let out = run(cci().args(["session", "save", &name]));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let took = t.elapsed();
+    let stall = cci::session::STALL;
+    assert!(
+        took >= stall && took < stall + Duration::from_secs(60),
+        "{took:?}"
+    );
+    assert!(
+        text(&out.stderr).contains("given up") && text(&out.stderr).contains("nothing for 45 s"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(meta(&id), first, "the earlier save is kept");
+
+    // The container stops with its session unsaved; `cci list` saves ended
+    // sessions: it gives up within the bound, and keeps the save.
+    ok(&sh_in(&name, true, "rm /usr/local/bin/tar"));
+    ok(&run(cci().args(["session", "save", &name])));
+    let first = meta(&id);
+    fake_tar(&name, "exec sleep 100000");
+    let c = client().await;
+    c.stop_instance(&name, None, true).await.unwrap();
+    let t = std::time::Instant::now();
+    let out = run(cci().args(["list", "--format", "json"]));
+    ok(&out);
+    let took = t.elapsed();
+    assert!(
+        took >= stall && took < stall + Duration::from_secs(75),
+        "{took:?}"
+    );
+    assert_eq!(meta(&id), first, "the earlier save is kept");
+    let why = info(&name)["save_error"].as_str().unwrap_or("").to_string();
+    assert!(
+        why.contains("given up") && why.contains("nothing for 45 s"),
+        "{why:?}"
+    );
+    // Handled as any failed save: stopped again, kept, not saved again.
+    assert_eq!(c.instance(&name).await.unwrap().0.status, "Stopped");
+    let t = std::time::Instant::now();
+    ok(&run(cci().args(["list"])));
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
 }

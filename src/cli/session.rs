@@ -23,7 +23,9 @@ pub enum SessionCommand {
     /// Push a saved session's state into a running container.
     Restore(RestoreArgs),
     /// Import a host folder (a `~/.claude` or a backup of one) as a saved
-    /// session of a workspace (its credentials are left out).
+    /// session of a workspace. From a `~/.claude` only that workspace's
+    /// conversations (`projects/<its path>/`) and `CLAUDE.md` are taken: no
+    /// other project, shell snapshot, IDE lock, settings or credentials.
     Import(ImportArgs),
     /// Write a saved session's state to a new folder.
     Export(ExportArgs),

@@ -25,6 +25,12 @@ const ATTACH_RETRIES: u64 = 10;
 /// How long to wait for the operation to finish once the streams have ended.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The most standard output [`Client::exec_capture`] keeps.
+pub const MAX_CAPTURED_STDOUT: usize = 16 << 20;
+
+/// The most standard error [`Client::exec_capture`] (and a save's `tar`) keeps.
+pub const MAX_CAPTURED_STDERR: usize = 64 << 10;
+
 /// A command to run and how.
 #[derive(Debug, Clone, Serialize)]
 pub struct ExecRequest {
@@ -107,6 +113,8 @@ pub struct ExecOutput {
     pub stderr: Vec<u8>,
     /// Exit code (128+N when killed by signal N).
     pub exit_code: i32,
+    /// Output past the caps was left out (and said so at the end of it).
+    pub truncated: bool,
 }
 
 impl ExecOutput {
@@ -316,11 +324,18 @@ impl Client {
         req: &ExecRequest,
         stdin: Option<&[u8]>,
     ) -> Result<ExecOutput> {
-        let mut out = ExecOutput::default();
-        out.exit_code = self
-            .exec(instance, req, stdin, &mut out.stdout, &mut out.stderr)
+        let mut stdout = CappedBuf::new(MAX_CAPTURED_STDOUT);
+        let mut stderr = CappedBuf::new(MAX_CAPTURED_STDERR);
+        let exit_code = self
+            .exec(instance, req, stdin, &mut stdout, &mut stderr)
             .await?;
-        Ok(out)
+        let truncated = stdout.cut > 0 || stderr.cut > 0;
+        Ok(ExecOutput {
+            stdout: stdout.into_noted(),
+            stderr: stderr.into_noted(),
+            exit_code,
+            truncated,
+        })
     }
 
     /// Run a command on a PTY: `input` is the terminal's keystrokes, `output` gets the
@@ -450,6 +465,62 @@ impl Client {
     }
 }
 
+/// A sink keeping the first `cap` bytes written to it and counting the rest,
+/// which it accepts (the command is never held up) but drops.
+#[derive(Debug)]
+pub struct CappedBuf {
+    data: Vec<u8>,
+    cap: usize,
+    cut: u64,
+}
+
+impl CappedBuf {
+    /// Keep at most `cap` bytes.
+    pub fn new(cap: usize) -> Self {
+        CappedBuf {
+            data: Vec::new(),
+            cap,
+            cut: 0,
+        }
+    }
+
+    /// What was kept, with a line saying how much was cut when any was.
+    pub fn into_noted(mut self) -> Vec<u8> {
+        if self.cut > 0 {
+            let note = format!("\n[cci: {} more bytes cut]", self.cut);
+            self.data.extend_from_slice(note.as_bytes());
+        }
+        self.data
+    }
+}
+
+impl AsyncWrite for CappedBuf {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let room = self.cap.saturating_sub(self.data.len()).min(buf.len());
+        self.data.extend_from_slice(&buf[..room]);
+        self.cut += (buf.len() - room) as u64;
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
 /// A reader that counts what it has handed out (to tell whether a command
 /// consumed any of its input).
 struct CountingReader<I> {
@@ -474,5 +545,21 @@ impl<I: AsyncRead + Unpin> AsyncRead for CountingReader<I> {
         let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
         self.read += (buf.filled().len() - before) as u64;
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn captured_output_is_capped_and_says_so() {
+        let mut b = CappedBuf::new(10);
+        b.write_all(b"0123456").await.unwrap();
+        b.write_all(b"789abcdef").await.unwrap();
+        assert_eq!(b.into_noted(), b"0123456789\n[cci: 6 more bytes cut]");
+        let mut b = CappedBuf::new(10);
+        b.write_all(b"short").await.unwrap();
+        assert_eq!(b.into_noted(), b"short");
     }
 }

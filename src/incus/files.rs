@@ -16,7 +16,8 @@ use tokio::io::AsyncWriteExt;
 
 use super::Client;
 use super::error::{Error, Result};
-use super::transport::encode;
+use super::pull::{PULL_LIMITS, PullBudget, dir_mode, umask};
+use super::transport::{REQUEST_TIMEOUT, encode};
 
 /// What kind of file a path is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,18 +126,18 @@ impl Client {
         )
     }
 
-    /// GET a daemon path whose answer is raw bytes (file contents, logs).
+    /// GET a daemon path whose answer is raw bytes (file contents, logs),
+    /// read into memory: at most [`MAX_READ`] bytes, within
+    /// [`REQUEST_TIMEOUT`].
     pub async fn raw_get(&self, path: &str) -> Result<(HeaderMap, Vec<u8>)> {
-        let resp = self
-            .transport
-            .raw(self.transport.request(Method::GET, path))
-            .await?;
-        let headers = resp.headers().clone();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| self.transport.transport_error(e))?;
-        Ok((headers, body.to_vec()))
+        let t = &self.transport;
+        t.bounded(REQUEST_TIMEOUT, async {
+            let resp = t.raw(t.request(Method::GET, path)).await?;
+            let headers = resp.headers().clone();
+            let body = t.body_capped(resp, MAX_READ).await?;
+            Ok((headers, body))
+        })
+        .await
     }
 
     /// Kind, owner and mode of `path`.
@@ -345,17 +346,21 @@ impl Client {
     }
 
     /// Copy the tree at `remote` in the instance to `local`, which must not exist.
-    /// Safe against hostile trees (see the module comment).
+    /// Safe against hostile trees (see the module comment); stops at
+    /// [`PULL_LIMITS`]. Folders get the container's mode less the umask,
+    /// never less than 0700.
     pub async fn pull_tree(&self, instance: &str, remote: &str, local: &Path) -> Result<()> {
+        let mut budget = PullBudget::new(PULL_LIMITS);
         let info = self.stat_file(instance, remote).await?;
         if info.kind == FileKind::Symlink {
             return Err(Error::BadRequest(format!(
                 "{remote} is a symlink; pull what it points to instead"
             )));
         }
+        budget.entry(0)?;
         if info.kind != FileKind::Directory {
             return self
-                .pull_entry(instance, remote, remote, local, &info)
+                .pull_entry(instance, remote, remote, local, &info, &mut budget)
                 .await;
         }
         let root = remote.trim_end_matches('/');
@@ -363,12 +368,13 @@ impl Client {
             .map_err(|e| Error::io(format!("creating {}", local.display()), e))?;
         // Directories get their final modes after their contents are written.
         let mut modes = vec![(local.to_path_buf(), info.mode)];
-        let mut stack = vec![(remote.to_string(), local.to_path_buf())];
-        while let Some((rdir, ldir)) = stack.pop() {
+        let mut stack = vec![(remote.to_string(), local.to_path_buf(), 0usize)];
+        while let Some((rdir, ldir, depth)) = stack.pop() {
             for name in self.list_dir(instance, &rdir).await? {
                 if !is_safe_entry_name(&name) {
                     continue;
                 }
+                budget.entry(depth + 1)?;
                 let rpath = join(&rdir, &name);
                 let lpath = ldir.join(&name);
                 let info = match self.stat_file(instance, &rpath).await {
@@ -380,15 +386,16 @@ impl Client {
                     std::fs::create_dir(&lpath)
                         .map_err(|e| Error::io(format!("creating {}", lpath.display()), e))?;
                     modes.push((lpath.clone(), info.mode));
-                    stack.push((rpath, lpath));
+                    stack.push((rpath, lpath, depth + 1));
                 } else {
-                    self.pull_entry(instance, root, &rpath, &lpath, &info)
+                    self.pull_entry(instance, root, &rpath, &lpath, &info, &mut budget)
                         .await?;
                 }
             }
         }
+        let umask = umask();
         for (dir, mode) in modes.into_iter().rev() {
-            let perms = std::fs::Permissions::from_mode((mode & 0o777) | 0o700);
+            let perms = std::fs::Permissions::from_mode(dir_mode(mode, umask));
             std::fs::set_permissions(&dir, perms)
                 .map_err(|e| Error::io(format!("setting mode of {}", dir.display()), e))?;
         }
@@ -410,7 +417,9 @@ impl Client {
         remote: &str,
         local: &Path,
         info: &FileInfo,
+        budget: &mut PullBudget,
     ) -> Result<()> {
+        budget.bytes(info.size)?;
         if info.kind == FileKind::File && info.size == 0 {
             return create_local_file(local, info.mode).map(|_| ());
         }
@@ -426,10 +435,7 @@ impl Client {
         let kind = info_from_headers(resp.headers())?.kind;
         if kind == FileKind::Symlink {
             // The daemon answers with the link's resolved absolute target.
-            let target = resp
-                .bytes()
-                .await
-                .map_err(|e| self.transport.transport_error(e))?;
+            let target = self.transport.body_capped(resp, 64 << 10).await?;
             let target = String::from_utf8_lossy(&target).into_owned();
             let Some(rel) = relative_link(root, remote, &target) else {
                 return Ok(()); // points outside the tree: left out
@@ -442,6 +448,7 @@ impl Client {
         }
         let mut file = tokio::fs::File::from_std(create_local_file(local, info.mode)?);
         let mut body = resp.bytes_stream();
+        let mut sent = 0u64;
         loop {
             let chunk = tokio::time::timeout(PULL_STALL, body.next())
                 .await
@@ -451,6 +458,11 @@ impl Client {
                 })?;
             let Some(chunk) = chunk else { break };
             let chunk = chunk.map_err(|e| self.transport.transport_error(e))?;
+            // The size was counted up front; a file that grows counts again.
+            sent += chunk.len() as u64;
+            if sent > info.size {
+                budget.bytes(chunk.len() as u64)?;
+            }
             file.write_all(&chunk)
                 .await
                 .map_err(|e| Error::io(format!("writing {}", local.display()), e))?;
@@ -484,6 +496,9 @@ pub fn relative_link(root: &str, link: &str, target: &str) -> Option<String> {
     rel.extend(target[common..].iter().map(String::as_str));
     Some(rel.join("/"))
 }
+
+/// The most a file read into memory (`read_file`, recorded output) may hold.
+pub const MAX_READ: usize = 16 << 20;
 
 /// How long a pull waits for the daemon to start (or go on) sending a file.
 const PULL_STALL: std::time::Duration = std::time::Duration::from_secs(20);

@@ -13,6 +13,7 @@ pub mod instances;
 pub mod networks;
 pub mod operations;
 pub mod profiles;
+pub mod pull;
 pub mod server;
 pub mod transport;
 
@@ -21,7 +22,7 @@ use std::time::Duration;
 
 pub use error::{Error, Result};
 pub use events::{Event, Events};
-pub use exec::{ExecOutput, ExecRequest, TerminalControl};
+pub use exec::{CappedBuf, ExecOutput, ExecRequest, MAX_CAPTURED_STDERR, TerminalControl};
 pub use files::{FileInfo, FileKind, FileWrite};
 pub use images::{Image, ImageAlias, Publish};
 pub use instances::{ImageRef, Instance, InstanceCreate, InstanceState, StateChange};

@@ -19,6 +19,24 @@ use tokio_tungstenite::WebSocketStream;
 use super::error::{Error, Result};
 use super::operations::Operation;
 
+/// The longest a request may take, answer body included, when nothing in
+/// it streams. Operation waits ask the daemon for at most 30 s at a time.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The longest a request whose body streams (an image or file upload) may
+/// take, answer included.
+pub const UPLOAD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// How long opening a websocket (connect and handshake) may take; what runs
+/// over it afterwards (exec sessions, events) is not bounded here.
+pub const WEBSOCKET_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The largest JSON answer read.
+pub const MAX_JSON_BODY: usize = 16 << 20;
+
+/// The largest error answer kept (the rest is not read).
+const MAX_ERROR_BODY: usize = 64 << 10;
+
 /// Characters escaped in a query value (everything but unreserved characters and `/`).
 const QUERY: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
@@ -115,6 +133,8 @@ pub struct Transport {
     http: reqwest::Client,
     endpoint: Endpoint,
     project: Option<String>,
+    /// [`REQUEST_TIMEOUT`] (shorter in tests).
+    request_timeout: Duration,
 }
 
 impl Transport {
@@ -137,6 +157,7 @@ impl Transport {
             http,
             endpoint: Endpoint::Unix(socket),
             project: None,
+            request_timeout: REQUEST_TIMEOUT,
         })
     }
 
@@ -167,9 +188,67 @@ impl Transport {
         self.http.request(method, url)
     }
 
-    /// Send a request, turning transport failures into [`Error`]s.
+    /// Send a request, turning transport failures into [`Error`]s; no time
+    /// bound (the caller bounds it, or reads a stream as it comes).
     pub async fn send(&self, req: RequestBuilder) -> Result<reqwest::Response> {
         req.send().await.map_err(|e| self.transport_error(e))
+    }
+
+    /// The time bound of `req`: [`UPLOAD_TIMEOUT`] when its body streams,
+    /// else [`REQUEST_TIMEOUT`].
+    fn limit_of(&self, req: &RequestBuilder) -> Duration {
+        match req.try_clone() {
+            Some(_) => self.request_timeout,
+            None => UPLOAD_TIMEOUT.max(self.request_timeout),
+        }
+    }
+
+    /// Run `fut` (part of a request) within `limit`.
+    pub async fn bounded<T>(
+        &self,
+        limit: Duration,
+        fut: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| {
+            Err(Error::Timeout {
+                what: "the Incus daemon to answer".into(),
+                seconds: limit.as_secs(),
+            })
+        })
+    }
+
+    /// Send a request and read its whole answer (at most [`MAX_JSON_BODY`]),
+    /// within its time bound.
+    async fn exchange(&self, req: RequestBuilder) -> Result<(Envelope, Option<String>)> {
+        let limit = self.limit_of(&req);
+        self.bounded(limit, async {
+            let resp = self.send(req).await?;
+            self.envelope(resp).await
+        })
+        .await
+    }
+
+    /// The body of `resp`, failing when it is larger than `cap` bytes (and
+    /// reading no more than that).
+    pub async fn body_capped(&self, mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>> {
+        let too_big = || Error::Protocol(format!("the daemon's answer is larger than {cap} bytes"));
+        if resp.content_length().is_some_and(|n| n > cap as u64) {
+            return Err(too_big());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| self.transport_error(e))? {
+            if body.len() + chunk.len() > cap {
+                return Err(too_big());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
+    #[cfg(test)]
+    fn with_request_timeout(mut self, t: Duration) -> Self {
+        self.request_timeout = t;
+        self
     }
 
     /// Classify a failure to talk to the daemon at all.
@@ -225,7 +304,7 @@ impl Transport {
             .get(reqwest::header::ETAG)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let body = resp.bytes().await.map_err(|e| self.transport_error(e))?;
+        let body = self.body_capped(resp, MAX_JSON_BODY).await?;
         let env: Envelope = match serde_json::from_slice(&body) {
             Ok(env) => env,
             Err(_) => {
@@ -246,8 +325,7 @@ impl Transport {
 
     /// Send a request and decode a synchronous answer.
     pub async fn sync<T: DeserializeOwned>(&self, req: RequestBuilder) -> Result<Sync<T>> {
-        let resp = self.send(req).await?;
-        let (env, etag) = self.envelope(resp).await?;
+        let (env, etag) = self.exchange(req).await?;
         if env.kind != "sync" {
             return Err(Error::Protocol(format!(
                 "expected a sync response, got {:?}",
@@ -265,8 +343,7 @@ impl Transport {
 
     /// Send a request and decode an asynchronous answer (a started operation).
     pub async fn operation(&self, req: RequestBuilder) -> Result<Operation> {
-        let resp = self.send(req).await?;
-        let (env, _) = self.envelope(resp).await?;
+        let (env, _) = self.exchange(req).await?;
         if env.kind != "async" {
             return Err(Error::Protocol(format!(
                 "expected an async response, got {:?}",
@@ -278,8 +355,7 @@ impl Transport {
 
     /// Send a request that may answer either way (sync or a started operation).
     pub async fn answer(&self, req: RequestBuilder) -> Result<Answer> {
-        let resp = self.send(req).await?;
-        let (env, _) = self.envelope(resp).await?;
+        let (env, _) = self.exchange(req).await?;
         if env.kind == "async" {
             Ok(Answer::Async(decode(env.metadata)?))
         } else {
@@ -288,15 +364,23 @@ impl Transport {
     }
 
     /// Send a request whose successful answer is not an envelope (file contents,
-    /// logs); an error answer becomes an [`Error`].
+    /// logs); an error answer becomes an [`Error`]. The answer's headers come
+    /// within the request's time bound; its body is the caller's to bound.
     pub async fn raw(&self, req: RequestBuilder) -> Result<reqwest::Response> {
-        let resp = self.send(req).await?;
-        if resp.status().is_success() {
-            return Ok(resp);
-        }
-        let status = resp.status();
-        let body = resp.bytes().await.map_err(|e| self.transport_error(e))?;
-        Err(status_error(status, &body))
+        let limit = self.limit_of(&req);
+        self.bounded(limit, async {
+            let resp = self.send(req).await?;
+            if resp.status().is_success() {
+                return Ok(resp);
+            }
+            let status = resp.status();
+            let body = match self.body_capped(resp, MAX_ERROR_BODY).await {
+                Ok(b) => b,
+                Err(e) => e.to_string().into_bytes(),
+            };
+            Err(status_error(status, &body))
+        })
+        .await
     }
 
     /// GET `path` and decode the sync metadata.
@@ -305,19 +389,24 @@ impl Transport {
     }
 
     /// Open a websocket on `path` (for exec streams and events).
+    /// Opening it is bounded by [`WEBSOCKET_TIMEOUT`]; using it is not.
     pub async fn websocket(&self, path: &str) -> Result<WebSocket> {
-        let stream: Box<dyn Io> = match &self.endpoint {
-            Endpoint::Unix(socket) => Box::new(
-                tokio::net::UnixStream::connect(socket)
-                    .await
-                    .map_err(|e| self.io_error(&e))?,
-            ),
-        };
-        let url = format!("ws://incus{}", self.path_with_project(path));
-        let (ws, _) = tokio_tungstenite::client_async(url, stream)
-            .await
-            .map_err(|e| Error::Protocol(format!("opening websocket {path}: {e}")))?;
-        Ok(ws)
+        let limit = WEBSOCKET_TIMEOUT.min(self.request_timeout);
+        self.bounded(limit, async {
+            let stream: Box<dyn Io> = match &self.endpoint {
+                Endpoint::Unix(socket) => Box::new(
+                    tokio::net::UnixStream::connect(socket)
+                        .await
+                        .map_err(|e| self.io_error(&e))?,
+                ),
+            };
+            let url = format!("ws://incus{}", self.path_with_project(path));
+            let (ws, _) = tokio_tungstenite::client_async(url, stream)
+                .await
+                .map_err(|e| Error::Protocol(format!("opening websocket {path}: {e}")))?;
+            Ok(ws)
+        })
+        .await
     }
 }
 
@@ -404,5 +493,86 @@ mod tests {
     fn query_values_are_escaped() {
         assert_eq!(encode("/a b/c&d=e"), "/a%20b/c%26d%3De");
         assert_eq!(encode("ok-_.~"), "ok-_.~");
+    }
+
+    /// A fake daemon on a Unix socket: reads a request, then answers with
+    /// `answer` (or never, when `None`).
+    async fn fake_daemon(answer: Option<Vec<u8>>) -> (tempfile::TempDir, PathBuf) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("unix.socket");
+        let listener = tokio::net::UnixListener::bind(&sock).unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let _ = conn.read(&mut buf).await;
+                    match answer {
+                        Some(a) => {
+                            let _ = conn.write_all(&a).await;
+                            let _ = conn.shutdown().await;
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                });
+            }
+        });
+        (dir, sock)
+    }
+
+    fn http(body: &[u8]) -> Vec<u8> {
+        let mut a = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        a.extend_from_slice(body);
+        a
+    }
+
+    #[tokio::test]
+    async fn a_daemon_that_never_answers_times_out() {
+        let (_d, sock) = fake_daemon(None).await;
+        let t = Transport::unix(sock)
+            .unwrap()
+            .with_request_timeout(Duration::from_millis(300));
+        let start = std::time::Instant::now();
+        let e = t.get::<Value>("/1.0").await.err().unwrap();
+        assert!(matches!(e, Error::Timeout { .. }), "{e}");
+        assert!(start.elapsed() < Duration::from_secs(5));
+        let e = t.websocket("/1.0/events").await.err().unwrap();
+        assert!(matches!(e, Error::Timeout { .. }), "{e}");
+        let e = t.raw(t.request(Method::GET, "/1.0")).await.err().unwrap();
+        assert!(matches!(e, Error::Timeout { .. }), "{e}");
+    }
+
+    #[tokio::test]
+    async fn answers_are_capped_in_size() {
+        // The positive control: a small answer is read.
+        let ok = br#"{"type":"sync","metadata":{"a":1}}"#;
+        let (_d, sock) = fake_daemon(Some(http(ok))).await;
+        let t = Transport::unix(sock).unwrap();
+        assert_eq!(t.get::<Value>("/1.0").await.unwrap()["a"], 1);
+        // A huge one is refused, whatever its declared length.
+        let mut big = br#"{"type":"sync","metadata":""#.to_vec();
+        big.extend(std::iter::repeat_n(b'a', MAX_JSON_BODY));
+        big.extend_from_slice(br#""}"#);
+        let (_d, sock) = fake_daemon(Some(http(&big))).await;
+        let t = Transport::unix(sock).unwrap();
+        let e = t.get::<Value>("/1.0").await.err().unwrap();
+        assert!(e.to_string().contains("larger than"), "{e}");
+        let mut chunked =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
+        for _ in 0..(MAX_JSON_BODY / 65536 + 2) {
+            chunked.extend_from_slice(b"10000\r\n");
+            chunked.extend(std::iter::repeat_n(b' ', 65536));
+            chunked.extend_from_slice(b"\r\n");
+        }
+        chunked.extend_from_slice(b"0\r\n\r\n");
+        let (_d, sock) = fake_daemon(Some(chunked)).await;
+        let t = Transport::unix(sock).unwrap();
+        let e = t.get::<Value>("/1.0").await.err().unwrap();
+        assert!(e.to_string().contains("larger than"), "{e}");
     }
 }

@@ -98,8 +98,13 @@ pub async fn save_state(
         }
         match save_running(client, &info, &agent).await {
             Ok(outcome) => break outcome,
-            // A limit or the host: trying again changes nothing.
-            Err(e @ (session::Error::Archive(_) | session::Error::Io { .. })) => {
+            // A limit, the host, or a tar that stalls or never ends: trying
+            // again changes nothing.
+            Err(
+                e @ (session::Error::Archive(_)
+                | session::Error::Io { .. }
+                | session::Error::TimedOut { .. }),
+            ) => {
                 break StateSave::Failed(e.to_string());
             }
             Err(e) => {

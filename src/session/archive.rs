@@ -2,13 +2,16 @@
 //! without trusting a byte of it: the container that made it is the agent's.
 //!
 //! Unpacking never follows or writes through a symlink (symlinks are made
-//! last, and only relative ones that stay inside the tree), never writes
-//! outside the destination, skips device nodes, FIFOs and sockets, makes
-//! every folder 0700 and every file 0600 (no setuid, whatever the umask), and
-//! stops at the byte, file and depth limits. Packing reads only regular files
+//! last, and only relative ones that resolve inside the tree, through each
+//! other), never writes outside the destination, skips device nodes, FIFOs
+//! and sockets, makes every folder 0700 and every file 0600 (no setuid,
+//! whatever the umask), and stops at the byte, file and depth limits: every
+//! entry read (kept or not) and every parent folder made counts as a file,
+//! the whole stream is capped, and long-name/PAX payloads are capped before
+//! they are read (see `session::tarstream`). Packing reads only regular files
 //! and folders it reached without following a symlink.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsStr;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
@@ -19,6 +22,8 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use super::tarstream;
+
 /// Caps on what one saved state may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
@@ -28,6 +33,17 @@ pub struct Limits {
     pub max_files: u64,
     /// Folder nesting below the state folder.
     pub max_depth: usize,
+}
+
+impl Limits {
+    /// The most bytes one stream may carry in all, read or skipped: the
+    /// byte limit plus room for the headers, padding and long names of the
+    /// file limit's entries.
+    pub fn max_stream(&self) -> u64 {
+        self.max_bytes
+            .saturating_add(self.max_files.saturating_mul(8 << 10))
+            .saturating_add(1 << 20)
+    }
 }
 
 impl Default for Limits {
@@ -89,6 +105,12 @@ pub enum ArchiveError {
         /// The limit.
         limit: usize,
     },
+    /// The stream went on past every limit (skipped entries, padding).
+    #[error("the state stream is longer than {limit} bytes (the session limits allow no more)")]
+    StreamTooLong {
+        /// The limit.
+        limit: u64,
+    },
     /// Reading the stream or writing the files failed.
     #[error("{0}")]
     Io(#[from] io::Error),
@@ -142,9 +164,10 @@ fn join(root: &Path, rel: &[&[u8]]) -> PathBuf {
     p
 }
 
-fn private_dir(path: &Path) -> io::Result<()> {
-    match fs::create_dir(path) {
-        Ok(()) => {}
+/// Make the private folder `path` (or check the one there); whether it was made.
+fn private_dir(path: &Path) -> io::Result<bool> {
+    let made = match fs::create_dir(path) {
+        Ok(()) => true,
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
             // Only a real folder (we never make symlinks before the end).
             if !fs::symlink_metadata(path)?.is_dir() {
@@ -153,16 +176,45 @@ fn private_dir(path: &Path) -> io::Result<()> {
                     path.display()
                 )));
             }
+            false
         }
         Err(e) => return Err(e),
-    }
-    fs::set_permissions(path, fs::Permissions::from_mode(0o700))
+    };
+    fs::set_permissions(path, fs::Permissions::from_mode(0o700))?;
+    Ok(made)
 }
 
 /// Unpack the tar stream `input` into `dest` (an existing private folder):
 /// the entries under `root` (the state folder's path in the archive, e.g.
 /// `.claude`) land in `dest`; names in `exclude` at its top are left out.
+/// Every entry read (kept, skipped or left out) and every parent folder made
+/// for one counts against the file limit, and the whole stream against
+/// [`Limits::max_stream`], so no stream makes it work without end.
 pub fn extract(
+    input: impl Read,
+    root: &str,
+    dest: &Path,
+    limits: &Limits,
+    exclude: &[&str],
+) -> Result<Tally, ArchiveError> {
+    let cap = limits.max_stream();
+    extract_capped(
+        tarstream::Capped::new(input, cap),
+        root,
+        dest,
+        limits,
+        exclude,
+    )
+    .map_err(|e| match e {
+        ArchiveError::Io(io) => match tarstream::too_long(&io) {
+            Some(limit) => ArchiveError::StreamTooLong { limit },
+            None => ArchiveError::Io(io),
+        },
+        other => other,
+    })
+}
+
+fn extract_capped(
     input: impl Read,
     root: &str,
     dest: &Path,
@@ -171,11 +223,32 @@ pub fn extract(
 ) -> Result<Tally, ArchiveError> {
     let root = components(root.as_bytes()).unwrap_or_default();
     let mut tally = Tally::default();
-    let mut links: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+    // Entries read and folders made, against the file limit.
+    let mut seen: u64 = 0;
+    let too_many = || ArchiveError::TooManyFiles {
+        limit: limits.max_files,
+    };
+    let mut links: Vec<(Vec<Vec<u8>>, Vec<u8>)> = Vec::new();
+    let mut pending = tarstream::Pending::default();
     let mut archive = tar::Archive::new(input);
-    for entry in archive.entries()? {
+    // Raw: long names and PAX headers come here, to be size-checked first.
+    for entry in archive.entries()?.raw(true) {
         let mut entry = entry?;
-        let path = entry.path_bytes().into_owned();
+        let kind = entry.header().entry_type();
+        if tarstream::is_extension(kind) {
+            let size = entry.size();
+            tarstream::extension(kind, size, &mut entry, &mut pending)?;
+            continue;
+        }
+        if seen >= limits.max_files {
+            return Err(too_many());
+        }
+        seen += 1;
+        let path = match pending.path.take() {
+            Some(p) => p,
+            None => entry.path_bytes().into_owned(),
+        };
+        let link = pending.link.take();
         let Some(parts) = components(&path) else {
             tally.skip(&[&path], "leaves the state folder");
             continue;
@@ -196,7 +269,6 @@ pub fn extract(
                 limit: limits.max_depth,
             });
         }
-        let kind = entry.header().entry_type();
         let keep = kind.is_dir() || kind.is_file() || kind.is_symlink();
         if !keep {
             let why = if kind.is_hard_link() {
@@ -207,27 +279,31 @@ pub fn extract(
             tally.skip(rel, why);
             continue;
         }
-        if tally.entries >= limits.max_files {
-            return Err(ArchiveError::TooManyFiles {
-                limit: limits.max_files,
-            });
+        let to = match link {
+            Some(l) => l,
+            None => entry
+                .link_name_bytes()
+                .map(|c| c.into_owned())
+                .unwrap_or_default(),
+        };
+        if kind.is_symlink() && !link_stays_inside(rel, &to) {
+            tally.skip(rel, "symlink out of the state folder");
+            continue;
         }
         let target = join(dest, rel);
         for i in 1..rel.len() {
-            private_dir(&join(dest, &rel[..i]))?;
+            if private_dir(&join(dest, &rel[..i]))? {
+                seen += 1;
+                tally.entries += 1;
+                if seen > limits.max_files {
+                    return Err(too_many());
+                }
+            }
         }
         if kind.is_dir() {
             private_dir(&target)?;
         } else if kind.is_symlink() {
-            let to = entry
-                .link_name_bytes()
-                .map(|c| c.into_owned())
-                .unwrap_or_default();
-            if !link_stays_inside(rel, &to) {
-                tally.skip(rel, "symlink out of the state folder");
-                continue;
-            }
-            links.push((target, to));
+            links.push((rel.iter().map(|c| c.to_vec()).collect(), to));
         } else {
             let size = entry.header().size()?;
             if tally.bytes.saturating_add(size) > limits.max_bytes {
@@ -263,13 +339,27 @@ pub fn extract(
         }
         tally.entries += 1;
     }
-    for (at, to) in links {
+    make_links(dest, links, &mut tally);
+    Ok(tally)
+}
+
+/// Make the symlinks of a stream, last: only those that resolve inside the
+/// state folder through each other (not only read as text).
+fn make_links(dest: &Path, links: Vec<(Vec<Vec<u8>>, Vec<u8>)>, tally: &mut Tally) {
+    let all: HashMap<Vec<Vec<u8>>, Vec<u8>> = links.iter().cloned().collect();
+    for (rel, to) in links {
+        let parts: Vec<&[u8]> = rel.iter().map(Vec::as_slice).collect();
+        if !tarstream::resolves_inside(&all, &rel, &to) {
+            tally.skip(&parts, "symlink resolving out of the state folder");
+            tally.entries -= 1;
+            continue;
+        }
+        let at = join(dest, &parts);
         if std::os::unix::fs::symlink(OsStr::from_bytes(&to), &at).is_err() {
-            tally.skip(&[at.as_os_str().as_bytes()], "could not be made");
+            tally.skip(&parts, "could not be made");
             tally.entries -= 1;
         }
     }
-    Ok(tally)
 }
 
 /// Pack the folder `src` as the tar stream `out`, its entries under `root`
@@ -470,213 +560,5 @@ pub fn read_small(path: &Path, max: u64) -> io::Result<Vec<u8>> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A tar stream with hostile entries, built header by header.
-    fn hostile() -> Vec<u8> {
-        let mut b = tar::Builder::new(Vec::new());
-        let mut add = |kind: tar::EntryType, path: &[u8], link: &[u8], data: &[u8], mode: u32| {
-            let mut h = tar::Header::new_gnu();
-            h.set_entry_type(kind);
-            h.set_mode(mode);
-            h.set_size(data.len() as u64);
-            // Raw names: the builder's own checks would refuse some of these.
-            let name = &mut h.as_old_mut().name;
-            name[..path.len()].copy_from_slice(path);
-            if !link.is_empty() {
-                let l = &mut h.as_old_mut().linkname;
-                l[..link.len()].copy_from_slice(link);
-            }
-            h.set_cksum();
-            b.append(&h, data).unwrap();
-        };
-        use tar::EntryType as T;
-        add(T::Directory, b".claude/", b"", b"", 0o755);
-        add(T::Regular, b".claude/ok.txt", b"", b"fine", 0o644);
-        add(T::Regular, b".claude/run.sh", b"", b"#!/bin/sh", 0o4755);
-        add(T::Regular, b"../../escape", b"", b"x", 0o644);
-        add(T::Regular, b"/etc/abs", b"", b"x", 0o644);
-        add(T::Regular, b".claude/../../up", b"", b"x", 0o644);
-        add(T::Regular, b"other/file", b"", b"x", 0o644);
-        add(T::Symlink, b".claude/abs", b"/etc/passwd", b"", 0o777);
-        add(T::Symlink, b".claude/updir", b"../..", b"", 0o777);
-        add(T::Symlink, b".claude/dangling", b"nothere", b"", 0o777);
-        add(T::Symlink, b".claude/dir", b"/tmp", b"", 0o777);
-        // Written through the symlink if it were made first.
-        add(T::Regular, b".claude/dir/through", b"", b"x", 0o644);
-        add(T::Fifo, b".claude/fifo", b"", b"", 0o644);
-        add(T::Char, b".claude/null", b"", b"", 0o644);
-        add(
-            T::Regular,
-            b".claude/new\nline\x1b[31m\xff",
-            b"",
-            b"odd",
-            0o644,
-        );
-        add(
-            T::Regular,
-            b".claude/.credentials.json",
-            b"",
-            b"secret",
-            0o600,
-        );
-        b.into_inner().unwrap()
-    }
-
-    fn mode(p: &Path) -> u32 {
-        fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
-    }
-
-    #[test]
-    fn hostile_entries_stay_inside_and_are_private() {
-        let d = tempfile::tempdir().unwrap();
-        let dest = d.path().join("state");
-        fs::create_dir(&dest).unwrap();
-        let t = extract(
-            &hostile()[..],
-            ".claude",
-            &dest,
-            &Limits::default(),
-            &[".credentials.json"],
-        )
-        .unwrap();
-        assert_eq!(fs::read(dest.join("ok.txt")).unwrap(), b"fine");
-        assert_eq!(mode(&dest.join("ok.txt")), 0o600);
-        assert_eq!(mode(&dest.join("run.sh")), 0o600, "setuid stripped");
-        assert!(t.executables.contains("run.sh"));
-        assert!(!d.path().join("escape").exists() && !d.path().join("up").exists());
-        assert!(!dest.join("abs").exists() && fs::symlink_metadata(dest.join("abs")).is_err());
-        assert!(fs::symlink_metadata(dest.join("updir")).is_err());
-        assert_eq!(
-            fs::read_link(dest.join("dangling")).unwrap(),
-            Path::new("nothere")
-        );
-        // The file under "dir" went into a real folder, never through /tmp.
-        assert!(fs::symlink_metadata(dest.join("dir")).unwrap().is_dir());
-        assert_eq!(mode(&dest.join("dir")), 0o700);
-        assert!(!Path::new("/tmp/through").exists());
-        assert!(fs::symlink_metadata(dest.join("fifo")).is_err());
-        assert!(fs::symlink_metadata(dest.join("null")).is_err());
-        assert!(!dest.join(".credentials.json").exists());
-        let odd = dest.join(OsStr::from_bytes(b"new\nline\x1b[31m\xff"));
-        assert_eq!(fs::read(odd).unwrap(), b"odd");
-        assert!(t.skipped_count >= 8, "{t:?}");
-        for note in &t.skipped {
-            assert!(!note.contains('\n') && !note.contains('\x1b'), "{note}");
-        }
-    }
-
-    #[test]
-    fn limits_stop_the_unpacking() {
-        let src = tempfile::tempdir().unwrap();
-        for i in 0..5 {
-            fs::write(src.path().join(format!("f{i}")), vec![7u8; 1000]).unwrap();
-        }
-        fs::create_dir_all(src.path().join("a/b/c")).unwrap();
-        let none = BTreeSet::new();
-        let mut tar = Vec::new();
-        pack(
-            src.path(),
-            ".claude",
-            &mut tar,
-            (0, 0),
-            &Limits::default(),
-            &none,
-            &[],
-        )
-        .unwrap();
-        let try_with = |l: Limits| {
-            let d = tempfile::tempdir().unwrap();
-            extract(&tar[..], ".claude", d.path(), &l, &[])
-        };
-        let base = Limits::default();
-        assert!(try_with(base).is_ok());
-        let e = try_with(Limits {
-            max_bytes: 4000,
-            ..base
-        })
-        .unwrap_err();
-        assert!(matches!(e, ArchiveError::TooBig { limit: 4000 }), "{e}");
-        let e = try_with(Limits {
-            max_files: 3,
-            ..base
-        })
-        .unwrap_err();
-        assert!(matches!(e, ArchiveError::TooManyFiles { .. }), "{e}");
-        let e = try_with(Limits {
-            max_depth: 2,
-            ..base
-        })
-        .unwrap_err();
-        assert!(matches!(e, ArchiveError::TooDeep { .. }), "{e}");
-        // Packing checks the same limits.
-        let e = pack(
-            src.path(),
-            ".claude",
-            io::sink(),
-            (0, 0),
-            &Limits {
-                max_bytes: 10,
-                ..base
-            },
-            &none,
-            &[],
-        )
-        .unwrap_err();
-        assert!(matches!(e, ArchiveError::TooBig { .. }));
-    }
-
-    #[test]
-    fn pack_never_follows_symlinks_and_round_trips() {
-        let outside = tempfile::tempdir().unwrap();
-        fs::write(outside.path().join("secret"), b"host secret").unwrap();
-        let src = tempfile::tempdir().unwrap();
-        let s = src.path();
-        fs::create_dir_all(s.join("projects/p")).unwrap();
-        fs::write(s.join("projects/p/log.jsonl"), b"{}\n").unwrap();
-        fs::write(s.join("hook.sh"), b"#!/bin/sh\n").unwrap();
-        std::os::unix::fs::symlink(outside.path().join("secret"), s.join("abs")).unwrap();
-        std::os::unix::fs::symlink(outside.path(), s.join("dirlink")).unwrap();
-        std::os::unix::fs::symlink("projects/p/log.jsonl", s.join("latest")).unwrap();
-        let exec: BTreeSet<String> = ["hook.sh".to_string()].into();
-        let dest = tempfile::tempdir().unwrap();
-        let copy = dest.path().join("copy");
-        let t = copy_tree(s, &copy, &Limits::default(), &exec, &[]).unwrap();
-        assert_eq!(
-            fs::read(copy.join("projects/p/log.jsonl")).unwrap(),
-            b"{}\n"
-        );
-        assert_eq!(
-            fs::read_link(copy.join("latest")).unwrap(),
-            Path::new("projects/p/log.jsonl")
-        );
-        assert!(fs::symlink_metadata(copy.join("abs")).is_err());
-        assert!(fs::symlink_metadata(copy.join("dirlink")).is_err());
-        assert!(t.executables.contains("hook.sh"));
-        let mut tar = Vec::new();
-        pack(
-            &copy,
-            ".claude",
-            &mut tar,
-            (1000, 1000),
-            &Limits::default(),
-            &exec,
-            &[],
-        )
-        .unwrap();
-        let mut a = tar::Archive::new(&tar[..]);
-        for e in a.entries().unwrap() {
-            let e = e.unwrap();
-            let path = e.path().unwrap().into_owned();
-            assert!(path.starts_with(".claude"), "{path:?}");
-            assert_eq!(e.header().uid().unwrap(), 1000);
-            let m = e.header().mode().unwrap();
-            if path.ends_with("hook.sh") {
-                assert_eq!(m, 0o700);
-            } else if e.header().entry_type().is_file() {
-                assert_eq!(m, 0o600);
-            }
-        }
-    }
-}
+#[path = "archive_tests.rs"]
+mod tests;

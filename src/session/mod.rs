@@ -4,23 +4,30 @@
 //!
 //! A save is one tar stream out of the container (`tar` run as the `code`
 //! user, through exec) unpacked on the host by [`archive::extract`], which
-//! trusts nothing in it. A restore is the reverse. Knows nothing of slots or
+//! trusts nothing in it. A restore is the reverse. Both are bounded in time
+//! (`session::bound`) and keep at most 64 KiB of `tar`'s stderr. Knows nothing of slots or
 //! tmux; talks to Incus only through [`crate::incus::Client`]; prints nothing.
 
 pub mod archive;
+mod bound;
 mod credentials;
 mod id;
+mod import;
 mod store;
+mod tarstream;
 
-use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 pub use archive::{ArchiveError, Limits, Tally, shown};
+pub use bound::{STALL, TOTAL};
 pub use credentials::{Pushed, credentials_home, merge, push_credentials};
 pub use id::{BadSessionId, SessionId};
+pub use import::{claude_project, import, import_selection};
 pub use store::{Meta, Saved, Store, rfc3339};
 
-use crate::incus::{self, Client, ExecRequest};
+use crate::incus::{self, CappedBuf, Client, ExecRequest, MAX_CAPTURED_STDERR};
 
 use crate::config::Account;
 
@@ -67,6 +74,15 @@ pub enum Error {
         status: i32,
         /// What it said (escaped).
         stderr: String,
+    },
+    /// The container's side stalled or ran too long (its `tar` is the
+    /// agent's to replace); given up.
+    #[error("{what} was given up: {why}")]
+    TimedOut {
+        /// What was being done.
+        what: String,
+        /// How it overran.
+        why: String,
     },
     /// A host file or folder could not be used.
     #[error("{what}: {cause}")]
@@ -177,8 +193,28 @@ pub async fn save(
     store: &Store,
     limits: &Limits,
 ) -> Result<Option<(Saved, Tally)>, Error> {
-    let what = format!("saving {}", origin.container);
-    afresh(&what, || save_once(client, origin, files, store, limits)).await
+    let what = format!("saving the session state of {}", origin.container);
+    let moved = Arc::new(AtomicU64::new(0));
+    let run = afresh(&what, || {
+        save_once(client, origin, files, store, limits, moved.clone())
+    });
+    within(&what, &moved, run).await
+}
+
+/// `run` within the time bounds of [`bound`] (`moved` counts its stream).
+async fn within<T>(
+    what: &str,
+    moved: &AtomicU64,
+    run: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    bound::bounded(moved, STALL, TOTAL, run)
+        .await
+        .unwrap_or_else(|why| {
+            Err(Error::TimedOut {
+                what: what.into(),
+                why: why.to_string(),
+            })
+        })
 }
 
 async fn save_once(
@@ -187,6 +223,7 @@ async fn save_once(
     files: &AgentFiles,
     store: &Store,
     limits: &Limits,
+    moved: Arc<AtomicU64>,
 ) -> Result<Option<(Saved, Tally)>, Error> {
     let container = &origin.container;
     let staging = store.staging(&origin.id).map_err(io_err(format!(
@@ -233,13 +270,15 @@ async fn save_once(
             &skip,
         )
     });
-    let mut stderr = Vec::new();
+    let mut stderr = CappedBuf::new(MAX_CAPTURED_STDERR);
+    let writer = bound::Progress::new(writer, moved);
     let ran = client
         .exec(container, &req, None::<&[u8]>, writer, &mut stderr)
         .await;
     let (status, tally) = joined(ran, unpack.await, "unpacking the state")?;
     // 1: a file changed while it was read, which a live agent does.
     if status > 1 {
+        let stderr = stderr.into_noted();
         return Err(Error::Tar {
             container: container.clone(),
             status,
@@ -262,11 +301,20 @@ pub async fn restore(
     limits: &Limits,
     account: &Account,
 ) -> Result<Tally, Error> {
-    let what = format!("restoring into {container}");
-    afresh(&what, || {
-        restore_once(client, container, files, saved, limits, account)
-    })
-    .await
+    let what = format!("restoring the session state into {container}");
+    let moved = Arc::new(AtomicU64::new(0));
+    let run = afresh(&what, || {
+        restore_once(
+            client,
+            container,
+            files,
+            saved,
+            limits,
+            account,
+            moved.clone(),
+        )
+    });
+    within(&what, &moved, run).await
 }
 
 async fn restore_once(
@@ -276,6 +324,7 @@ async fn restore_once(
     saved: &Saved,
     limits: &Limits,
     a: &Account,
+    moved: Arc<AtomicU64>,
 ) -> Result<Tally, Error> {
     let req = ExecRequest::new(&[
         "tar",
@@ -307,13 +356,15 @@ async fn restore_once(
             &skip,
         )
     });
-    let mut out = Vec::new();
-    let mut stderr = Vec::new();
+    let mut out = CappedBuf::new(MAX_CAPTURED_STDERR);
+    let mut stderr = CappedBuf::new(MAX_CAPTURED_STDERR);
+    let reader = bound::Progress::new(reader, moved);
     let ran = client
         .exec(container, &req, Some(reader), &mut out, &mut stderr)
         .await;
     let (status, tally) = joined(ran, packer.await, "packing the state")?;
     if status != 0 {
+        let stderr = stderr.into_noted();
         return Err(Error::Tar {
             container: container.into(),
             status,
@@ -321,49 +372,6 @@ async fn restore_once(
         });
     }
     Ok(tally)
-}
-
-/// Import the host folder `src` (a `~/.claude` or a copy of one) as a saved
-/// session of `workspace` with id `id` (default: the newest conversation
-/// found in it, else a new id). Credentials in it are left out.
-pub fn import(
-    store: &Store,
-    files: &AgentFiles,
-    src: &Path,
-    id: Option<SessionId>,
-    workspace: &str,
-    limits: &Limits,
-) -> Result<(Saved, Tally), Error> {
-    let meta = std::fs::metadata(src).map_err(io_err(format!("reading {}", src.display())))?;
-    if !meta.is_dir() {
-        return Err(Error::Io {
-            what: format!("importing {}", src.display()),
-            cause: std::io::Error::other("not a folder"),
-        });
-    }
-    let id = id.unwrap_or_else(|| newest_conversation(src).unwrap_or_else(SessionId::new_random));
-    let staging = store.staging(&id).map_err(io_err(format!(
-        "making a staging folder in {}",
-        store.dir().display()
-    )))?;
-    let dest = staging.state_dir();
-    std::fs::remove_dir(&dest).map_err(io_err("preparing the import"))?;
-    let skip = files.never_saved();
-    let tally = archive::copy_tree(src, &dest, limits, &executables_in(src), &skip)?;
-    let origin = Origin {
-        id,
-        tool: store.tool().into(),
-        workspace: workspace.into(),
-        container: String::new(),
-        slot: 0,
-        persistent: false,
-        account: Account::new(0, "root"),
-    };
-    let meta = meta_for(&origin, &tally, "import");
-    let saved = store
-        .commit(staging, meta)
-        .map_err(io_err(format!("saving into {}", store.dir().display())))?;
-    Ok((saved, tally))
 }
 
 /// Write saved session `saved`'s state to the new folder `dest` (files
@@ -391,103 +399,4 @@ pub fn export(saved: &Saved, dest: &Path, limits: &Limits) -> Result<Tally, Erro
         }
     }
     Ok(tally)
-}
-
-/// Executable regular files under `src` (not following symlinks), relative.
-fn executables_in(src: &Path) -> BTreeSet<String> {
-    use std::os::unix::fs::PermissionsExt;
-    let mut found = BTreeSet::new();
-    let mut todo = vec![(src.to_path_buf(), String::new())];
-    while let Some((dir, rel)) = todo.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let Some(name) = e.file_name().to_str().map(str::to_string) else {
-                continue;
-            };
-            let child = if rel.is_empty() {
-                name
-            } else {
-                format!("{rel}/{name}")
-            };
-            match e.file_type() {
-                Ok(t) if t.is_dir() && child.matches('/').count() < 64 => {
-                    todo.push((e.path(), child))
-                }
-                Ok(t)
-                    if t.is_file()
-                        && e.metadata()
-                            .is_ok_and(|m| m.permissions().mode() & 0o100 != 0) =>
-                {
-                    found.insert(child);
-                }
-                _ => {}
-            }
-        }
-    }
-    found
-}
-
-/// The id of the most recently written conversation (`projects/*/<id>.jsonl`).
-fn newest_conversation(src: &Path) -> Option<SessionId> {
-    let mut best: Option<(std::time::SystemTime, SessionId)> = None;
-    for project in std::fs::read_dir(src.join("projects")).ok()?.flatten() {
-        let Ok(files) = std::fs::read_dir(project.path()) else {
-            continue;
-        };
-        for f in files.flatten() {
-            let name = f.file_name();
-            let Some(id) = name
-                .to_str()
-                .and_then(|n| n.strip_suffix(".jsonl"))
-                .and_then(|n| n.parse::<SessionId>().ok())
-            else {
-                continue;
-            };
-            let Ok(when) = f.metadata().and_then(|m| m.modified()) else {
-                continue;
-            };
-            if best.as_ref().is_none_or(|(t, _)| when > *t) {
-                best = Some((when, id));
-            }
-        }
-    }
-    best.map(|(_, id)| id)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn import_takes_the_newest_conversation_and_leaves_credentials_out() {
-        let home = tempfile::tempdir().unwrap();
-        let src = home.path().join(".claude");
-        std::fs::create_dir_all(src.join("projects/-p")).unwrap();
-        std::fs::write(src.join(".credentials.json"), "secret").unwrap();
-        std::fs::write(src.join("projects/-p/old-1.jsonl"), "{}").unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        std::fs::write(src.join("projects/-p/new-2.jsonl"), "{}").unwrap();
-        let root = tempfile::tempdir().unwrap();
-        let store = Store::open_in(root.path(), "claude").unwrap();
-        let files = AgentFiles {
-            state_dir: ".claude",
-            credentials: &[".claude/.credentials.json", ".claude.json"],
-            settings: &[],
-        };
-        assert_eq!(files.never_saved(), [".credentials.json"]);
-        let (saved, _) = import(&store, &files, &src, None, "/w", &Limits::default()).unwrap();
-        assert_eq!(saved.id(), "new-2");
-        assert_eq!(saved.meta.origin, "import");
-        assert!(saved.state_dir().join("projects/-p/old-1.jsonl").exists());
-        assert!(!saved.state_dir().join(".credentials.json").exists());
-        let out = root.path().join("export");
-        export(&saved, &out, &Limits::default()).unwrap();
-        assert!(out.join("projects/-p/new-2.jsonl").exists());
-        assert!(
-            export(&saved, &out, &Limits::default()).is_err(),
-            "dest exists"
-        );
-    }
 }
