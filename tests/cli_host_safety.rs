@@ -267,6 +267,19 @@ async fn sandboxes_go_without_risky_kernel_interfaces_and_share_no_ids() {
         assert!(a.contains(&format!("root {name} ENOSYS")), "{a}");
     }
     assert!(a.contains("getpid other"), "{a}");
+    // Allowed back in by configuration, the same call reaches the kernel.
+    let cfg = ws.path().join(".allow.toml");
+    std::fs::write(&cfg, "[incus]\nallow_syscalls = [\"keyctl\"]\n").unwrap();
+    let allowed = run_in(ws.path())
+        .env("CCI_CONFIG", &cfg)
+        .args(["--", "/workspace/.probe"])
+        .output()
+        .unwrap();
+    let allowed = ok(&allowed);
+    assert!(
+        allowed.contains("keyctl other") && allowed.contains("bpf ENOSYS"),
+        "{allowed}"
+    );
     assert!(!a.contains("guest-api"), "{a}");
     let root_map = |out: &str| {
         out.lines()

@@ -205,7 +205,7 @@ impl SandboxArgs {
             disk: cfg.disk.clone(),
             mounts,
             owner,
-            kernel_allow: Vec::new(),
+            kernel_allow: cfg.allow_syscalls.clone(),
             no_wait: self.no_wait,
             max_duration: if session { cfg.max_duration } else { None },
         })

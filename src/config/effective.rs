@@ -84,6 +84,8 @@ pub struct Effective {
     pub disable_shift: bool,
     /// The user inside.
     pub account: Account,
+    /// Kernel interfaces allowed back in (`incus.allow_syscalls`).
+    pub allow_syscalls: Vec<String>,
     /// Network mode.
     pub network: ModeName,
     /// Allowlist entries.
@@ -159,6 +161,7 @@ impl Effective {
                 i.code_uid.map_or(1000, |u| u as u32),
                 i.code_user.as_deref().unwrap_or("code"),
             ),
+            allow_syscalls: i.allow_syscalls.unwrap_or_default(),
             network: n.mode.or(d.network).unwrap_or(ModeName::Restricted),
             allowed: n.allowed_domains.unwrap_or_default(),
             refresh_minutes: n
@@ -224,6 +227,7 @@ impl Effective {
             ("incus.disable_shift", json!(self.disable_shift)),
             ("incus.code_uid", json!(self.account.uid)),
             ("incus.code_user", json!(self.account.name)),
+            ("incus.allow_syscalls", json!(self.allow_syscalls)),
             ("network.mode", json!(mode)),
             ("network.allowed_domains", json!(self.allowed)),
             ("network.refresh_interval_minutes", json!(self.refresh_minutes)),

@@ -64,6 +64,8 @@ pub struct Incus {
     pub code_uid: Option<i64>,
     /// That user's name (its home is `/home/NAME`, `/root` for root).
     pub code_user: Option<String>,
+    /// Kernel interfaces sandboxes go without that are allowed back in.
+    pub allow_syscalls: Option<Vec<String>>,
 }
 
 /// `[network]`.
@@ -252,6 +254,10 @@ pub const KEYS: &[(&str, &str)] = &[
     (
         "incus.code_user",
         "that user's name; its home is /home/NAME, /root for root (default code)",
+    ),
+    (
+        "incus.allow_syscalls",
+        "kernel interfaces sandboxes may use again: io_uring, bpf, userfaultfd, keyctl, perf_event_open (default none)",
     ),
     ("network.mode", "restricted (default), allowlist or open"),
     (

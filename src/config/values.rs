@@ -240,6 +240,16 @@ pub fn validate(s: &Settings, text: &str, source: &str, prefix: &str) -> Result<
                 format!("{u:?} is not a user name (lower-case letters, digits, '_' and '-')")
             })?;
         }
+        for name in i.allow_syscalls.iter().flatten() {
+            let known = crate::sandbox::KERNEL_DENY.iter().any(|(n, _)| n == name);
+            check(known, text, source, &section, "allow_syscalls", || {
+                let names: Vec<&str> = crate::sandbox::KERNEL_DENY
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect();
+                format!("{name:?} is not one of {}", names.join(", "))
+            })?;
+        }
     }
     if let Some(n) = &s.network {
         let section = sec("network");

@@ -36,7 +36,7 @@ pub use saving::{StateSave, limits as session_limits, save_now, store_of};
 pub use shell::{
     Ended, Left, Session, ShellRequest, after_detach, end, new_session_id, open, reap, stop,
 };
-pub use spec::{Kind, SandboxSpec, WORKSPACE_MOUNT, account, keys};
+pub use spec::{KERNEL_DENY, Kind, SandboxSpec, WORKSPACE_MOUNT, account, keys};
 pub use tmux::{
     Keys, SESSION as TMUX_SESSION, SessionCommand, TmuxError, alive as session_alive,
     attach_request, capture as capture_session, send as send_keys,
