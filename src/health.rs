@@ -93,7 +93,11 @@ impl Report {
 }
 
 const START_FIX: &str = "start Incus: `sudo systemctl start incus` (without systemd: `sudo incusd --group incus-admin &`)";
-const GROUP_FIX: &str = "sudo usermod -aG incus-admin $USER, then log in again";
+/// How to join the daemon's admin group (`incus.group`).
+fn group_fix() -> String {
+    let group = &crate::config::current().group;
+    format!("sudo usermod -aG {group} $USER, then log in again")
+}
 
 fn check_socket(path: &Path) -> Check {
     let meta = match std::fs::metadata(path) {
@@ -129,7 +133,7 @@ fn check_socket(path: &Path) -> Check {
             Status::Fail,
             format!("{desc}: permission denied, your user is not in the Incus admin group"),
         )
-        .fix(GROUP_FIX),
+        .fix(group_fix()),
         Err(e) => Check::new("socket", Status::Fail, format!("{desc}: {e}")).fix(START_FIX),
     }
 }
@@ -139,8 +143,8 @@ async fn check_daemon(client: &Client, checks: &mut Vec<Check>) -> bool {
         Ok(i) => i,
         Err(e) => {
             let fix = match e {
-                incus::Error::SocketPermission { .. } => GROUP_FIX,
-                _ => START_FIX,
+                incus::Error::SocketPermission { .. } => group_fix(),
+                _ => START_FIX.to_string(),
             };
             checks.push(Check::new("daemon", Status::Fail, e.to_string()).fix(fix));
             return false;
@@ -153,7 +157,7 @@ async fn check_daemon(client: &Client, checks: &mut Vec<Check>) -> bool {
                 Status::Fail,
                 format!("connected but not trusted (auth: {})", info.auth),
             )
-            .fix(GROUP_FIX),
+            .fix(group_fix()),
         );
         return false;
     }

@@ -54,6 +54,9 @@ fn main() {
         default_hook(info);
     }));
     let cli = cci::cli::Cli::parse();
+    if cli.latches_signals() {
+        cci::cli::latch_signals();
+    }
     // The configuration comes first: everything below reads it.
     if cli.needs_config() {
         match cci::cli::load_config(&cli) {

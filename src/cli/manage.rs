@@ -95,8 +95,15 @@ pub struct CleanArgs {
 #[derive(Debug, Args)]
 pub struct PersistArgs {
     /// Session containers to keep when their sessions end.
-    #[arg(value_name = "NAME", required = true)]
+    #[arg(
+        value_name = "NAME",
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
     pub names: Vec<String>,
+    /// Every running session container that is not kept yet.
+    #[arg(long)]
+    pub all: bool,
 }
 
 pub async fn list(client: &Client, args: ListArgs) -> anyhow::Result<i32> {
@@ -308,7 +315,21 @@ pub async fn shutdown(client: &Client, args: ShutdownArgs) -> anyhow::Result<i32
 
 pub async fn persist(client: &Client, args: PersistArgs) -> anyhow::Result<i32> {
     let mut code = 0;
-    for name in &args.names {
+    let names = if args.all {
+        let names: Vec<String> = sandbox::list(client)
+            .await?
+            .into_iter()
+            .filter(|s| s.kind == "shell" && !s.persistent() && s.state == "Running")
+            .map(|s| s.name)
+            .collect();
+        if names.is_empty() {
+            println!("no running session container to keep");
+        }
+        names
+    } else {
+        args.names
+    };
+    for name in &names {
         let r = sandbox::persist(client, name).await;
         let ok = |changed| match changed {
             true => format!("{name} is now persistent: kept when its session ends"),

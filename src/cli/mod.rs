@@ -9,6 +9,7 @@ mod image;
 mod manage;
 mod network;
 mod run;
+pub use run::latch_signals;
 mod session;
 mod shell;
 mod tmux;
@@ -104,6 +105,10 @@ pub enum Command {
     /// Manage images.
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// List images (the same as `cci image list`).
+    Images(image::ImageListArgs),
+    /// Print cci's version (and, with --format json, the daemon's when reachable).
+    Version(VersionArgs),
     /// Copy files and folders in and out of containers.
     #[command(subcommand)]
     File(file::FileCommand),
@@ -131,6 +136,35 @@ pub enum Command {
     Trust(config::TrustArgs),
 }
 
+/// Options of `cci version`.
+#[derive(Debug, clap::Args)]
+pub struct VersionArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+/// `cci version`: needs no daemon; the JSON form says the daemon's version
+/// when it answers (null when not).
+async fn version(client: Option<&Client>, args: &VersionArgs) -> i32 {
+    let cci = env!("CARGO_PKG_VERSION");
+    match args.format {
+        Format::Table => println!("cci {cci}"),
+        Format::Json => {
+            let server = match client {
+                Some(c) => tokio::time::timeout(std::time::Duration::from_secs(3), c.server())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .map(|s| s.environment.server_version),
+                None => None,
+            };
+            println!("{}", serde_json::json!({ "version": cci, "incus": server }));
+        }
+    }
+    0
+}
+
 /// Options of `cci completion`.
 #[derive(Debug, clap::Args)]
 pub struct CompletionArgs {
@@ -144,6 +178,15 @@ pub struct CompletionArgs {
 pub struct UsageError(pub String);
 
 impl Cli {
+    /// Whether the command handles SIGINT/SIGTERM itself (cleaning up what
+    /// it started), so signals are latched from the start.
+    pub fn latches_signals(&self) -> bool {
+        matches!(
+            self.command,
+            None | Some(Command::Run(_) | Command::Shell(_))
+        )
+    }
+
     /// Whether the command runs under the loaded configuration (`config`
     /// and `trust` load it themselves, to report on it).
     pub fn needs_config(&self) -> bool {
@@ -199,6 +242,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     if let Some(Command::Trust(args)) = &cli.command {
         return config::trust(args);
     }
+    if let Some(Command::Version(args)) = &cli.command {
+        return Ok(version(client(&cli).ok().as_ref(), args).await);
+    }
     let client = client(&cli)?;
     // Not before the commands that do this themselves and report it.
     let own_check = match &cli.command {
@@ -226,6 +272,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Clean(args) => manage::clean(&client, args).await,
         Command::Build(args) => image::build(&client, args).await,
         Command::Image(cmd) => image::run(&client, cmd).await,
+        Command::Images(args) => image::run(&client, image::ImageCommand::List(args)).await,
+        Command::Version(args) => Ok(version(Some(&client), &args).await),
         Command::Tmux(cmd) => tmux::run(&client, cmd).await,
         Command::File(cmd) => file::run(&client, cmd).await,
         Command::Completion(args) => completion(&args),

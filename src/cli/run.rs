@@ -132,6 +132,20 @@ impl SandboxArgs {
             .unwrap_or_else(|| crate::config::current().image.clone())
     }
 
+    /// The environment a session or run gets beyond the sandbox's own: the
+    /// configured `defaults.environment`, then `--env-file` and `-e` (which win).
+    pub fn environment(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let given = self.env.resolve()?;
+        let mut env: Vec<(String, String)> = crate::config::current()
+            .environment
+            .iter()
+            .filter(|(k, _)| !given.iter().any(|(g, _)| g == k))
+            .cloned()
+            .collect();
+        env.extend(given);
+        Ok(env)
+    }
+
     /// Limits and mounts from the configuration and these flags
     /// (`session`: the time limit applies).
     pub async fn extras(
@@ -261,11 +275,42 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = RunFormat::Text)]
     pub format: RunFormat,
     /// The command and its arguments.
-    #[arg(last = true, required = true, value_name = "CMD")]
+    /// (`--` before it is optional; everything from CMD on is the command's.)
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        required = true,
+        value_name = "CMD"
+    )]
     pub command: Vec<String>,
 }
 
 /// Resolves when SIGINT or SIGTERM arrives; yields the signal number.
+/// SIGINT/SIGTERM that came before [`interrupted`] listened (0: none).
+static EARLY: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn latch(sig: libc::c_int) {
+    EARLY.store(sig, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// For commands that clean up after themselves when interrupted (`run`,
+/// `shell`): from the first moment after parsing, SIGINT and SIGTERM are
+/// remembered instead of killing cci outright, so a signal that comes while
+/// cci is still starting up still ends in an orderly way (nothing left
+/// behind, exit 130/143) once [`interrupted`] listens.
+pub fn latch_signals() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: `latch` only stores into an atomic (async-signal-safe);
+        // the sigaction struct is fully initialised before use.
+        unsafe {
+            let mut act: libc::sigaction = std::mem::zeroed();
+            act.sa_sigaction = latch as *const () as usize;
+            libc::sigemptyset(&mut act.sa_mask);
+            libc::sigaction(sig, &act, std::ptr::null_mut());
+        }
+    }
+}
+
 pub async fn interrupted() -> i32 {
     let (Ok(mut int), Ok(mut term)) = (
         signal(SignalKind::interrupt()),
@@ -273,6 +318,12 @@ pub async fn interrupted() -> i32 {
     ) else {
         return std::future::pending().await;
     };
+    // Listening now; one that came before is answered at once.
+    match EARLY.swap(0, std::sync::atomic::Ordering::SeqCst) {
+        libc::SIGINT => return 2,
+        libc::SIGTERM => return 15,
+        _ => {}
+    }
     tokio::select! {
         _ = int.recv() => 2,
         _ = term.recv() => 15,
@@ -299,7 +350,7 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<i32> {
         slot: args.sandbox.slot,
         slot_limit: slot_limit()?,
         command: args.command,
-        env: args.sandbox.env.resolve()?,
+        env: args.sandbox.environment()?,
         timeout: args.timeout.map(Duration::from_secs),
     };
     let interrupt = interrupted();

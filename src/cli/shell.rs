@@ -114,7 +114,7 @@ pub async fn shell(client: &Client, args: ShellArgs) -> anyhow::Result<i32> {
         command: SessionCommand {
             argv,
             shell_after,
-            env: sandbox::sandbox_env(sandbox::account(), &args.sandbox.env.resolve()?),
+            env: sandbox::sandbox_env(sandbox::account(), &args.sandbox.environment()?),
             size: terminal::size(),
             max_duration: crate::config::current().max_duration,
         },

@@ -86,6 +86,12 @@ pub struct Effective {
     pub account: Account,
     /// Kernel interfaces allowed back in (`incus.allow_syscalls`).
     pub allow_syscalls: Vec<String>,
+    /// The daemon's admin group (`incus.group`).
+    pub group: String,
+    /// Copy the agent's credentials in (`defaults.mount_claude_config`).
+    pub copy_credentials: bool,
+    /// Environment every session and run gets (`defaults.environment`).
+    pub environment: Vec<(String, String)>,
     /// Network mode.
     pub network: ModeName,
     /// Allowlist entries.
@@ -162,6 +168,14 @@ impl Effective {
                 i.code_user.as_deref().unwrap_or("code"),
             ),
             allow_syscalls: i.allow_syscalls.unwrap_or_default(),
+            group: i.group.unwrap_or_else(|| "incus-admin".into()),
+            copy_credentials: d.mount_claude_config.unwrap_or(true),
+            environment: d
+                .environment
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
             network: n.mode.or(d.network).unwrap_or(ModeName::Restricted),
             allowed: n.allowed_domains.unwrap_or_default(),
             refresh_minutes: n
@@ -228,6 +242,12 @@ impl Effective {
             ("incus.code_uid", json!(self.account.uid)),
             ("incus.code_user", json!(self.account.name)),
             ("incus.allow_syscalls", json!(self.allow_syscalls)),
+            ("incus.group", json!(self.group)),
+            ("defaults.mount_claude_config", json!(self.copy_credentials)),
+            (
+                "defaults.environment",
+                json!(self.environment.iter().cloned().collect::<std::collections::BTreeMap<_, _>>()),
+            ),
             ("network.mode", json!(mode)),
             ("network.allowed_domains", json!(self.allowed)),
             ("network.refresh_interval_minutes", json!(self.refresh_minutes)),

@@ -20,6 +20,11 @@ pub struct Defaults {
     pub slot_limit: Option<i64>,
     /// The profile applied unless `--profile` names another.
     pub profile: Option<String>,
+    /// Copy the agent's host credentials into sessions (the original's
+    /// name: it mounted them; cci copies them in).
+    pub mount_claude_config: Option<bool>,
+    /// Environment variables every session and run gets.
+    pub environment: Option<BTreeMap<String, String>>,
 }
 
 /// `[tool]`.
@@ -61,11 +66,14 @@ pub struct Incus {
     /// Mount host folders without UID shifting.
     pub disable_shift: Option<bool>,
     /// The uid agents and commands run as inside (the image's user).
+    #[serde(alias = "claude_uid")]
     pub code_uid: Option<i64>,
     /// That user's name (its home is `/home/NAME`, `/root` for root).
     pub code_user: Option<String>,
     /// Kernel interfaces sandboxes go without that are allowed back in.
     pub allow_syscalls: Option<Vec<String>>,
+    /// The group whose members may use the daemon (named in cci's advice).
+    pub group: Option<String>,
 }
 
 /// `[network]`.
@@ -154,7 +162,33 @@ macro_rules! sections {
         pub struct Document {
             $($(#[$m])* pub $name: Option<$ty>,)*
             /// `[profiles.NAME]`: settings applied when the profile is selected.
+            #[serde(default, deserialize_with = "profile_forms")]
             pub profiles: Option<BTreeMap<String, Settings>>,
+        }
+
+        /// A profile as written: sections, and (the original's flat form)
+        /// `image`, `persistent` and `environment` at its top, which mean
+        /// the `[defaults]` keys of the same names.
+        #[derive(Debug, Clone, Default, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct ProfileForm {
+            $($name: Option<$ty>,)*
+            image: Option<String>,
+            persistent: Option<bool>,
+            environment: Option<BTreeMap<String, String>>,
+        }
+
+        impl From<ProfileForm> for Settings {
+            fn from(p: ProfileForm) -> Settings {
+                let mut s = Settings { $($name: p.$name,)* };
+                if p.image.is_some() || p.persistent.is_some() || p.environment.is_some() {
+                    let d = s.defaults.get_or_insert_with(Defaults::default);
+                    d.image = p.image.or(d.image.take());
+                    d.persistent = p.persistent.or(d.persistent);
+                    d.environment = p.environment.or(d.environment.take());
+                }
+                s
+            }
         }
 
         impl Document {
@@ -185,6 +219,14 @@ sections! {
     mounts: Vec<Mount>,
 }
 
+/// `[profiles.*]` in either form, as settings.
+fn profile_forms<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<BTreeMap<String, Settings>>, D::Error> {
+    let forms: Option<BTreeMap<String, ProfileForm>> = Option::deserialize(d)?;
+    Ok(forms.map(|f| f.into_iter().map(|(k, v)| (k, v.into())).collect()))
+}
+
 /// Every key a file may set, as `section.key` (`mounts` for `[[mounts]]`),
 /// with what it means: the configuration reference (the README's is checked
 /// against it).
@@ -196,6 +238,14 @@ pub const KEYS: &[(&str, &str)] = &[
     (
         "defaults.persistent",
         "keep session containers when their sessions end (default false)",
+    ),
+    (
+        "defaults.mount_claude_config",
+        "copy the agent's credentials from your home into sessions (default true; the original tool's name for it)",
+    ),
+    (
+        "defaults.environment",
+        "environment variables every session and run gets, e.g. { RUST_BACKTRACE = \"1\" } (`--env` wins)",
     ),
     (
         "defaults.network",
@@ -258,6 +308,10 @@ pub const KEYS: &[(&str, &str)] = &[
     (
         "incus.allow_syscalls",
         "kernel interfaces sandboxes may use again: io_uring, bpf, userfaultfd, keyctl, perf_event_open (default none)",
+    ),
+    (
+        "incus.group",
+        "the group whose members may use the daemon, named in cci's advice (default incus-admin)",
     ),
     ("network.mode", "restricted (default), allowlist or open"),
     (

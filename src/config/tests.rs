@@ -9,6 +9,58 @@ fn err(text: &str) -> ConfigError {
     parse(text, "f.toml").unwrap_err()
 }
 
+/// The original tool's README example, as written there.
+const SEED_EXAMPLE: &str = r#"[defaults]
+image = "cci"
+persistent = true
+mount_claude_config = true
+
+[tool]
+name = "claude"  # Claude Code configuration
+# binary = "claude"  # Optional: override binary name
+
+[paths]
+# Note: sessions_dir is deprecated - sessions are now stored in ~/.cci/sessions-claude/
+sessions_dir = "~/.cci/sessions"  # Legacy path (not used for new sessions)
+storage_dir = "~/.cci/storage"
+
+[incus]
+project = "default"
+group = "incus-admin"
+claude_uid = 1000
+
+[profiles.rust]
+image = "cci-rust"
+environment = { RUST_BACKTRACE = "1" }
+persistent = true
+"#;
+
+#[test]
+fn the_original_tools_example_is_accepted_as_written() {
+    let doc = parse(SEED_EXAMPLE, "config.toml").unwrap();
+    let s = doc.settings();
+    let d = s.defaults.unwrap();
+    assert_eq!(d.mount_claude_config, Some(true));
+    let i = s.incus.unwrap();
+    assert_eq!(
+        (i.code_uid, i.group.as_deref()),
+        (Some(1000), Some("incus-admin"))
+    );
+    let rust = &doc.profiles.unwrap()["rust"];
+    let rd = rust.defaults.clone().unwrap();
+    assert_eq!(rd.image.as_deref(), Some("cci-rust"));
+    assert_eq!(rd.persistent, Some(true));
+    assert_eq!(rd.environment.unwrap()["RUST_BACKTRACE"], "1");
+    // The flat form and sections mix; an unknown flat key is still an error.
+    let mixed = "[profiles.x]\nimage = \"a\"\n[profiles.x.limits]\ncpu = 2\n";
+    let p = &parse(mixed, "f").unwrap().profiles.unwrap()["x"];
+    assert_eq!(p.limits.clone().unwrap().cpu, Some(2));
+    let e = err("[profiles.x]\nimagee = \"a\"\n");
+    assert!(e.to_string().contains("imagee"), "{e}");
+    let e = err("[defaults]\nenvironment = { \"A B\" = \"1\" }\n");
+    assert_eq!(e.key.as_deref(), Some("defaults.environment"), "{e}");
+}
+
 #[test]
 fn bad_files_name_the_line_and_key() {
     let e = err("[defaults]\nimage = \"x\"\n\n[netwrok]\nmode = \"open\"\n");

@@ -150,6 +150,15 @@ pub fn validate(s: &Settings, text: &str, source: &str, prefix: &str) -> Result<
                 )
             },
         )?;
+        for (k, v) in d.environment.iter().flatten() {
+            let ok = !k.is_empty()
+                && !k.bytes().next().is_some_and(|b| b.is_ascii_digit())
+                && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                && !v.contains('\0');
+            check(ok, text, source, &section, "environment", || {
+                format!("{k:?} is not a variable name (letters, digits and '_') with a value")
+            })?;
+        }
     }
     if let Some(t) = &s.tool {
         let section = sec("tool");
@@ -238,6 +247,14 @@ pub fn validate(s: &Settings, text: &str, source: &str, prefix: &str) -> Result<
                 });
             check(ok, text, source, &section, "code_user", || {
                 format!("{u:?} is not a user name (lower-case letters, digits, '_' and '-')")
+            })?;
+        }
+        if let Some(g) = &i.group {
+            let ok = (1..=32).contains(&g.len())
+                && g.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            check(ok, text, source, &section, "group", || {
+                format!("{g:?} is not a group name")
             })?;
         }
         for name in i.allow_syscalls.iter().flatten() {

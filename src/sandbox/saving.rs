@@ -273,7 +273,12 @@ pub async fn prepare(
         })?;
         session::restore(client, name, &agent.def.files, saved, &limits, account).await?;
     }
-    let home = session::credentials_home();
+    // `defaults.mount_claude_config = false`: the agent logs in inside.
+    let home = if crate::config::current().copy_credentials {
+        session::credentials_home()
+    } else {
+        None
+    };
     session::push_credentials(client, name, &agent.def.files, home.as_deref(), account).await?;
     Ok(())
 }
