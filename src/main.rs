@@ -53,7 +53,7 @@ fn main() {
         }
         default_hook(info);
     }));
-    let cli = cci::cli::Cli::parse();
+    let cli = cci::cli::Cli::parse_from(cci::cli::hoist_options(std::env::args_os().collect()));
     if cli.latches_signals() {
         cci::cli::latch_signals();
     }

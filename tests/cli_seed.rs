@@ -57,6 +57,21 @@ fn run_takes_the_command_with_or_without_a_double_dash() {
     assert_eq!(ok(&run(&["--", "echo", "dashed"])), "dashed\n");
     let out = run(&["--timeout", "30", "sh", "-c", "exit 3"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    // Options before the subcommand, as the original took them.
+    let out = cci()
+        .args(["--image", &test_image(), "--workspace"])
+        .arg(ws.path())
+        .args(["run", "--", "echo", "global"])
+        .output()
+        .unwrap();
+    assert_eq!(ok(&out), "global\n");
+    let out = cci().args(["--slot", "2", "list"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "an option list does not have");
+    assert!(
+        text(&out.stderr).contains("--slot"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

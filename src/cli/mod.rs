@@ -172,6 +172,58 @@ pub struct CompletionArgs {
     pub shell: clap_complete::Shell,
 }
 
+/// The command line with the options written before the subcommand moved
+/// after it (`cci --profile rust run ...` is `cci run --profile rust ...`,
+/// `cci --slot 2 shell` is `cci shell --slot 2`), as the original tool took
+/// them. An option the subcommand does not have is then clap's clear error.
+/// Nothing moves when there is no subcommand, or after `--`.
+pub fn hoist_options(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    let is_sub = |a: &str| {
+        cmd.get_subcommands()
+            .any(|s| s.get_name() == a || s.get_all_aliases().any(|x| x == a))
+    };
+    let takes_value = |opt: &str| {
+        cmd.get_arguments()
+            .find(|arg| match opt.strip_prefix("--") {
+                Some(long) => arg.get_long() == Some(long),
+                None => {
+                    let mut c = opt.chars().skip(1);
+                    arg.get_short().is_some() && arg.get_short() == c.next() && c.next().is_none()
+                }
+            })
+            .map(|arg| arg.get_action().takes_values())
+    };
+    let mut i = 1;
+    while let Some(a) = args.get(i).and_then(|a| a.to_str()) {
+        if is_sub(a) {
+            break;
+        }
+        if a == "--" || !a.starts_with('-') || a == "-" {
+            return args;
+        }
+        let (opt, inline) = match a.split_once('=') {
+            Some((o, _)) => (o, true),
+            None => (a, false),
+        };
+        match takes_value(opt) {
+            Some(true) if !inline => i += 2,
+            Some(_) => i += 1,
+            None => return args,
+        }
+    }
+    if i <= 1 || i >= args.len() {
+        return args;
+    }
+    let mut out = Vec::with_capacity(args.len());
+    out.push(args[0].clone());
+    out.push(args[i].clone());
+    out.extend(args[1..i].iter().cloned());
+    out.extend(args[i + 1..].iter().cloned());
+    out
+}
+
 /// Bad input found after parsing (a workspace, an environment setting).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -389,6 +441,43 @@ fn incus_exit_code(err: &incus::Error) -> i32 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn options_before_the_subcommand_move_after_it() {
+        use std::ffi::OsString;
+        let h = |a: &[&str]| -> Vec<String> {
+            super::hoist_options(a.iter().map(OsString::from).collect())
+                .into_iter()
+                .map(|s| s.into_string().unwrap())
+                .collect()
+        };
+        assert_eq!(
+            h(&["cci", "--image", "x", "run", "--", "ls"]),
+            ["cci", "run", "--image", "x", "--", "ls"]
+        );
+        assert_eq!(
+            h(&["cci", "--slot", "2", "shell"]),
+            ["cci", "shell", "--slot", "2"]
+        );
+        assert_eq!(
+            h(&["cci", "--profile=rust", "--persistent", "ls"]),
+            ["cci", "ls", "--profile=rust", "--persistent"]
+        );
+        // A value that looks like a subcommand stays a value.
+        assert_eq!(
+            h(&["cci", "--workspace", "list", "run", "true"]),
+            ["cci", "run", "--workspace", "list", "true"]
+        );
+        for same in [
+            &["cci", "--slot", "2"][..],
+            &["cci", "run", "--image", "x", "ls"],
+            &["cci", "--", "list"],
+            &["cci", "--no-such", "list"],
+            &["cci", "--help"],
+        ] {
+            assert_eq!(h(same), same);
+        }
+    }
+
     #[test]
     fn the_command_line_definition_is_consistent() {
         use clap::CommandFactory;

@@ -156,15 +156,23 @@ const ALREADY_RAN: i32 = 250;
 /// Runs `"$@"` only if its marker folder (`$0`) did not exist yet, so a
 /// command started twice runs once, and leaves its exit status in the marker.
 const ONCE_GUARD: &str = r#"mkdir "$0" 2>/dev/null || exit 250
-"$@"
+echo $$ >"$0/pid"
+("$@")
 s=$?
 echo "$s" >"$0/status"
 exit "$s""#;
 
 /// Prints `none` when the guarded command never started, else waits for it
-/// to end and prints its exit status.
+/// to end and prints its exit status — or `lost` when its shell is gone
+/// without one (killed), so nobody waits for ever. (The command runs in a
+/// subshell: a builtin killed by a cut output stream takes only that.)
 const GUARD_STATUS: &str = r#"[ -d "$1" ] || { echo none; exit 0; }
-while [ ! -e "$1/status" ]; do sleep 0.1; done
+while [ ! -e "$1/status" ]; do
+  if [ -e "$1/pid" ] && ! kill -0 "$(cat "$1/pid")" 2>/dev/null; then
+    [ -e "$1/status" ] || { echo lost; exit 0; }
+  fi
+  sleep 0.1
+done
 cat "$1/status""#;
 
 /// A marker folder unique to one run.
@@ -219,7 +227,12 @@ where
             let _ = stderr.write_all(note.as_bytes()).await;
             Ok(ran)
         }
-        _ => Ok(code),
+        Some(_) => Ok(code),
+        None => {
+            let note = "cci: the Incus daemon lost track of the command as it started it, and its shell ended without an exit status\n";
+            let _ = stderr.write_all(note.as_bytes()).await;
+            Ok(code)
+        }
     }
 }
 
