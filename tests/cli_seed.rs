@@ -3,7 +3,7 @@
 mod common;
 
 use common::agent::{Sessions, background, info, json, ok, text};
-use common::{agent_workspace, cci, test_image, workspace};
+use common::{agent_workspace, cci, output_despite_lost_exec, test_image, workspace};
 
 #[test]
 fn version_says_cci_s_and_the_daemon_s() {
@@ -44,26 +44,28 @@ fn images_is_image_list() {
 fn run_takes_the_command_with_or_without_a_double_dash() {
     let ws = workspace();
     let run = |args: &[&str]| {
-        cci()
-            .env("CCI_IMAGE", test_image())
-            .arg("run")
-            .arg("--workspace")
-            .arg(ws.path())
-            .args(args)
-            .output()
-            .unwrap()
+        output_despite_lost_exec(|| {
+            let mut c = cci();
+            c.env("CCI_IMAGE", test_image())
+                .arg("run")
+                .arg("--workspace")
+                .arg(ws.path())
+                .args(args);
+            c
+        })
     };
     assert_eq!(ok(&run(&["echo", "hello", "-n", "--x"])), "hello -n --x\n");
     assert_eq!(ok(&run(&["--", "echo", "dashed"])), "dashed\n");
     let out = run(&["--timeout", "30", "sh", "-c", "exit 3"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     // Options before the subcommand, as the original took them.
-    let out = cci()
-        .args(["--image", &test_image(), "--workspace"])
-        .arg(ws.path())
-        .args(["run", "--", "echo", "global"])
-        .output()
-        .unwrap();
+    let out = output_despite_lost_exec(|| {
+        let mut c = cci();
+        c.args(["--image", &test_image(), "--workspace"])
+            .arg(ws.path())
+            .args(["run", "--", "echo", "global"]);
+        c
+    });
     assert_eq!(ok(&out), "global\n");
     let out = cci().args(["--slot", "2", "list"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "an option list does not have");
@@ -129,17 +131,18 @@ fn the_original_tools_configuration_works_as_written() {
     std::os::unix::fs::chown(storage.path(), Some(1000), Some(1000)).unwrap();
     let ws = workspace();
     let run = |extra: &[&str]| {
-        cci()
-            .env("CCI_CONFIG", &file)
-            // The example's image and storage folder, replaced by the
-            // environment layer (above files and profiles) for the test.
-            .env("CCI_IMAGE", test_image())
-            .env("CCI_STORAGE_DIR", storage.path())
-            .args(["--profile", "rust", "run", "--workspace"])
-            .arg(ws.path())
-            .args(extra)
-            .output()
-            .unwrap()
+        output_despite_lost_exec(|| {
+            let mut c = cci();
+            c.env("CCI_CONFIG", &file)
+                // The example's image and storage folder, replaced by the
+                // environment layer (above files and profiles) for the test.
+                .env("CCI_IMAGE", test_image())
+                .env("CCI_STORAGE_DIR", storage.path())
+                .args(["--profile", "rust", "run", "--workspace"])
+                .arg(ws.path())
+                .args(extra);
+            c
+        })
     };
     let shown = json(
         &cci()
