@@ -168,3 +168,47 @@ fn the_original_tools_configuration_works_as_written() {
         "full\n"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_launched_container_is_usable_when_launch_returns() {
+    let name = common::unique_name("ready");
+    let _guard = common::TestInstance {
+        name: name.clone(),
+        client: common::client().await,
+    };
+    ok(&cci()
+        .args(["container", "launch", &test_image(), &name])
+        .output()
+        .unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("f");
+    std::fs::write(&f, "kept\n").unwrap();
+    ok(&cci()
+        .args(["file", "push"])
+        .arg(&f)
+        .arg(format!("{name}:/tmp/f"))
+        .output()
+        .unwrap());
+    // Before readiness, the boot mounted a fresh /tmp over it seconds later.
+    let (i, _) = common::client().await.instance(&name).await.unwrap();
+    let state = common::client().await.instance_state(&name).await.unwrap();
+    assert!(
+        state.ipv4("eth0").is_some(),
+        "no address at hand-over: {i:?}"
+    );
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let out = cci()
+        .args([
+            "container",
+            "exec",
+            &name,
+            "--capture",
+            "--format",
+            "raw",
+            "--",
+        ])
+        .args(["cat", "/tmp/f"])
+        .output()
+        .unwrap();
+    assert_eq!(ok(&out), "kept\n");
+}

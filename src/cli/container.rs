@@ -56,6 +56,9 @@ pub struct LaunchArgs {
     /// Delete the container when it stops.
     #[arg(long)]
     pub ephemeral: bool,
+    /// Return as soon as it runs, without waiting for its network address.
+    #[arg(long)]
+    pub no_wait: bool,
     /// Incus profile to apply (repeatable, in order) [default: default].
     /// (`--profile` is cci's configuration profile.)
     #[arg(long = "incus-profile", short = 'p', value_name = "NAME")]
@@ -144,11 +147,18 @@ pub async fn run(client: &Client, cmd: ContainerCommand) -> anyhow::Result<i32> 
             let policy = a.net.policy()?;
             let net = network::prepare(client, &spec.profiles, &policy).await?;
             network::create_guarded(client, &Nft::from_env(), &net, spec).await?;
+            if !a.no_wait {
+                let want = net.readiness();
+                network::ready::wait(client, &a.name, &want, network::ready::BOUND).await??;
+            }
             println!("launched {} from {}", a.name, a.image);
             Ok(0)
         }
         ContainerCommand::Start(a) => {
             network::start_guarded(client, &Nft::from_env(), &a.name).await?;
+            // Handed back once usable, as a launch is.
+            let want = network::ready::want_of(client, &a.name).await?;
+            network::ready::wait(client, &a.name, &want, network::ready::BOUND).await??;
             Ok(0)
         }
         ContainerCommand::Stop(a) => {

@@ -50,6 +50,39 @@ impl Attachment {
     }
 }
 
+/// What the existing guarded container `name` must have before it is ready:
+/// its guarded NIC's address, and IPv6 when that NIC's bridge has it.
+pub async fn want_of(client: &Client, name: &str) -> Result<Want, incus::Error> {
+    let (instance, _) = client.instance(name).await?;
+    let Some(port) = super::port_of(&instance) else {
+        return Ok(Want {
+            interface: None,
+            v6: false,
+        });
+    };
+    let Some((key, dev)) = instance
+        .expanded_devices
+        .iter()
+        .find(|(_, d)| d.get("host_name").map(String::as_str) == Some(port.as_str()))
+    else {
+        return Ok(Want {
+            interface: None,
+            v6: false,
+        });
+    };
+    let network = dev.get("network").or_else(|| dev.get("parent"));
+    let v6 = match network {
+        Some(n) => super::bridge_of(&client.network(n).await?.config)
+            .v6
+            .is_some(),
+        None => false,
+    };
+    Ok(Want {
+        interface: Some(dev.get("name").cloned().unwrap_or_else(|| key.clone())),
+        v6,
+    })
+}
+
 /// What is still missing in `state` (`None`: ready).
 pub fn missing(state: &InstanceState, want: &Want) -> Option<String> {
     let iface = want.interface.as_deref()?;
