@@ -9,31 +9,9 @@ fn err(text: &str) -> ConfigError {
     parse(text, "f.toml").unwrap_err()
 }
 
-/// The original tool's README example, as written there.
-const SEED_EXAMPLE: &str = r#"[defaults]
-image = "cci"
-persistent = true
-mount_claude_config = true
-
-[tool]
-name = "claude"  # Claude Code configuration
-# binary = "claude"  # Optional: override binary name
-
-[paths]
-# Note: sessions_dir is deprecated - sessions are now stored in ~/.cci/sessions-claude/
-sessions_dir = "~/.cci/sessions"  # Legacy path (not used for new sessions)
-storage_dir = "~/.cci/storage"
-
-[incus]
-project = "default"
-group = "incus-admin"
-claude_uid = 1000
-
-[profiles.rust]
-image = "cci-rust"
-environment = { RUST_BACKTRACE = "1" }
-persistent = true
-"#;
+/// The original tool's README example, as written there (shared with
+/// `tests/cli_seed.rs`).
+const SEED_EXAMPLE: &str = include_str!("../../tests/fixtures/seed-config.toml");
 
 #[test]
 fn the_original_tools_example_is_accepted_as_written() {
