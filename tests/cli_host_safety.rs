@@ -10,9 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::agent::{Sessions, background, cci_in, ok, sh_in, text};
-use common::{
-    agent_workspace, cci, client, containers_of, output_despite_lost_exec, test_image, workspace,
-};
+use common::{agent_workspace, cci, client, containers_of, test_image, workspace};
 
 /// `cci run` in `ws` from the test image.
 fn run_in(ws: &Path) -> Command {
@@ -251,11 +249,13 @@ async fn sandboxes_go_without_risky_kernel_interfaces_and_share_no_ids() {
                   test -e /dev/incus && echo guest-api; grep -w 0 /proc/self/uid_map | head -1";
     let (a, b) = std::thread::scope(|s| {
         let probe = || {
-            output_despite_lost_exec(|| {
+            {
                 let mut c = run_in(ws.path());
                 c.args(["--", "sh", "-c", script]);
                 c
-            })
+            }
+            .output()
+            .unwrap()
         };
         let one = s.spawn(probe);
         let two = s.spawn(probe);
@@ -279,11 +279,13 @@ async fn sandboxes_go_without_risky_kernel_interfaces_and_share_no_ids() {
     // Allowed back in by configuration, the same call reaches the kernel.
     let cfg = ws.path().join(".allow.toml");
     std::fs::write(&cfg, "[incus]\nallow_syscalls = [\"keyctl\"]\n").unwrap();
-    let allowed = output_despite_lost_exec(|| {
+    let allowed = {
         let mut c = run_in(ws.path());
         c.env("CCI_CONFIG", &cfg).args(["--", "/workspace/.probe"]);
         c
-    });
+    }
+    .output()
+    .unwrap();
     let allowed = ok(&allowed);
     assert!(
         allowed.contains("keyctl other") && allowed.contains("bpf ENOSYS"),

@@ -3,7 +3,7 @@
 mod common;
 
 use common::agent::{Sessions, background, info, json, ok, text};
-use common::{agent_workspace, cci, output_despite_lost_exec, test_image, workspace};
+use common::{agent_workspace, cci, test_image, workspace};
 
 #[test]
 fn version_says_cci_s_and_the_daemon_s() {
@@ -44,7 +44,7 @@ fn images_is_image_list() {
 fn run_takes_the_command_with_or_without_a_double_dash() {
     let ws = workspace();
     let run = |args: &[&str]| {
-        output_despite_lost_exec(|| {
+        {
             let mut c = cci();
             c.env("CCI_IMAGE", test_image())
                 .arg("run")
@@ -52,20 +52,24 @@ fn run_takes_the_command_with_or_without_a_double_dash() {
                 .arg(ws.path())
                 .args(args);
             c
-        })
+        }
+        .output()
+        .unwrap()
     };
     assert_eq!(ok(&run(&["echo", "hello", "-n", "--x"])), "hello -n --x\n");
     assert_eq!(ok(&run(&["--", "echo", "dashed"])), "dashed\n");
     let out = run(&["--timeout", "30", "sh", "-c", "exit 3"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     // Options before the subcommand, as the original took them.
-    let out = output_despite_lost_exec(|| {
+    let out = {
         let mut c = cci();
         c.args(["--image", &test_image(), "--workspace"])
             .arg(ws.path())
             .args(["run", "--", "echo", "global"]);
         c
-    });
+    }
+    .output()
+    .unwrap();
     assert_eq!(ok(&out), "global\n");
     let out = cci().args(["--slot", "2", "list"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "an option list does not have");
@@ -108,7 +112,7 @@ fn the_original_tools_configuration_works_as_written() {
     std::os::unix::fs::chown(storage.path(), Some(1000), Some(1000)).unwrap();
     let ws = workspace();
     let run = |extra: &[&str]| {
-        output_despite_lost_exec(|| {
+        {
             let mut c = cci();
             c.env("CCI_CONFIG", &file)
                 // The example's image and storage folder, replaced by the
@@ -119,7 +123,9 @@ fn the_original_tools_configuration_works_as_written() {
                 .arg(ws.path())
                 .args(extra);
             c
-        })
+        }
+        .output()
+        .unwrap()
     };
     let shown = json(
         &cci()

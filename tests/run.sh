@@ -30,3 +30,6 @@ incus image alias list --format csv | cut -d, -f1 |
 step "cargo test (unit, integration against Incus $(incus version | sed -n 's/^Server version: //p'), doc)"
 cargo test --locked --all-targets "$@"
 cargo test --locked --doc
+
+step "parallel load, short form (tests/stress/parallel-runs.sh: 16 at once, 3 rounds)"
+bash tests/stress/parallel-runs.sh 16 3

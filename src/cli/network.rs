@@ -137,7 +137,11 @@ pub async fn run(client: &Client, cmd: NetworkCommand) -> anyhow::Result<i32> {
             Ok(0)
         }
         NetworkCommand::Watch => {
-            network::watch(client, &fw).await?;
+            let seen = std::sync::Mutex::default();
+            network::watch(client, &fw, || {
+                crate::sandbox::reap_runs_seen_twice(client, &seen)
+            })
+            .await?;
             Ok(0)
         }
     }

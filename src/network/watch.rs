@@ -74,8 +74,14 @@ pub fn spawn_watcher() -> std::io::Result<()> {
 }
 
 /// Run the watcher until nothing is guarded. Returns at once when another
-/// watcher holds the lock.
-pub async fn watch(client: &Client, fw: &Nft) -> Result<(), Error> {
+/// watcher holds the lock. `upkeep` runs at every check too (the sandbox
+/// layer's: removing run containers whose cci is gone); it returns what it
+/// removed.
+pub async fn watch<U, F>(client: &Client, fw: &Nft, upkeep: U) -> Result<(), Error>
+where
+    U: Fn() -> F,
+    F: std::future::Future<Output = Vec<String>>,
+{
     let lock = lock_file().map_err(|e| Error::Cache(e.to_string()))?;
     if lock.try_lock().is_err() {
         return Ok(());
@@ -98,6 +104,9 @@ pub async fn watch(client: &Client, fw: &Nft) -> Result<(), Error> {
                 idle_ticks = if r.guarded == 0 { idle_ticks + 1 } else { 0 };
             }
             Err(e) => eprintln!("[watch] {e}"),
+        }
+        for n in upkeep().await {
+            eprintln!("[watch] removed {n}: a run container whose cci is gone");
         }
         if idle_ticks >= 2 {
             // Let go, then look once more: a launch that found the lock

@@ -173,14 +173,7 @@ impl Attempt {
     }
 }
 
-/// Whether the cci process that made launch `token` is still running on this
-/// machine (its launch may still be under way).
-pub fn launcher_running(token: &str) -> bool {
-    let Some(pid) = token.split('-').next().filter(|p| !p.is_empty()) else {
-        return false;
-    };
-    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == "cci")
-}
+pub use super::orphans::launcher_running;
 
 /// Create and start a container for `spec` in `slot`, or in the lowest free
 /// slot up to `limit`. `attempt` holds the name being created meanwhile.
@@ -204,8 +197,11 @@ pub async fn launch(
     let launched = allocate(client, spec, slot, limit, attempt, &g).await?;
     if !spec.extras.no_wait {
         attempt.set(Some(&launched.name));
-        let ready =
-            network::ready::wait(client, &launched.name, &want, network::ready::BOUND).await;
+        // While the container boots: remove run containers whose cci is gone.
+        let (ready, _) = tokio::join!(
+            network::ready::wait(client, &launched.name, &want, network::ready::BOUND),
+            super::orphans::reap_runs(client)
+        );
         attempt.set(None);
         if let Err(e) = ready
             .map_err(LaunchError::from)
@@ -258,6 +254,18 @@ async fn allocate(
             return Ok(Launched { name, slot });
         }
     }
+    // Every slot is taken. Those held by finished `cci run`s that the daemon
+    // is still deleting (or by runs whose cci is gone) come free in a moment:
+    // wait for one of them rather than fail for lack of slots.
+    super::orphans::reap_runs(client).await;
+    for slot in (1..=limit).filter_map(Slot::new) {
+        let name = container_name(&spec.workspace.id, slot);
+        if (!used.contains(&slot) || going_away(client, &name).await)
+            && create(client, spec, g, &name, slot, attempt).await?
+        {
+            return Ok(Launched { name, slot });
+        }
+    }
     Err(LaunchError::SlotsExhausted {
         limit,
         workspace: spec.workspace.path_str().to_string(),
@@ -281,13 +289,22 @@ async fn vet_profiles(
     super::vet::profiles(&profiles, &own.config, &own.devices).map_err(LaunchError::Unsafe)
 }
 
-/// Whether `name` is an Incus-ephemeral `cci run` container that is gone
-/// within 5 s (the daemon deletes it once its forced stop is done).
+/// Whether `name` is an Incus-ephemeral `cci run` container on its way out
+/// (its run is over: stopping, stopped, or its cci gone) that is gone
+/// within 5 s (the daemon deletes it once its forced stop is done). A run
+/// container whose cci still runs it is in use: no wait.
 async fn going_away(client: &Client, name: &str) -> bool {
     for _ in 0..50 {
         match client.instance(name).await {
             Err(e) if e.is_not_found() => return true,
             Ok((i, _)) if i.ephemeral && i.config.get(keys::KIND).is_some_and(|k| k == "run") => {
+                let in_use = i.status == "Running"
+                    && i.config
+                        .get(keys::LAUNCH)
+                        .is_some_and(|t| launcher_running(t));
+                if in_use {
+                    return false;
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             _ => return false,

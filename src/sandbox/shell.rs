@@ -361,10 +361,15 @@ pub async fn stop(client: &Client, name: &str, grace: Duration) -> incus::Result
 /// state of stopped sessions nobody saved, and delete the stopped ephemeral
 /// session containers that were started once and whose state is safe. A
 /// container another launch is creating right now has never been started,
-/// and one another cci is handling is locked, so neither is touched.
+/// and one another cci is handling is locked, so neither is touched. Run
+/// containers whose cci is gone (of any workspace) are removed too.
 pub async fn reap(client: &Client, prefix: &str) {
-    let Ok(all) = inventory::list_prefix(client, prefix, false).await else {
-        return;
-    };
-    saving::settle(client, &all).await;
+    let ((), _) = tokio::join!(
+        async {
+            if let Ok(all) = inventory::list_prefix(client, prefix, false).await {
+                saving::settle(client, &all).await;
+            }
+        },
+        super::orphans::reap_runs(client)
+    );
 }

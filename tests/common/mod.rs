@@ -191,20 +191,3 @@ pub fn agent_workspace() -> tempfile::TempDir {
     std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).unwrap();
     ws
 }
-
-/// Run the command `make` builds; once more (up to 3 times) when cci says
-/// the daemon lost track of a `cci run` command as it started it (a known
-/// daemon fault under load, tracked on its own: the output is cut, so a test
-/// about something else cannot judge it). The tests about that fault do not
-/// use this.
-pub fn output_despite_lost_exec(make: impl Fn() -> Command) -> std::process::Output {
-    let mut tries = 0;
-    loop {
-        let out = make().output().unwrap();
-        let lost = String::from_utf8_lossy(&out.stderr).contains("lost track of the command");
-        if !lost || tries == 2 {
-            return out;
-        }
-        tries += 1;
-    }
-}

@@ -1,0 +1,179 @@
+//! Run containers nobody waits for any more. `cci run` force-stops its
+//! ephemeral container when the command ends, and the daemon deletes it;
+//! should that stop be lost (the cci killed with SIGKILL, a request the
+//! daemon dropped under load), the container would run on for ever. Every
+//! launch, `cci list` and the network watcher look for such orphans: a run
+//! container whose launching cci process is gone, and remove them.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::launch::remove;
+use super::names::PREFIX;
+use super::spec::keys;
+use crate::incus::{Client, Instance};
+
+/// Whether the cci process that made launch `token` (`<pid>-<nanos>-<n>`)
+/// is still running on this machine. A process with that pid that started
+/// after the token was made is not it (the pid was used again); a token
+/// without a time (a build's `<pid>-<stamp>`) falls back to the process
+/// being a `cci`.
+pub fn launcher_running(token: &str) -> bool {
+    let mut parts = token.split('-');
+    let Some(pid) = parts
+        .next()
+        .and_then(|p| p.parse::<u32>().ok())
+        .filter(|p| *p > 0)
+    else {
+        return false;
+    };
+    let made = parts
+        .next()
+        .and_then(|n| n.parse::<u128>().ok())
+        .map(|n| UNIX_EPOCH + Duration::from_nanos(u64::try_from(n).unwrap_or(u64::MAX)));
+    match made {
+        Some(made) => started_at(pid).is_some_and(|t| t <= made + Duration::from_secs(2)),
+        None => std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|c| c.trim_end() == "cci"),
+    }
+}
+
+/// When process `pid` started (from `/proc`), or `None` when there is none.
+fn started_at(pid: u32) -> Option<SystemTime> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields follow the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // Field 22 (starttime) is the 20th after the name.
+    let ticks: u64 = rest.split_whitespace().nth(19)?.parse().ok()?;
+    let boot: u64 = std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
+        .ok()
+        .filter(|h| *h > 0)?;
+    Some(UNIX_EPOCH + Duration::from_secs(boot) + Duration::from_millis(ticks * 1000 / hz))
+}
+
+/// The run containers among `all` whose cci is gone (`alive` says whether a
+/// launch token's process runs). Kept (non-ephemeral) containers are never
+/// orphans: someone asked for them to stay.
+pub fn orphaned(all: &[Instance], alive: impl Fn(&str) -> bool) -> Vec<String> {
+    all.iter()
+        .filter(|i| i.name.starts_with(PREFIX) && i.ephemeral)
+        .filter(|i| i.config.get(keys::KIND).is_some_and(|k| k == "run"))
+        .filter(|i| i.config.get(keys::PERSISTENT).is_none_or(|p| p != "true"))
+        .filter(|i| !i.config.get(keys::LAUNCH).is_some_and(|t| alive(t)))
+        .map(|i| i.name.clone())
+        .collect()
+}
+
+/// Remove the orphaned run containers of this project; returns their names.
+/// Best effort: a failure is logged and the next command tries again.
+pub async fn reap_runs(client: &Client) -> Vec<String> {
+    remove_all(client, find(client).await).await
+}
+
+/// For a background caller that looks again and again (the network
+/// watcher): remove only the orphans it first saw at least [`GRACE`] ago
+/// (`seen` remembers when), so a run that just ended is left to the
+/// daemon's own delete and a foreground command gets there first.
+pub async fn reap_runs_seen_twice(
+    client: &Client,
+    seen: &std::sync::Mutex<HashMap<String, Instant>>,
+) -> Vec<String> {
+    let now = find(client).await;
+    let ripe = match seen.lock() {
+        Ok(mut seen) => {
+            seen.retain(|n, _| now.contains(n));
+            now.into_iter()
+                .filter(|n| seen.entry(n.clone()).or_insert_with(Instant::now).elapsed() >= GRACE)
+                .collect()
+        }
+        Err(_) => Vec::new(),
+    };
+    remove_all(client, ripe).await
+}
+
+/// How long the watcher leaves an orphan to others.
+pub const GRACE: Duration = Duration::from_secs(5);
+
+async fn find(client: &Client) -> Vec<String> {
+    match client.instances(PREFIX, false).await {
+        Ok(all) => orphaned(&all, launcher_running),
+        Err(e) => {
+            tracing::debug!("looking for orphaned run containers: {e}");
+            Vec::new()
+        }
+    }
+}
+
+async fn remove_all(client: &Client, names: Vec<String>) -> Vec<String> {
+    let results =
+        futures_util::future::join_all(names.iter().map(|name| remove(client, name))).await;
+    names
+        .into_iter()
+        .zip(results)
+        .filter_map(|(name, r)| match r {
+            Ok(()) => Some(name),
+            Err(e) => {
+                tracing::warn!("removing orphaned run container {name}: {e}");
+                None
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(name: &str, ephemeral: bool, token: &str, persistent: bool) -> Instance {
+        let mut i: Instance = serde_json::from_value(serde_json::json!({
+            "name": name, "status": "Running", "ephemeral": ephemeral,
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        i.config.insert(keys::KIND.into(), "run".into());
+        i.config.insert(keys::LAUNCH.into(), token.into());
+        if persistent {
+            i.config.insert(keys::PERSISTENT.into(), "true".into());
+        }
+        i
+    }
+
+    #[test]
+    fn only_ephemeral_runs_whose_cci_is_gone_are_orphans() {
+        let mut session = run("cci-aaaaaaaa-3", true, "gone", false);
+        session.config.insert(keys::KIND.into(), "session".into());
+        let all = vec![
+            run("cci-aaaaaaaa-1", true, "alive", false),
+            run("cci-aaaaaaaa-2", true, "gone", false),
+            session,
+            run("cci-aaaaaaaa-4", false, "gone", false),
+            run("cci-aaaaaaaa-5", true, "gone", true),
+            run("other-1", true, "gone", false),
+        ];
+        assert_eq!(orphaned(&all, |t| t == "alive"), vec!["cci-aaaaaaaa-2"]);
+    }
+
+    #[test]
+    fn a_launch_token_names_its_process_and_when_it_was_made() {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let me = std::process::id();
+        assert!(launcher_running(&format!("{me}-{now}-0")));
+        // The same pid, but a token made before this process started: the
+        // pid was used again, the launcher is gone.
+        assert!(!launcher_running(&format!("{me}-1000-0")));
+        assert!(!launcher_running(&format!("{}-{now}-0", u32::MAX - 1)));
+        assert!(!launcher_running(""));
+        assert!(!launcher_running("0-1-2"));
+        assert!(!launcher_running("abc"));
+    }
+}
