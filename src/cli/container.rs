@@ -149,7 +149,7 @@ pub async fn run(client: &Client, cmd: ContainerCommand) -> anyhow::Result<i32> 
             network::create_guarded(client, &Nft::from_env(), &net, spec).await?;
             if !a.no_wait {
                 let want = net.readiness();
-                network::ready::wait(client, &a.name, &want, network::ready::BOUND).await??;
+                network::ready::wait(client, &a.name, &want, network::ready::bound()).await??;
             }
             println!("launched {} from {}", a.name, a.image);
             Ok(0)
@@ -158,7 +158,7 @@ pub async fn run(client: &Client, cmd: ContainerCommand) -> anyhow::Result<i32> 
             network::start_guarded(client, &Nft::from_env(), &a.name).await?;
             // Handed back once usable, as a launch is.
             let want = network::ready::want_of(client, &a.name).await?;
-            network::ready::wait(client, &a.name, &want, network::ready::BOUND).await??;
+            network::ready::wait(client, &a.name, &want, network::ready::bound()).await??;
             Ok(0)
         }
         ContainerCommand::Stop(a) => {

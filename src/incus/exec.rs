@@ -166,7 +166,12 @@ async fn pump_out<O: AsyncWrite + Unpin>(ws: &mut WebSocket, out: &mut O) -> Res
             Ok(Message::Text(t)) if t.is_empty() => break,
             Ok(Message::Close(_)) => break,
             Ok(_) => {}
-            Err(_) => break,
+            // Before the end-of-stream frame: output may be missing, say so.
+            Err(e) => {
+                return Err(Error::Protocol(format!(
+                    "the command's output stream broke off: {e}"
+                )));
+            }
         }
     }
     Ok(())
@@ -216,7 +221,11 @@ impl Client {
             encode(&op.id),
             encode(secret)
         );
-        self.transport.websocket(&path).await
+        match fd {
+            // Output only: read to the end even once the daemon hung up.
+            "1" | "2" => self.transport.websocket_receiving(&path).await,
+            _ => self.transport.websocket(&path).await,
+        }
     }
 
     async fn exit_code(&self, op: &Operation) -> Result<i32> {
@@ -294,7 +303,7 @@ impl Client {
         let mut ws_in = self.exec_socket(&op, "0").await?;
         let mut ws_out = self.exec_socket(&op, "1").await?;
         let mut ws_err = self.exec_socket(&op, "2").await?;
-        {
+        let streamed = {
             let outputs = async {
                 tokio::try_join!(
                     pump_out(&mut ws_out, &mut stdout),
@@ -306,15 +315,26 @@ impl Client {
             let mut input_done = false;
             loop {
                 tokio::select! {
-                    r = &mut outputs => { r?; break; }
-                    r = &mut input, if !input_done => { input_done = true; r?; }
+                    r = &mut outputs => break r.map(|_| ()),
+                    r = &mut input, if !input_done => {
+                        input_done = true;
+                        if let Err(e) = r {
+                            break Err(e);
+                        }
+                    }
                 }
             }
-        }
+        };
         for ws in [&mut ws_in, &mut ws_out, &mut ws_err, &mut control] {
             close(ws).await;
         }
-        self.exit_code(&op).await
+        let code = self.exit_code(&op).await;
+        match (streamed, code) {
+            // The command ran, but its output did not all arrive.
+            (Err(e), Ok(_)) => Err(e),
+            // The daemon's own account (e.g. it lost track of the command) first.
+            (_, code) => code,
+        }
     }
 
     /// Run a command and collect its output; `stdin` is fed to it.

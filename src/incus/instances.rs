@@ -290,6 +290,15 @@ impl Client {
             .collect())
     }
 
+    /// The text the instance's console has printed since it started (its
+    /// boot messages; written by the instance: untrusted). Capped in size.
+    pub async fn console_log(&self, name: &str) -> Result<String> {
+        let (_, body) = self
+            .raw_get(&format!("/1.0/instances/{}/console?type=log", encode(name)))
+            .await?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
     /// An instance's runtime state.
     pub async fn instance_state(&self, name: &str) -> Result<InstanceState> {
         self.transport

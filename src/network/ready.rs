@@ -13,11 +13,30 @@ use crate::incus::{self, Client, InstanceState};
 /// How long a container may take to come up before cci gives up on it.
 pub const BOUND: Duration = Duration::from_secs(45);
 
+/// [`BOUND`], or `CCI_READY_TIMEOUT` (seconds, fractions allowed) for a
+/// slow machine; a value that is not a number is ignored with a warning.
+pub fn bound() -> Duration {
+    match std::env::var("CCI_READY_TIMEOUT") {
+        Ok(v) => match v.trim().parse::<f64>() {
+            Ok(s) if s.is_finite() && (0.0..=3600.0).contains(&s) => Duration::from_secs_f64(s),
+            _ => {
+                tracing::warn!(
+                    "CCI_READY_TIMEOUT={v:?} is not a number of seconds (0 to 3600); using {} s",
+                    BOUND.as_secs()
+                );
+                BOUND
+            }
+        },
+        Err(_) => BOUND,
+    }
+}
+
 /// The container did not come up in time.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "{container} was not ready after {} s: {what}; see `incus console {container} --show-log` (or run with --no-wait to hand it over anyway)",
-    after.as_secs()
+    "{container} was not ready after {} s: {what}{}\n(run with --no-wait to hand it over anyway)",
+    after.as_secs(),
+    console_tail(console)
 )]
 pub struct NotReady {
     /// The container.
@@ -26,6 +45,38 @@ pub struct NotReady {
     pub what: String,
     /// How long cci waited.
     pub after: Duration,
+    /// The last lines of its console log (escaped), when there were any.
+    pub console: Vec<String>,
+}
+
+/// How many console lines a [`NotReady`] quotes.
+const CONSOLE_LINES: usize = 12;
+
+fn console_tail(lines: &[String]) -> String {
+    if lines.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from("\nthe end of its console log:");
+    for l in lines {
+        s.push_str("\n  | ");
+        s.push_str(l);
+    }
+    s
+}
+
+/// The last [`CONSOLE_LINES`] non-empty lines of a console log, each made
+/// harmless to print (the container wrote them) and cut to 200 characters.
+pub fn tail_of(log: &str) -> Vec<String> {
+    let lines: Vec<String> = log
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let l: String = l.chars().take(200).collect();
+            crate::config::printable(&l)
+        })
+        .collect();
+    lines[lines.len().saturating_sub(CONSOLE_LINES)..].to_vec()
 }
 
 /// What a container needs before it is ready, from its attachment.
@@ -124,10 +175,15 @@ pub async fn wait(
             return Ok(Ok(()));
         };
         if start.elapsed() >= bound || state.status == "Stopped" {
+            let console = match client.console_log(name).await {
+                Ok(log) => tail_of(&log),
+                Err(e) => vec![format!("(could not read it: {e})")],
+            };
             return Ok(Err(NotReady {
                 container: name.into(),
                 what,
                 after: start.elapsed(),
+                console,
             }));
         }
         tokio::time::sleep(pause).await;
@@ -157,6 +213,31 @@ mod tests {
             pid: 1,
             network: Some([("eth0".to_string(), nic)].into()),
         }
+    }
+
+    #[test]
+    fn the_console_tail_is_short_and_harmless() {
+        let log: String = (0..30).map(|i| format!("line {i}\r\n\n")).collect();
+        let tail = tail_of(&format!("{log}\x1b]0;owned\x07 evil\n"));
+        assert_eq!(tail.len(), CONSOLE_LINES);
+        assert_eq!(tail[0], "line 19");
+        assert!(
+            !tail[11].contains('\x1b') && tail[11].contains("evil"),
+            "{tail:?}"
+        );
+        let e = NotReady {
+            container: "c".into(),
+            what: "eth0 has no IPv4 address (no DHCP lease)".into(),
+            after: Duration::from_secs(45),
+            console: tail,
+        };
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("c was not ready after 45 s: eth0 has no IPv4"),
+            "{msg}"
+        );
+        assert!(msg.contains("console log:\n  | line 19\n"), "{msg}");
+        assert!(msg.ends_with("--no-wait to hand it over anyway)"), "{msg}");
     }
 
     #[test]

@@ -125,11 +125,13 @@ impl Default for Attempt {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or_default();
+        let pid = std::process::id();
         Attempt {
+            // See `launcher_running` for what the parts are for.
             token: format!(
-                "{}-{nanos}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
+                "{pid}-{nanos}-{}-{}",
+                N.fetch_add(1, Ordering::Relaxed),
+                super::orphans::start_ticks(pid).unwrap_or_default()
             ),
             creating: Arc::default(),
         }
@@ -199,7 +201,7 @@ pub async fn launch(
         attempt.set(Some(&launched.name));
         // While the container boots: remove run containers whose cci is gone.
         let (ready, _) = tokio::join!(
-            network::ready::wait(client, &launched.name, &want, network::ready::BOUND),
+            network::ready::wait(client, &launched.name, &want, network::ready::bound()),
             super::orphans::reap_runs(client)
         );
         attempt.set(None);

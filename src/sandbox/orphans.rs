@@ -6,57 +6,44 @@
 //! container whose launching cci process is gone, and remove them.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use super::launch::remove;
 use super::names::PREFIX;
 use super::spec::keys;
 use crate::incus::{Client, Instance};
 
-/// Whether the cci process that made launch `token` (`<pid>-<nanos>-<n>`)
-/// is still running on this machine. A process with that pid that started
-/// after the token was made is not it (the pid was used again); a token
-/// without a time (a build's `<pid>-<stamp>`) falls back to the process
-/// being a `cci`.
+/// Whether the cci process that made launch `token` is still running on
+/// this machine. A launch token is `<pid>-<nanos>-<n>-<start>`, where
+/// `<start>` is that process's start time in clock ticks since boot
+/// ([`start_ticks`]): a process with that pid and that start time is the
+/// one (a pid used again has another). A token without it (a build's
+/// `<pid>-<stamp>`, or one of an older cci) falls back to the process being
+/// a `cci`.
 pub fn launcher_running(token: &str) -> bool {
-    let mut parts = token.split('-');
+    let parts: Vec<&str> = token.split('-').collect();
     let Some(pid) = parts
-        .next()
+        .first()
         .and_then(|p| p.parse::<u32>().ok())
         .filter(|p| *p > 0)
     else {
         return false;
     };
-    let made = parts
-        .next()
-        .and_then(|n| n.parse::<u128>().ok())
-        .map(|n| UNIX_EPOCH + Duration::from_nanos(u64::try_from(n).unwrap_or(u64::MAX)));
-    match made {
-        Some(made) => started_at(pid).is_some_and(|t| t <= made + Duration::from_secs(2)),
+    match parts.get(3).and_then(|s| s.parse::<u64>().ok()) {
+        Some(start) => start_ticks(pid) == Some(start),
         None => std::fs::read_to_string(format!("/proc/{pid}/comm"))
             .is_ok_and(|c| c.trim_end() == "cci"),
     }
 }
 
-/// When process `pid` started (from `/proc`), or `None` when there is none.
-fn started_at(pid: u32) -> Option<SystemTime> {
+/// When process `pid` started, in clock ticks since boot (`/proc/PID/stat`
+/// field 22), or `None` when there is no such process.
+pub fn start_ticks(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces and parentheses: fields follow the last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
     // Field 22 (starttime) is the 20th after the name.
-    let ticks: u64 = rest.split_whitespace().nth(19)?.parse().ok()?;
-    let boot: u64 = std::fs::read_to_string("/proc/stat")
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("btime "))?
-        .trim()
-        .parse()
-        .ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
-        .ok()
-        .filter(|h| *h > 0)?;
-    Some(UNIX_EPOCH + Duration::from_secs(boot) + Duration::from_millis(ticks * 1000 / hz))
+    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// The run containers among `all` whose cci is gone (`alive` says whether a
@@ -161,17 +148,16 @@ mod tests {
     }
 
     #[test]
-    fn a_launch_token_names_its_process_and_when_it_was_made() {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
+    fn a_launch_token_names_its_process_and_when_it_started() {
         let me = std::process::id();
-        assert!(launcher_running(&format!("{me}-{now}-0")));
-        // The same pid, but a token made before this process started: the
-        // pid was used again, the launcher is gone.
-        assert!(!launcher_running(&format!("{me}-1000-0")));
-        assert!(!launcher_running(&format!("{}-{now}-0", u32::MAX - 1)));
+        let start = start_ticks(me).unwrap_or_default();
+        assert!(start > 0);
+        assert!(launcher_running(&format!("{me}-5-0-{start}")));
+        // The same pid with another start time: the pid was used again.
+        assert!(!launcher_running(&format!("{me}-5-0-{}", start + 1)));
+        assert!(!launcher_running(&format!("{}-5-0-{start}", u32::MAX - 1)));
+        // Without a start time: only a process named cci counts.
+        assert!(!launcher_running(&format!("{me}-5-0")));
         assert!(!launcher_running(""));
         assert!(!launcher_running("0-1-2"));
         assert!(!launcher_running("abc"));

@@ -69,25 +69,14 @@ pub fn background(ws: &Path, extra: &[&str]) -> String {
 /// Run `script` (safe to run twice) in `name` as `code` (or root).
 pub fn sh_in(name: &str, root: bool, script: &str) -> Output {
     let id = if root { "0" } else { "1000" };
-    let mut tries = 0;
-    loop {
-        let out = cci()
-            .args(["container", "exec", name, "--user", id, "--group", id])
-            .args(["-e", "HOME=/home/code"])
-            .args(["--cwd", "/workspace", "--capture", "--format", "raw", "--"])
-            .args(["sh", "-c", script])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        // Right after a boot the daemon sometimes loses track of a command
-        // (cci never repeats one on its own); these scripts may run twice.
-        if text(&out.stderr).contains("Failed to retrieve PID") && tries < 5 {
-            tries += 1;
-            std::thread::sleep(Duration::from_millis(200));
-            continue;
-        }
-        return out;
-    }
+    cci()
+        .args(["container", "exec", name, "--user", id, "--group", id])
+        .args(["-e", "HOME=/home/code"])
+        .args(["--cwd", "/workspace", "--capture", "--format", "raw", "--"])
+        .args(["sh", "-c", script])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
 }
 
 /// Type `keys` into the session of `name` as the agent's user would.
@@ -115,12 +104,9 @@ pub fn send_keys(name: &str, keys: &str) {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    // The daemon sometimes loses track of a command that ran (and cci does
-    // not run a command twice); the keys went in all the same.
     // "no server running", "not running": the session ended meanwhile.
     let err = text(&out.stderr);
     let lost = [
-        "Failed to retrieve PID",
         "no server running",
         "Instance is not running",
         "no current target",
