@@ -129,7 +129,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ReceiveOnly<S> {
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
         match std::pin::Pin::new(&mut self.0).poll_write(cx, buf) {
-            std::task::Poll::Ready(Err(e)) if peer_gone(&e) => std::task::Poll::Ready(Ok(buf.len())),
+            std::task::Poll::Ready(Err(e)) if peer_gone(&e) => {
+                std::task::Poll::Ready(Ok(buf.len()))
+            }
             other => other,
         }
     }
@@ -539,7 +541,9 @@ mod tests {
     async fn output_waiting_in_the_socket_is_read_after_the_peer_hung_up() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let (a, mut b) = tokio::net::UnixStream::pair().unwrap_or_else(|e| panic!("{e}"));
-        b.write_all(b"output").await.unwrap_or_else(|e| panic!("{e}"));
+        b.write_all(b"output")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         drop(b);
         let mut plain = a;
         // Positive control: a plain stream fails to answer the gone peer.
@@ -549,7 +553,9 @@ mod tests {
         r.write_all(b"pong").await.unwrap_or_else(|e| panic!("{e}"));
         r.flush().await.unwrap_or_else(|e| panic!("{e}"));
         let mut got = String::new();
-        r.read_to_string(&mut got).await.unwrap_or_else(|e| panic!("{e}"));
+        r.read_to_string(&mut got)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(got, "output");
     }
 
