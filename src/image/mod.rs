@@ -5,6 +5,7 @@
 //! callback and the script's output through a writer.
 
 mod base;
+pub mod dns;
 
 use std::time::Duration;
 
@@ -103,6 +104,9 @@ pub enum BuildError {
         /// What the daemon said.
         reason: String,
     },
+    /// Names do not resolve in the build container and no resolver answers.
+    #[error("{0}")]
+    Dns(String),
     /// The build script failed.
     #[error("the build script failed with exit status {0}; nothing was published")]
     ScriptFailed(i32),
@@ -185,8 +189,24 @@ async fn build_in<W: AsyncWrite + Unpin>(
     }
     created?;
     step("waiting for the network");
-    if let Some(repair) = wait_for_network(client, container).await {
-        step(&repair);
+    let (probe, extra) = dns::settings();
+    // In allowlist mode DNS is closed by design (allowed names are in
+    // /etc/hosts); a probe there would only fail.
+    let dns_open = req.network.mode != crate::network::Mode::Allowlist;
+    if wait_for_route(client, container).await
+        && dns_open
+        && let Some(probe) = probe
+    {
+        step(&format!("checking that names resolve ({probe})"));
+        let verdict = dns::check(client, container, &probe, &extra).await;
+        if let dns::Verdict::Silent { was, now } = &verdict {
+            return Err(BuildError::Dns(dns::silent_message(
+                &probe, &req.base, was, now,
+            )));
+        }
+        if let Some(said) = dns::step(&probe, &verdict) {
+            step(&said);
+        }
     }
     let cas = host_cas();
     if !cas.is_empty() {
@@ -331,66 +351,20 @@ async fn resolve_base(client: &Client, base: &str) -> Result<ImageRef, BuildErro
     }
 }
 
-/// Checks name resolution in the build container and repairs it the way
-/// the seed's builder does: when `$1` does not resolve within 5 s and the
-/// resolver is a local stub (127.x, ::1) or missing — systemd-resolved with
-/// no upstream, say — /etc/resolv.conf is pointed at the bridge (the default
-/// gateway, Incus' DNS) and any extra servers given. Prints what it did.
-const DNS_REPAIR: &str = r#"probe=$1; shift
-for i in 1 2 3 4 5 6 7 8 9 10; do getent ahosts "$probe" >/dev/null 2>&1 && exit 0; sleep 0.5; done
-if grep -qE '^nameserver[[:space:]]+(127\.|::1)' /etc/resolv.conf 2>/dev/null || ! grep -q '^nameserver' /etc/resolv.conf 2>/dev/null; then
-    gw=$(ip route 2>/dev/null | awk '/^default/ {print $3; exit}')
-    rm -f /etc/resolv.conf
-    for s in $gw "$@"; do echo "nameserver $s"; done > /etc/resolv.conf
-    if getent ahosts "$probe" >/dev/null 2>&1; then
-        echo "names did not resolve through the container's local resolver; /etc/resolv.conf now uses $gw $* (the image keeps it)"
-    else
-        echo "names do not resolve; wrote /etc/resolv.conf for $gw $* but $probe still does not resolve"
-    fi
-fi
-"#;
-
-/// Wait (up to 30 s) until the container has a default route, then make
-/// sure names resolve (see [`DNS_REPAIR`]; the probe name is
-/// `CCI_BUILD_DNS_PROBE`, default `deb.debian.org`, empty to skip; extra
-/// servers are `CCI_BUILD_DNS`). A build whose script needs no network goes
-/// on without either. Returns what the repair said, if anything.
-async fn wait_for_network(client: &Client, container: &str) -> Option<String> {
+/// Wait (up to 30 s) until the container has a default route (a build
+/// whose script needs no network goes on without one); whether it came.
+async fn wait_for_route(client: &Client, container: &str) -> bool {
     let probe =
         ExecRequest::new(&["sh", "-c", "ip route 2>/dev/null | grep -q ^default"]).repeatable();
-    let mut routed = false;
     for _ in 0..60 {
         if let Ok(out) = client.exec_capture(container, &probe, None).await
             && out.exit_code == 0
         {
-            routed = true;
-            break;
+            return true;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let name = std::env::var("CCI_BUILD_DNS_PROBE").unwrap_or_else(|_| "deb.debian.org".into());
-    if !routed || name.trim().is_empty() {
-        return None;
-    }
-    let extra = std::env::var("CCI_BUILD_DNS").unwrap_or_default();
-    let mut argv = vec![
-        "sh".to_string(),
-        "-c".into(),
-        DNS_REPAIR.into(),
-        "dns-repair".into(),
-    ];
-    argv.push(name.trim().to_string());
-    argv.extend(
-        extra
-            .split(',')
-            .map(str::trim)
-            .filter(|s| s.parse::<std::net::IpAddr>().is_ok())
-            .map(str::to_string),
-    );
-    let repair = ExecRequest::new(&argv).repeatable();
-    let out = client.exec_capture(container, &repair, None).await.ok()?;
-    let said = out.stdout_text().trim().to_string();
-    (!said.is_empty()).then_some(said)
+    false
 }
 
 /// `YYYYMMDD-HHMMSS` in UTC, now.

@@ -30,17 +30,26 @@ pub const AGENTS: &[AgentDef] = &[
         files: AgentFiles {
             state_dir: ".claude",
             credentials: &[".claude/.credentials.json", ".claude.json"],
-            // First-run questions answered: onboarding done, the permission
-            // bypass accepted (the container is the sandbox), /workspace trusted.
+            // First-run questions answered, so the agent starts straight to
+            // its prompt (Claude Code 2.1: the keys it reads before each):
+            // onboarding and theme (`hasCompletedOnboarding`); the folder
+            // trust dialog (`projects./workspace.hasTrustDialogAccepted`);
+            // the bypass-permissions warning (`skipDangerousModePermissionPrompt`
+            // in settings, `bypassPermissionsModeAccepted` before 2.1); "Make
+            // auto mode your default permission mode?", asked whenever the
+            // user settings name a default mode (`hasSeenAutoDefaultNudge`).
+            // The container is the sandbox, hence bypassPermissions.
             settings: &[
                 (
                     ".claude.json",
                     r#"{"hasCompletedOnboarding": true, "bypassPermissionsModeAccepted": true,
+                        "hasSeenAutoDefaultNudge": true,
                         "projects": {"/workspace": {"hasTrustDialogAccepted": true}}}"#,
                 ),
                 (
                     ".claude/settings.json",
-                    r#"{"permissions": {"defaultMode": "bypassPermissions"}}"#,
+                    r#"{"permissions": {"defaultMode": "bypassPermissions"},
+                        "skipDangerousModePermissionPrompt": true}"#,
                 ),
             ],
         },
@@ -168,6 +177,34 @@ mod tests {
                 "u-1"
             ]
         );
+    }
+
+    #[test]
+    fn claude_settings_answer_every_known_first_run_question() {
+        let v = |rel: &str| -> serde_json::Value {
+            let (_, text) = AGENTS[0]
+                .files
+                .settings
+                .iter()
+                .find(|(r, _)| *r == rel)
+                .unwrap();
+            serde_json::from_str(text).unwrap()
+        };
+        let config = v(".claude.json");
+        for key in [
+            "hasCompletedOnboarding",
+            "bypassPermissionsModeAccepted",
+            "hasSeenAutoDefaultNudge",
+        ] {
+            assert_eq!(config[key], true, "{key}");
+        }
+        assert_eq!(
+            config["projects"]["/workspace"]["hasTrustDialogAccepted"],
+            true
+        );
+        let settings = v(".claude/settings.json");
+        assert_eq!(settings["skipDangerousModePermissionPrompt"], true);
+        assert_eq!(settings["permissions"]["defaultMode"], "bypassPermissions");
     }
 
     #[test]
