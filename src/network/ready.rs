@@ -157,6 +157,34 @@ pub fn missing(state: &InstanceState, want: &Want) -> Option<String> {
     None
 }
 
+/// What is missing for name lookups in `name` once its NIC is up (`None`:
+/// nothing): its `/etc/resolv.conf`, which a local resolver (systemd-resolved's
+/// stub at 127.0.0.53) writes once it is up and answering — a first `git
+/// clone` before that fails to resolve. A static file is there at once.
+async fn resolver_missing(client: &Client, name: &str) -> Option<String> {
+    const CONF: &str = "/etc/resolv.conf";
+    let target = match client.read_file(name, CONF).await {
+        Ok((info, body)) if info.kind == incus::FileKind::Symlink => {
+            String::from_utf8_lossy(&body).trim().to_string()
+        }
+        Ok(_) => return None,
+        Err(e) if e.is_not_found() => return Some(format!("{CONF} is not there yet")),
+        // Not cci's to judge (an image without one is its own business).
+        Err(_) => return None,
+    };
+    let target = if target.starts_with('/') {
+        target
+    } else {
+        format!("/etc/{target}")
+    };
+    match client.stat_file(name, &target).await {
+        Err(e) if e.is_not_found() => Some(format!(
+            "{CONF} points at {target}, which is not there yet (the resolver has not started)"
+        )),
+        _ => None,
+    }
+}
+
 /// Wait (at most `bound`) until `name` has what `want` says.
 pub async fn wait(
     client: &Client,
@@ -171,8 +199,12 @@ pub async fn wait(
     let mut pause = Duration::from_millis(20);
     loop {
         let state = client.instance_state(name).await?;
-        let Some(what) = missing(&state, want) else {
-            return Ok(Ok(()));
+        let what = match missing(&state, want) {
+            Some(what) => what,
+            None => match resolver_missing(client, name).await {
+                None => return Ok(Ok(())),
+                Some(what) => what,
+            },
         };
         if start.elapsed() >= bound || state.status == "Stopped" {
             let console = match client.console_log(name).await {
