@@ -52,16 +52,23 @@ fi
 
 say "building cci"
 cargo build --release --locked --quiet
-as_root install -C -D -m 0755 target/release/cci "$PREFIX/bin/cci"
+# Where cargo put it: CARGO_TARGET_DIR, build.target-dir, else ./target.
+target_dir=$(cargo metadata --format-version 1 --no-deps --locked 2>/dev/null |
+    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+target_dir=${target_dir:-${CARGO_TARGET_DIR:-target}}
+[ -x "$target_dir/release/cci" ] || die "built, but $target_dir/release/cci is not there"
+as_root install -C -D -m 0755 "$target_dir/release/cci" "$PREFIX/bin/cci"
 say "installed $PREFIX/bin/cci ($("$PREFIX/bin/cci" --version))"
 
 say "installing shell completions"
+completions=$(mktemp -d)
+trap 'rm -rf "$completions"' EXIT
 for shell_dir in "bash:$PREFIX/share/bash-completion/completions/cci" \
     "zsh:$PREFIX/share/zsh/site-functions/_cci" \
     "fish:$PREFIX/share/fish/vendor_completions.d/cci.fish"; do
     shell=${shell_dir%%:*} file=${shell_dir#*:}
-    "$PREFIX/bin/cci" completion "$shell" >"target/cci.$shell"
-    as_root install -C -D -m 0644 "target/cci.$shell" "$file"
+    "$PREFIX/bin/cci" completion "$shell" >"$completions/cci.$shell"
+    as_root install -C -D -m 0644 "$completions/cci.$shell" "$file"
 done
 
 user=${SUDO_USER:-$(id -un)}

@@ -51,7 +51,7 @@ async fn container_lifecycle_by_exit_codes_and_mounts() {
     assert_eq!(code(&["container", "start", &name]), Some(0));
     assert_eq!(code(&["container", "running", &name]), Some(0));
 
-    // A host folder mounted read-only, with host ownership kept.
+    // A host folder mounted read-only, its owner (1000) appearing as code.
     let dir = workspace();
     std::fs::write(dir.path().join("shared.txt"), "from the host\n").unwrap();
     let src = dir.path().to_str().unwrap();
@@ -66,6 +66,9 @@ async fn container_lifecycle_by_exit_codes_and_mounts() {
         "--readonly",
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // The owner's mapping (raw.idmap) takes effect at the next start.
+    assert_eq!(code(&["container", "stop", &name, "--force"]), Some(0));
+    assert_eq!(code(&["container", "start", &name]), Some(0));
     let out = cci_out(&[
         "container",
         "exec",

@@ -114,3 +114,122 @@ async fn clean_removes_only_ended_sessions_and_interrupted_launches() {
     let out = cci().arg("kill").args([&running, &kept]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
+
+/// An Incus project of this test's own (sharing the default project's
+/// images and profiles), so `clean --all --force` sees only its containers;
+/// deleted on drop, after the containers declared later.
+struct Project(String);
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("incus")
+            .args(["project", "delete", &self.0])
+            .output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clean_all_also_removes_kept_containers_and_saved_sessions() {
+    let project = Project(format!("cci-test-cl{}", std::process::id()));
+    let made = std::process::Command::new("incus")
+        .args(["project", "create", &project.0])
+        .args([
+            "-c",
+            "features.images=false",
+            "-c",
+            "features.profiles=false",
+        ])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let sessions = tempfile::tempdir().unwrap();
+    let pc = cci::incus::Client::local()
+        .unwrap()
+        .with_project(Some(project.0.clone()));
+    let in_project = |args: &[&str]| -> Output {
+        cci()
+            .env("CCI_INCUS_PROJECT", &project.0)
+            .env("CCI_SESSIONS_DIR", sessions.path())
+            .env("CCI_IMAGE", test_image())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let ok = |out: Output| -> String {
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let guard = |name: &str| TestInstance {
+        name: name.to_string(),
+        client: pc.clone(),
+    };
+    let ws = workspace();
+    let wsp = ws.path().to_str().unwrap();
+    let kept = ok(in_project(&[
+        "shell",
+        "--background",
+        "--debug",
+        "--persistent",
+        "-w",
+        wsp,
+    ]));
+    let kept = kept.trim().to_string();
+    let _g0 = guard(&kept);
+    ok(in_project(&["shutdown", "--timeout", "5", &kept]));
+    let names: Vec<String> = ["clstop", "clkept", "clrun"]
+        .iter()
+        .map(|t| common::unique_name(t))
+        .collect();
+    let _g: Vec<TestInstance> = names.iter().map(|n| guard(n)).collect();
+    for n in &names {
+        ok(in_project(&["container", "launch", &test_image(), n]));
+    }
+    let (stopped, kept_launched, running) = (&names[0], &names[1], &names[2]);
+    ok(in_project(&["persist", kept_launched]));
+    for n in [stopped, kept_launched] {
+        ok(in_project(&["container", "stop", n, "--force"]));
+    }
+    let state = tempfile::tempdir().unwrap();
+    std::fs::write(state.path().join("CLAUDE.md"), "notes\n").unwrap();
+    let imported = ok(in_project(&[
+        "session",
+        "import",
+        state.path().to_str().unwrap(),
+        "--name",
+        "cci-test-clean-all",
+        "-w",
+        wsp,
+    ]));
+    assert!(imported.contains("cci-test-clean-all"), "{imported}");
+
+    let plan = ok(in_project(&["clean", "--dry-run"]));
+    assert!(
+        plan.contains(&format!("{stopped}  Stopped  (stopped launched container")),
+        "{plan}"
+    );
+    for n in [&kept, kept_launched, running] {
+        assert!(!plan.contains(n.as_str()), "{n} would be cleaned: {plan}");
+    }
+    let plan = ok(in_project(&["clean", "--all", "--dry-run"]));
+    for n in [&kept, kept_launched] {
+        assert!(
+            plan.contains(&format!("{n}  Stopped  (stopped persistent container")),
+            "{plan}"
+        );
+    }
+    assert!(plan.contains("cci-test-clean-all"), "{plan}");
+    assert!(!plan.contains(running.as_str()), "{plan}");
+
+    ok(in_project(&["clean", "--all", "--force"]));
+    for n in [&kept, stopped, kept_launched] {
+        assert!(
+            pc.instance(n).await.unwrap_err().is_not_found(),
+            "{n} is left"
+        );
+    }
+    assert_eq!(pc.instance(running).await.unwrap().0.status, "Running");
+    let left = ok(in_project(&["session", "list"]));
+    assert!(!left.contains("cci-test-clean-all"), "{left}");
+    ok(in_project(&["kill", running]));
+}

@@ -175,3 +175,48 @@ async fn interactive_exec_passes_the_exit_code_through() {
     let status = cmd.status().unwrap();
     assert_eq!(status.code(), Some(9));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_command_exits_127_as_in_a_shell_and_dashes_are_optional() {
+    let inst = TestInstance::running("exec127").await;
+    let name = inst.name.as_str();
+    // Without `--`: everything from the command's name on is the command's.
+    let out = cci()
+        .args(["container", "exec", name, "--capture", "--format", "raw"])
+        .args(["sh", "-c", "echo $0 $1; exit 4", "-x", "--y"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "-x --y\n");
+    // `--` is still taken.
+    let out = cci()
+        .args(["container", "exec", name, "--", "ls", "-d", "/tmp"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "/tmp\n");
+
+    for capture in [false, true] {
+        let mut cmd = cci();
+        cmd.args(["container", "exec", name]);
+        if capture {
+            cmd.arg("--capture");
+        }
+        let out = cmd.args(["no-such-command", "x"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains("no-such-command: command not found"),
+            "{}",
+            text(&out.stderr)
+        );
+        if capture {
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(v["exit_code"], 127);
+        }
+    }
+    let out = cci()
+        .args(["container", "exec", name, "/etc/passwd"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(126), "{}", text(&out.stderr));
+}

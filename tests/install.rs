@@ -101,3 +101,56 @@ fn install_twice_changes_nothing_and_the_installed_cci_is_healthy() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("macOS"), "{}", text(&out.stderr));
 }
+
+/// A user who has `CARGO_TARGET_DIR` set: install.sh installs the binary
+/// cargo built there, not a `target/release/cci` of the checkout. (A
+/// stand-in `cargo build` puts this test's cci into that folder, so the
+/// installed file tells which one was taken; `cargo metadata` is the real one.)
+#[test]
+fn install_takes_the_binary_from_cargo_target_dir() {
+    let target = tempfile::tempdir().unwrap();
+    let prefix = tempfile::tempdir().unwrap();
+    let fake = tempfile::tempdir().unwrap();
+    let real = Command::new("sh")
+        .args(["-c", "command -v cargo"])
+        .output()
+        .unwrap();
+    let real = text(&real.stdout).trim().to_string();
+    assert!(!real.is_empty(), "cargo is not on PATH");
+    let cargo = fake.path().join("cargo");
+    std::fs::write(
+        &cargo,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in\nbuild) mkdir -p \"$CARGO_TARGET_DIR/release\" && cp \"$CCI_BUILT\" \"$CARGO_TARGET_DIR/release/cci\" ;;\n*) exec '{real}' \"$@\" ;;\nesac\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&cargo, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        fake.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("install.sh"))
+        .env("PATH", path)
+        .env("CARGO_TARGET_DIR", target.path())
+        .env("CCI_BUILT", common::cci_bin())
+        .env("CCI_SKIP_INCUS_SETUP", "1")
+        .env("PREFIX", prefix.path())
+        .output()
+        .unwrap();
+    let log = text(&out.stderr);
+    assert!(out.status.success(), "install.sh failed:\n{log}");
+    let installed = std::fs::read(prefix.path().join("bin/cci")).unwrap();
+    assert!(
+        installed == std::fs::read(common::cci_bin()).unwrap(),
+        "install.sh did not install the cci built in CARGO_TARGET_DIR:\n{log}"
+    );
+    assert!(
+        prefix
+            .path()
+            .join("share/zsh/site-functions/_cci")
+            .is_file()
+    );
+}

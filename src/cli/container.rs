@@ -3,7 +3,7 @@
 use clap::{Args, Subcommand, ValueEnum};
 
 use crate::container::{self, ExecSpec};
-use crate::incus::{Client, ImageRef, InstanceCreate};
+use crate::incus::{self, Client, ImageRef, InstanceCreate};
 use crate::network::{self, Nft};
 
 /// Container subcommands.
@@ -87,8 +87,18 @@ pub struct MountArgs {
     pub source: std::path::PathBuf,
     /// Where it appears in the container.
     pub path: String,
-    /// Shift ownership so host files keep their owners inside (idmapped mount).
-    #[arg(long)]
+    /// Map the folder's owner to the account inside (`code`), as the
+    /// workspace's owner is (`--shift=false`: mount it as it is; its files
+    /// then show as nobody). A root-owned folder is refused.
+    #[arg(
+        long,
+        value_name = "BOOL",
+        default_value_t = true,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
     pub shift: bool,
     /// Read-only.
     #[arg(long)]
@@ -130,8 +140,14 @@ pub struct ExecArgs {
     /// Output format with --capture.
     #[arg(long, value_enum, default_value_t = CaptureFormat::Json, requires = "capture")]
     pub format: CaptureFormat,
-    /// The command and its arguments.
-    #[arg(last = true, required = true, value_name = "CMD")]
+    /// The command and its arguments (`--` before it is optional;
+    /// everything from CMD on is the command's).
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        required = true,
+        value_name = "CMD"
+    )]
     pub command: Vec<String>,
 }
 
@@ -141,6 +157,10 @@ pub async fn run(client: &Client, cmd: ContainerCommand) -> anyhow::Result<i32> 
             let image = ImageRef::Alias(a.image.clone());
             let mut spec = InstanceCreate::container(&a.name, &image);
             spec.ephemeral = a.ephemeral;
+            // cci's own (kind `container`), so list, info, kill, shutdown,
+            // persist and clean manage it.
+            let token = crate::sandbox::launch_token();
+            crate::sandbox::launch_marks(&mut spec.config, &a.image, &token);
             if !a.profiles.is_empty() {
                 spec.profiles = a.profiles;
             }
@@ -228,22 +248,58 @@ async fn list(client: &Client, args: ListArgs) -> anyhow::Result<i32> {
 }
 
 async fn mount(client: &Client, a: MountArgs) -> anyhow::Result<i32> {
-    let source = std::fs::canonicalize(&a.source)
-        .map_err(|e| super::UsageError(format!("{}: {e}", a.source.display())))?;
-    let Some(source) = source.to_str() else {
-        return Err(super::UsageError(format!("{} is not UTF-8", source.display())).into());
+    let (instance, etag) = client.instance(&a.name).await?;
+    let plan = crate::sandbox::plan_host_mount(&instance, &a.source, &a.path, a.readonly, a.shift)
+        .map_err(super::UsageError)?;
+    let mut patch = serde_json::json!({"devices": {a.device.clone(): plan.device}});
+    if let Some(map) = &plan.idmap {
+        patch["config"] = serde_json::json!({"raw.idmap": map});
+    }
+    client
+        .update_instance(&a.name, &patch, etag.as_deref())
+        .await?;
+    let who = match plan.owner {
+        Some((uid, gid)) => format!(" (files of {uid}:{gid} appear as {})", plan.account.name),
+        None => String::new(),
     };
-    let mut device = serde_json::json!({"type": "disk", "source": source, "path": a.path});
-    if a.shift {
-        device["shift"] = "true".into();
+    println!("mounted {} at {}:{}{who}", plan.source, a.name, a.path);
+    if plan.restart_needed {
+        eprintln!(
+            "cci: the owner's mapping takes effect when {0} starts again (`cci container stop {0}` and `cci container start {0}`); until then the folder's files show as nobody",
+            a.name
+        );
     }
-    if a.readonly {
-        device["readonly"] = "true".into();
-    }
-    let patch = serde_json::json!({"devices": {a.device.clone(): device}});
-    client.update_instance(&a.name, &patch, None).await?;
-    println!("mounted {source} at {}:{}", a.name, a.path);
     Ok(0)
+}
+
+/// The shell's exit status for a command the daemon could not start: 127
+/// when it does not exist, 126 when it cannot be executed.
+fn not_started(err: &incus::Error) -> Option<(i32, &'static str)> {
+    let message = match err {
+        incus::Error::NotFound(m) | incus::Error::BadRequest(m) => m,
+        incus::Error::Daemon { message, .. } => message,
+        _ => return None,
+    };
+    match message.trim() {
+        "Command not found" => Some((127, "command not found")),
+        "Command not executable" => Some((126, "permission denied (not executable)")),
+        _ => None,
+    }
+}
+
+/// `result`, or the shell's status (and its message on stderr) when the
+/// command could not be started.
+fn status_of(result: incus::Result<i32>, command: &str) -> anyhow::Result<i32> {
+    match result {
+        Err(e) => match not_started(&e) {
+            Some((code, why)) => {
+                eprintln!("cci: {}: {why}", crate::config::printable(command));
+                Ok(code)
+            }
+            None => Err(e.into()),
+        },
+        Ok(code) => Ok(code),
+    }
 }
 
 async fn exec(client: &Client, args: ExecArgs) -> anyhow::Result<i32> {
@@ -254,13 +310,31 @@ async fn exec(client: &Client, args: ExecArgs) -> anyhow::Result<i32> {
         cwd: args.cwd,
         env: args.env.resolve()?,
     };
+    let program = spec.command.first().cloned().unwrap_or_default();
     if args.tty {
-        return Ok(container::exec_interactive(client, &args.name, &spec).await?);
+        let r = container::exec_interactive(client, &args.name, &spec).await;
+        return status_of(r, &program);
     }
     if !args.capture {
-        return Ok(container::exec_streamed(client, &args.name, &spec).await?);
+        let r = container::exec_streamed(client, &args.name, &spec).await;
+        return status_of(r, &program);
     }
-    let out = container::exec_captured(client, &args.name, &spec).await?;
+    let out = match container::exec_captured(client, &args.name, &spec).await {
+        Err(e) => match not_started(&e) {
+            // As a shell reports it: the status, and why on stderr.
+            Some((code, why)) => {
+                let line = format!("{}: {why}", crate::config::printable(&program));
+                eprintln!("cci: {line}");
+                incus::ExecOutput {
+                    exit_code: code,
+                    stderr: format!("{line}\n").into_bytes(),
+                    ..Default::default()
+                }
+            }
+            None => return Err(e.into()),
+        },
+        Ok(out) => out,
+    };
     match args.format {
         CaptureFormat::Json => {
             let v = serde_json::json!({

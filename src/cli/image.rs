@@ -117,11 +117,30 @@ pub struct NameArg {
 /// Options of `cci image cleanup`.
 #[derive(Debug, Args)]
 pub struct CleanupArgs {
-    /// The versions' prefix (`cci` for `cci-YYYYMMDD-HHMMSS`).
+    /// The versions' prefix (`cci` or `cci-` for `cci-YYYYMMDD-HHMMSS`).
     pub prefix: String,
-    /// How many of the newest versions to keep.
-    #[arg(long, value_name = "N")]
+    /// How many of the newest versions to keep (at least 1).
+    #[arg(long, value_name = "N", value_parser = parse_keep)]
     pub keep: usize,
+}
+
+/// `--keep N`: 0 would delete every version, so it is refused.
+fn parse_keep(arg: &str) -> Result<usize, String> {
+    match arg.parse::<usize>() {
+        Ok(0) => Err(
+            "0 would delete every version; keep at least 1 (`cci image delete ALIAS` deletes one by name)"
+                .into(),
+        ),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{arg:?} is not a whole number")),
+    }
+}
+
+/// The prefix versions are named after: `claudeyard-node-42-` (as the
+/// original's example wrote it) is `claudeyard-node-42`, whose versions are
+/// `claudeyard-node-42-YYYYMMDD-HHMMSS`.
+fn versions_prefix(given: &str) -> &str {
+    given.strip_suffix('-').unwrap_or(given)
 }
 
 pub async fn build(client: &Client, args: BuildArgs) -> anyhow::Result<i32> {
@@ -461,7 +480,15 @@ async fn list(client: &Client, args: ImageListArgs) -> anyhow::Result<i32> {
 }
 
 async fn cleanup(client: &Client, args: CleanupArgs) -> anyhow::Result<i32> {
-    let current = match client.image_alias(&args.prefix).await {
+    let prefix = versions_prefix(&args.prefix);
+    if prefix.is_empty() {
+        return Err(super::UsageError(format!(
+            "image cleanup: prefix {:?} names no versions",
+            args.prefix
+        ))
+        .into());
+    }
+    let current = match client.image_alias(prefix).await {
         Ok(a) => Some(a.target),
         Err(e) if e.is_not_found() => None,
         Err(e) => return Err(e.into()),
@@ -469,7 +496,7 @@ async fn cleanup(client: &Client, args: CleanupArgs) -> anyhow::Result<i32> {
     let mut versions: Vec<(String, String, String)> = Vec::new();
     for i in client.images().await? {
         for a in &i.aliases {
-            if let Some(stamp) = image::version_stamp(&args.prefix, &a.name) {
+            if let Some(stamp) = image::version_stamp(prefix, &a.name) {
                 versions.push((stamp.to_string(), a.name.clone(), i.fingerprint.clone()));
             }
         }
@@ -478,7 +505,7 @@ async fn cleanup(client: &Client, args: CleanupArgs) -> anyhow::Result<i32> {
     let mut code = 0;
     for (_, alias, fingerprint) in versions.into_iter().skip(args.keep) {
         if current.as_deref() == Some(fingerprint.as_str()) {
-            println!("kept {alias}: `{}` points to it", args.prefix);
+            println!("kept {alias}: `{prefix}` points to it");
             continue;
         }
         match client.delete_image(&fingerprint).await {
@@ -490,4 +517,23 @@ async fn cleanup(client: &Client, args: CleanupArgs) -> anyhow::Result<i32> {
         }
     }
     Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cleanup_takes_the_prefix_with_or_without_its_dash_and_keeps_one() {
+        assert_eq!(versions_prefix("claudeyard-node-42-"), "claudeyard-node-42");
+        assert_eq!(versions_prefix("cci"), "cci");
+        let stamped = "claudeyard-node-42-20260101-120000";
+        for given in ["claudeyard-node-42-", "claudeyard-node-42"] {
+            let p = versions_prefix(given);
+            assert_eq!(image::version_stamp(p, stamped), Some("20260101-120000"));
+        }
+        assert!(parse_keep("0").unwrap_err().contains("at least 1"));
+        assert_eq!(parse_keep("3"), Ok(3));
+        assert!(parse_keep("-1").is_err());
+    }
 }

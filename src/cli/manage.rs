@@ -42,8 +42,13 @@ pub struct KillArgs {
 /// Options of `cci info`.
 #[derive(Debug, Args)]
 pub struct InfoArgs {
-    /// Container name, or the id of a saved session.
-    pub name: String,
+    /// Container name, or the id of a saved session [default: the newest
+    /// container of the workspace, else its newest saved session].
+    pub name: Option<String>,
+    /// The workspace whose newest container or session is shown without NAME
+    /// [default: the current directory].
+    #[arg(short = 'w', long, value_name = "PATH", conflicts_with = "name")]
+    pub workspace: Option<std::path::PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
@@ -81,8 +86,11 @@ pub struct CleanArgs {
     pub dry_run: bool,
     /// Only remove firewall rules left by containers that are gone (and put
     /// back missing rules of existing ones); no container is touched.
-    #[arg(long, conflicts_with_all = ["dry_run", "sessions"])]
+    #[arg(long, conflicts_with_all = ["dry_run", "sessions", "all"])]
     pub orphans: bool,
+    /// Everything: also stopped persistent containers, and every saved session.
+    #[arg(long, conflicts_with_all = ["sessions", "older_than"])]
+    pub all: bool,
     /// Remove saved sessions (agent states on the host) instead of containers.
     #[arg(long)]
     pub sessions: bool,
@@ -94,14 +102,14 @@ pub struct CleanArgs {
 /// Options of `cci persist`.
 #[derive(Debug, Args)]
 pub struct PersistArgs {
-    /// Session containers to keep when their sessions end.
+    /// Session (or launched) containers to keep when their sessions end.
     #[arg(
         value_name = "NAME",
         required_unless_present = "all",
         conflicts_with = "all"
     )]
     pub names: Vec<String>,
-    /// Every running session container that is not kept yet.
+    /// Every running session or launched container that is not kept yet.
     #[arg(long)]
     pub all: bool,
 }
@@ -139,19 +147,19 @@ fn print_table(all: &[SandboxInfo]) {
         println!("no cci containers");
         return;
     }
-    let rows: Vec<[String; 9]> = all
+    // `NAME (ephemeral)` / `NAME (persistent)`, as the original showed them.
+    let rows: Vec<[String; 8]> = all
         .iter()
         .map(|s| {
             [
-                s.name.clone(),
+                format!("{} ({})", s.name, s.mode),
                 s.state.clone(),
-                s.slot.to_string(),
-                s.mode.to_string(),
+                slot_of(s),
                 s.kind.clone(),
                 s.ipv4.clone().unwrap_or_else(|| "-".into()),
                 s.created.get(..19).unwrap_or(&s.created).replace('T', " "),
-                s.image.clone(),
-                s.workspace.clone(),
+                dash(&s.image),
+                dash(&s.workspace),
             ]
         })
         .collect();
@@ -160,7 +168,6 @@ fn print_table(all: &[SandboxInfo]) {
             "NAME",
             "STATE",
             "SLOT",
-            "MODE",
             "KIND",
             "IPV4",
             "CREATED",
@@ -169,6 +176,24 @@ fn print_table(all: &[SandboxInfo]) {
         ],
         &rows,
     );
+}
+
+/// `-` for an empty value.
+fn dash(v: &str) -> String {
+    if v.is_empty() {
+        "-".to_string()
+    } else {
+        v.to_string()
+    }
+}
+
+/// The slot, `-` for a launched container (it has none).
+fn slot_of(s: &SandboxInfo) -> String {
+    if s.slot == 0 {
+        "-".into()
+    } else {
+        s.slot.to_string()
+    }
 }
 
 /// Print aligned columns under a header; control characters in cells (a
@@ -319,11 +344,15 @@ pub async fn persist(client: &Client, args: PersistArgs) -> anyhow::Result<i32> 
         let names: Vec<String> = sandbox::list(client)
             .await?
             .into_iter()
-            .filter(|s| s.kind == "shell" && !s.persistent() && s.state == "Running")
+            .filter(|s| {
+                matches!(s.kind.as_str(), "shell" | "container")
+                    && !s.persistent()
+                    && s.state == "Running"
+            })
             .map(|s| s.name)
             .collect();
         if names.is_empty() {
-            println!("no running session container to keep");
+            println!("no running session or launched container to keep");
         }
         names
     } else {
@@ -355,7 +384,18 @@ pub async fn clean(client: &Client, args: CleanArgs) -> anyhow::Result<i32> {
         );
         return Ok(0);
     }
-    let plan = sandbox::clean_plan(client).await?;
+    let code = clean_containers(client, &args).await?;
+    if !args.all || code != 0 {
+        return Ok(code);
+    }
+    // --all: the saved sessions too, as the original's `clean --all` did.
+    println!();
+    super::session::clean(None, args.dry_run, args.force)
+}
+
+/// The container part of `cci clean` (`--all`: stopped persistent ones too).
+async fn clean_containers(client: &Client, args: &CleanArgs) -> anyhow::Result<i32> {
+    let plan = sandbox::clean_plan(client, args.all).await?;
     if plan.is_empty() {
         println!("nothing to clean");
         return Ok(0);
@@ -417,18 +457,51 @@ pub async fn clean(client: &Client, args: CleanArgs) -> anyhow::Result<i32> {
     Ok(for_each(&names, op, ok).await)
 }
 
+/// What `cci info` without a name shows: the newest container of the
+/// workspace, else (`Err(id)`) its newest saved session.
+async fn newest_of(client: &Client, args: &InfoArgs) -> anyhow::Result<Result<String, String>> {
+    let ws = super::run::workspace_at(args.workspace.as_deref())?;
+    let ws = ws.path_str();
+    let newest = sandbox::list(client)
+        .await?
+        .into_iter()
+        .filter(|s| s.workspace == ws)
+        .max_by(|a, b| a.created.cmp(&b.created));
+    if let Some(s) = newest {
+        return Ok(Ok(s.name));
+    }
+    let saved = super::session::all_saved()?;
+    match saved.iter().find(|(_, s)| s.meta.workspace == ws) {
+        Some((_, s)) => Ok(Err(s.id().to_string())),
+        None => Err(crate::incus::Error::NotFound(format!(
+            "no cci container and no saved session of workspace {ws} (`cci list --all` shows them all)"
+        ))
+        .into()),
+    }
+}
+
 pub async fn info(client: &Client, args: InfoArgs) -> anyhow::Result<i32> {
-    if let Err(e) = sandbox::info(client, &args.name).await {
+    let name = match &args.name {
+        Some(n) => n.clone(),
+        None => match newest_of(client, &args).await? {
+            Ok(container) => container,
+            Err(session) => {
+                let shown = super::session::info(&session, args.format)?;
+                return Ok(shown.unwrap_or(0));
+            }
+        },
+    };
+    if let Err(e) = sandbox::info(client, &name).await {
         if e.is_not_found()
-            && let Some(code) = super::session::info(&args.name, args.format)?
+            && let Some(code) = super::session::info(&name, args.format)?
         {
             return Ok(code);
         }
         return Err(e.into());
     }
-    let all = sandbox::list_prefix(client, &args.name, true).await?;
-    let Some(s) = all.into_iter().find(|s| s.name == args.name) else {
-        return Err(crate::incus::Error::NotFound(format!("container {}", args.name)).into());
+    let all = sandbox::list_prefix(client, &name, true).await?;
+    let Some(s) = all.into_iter().find(|s| s.name == name) else {
+        return Err(crate::incus::Error::NotFound(format!("container {name}")).into());
     };
     let session_running =
         s.state == "Running" && sandbox::session_alive(client, &s.name, &s.account).await?;
@@ -439,20 +512,13 @@ pub async fn info(client: &Client, args: InfoArgs) -> anyhow::Result<i32> {
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
         Format::Table => {
-            let dash = |v: &str| {
-                if v.is_empty() {
-                    "-".to_string()
-                } else {
-                    v.to_string()
-                }
-            };
             let rows = [
                 ("Name", s.name.clone()),
                 ("State", s.state.clone()),
-                ("Slot", s.slot.to_string()),
+                ("Slot", slot_of(&s)),
                 ("Mode", s.mode.to_string()),
                 ("Kind", s.kind.clone()),
-                ("Workspace", s.workspace.clone()),
+                ("Workspace", dash(&s.workspace)),
                 ("Image", dash(&s.image)),
                 ("IPv4", s.ipv4.clone().unwrap_or_else(|| "-".into())),
                 ("Created", s.created.clone()),

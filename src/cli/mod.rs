@@ -84,7 +84,8 @@ pub enum Command {
     /// Attach your terminal to a running session again.
     Attach(shell::AttachArgs),
     /// Run a command in a fresh container with the workspace mounted, as the
-    /// `code` user in /workspace; the container is always deleted after.
+    /// `code` user in /workspace; the container is deleted after (kept,
+    /// stopped, with --persistent).
     Run(run::RunArgs),
     /// List cci's containers.
     #[command(visible_alias = "ls")]
@@ -98,7 +99,8 @@ pub enum Command {
     /// Keep session containers when their sessions end.
     Persist(manage::PersistArgs),
     /// Remove stopped session containers, interrupted launches and
-    /// containers whose workspace is gone (never running or persistent ones).
+    /// containers whose workspace is gone (never running or persistent ones;
+    /// --all: stopped persistent ones and the saved sessions too).
     Clean(manage::CleanArgs),
     /// Build the default image (`cci`), or a custom one with `cci build custom`.
     Build(image::BuildArgs),

@@ -271,6 +271,10 @@ pub struct RunArgs {
     /// Stop the command and delete its container after this many seconds (exit 124).
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<u64>,
+    /// Keep the container afterwards (stopped, with everything the command
+    /// installed) instead of deleting it; `cci kill NAME` removes it.
+    #[arg(long)]
+    pub persistent: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t = RunFormat::Text)]
     pub format: RunFormat,
@@ -341,7 +345,7 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<i32> {
             workspace,
             image: args.sandbox.image(),
             kind: Kind::Run,
-            persistent: false,
+            persistent: args.persistent,
             nesting: true,
             marks: Vec::new(),
             network: args.sandbox.net.policy()?,
@@ -374,11 +378,16 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<i32> {
             (o, out, err)
         }
     };
+    let fate = if args.persistent {
+        "kept, stopped"
+    } else {
+        "deleted"
+    };
     let code = match outcome.ending {
         Ending::Exited(code) => code,
         Ending::TimedOut => {
             eprintln!(
-                "cci: {} timed out after {} s; its container {} was deleted",
+                "cci: {} timed out after {} s; its container {} was {fate}",
                 req.command[0],
                 args.timeout.unwrap_or_default(),
                 outcome.container
@@ -387,6 +396,10 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<i32> {
         }
         Ending::Interrupted(signal) => 128 + signal,
     };
+    if args.persistent && !outcome.container.is_empty() {
+        let name = &outcome.container;
+        eprintln!("cci: kept {name} (persistent, stopped); `cci kill {name}` removes it");
+    }
     if !outcome.changed.is_empty() {
         let ws = std::path::Path::new(req.spec.workspace.path_str());
         eprintln!("{}", sandbox::tripwire::warning(ws, &outcome.changed));

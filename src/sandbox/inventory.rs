@@ -1,10 +1,13 @@
 //! Which containers are cci's, and what each one is. A container is cci's only
-//! when it carries the [`keys::WORKSPACE`] mark cci sets at creation.
+//! when it carries the marks cci sets at creation: [`keys::WORKSPACE`] for a
+//! sandbox, [`keys::KIND`] `container` for one `cci container launch` made
+//! (which has no workspace and no slot).
+
+use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::names::PREFIX;
-use super::spec::keys;
+use super::spec::{Kind, keys};
 use crate::incus::{self, Client, Instance};
 
 /// One cci container as `cci list` and `cci info` show it.
@@ -14,11 +17,11 @@ pub struct SandboxInfo {
     pub name: String,
     /// `Running`, `Stopped`...
     pub state: String,
-    /// Slot number.
+    /// Slot number (0: none, for a launched container).
     pub slot: u32,
-    /// Host path of the workspace.
+    /// Host path of the workspace (empty for a launched container).
     pub workspace: String,
-    /// `shell` or `run`.
+    /// `shell`, `run` or `container` (made by `cci container launch`).
     pub kind: String,
     /// `persistent` or `ephemeral`.
     pub mode: &'static str,
@@ -54,7 +57,11 @@ impl SandboxInfo {
     /// The info for `instance`, or `None` when cci did not create it.
     pub fn from_instance(instance: &Instance) -> Option<SandboxInfo> {
         let key = |k: &str| instance.config.get(k).cloned().unwrap_or_default();
-        let workspace = instance.config.get(keys::WORKSPACE)?.clone();
+        let workspace = match instance.config.get(keys::WORKSPACE) {
+            Some(w) => w.clone(),
+            None if key(keys::KIND) == Kind::Container.as_str() => String::new(),
+            None => return None,
+        };
         // Never started: the daemon says 1970 (or year 1 in older versions).
         let never = ["0001-", "1970-01-01T00:00:00"];
         let last_started = if never.iter().any(|p| instance.last_used_at.starts_with(p)) {
@@ -95,6 +102,11 @@ impl SandboxInfo {
         self.mode == "persistent"
     }
 
+    /// Made by `cci container launch` (no workspace, no slot, no session).
+    pub fn is_launched(&self) -> bool {
+        self.kind == Kind::Container.as_str()
+    }
+
     /// An agent session whose state has not been saved to the host yet.
     pub fn state_unsaved(&self) -> bool {
         self.kind == "shell"
@@ -123,9 +135,34 @@ impl SandboxInfo {
     }
 }
 
-/// Every cci container, by name.
+/// Every cci container, by name: sandboxes and launched containers (whose
+/// names are the user's, so every instance is looked at).
 pub async fn list(client: &Client) -> incus::Result<Vec<SandboxInfo>> {
-    list_prefix(client, PREFIX, true).await
+    list_prefix(client, "", true).await
+}
+
+/// A token for one `cci container launch`: this process's id first, so
+/// `clean` can tell whether the launch is still under way.
+pub fn launch_token() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{}-{nanos}-c", std::process::id())
+}
+
+/// The marks of a container `cci container launch` makes: cci's, of kind
+/// `container`, not kept (`persistent` false) until `cci persist` says so.
+pub fn launch_marks(config: &mut HashMap<String, String>, image: &str, launch_token: &str) {
+    for (k, v) in [
+        (keys::KIND, Kind::Container.as_str()),
+        (keys::PERSISTENT, "false"),
+        (keys::IMAGE, image),
+        (keys::VERSION, env!("CARGO_PKG_VERSION")),
+        (keys::LAUNCH, launch_token),
+    ] {
+        config.insert(k.into(), v.into());
+    }
 }
 
 /// The cci containers whose names start with `prefix`, by name; with
@@ -150,8 +187,9 @@ pub async fn get(client: &Client, name: &str) -> incus::Result<SandboxInfo> {
     let (instance, _) = client.instance(name).await?;
     SandboxInfo::from_instance(&instance).ok_or_else(|| {
         incus::Error::Forbidden(format!(
-            "{name} was not created by cci (it has no {} key); cci leaves it alone",
-            keys::WORKSPACE
+            "{name} was not created by cci (it has no {} or {} key); cci leaves it alone",
+            keys::WORKSPACE,
+            keys::KIND
         ))
     })
 }

@@ -39,19 +39,24 @@ pub async fn kill(client: &Client, name: &str) -> incus::Result<StateSave> {
     Ok(state)
 }
 
-/// Mark `name` persistent: it is kept (stopped) when its session ends.
-/// Returns false when it already was.
+/// Mark `name` persistent: it is kept (stopped) when its session ends, and
+/// `clean` leaves it stopped. A launched container stops being
+/// Incus-ephemeral too, so a stop no longer deletes it. Returns false when
+/// it already was.
 pub async fn persist(client: &Client, name: &str) -> incus::Result<bool> {
     let info = inventory::get(client, name).await?;
     if info.persistent() {
         return Ok(false);
     }
-    if info.kind != "shell" {
-        return Err(incus::Error::BadRequest(format!(
-            "{name} runs a one-off `cci run` command; only session containers can be kept"
-        )));
-    }
-    let patch = json!({"config": {keys::PERSISTENT: "true"}});
+    let patch = match info.kind.as_str() {
+        "shell" => json!({"config": {keys::PERSISTENT: "true"}}),
+        "container" => json!({"config": {keys::PERSISTENT: "true"}, "ephemeral": false}),
+        _ => {
+            return Err(incus::Error::BadRequest(format!(
+                "{name} runs a one-off `cci run` command; only session and launched containers can be kept (`cci run --persistent` keeps a run's)"
+            )));
+        }
+    };
     client.update_instance(name, &patch, None).await?;
     Ok(true)
 }
@@ -71,6 +76,10 @@ pub enum CleanReason {
     RunLeftover,
     /// The container of a `cci build` that is no longer running.
     BuildLeftover,
+    /// A stopped container of `cci container launch` that is not kept.
+    LaunchedStopped,
+    /// A stopped persistent container (only with `clean --all`).
+    KeptStopped,
 }
 
 impl CleanReason {
@@ -82,15 +91,17 @@ impl CleanReason {
             CleanReason::WorkspaceGone => "workspace folder is gone",
             CleanReason::RunLeftover => "leftover of cci run",
             CleanReason::BuildLeftover => "leftover of an interrupted cci build",
+            CleanReason::LaunchedStopped => "stopped launched container, not persistent",
+            CleanReason::KeptStopped => "stopped persistent container; --all",
         }
     }
 }
 
 /// Why `clean` should remove `s`, or `None` to keep it. Running containers
-/// are kept unless their workspace is gone; stopped persistent ones are kept
-/// for reuse.
-pub fn clean_reason(s: &SandboxInfo) -> Option<CleanReason> {
-    if !Path::new(&s.workspace).is_dir() {
+/// are kept unless their workspace is gone (a launched container has none);
+/// stopped persistent ones are kept for reuse, unless `all` (`clean --all`).
+pub fn clean_reason(s: &SandboxInfo, all: bool) -> Option<CleanReason> {
+    if !s.is_launched() && !Path::new(&s.workspace).is_dir() {
         return Some(CleanReason::WorkspaceGone);
     }
     if s.state != "Stopped" {
@@ -100,10 +111,14 @@ pub fn clean_reason(s: &SandboxInfo) -> Option<CleanReason> {
         // Unless the cci that creates it is still at work.
         return (!launcher_running(&s.launch)).then_some(CleanReason::NeverStarted);
     }
-    if s.kind == "run" {
-        return Some(CleanReason::RunLeftover);
+    if s.persistent() {
+        return all.then_some(CleanReason::KeptStopped);
     }
-    (!s.persistent()).then_some(CleanReason::SessionEnded)
+    Some(match s.kind.as_str() {
+        "run" => CleanReason::RunLeftover,
+        "container" => CleanReason::LaunchedStopped,
+        _ => CleanReason::SessionEnded,
+    })
 }
 
 /// A container `clean` would remove.
@@ -121,13 +136,14 @@ pub struct CleanItem {
 const BUILD_PREFIX: &str = "cci-build-";
 
 /// The containers `clean` would remove, with the reason for each: cci's
-/// sandboxes (see [`clean_reason`]) and build containers whose cci is gone.
-pub async fn clean_plan(client: &Client) -> incus::Result<Vec<CleanItem>> {
+/// containers (see [`clean_reason`]; `all`: stopped persistent ones too) and
+/// build containers whose cci is gone.
+pub async fn clean_plan(client: &Client, all: bool) -> incus::Result<Vec<CleanItem>> {
     let mut plan: Vec<CleanItem> = inventory::list(client)
         .await?
         .into_iter()
         .filter_map(|s| {
-            clean_reason(&s).map(|reason| CleanItem {
+            clean_reason(&s, all).map(|reason| CleanItem {
                 name: s.name,
                 state: s.state,
                 reason,
@@ -182,35 +198,61 @@ mod tests {
     fn clean_keeps_running_and_persistent_containers() {
         let ws = std::env::temp_dir();
         let ws = ws.to_str().unwrap();
+        let reason = |state, mode, kind, started, ws| {
+            clean_reason(&info(state, mode, kind, started, ws), false)
+        };
+        assert_eq!(reason("Running", "ephemeral", "shell", true, ws), None);
+        assert_eq!(reason("Stopped", "persistent", "shell", true, ws), None);
         assert_eq!(
-            clean_reason(&info("Running", "ephemeral", "shell", true, ws)),
-            None
-        );
-        assert_eq!(
-            clean_reason(&info("Stopped", "persistent", "shell", true, ws)),
-            None
-        );
-        assert_eq!(
-            clean_reason(&info("Stopped", "ephemeral", "shell", true, ws)),
+            reason("Stopped", "ephemeral", "shell", true, ws),
             Some(CleanReason::SessionEnded)
         );
         assert_eq!(
-            clean_reason(&info("Stopped", "persistent", "shell", false, ws)),
+            reason("Stopped", "persistent", "shell", false, ws),
             Some(CleanReason::NeverStarted)
         );
         assert_eq!(
-            clean_reason(&info("Stopped", "ephemeral", "run", true, ws)),
+            reason("Stopped", "ephemeral", "run", true, ws),
             Some(CleanReason::RunLeftover)
         );
+        // `cci run --persistent` keeps its container.
+        assert_eq!(reason("Stopped", "persistent", "run", true, ws), None);
         assert_eq!(
-            clean_reason(&info(
-                "Running",
-                "persistent",
-                "shell",
-                true,
-                "/no/such/cci/ws"
-            )),
+            reason("Running", "persistent", "shell", true, "/no/such/cci/ws"),
             Some(CleanReason::WorkspaceGone)
         );
+    }
+
+    #[test]
+    fn launched_containers_have_no_workspace_to_lose() {
+        let reason = |state, mode, started, all| {
+            clean_reason(&info(state, mode, "container", started, ""), all)
+        };
+        assert_eq!(reason("Running", "ephemeral", true, false), None);
+        assert_eq!(reason("Running", "ephemeral", true, true), None);
+        assert_eq!(
+            reason("Stopped", "ephemeral", true, false),
+            Some(CleanReason::LaunchedStopped)
+        );
+        assert_eq!(reason("Stopped", "persistent", true, false), None);
+        assert_eq!(
+            reason("Stopped", "persistent", true, true),
+            Some(CleanReason::KeptStopped)
+        );
+        assert_eq!(
+            reason("Stopped", "ephemeral", false, false),
+            Some(CleanReason::NeverStarted)
+        );
+    }
+
+    #[test]
+    fn clean_all_also_takes_stopped_persistent_sandboxes() {
+        let ws = std::env::temp_dir();
+        let ws = ws.to_str().unwrap();
+        let kept = info("Stopped", "persistent", "shell", true, ws);
+        assert_eq!(clean_reason(&kept, false), None);
+        assert_eq!(clean_reason(&kept, true), Some(CleanReason::KeptStopped));
+        let running = info("Running", "persistent", "shell", true, ws);
+        assert_eq!(clean_reason(&running, true), None);
     }
 }

@@ -4,6 +4,7 @@
 //! Talks to Incus only through [`crate::incus::Client`]; prints nothing.
 
 mod agent;
+mod hostmount;
 pub mod idmap;
 mod inventory;
 mod launch;
@@ -22,7 +23,8 @@ pub mod vet;
 mod workspace;
 
 pub use agent::{AGENTS, Agent, AgentDef, UnknownAgent};
-pub use inventory::{SandboxInfo, get as info, list, list_prefix};
+pub use hostmount::{MountPlan, plan as plan_host_mount};
+pub use inventory::{SandboxInfo, get as info, launch_marks, launch_token, list, list_prefix};
 pub use launch::{Attempt, LaunchError, Launched, launch, remove};
 pub use lifecycle::{CleanItem, CleanReason, clean_plan, clean_reason, kill, persist, shutdown};
 pub use mounts::{

@@ -64,7 +64,7 @@ pub fn parse_mount_arg(arg: &str) -> Result<(String, String, bool), String> {
     Ok((host.to_string(), container.to_string(), readonly))
 }
 
-fn plain(container: &str) -> bool {
+pub(super) fn plain(container: &str) -> bool {
     let p = Path::new(container);
     p.is_absolute()
         && p != Path::new("/")
@@ -73,7 +73,8 @@ fn plain(container: &str) -> bool {
 }
 
 /// Why links and workspace folders are refused as mount sources.
-const WHY: &str = "the agent could redirect it to another host folder (such as your home)";
+pub(super) const WHY: &str =
+    "the agent could redirect it to another host folder (such as your home)";
 
 /// `path` (`~` expanded, relative to the current folder) resolved without
 /// following symbolic links: `.` dropped and `..` taken lexically, which is
@@ -81,7 +82,7 @@ const WHY: &str = "the agent could redirect it to another host folder (such as y
 /// exists is checked with `symlink_metadata`; with `missing_ok`, the walk
 /// stops at the first missing one (the caller makes the rest), otherwise a
 /// missing component is an error.
-fn resolve(path: &Path, missing_ok: bool) -> Result<PathBuf, String> {
+pub(super) fn resolve(path: &Path, missing_ok: bool) -> Result<PathBuf, String> {
     let p = crate::config::expand_home(&path.to_string_lossy());
     let p = if p.is_absolute() {
         p

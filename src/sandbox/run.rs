@@ -126,7 +126,12 @@ where
         signal = &mut interrupt => Ok(Ending::Interrupted(signal)),
     };
     let duration = start.elapsed();
-    let removed = dispose(client, &launched.name).await;
+    // `cci run --persistent`: stopped and kept, not deleted.
+    let removed = if req.spec.persistent {
+        super::shell::stop(client, &launched.name, Duration::from_secs(10)).await
+    } else {
+        dispose(client, &launched.name).await
+    };
     let ending = ending?;
     removed?;
     Ok(RunOutcome {

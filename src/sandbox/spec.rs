@@ -17,13 +17,14 @@ pub fn account() -> &'static crate::config::Account {
 pub const WORKSPACE_MOUNT: &str = "/workspace";
 
 /// The `user.cci.*` config keys that mark a container as cci's. cci only
-/// ever manages containers that carry [`keys::WORKSPACE`].
+/// ever manages containers that carry [`keys::WORKSPACE`] (sandboxes), or
+/// [`keys::KIND`] `container` (made by `cci container launch`).
 pub mod keys {
     /// Canonical host path of the workspace.
     pub const WORKSPACE: &str = "user.cci.workspace";
     /// Slot number.
     pub const SLOT: &str = "user.cci.slot";
-    /// `shell` or `run`.
+    /// `shell`, `run` or `container`.
     pub const KIND: &str = "user.cci.kind";
     /// `true` when the container is kept after its session.
     pub const PERSISTENT: &str = "user.cci.persistent";
@@ -88,6 +89,8 @@ pub enum Kind {
     Shell,
     /// A one-off `cci run` command.
     Run,
+    /// A container `cci container launch` made: no workspace, no slot.
+    Container,
 }
 
 impl Kind {
@@ -96,6 +99,7 @@ impl Kind {
         match self {
             Kind::Shell => "shell",
             Kind::Run => "run",
+            Kind::Container => "container",
         }
     }
 }
@@ -206,7 +210,8 @@ impl SandboxSpec {
         req.profiles = vec!["default".into(), SANDBOX_PROFILE.into()];
         // A one-off command's container goes away by itself once stopped, even
         // when cci is killed before it can delete it.
-        req.ephemeral = self.kind == Kind::Run;
+        // (`cci run --persistent` keeps it: it is stopped, not deleted.)
+        req.ephemeral = self.kind == Kind::Run && !self.persistent;
         req.start = true;
         req
     }
