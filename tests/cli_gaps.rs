@@ -8,8 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::process::Output;
 
 use common::{
-    TestImage, TestInstance, cci, client, containers_of, output_despite_lost_exec, test_image,
-    unique_name, workspace,
+    TestImage, TestInstance, cci, client, containers_of, test_image, unique_name, workspace,
 };
 
 fn text(b: &[u8]) -> String {
@@ -175,13 +174,12 @@ async fn run_persistent_keeps_the_container_and_info_shows_the_newest() {
         text(&out.stderr)
     );
 
-    let out = output_despite_lost_exec(|| {
-        let mut c = cci();
-        c.args(["run", "--persistent", "--image", &test_image(), "-w"])
-            .arg(ws.path())
-            .args(["sh", "-c", "touch /home/code/kept-mark"]);
-        c
-    });
+    let out = cci()
+        .args(["run", "--persistent", "--image", &test_image(), "-w"])
+        .arg(ws.path())
+        .args(["sh", "-c", "touch /home/code/kept-mark"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let left = containers_of(ws.path()).await;
     assert_eq!(left.len(), 1, "{left:?}");

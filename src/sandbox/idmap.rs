@@ -24,7 +24,7 @@ use crate::config::Account;
 pub enum IdmapError {
     /// The workspace is owned by root.
     #[error(
-        "workspace {path} is owned by root; cci maps the workspace owner to `{account}` inside, and mapping host root would let the agent create set-uid-root files on the host. Use a folder owned by your own user (`sudo chown -R USER: {path}`)"
+        "workspace {path} is owned by root (its user or its group); cci maps the workspace owner to `{account}` inside, and mapping host root would let the agent create set-uid- or set-gid-root files on the host. Use a folder owned by your own user and group (`sudo chown -R USER:GROUP {path}`)"
     )]
     RootOwned {
         /// The workspace.
@@ -61,7 +61,7 @@ pub fn owner_of(path: &Path, account: &Account) -> Result<(u32, u32), IdmapError
         path: path.display().to_string(),
         message: e.to_string(),
     })?;
-    if meta.uid() == 0 {
+    if meta.uid() == 0 || meta.gid() == 0 {
         return Err(IdmapError::RootOwned {
             path: path.display().to_string(),
             account: account.name.clone(),
@@ -133,6 +133,12 @@ mod tests {
         let a = Account::new(1000, "code");
         if unsafe { libc::geteuid() } == 0 {
             std::os::unix::fs::chown(dir.path(), Some(0), Some(0)).unwrap();
+            assert!(matches!(
+                owner_of(dir.path(), &a),
+                Err(IdmapError::RootOwned { .. })
+            ));
+            // Group root alone is refused too (set-gid root).
+            std::os::unix::fs::chown(dir.path(), Some(1000), Some(0)).unwrap();
             assert!(matches!(
                 owner_of(dir.path(), &a),
                 Err(IdmapError::RootOwned { .. })
