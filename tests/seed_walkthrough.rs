@@ -136,6 +136,10 @@ async fn the_original_readme_walked_in_order() {
         "/workspace",
         "--shift",
     ]));
+    // cci maps the folder's owner (never a shifted mount, which would map
+    // host root); a mapping takes effect when the container starts.
+    ok(&run(&["container", "stop", &my]));
+    ok(&run(&["container", "start", &my]));
     let listing = ok(&run(&[
         "container",
         "exec",
