@@ -228,7 +228,7 @@ fn profile_forms<'de, D: serde::Deserializer<'de>>(
 }
 
 /// Every key a file may set, as `section.key` (`mounts` for `[[mounts]]`),
-/// with what it means: the configuration reference (the README's is checked
+/// with what it means: the configuration reference (docs/configuration.md is checked
 /// against it).
 pub const KEYS: &[(&str, &str)] = &[
     (

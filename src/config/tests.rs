@@ -112,11 +112,11 @@ fn every_key_is_in_the_example_and_the_reference() {
         };
         assert!(flat.contains_key(k), "{key} missing from the example");
     }
-    let readme = include_str!("../../README.md");
+    let reference = include_str!("../../docs/configuration.md");
     for (key, _) in KEYS {
         assert!(
-            readme.contains(&format!("`{key}`")),
-            "{key} missing from the README"
+            reference.contains(&format!("`{key}`")),
+            "{key} missing from docs/configuration.md"
         );
     }
 }
