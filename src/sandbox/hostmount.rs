@@ -117,14 +117,17 @@ pub fn plan(
 /// The owner of `host`, if it may be mapped: not root (uid or gid), and
 /// delegated to root by /etc/subuid and /etc/subgid.
 fn mapped_owner(host: &Path, account: &Account) -> Result<(u32, u32), String> {
-    let owner = idmap::owner_of(host, account).map_err(|e| e.to_string())?;
-    if owner.1 == 0 {
+    use std::os::unix::fs::MetadataExt;
+    // Group root is refused by `owner_of` too, in a workspace's words; say
+    // it in a mount's.
+    if std::fs::metadata(host).is_ok_and(|m| m.uid() != 0 && m.gid() == 0) {
         return Err(format!(
             "mount source {} belongs to group root; cci maps the owner's group to `{}` inside, and mapping host group root would let the container create set-gid-root files on the host. Use a folder of your own group, or --shift=false",
             host.display(),
             account.name
         ));
     }
+    let owner = idmap::owner_of(host, account).map_err(|e| e.to_string())?;
     idmap::check_delegated(owner).map_err(|e| e.to_string())?;
     Ok(owner)
 }
