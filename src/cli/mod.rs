@@ -1,17 +1,24 @@
 //! Command-line interface: clap definitions, dispatch, output and exit codes.
 //! Calls the domain modules; makes no Incus calls of its own.
 
+mod clean;
 mod config;
 mod container;
 mod file;
 mod health;
 mod image;
-mod manage;
+mod info;
+mod kill;
+mod list;
 mod network;
+mod output;
+mod persist;
 mod run;
 pub use run::latch_signals;
 mod session;
 mod shell;
+mod shutdown;
+mod targets;
 mod tmux;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -89,19 +96,19 @@ pub enum Command {
     Run(run::RunArgs),
     /// List cci's containers.
     #[command(visible_alias = "ls")]
-    List(manage::ListArgs),
+    List(list::ListArgs),
     /// Show one cci container.
-    Info(manage::InfoArgs),
+    Info(info::InfoArgs),
     /// Stop cci containers cleanly (then by force), deleting the ephemeral ones.
-    Shutdown(manage::ShutdownArgs),
+    Shutdown(shutdown::ShutdownArgs),
     /// Stop and delete cci containers at once (no grace period).
-    Kill(manage::KillArgs),
+    Kill(kill::KillArgs),
     /// Keep session containers when their sessions end.
-    Persist(manage::PersistArgs),
+    Persist(persist::PersistArgs),
     /// Remove stopped session containers, interrupted launches and
     /// containers whose workspace is gone (never running or persistent ones;
     /// --all: stopped persistent ones and the saved sessions too).
-    Clean(manage::CleanArgs),
+    Clean(clean::CleanArgs),
     /// Build the default image (`cci`), or a custom one with `cci build custom`.
     Build(image::BuildArgs),
     /// Manage images.
@@ -318,12 +325,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Shell(args) => shell::shell(&client, args).await,
         Command::Attach(args) => shell::attach(&client, args).await,
         Command::Run(args) => run::run(&client, args).await,
-        Command::List(args) => manage::list(&client, args).await,
-        Command::Info(args) => manage::info(&client, args).await,
-        Command::Shutdown(args) => manage::shutdown(&client, args).await,
-        Command::Kill(args) => manage::kill(&client, args).await,
-        Command::Persist(args) => manage::persist(&client, args).await,
-        Command::Clean(args) => manage::clean(&client, args).await,
+        Command::List(args) => list::list(&client, args).await,
+        Command::Info(args) => info::info(&client, args).await,
+        Command::Shutdown(args) => shutdown::shutdown(&client, args).await,
+        Command::Kill(args) => kill::kill(&client, args).await,
+        Command::Persist(args) => persist::persist(&client, args).await,
+        Command::Clean(args) => clean::clean(&client, args).await,
         Command::Build(args) => image::build(&client, args).await,
         Command::Image(cmd) => image::run(&client, cmd).await,
         Command::Images(args) => image::run(&client, image::ImageCommand::List(args)).await,

@@ -198,7 +198,7 @@ pub fn print_saved(all: &[SavedInfo]) {
             ]
         })
         .collect();
-    super::manage::print_rows(
+    super::output::print_rows(
         &["SESSION", "TOOL", "SAVED (UTC)", "SIZE", "WORKSPACE"],
         &rows,
     );
@@ -427,7 +427,7 @@ pub fn clean(older_than: Option<u64>, dry_run: bool, force: bool) -> anyhow::Res
     if dry_run {
         return Ok(0);
     }
-    if !super::manage::confirm(
+    if !super::targets::confirm(
         &format!("remove these {} saved sessions", plan.len()),
         force,
     )? {
