@@ -1,6 +1,7 @@
 //! Command-line interface: clap definitions, dispatch, output and exit codes.
 //! Calls the domain modules; makes no Incus calls of its own.
 
+mod build;
 mod clean;
 mod config;
 mod container;
@@ -110,7 +111,7 @@ pub enum Command {
     /// --all: stopped persistent ones and the saved sessions too).
     Clean(clean::CleanArgs),
     /// Build the default image (`cci`), or a custom one with `cci build custom`.
-    Build(image::BuildArgs),
+    Build(build::BuildArgs),
     /// Manage images.
     #[command(subcommand)]
     Image(image::ImageCommand),
@@ -331,7 +332,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Kill(args) => kill::kill(&client, args).await,
         Command::Persist(args) => persist::persist(&client, args).await,
         Command::Clean(args) => clean::clean(&client, args).await,
-        Command::Build(args) => image::build(&client, args).await,
+        Command::Build(args) => build::build(&client, args).await,
         Command::Image(cmd) => image::run(&client, cmd).await,
         Command::Images(args) => image::run(&client, image::ImageCommand::List(args)).await,
         Command::Version(args) => Ok(version(Some(&client), &args).await),

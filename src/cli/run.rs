@@ -236,10 +236,10 @@ impl SandboxArgs {
         eprintln!(
             "cci: the image `{image}` does not exist yet; building it first (once, about two minutes)"
         );
-        let mut req = super::image::default_request(client, Default::default()).await;
+        let mut req = super::build::default_request(client, Default::default()).await;
         req.alias = image;
         let code =
-            super::image::build_image(client, req, false, super::image::Says::Stderr).await?;
+            super::build::build_image(client, req, false, super::build::Says::Stderr).await?;
         Ok((code != 0).then_some(code))
     }
 }
