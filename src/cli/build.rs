@@ -8,7 +8,7 @@ use std::time::Instant;
 use clap::{Args, Subcommand};
 
 use super::UsageError;
-use super::run::interrupted;
+use super::signals::interrupted;
 use crate::image::{self, BuildRequest, Built};
 use crate::incus::Client;
 

@@ -127,7 +127,7 @@ pub struct ExecArgs {
     pub group: u32,
     /// Environment for the command.
     #[command(flatten)]
-    pub env: super::run::EnvArgs,
+    pub env: super::sandbox_args::EnvArgs,
     /// Working directory.
     #[arg(long, default_value = "")]
     pub cwd: String,

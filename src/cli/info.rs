@@ -26,7 +26,7 @@ pub struct InfoArgs {
 /// What `cci info` without a name shows: the newest container of the
 /// workspace, else (`Err(id)`) its newest saved session.
 async fn newest_of(client: &Client, args: &InfoArgs) -> anyhow::Result<Result<String, String>> {
-    let ws = super::run::workspace_at(args.workspace.as_deref())?;
+    let ws = super::sandbox_args::workspace_at(args.workspace.as_deref())?;
     let ws = ws.path_str();
     let newest = sandbox::list(client)
         .await?

@@ -15,10 +15,12 @@ mod network;
 mod output;
 mod persist;
 mod run;
-pub use run::latch_signals;
+mod sandbox_args;
 mod session;
 mod shell;
 mod shutdown;
+mod signals;
+pub use signals::latch_signals;
 mod targets;
 mod tmux;
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
-use super::run::workspace_at;
+use super::sandbox_args::workspace_at;
 use super::{Format, UsageError};
 use crate::incus::Client;
 use crate::sandbox::{self, Agent, StateSave};
