@@ -5,6 +5,7 @@ use std::io::Write;
 use clap::{Args, Subcommand};
 
 use super::Format;
+use super::output::{Col, Fixed, print_json};
 use crate::image;
 use crate::incus::{self, Client, Image, Publish};
 
@@ -170,33 +171,43 @@ async fn list(client: &Client, args: ImageListArgs) -> anyhow::Result<i32> {
                     })
                 })
                 .collect();
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            print_json(&v)?;
         }
         Format::Table => {
+            // The size right-aligned; two spaces before the date and the
+            // description.
+            let table = Fixed([
+                Col::left(28),
+                Col::left(12),
+                Col::right(8),
+                Col::left(19).after("  "),
+                Col::rest().after("  "),
+            ]);
             let mut out = std::io::stdout().lock();
-            writeln!(
-                out,
-                "{:<28} {:<12} {:>8}  {:<19}  DESCRIPTION",
-                "ALIASES", "FINGERPRINT", "SIZE", "CREATED"
-            )?;
+            let head = ["ALIASES", "FINGERPRINT", "SIZE", "CREATED", "DESCRIPTION"];
+            writeln!(out, "{}", table.line(head))?;
             for i in &images {
                 let aliases: Vec<&str> = i.aliases.iter().map(|a| a.name.as_str()).collect();
-                writeln!(
-                    out,
-                    "{:<28} {:<12} {:>6}MB  {:<19}  {}",
-                    if aliases.is_empty() {
-                        "-".to_string()
-                    } else {
-                        aliases.join(",")
-                    },
-                    &i.fingerprint[..12.min(i.fingerprint.len())],
-                    i.size / 1_000_000,
-                    i.created_at
-                        .get(..19)
-                        .unwrap_or(&i.created_at)
-                        .replace('T', " "),
-                    i.description()
-                )?;
+                let aliases = if aliases.is_empty() {
+                    "-".to_string()
+                } else {
+                    aliases.join(",")
+                };
+                let size = format!("{}MB", i.size / 1_000_000);
+                let created = i
+                    .created_at
+                    .get(..19)
+                    .unwrap_or(&i.created_at)
+                    .replace('T', " ");
+                let fingerprint = &i.fingerprint[..12.min(i.fingerprint.len())];
+                let cells = [
+                    aliases.as_str(),
+                    fingerprint,
+                    &size,
+                    &created,
+                    i.description(),
+                ];
+                writeln!(out, "{}", table.line(cells))?;
             }
         }
     }

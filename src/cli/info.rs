@@ -4,7 +4,7 @@ use clap::Args;
 
 use super::Format;
 use super::list::slot_of;
-use super::output::dash;
+use super::output::{dash, fields, print_json};
 use crate::incus::Client;
 use crate::sandbox;
 
@@ -75,7 +75,7 @@ pub async fn info(client: &Client, args: InfoArgs) -> anyhow::Result<i32> {
         Format::Json => {
             let mut v = serde_json::to_value(&s)?;
             v["session_running"] = session_running.into();
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            print_json(&v)?;
         }
         Format::Table => {
             let rows = [
@@ -97,9 +97,7 @@ pub async fn info(client: &Client, args: InfoArgs) -> anyhow::Result<i32> {
                     if session_running { "yes" } else { "no" }.into(),
                 ),
             ];
-            for (k, v) in rows {
-                println!("{:<16} {}", format!("{k}:"), crate::config::printable(&v));
-            }
+            print!("{}", fields(&rows, true));
         }
     }
     Ok(0)

@@ -4,7 +4,7 @@
 use clap::Args;
 
 use super::Format;
-use super::output::{dash, print_rows};
+use super::output::{dash, print_json, print_rows};
 use crate::incus::Client;
 use crate::sandbox::{self, SandboxInfo};
 
@@ -28,14 +28,11 @@ pub async fn list(client: &Client, args: ListArgs) -> anyhow::Result<i32> {
         None
     };
     match (args.format, saved) {
-        (Format::Json, None) => println!("{}", serde_json::to_string_pretty(&all)?),
-        (Format::Json, Some(saved)) => println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "containers": all,
-                "sessions": saved,
-            }))?
-        ),
+        (Format::Json, None) => print_json(&all)?,
+        (Format::Json, Some(saved)) => print_json(&serde_json::json!({
+            "containers": all,
+            "sessions": saved,
+        }))?,
         (Format::Table, saved) => {
             print_table(&all);
             if let Some(saved) = saved {

@@ -4,6 +4,7 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
+use super::output::{Col, Fixed, print_json};
 use super::{Format, UsageError};
 use crate::incus::Client;
 use crate::network::{self, Entry, Firewall, Mode, Nft, Policy};
@@ -179,29 +180,27 @@ async fn status(client: &Client, fw: &dyn Firewall, a: StatusArgs) -> anyhow::Re
         });
     }
     match a.format {
-        Format::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "containers": rows,
-                "to_host_dropped": state.to_host,
-                "between_containers_dropped": state.between_slots,
-            }))?
-        ),
+        Format::Json => print_json(&serde_json::json!({
+            "containers": rows,
+            "to_host_dropped": state.to_host,
+            "between_containers_dropped": state.between_slots,
+        }))?,
         Format::Table => {
-            println!(
-                "{:<28} {:<8} {:<10} {:<15} {:<6} DROPPED",
-                "CONTAINER", "STATE", "MODE", "PORT", "RULES"
-            );
+            let table = Fixed([
+                Col::left(28),
+                Col::left(8),
+                Col::left(10),
+                Col::left(15),
+                Col::left(6),
+                Col::rest(),
+            ]);
+            let head = ["CONTAINER", "STATE", "MODE", "PORT", "RULES", "DROPPED"];
+            println!("{}", table.line(head));
             for r in &rows {
-                println!(
-                    "{:<28} {:<8} {:<10} {:<15} {:<6} {}",
-                    r.container,
-                    r.state,
-                    r.mode,
-                    r.port,
-                    if r.rules { "yes" } else { "NO" },
-                    r.dropped
-                );
+                let rules = if r.rules { "yes" } else { "NO" };
+                let dropped = r.dropped.to_string();
+                let cells = [&*r.container, &r.state, &r.mode, &r.port, rules, &dropped];
+                println!("{}", table.line(cells));
             }
             println!(
                 "\ndropped on the way to the host: {}; between containers: {}",
