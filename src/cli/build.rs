@@ -108,22 +108,6 @@ pub async fn build(client: &Client, args: BuildArgs) -> anyhow::Result<i32> {
     build_image(client, req, verbose, says).await
 }
 
-/// The default image's build request (`cci build` without options).
-pub async fn default_request(client: &Client, network: crate::network::Policy) -> BuildRequest {
-    let base = match std::env::var("CCI_BUILD_BASE") {
-        Ok(b) if !b.is_empty() => b,
-        _ => image::default_base(client).await,
-    };
-    BuildRequest {
-        alias: image::DEFAULT_ALIAS.into(),
-        base,
-        script: image::DEFAULT_SCRIPT.into(),
-        force: false,
-        versioned: true,
-        network,
-    }
-}
-
 /// Build `req`, printing each step with the elapsed time; the script's
 /// output goes to a log file (or the terminal when `verbose`). Prints the
 /// result as `says`; returns the exit code.

@@ -86,16 +86,6 @@ fn versions_prefix(given: &str) -> &str {
     given.strip_suffix('-').unwrap_or(given)
 }
 
-/// Whether the image alias exists.
-pub async fn image_exists(client: &Client, alias: &str) -> anyhow::Result<bool> {
-    match client.image_alias(alias).await {
-        Ok(_) => Ok(true),
-        // (A missing project is not a missing image: nothing to build there.)
-        Err(e) if e.is_not_found() && !e.to_string().contains("Project not found") => Ok(false),
-        Err(e) => Err(e.into()),
-    }
-}
-
 pub async fn run(client: &Client, cmd: ImageCommand) -> anyhow::Result<i32> {
     match cmd {
         ImageCommand::List(args) => list(client, args).await,
@@ -121,7 +111,7 @@ pub async fn run(client: &Client, cmd: ImageCommand) -> anyhow::Result<i32> {
             println!("deleted image {} ({fingerprint})", arg.name);
             Ok(0)
         }
-        ImageCommand::Exists(arg) => Ok(if image_exists(client, &arg.name).await? {
+        ImageCommand::Exists(arg) => Ok(if image::ensure::exists(client, &arg.name).await? {
             0
         } else {
             1

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use crate::image;
 use crate::incus::Client;
 use crate::sandbox::{self, Slot, Workspace};
 
@@ -229,13 +230,13 @@ impl SandboxArgs {
     /// build failed or was interrupted.
     pub async fn ensure_image(&self, client: &Client) -> anyhow::Result<Option<i32>> {
         let image = self.image();
-        if self.image.is_some() || super::image::image_exists(client, &image).await? {
+        if !image::ensure::must_build(client, &image, self.image.is_some()).await? {
             return Ok(None);
         }
         eprintln!(
             "cci: the image `{image}` does not exist yet; building it first (once, about two minutes)"
         );
-        let mut req = super::build::default_request(client, Default::default()).await;
+        let mut req = image::ensure::default_request(client, Default::default()).await;
         req.alias = image;
         let code =
             super::build::build_image(client, req, false, super::build::Says::Stderr).await?;
