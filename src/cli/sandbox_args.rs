@@ -8,7 +8,7 @@ use clap::Args;
 
 use crate::image;
 use crate::incus::Client;
-use crate::sandbox::{self, Slot, Workspace};
+use crate::sandbox::{self, Slot, Workspace, plan_extras};
 
 /// Where and from what a sandbox is made (shared by the session commands).
 #[derive(Debug, Args)]
@@ -147,82 +147,24 @@ impl SandboxArgs {
     }
 
     /// Limits and mounts from the configuration and these flags
-    /// (`session`: the time limit applies).
+    /// (`session`: the time limit applies; decided by `sandbox::plan_extras`).
     pub async fn extras(
         &self,
         client: &Client,
         workspace: &Workspace,
         session: bool,
     ) -> anyhow::Result<sandbox::Extras> {
-        let cfg = crate::config::current();
-        let mut mounts: Vec<(String, String, bool)> = cfg
-            .mounts
-            .iter()
-            .map(|m| {
-                (
-                    m.host.display().to_string(),
-                    m.container.clone(),
-                    m.readonly,
-                )
-            })
-            .collect();
-        mounts.extend(self.mounts.iter().cloned());
-        let storage = self.storage.clone().or_else(|| cfg.storage_dir.clone());
-        // The workspace owner is who `code` is on the host (see sandbox::idmap).
-        let owner = if cfg.disable_shift {
-            None
-        } else {
-            let path = std::path::Path::new(workspace.path_str());
-            let owner = sandbox::idmap::owner_of(path, &cfg.account)
-                .and_then(|o| sandbox::idmap::check_delegated(o).map(|()| o))
-                .map_err(|e| super::UsageError(e.to_string()))?;
-            Some(owner)
-        };
-        let storage_owner = owner.or_else(|| {
-            use std::os::unix::fs::MetadataExt;
-            let m = std::fs::metadata(workspace.path_str()).ok()?;
-            Some((m.uid(), m.gid()))
-        });
-        let mounts = sandbox::plan_mounts(
-            std::path::Path::new(workspace.path_str()),
-            storage.as_deref(),
-            &mounts,
-            storage_owner,
-        )
-        .map_err(super::UsageError)?;
-        // The root disk is named only when it must be: a pool or a size.
-        let pool = match (&cfg.storage_pool, &cfg.disk) {
-            (Some(p), _) => Some(p.clone()),
-            (None, Some(_)) => {
-                let (profile, _) = client.profile("default").await?;
-                let pool = profile
-                    .devices
-                    .values()
-                    .find(|d| {
-                        d.get("type").is_some_and(|t| t == "disk")
-                            && d.get("path").is_some_and(|p| p == "/")
-                    })
-                    .and_then(|d| d.get("pool").cloned());
-                Some(pool.ok_or_else(|| {
-                    super::UsageError(
-                        "limits.disk needs a storage pool: the default profile has no root disk; set [incus] storage_pool".into(),
-                    )
-                })?)
-            }
-            (None, None) => None,
-        };
-        Ok(sandbox::Extras {
-            cpu: cfg.cpu,
-            memory: Some(cfg.memory.clone()),
-            processes: Some(cfg.processes),
-            pool,
-            disk: cfg.disk.clone(),
-            mounts,
-            owner,
-            kernel_allow: cfg.allow_syscalls.clone(),
+        let flags = plan_extras::Flags {
+            mounts: self.mounts.clone(),
+            storage: self.storage.clone(),
             no_wait: self.no_wait,
-            max_duration: if session { cfg.max_duration } else { None },
-        })
+        };
+        let cfg = crate::config::current();
+        match plan_extras::extras(client, cfg, workspace, &flags, session).await {
+            Ok(extras) => Ok(extras),
+            Err(plan_extras::ExtrasError::Usage(e)) => Err(super::UsageError(e).into()),
+            Err(plan_extras::ExtrasError::Incus(e)) => Err(e.into()),
+        }
     }
 
     /// First use: build the default image when it is missing (not for an
