@@ -2,6 +2,7 @@
 
 use clap::{Args, Subcommand, ValueEnum};
 
+use super::output::{Col, Fixed, print_json};
 use crate::container::{self, ExecSpec};
 use crate::incus::{self, Client, ImageRef, InstanceCreate};
 use crate::network::{self, Nft};
@@ -127,7 +128,7 @@ pub struct ExecArgs {
     pub group: u32,
     /// Environment for the command.
     #[command(flatten)]
-    pub env: super::run::EnvArgs,
+    pub env: super::sandbox_args::EnvArgs,
     /// Working directory.
     #[arg(long, default_value = "")]
     pub cwd: String,
@@ -228,19 +229,16 @@ async fn list(client: &Client, args: ListArgs) -> anyhow::Result<i32> {
                     })
                 })
                 .collect();
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            print_json(&v)?;
         }
         super::Format::Table => {
-            println!("{:<32} {:<8} {:<10} IPV4", "NAME", "STATE", "EPHEMERAL");
+            let table = Fixed([Col::left(32), Col::left(8), Col::left(10), Col::rest()]);
+            println!("{}", table.line(["NAME", "STATE", "EPHEMERAL", "IPV4"]));
             for i in &all {
                 let ip = i.state.as_ref().and_then(|s| s.ipv4("eth0"));
-                println!(
-                    "{:<32} {:<8} {:<10} {}",
-                    i.name,
-                    i.status,
-                    if i.ephemeral { "yes" } else { "no" },
-                    ip.as_deref().unwrap_or("-")
-                );
+                let ephemeral = if i.ephemeral { "yes" } else { "no" };
+                let ip = ip.as_deref().unwrap_or("-");
+                println!("{}", table.line([&i.name, &i.status, ephemeral, ip]));
             }
         }
     }

@@ -1,38 +1,39 @@
 //! Command-line interface: clap definitions, dispatch, output and exit codes.
 //! Calls the domain modules; makes no Incus calls of its own.
 
+mod build;
+mod clean;
+mod completion;
 mod config;
 mod container;
+mod exit;
+pub use exit::{
+    EXIT_CONFLICT, EXIT_NETWORK, EXIT_NOT_FOUND, EXIT_PERMISSION, EXIT_UNREACHABLE, EXIT_UNSAFE,
+    EXIT_USAGE, exit_code,
+};
 mod file;
 mod health;
 mod image;
-mod manage;
+mod info;
+mod kill;
+mod list;
 mod network;
+mod output;
+mod persist;
 mod run;
-pub use run::latch_signals;
+mod sandbox_args;
 mod session;
 mod shell;
+mod shutdown;
+mod signals;
+pub use signals::latch_signals;
+mod targets;
 mod tmux;
+mod version;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::incus::{self, Client};
-
-/// Exit code for a usage error (clap uses it too).
-pub const EXIT_USAGE: i32 = 2;
-/// Exit code when the Incus daemon cannot be reached.
-pub const EXIT_UNREACHABLE: i32 = 3;
-/// Exit code when the daemon (or its socket) refuses us.
-pub const EXIT_PERMISSION: i32 = 4;
-/// Exit code when a named object does not exist.
-pub const EXIT_NOT_FOUND: i32 = 5;
-/// Exit code when a name is taken or an object changed under us.
-pub const EXIT_CONFLICT: i32 = 6;
-/// Exit code when network isolation cannot be set up (nothing was started).
-pub const EXIT_NETWORK: i32 = 7;
-/// Exit code when the Incus profiles or the container would give the agent
-/// the host (privileged, raw.*, host devices): nothing was started.
-pub const EXIT_UNSAFE: i32 = 8;
+use crate::incus::Client;
 
 /// Run AI coding agents in unprivileged Incus system containers.
 ///
@@ -89,28 +90,28 @@ pub enum Command {
     Run(run::RunArgs),
     /// List cci's containers.
     #[command(visible_alias = "ls")]
-    List(manage::ListArgs),
+    List(list::ListArgs),
     /// Show one cci container.
-    Info(manage::InfoArgs),
+    Info(info::InfoArgs),
     /// Stop cci containers cleanly (then by force), deleting the ephemeral ones.
-    Shutdown(manage::ShutdownArgs),
+    Shutdown(shutdown::ShutdownArgs),
     /// Stop and delete cci containers at once (no grace period).
-    Kill(manage::KillArgs),
+    Kill(kill::KillArgs),
     /// Keep session containers when their sessions end.
-    Persist(manage::PersistArgs),
+    Persist(persist::PersistArgs),
     /// Remove stopped session containers, interrupted launches and
     /// containers whose workspace is gone (never running or persistent ones;
     /// --all: stopped persistent ones and the saved sessions too).
-    Clean(manage::CleanArgs),
+    Clean(clean::CleanArgs),
     /// Build the default image (`cci`), or a custom one with `cci build custom`.
-    Build(image::BuildArgs),
+    Build(build::BuildArgs),
     /// Manage images.
     #[command(subcommand)]
     Image(image::ImageCommand),
     /// List images (the same as `cci image list`).
     Images(image::ImageListArgs),
     /// Print cci's version (and, with --format json, the daemon's when reachable).
-    Version(VersionArgs),
+    Version(version::VersionArgs),
     /// Copy files and folders in and out of containers.
     #[command(subcommand)]
     File(file::FileCommand),
@@ -118,7 +119,7 @@ pub enum Command {
     #[command(subcommand)]
     Tmux(tmux::TmuxCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
-    Completion(CompletionArgs),
+    Completion(completion::CompletionArgs),
     /// Low-level container operations.
     #[command(subcommand)]
     Container(container::ContainerCommand),
@@ -136,42 +137,6 @@ pub enum Command {
     /// Approve the workspace's .cci.toml as it is now, so its settings that
     /// loosen cci apply (pinned by its SHA-256; a change needs approval again).
     Trust(config::TrustArgs),
-}
-
-/// Options of `cci version`.
-#[derive(Debug, clap::Args)]
-pub struct VersionArgs {
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
-}
-
-/// `cci version`: needs no daemon; the JSON form says the daemon's version
-/// when it answers (null when not).
-async fn version(client: Option<&Client>, args: &VersionArgs) -> i32 {
-    let cci = env!("CARGO_PKG_VERSION");
-    match args.format {
-        Format::Table => println!("cci {cci}"),
-        Format::Json => {
-            let server = match client {
-                Some(c) => tokio::time::timeout(std::time::Duration::from_secs(3), c.server())
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
-                    .map(|s| s.environment.server_version),
-                None => None,
-            };
-            println!("{}", serde_json::json!({ "version": cci, "incus": server }));
-        }
-    }
-    0
-}
-
-/// Options of `cci completion`.
-#[derive(Debug, clap::Args)]
-pub struct CompletionArgs {
-    /// The shell.
-    pub shell: clap_complete::Shell,
 }
 
 /// The command line with the options written before the subcommand moved
@@ -288,7 +253,7 @@ pub fn load_config(cli: &Cli) -> Result<crate::config::Config, crate::config::Co
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     // Needs no daemon.
     if let Some(Command::Completion(args)) = &cli.command {
-        return completion(args);
+        return completion::completion(args);
     }
     if let Some(Command::Config(cmd)) = &cli.command {
         return config::run(&cli, cmd);
@@ -297,7 +262,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         return config::trust(args);
     }
     if let Some(Command::Version(args)) = &cli.command {
-        return Ok(version(client(&cli).ok().as_ref(), args).await);
+        return Ok(version::version(client(&cli).ok().as_ref(), args).await);
     }
     let client = client(&cli)?;
     // Not before the commands that do this themselves and report it.
@@ -318,19 +283,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Shell(args) => shell::shell(&client, args).await,
         Command::Attach(args) => shell::attach(&client, args).await,
         Command::Run(args) => run::run(&client, args).await,
-        Command::List(args) => manage::list(&client, args).await,
-        Command::Info(args) => manage::info(&client, args).await,
-        Command::Shutdown(args) => manage::shutdown(&client, args).await,
-        Command::Kill(args) => manage::kill(&client, args).await,
-        Command::Persist(args) => manage::persist(&client, args).await,
-        Command::Clean(args) => manage::clean(&client, args).await,
-        Command::Build(args) => image::build(&client, args).await,
+        Command::List(args) => list::list(&client, args).await,
+        Command::Info(args) => info::info(&client, args).await,
+        Command::Shutdown(args) => shutdown::shutdown(&client, args).await,
+        Command::Kill(args) => kill::kill(&client, args).await,
+        Command::Persist(args) => persist::persist(&client, args).await,
+        Command::Clean(args) => clean::clean(&client, args).await,
+        Command::Build(args) => build::build(&client, args).await,
         Command::Image(cmd) => image::run(&client, cmd).await,
         Command::Images(args) => image::run(&client, image::ImageCommand::List(args)).await,
-        Command::Version(args) => Ok(version(Some(&client), &args).await),
+        Command::Version(args) => Ok(version::version(Some(&client), &args).await),
         Command::Tmux(cmd) => tmux::run(&client, cmd).await,
         Command::File(cmd) => file::run(&client, cmd).await,
-        Command::Completion(args) => completion(&args),
+        Command::Completion(args) => completion::completion(&args),
         Command::Container(cmd) => container::run(&client, cmd).await,
         Command::Network(cmd) => network::run(&client, cmd).await,
         Command::Session(cmd) => session::run(&client, cmd).await,
@@ -369,75 +334,6 @@ async fn keep_firewall(client: &Client) {
         // The command itself will say what is wrong with the daemon.
         Err(crate::network::Error::Incus(_)) => {}
         Err(e) => tracing::warn!("firewall upkeep: {e}"),
-    }
-}
-
-/// Print the completion script for a shell.
-fn completion(args: &CompletionArgs) -> anyhow::Result<i32> {
-    use clap::CommandFactory;
-    use std::io::Write;
-    let mut script = Vec::new();
-    clap_complete::generate(args.shell, &mut Cli::command(), "cci", &mut script);
-    match std::io::stdout().lock().write_all(&script) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-        _ => Ok(0),
-    }
-}
-
-/// The exit code for an error: one per class, so scripts can tell them apart.
-pub fn exit_code(err: &anyhow::Error) -> i32 {
-    use crate::sandbox::LaunchError;
-    if err.downcast_ref::<UsageError>().is_some()
-        || err.downcast_ref::<crate::config::ConfigError>().is_some()
-    {
-        return EXIT_USAGE;
-    }
-    match err.downcast_ref::<LaunchError>() {
-        Some(LaunchError::SlotAboveLimit { .. } | LaunchError::MountMoved(_)) => return EXIT_USAGE,
-        Some(LaunchError::ImageMissing { .. }) => return EXIT_NOT_FOUND,
-        Some(LaunchError::SlotInUse { .. } | LaunchError::SlotsExhausted { .. }) => {
-            return EXIT_CONFLICT;
-        }
-        Some(LaunchError::Incus(e)) => return incus_exit_code(e),
-        Some(
-            LaunchError::SessionStart { .. }
-            | LaunchError::Prepare { .. }
-            | LaunchError::NotReady(_),
-        ) => return 1,
-        Some(LaunchError::ResumeRunning { .. } | LaunchError::LooserPolicy { .. }) => {
-            return EXIT_CONFLICT;
-        }
-        Some(LaunchError::Network(e)) => return network_exit_code(e),
-        Some(LaunchError::Unsafe(_)) => return EXIT_UNSAFE,
-        None => {}
-    }
-    if let Some(e) = err.downcast_ref::<crate::network::Error>() {
-        return network_exit_code(e);
-    }
-    if let Some(crate::image::BuildError::Network(e)) = err.downcast_ref() {
-        return network_exit_code(e);
-    }
-    match err.downcast_ref::<incus::Error>() {
-        Some(e) => incus_exit_code(e),
-        None => 1,
-    }
-}
-
-fn network_exit_code(err: &crate::network::Error) -> i32 {
-    match err {
-        crate::network::Error::Incus(e) => incus_exit_code(e),
-        crate::network::Error::BadAllowEntry(_) | crate::network::Error::BadMode(_) => EXIT_USAGE,
-        _ => EXIT_NETWORK,
-    }
-}
-
-fn incus_exit_code(err: &incus::Error) -> i32 {
-    match err {
-        incus::Error::Unreachable { .. } | incus::Error::ShuttingDown => EXIT_UNREACHABLE,
-        incus::Error::SocketPermission { .. } | incus::Error::Forbidden(_) => EXIT_PERMISSION,
-        incus::Error::NotFound(_) => EXIT_NOT_FOUND,
-        incus::Error::Conflict(_) => EXIT_CONFLICT,
-        _ => 1,
     }
 }
 

@@ -4,9 +4,10 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
+use super::output::{Col, Fixed, print_json};
 use super::{Format, UsageError};
 use crate::incus::Client;
-use crate::network::{self, Entry, Firewall, Mode, Nft, Policy};
+use crate::network::{self, Firewall, Mode, Nft, Policy, plan_policy};
 
 /// Network flags of every command that starts a container.
 #[derive(Debug, Clone, Args)]
@@ -41,51 +42,21 @@ fn refresh_minutes(text: &str) -> Result<f64, String> {
 }
 
 impl NetworkArgs {
-    /// The policy these flags ask for.
+    /// The policy these flags ask for (decided by `network::plan_policy`).
     pub fn policy(&self) -> anyhow::Result<Policy> {
-        let cfg = crate::config::current();
-        let mode = self.network.unwrap_or(match cfg.network {
-            crate::config::ModeName::Restricted => Mode::Restricted,
-            crate::config::ModeName::Allowlist => Mode::Allowlist,
-            crate::config::ModeName::Open => Mode::Open,
-        });
-        // The configured allowlist serves when no --allow is given.
-        let given: &[String] = if !self.allow.is_empty() {
-            &self.allow
-        } else if mode == Mode::Allowlist {
-            &cfg.allowed
-        } else {
-            &[]
+        let flags = plan_policy::Flags {
+            mode: self.network,
+            allow: &self.allow,
+            refresh_minutes: self.refresh_minutes,
+            dns_servers: &self.dns_servers,
         };
-        let allow: Vec<Entry> = given
-            .iter()
-            .filter(|a| !a.trim().is_empty())
-            .map(|a| Entry::parse(a).map_err(|e| UsageError(e.to_string())))
-            .collect::<Result<_, _>>()?;
-        if !allow.is_empty() && mode != Mode::Allowlist {
-            return Err(UsageError(format!(
-                "--allow only applies to --network allowlist (the mode is {mode})"
-            ))
-            .into());
-        }
-        if allow.is_empty() && mode == Mode::Allowlist {
+        let planned = plan_policy::plan(&flags, crate::config::current()).map_err(UsageError)?;
+        if planned.allows_nothing {
             eprintln!(
                 "cci: allowlist mode with no --allow entries: the container gets no network access"
             );
         }
-        let dns_servers = if self.dns_servers.is_empty() {
-            cfg.dns_servers.clone()
-        } else {
-            self.dns_servers.clone()
-        };
-        Ok(Policy {
-            mode,
-            allow,
-            refresh_minutes: self.refresh_minutes.unwrap_or(cfg.refresh_minutes),
-            dns_servers,
-            lan: !cfg.block_private,
-            metadata: !cfg.block_metadata,
-        })
+        Ok(planned.policy)
     }
 }
 
@@ -179,29 +150,27 @@ async fn status(client: &Client, fw: &dyn Firewall, a: StatusArgs) -> anyhow::Re
         });
     }
     match a.format {
-        Format::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "containers": rows,
-                "to_host_dropped": state.to_host,
-                "between_containers_dropped": state.between_slots,
-            }))?
-        ),
+        Format::Json => print_json(&serde_json::json!({
+            "containers": rows,
+            "to_host_dropped": state.to_host,
+            "between_containers_dropped": state.between_slots,
+        }))?,
         Format::Table => {
-            println!(
-                "{:<28} {:<8} {:<10} {:<15} {:<6} DROPPED",
-                "CONTAINER", "STATE", "MODE", "PORT", "RULES"
-            );
+            let table = Fixed([
+                Col::left(28),
+                Col::left(8),
+                Col::left(10),
+                Col::left(15),
+                Col::left(6),
+                Col::rest(),
+            ]);
+            let head = ["CONTAINER", "STATE", "MODE", "PORT", "RULES", "DROPPED"];
+            println!("{}", table.line(head));
             for r in &rows {
-                println!(
-                    "{:<28} {:<8} {:<10} {:<15} {:<6} {}",
-                    r.container,
-                    r.state,
-                    r.mode,
-                    r.port,
-                    if r.rules { "yes" } else { "NO" },
-                    r.dropped
-                );
+                let rules = if r.rules { "yes" } else { "NO" };
+                let dropped = r.dropped.to_string();
+                let cells = [&*r.container, &r.state, &r.mode, &r.port, rules, &dropped];
+                println!("{}", table.line(cells));
             }
             println!(
                 "\ndropped on the way to the host: {}; between containers: {}",

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
-use super::run::workspace_at;
+use super::output::{fields, print_json, print_rows};
+use super::sandbox_args::workspace_at;
 use super::{Format, UsageError};
 use crate::incus::Client;
 use crate::sandbox::{self, Agent, StateSave};
@@ -198,7 +199,7 @@ pub fn print_saved(all: &[SavedInfo]) {
             ]
         })
         .collect();
-    super::manage::print_rows(
+    print_rows(
         &["SESSION", "TOOL", "SAVED (UTC)", "SIZE", "WORKSPACE"],
         &rows,
     );
@@ -219,7 +220,7 @@ pub fn info(id: &str, format: Format) -> anyhow::Result<Option<i32>> {
     };
     let i = SavedInfo::of(&saved);
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&i)?),
+        Format::Json => print_json(&i)?,
         Format::Table => {
             let rows = [
                 ("Session", i.id.clone()),
@@ -241,9 +242,7 @@ pub fn info(id: &str, format: Format) -> anyhow::Result<Option<i32>> {
                 ),
                 ("Folder", i.path.clone()),
             ];
-            for (k, v) in rows {
-                println!("{:<16} {v}", format!("{k}:"));
-            }
+            print!("{}", fields(&rows, false));
         }
     }
     Ok(Some(0))
@@ -295,7 +294,7 @@ pub async fn run(client: &Client, cmd: SessionCommand) -> anyhow::Result<i32> {
         SessionCommand::List(a) => {
             let all = saved_infos()?;
             match a.format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&all)?),
+                Format::Json => print_json(&all)?,
                 Format::Table => print_saved(&all),
             }
             Ok(0)
@@ -427,7 +426,7 @@ pub fn clean(older_than: Option<u64>, dry_run: bool, force: bool) -> anyhow::Res
     if dry_run {
         return Ok(0);
     }
-    if !super::manage::confirm(
+    if !super::targets::confirm(
         &format!("remove these {} saved sessions", plan.len()),
         force,
     )? {

@@ -3,7 +3,8 @@
 use clap::Args;
 
 use super::UsageError;
-use super::run::{SandboxArgs, interrupted, slot_limit, workspace_at};
+use super::sandbox_args::{SandboxArgs, slot_limit, workspace_at};
+use super::signals::interrupted;
 use crate::incus::Client;
 use crate::sandbox::{
     self, Agent, Attempt, Kind, Left, SandboxInfo, SandboxSpec, SessionCommand, ShellRequest, Slot,

@@ -6,6 +6,7 @@
 
 mod base;
 pub mod dns;
+pub mod ensure;
 
 use std::time::Duration;
 

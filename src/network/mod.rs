@@ -10,6 +10,7 @@
 pub mod allow;
 mod hosts;
 pub mod nft;
+pub mod plan_policy;
 pub mod ready;
 pub mod reuse;
 pub mod rules;

@@ -12,6 +12,7 @@ mod lifecycle;
 mod mounts;
 mod names;
 mod orphans;
+pub mod plan_extras;
 mod profile;
 mod run;
 mod saving;

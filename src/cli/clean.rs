@@ -1,0 +1,123 @@
+//! `cci clean`: remove stopped session containers, interrupted launches,
+//! containers whose workspace is gone, orphaned firewall rules and (with
+//! `--sessions` or `--all`) saved sessions.
+
+use std::time::Duration;
+
+use clap::Args;
+
+use super::targets::{confirm, for_each};
+use crate::incus::Client;
+use crate::sandbox::{self, StateSave};
+
+/// Options of `cci clean`.
+#[derive(Debug, Args)]
+pub struct CleanArgs {
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'f')]
+    pub force: bool,
+    /// Only list what would be removed.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Only remove firewall rules left by containers that are gone (and put
+    /// back missing rules of existing ones); no container is touched.
+    #[arg(long, conflicts_with_all = ["dry_run", "sessions", "all"])]
+    pub orphans: bool,
+    /// Everything: also stopped persistent containers, and every saved session.
+    #[arg(long, conflicts_with_all = ["sessions", "older_than"])]
+    pub all: bool,
+    /// Remove saved sessions (agent states on the host) instead of containers.
+    #[arg(long)]
+    pub sessions: bool,
+    /// With --sessions: only those saved more than DAYS days ago.
+    #[arg(long, value_name = "DAYS", requires = "sessions")]
+    pub older_than: Option<u64>,
+}
+
+pub async fn clean(client: &Client, args: CleanArgs) -> anyhow::Result<i32> {
+    if args.sessions {
+        return super::session::clean(args.older_than, args.dry_run, args.force);
+    }
+    if args.orphans {
+        let fw = crate::network::Nft::from_env();
+        let r = crate::network::reconcile(client, &fw).await?;
+        super::network::report(&r);
+        println!(
+            "{} orphaned firewall rule set(s) removed; {} guarded container(s) checked",
+            r.removed.len(),
+            r.guarded
+        );
+        return Ok(0);
+    }
+    let code = clean_containers(client, &args).await?;
+    if !args.all || code != 0 {
+        return Ok(code);
+    }
+    // --all: the saved sessions too, as the original's `clean --all` did.
+    println!();
+    super::session::clean(None, args.dry_run, args.force)
+}
+
+/// The container part of `cci clean` (`--all`: stopped persistent ones too).
+async fn clean_containers(client: &Client, args: &CleanArgs) -> anyhow::Result<i32> {
+    let plan = sandbox::clean_plan(client, args.all).await?;
+    if plan.is_empty() {
+        println!("nothing to clean");
+        return Ok(0);
+    }
+    for item in &plan {
+        println!(
+            "{}  {}  ({})",
+            item.name,
+            item.state,
+            item.reason.describe()
+        );
+    }
+    if args.dry_run {
+        return Ok(0);
+    }
+    if !confirm(
+        &format!("remove these {} containers", plan.len()),
+        args.force,
+    )? {
+        return Ok(1);
+    }
+    // The plan holds only containers cci made (marked), build containers included.
+    // An ended session's agent state is saved first (kept, stopped, when it
+    // cannot be).
+    let ended: Vec<String> = plan
+        .iter()
+        .filter(|i| i.reason == sandbox::CleanReason::SessionEnded)
+        .map(|i| i.name.clone())
+        .collect();
+    let names: Vec<String> = plan.into_iter().map(|item| item.name).collect();
+    let op = |name: String| {
+        let settle = ended.contains(&name);
+        async move {
+            if settle {
+                return sandbox::end(client, &name, Duration::from_secs(5)).await;
+            }
+            sandbox::remove(client, &name).await?;
+            Ok(sandbox::Ended {
+                deleted: true,
+                state: StateSave::Nothing,
+                warning: None,
+            })
+        }
+    };
+    let ok = |name: &str, e: sandbox::Ended| {
+        let what = if e.deleted {
+            format!("removed {name}")
+        } else {
+            format!("kept {name}, stopped")
+        };
+        if let Some(w) = &e.warning {
+            eprintln!("{w}");
+        }
+        match super::session::describe(&e.state) {
+            Some(s) => format!("{what}; {s}"),
+            None => what,
+        }
+    };
+    Ok(for_each(&names, op, ok).await)
+}

@@ -1,0 +1,78 @@
+//! Exit codes: one per class of error, so scripts can tell them apart, and
+//! the one place errors are mapped to them.
+
+use super::UsageError;
+use crate::incus;
+
+/// Exit code for a usage error (clap uses it too).
+pub const EXIT_USAGE: i32 = 2;
+/// Exit code when the Incus daemon cannot be reached.
+pub const EXIT_UNREACHABLE: i32 = 3;
+/// Exit code when the daemon (or its socket) refuses us.
+pub const EXIT_PERMISSION: i32 = 4;
+/// Exit code when a named object does not exist.
+pub const EXIT_NOT_FOUND: i32 = 5;
+/// Exit code when a name is taken or an object changed under us.
+pub const EXIT_CONFLICT: i32 = 6;
+/// Exit code when network isolation cannot be set up (nothing was started).
+pub const EXIT_NETWORK: i32 = 7;
+/// Exit code when the Incus profiles or the container would give the agent
+/// the host (privileged, raw.*, host devices): nothing was started.
+pub const EXIT_UNSAFE: i32 = 8;
+
+/// The exit code for an error: one per class, so scripts can tell them apart.
+pub fn exit_code(err: &anyhow::Error) -> i32 {
+    use crate::sandbox::LaunchError;
+    if err.downcast_ref::<UsageError>().is_some()
+        || err.downcast_ref::<crate::config::ConfigError>().is_some()
+    {
+        return EXIT_USAGE;
+    }
+    match err.downcast_ref::<LaunchError>() {
+        Some(LaunchError::SlotAboveLimit { .. } | LaunchError::MountMoved(_)) => return EXIT_USAGE,
+        Some(LaunchError::ImageMissing { .. }) => return EXIT_NOT_FOUND,
+        Some(LaunchError::SlotInUse { .. } | LaunchError::SlotsExhausted { .. }) => {
+            return EXIT_CONFLICT;
+        }
+        Some(LaunchError::Incus(e)) => return incus_exit_code(e),
+        Some(
+            LaunchError::SessionStart { .. }
+            | LaunchError::Prepare { .. }
+            | LaunchError::NotReady(_),
+        ) => return 1,
+        Some(LaunchError::ResumeRunning { .. } | LaunchError::LooserPolicy { .. }) => {
+            return EXIT_CONFLICT;
+        }
+        Some(LaunchError::Network(e)) => return network_exit_code(e),
+        Some(LaunchError::Unsafe(_)) => return EXIT_UNSAFE,
+        None => {}
+    }
+    if let Some(e) = err.downcast_ref::<crate::network::Error>() {
+        return network_exit_code(e);
+    }
+    if let Some(crate::image::BuildError::Network(e)) = err.downcast_ref() {
+        return network_exit_code(e);
+    }
+    match err.downcast_ref::<incus::Error>() {
+        Some(e) => incus_exit_code(e),
+        None => 1,
+    }
+}
+
+fn network_exit_code(err: &crate::network::Error) -> i32 {
+    match err {
+        crate::network::Error::Incus(e) => incus_exit_code(e),
+        crate::network::Error::BadAllowEntry(_) | crate::network::Error::BadMode(_) => EXIT_USAGE,
+        _ => EXIT_NETWORK,
+    }
+}
+
+fn incus_exit_code(err: &incus::Error) -> i32 {
+    match err {
+        incus::Error::Unreachable { .. } | incus::Error::ShuttingDown => EXIT_UNREACHABLE,
+        incus::Error::SocketPermission { .. } | incus::Error::Forbidden(_) => EXIT_PERMISSION,
+        incus::Error::NotFound(_) => EXIT_NOT_FOUND,
+        incus::Error::Conflict(_) => EXIT_CONFLICT,
+        _ => 1,
+    }
+}

@@ -1,0 +1,90 @@
+//! `cci list` (alias `ls`): cci's containers, and with `--all` the saved
+//! sessions too.
+
+use clap::Args;
+
+use super::Format;
+use super::output::{dash, print_json, print_rows};
+use crate::incus::Client;
+use crate::sandbox::{self, SandboxInfo};
+
+/// Options of `cci list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Also list the saved sessions (agent states kept on the host).
+    #[arg(long, short = 'a')]
+    pub all: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+pub async fn list(client: &Client, args: ListArgs) -> anyhow::Result<i32> {
+    sandbox::reap(client, sandbox::PREFIX).await;
+    let all = sandbox::list(client).await?;
+    let saved = if args.all {
+        Some(super::session::saved_infos()?)
+    } else {
+        None
+    };
+    match (args.format, saved) {
+        (Format::Json, None) => print_json(&all)?,
+        (Format::Json, Some(saved)) => print_json(&serde_json::json!({
+            "containers": all,
+            "sessions": saved,
+        }))?,
+        (Format::Table, saved) => {
+            print_table(&all);
+            if let Some(saved) = saved {
+                println!();
+                super::session::print_saved(&saved);
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn print_table(all: &[SandboxInfo]) {
+    if all.is_empty() {
+        println!("no cci containers");
+        return;
+    }
+    // `NAME (ephemeral)` / `NAME (persistent)`, as the original showed them.
+    let rows: Vec<[String; 8]> = all
+        .iter()
+        .map(|s| {
+            [
+                format!("{} ({})", s.name, s.mode),
+                s.state.clone(),
+                slot_of(s),
+                s.kind.clone(),
+                s.ipv4.clone().unwrap_or_else(|| "-".into()),
+                s.created.get(..19).unwrap_or(&s.created).replace('T', " "),
+                dash(&s.image),
+                dash(&s.workspace),
+            ]
+        })
+        .collect();
+    print_rows(
+        &[
+            "NAME",
+            "STATE",
+            "SLOT",
+            "KIND",
+            "IPV4",
+            "CREATED",
+            "IMAGE",
+            "WORKSPACE",
+        ],
+        &rows,
+    );
+}
+
+/// The slot, `-` for a launched container (it has none).
+pub fn slot_of(s: &SandboxInfo) -> String {
+    if s.slot == 0 {
+        "-".into()
+    } else {
+        s.slot.to_string()
+    }
+}

@@ -1,0 +1,239 @@
+//! The options `cci shell` and `cci run` share (`SandboxArgs`: workspace,
+//! slot, image, environment, mounts, storage, network) and what they resolve
+//! to; `-e`/`--env-file` (`EnvArgs`, also used by `cci container exec`).
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::image;
+use crate::incus::Client;
+use crate::sandbox::{self, Slot, Workspace, plan_extras};
+
+/// Where and from what a sandbox is made (shared by the session commands).
+#[derive(Debug, Args)]
+pub struct SandboxArgs {
+    /// Workspace folder mounted at /workspace [default: the current directory].
+    #[arg(short = 'w', long, value_name = "PATH")]
+    pub workspace: Option<PathBuf>,
+    /// Hand the container over as soon as it runs, without waiting for its
+    /// network address (the first command may then find no network).
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Slot for parallel sessions (1, 2, ...); the lowest free one when left out.
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub slot: Option<Slot>,
+    /// Image alias to start from [default: `[defaults] image`, CCI_IMAGE,
+    /// else cci; built on first use when missing, unless given here].
+    #[arg(long, value_name = "ALIAS")]
+    pub image: Option<String>,
+    /// Environment for the command.
+    #[command(flatten)]
+    pub env: EnvArgs,
+    /// Mount a host folder into the container: HOST:CONTAINER, `:ro` for
+    /// read-only (repeatable; adds to `[[mounts]]`).
+    #[arg(long = "mount", value_name = "HOST:CONTAINER[:ro]", value_parser = sandbox::parse_mount_arg)]
+    pub mounts: Vec<(String, String, bool)>,
+    /// A persistent host folder mounted at /storage (made when missing)
+    /// [default: `[paths] storage_dir`].
+    #[arg(long, value_name = "PATH")]
+    pub storage: Option<PathBuf>,
+    /// Network isolation.
+    #[command(flatten)]
+    pub net: super::network::NetworkArgs,
+}
+
+/// `-e` and `--env-file`: the environment a command gets. Values travel to
+/// the daemon in the exec request, never in argv; only `-e KEY=VALUE` puts one
+/// into cci's own argv, which any host user can read (`ps`, /proc).
+#[derive(Debug, Clone, Default, Args)]
+pub struct EnvArgs {
+    /// Environment variable for the command, repeatable: KEY=VALUE (the
+    /// value may hold `=` and `,`), or KEY alone for cci's own value of KEY.
+    /// A value given as KEY=VALUE is visible in the host's process list: for
+    /// secrets prefer `-e KEY` or `--env-file`.
+    #[arg(long = "env", short = 'e', value_name = "KEY[=VALUE]", value_parser = parse_env_arg)]
+    pub env: Vec<(String, Option<String>)>,
+    /// Environment variables from FILE, repeatable: KEY=VALUE lines (the
+    /// value as is, to the end of the line) or KEY alone for cci's own value;
+    /// blank lines and lines starting with `#` are skipped. `-e` wins.
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_files: Vec<PathBuf>,
+}
+
+impl EnvArgs {
+    /// The variables, files first, then `-e` in order (a later one wins).
+    pub fn resolve(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let mut all = Vec::new();
+        for file in &self.env_files {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| super::UsageError(format!("--env-file {}: {e}", file.display())))?;
+            for (n, line) in text.lines().enumerate() {
+                let line = line.trim_start();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let var = parse_env_arg(line).map_err(|e| {
+                    super::UsageError(format!("--env-file {} line {}: {e}", file.display(), n + 1))
+                })?;
+                all.push(var);
+            }
+        }
+        all.extend(self.env.iter().cloned());
+        let mut env: Vec<(String, String)> = Vec::new();
+        for (key, value) in all {
+            let value = match value {
+                Some(v) => v,
+                None => std::env::var(&key).map_err(|_| {
+                    super::UsageError(format!("{key} is not set in cci's environment"))
+                })?,
+            };
+            env.retain(|(k, _)| *k != key);
+            env.push((key, value));
+        }
+        Ok(env)
+    }
+}
+
+/// Check an `-e` argument or env-file line: `KEY=VALUE` or `KEY`.
+pub fn parse_env_arg(arg: &str) -> Result<(String, Option<String>), String> {
+    let (key, value) = match arg.split_once('=') {
+        Some((k, v)) => (k, Some(v.to_string())),
+        None => (arg, None),
+    };
+    let valid = !key.is_empty()
+        && !key.starts_with(|c: char| c.is_ascii_digit())
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(format!(
+            "invalid variable name {:?}",
+            crate::config::printable(key)
+        ));
+    }
+    Ok((key.to_string(), value))
+}
+
+/// Most slots a workspace may use (`[defaults] slot_limit`, CCI_SLOT_LIMIT; default 10).
+pub fn slot_limit() -> anyhow::Result<u32> {
+    Ok(crate::config::current().slot_limit)
+}
+
+impl SandboxArgs {
+    /// The workspace these flags name.
+    pub fn workspace(&self) -> anyhow::Result<Workspace> {
+        workspace_at(self.workspace.as_deref())
+    }
+
+    /// The image alias: `--image`, else the configuration's (`[defaults]
+    /// image`, CCI_IMAGE, a profile), else `cci`.
+    pub fn image(&self) -> String {
+        self.image
+            .clone()
+            .unwrap_or_else(|| crate::config::current().image.clone())
+    }
+
+    /// The environment a session or run gets beyond the sandbox's own: the
+    /// configured `defaults.environment`, then `--env-file` and `-e` (which win).
+    pub fn environment(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let given = self.env.resolve()?;
+        let mut env: Vec<(String, String)> = crate::config::current()
+            .environment
+            .iter()
+            .filter(|(k, _)| !given.iter().any(|(g, _)| g == k))
+            .cloned()
+            .collect();
+        env.extend(given);
+        Ok(env)
+    }
+
+    /// Limits and mounts from the configuration and these flags
+    /// (`session`: the time limit applies; decided by `sandbox::plan_extras`).
+    pub async fn extras(
+        &self,
+        client: &Client,
+        workspace: &Workspace,
+        session: bool,
+    ) -> anyhow::Result<sandbox::Extras> {
+        let flags = plan_extras::Flags {
+            mounts: self.mounts.clone(),
+            storage: self.storage.clone(),
+            no_wait: self.no_wait,
+        };
+        let cfg = crate::config::current();
+        match plan_extras::extras(client, cfg, workspace, &flags, session).await {
+            Ok(extras) => Ok(extras),
+            Err(plan_extras::ExtrasError::Usage(e)) => Err(super::UsageError(e).into()),
+            Err(plan_extras::ExtrasError::Incus(e)) => Err(e.into()),
+        }
+    }
+
+    /// First use: build the default image when it is missing (not for an
+    /// image named with `--image`, which must exist). `Some(code)` when the
+    /// build failed or was interrupted.
+    pub async fn ensure_image(&self, client: &Client) -> anyhow::Result<Option<i32>> {
+        let image = self.image();
+        if !image::ensure::must_build(client, &image, self.image.is_some()).await? {
+            return Ok(None);
+        }
+        eprintln!(
+            "cci: the image `{image}` does not exist yet; building it first (once, about two minutes)"
+        );
+        let mut req = image::ensure::default_request(client, Default::default()).await;
+        req.alias = image;
+        let code =
+            super::build::build_image(client, req, false, super::build::Says::Stderr).await?;
+        Ok((code != 0).then_some(code))
+    }
+}
+
+/// The workspace at `path`, or the current directory's.
+pub fn workspace_at(path: Option<&std::path::Path>) -> anyhow::Result<Workspace> {
+    let path = match path {
+        Some(p) => p.to_path_buf(),
+        None => std::env::current_dir()?,
+    };
+    Workspace::resolve(&path).map_err(|e| anyhow::Error::new(super::UsageError(e.to_string())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_from_files_arguments_and_cci_s_own_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("env");
+        std::fs::write(&file, "# secrets\n\nTOKEN=a=b, c \n  OTHER=1\nPATH\n").unwrap();
+        let args = EnvArgs {
+            env: vec![
+                parse_env_arg("OTHER=2").unwrap(),
+                parse_env_arg("EMPTY=").unwrap(),
+            ],
+            env_files: vec![file.clone()],
+        };
+        assert_eq!(
+            args.resolve().unwrap(),
+            [
+                ("TOKEN".to_string(), "a=b, c ".to_string()),
+                ("PATH".into(), std::env::var("PATH").unwrap()),
+                ("OTHER".into(), "2".into()),
+                ("EMPTY".into(), "".into()),
+            ]
+        );
+        assert!(parse_env_arg("1A=x").is_err());
+        assert!(parse_env_arg("A B").is_err());
+        assert!(parse_env_arg("=x").is_err());
+        let missing = EnvArgs {
+            env: vec![parse_env_arg("CCI_SURELY_UNSET_VARIABLE").unwrap()],
+            env_files: Vec::new(),
+        };
+        assert!(missing.resolve().is_err());
+        std::fs::write(&file, "BAD KEY=1\n").unwrap();
+        let bad = EnvArgs {
+            env: Vec::new(),
+            env_files: vec![file],
+        };
+        let e = bad.resolve().unwrap_err().to_string();
+        assert!(e.contains("line 1"), "{e}");
+    }
+}

@@ -1,0 +1,110 @@
+//! A sandbox's limits and mounts (`Extras`) from the configuration and the
+//! command's flags: the workspace owner the account inside maps to (a stat of
+//! the workspace), the mounts, and the root disk's pool (the `default` Incus
+//! profile's, when a disk size is set without a pool). Prints nothing.
+
+use std::path::PathBuf;
+
+use super::{Extras, Workspace};
+use crate::config::Effective;
+use crate::incus::{self, Client};
+
+/// What the command line adds (`--mount`, `--storage`, `--no-wait`).
+#[derive(Debug, Clone, Default)]
+pub struct Flags {
+    /// `--mount HOST:CONTAINER[:ro]` (after the configured `[[mounts]]`).
+    pub mounts: Vec<(String, String, bool)>,
+    /// `--storage` (else `[paths] storage_dir`).
+    pub storage: Option<PathBuf>,
+    /// `--no-wait`.
+    pub no_wait: bool,
+}
+
+/// Why the extras cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ExtrasError {
+    /// The workspace, a mount or the settings do not allow it (a usage error).
+    #[error("{0}")]
+    Usage(String),
+    /// The daemon failed.
+    #[error(transparent)]
+    Incus(#[from] incus::Error),
+}
+
+/// The extras of a sandbox for `workspace` (`session`: the time limit applies).
+pub async fn extras(
+    client: &Client,
+    cfg: &Effective,
+    workspace: &Workspace,
+    flags: &Flags,
+    session: bool,
+) -> Result<Extras, ExtrasError> {
+    let mut mounts: Vec<(String, String, bool)> = cfg
+        .mounts
+        .iter()
+        .map(|m| {
+            (
+                m.host.display().to_string(),
+                m.container.clone(),
+                m.readonly,
+            )
+        })
+        .collect();
+    mounts.extend(flags.mounts.iter().cloned());
+    let storage = flags.storage.clone().or_else(|| cfg.storage_dir.clone());
+    // The workspace owner is who `code` is on the host (see sandbox::idmap).
+    let owner = if cfg.disable_shift {
+        None
+    } else {
+        let path = std::path::Path::new(workspace.path_str());
+        let owner = super::idmap::owner_of(path, &cfg.account)
+            .and_then(|o| super::idmap::check_delegated(o).map(|()| o))
+            .map_err(|e| ExtrasError::Usage(e.to_string()))?;
+        Some(owner)
+    };
+    let storage_owner = owner.or_else(|| {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(workspace.path_str()).ok()?;
+        Some((m.uid(), m.gid()))
+    });
+    let mounts = super::plan_mounts(
+        std::path::Path::new(workspace.path_str()),
+        storage.as_deref(),
+        &mounts,
+        storage_owner,
+    )
+    .map_err(ExtrasError::Usage)?;
+    // The root disk is named only when it must be: a pool or a size.
+    let pool = match (&cfg.storage_pool, &cfg.disk) {
+        (Some(p), _) => Some(p.clone()),
+        (None, Some(_)) => {
+            let (profile, _) = client.profile("default").await?;
+            let pool = profile
+                .devices
+                .values()
+                .find(|d| {
+                    d.get("type").is_some_and(|t| t == "disk")
+                        && d.get("path").is_some_and(|p| p == "/")
+                })
+                .and_then(|d| d.get("pool").cloned());
+            Some(pool.ok_or_else(|| {
+                    ExtrasError::Usage(
+                        "limits.disk needs a storage pool: the default profile has no root disk; set [incus] storage_pool".into(),
+                    )
+                })?)
+        }
+        (None, None) => None,
+    };
+    Ok(Extras {
+        cpu: cfg.cpu,
+        memory: Some(cfg.memory.clone()),
+        processes: Some(cfg.processes),
+        pool,
+        disk: cfg.disk.clone(),
+        mounts,
+        owner,
+        kernel_allow: cfg.allow_syscalls.clone(),
+        no_wait: flags.no_wait,
+        max_duration: if session { cfg.max_duration } else { None },
+    })
+}
