@@ -19,6 +19,11 @@ use super::error::{Error, Result};
 use super::operations::Operation;
 use super::transport::{StringMap, WebSocket, encode};
 
+mod streams;
+
+pub use streams::CappedBuf;
+use streams::{CountingReader, close, pump_in, pump_out};
+
 /// How often a command the daemon failed to attach is started again.
 const ATTACH_RETRIES: u64 = 10;
 
@@ -149,58 +154,6 @@ impl TerminalControl {
         };
         Message::text(v.to_string())
     }
-}
-
-/// Copy frames from a websocket to `out` until the stream ends.
-async fn pump_out<O: AsyncWrite + Unpin>(ws: &mut WebSocket, out: &mut O) -> Result<()> {
-    while let Some(msg) = ws.next().await {
-        match msg {
-            Ok(Message::Binary(data)) => {
-                out.write_all(&data)
-                    .await
-                    .map_err(|e| Error::io("writing command output", e))?;
-                out.flush()
-                    .await
-                    .map_err(|e| Error::io("writing command output", e))?;
-            }
-            Ok(Message::Text(t)) if t.is_empty() => break,
-            Ok(Message::Close(_)) => break,
-            Ok(_) => {}
-            // Before the end-of-stream frame: output may be missing, say so.
-            Err(e) => {
-                return Err(Error::Protocol(format!(
-                    "the command's output stream broke off: {e}"
-                )));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Copy `input` into a websocket, then signal end of input with an empty text frame.
-async fn pump_in<I: AsyncRead + Unpin>(ws: &mut WebSocket, input: Option<&mut I>) -> Result<()> {
-    if let Some(input) = input {
-        let mut buf = vec![0u8; 32 * 1024];
-        loop {
-            let n = input
-                .read(&mut buf)
-                .await
-                .map_err(|e| Error::io("reading command input", e))?;
-            if n == 0 {
-                break;
-            }
-            if ws.send(Message::binary(buf[..n].to_vec())).await.is_err() {
-                return Ok(()); // the command is gone; its exit code tells the rest
-            }
-        }
-    }
-    let _ = ws.send(Message::text("")).await;
-    Ok(())
-}
-
-/// Close a websocket, not waiting long for the other side.
-async fn close(ws: &mut WebSocket) {
-    let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
 }
 
 impl Client {
@@ -482,104 +435,5 @@ impl Client {
             out.stderr = self.raw_get(&p).await?.1;
         }
         Ok(out)
-    }
-}
-
-/// A sink keeping the first `cap` bytes written to it and counting the rest,
-/// which it accepts (the command is never held up) but drops.
-#[derive(Debug)]
-pub struct CappedBuf {
-    data: Vec<u8>,
-    cap: usize,
-    cut: u64,
-}
-
-impl CappedBuf {
-    /// Keep at most `cap` bytes.
-    pub fn new(cap: usize) -> Self {
-        CappedBuf {
-            data: Vec::new(),
-            cap,
-            cut: 0,
-        }
-    }
-
-    /// What was kept, with a line saying how much was cut when any was.
-    pub fn into_noted(mut self) -> Vec<u8> {
-        if self.cut > 0 {
-            let note = format!("\n[cci: {} more bytes cut]", self.cut);
-            self.data.extend_from_slice(note.as_bytes());
-        }
-        self.data
-    }
-}
-
-impl AsyncWrite for CappedBuf {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        let room = self.cap.saturating_sub(self.data.len()).min(buf.len());
-        self.data.extend_from_slice(&buf[..room]);
-        self.cut += (buf.len() - room) as u64;
-        std::task::Poll::Ready(Ok(buf.len()))
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-}
-
-/// A reader that counts what it has handed out (to tell whether a command
-/// consumed any of its input).
-struct CountingReader<I> {
-    inner: I,
-    read: u64,
-}
-
-impl<I> CountingReader<I> {
-    /// Count what `inner` hands out.
-    fn new(inner: I) -> Self {
-        CountingReader { inner, read: 0 }
-    }
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for CountingReader<I> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
-        self.read += (buf.filled().len() - before) as u64;
-        r
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn captured_output_is_capped_and_says_so() {
-        let mut b = CappedBuf::new(10);
-        b.write_all(b"0123456").await.unwrap();
-        b.write_all(b"789abcdef").await.unwrap();
-        assert_eq!(b.into_noted(), b"0123456789\n[cci: 6 more bytes cut]");
-        let mut b = CappedBuf::new(10);
-        b.write_all(b"short").await.unwrap();
-        assert_eq!(b.into_noted(), b"short");
     }
 }

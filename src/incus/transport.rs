@@ -13,11 +13,13 @@ use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_tungstenite::WebSocketStream;
 
 use super::error::{Error, Result};
 use super::operations::Operation;
+
+mod websocket;
+
+pub use websocket::{Io, WebSocket};
 
 /// The longest a request may take, answer body included, when nothing in
 /// it streams. Operation waits ask the daemon for at most 30 s at a time.
@@ -89,72 +91,6 @@ pub fn discover_socket_with(
         .map(PathBuf::from)
         .find(|p| exists(p))
         .unwrap_or_else(|| PathBuf::from(WELL_KNOWN[0]))
-}
-
-/// Any byte stream a websocket can run over.
-pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
-/// A websocket to the daemon.
-pub type WebSocket = WebSocketStream<Box<dyn Io>>;
-
-/// A stream for a websocket cci only reads from (a command's output). The
-/// daemon pings every exec websocket as it connects and closes it as soon as
-/// the command is done; the websocket library answers the ping before it
-/// reads on, so a reader that got to it late fails writing the answer
-/// ("broken pipe") and would lose the output still waiting in the socket.
-/// Writes to a peer that is gone are dropped here instead: nothing the
-/// daemon needs is lost, and the output is read to its end.
-struct ReceiveOnly<S>(S);
-
-fn peer_gone(e: &std::io::Error) -> bool {
-    use std::io::ErrorKind::{BrokenPipe, ConnectionReset, NotConnected};
-    matches!(e.kind(), BrokenPipe | ConnectionReset | NotConnected)
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for ReceiveOnly<S> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for ReceiveOnly<S> {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        match std::pin::Pin::new(&mut self.0).poll_write(cx, buf) {
-            std::task::Poll::Ready(Err(e)) if peer_gone(&e) => {
-                std::task::Poll::Ready(Ok(buf.len()))
-            }
-            other => other,
-        }
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        match std::pin::Pin::new(&mut self.0).poll_flush(cx) {
-            std::task::Poll::Ready(Err(e)) if peer_gone(&e) => std::task::Poll::Ready(Ok(())),
-            other => other,
-        }
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        match std::pin::Pin::new(&mut self.0).poll_shutdown(cx) {
-            std::task::Poll::Ready(Err(e)) if peer_gone(&e) => std::task::Poll::Ready(Ok(())),
-            other => other,
-        }
-    }
 }
 
 /// The response envelope every Incus endpoint answers with.
@@ -446,42 +382,6 @@ impl Transport {
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         Ok(self.sync(self.request(Method::GET, path)).await?.value)
     }
-
-    /// Open a websocket on `path` (for exec streams and events).
-    /// Opening it is bounded by [`WEBSOCKET_TIMEOUT`]; using it is not.
-    pub async fn websocket(&self, path: &str) -> Result<WebSocket> {
-        self.open_websocket(path, false).await
-    }
-
-    /// [`Transport::websocket`] for a stream cci only reads to its end (see
-    /// `ReceiveOnly`).
-    pub async fn websocket_receiving(&self, path: &str) -> Result<WebSocket> {
-        self.open_websocket(path, true).await
-    }
-
-    async fn open_websocket(&self, path: &str, receiving: bool) -> Result<WebSocket> {
-        let limit = WEBSOCKET_TIMEOUT.min(self.request_timeout);
-        self.bounded(limit, async {
-            let stream: Box<dyn Io> = match &self.endpoint {
-                Endpoint::Unix(socket) => {
-                    let s = tokio::net::UnixStream::connect(socket)
-                        .await
-                        .map_err(|e| self.io_error(&e))?;
-                    if receiving {
-                        Box::new(ReceiveOnly(s))
-                    } else {
-                        Box::new(s)
-                    }
-                }
-            };
-            let url = format!("ws://incus{}", self.path_with_project(path));
-            let (ws, _) = tokio_tungstenite::client_async(url, stream)
-                .await
-                .map_err(|e| Error::Protocol(format!("opening websocket {path}: {e}")))?;
-            Ok(ws)
-        })
-        .await
-    }
 }
 
 /// For `#[serde(deserialize_with)]`: the daemon sends `null` for empty maps
@@ -534,141 +434,5 @@ pub fn json<T: Serialize>(req: RequestBuilder, body: &T) -> RequestBuilder {
 pub type StringMap = HashMap<String, String>;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn output_waiting_in_the_socket_is_read_after_the_peer_hung_up() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let (a, mut b) = tokio::net::UnixStream::pair().unwrap_or_else(|e| panic!("{e}"));
-        b.write_all(b"output")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        drop(b);
-        let mut plain = a;
-        // Positive control: a plain stream fails to answer the gone peer.
-        let err = plain.write_all(b"pong").await;
-        assert!(err.as_ref().is_err_and(peer_gone), "{err:?}");
-        let mut r = ReceiveOnly(plain);
-        r.write_all(b"pong").await.unwrap_or_else(|e| panic!("{e}"));
-        r.flush().await.unwrap_or_else(|e| panic!("{e}"));
-        let mut got = String::new();
-        r.read_to_string(&mut got)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(got, "output");
-    }
-
-    #[test]
-    fn socket_discovery_order() {
-        let none = |_: &str| None;
-        assert_eq!(
-            discover_socket_with(none, |_| false),
-            PathBuf::from("/var/lib/incus/unix.socket")
-        );
-        assert_eq!(
-            discover_socket_with(none, |p| p == Path::new("/run/incus/unix.socket")),
-            PathBuf::from("/run/incus/unix.socket")
-        );
-        let dir = |k: &str| (k == "INCUS_DIR").then(|| PathBuf::from("/opt/incus"));
-        assert_eq!(
-            discover_socket_with(dir, |_| true),
-            PathBuf::from("/opt/incus/unix.socket")
-        );
-        let both = |k: &str| match k {
-            "INCUS_SOCKET" => Some(PathBuf::from("/tmp/s")),
-            _ => Some(PathBuf::from("/opt/incus")),
-        };
-        assert_eq!(
-            discover_socket_with(both, |_| true),
-            PathBuf::from("/tmp/s")
-        );
-    }
-
-    #[test]
-    fn query_values_are_escaped() {
-        assert_eq!(encode("/a b/c&d=e"), "/a%20b/c%26d%3De");
-        assert_eq!(encode("ok-_.~"), "ok-_.~");
-    }
-
-    /// A fake daemon on a Unix socket: reads a request, then answers with
-    /// `answer` (or never, when `None`).
-    async fn fake_daemon(answer: Option<Vec<u8>>) -> (tempfile::TempDir, PathBuf) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let dir = tempfile::tempdir().unwrap();
-        let sock = dir.path().join("unix.socket");
-        let listener = tokio::net::UnixListener::bind(&sock).unwrap();
-        tokio::spawn(async move {
-            while let Ok((mut conn, _)) = listener.accept().await {
-                let answer = answer.clone();
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 4096];
-                    let _ = conn.read(&mut buf).await;
-                    match answer {
-                        Some(a) => {
-                            let _ = conn.write_all(&a).await;
-                            let _ = conn.shutdown().await;
-                        }
-                        None => std::future::pending::<()>().await,
-                    }
-                });
-            }
-        });
-        (dir, sock)
-    }
-
-    fn http(body: &[u8]) -> Vec<u8> {
-        let mut a = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        )
-        .into_bytes();
-        a.extend_from_slice(body);
-        a
-    }
-
-    #[tokio::test]
-    async fn a_daemon_that_never_answers_times_out() {
-        let (_d, sock) = fake_daemon(None).await;
-        let t = Transport::unix(sock)
-            .unwrap()
-            .with_request_timeout(Duration::from_millis(300));
-        let start = std::time::Instant::now();
-        let e = t.get::<Value>("/1.0").await.err().unwrap();
-        assert!(matches!(e, Error::Timeout { .. }), "{e}");
-        assert!(start.elapsed() < Duration::from_secs(5));
-        let e = t.websocket("/1.0/events").await.err().unwrap();
-        assert!(matches!(e, Error::Timeout { .. }), "{e}");
-        let e = t.raw(t.request(Method::GET, "/1.0")).await.err().unwrap();
-        assert!(matches!(e, Error::Timeout { .. }), "{e}");
-    }
-
-    #[tokio::test]
-    async fn answers_are_capped_in_size() {
-        // The positive control: a small answer is read.
-        let ok = br#"{"type":"sync","metadata":{"a":1}}"#;
-        let (_d, sock) = fake_daemon(Some(http(ok))).await;
-        let t = Transport::unix(sock).unwrap();
-        assert_eq!(t.get::<Value>("/1.0").await.unwrap()["a"], 1);
-        // A huge one is refused, whatever its declared length.
-        let mut big = br#"{"type":"sync","metadata":""#.to_vec();
-        big.extend(std::iter::repeat_n(b'a', MAX_JSON_BODY));
-        big.extend_from_slice(br#""}"#);
-        let (_d, sock) = fake_daemon(Some(http(&big))).await;
-        let t = Transport::unix(sock).unwrap();
-        let e = t.get::<Value>("/1.0").await.err().unwrap();
-        assert!(e.to_string().contains("larger than"), "{e}");
-        let mut chunked =
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
-        for _ in 0..(MAX_JSON_BODY / 65536 + 2) {
-            chunked.extend_from_slice(b"10000\r\n");
-            chunked.extend(std::iter::repeat_n(b' ', 65536));
-            chunked.extend_from_slice(b"\r\n");
-        }
-        chunked.extend_from_slice(b"0\r\n\r\n");
-        let (_d, sock) = fake_daemon(Some(chunked)).await;
-        let t = Transport::unix(sock).unwrap();
-        let e = t.get::<Value>("/1.0").await.err().unwrap();
-        assert!(e.to_string().contains("larger than"), "{e}");
-    }
-}
+#[path = "transport_tests.rs"]
+mod tests;

@@ -10,19 +10,20 @@
 //! the whole stream is capped, and long-name/PAX payloads are capped before
 //! they are read (see `session::tarstream`). Packing reads only regular files
 //! and folders it reached without following a symlink.
+//!
+//! Unpacking is in `extract`, packing in `pack`; this module holds what both
+//! share (limits, tally, errors, the lexical symlink check) and the host-side
+//! copy and small-file helpers built on them.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-
-use super::tarstream;
 
 /// Caps on what one saved state may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,18 +123,6 @@ pub fn shown(bytes: &[u8]) -> String {
     format!("{:?}", String::from_utf8_lossy(bytes))
 }
 
-/// The components of a tar path; `None` when absolute or holding `..`.
-fn components(path: &[u8]) -> Option<Vec<&[u8]>> {
-    if path.first() == Some(&b'/') {
-        return None;
-    }
-    let parts: Vec<&[u8]> = path
-        .split(|b| *b == b'/')
-        .filter(|c| !c.is_empty() && *c != b".")
-        .collect();
-    (!parts.iter().any(|c| *c == b"..")).then_some(parts)
-}
-
 /// Whether a symlink at `rel` (components below the state folder) pointing
 /// at `target` stays inside the tree, read lexically.
 fn link_stays_inside(rel: &[&[u8]], target: &[u8]) -> bool {
@@ -164,326 +153,11 @@ fn join(root: &Path, rel: &[&[u8]]) -> PathBuf {
     p
 }
 
-/// Make the private folder `path` (or check the one there); whether it was made.
-fn private_dir(path: &Path) -> io::Result<bool> {
-    let made = match fs::create_dir(path) {
-        Ok(()) => true,
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            // Only a real folder (we never make symlinks before the end).
-            if !fs::symlink_metadata(path)?.is_dir() {
-                return Err(io::Error::other(format!(
-                    "{} is not a folder",
-                    path.display()
-                )));
-            }
-            false
-        }
-        Err(e) => return Err(e),
-    };
-    fs::set_permissions(path, fs::Permissions::from_mode(0o700))?;
-    Ok(made)
-}
+mod extract;
+mod pack;
 
-/// Unpack the tar stream `input` into `dest` (an existing private folder):
-/// the entries under `root` (the state folder's path in the archive, e.g.
-/// `.claude`) land in `dest`; names in `exclude` at its top are left out.
-/// Every entry read (kept, skipped or left out) and every parent folder made
-/// for one counts against the file limit, and the whole stream against
-/// [`Limits::max_stream`], so no stream makes it work without end.
-pub fn extract(
-    input: impl Read,
-    root: &str,
-    dest: &Path,
-    limits: &Limits,
-    exclude: &[&str],
-) -> Result<Tally, ArchiveError> {
-    let cap = limits.max_stream();
-    extract_capped(
-        tarstream::Capped::new(input, cap),
-        root,
-        dest,
-        limits,
-        exclude,
-    )
-    .map_err(|e| match e {
-        ArchiveError::Io(io) => match tarstream::too_long(&io) {
-            Some(limit) => ArchiveError::StreamTooLong { limit },
-            None => ArchiveError::Io(io),
-        },
-        other => other,
-    })
-}
-
-fn extract_capped(
-    input: impl Read,
-    root: &str,
-    dest: &Path,
-    limits: &Limits,
-    exclude: &[&str],
-) -> Result<Tally, ArchiveError> {
-    let root = components(root.as_bytes()).unwrap_or_default();
-    let mut tally = Tally::default();
-    // Entries read and folders made, against the file limit.
-    let mut seen: u64 = 0;
-    let too_many = || ArchiveError::TooManyFiles {
-        limit: limits.max_files,
-    };
-    let mut links: Vec<(Vec<Vec<u8>>, Vec<u8>)> = Vec::new();
-    let mut pending = tarstream::Pending::default();
-    let mut archive = tar::Archive::new(input);
-    // Raw: long names and PAX headers come here, to be size-checked first.
-    for entry in archive.entries()?.raw(true) {
-        let mut entry = entry?;
-        let kind = entry.header().entry_type();
-        if tarstream::is_extension(kind) {
-            let size = entry.size();
-            tarstream::extension(kind, size, &mut entry, &mut pending)?;
-            continue;
-        }
-        if seen >= limits.max_files {
-            return Err(too_many());
-        }
-        seen += 1;
-        let path = match pending.path.take() {
-            Some(p) => p,
-            None => entry.path_bytes().into_owned(),
-        };
-        let link = pending.link.take();
-        let Some(parts) = components(&path) else {
-            tally.skip(&[&path], "leaves the state folder");
-            continue;
-        };
-        if parts.len() < root.len() || parts[..root.len()] != root[..] {
-            tally.skip(&parts, "outside the state folder");
-            continue;
-        }
-        let rel = &parts[root.len()..];
-        if rel.is_empty() {
-            continue;
-        }
-        if rel.len() == 1 && exclude.iter().any(|x| x.as_bytes() == rel[0]) {
-            continue;
-        }
-        if rel.len() > limits.max_depth {
-            return Err(ArchiveError::TooDeep {
-                limit: limits.max_depth,
-            });
-        }
-        let keep = kind.is_dir() || kind.is_file() || kind.is_symlink();
-        if !keep {
-            let why = if kind.is_hard_link() {
-                "hard link"
-            } else {
-                "not a file, folder or symlink"
-            };
-            tally.skip(rel, why);
-            continue;
-        }
-        let to = match link {
-            Some(l) => l,
-            None => entry
-                .link_name_bytes()
-                .map(|c| c.into_owned())
-                .unwrap_or_default(),
-        };
-        if kind.is_symlink() && !link_stays_inside(rel, &to) {
-            tally.skip(rel, "symlink out of the state folder");
-            continue;
-        }
-        let target = join(dest, rel);
-        for i in 1..rel.len() {
-            if private_dir(&join(dest, &rel[..i]))? {
-                seen += 1;
-                tally.entries += 1;
-                if seen > limits.max_files {
-                    return Err(too_many());
-                }
-            }
-        }
-        if kind.is_dir() {
-            private_dir(&target)?;
-        } else if kind.is_symlink() {
-            links.push((rel.iter().map(|c| c.to_vec()).collect(), to));
-        } else {
-            let size = entry.header().size()?;
-            if tally.bytes.saturating_add(size) > limits.max_bytes {
-                return Err(ArchiveError::TooBig {
-                    limit: limits.max_bytes,
-                });
-            }
-            let mode = entry.header().mode().unwrap_or(0o600);
-            let mtime = entry.header().mtime().unwrap_or(0);
-            match fs::symlink_metadata(&target) {
-                Ok(m) if m.is_file() => fs::remove_file(&target)?,
-                Ok(_) => {
-                    tally.skip(rel, "a folder of that name came first");
-                    continue;
-                }
-                Err(_) => {}
-            }
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&target)?;
-            file.set_permissions(fs::Permissions::from_mode(0o600))?;
-            let copied = io::copy(&mut (&mut entry).take(size), &mut file)?;
-            tally.bytes += copied;
-            let _ = file.set_modified(UNIX_EPOCH + Duration::from_secs(mtime));
-            if mode & 0o100 != 0
-                && let Ok(name) = std::str::from_utf8(&rel.join(&b'/'))
-            {
-                tally.executables.insert(name.to_string());
-            }
-        }
-        tally.entries += 1;
-    }
-    make_links(dest, links, &mut tally);
-    Ok(tally)
-}
-
-/// Make the symlinks of a stream, last: only those that resolve inside the
-/// state folder through each other (not only read as text).
-fn make_links(dest: &Path, links: Vec<(Vec<Vec<u8>>, Vec<u8>)>, tally: &mut Tally) {
-    let all: HashMap<Vec<Vec<u8>>, Vec<u8>> = links.iter().cloned().collect();
-    for (rel, to) in links {
-        let parts: Vec<&[u8]> = rel.iter().map(Vec::as_slice).collect();
-        if !tarstream::resolves_inside(&all, &rel, &to) {
-            tally.skip(&parts, "symlink resolving out of the state folder");
-            tally.entries -= 1;
-            continue;
-        }
-        let at = join(dest, &parts);
-        if std::os::unix::fs::symlink(OsStr::from_bytes(&to), &at).is_err() {
-            tally.skip(&parts, "could not be made");
-            tally.entries -= 1;
-        }
-    }
-}
-
-/// Pack the folder `src` as the tar stream `out`, its entries under `root`
-/// (e.g. `.claude`), owned by `uid`:`gid`; folders 0700, files 0600 (0700
-/// for `executables`). Names in `exclude` at the top are left out.
-pub fn pack(
-    src: &Path,
-    root: &str,
-    out: impl Write,
-    owner: (u64, u64),
-    limits: &Limits,
-    executables: &BTreeSet<String>,
-    exclude: &[&str],
-) -> Result<Tally, ArchiveError> {
-    let mut tally = Tally::default();
-    let mut builder = tar::Builder::new(out);
-    let header = |kind: tar::EntryType, mode: u32, meta: &fs::Metadata| {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(kind);
-        h.set_mode(mode);
-        h.set_uid(owner.0);
-        h.set_gid(owner.1);
-        h.set_mtime(meta.mtime().max(0) as u64);
-        h.set_size(0);
-        h
-    };
-    let root_meta = fs::symlink_metadata(src)?;
-    if !root_meta.is_dir() {
-        return Err(io::Error::other(format!("{} is not a folder", src.display())).into());
-    }
-    let mut h = header(tar::EntryType::Directory, 0o700, &root_meta);
-    builder.append_data(&mut h, root, io::empty())?;
-    // (folder on the host, its path below `src`)
-    let mut todo: Vec<(PathBuf, Vec<Vec<u8>>)> = vec![(src.to_path_buf(), Vec::new())];
-    while let Some((dir, rel)) = todo.pop() {
-        let mut names: Vec<_> = fs::read_dir(&dir)?.collect::<Result<_, _>>()?;
-        names.sort_by_key(|e| e.file_name());
-        for e in names {
-            let name = e.file_name().as_bytes().to_vec();
-            if rel.is_empty() && exclude.iter().any(|x| x.as_bytes() == name) {
-                continue;
-            }
-            let mut child = rel.clone();
-            child.push(name);
-            let parts: Vec<&[u8]> = child.iter().map(Vec::as_slice).collect();
-            if parts.len() > limits.max_depth {
-                return Err(ArchiveError::TooDeep {
-                    limit: limits.max_depth,
-                });
-            }
-            let path = e.path();
-            let meta = fs::symlink_metadata(&path)?;
-            let in_archive = Path::new(root).join(join(Path::new(""), &parts));
-            let kind = meta.file_type();
-            if !(kind.is_dir() || kind.is_file() || kind.is_symlink()) {
-                tally.skip(&parts, "not a file, folder or symlink");
-                continue;
-            }
-            if tally.entries >= limits.max_files {
-                return Err(ArchiveError::TooManyFiles {
-                    limit: limits.max_files,
-                });
-            }
-            if kind.is_dir() {
-                let mut h = header(tar::EntryType::Directory, 0o700, &meta);
-                builder.append_data(&mut h, &in_archive, io::empty())?;
-                todo.push((path, child.clone()));
-            } else if kind.is_symlink() {
-                let to = fs::read_link(&path)?;
-                if !link_stays_inside(&parts, to.as_os_str().as_bytes()) {
-                    tally.skip(&parts, "symlink out of the state folder");
-                    continue;
-                }
-                let mut h = header(tar::EntryType::Symlink, 0o777, &meta);
-                builder.append_link(&mut h, &in_archive, &to)?;
-            } else {
-                // Opened without following a symlink swapped in meanwhile,
-                // and checked to be the regular file listed.
-                let file = match OpenOptions::new()
-                    .read(true)
-                    .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-                    .open(&path)
-                {
-                    Ok(f) => f,
-                    Err(_) => {
-                        tally.skip(&parts, "changed while being read");
-                        continue;
-                    }
-                };
-                let now = file.metadata()?;
-                if !now.is_file() || now.ino() != meta.ino() {
-                    tally.skip(&parts, "changed while being read");
-                    continue;
-                }
-                let size = now.len();
-                if tally.bytes.saturating_add(size) > limits.max_bytes {
-                    return Err(ArchiveError::TooBig {
-                        limit: limits.max_bytes,
-                    });
-                }
-                let rel_name = std::str::from_utf8(&parts.join(&b'/'))
-                    .unwrap_or("")
-                    .to_string();
-                let exec = executables.contains(&rel_name);
-                let mut h = header(
-                    tar::EntryType::Regular,
-                    if exec { 0o700 } else { 0o600 },
-                    &now,
-                );
-                h.set_size(size);
-                // Exactly `size` bytes, even if the file shrinks meanwhile.
-                let body = file.take(size).chain(io::repeat(0)).take(size);
-                builder.append_data(&mut h, &in_archive, body)?;
-                tally.bytes += size;
-                if exec {
-                    tally.executables.insert(rel_name);
-                }
-            }
-            tally.entries += 1;
-        }
-    }
-    builder.into_inner()?.flush()?;
-    Ok(tally)
-}
+pub use extract::extract;
+pub use pack::pack;
 
 /// Copy the folder `src` to `dest` (which must not exist) through the same
 /// checks, streamed through a pipe; never follows a symlink.
