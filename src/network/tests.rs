@@ -1,29 +1,8 @@
-//! Unit tests of the pure parts of network setup.
+//! Unit tests of guarding: the NIC the profiles give, the bridge.
 
+use super::guard::{bridge_of, the_nic};
 use super::*;
-
-#[test]
-fn port_names_are_cci_plus_12_hex() {
-    let p = PortName::random();
-    assert_eq!(p.as_str().len(), 15);
-    assert!(PortName::parse(p.as_str()).is_ok());
-    for bad in [
-        "cci0123456789a",
-        "eth0",
-        "cci0123456789aB",
-        "cci01234567\"; x",
-        "",
-    ] {
-        assert!(PortName::parse(bad).is_err(), "{bad:?}");
-    }
-}
-
-#[test]
-fn modes_parse_strictly() {
-    assert_eq!("allowlist".parse::<Mode>().unwrap(), Mode::Allowlist);
-    assert!("opne".parse::<Mode>().is_err());
-    assert!("Open".parse::<Mode>().is_err());
-}
+use crate::incus::transport::StringMap;
 
 fn nic(network: &str) -> StringMap {
     let mut d = StringMap::new();
