@@ -10,7 +10,7 @@ use super::allow::{self, Entry};
 use super::policy::{Mode, Policy, keys};
 use super::port::{PortName, port_of};
 use super::rules::{self, Bridge, PortRules};
-use super::{Error, Firewall, hosts, spawn_watcher};
+use super::{Error, PolicyBackend, hosts, spawn_watcher};
 use crate::incus::transport::StringMap;
 use crate::incus::{Client, Instance, InstanceCreate};
 
@@ -18,10 +18,10 @@ use crate::incus::{Client, Instance, InstanceCreate};
 /// launch; turns create requests into guarded ones.
 #[derive(Debug, Clone)]
 pub struct Attachment {
-    policy: Policy,
+    pub(super) policy: Policy,
     pub(super) nic: Option<(String, StringMap)>,
     pub(super) bridge: Bridge,
-    resolved: allow::Resolved,
+    pub(super) resolved: allow::Resolved,
 }
 
 impl Attachment {
@@ -183,7 +183,7 @@ impl Attachment {
     /// Install the rules for `port` (before the container's first start).
     /// Open mode has nothing to enforce: a firewall that cannot be used is
     /// only logged there.
-    pub fn guard(&self, fw: &dyn Firewall, port: &PortName) -> Result<(), Error> {
+    pub fn guard(&self, fw: &dyn PolicyBackend, port: &PortName) -> Result<(), Error> {
         if self.nic.is_none() {
             return Ok(());
         }
@@ -203,7 +203,7 @@ impl Attachment {
 /// who knows whether a half-made record is its own.
 pub async fn create_guarded(
     client: &Client,
-    fw: &dyn Firewall,
+    fw: &dyn PolicyBackend,
     att: &Attachment,
     mut req: InstanceCreate,
 ) -> Result<(), Error> {
@@ -232,7 +232,11 @@ pub async fn create_guarded(
 }
 
 /// Start an existing container, its rules (re)installed first.
-pub async fn start_guarded(client: &Client, fw: &dyn Firewall, name: &str) -> Result<(), Error> {
+pub async fn start_guarded(
+    client: &Client,
+    fw: &dyn PolicyBackend,
+    name: &str,
+) -> Result<(), Error> {
     let (instance, _) = client.instance(name).await?;
     ensure(client, fw, &instance).await?;
     client.start_instance(name).await?;
@@ -243,7 +247,7 @@ pub async fn start_guarded(client: &Client, fw: &dyn Firewall, name: &str) -> Re
 }
 
 fn install(
-    fw: &dyn Firewall,
+    fw: &dyn PolicyBackend,
     port: &PortName,
     policy: &Policy,
     bridge: &Bridge,
@@ -263,12 +267,12 @@ fn install(
     if policy.mode == Mode::Allowlist {
         allow::store_cache(port, resolved)?;
     }
-    fw.apply(&rules::install(&rules))
+    fw.guard(&rules)
 }
 
 /// Remove every rule of `port` (and its cache); nothing to remove is fine.
-pub fn release(fw: &dyn Firewall, port: &PortName) -> Result<(), Error> {
-    fw.apply(&rules::remove(port))?;
+pub fn release(fw: &dyn PolicyBackend, port: &PortName) -> Result<(), Error> {
+    fw.release(port)?;
     allow::drop_cache(port);
     Ok(())
 }
@@ -276,7 +280,11 @@ pub fn release(fw: &dyn Firewall, port: &PortName) -> Result<(), Error> {
 /// (Re)install the rules of an existing guarded instance, e.g. before cci
 /// starts it again: its recorded policy, its bridge as it is now, and for an
 /// allowlist the last-known-good addresses (resolved afresh when none).
-pub async fn ensure(client: &Client, fw: &dyn Firewall, instance: &Instance) -> Result<(), Error> {
+pub async fn ensure(
+    client: &Client,
+    fw: &dyn PolicyBackend,
+    instance: &Instance,
+) -> Result<(), Error> {
     let (Some(policy), Some(port)) = (Policy::of(instance), port_of(instance)) else {
         return Ok(());
     };

@@ -13,6 +13,7 @@
 //! `crate::network::...`.
 
 pub mod allow;
+pub mod backend;
 mod error;
 mod guard;
 mod hosts;
@@ -26,6 +27,7 @@ mod upkeep;
 mod watch;
 
 pub use allow::Entry;
+pub use backend::PolicyBackend;
 pub use error::Error;
 pub use guard::{
     Attachment, create_guarded, ensure, prepare, release, start_guarded, start_watcher,

@@ -5,8 +5,8 @@
 
 use std::collections::BTreeSet;
 
-use super::{Bridge, Error, Firewall, Mode, Policy, PortName, PortRules};
-use super::{allow, ensure, hosts, keys, port_of, release, rules};
+use super::{Bridge, Error, Mode, Policy, PolicyBackend, PortName, PortRules};
+use super::{allow, ensure, hosts, keys, port_of, release};
 use crate::incus::{Client, Instance};
 
 /// What [`reconcile`] did.
@@ -25,7 +25,7 @@ pub struct Reconciled {
 /// Bring the firewall in line with the daemon: remove rules whose container
 /// is gone, put back missing rules of existing guarded containers, and stop
 /// a running one whose rules are missing and cannot be restored (fail closed).
-pub async fn reconcile(client: &Client, fw: &dyn Firewall) -> Result<Reconciled, Error> {
+pub async fn reconcile(client: &Client, fw: &dyn PolicyBackend) -> Result<Reconciled, Error> {
     // The rules first, then the containers: a container is always created
     // before its rules, so a port seen here whose container is missing from
     // the (later) list really is gone — never one that a concurrent launch
@@ -52,7 +52,7 @@ pub async fn reconcile(client: &Client, fw: &dyn Firewall) -> Result<Reconciled,
     };
     if !state.tables && !state.ports.is_empty() {
         // The shared part is damaged (cci's inet table deleted): put it back.
-        fw.apply(&rules::skeleton())?;
+        fw.restore_shared()?;
         out.restored.push("(shared rules)".into());
     }
     let live: BTreeSet<PortName> = guarded.iter().filter_map(|i| port_of(i)).collect();
@@ -109,7 +109,7 @@ fn policy_needs_rules(i: &Instance) -> Result<bool, Error> {
 /// changed.
 pub async fn refresh(
     client: &Client,
-    fw: &dyn Firewall,
+    fw: &dyn PolicyBackend,
     due_only: bool,
 ) -> Result<Vec<String>, Error> {
     let mut changed = Vec::new();
@@ -144,7 +144,7 @@ pub async fn refresh(
             allow4,
             allow6,
         };
-        fw.apply(&rules::fill_allow(&r))?;
+        fw.refill(&r)?;
         allow::store_cache(&port, &new.resolved)?;
         if let Err(e) = hosts::write(&inst.client(client), &inst.name, &new.resolved).await {
             tracing::warn!("updating /etc/hosts of {}: {e}", inst.name);

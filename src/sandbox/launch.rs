@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::names::{Slot, container_name, parse_container_name, workspace_prefix};
 use super::spec::{SandboxSpec, keys};
 use crate::incus::{self, Client};
-use crate::network::{self, Attachment, Firewall, Nft, PortName};
+use crate::network::{self, Attachment, Nft, PolicyBackend, PortName};
 
 /// Why no container could be launched.
 #[derive(Debug, thiserror::Error)]
@@ -318,7 +318,7 @@ async fn going_away(client: &Client, name: &str) -> bool {
 /// The network side of a launch: the prepared NIC and the firewall.
 struct Guarded<'a> {
     net: &'a Attachment,
-    fw: &'a dyn Firewall,
+    fw: &'a dyn PolicyBackend,
 }
 
 /// Try to create `name`; `Ok(false)` when another launch holds the name.
