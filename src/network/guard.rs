@@ -205,27 +205,71 @@ pub async fn create_guarded(
     client: &Client,
     fw: &dyn PolicyBackend,
     att: &Attachment,
-    mut req: InstanceCreate,
+    req: InstanceCreate,
 ) -> Result<(), Error> {
-    let port = PortName::random();
+    let started = guarded_create(client, fw, att, req, PortName::random()).await;
+    if started.is_ok() {
+        start_watcher();
+    }
+    started
+}
+
+/// The daemon's part of [`create_guarded`] (a seam for unit tests).
+pub(super) trait Daemon {
+    /// Create the instance (stopped: `req.start` is false).
+    async fn create(&self, req: &InstanceCreate) -> Result<(), Error>;
+    /// Write an allowlist container's `/etc/hosts`.
+    async fn write_hosts(&self, name: &str, resolved: &allow::Resolved) -> Result<(), Error>;
+    /// Start it.
+    async fn start(&self, name: &str) -> Result<(), Error>;
+    /// Stop it by force and delete it; failures are ignored.
+    async fn discard(&self, name: &str);
+}
+
+impl Daemon for Client {
+    async fn create(&self, req: &InstanceCreate) -> Result<(), Error> {
+        Ok(self.create_instance(req).await?)
+    }
+
+    async fn write_hosts(&self, name: &str, resolved: &allow::Resolved) -> Result<(), Error> {
+        hosts::write(self, name, resolved).await
+    }
+
+    async fn start(&self, name: &str) -> Result<(), Error> {
+        Ok(self.start_instance(name).await?)
+    }
+
+    async fn discard(&self, name: &str) {
+        let _ = self
+            .stop_instance(name, Some(std::time::Duration::ZERO), true)
+            .await;
+        let _ = self.delete_instance(name).await;
+    }
+}
+
+/// [`create_guarded`] on `port`, without starting the watcher: create
+/// stopped -> rules (-> `/etc/hosts`) -> start; on any failure after the
+/// create, discard the container, then release its rules.
+pub(super) async fn guarded_create<D: Daemon>(
+    daemon: &D,
+    fw: &dyn PolicyBackend,
+    att: &Attachment,
+    mut req: InstanceCreate,
+    port: PortName,
+) -> Result<(), Error> {
     att.attach(&mut req, &port);
-    client.create_instance(&req).await?;
+    daemon.create(&req).await?;
     let started = async {
         att.guard(fw, &port)?;
         if att.policy.mode == Mode::Allowlist {
-            hosts::write(client, &req.name, &att.resolved).await?;
+            daemon.write_hosts(&req.name, &att.resolved).await?;
         }
-        client.start_instance(&req.name).await?;
+        daemon.start(&req.name).await?;
         Ok(())
     }
     .await;
-    if started.is_ok() {
-        start_watcher();
-    } else {
-        let _ = client
-            .stop_instance(&req.name, Some(std::time::Duration::ZERO), true)
-            .await;
-        let _ = client.delete_instance(&req.name).await;
+    if started.is_err() {
+        daemon.discard(&req.name).await;
         let _ = release(fw, &port);
     }
     started

@@ -15,6 +15,8 @@
 pub mod allow;
 pub mod backend;
 mod error;
+#[cfg(test)]
+mod fake;
 mod guard;
 mod hosts;
 pub mod nft;
