@@ -95,3 +95,51 @@ impl<F: Firewall + ?Sized> PolicyBackend for F {
         Firewall::state(self)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::network::Mode;
+
+    /// A `Firewall` that keeps the scripts it is given.
+    #[derive(Default)]
+    struct Scripts(Mutex<Vec<String>>);
+
+    impl Firewall for Scripts {
+        fn apply(&self, script: &str) -> Result<(), Error> {
+            self.0.lock().unwrap().push(script.to_string());
+            Ok(())
+        }
+        fn state(&self) -> Result<State, Error> {
+            Ok(State::default())
+        }
+    }
+
+    #[test]
+    fn host_nft_turns_each_call_into_one_script() {
+        let fw = Scripts::default();
+        let r = PortRules {
+            port: PortName::random(),
+            mode: Mode::Restricted,
+            bridge: Default::default(),
+            allow4: vec![],
+            allow6: vec![],
+        };
+        let backend: &dyn PolicyBackend = &fw;
+        backend.guard(&r).unwrap();
+        backend.refill(&r).unwrap();
+        backend.release(&r.port).unwrap();
+        backend.restore_shared().unwrap();
+        assert_eq!(
+            *fw.0.lock().unwrap(),
+            [
+                rules::install(&r),
+                rules::fill_allow(&r),
+                rules::remove(&r.port),
+                rules::skeleton(),
+            ]
+        );
+    }
+}
