@@ -2,7 +2,7 @@
 //! create it stopped, install its rules, and only then start it; release the
 //! rules when it is gone. Fail closed: a container whose rules cannot be
 //! applied does not start. Owns the ordering, not the rules' text
-//! ([`super::rules`]) nor how they are enforced ([`super::nft`]).
+//! ([`super::rules`]) nor how they are enforced ([`super::PolicyBackend`]).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
