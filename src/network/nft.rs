@@ -1,6 +1,6 @@
 //! The firewall as a side effect: apply an nft script, read cci's tables.
-//! The only code that runs `nft`; behind [`Firewall`] so logic can be tested
-//! against a fake.
+//! The only code that runs `nft`; behind [`Firewall`], which makes it the
+//! host-nftables [`super::PolicyBackend`] (see [`super::backend`]).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -8,22 +8,11 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
+pub use super::backend::State;
 use super::{Error, PortName};
 
-/// What cci's tables hold right now.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct State {
-    /// Guarded ports and the packets their rules dropped so far.
-    pub ports: BTreeMap<PortName, u64>,
-    /// Packets from guarded containers dropped on their way to the host itself.
-    pub to_host: u64,
-    /// Packets dropped between containers on the bridge.
-    pub between_slots: u64,
-    /// Both of cci's tables exist (the shared part of the rules is in place).
-    pub tables: bool,
-}
-
-/// Applies and reads cci's nftables rules.
+/// Applies and reads cci's nftables rules. Every `Firewall` is a
+/// [`super::PolicyBackend`]; code that enforces a policy takes that instead.
 pub trait Firewall: Send + Sync {
     /// Apply a script atomically (all or nothing).
     fn apply(&self, script: &str) -> Result<(), Error>;

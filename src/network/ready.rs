@@ -123,7 +123,7 @@ pub async fn want_of(client: &Client, name: &str) -> Result<Want, incus::Error> 
     };
     let network = dev.get("network").or_else(|| dev.get("parent"));
     let v6 = match network {
-        Some(n) => super::bridge_of(&client.network(n).await?.config)
+        Some(n) => super::guard::bridge_of(&client.network(n).await?.config)
             .v6
             .is_some(),
         None => false,

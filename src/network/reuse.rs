@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use super::allow::{Entry, is_public};
-use super::{Error, Firewall, Mode, Policy, keys};
+use super::{Error, Mode, Policy, PolicyBackend, keys};
 use crate::incus::Client;
 
 /// How a requested policy relates to the one a container records.
@@ -104,7 +104,7 @@ pub fn record(policy: &Policy) -> Vec<(&'static str, String)> {
 /// in allowlist mode, its `/etc/hosts`) in force, running or not.
 pub async fn reapply(
     client: &Client,
-    fw: &dyn Firewall,
+    fw: &dyn PolicyBackend,
     name: &str,
     policy: &Policy,
 ) -> Result<(), Error> {

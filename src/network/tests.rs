@@ -1,29 +1,12 @@
-//! Unit tests of the pure parts of network setup.
+//! Unit tests of guarding: the NIC the profiles give, the bridge, and the
+//! fail-closed order of guard / start / release against the fake backend
+//! and a fake daemon.
 
+use super::fake::{Call, FakeBackend, Log, Op};
+use super::guard::{Daemon, bridge_of, guarded_create, the_nic};
 use super::*;
-
-#[test]
-fn port_names_are_cci_plus_12_hex() {
-    let p = PortName::random();
-    assert_eq!(p.as_str().len(), 15);
-    assert!(PortName::parse(p.as_str()).is_ok());
-    for bad in [
-        "cci0123456789a",
-        "eth0",
-        "cci0123456789aB",
-        "cci01234567\"; x",
-        "",
-    ] {
-        assert!(PortName::parse(bad).is_err(), "{bad:?}");
-    }
-}
-
-#[test]
-fn modes_parse_strictly() {
-    assert_eq!("allowlist".parse::<Mode>().unwrap(), Mode::Allowlist);
-    assert!("opne".parse::<Mode>().is_err());
-    assert!("Open".parse::<Mode>().is_err());
-}
+use crate::incus::InstanceCreate;
+use crate::incus::transport::StringMap;
 
 fn nic(network: &str) -> StringMap {
     let mut d = StringMap::new();
@@ -76,4 +59,210 @@ fn bridge_addresses_come_from_the_network_config() {
             v6: None
         }
     );
+}
+
+fn attachment(mode: Mode, with_nic: bool) -> Attachment {
+    Attachment {
+        policy: Policy {
+            mode,
+            ..Policy::default()
+        },
+        nic: with_nic.then(|| ("eth0".to_string(), nic("incusbr0"))),
+        bridge: Bridge::default(),
+        resolved: allow::Resolved::default(),
+    }
+}
+
+#[test]
+fn guard_puts_the_ports_policy_in_force() {
+    let fw = FakeBackend::new();
+    let port = PortName::random();
+    attachment(Mode::Restricted, true)
+        .guard(&fw, &port)
+        .unwrap();
+    assert_eq!(fw.calls(), [Call::Guard(port.clone(), Mode::Restricted)]);
+    assert_eq!(fw.ports(), [port]);
+}
+
+#[test]
+fn without_a_nic_there_is_nothing_to_guard() {
+    let fw = FakeBackend::new();
+    fw.fail(Op::Guard);
+    attachment(Mode::Restricted, false)
+        .guard(&fw, &PortName::random())
+        .unwrap();
+    assert!(fw.calls().is_empty());
+}
+
+#[test]
+fn a_failing_backend_refuses_the_guard_except_in_open_mode() {
+    let port = PortName::random();
+    for mode in [Mode::Restricted, Mode::Open] {
+        let fw = FakeBackend::new();
+        fw.fail(Op::Guard);
+        let r = attachment(mode, true).guard(&fw, &port);
+        assert_eq!(r.is_ok(), mode == Mode::Open, "{mode}");
+        assert!(fw.ports().is_empty());
+    }
+}
+
+#[test]
+fn release_removes_that_port_only_and_nothing_is_fine() {
+    let (a, b) = (PortName::random(), PortName::random());
+    let fw = FakeBackend::with_ports(&[&a, &b]);
+    release(&fw, &a).unwrap();
+    assert_eq!(fw.ports(), std::slice::from_ref(&b));
+    release(&fw, &a).unwrap();
+    assert_eq!(fw.calls(), [Call::Release(a.clone()), Call::Release(a)]);
+    fw.fail(Op::Release);
+    assert!(release(&fw, &b).is_err());
+}
+
+/// A daemon that records its steps in the backend's log (so the order of
+/// both sides shows) and fails where told.
+struct FakeDaemon {
+    log: Log,
+    fail_create: bool,
+    fail_start: bool,
+}
+
+impl FakeDaemon {
+    fn on(fw: &FakeBackend) -> FakeDaemon {
+        FakeDaemon {
+            log: fw.log.clone(),
+            fail_create: false,
+            fail_start: false,
+        }
+    }
+
+    fn step(&self, what: String, fail: bool) -> Result<(), Error> {
+        self.log.lock().unwrap().push(Call::Daemon(what.clone()));
+        if fail {
+            return Err(Error::Nft(format!("{what} failed")));
+        }
+        Ok(())
+    }
+}
+
+impl Daemon for FakeDaemon {
+    async fn create(&self, req: &InstanceCreate) -> Result<(), Error> {
+        let port = req.devices["eth0"]["host_name"].clone();
+        let what = format!("create {} start={} port={port}", req.name, req.start);
+        self.step(what, self.fail_create)
+    }
+
+    async fn write_hosts(&self, name: &str, _: &allow::Resolved) -> Result<(), Error> {
+        self.step(format!("hosts {name}"), false)
+    }
+
+    async fn start(&self, name: &str) -> Result<(), Error> {
+        self.step(format!("start {name}"), self.fail_start)
+    }
+
+    async fn discard(&self, name: &str) {
+        let _ = self.step(format!("discard {name}"), false);
+    }
+}
+
+fn request() -> InstanceCreate {
+    InstanceCreate {
+        name: "cci-ws-1".into(),
+        start: true,
+        ..InstanceCreate::default()
+    }
+}
+
+fn daemon(what: &str) -> Call {
+    Call::Daemon(what.to_string())
+}
+
+#[tokio::test]
+async fn created_stopped_then_guarded_then_started() {
+    let fw = FakeBackend::new();
+    let port = PortName::random();
+    let att = attachment(Mode::Restricted, true);
+    guarded_create(&FakeDaemon::on(&fw), &fw, &att, request(), port.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        fw.calls(),
+        [
+            daemon(&format!("create cci-ws-1 start=false port={port}")),
+            Call::Guard(port.clone(), Mode::Restricted),
+            daemon("start cci-ws-1"),
+        ]
+    );
+    assert_eq!(fw.ports(), [port]);
+}
+
+#[tokio::test]
+async fn a_failed_rule_install_leaves_the_container_not_started() {
+    let fw = FakeBackend::new();
+    fw.fail(Op::Guard);
+    let port = PortName::random();
+    let att = attachment(Mode::Restricted, true);
+    let r = guarded_create(&FakeDaemon::on(&fw), &fw, &att, request(), port.clone()).await;
+    assert!(r.is_err());
+    assert_eq!(
+        fw.calls(),
+        [
+            daemon(&format!("create cci-ws-1 start=false port={port}")),
+            Call::Guard(port.clone(), Mode::Restricted),
+            daemon("discard cci-ws-1"),
+            Call::Release(port),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_failed_start_discards_the_container_then_its_rules() {
+    let fw = FakeBackend::new();
+    let port = PortName::random();
+    let att = attachment(Mode::Restricted, true);
+    let mut d = FakeDaemon::on(&fw);
+    d.fail_start = true;
+    assert!(
+        guarded_create(&d, &fw, &att, request(), port.clone())
+            .await
+            .is_err()
+    );
+    let calls = fw.calls();
+    assert_eq!(
+        calls[2..],
+        [
+            daemon("start cci-ws-1"),
+            daemon("discard cci-ws-1"),
+            Call::Release(port),
+        ]
+    );
+    assert!(fw.ports().is_empty());
+}
+
+#[tokio::test]
+async fn a_failed_create_is_left_to_the_caller() {
+    // The create request claims the name: a conflict there is another
+    // launch's container, which must not be discarded nor released.
+    let fw = FakeBackend::new();
+    let port = PortName::random();
+    let att = attachment(Mode::Restricted, true);
+    let mut d = FakeDaemon::on(&fw);
+    d.fail_create = true;
+    assert!(
+        guarded_create(&d, &fw, &att, request(), port)
+            .await
+            .is_err()
+    );
+    assert_eq!(fw.calls().len(), 1, "{:?}", fw.calls());
+}
+
+#[tokio::test]
+async fn open_mode_starts_even_when_the_backend_fails() {
+    let fw = FakeBackend::new();
+    fw.fail(Op::Guard);
+    let port = PortName::random();
+    let att = attachment(Mode::Open, true);
+    guarded_create(&FakeDaemon::on(&fw), &fw, &att, request(), port)
+        .await
+        .unwrap();
+    assert_eq!(fw.calls().last(), Some(&daemon("start cci-ws-1")));
 }

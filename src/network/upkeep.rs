@@ -5,8 +5,8 @@
 
 use std::collections::BTreeSet;
 
-use super::{Bridge, Error, Firewall, Mode, Policy, PortName, PortRules};
-use super::{allow, ensure, hosts, keys, port_of, release, rules};
+use super::{Bridge, Error, Mode, Policy, PolicyBackend, PortName, PortRules, State};
+use super::{allow, ensure, hosts, keys, port_of, release};
 use crate::incus::{Client, Instance};
 
 /// What [`reconcile`] did.
@@ -22,44 +22,67 @@ pub struct Reconciled {
     pub stopped: Vec<String>,
 }
 
-/// Bring the firewall in line with the daemon: remove rules whose container
-/// is gone, put back missing rules of existing guarded containers, and stop
-/// a running one whose rules are missing and cannot be restored (fail closed).
-pub async fn reconcile(client: &Client, fw: &dyn Firewall) -> Result<Reconciled, Error> {
-    // The rules first, then the containers: a container is always created
-    // before its rules, so a port seen here whose container is missing from
-    // the (later) list really is gone — never one that a concurrent launch
-    // is just guarding. The tables serve every Incus project, so the list
-    // is of every project: a port is released only when no container of
-    // any project has it, and when the list cannot be had nothing is.
-    let state = fw.state();
-    let instances = client.instances_all_projects().await?;
+/// What [`reconcile`] is to do, decided from the rules in force and the
+/// instances alone (see [`plan`]).
+#[derive(Debug, Clone)]
+pub struct UpkeepPlan<'a> {
+    /// Guarded instances (any state).
+    pub guarded: usize,
+    /// The shared part of the rules is damaged while ports are guarded.
+    pub restore_shared: bool,
+    /// Ports whose container is gone (in any project): their rules go.
+    pub release: Vec<PortName>,
+    /// Running (or frozen) guarded containers whose rules are missing.
+    pub restore: Vec<Restore<'a>>,
+}
+
+/// A container whose missing rules are to be put back.
+#[derive(Debug, Clone)]
+pub struct Restore<'a> {
+    /// The container.
+    pub instance: &'a Instance,
+    /// Stop it (fail closed) when its rules cannot be put back: it runs and
+    /// its policy needs rules.
+    pub stop_if_failed: bool,
+}
+
+/// The upkeep plan for `state` (the rules, read BEFORE the instances) and
+/// `instances` (of every project). Pure.
+///
+/// The rules are read first, then the containers: a container is always
+/// created before its rules, so a port seen in `state` whose container is
+/// missing from the (later) list really is gone — never one that a
+/// concurrent launch is just guarding. The tables serve every Incus
+/// project, so a port is released only when no container of any project
+/// has it. When the rules cannot be read: nothing guarded is fine (a
+/// machine without nft or sudo), otherwise the error is returned and
+/// nothing is done — not being able to read the rules says nothing about
+/// whether they are in place, so nothing is stopped for it.
+pub fn plan(state: Result<State, Error>, instances: &[Instance]) -> Result<UpkeepPlan<'_>, Error> {
     let guarded: Vec<&Instance> = instances
         .iter()
         .filter(|i| i.config.contains_key(keys::MODE) && port_of(i).is_some())
         .collect();
-    let mut out = Reconciled {
+    let mut plan = UpkeepPlan {
         guarded: guarded.len(),
-        ..Default::default()
+        restore_shared: false,
+        release: Vec::new(),
+        restore: Vec::new(),
     };
     let state = match state {
         Ok(s) => s,
-        // Nothing to guard: a machine without nft (or sudo) is fine.
-        Err(_) if guarded.is_empty() => return Ok(out),
-        // Not being able to read the rules says nothing about whether they
-        // are in place (they live in the kernel): nothing is stopped for it.
+        Err(_) if guarded.is_empty() => return Ok(plan),
         Err(e) => return Err(e),
     };
-    if !state.tables && !state.ports.is_empty() {
-        // The shared part is damaged (cci's inet table deleted): put it back.
-        fw.apply(&rules::skeleton())?;
-        out.restored.push("(shared rules)".into());
-    }
+    // The shared part is damaged (cci's inet table deleted): put it back.
+    plan.restore_shared = !state.tables && !state.ports.is_empty();
     let live: BTreeSet<PortName> = guarded.iter().filter_map(|i| port_of(i)).collect();
-    for port in state.ports.keys().filter(|p| !live.contains(*p)) {
-        release(fw, port)?;
-        out.removed.push(port.clone());
-    }
+    plan.release = state
+        .ports
+        .keys()
+        .filter(|p| !live.contains(*p))
+        .cloned()
+        .collect();
     for inst in guarded {
         let Some(port) = port_of(inst) else { continue };
         // Only a running container needs its rules now: every way cci
@@ -69,31 +92,65 @@ pub async fn reconcile(client: &Client, fw: &dyn Firewall) -> Result<Reconciled,
         {
             continue;
         }
+        plan.restore.push(Restore {
+            instance: inst,
+            stop_if_failed: inst.status == "Running"
+                && matches!(policy_needs_rules(inst), Ok(true)),
+        });
+    }
+    Ok(plan)
+}
+
+/// The backend's part of `plan`, in order: the shared rules, then the
+/// releases (the first failure stops it). Records what it did in `out`.
+pub(super) fn apply_rules(
+    fw: &dyn PolicyBackend,
+    plan: &UpkeepPlan<'_>,
+    out: &mut Reconciled,
+) -> Result<(), Error> {
+    if plan.restore_shared {
+        fw.restore_shared()?;
+        out.restored.push("(shared rules)".into());
+    }
+    for port in &plan.release {
+        release(fw, port)?;
+        out.removed.push(port.clone());
+    }
+    Ok(())
+}
+
+/// Bring the firewall in line with the daemon: remove rules whose container
+/// is gone, put back missing rules of existing guarded containers, and stop
+/// a running one whose rules are missing and cannot be restored (fail closed).
+pub async fn reconcile(client: &Client, fw: &dyn PolicyBackend) -> Result<Reconciled, Error> {
+    // The rules first, then the containers (see `plan`).
+    let state = fw.state();
+    let instances = client.instances_all_projects().await?;
+    let plan = plan(state, &instances)?;
+    let mut out = Reconciled {
+        guarded: plan.guarded,
+        ..Default::default()
+    };
+    apply_rules(fw, &plan, &mut out)?;
+    for r in &plan.restore {
+        let inst = r.instance;
         let own = inst.client(client);
         match ensure(&own, fw, inst).await {
             Ok(()) => out.restored.push(inst.name.clone()),
             Err(e) => {
                 tracing::warn!("restoring the rules of {}: {e}", inst.name);
-                out.stopped.extend(stop_running(&own, &[inst]).await);
+                if r.stop_if_failed
+                    && own
+                        .stop_instance(&inst.name, Some(std::time::Duration::ZERO), true)
+                        .await
+                        .is_ok()
+                {
+                    out.stopped.push(inst.name.clone());
+                }
             }
         }
     }
     Ok(out)
-}
-
-async fn stop_running(client: &Client, instances: &[&Instance]) -> Vec<String> {
-    let mut stopped = Vec::new();
-    for i in instances.iter().filter(|i| i.status == "Running") {
-        if let Ok(true) = policy_needs_rules(i)
-            && client
-                .stop_instance(&i.name, Some(std::time::Duration::ZERO), true)
-                .await
-                .is_ok()
-        {
-            stopped.push(i.name.clone());
-        }
-    }
-    stopped
 }
 
 fn policy_needs_rules(i: &Instance) -> Result<bool, Error> {
@@ -109,7 +166,7 @@ fn policy_needs_rules(i: &Instance) -> Result<bool, Error> {
 /// changed.
 pub async fn refresh(
     client: &Client,
-    fw: &dyn Firewall,
+    fw: &dyn PolicyBackend,
     due_only: bool,
 ) -> Result<Vec<String>, Error> {
     let mut changed = Vec::new();
@@ -144,7 +201,7 @@ pub async fn refresh(
             allow4,
             allow6,
         };
-        fw.apply(&rules::fill_allow(&r))?;
+        fw.refill(&r)?;
         allow::store_cache(&port, &new.resolved)?;
         if let Err(e) = hosts::write(&inst.client(client), &inst.name, &new.resolved).await {
             tracing::warn!("updating /etc/hosts of {}: {e}", inst.name);
@@ -152,4 +209,159 @@ pub async fn refresh(
         changed.push(inst.name.clone());
     }
     Ok(changed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::network::fake::{Call, FakeBackend, Op};
+
+    /// A guarded instance as the daemon lists it.
+    fn inst(name: &str, status: &str, mode: &str, port: &PortName, project: &str) -> Instance {
+        serde_json::from_value(serde_json::json!({
+            "name": name,
+            "status": status,
+            "project": project,
+            "config": { keys::MODE: mode },
+            "expanded_devices": { "eth0": {
+                "type": "nic", "network": "incusbr0", "host_name": port.as_str(),
+                "ipv4.address": "10.0.0.5",
+            }},
+        }))
+        .unwrap()
+    }
+
+    fn names<'a>(plan: &UpkeepPlan<'a>) -> Vec<&'a str> {
+        plan.restore
+            .iter()
+            .map(|r| r.instance.name.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn a_container_deleted_behind_ccis_back_loses_its_rules() {
+        let (gone, kept) = (PortName::random(), PortName::random());
+        let fw = FakeBackend::with_ports(&[&gone, &kept]);
+        let all = [inst("b", "Running", "restricted", &kept, "")];
+        let plan = plan(fw.state(), &all).unwrap();
+        assert_eq!(plan.guarded, 1);
+        assert_eq!(plan.release, std::slice::from_ref(&gone));
+        assert!(plan.restore.is_empty() && !plan.restore_shared);
+        let mut out = Reconciled::default();
+        apply_rules(&fw, &plan, &mut out).unwrap();
+        assert_eq!(fw.ports(), [kept]);
+        assert_eq!(out.removed, [gone]);
+    }
+
+    #[test]
+    fn ip_reuse_by_a_new_container_keeps_the_new_ports_rules() {
+        // Rules are keyed on the port name, never the address: the new
+        // container (same IP, its own port) keeps its rules, the old goes.
+        let (old, new) = (PortName::random(), PortName::random());
+        let fw = FakeBackend::with_ports(&[&old, &new]);
+        let all = [inst("cci-ws-1", "Running", "restricted", &new, "")];
+        let plan = plan(fw.state(), &all).unwrap();
+        assert_eq!(plan.release, [old]);
+        assert!(plan.restore.is_empty());
+    }
+
+    #[test]
+    fn flushed_rules_come_back_for_running_containers_only() {
+        let ports: Vec<PortName> = (0..4).map(|_| PortName::random()).collect();
+        let fw = FakeBackend::with_ports(&ports.iter().collect::<Vec<_>>());
+        fw.flush();
+        let all = [
+            inst("run", "Running", "restricted", &ports[0], ""),
+            inst("off", "Stopped", "restricted", &ports[1], ""),
+            inst("ice", "Frozen", "allowlist", &ports[2], ""),
+            inst("open", "Running", "open", &ports[3], ""),
+        ];
+        let plan = plan(fw.state(), &all).unwrap();
+        // Nothing left to release, and no shared part without ports.
+        assert!(plan.release.is_empty() && !plan.restore_shared);
+        assert_eq!(names(&plan), ["run", "ice", "open"]);
+        // Fail closed: stopped when its rules cannot come back — only a
+        // running container whose policy needs rules.
+        let stop: Vec<bool> = plan.restore.iter().map(|r| r.stop_if_failed).collect();
+        assert_eq!(stop, [true, false, false]);
+    }
+
+    #[test]
+    fn a_damaged_shared_part_is_put_back_before_any_release() {
+        let (live, gone) = (PortName::random(), PortName::random());
+        let fw = FakeBackend::with_ports(&[&live, &gone]);
+        fw.drop_shared();
+        let all = [inst("a", "Running", "restricted", &live, "")];
+        let plan = plan(fw.state(), &all).unwrap();
+        assert!(plan.restore_shared);
+        let mut out = Reconciled::default();
+        apply_rules(&fw, &plan, &mut out).unwrap();
+        assert_eq!(
+            fw.calls(),
+            [Call::State, Call::RestoreShared, Call::Release(gone)]
+        );
+        assert_eq!(out.restored, ["(shared rules)"]);
+    }
+
+    #[test]
+    fn a_launch_in_progress_is_left_alone() {
+        // Created (stopped) and guarded next: its port is not in the rules
+        // yet; upkeep neither guards it nor touches anything.
+        let fw = FakeBackend::new();
+        let all = [inst(
+            "new",
+            "Stopped",
+            "restricted",
+            &PortName::random(),
+            "",
+        )];
+        let plan = plan(fw.state(), &all).unwrap();
+        assert!(plan.release.is_empty() && plan.restore.is_empty() && !plan.restore_shared);
+        assert_eq!(plan.guarded, 1);
+    }
+
+    #[test]
+    fn a_port_of_another_project_is_kept() {
+        let p = PortName::random();
+        let fw = FakeBackend::with_ports(&[&p]);
+        let all = [inst("x", "Running", "restricted", &p, "other")];
+        assert!(plan(fw.state(), &all).unwrap().release.is_empty());
+    }
+
+    #[test]
+    fn a_container_cci_does_not_guard_keeps_nothing() {
+        // A cci-shaped port on an instance that records no policy is not
+        // guarded: its rules are released.
+        let p = PortName::random();
+        let fw = FakeBackend::with_ports(&[&p]);
+        let mut i = inst("x", "Running", "restricted", &p, "");
+        i.config.clear();
+        let plan = plan(fw.state(), std::slice::from_ref(&i)).unwrap();
+        assert_eq!((plan.guarded, plan.release), (0, vec![p]));
+    }
+
+    #[test]
+    fn unreadable_rules_stop_nothing() {
+        let fw = FakeBackend::new();
+        fw.fail(Op::State);
+        // Nothing guarded: fine (a machine without nft).
+        let none = plan(fw.state(), &[]).unwrap();
+        assert_eq!(none.guarded, 0);
+        // Something guarded: an error, and no plan to act on.
+        let all = [inst("a", "Running", "restricted", &PortName::random(), "")];
+        assert!(plan(fw.state(), &all).is_err());
+    }
+
+    #[test]
+    fn a_failed_release_stops_the_upkeep_there() {
+        let (a, b) = (PortName::random(), PortName::random());
+        let fw = FakeBackend::with_ports(&[&a, &b]);
+        fw.fail(Op::Release);
+        let plan = plan(fw.state(), &[]).unwrap();
+        let mut out = Reconciled::default();
+        assert!(apply_rules(&fw, &plan, &mut out).is_err());
+        assert_eq!(fw.calls().len(), 2, "state, then one release");
+        assert!(out.removed.is_empty());
+        assert_eq!(fw.ports().len(), 2);
+    }
 }

@@ -4,7 +4,8 @@
 //! soon as the daemon deletes it, puts back rules that vanished (nft
 //! flushed, table deleted) within a few seconds, and refreshes allowlists
 //! at each container's interval. One per user (a lock file); it exits when nothing is
-//! guarded any more.
+//! guarded any more. It logs through `tracing` into its own log (see
+//! [`watch`]), never to a terminal.
 
 use std::fs::File;
 use std::process::{Command, Stdio};
@@ -82,10 +83,37 @@ where
     U: Fn() -> F,
     F: std::future::Future<Output = Vec<String>>,
 {
+    use tracing::instrument::WithSubscriber;
     let lock = lock_file().map_err(|e| Error::Cache(e.to_string()))?;
     if lock.try_lock().is_err() {
         return Ok(());
     }
+    keep_in_line(client, fw, upkeep, lock)
+        .with_subscriber(log_subscriber())
+        .await
+}
+
+/// The watcher's log: its stderr, which [`spawn_watcher`] makes
+/// `~/.cci/logs/network-watch.log`. The watcher's own lines (this module,
+/// info and up) always go there; other diagnostics as `CCI_LOG` says.
+fn log_subscriber() -> impl tracing::Subscriber + Send + Sync {
+    let mut filter = tracing_subscriber::EnvFilter::from_env("CCI_LOG");
+    if let Ok(own) = format!("{}=info", module_path!()).parse() {
+        filter = filter.add_directive(own);
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .finish()
+}
+
+/// The watcher's loop, holding `lock`, until nothing is guarded.
+async fn keep_in_line<U, F>(client: &Client, fw: &Nft, upkeep: U, lock: File) -> Result<(), Error>
+where
+    U: Fn() -> F,
+    F: std::future::Future<Output = Vec<String>>,
+{
     let mut events = None;
     let mut monitor = None;
     let mut idle_ticks = 0;
@@ -93,20 +121,20 @@ where
         match reconcile(client, fw).await {
             Ok(r) => {
                 for p in &r.removed {
-                    eprintln!("[watch] removed the rules of gone container port {p}");
+                    tracing::info!("[watch] removed the rules of gone container port {p}");
                 }
                 for n in &r.restored {
-                    eprintln!("[watch] restored the rules of {n}");
+                    tracing::info!("[watch] restored the rules of {n}");
                 }
                 for n in &r.stopped {
-                    eprintln!("[watch] stopped {n}: its rules could not be restored");
+                    tracing::warn!("[watch] stopped {n}: its rules could not be restored");
                 }
                 idle_ticks = if r.guarded == 0 { idle_ticks + 1 } else { 0 };
             }
-            Err(e) => eprintln!("[watch] {e}"),
+            Err(e) => tracing::error!("[watch] {e}"),
         }
         for n in upkeep().await {
-            eprintln!("[watch] removed {n}: a run container whose cci is gone");
+            tracing::info!("[watch] removed {n}: a run container whose cci is gone");
         }
         if idle_ticks >= 2 {
             // Let go, then look once more: a launch that found the lock
@@ -124,10 +152,10 @@ where
         match refresh(client, fw, true).await {
             Ok(changed) => {
                 for n in changed {
-                    eprintln!("[watch] allowlist of {n} refreshed");
+                    tracing::info!("[watch] allowlist of {n} refreshed");
                 }
             }
-            Err(e) => eprintln!("[watch] refresh: {e}"),
+            Err(e) => tracing::error!("[watch] refresh: {e}"),
         }
         if events.is_none() {
             events = client.events(&["lifecycle"]).await.ok();
@@ -190,7 +218,15 @@ fn touches_cci(line: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::touches_cci;
+    use super::{log_subscriber, touches_cci};
+
+    #[test]
+    fn the_watchers_own_lines_are_logged_at_info() {
+        let logged = tracing::subscriber::with_default(log_subscriber(), || {
+            tracing::enabled!(tracing::Level::INFO)
+        });
+        assert!(logged);
+    }
 
     #[test]
     fn monitor_lines_that_matter() {

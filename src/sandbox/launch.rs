@@ -1,15 +1,19 @@
 //! Launching a sandbox in a free slot, race-free: the create request itself
 //! claims the name, and a name someone else claimed first means "next slot".
+//! Which slots to try is decided in [`slots`] (pure); this file carries it
+//! out against the daemon.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod slots;
+
 use super::names::{Slot, container_name, parse_container_name, workspace_prefix};
 use super::spec::{SandboxSpec, keys};
 use crate::incus::{self, Client};
-use crate::network::{self, Attachment, Firewall, Nft, PortName};
+use crate::network::{self, Attachment, Nft, PolicyBackend, PortName};
 
 /// Why no container could be launched.
 #[derive(Debug, thiserror::Error)]
@@ -216,7 +220,8 @@ pub async fn launch(
     Ok(launched)
 }
 
-/// Create and start a container in `slot` or the lowest free one.
+/// Create and start a container in `slot` or the lowest free one, trying
+/// the slots [`slots::plan`] orders.
 async fn allocate(
     client: &Client,
     spec: &SandboxSpec,
@@ -225,52 +230,52 @@ async fn allocate(
     attempt: &Attempt,
     g: &Guarded<'_>,
 ) -> Result<Launched, LaunchError> {
-    if let Some(slot) = slot {
-        if slot.get() > limit {
-            return Err(LaunchError::SlotAboveLimit { slot, limit });
-        }
-        let name = container_name(&spec.workspace.id, slot);
-        if create(client, spec, g, &name, slot, attempt).await? {
-            return Ok(Launched { name, slot });
-        }
-        // A finished `cci run` leaves its container to the daemon to stop and
-        // delete; give it that moment before calling the slot taken.
-        if going_away(client, &name).await && create(client, spec, g, &name, slot, attempt).await? {
-            return Ok(Launched { name, slot });
-        }
-        return Err(LaunchError::SlotInUse { slot, name });
-    }
-    let prefix = workspace_prefix(&spec.workspace.id);
-    let used: BTreeSet<Slot> = client
-        .instances(&prefix, false)
-        .await?
-        .iter()
-        .filter_map(|i| parse_container_name(&i.name).map(|(_, s)| s))
-        .collect();
-    for slot in (1..=limit).filter_map(Slot::new) {
-        if used.contains(&slot) {
-            continue;
-        }
-        let name = container_name(&spec.workspace.id, slot);
+    let used: BTreeSet<Slot> = match slot {
+        // The create request claims the name: nothing to look up.
+        Some(_) => BTreeSet::new(),
+        None => client
+            .instances(&workspace_prefix(&spec.workspace.id), false)
+            .await?
+            .iter()
+            .filter_map(|i| parse_container_name(&i.name).map(|(_, s)| s))
+            .collect(),
+    };
+    let plan = slots::plan(slot, &used, limit)?;
+    let name_of = |slot: Slot| container_name(&spec.workspace.id, slot);
+    for &slot in &plan.first {
+        let name = name_of(slot);
         if create(client, spec, g, &name, slot, attempt).await? {
             return Ok(Launched { name, slot });
         }
     }
     // Every slot is taken. Those held by finished `cci run`s that the daemon
     // is still deleting (or by runs whose cci is gone) come free in a moment:
-    // wait for one of them rather than fail for lack of slots.
-    super::orphans::reap_runs(client).await;
-    for slot in (1..=limit).filter_map(Slot::new) {
-        let name = container_name(&spec.workspace.id, slot);
-        if (!used.contains(&slot) || going_away(client, &name).await)
-            && create(client, spec, g, &name, slot, attempt).await?
+    // wait for one of them rather than fail for lack of slots. (A finished
+    // `cci run` leaves its container to the daemon to stop and delete; give
+    // it that moment before calling a slot taken.)
+    if plan.reap {
+        super::orphans::reap_runs(client).await;
+    }
+    for retry in &plan.second {
+        let name = name_of(retry.slot);
+        if (!retry.if_going_away || going_away(client, &name).await)
+            && create(client, spec, g, &name, retry.slot, attempt).await?
         {
-            return Ok(Launched { name, slot });
+            return Ok(Launched {
+                name,
+                slot: retry.slot,
+            });
         }
     }
-    Err(LaunchError::SlotsExhausted {
-        limit,
-        workspace: spec.workspace.path_str().to_string(),
+    Err(match plan.asked {
+        Some(slot) => LaunchError::SlotInUse {
+            slot,
+            name: name_of(slot),
+        },
+        None => LaunchError::SlotsExhausted {
+            limit,
+            workspace: spec.workspace.path_str().to_string(),
+        },
     })
 }
 
@@ -318,7 +323,7 @@ async fn going_away(client: &Client, name: &str) -> bool {
 /// The network side of a launch: the prepared NIC and the firewall.
 struct Guarded<'a> {
     net: &'a Attachment,
-    fw: &'a dyn Firewall,
+    fw: &'a dyn PolicyBackend,
 }
 
 /// Try to create `name`; `Ok(false)` when another launch holds the name.
@@ -344,15 +349,7 @@ async fn create(
         let _ = remove(client, name).await;
     }
     attempt.set(None);
-    match result {
-        Ok(()) => Ok(true),
-        Err(network::Error::Incus(e)) if e.is_conflict() => Ok(false),
-        Err(network::Error::Incus(incus::Error::NotFound(_))) => Err(LaunchError::ImageMissing {
-            image: spec.image.clone(),
-        }),
-        Err(network::Error::Incus(e)) => Err(e.into()),
-        Err(e) => Err(e.into()),
-    }
+    slots::claimed(result, &spec.image)
 }
 
 /// Stop (force) and delete `name`; gone already is fine. Retries (for up to

@@ -163,32 +163,48 @@ async fn prepare(
         })
 }
 
-/// The persistent container this request should reuse, if any.
+/// The persistent container this request should reuse, if any: looks up
+/// what [`pick_kept`] chooses from.
 async fn reusable(client: &Client, req: &ShellRequest) -> incus::Result<Option<SandboxInfo>> {
-    let ours = |s: &SandboxInfo| {
-        s.workspace == req.spec.workspace.path_str() && s.persistent() && s.kind == "shell"
-    };
+    let workspace = req.spec.workspace.path_str();
     if let Some(slot) = req.slot {
         let name = container_name(&req.spec.workspace.id, slot);
-        return match inventory::get(client, &name).await {
-            Ok(s) => Ok(ours(&s).then_some(s)),
-            Err(e) if e.is_not_found() => Ok(None),
+        let found = match inventory::get(client, &name).await {
+            Ok(s) => vec![s],
+            Err(e) if e.is_not_found() => vec![],
             // Not cci's: the launch reports the slot as taken.
-            Err(incus::Error::Forbidden(_)) => Ok(None),
-            Err(e) => Err(e),
+            Err(incus::Error::Forbidden(_)) => vec![],
+            Err(e) => return Err(e),
         };
+        return Ok(pick_kept(Some(slot), workspace, req.slot_limit, found));
     }
     if !req.spec.persistent {
         return Ok(None);
     }
     let prefix = workspace_prefix(&req.spec.workspace.id);
-    let mut stopped: Vec<SandboxInfo> = inventory::list_prefix(client, &prefix, false)
-        .await?
+    let found = inventory::list_prefix(client, &prefix, false).await?;
+    Ok(pick_kept(None, workspace, req.slot_limit, found))
+}
+
+/// Which kept container to reuse (pure), among `found`: with a slot asked
+/// for, `found` is that slot's container, reused (running or not) when it
+/// is this `workspace`'s persistent shell; otherwise (`--persistent`
+/// without a slot) the lowest-slot stopped one of them within `limit` — a
+/// running one is somebody's session.
+fn pick_kept(
+    asked: Option<Slot>,
+    workspace: &str,
+    limit: u32,
+    found: Vec<SandboxInfo>,
+) -> Option<SandboxInfo> {
+    let mut ours = found
         .into_iter()
-        .filter(|s| ours(s) && s.state == "Stopped" && s.slot <= req.slot_limit)
-        .collect();
-    stopped.sort_by_key(|s| s.slot);
-    Ok(stopped.into_iter().next())
+        .filter(|s| s.workspace == workspace && s.persistent() && s.kind == "shell");
+    if asked.is_some() {
+        return ours.next();
+    }
+    ours.filter(|s| s.state == "Stopped" && s.slot <= limit)
+        .min_by_key(|s| s.slot)
 }
 
 async fn reuse(
@@ -372,4 +388,62 @@ pub async fn reap(client: &Client, prefix: &str) {
         },
         super::orphans::reap_runs(client)
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kept(slot: u32, state: &str, workspace: &str, persistent: bool, kind: &str) -> SandboxInfo {
+        let i: crate::incus::Instance = serde_json::from_value(json!({
+            "name": format!("cci-ws-{slot}"),
+            "status": state,
+            "config": {
+                keys::WORKSPACE: workspace,
+                keys::SLOT: slot.to_string(),
+                keys::KIND: kind,
+                keys::PERSISTENT: persistent.to_string(),
+                keys::ACCOUNT: "1000:agent",
+            },
+        }))
+        .unwrap();
+        SandboxInfo::from_instance(&i).unwrap()
+    }
+
+    fn slot_of(s: Option<SandboxInfo>) -> Option<u32> {
+        s.map(|s| s.slot)
+    }
+
+    #[test]
+    fn the_lowest_stopped_kept_shell_within_the_limit_is_reused() {
+        let found = vec![
+            kept(3, "Stopped", "/w", true, "shell"),
+            kept(1, "Running", "/w", true, "shell"),
+            kept(2, "Stopped", "/w", true, "shell"),
+            kept(5, "Stopped", "/w", true, "shell"),
+        ];
+        assert_eq!(slot_of(pick_kept(None, "/w", 4, found)), Some(2));
+    }
+
+    #[test]
+    fn only_this_workspaces_persistent_shells_are_reused() {
+        let found = vec![
+            kept(1, "Stopped", "/other", true, "shell"),
+            kept(2, "Stopped", "/w", false, "shell"),
+            kept(3, "Stopped", "/w", true, "run"),
+        ];
+        assert_eq!(slot_of(pick_kept(None, "/w", 9, found)), None);
+        assert_eq!(slot_of(pick_kept(None, "/w", 9, vec![])), None);
+    }
+
+    #[test]
+    fn a_slot_asked_for_reuses_its_kept_shell_running_or_not() {
+        let two = Slot::new(2);
+        let running = vec![kept(2, "Running", "/w", true, "shell")];
+        assert_eq!(slot_of(pick_kept(two, "/w", 4, running)), Some(2));
+        // Not a kept shell of this workspace: launched anew (or refused as taken).
+        let ephemeral = vec![kept(2, "Running", "/w", false, "shell")];
+        assert_eq!(slot_of(pick_kept(two, "/w", 4, ephemeral)), None);
+        assert_eq!(slot_of(pick_kept(two, "/w", 4, vec![])), None);
+    }
 }

@@ -1,0 +1,145 @@
+//! The policy-backend seam: how a container's network policy is enforced.
+//! Everything above it (guarding, upkeep, refresh, `src/sandbox/`) speaks
+//! only [`PolicyBackend`] in terms of [`PortRules`] and [`PortName`]; how
+//! the rules become real is the backend's business.
+//!
+//! Host nftables is the one implementation today: every [`Firewall`] (the
+//! `nft` program, [`super::Nft`]) is a backend, turning each call into one
+//! atomic script from [`super::rules`]. A second backend — Incus network
+//! ACLs enforced by the daemon, for remote servers where cci cannot run
+//! nft — would implement this trait directly (on a type that is not a
+//! [`Firewall`]) and be handed down in place of `Nft`; nothing in
+//! `src/sandbox/` changes.
+//!
+//! Owns the contract, not the policy (see [`super::policy`]) nor the
+//! ordering around a container's start (see [`super::guard`]).
+
+use std::collections::BTreeMap;
+
+use super::nft::Firewall;
+use super::rules::{self, PortRules};
+use super::{Error, PortName};
+
+/// What a backend enforces right now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct State {
+    /// Guarded ports and the packets their rules dropped so far.
+    pub ports: BTreeMap<PortName, u64>,
+    /// Packets from guarded containers dropped on their way to the host itself.
+    pub to_host: u64,
+    /// Packets dropped between containers on the bridge.
+    pub between_slots: u64,
+    /// The shared part of the rules (for nft: both of cci's tables) is in place.
+    pub tables: bool,
+}
+
+/// Enforces cci's network policy, one guarded port per container.
+///
+/// The contract every backend keeps (the callers rely on it to fail closed):
+/// - [`guard`](Self::guard) puts the whole policy of one port in force, all
+///   or nothing, replacing what the port had; it is called while the
+///   container is stopped, and an `Err` means the container must not start
+///   (the caller deletes or stops it). It also puts the shared part (what
+///   every port relies on) in place when it is missing. Calling it again
+///   with the same rules is harmless.
+/// - A port the backend does not know is blocked, not open: losing a port's
+///   rules (a flushed table) must block its container until they are back.
+/// - [`release`](Self::release) removes every rule of one port and nothing
+///   else; a port with no rules is fine (`Ok`). It is called only once the
+///   container is gone (or never started), so releasing is never a way
+///   around the policy of a running container.
+/// - [`refill`](Self::refill) swaps the allowlist addresses of a port that
+///   is guarded already, atomically; on `Err` the old addresses stay.
+/// - [`state`](Self::state) reports what is in force. An `Err` says nothing
+///   about whether rules are in place: callers stop nothing for it, and
+///   release nothing.
+/// - [`restore_shared`](Self::restore_shared) puts back the shared part
+///   when it is damaged while ports are guarded.
+///
+/// Reconciliation with the daemon ([`super::reconcile`]) is built on these:
+/// read the state first, then the containers, release ports whose container
+/// is gone, guard again running ones whose port is missing, and stop those
+/// whose rules cannot be put back.
+pub trait PolicyBackend: Send + Sync {
+    /// Put `rules` in force for its port (before its container starts).
+    fn guard(&self, rules: &PortRules) -> Result<(), Error>;
+    /// Swap in the allowlist addresses of `rules` for its guarded port.
+    fn refill(&self, rules: &PortRules) -> Result<(), Error>;
+    /// Remove every rule of `port`; nothing to remove is fine.
+    fn release(&self, port: &PortName) -> Result<(), Error>;
+    /// Put the shared part of the rules back.
+    fn restore_shared(&self) -> Result<(), Error>;
+    /// What is in force now (empty when nothing is).
+    fn state(&self) -> Result<State, Error>;
+}
+
+/// Host nftables: each call is one atomic `nft -f -` script.
+impl<F: Firewall + ?Sized> PolicyBackend for F {
+    fn guard(&self, r: &PortRules) -> Result<(), Error> {
+        self.apply(&rules::install(r))
+    }
+
+    fn refill(&self, r: &PortRules) -> Result<(), Error> {
+        self.apply(&rules::fill_allow(r))
+    }
+
+    fn release(&self, port: &PortName) -> Result<(), Error> {
+        self.apply(&rules::remove(port))
+    }
+
+    fn restore_shared(&self) -> Result<(), Error> {
+        self.apply(&rules::skeleton())
+    }
+
+    fn state(&self) -> Result<State, Error> {
+        Firewall::state(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::network::Mode;
+
+    /// A `Firewall` that keeps the scripts it is given.
+    #[derive(Default)]
+    struct Scripts(Mutex<Vec<String>>);
+
+    impl Firewall for Scripts {
+        fn apply(&self, script: &str) -> Result<(), Error> {
+            self.0.lock().unwrap().push(script.to_string());
+            Ok(())
+        }
+        fn state(&self) -> Result<State, Error> {
+            Ok(State::default())
+        }
+    }
+
+    #[test]
+    fn host_nft_turns_each_call_into_one_script() {
+        let fw = Scripts::default();
+        let r = PortRules {
+            port: PortName::random(),
+            mode: Mode::Restricted,
+            bridge: Default::default(),
+            allow4: vec![],
+            allow6: vec![],
+        };
+        let backend: &dyn PolicyBackend = &fw;
+        backend.guard(&r).unwrap();
+        backend.refill(&r).unwrap();
+        backend.release(&r.port).unwrap();
+        backend.restore_shared().unwrap();
+        assert_eq!(
+            *fw.0.lock().unwrap(),
+            [
+                rules::install(&r),
+                rules::fill_allow(&r),
+                rules::remove(&r.port),
+                rules::skeleton(),
+            ]
+        );
+    }
+}

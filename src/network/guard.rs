@@ -1,0 +1,352 @@
+//! Guarding a container: attach the guarded NIC to its create request,
+//! create it stopped, install its rules, and only then start it; release the
+//! rules when it is gone. Fail closed: a container whose rules cannot be
+//! applied does not start. Owns the ordering, not the rules' text
+//! ([`super::rules`]) nor how they are enforced ([`super::PolicyBackend`]).
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use super::allow::{self, Entry};
+use super::policy::{Mode, Policy, keys};
+use super::port::{PortName, port_of};
+use super::rules::{self, Bridge, PortRules};
+use super::{Error, PolicyBackend, hosts, spawn_watcher};
+use crate::incus::transport::StringMap;
+use crate::incus::{Client, Instance, InstanceCreate};
+
+/// The default profile's NIC and the bridge it sits on, looked up once per
+/// launch; turns create requests into guarded ones.
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    pub(super) policy: Policy,
+    pub(super) nic: Option<(String, StringMap)>,
+    pub(super) bridge: Bridge,
+    pub(super) resolved: allow::Resolved,
+}
+
+impl Attachment {
+    /// The policy it applies.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+}
+
+/// Make sure the background watcher runs (see [`watch`]); a failure is
+/// reported, not fatal: the rules are in place, only their upkeep is missing.
+pub fn start_watcher() {
+    if let Err(e) = spawn_watcher() {
+        tracing::error!(
+            "cannot start the network watcher (rules of deleted containers stay until the next cci command): {e}"
+        );
+    }
+}
+
+/// Look up what [`Attachment::attach`] needs for `profiles` (as the create
+/// request lists them) and, in allowlist mode, resolve the domains — failing
+/// (closed) when one of them gives no usable address.
+pub async fn prepare(
+    client: &Client,
+    profiles: &[String],
+    policy: &Policy,
+) -> Result<Attachment, Error> {
+    let mut devices = Vec::new();
+    for name in profiles {
+        let (profile, _) = client.profile(name).await?;
+        devices.push((name.clone(), profile.devices));
+    }
+    let nic = the_nic(devices)?;
+    let mut bridge = Bridge::default();
+    if let Some((_, dev)) = &nic {
+        let network = dev
+            .get("network")
+            .or_else(|| dev.get("parent"))
+            .cloned()
+            .unwrap_or_default();
+        let net = client.network(&network).await?;
+        if net.kind != "bridge" && policy.mode != Mode::Open {
+            return Err(Error::Unsupported {
+                network,
+                kind: net.kind,
+            });
+        }
+        bridge = bridge_of(&net.config);
+    }
+    let mut resolved = allow::Resolved::default();
+    if policy.mode == Mode::Allowlist {
+        let r = allow::resolve(&policy.allow, &policy.dns_servers, &resolved).await?;
+        let missing = r.unresolved();
+        if !missing.is_empty() {
+            return Err(Error::Unresolved(missing.join(", ")));
+        }
+        resolved = r.resolved;
+    }
+    Ok(Attachment {
+        policy: policy.clone(),
+        nic,
+        bridge,
+        resolved,
+    })
+}
+
+/// The one NIC the profiles give (in order, a later profile's device
+/// replacing an earlier one of the same name, as Incus expands them). More
+/// than one is refused: cci guards exactly one port per container, and an
+/// unguarded second NIC would be a way around every rule.
+pub(super) fn the_nic(
+    profiles: Vec<(String, std::collections::HashMap<String, StringMap>)>,
+) -> Result<Option<(String, StringMap)>, Error> {
+    let mut devices: std::collections::BTreeMap<String, (String, StringMap)> = Default::default();
+    for (profile, devs) in profiles {
+        for (key, dev) in devs {
+            devices.insert(key, (profile.clone(), dev));
+        }
+    }
+    let mut nics: Vec<(String, String, StringMap)> = devices
+        .into_iter()
+        .filter(|(_, (_, d))| d.get("type").is_some_and(|t| t == "nic"))
+        .map(|(key, (profile, dev))| (key, profile, dev))
+        .collect();
+    if nics.len() > 1 {
+        return Err(Error::ManyNics(
+            nics.iter()
+                .map(|(key, profile, _)| format!("{key:?} (profile {profile:?})"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ));
+    }
+    Ok(nics.pop().map(|(key, _, dev)| (key, dev)))
+}
+
+pub(super) fn bridge_of(config: &StringMap) -> Bridge {
+    let addr = |key: &str| {
+        config
+            .get(key)
+            .and_then(|v| v.split('/').next())
+            .map(str::to_string)
+    };
+    Bridge {
+        v4: addr("ipv4.address").and_then(|a| a.parse::<Ipv4Addr>().ok()),
+        v6: addr("ipv6.address").and_then(|a| a.parse::<Ipv6Addr>().ok()),
+    }
+}
+
+impl Attachment {
+    /// Give `req` the guarded NIC on `port` (fixed host-side name, IP, IPv6
+    /// and MAC anti-spoofing), record the policy on the instance, and keep it
+    /// from autostarting after a host reboot before cci's rules exist.
+    pub fn attach(&self, req: &mut InstanceCreate, port: &PortName) {
+        if let Some((key, dev)) = &self.nic {
+            let mut dev = dev.clone();
+            dev.insert("host_name".into(), port.to_string());
+            for k in [
+                "security.ipv4_filtering",
+                "security.ipv6_filtering",
+                "security.mac_filtering",
+            ] {
+                dev.insert(k.into(), "true".into());
+            }
+            req.devices.insert(key.clone(), dev);
+        }
+        req.config
+            .insert(keys::MODE.into(), self.policy.mode.as_str().into());
+        if !self.policy.allow.is_empty() {
+            let list: Vec<String> = self.policy.allow.iter().map(Entry::to_string).collect();
+            req.config.insert(keys::ALLOW.into(), list.join(","));
+        }
+        if self.policy.mode == Mode::Allowlist {
+            req.config.insert(
+                keys::REFRESH.into(),
+                self.policy.refresh_minutes.to_string(),
+            );
+            if !self.policy.dns_servers.is_empty() {
+                let list: Vec<String> = self
+                    .policy
+                    .dns_servers
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
+                req.config.insert(keys::DNS.into(), list.join(","));
+            }
+        }
+        if self.policy.mode == Mode::Restricted {
+            if self.policy.lan {
+                req.config.insert(keys::LAN.into(), "open".into());
+            }
+            if self.policy.metadata {
+                req.config.insert(keys::METADATA.into(), "open".into());
+            }
+        }
+        req.config.insert("boot.autostart".into(), "false".into());
+        req.start = false;
+    }
+
+    /// Install the rules for `port` (before the container's first start).
+    /// Open mode has nothing to enforce: a firewall that cannot be used is
+    /// only logged there.
+    pub fn guard(&self, fw: &dyn PolicyBackend, port: &PortName) -> Result<(), Error> {
+        if self.nic.is_none() {
+            return Ok(());
+        }
+        match install(fw, port, &self.policy, &self.bridge, &self.resolved) {
+            Err(e) if self.policy.mode == Mode::Open => {
+                tracing::debug!("open mode, no rules for {port}: {e}");
+                Ok(())
+            }
+            r => r,
+        }
+    }
+}
+
+/// Create `req` with the guarded NIC, stopped; install its rules; then
+/// start it. When the rules or the start fail, the container is deleted and
+/// its rules removed (fail closed). A failed create is left to the caller,
+/// who knows whether a half-made record is its own.
+pub async fn create_guarded(
+    client: &Client,
+    fw: &dyn PolicyBackend,
+    att: &Attachment,
+    req: InstanceCreate,
+) -> Result<(), Error> {
+    let started = guarded_create(client, fw, att, req, PortName::random()).await;
+    if started.is_ok() {
+        start_watcher();
+    }
+    started
+}
+
+/// The daemon's part of [`create_guarded`] (a seam for unit tests).
+pub(super) trait Daemon {
+    /// Create the instance (stopped: `req.start` is false).
+    async fn create(&self, req: &InstanceCreate) -> Result<(), Error>;
+    /// Write an allowlist container's `/etc/hosts`.
+    async fn write_hosts(&self, name: &str, resolved: &allow::Resolved) -> Result<(), Error>;
+    /// Start it.
+    async fn start(&self, name: &str) -> Result<(), Error>;
+    /// Stop it by force and delete it; failures are ignored.
+    async fn discard(&self, name: &str);
+}
+
+impl Daemon for Client {
+    async fn create(&self, req: &InstanceCreate) -> Result<(), Error> {
+        Ok(self.create_instance(req).await?)
+    }
+
+    async fn write_hosts(&self, name: &str, resolved: &allow::Resolved) -> Result<(), Error> {
+        hosts::write(self, name, resolved).await
+    }
+
+    async fn start(&self, name: &str) -> Result<(), Error> {
+        Ok(self.start_instance(name).await?)
+    }
+
+    async fn discard(&self, name: &str) {
+        let _ = self
+            .stop_instance(name, Some(std::time::Duration::ZERO), true)
+            .await;
+        let _ = self.delete_instance(name).await;
+    }
+}
+
+/// [`create_guarded`] on `port`, without starting the watcher: create
+/// stopped -> rules (-> `/etc/hosts`) -> start; on any failure after the
+/// create, discard the container, then release its rules.
+pub(super) async fn guarded_create<D: Daemon>(
+    daemon: &D,
+    fw: &dyn PolicyBackend,
+    att: &Attachment,
+    mut req: InstanceCreate,
+    port: PortName,
+) -> Result<(), Error> {
+    att.attach(&mut req, &port);
+    daemon.create(&req).await?;
+    let started = async {
+        att.guard(fw, &port)?;
+        if att.policy.mode == Mode::Allowlist {
+            daemon.write_hosts(&req.name, &att.resolved).await?;
+        }
+        daemon.start(&req.name).await?;
+        Ok(())
+    }
+    .await;
+    if started.is_err() {
+        daemon.discard(&req.name).await;
+        let _ = release(fw, &port);
+    }
+    started
+}
+
+/// Start an existing container, its rules (re)installed first.
+pub async fn start_guarded(
+    client: &Client,
+    fw: &dyn PolicyBackend,
+    name: &str,
+) -> Result<(), Error> {
+    let (instance, _) = client.instance(name).await?;
+    ensure(client, fw, &instance).await?;
+    client.start_instance(name).await?;
+    if port_of(&instance).is_some() {
+        start_watcher();
+    }
+    Ok(())
+}
+
+fn install(
+    fw: &dyn PolicyBackend,
+    port: &PortName,
+    policy: &Policy,
+    bridge: &Bridge,
+    resolved: &allow::Resolved,
+) -> Result<(), Error> {
+    let (allow4, allow6) = match policy.mode {
+        Mode::Restricted => rules::exempt(policy.lan, policy.metadata),
+        _ => allow::admitted(&policy.allow, resolved),
+    };
+    let rules = PortRules {
+        port: port.clone(),
+        mode: policy.mode,
+        bridge: bridge.clone(),
+        allow4,
+        allow6,
+    };
+    if policy.mode == Mode::Allowlist {
+        allow::store_cache(port, resolved)?;
+    }
+    fw.guard(&rules)
+}
+
+/// Remove every rule of `port` (and its cache); nothing to remove is fine.
+pub fn release(fw: &dyn PolicyBackend, port: &PortName) -> Result<(), Error> {
+    fw.release(port)?;
+    allow::drop_cache(port);
+    Ok(())
+}
+
+/// (Re)install the rules of an existing guarded instance, e.g. before cci
+/// starts it again: its recorded policy, its bridge as it is now, and for an
+/// allowlist the last-known-good addresses (resolved afresh when none).
+pub async fn ensure(
+    client: &Client,
+    fw: &dyn PolicyBackend,
+    instance: &Instance,
+) -> Result<(), Error> {
+    let (Some(policy), Some(port)) = (Policy::of(instance), port_of(instance)) else {
+        return Ok(());
+    };
+    let policy = policy?;
+    let network = instance
+        .expanded_devices
+        .values()
+        .find(|d| d.get("host_name").map(String::as_str) == Some(port.as_str()))
+        .and_then(|d| d.get("network").or_else(|| d.get("parent")).cloned())
+        .unwrap_or_default();
+    let bridge = bridge_of(&client.network(&network).await?.config);
+    let mut resolved = allow::load_cache(&port);
+    if policy.mode == Mode::Allowlist {
+        let r = allow::resolve(&policy.allow, &policy.dns_servers, &resolved).await?;
+        if resolved.domains.is_empty() && !r.unresolved().is_empty() {
+            return Err(Error::Unresolved(r.unresolved().join(", ")));
+        }
+        resolved = r.resolved;
+    }
+    install(fw, &port, &policy, &bridge, &resolved)
+}
