@@ -256,7 +256,7 @@ impl Client {
         let mut ws_in = self.exec_socket(&op, "0").await?;
         let mut ws_out = self.exec_socket(&op, "1").await?;
         let mut ws_err = self.exec_socket(&op, "2").await?;
-        let streamed = {
+        let streamed: Result<()> = {
             let outputs = async {
                 tokio::try_join!(
                     pump_out(&mut ws_out, &mut stdout),
@@ -278,6 +278,13 @@ impl Client {
                 }
             }
         };
+        // cci's own side gave up (its output refused, a limit reached, its
+        // input unreadable): stop here; dropping the streams ends the command.
+        if let Err(e) = &streamed
+            && !streams::broke_off(e)
+        {
+            return streamed.map(|()| -1);
+        }
         for ws in [&mut ws_in, &mut ws_out, &mut ws_err, &mut control] {
             close(ws).await;
         }

@@ -31,14 +31,19 @@ pub(super) async fn pump_out<O: AsyncWrite + Unpin>(ws: &mut WebSocket, out: &mu
             Ok(Message::Close(_)) => break,
             Ok(_) => {}
             // Before the end-of-stream frame: output may be missing, say so.
-            Err(e) => {
-                return Err(Error::Protocol(format!(
-                    "the command's output stream broke off: {e}"
-                )));
-            }
+            Err(e) => return Err(Error::Protocol(format!("{BROKE_OFF}: {e}"))),
         }
     }
     Ok(())
+}
+
+/// How [`pump_out`]'s error for a stream the daemon cut begins.
+pub(super) const BROKE_OFF: &str = "the command's output stream broke off";
+
+/// Whether `e` is [`pump_out`]'s error for a stream the daemon cut (rather
+/// than one of cci's own side, e.g. its output refused).
+pub(super) fn broke_off(e: &Error) -> bool {
+    matches!(e, Error::Protocol(m) if m.starts_with(BROKE_OFF))
 }
 
 /// Copy `input` into a websocket, then signal end of input with an empty text frame.
