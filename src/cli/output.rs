@@ -100,7 +100,8 @@ impl Col {
 }
 
 /// A table of fixed-width columns (`cci container list`, `cci image list`,
-/// `cci network status`): cells are not escaped and lines not trimmed.
+/// `cci network status`): control characters in cells are shown escaped (an
+/// image description is anyone's text); lines are not trimmed.
 #[derive(Debug, Clone, Copy)]
 pub struct Fixed<const N: usize>(pub [Col; N]);
 
@@ -112,6 +113,7 @@ impl<const N: usize> Fixed<N> {
             if i > 0 {
                 out.push_str(col.gap);
             }
+            let cell = crate::config::printable(cell);
             let w = col.width;
             if col.right {
                 out.push_str(&format!("{cell:>w$}"));
@@ -151,6 +153,15 @@ mod tests {
         assert_eq!(
             aligned(&["NAME", "WS", "Z"], &rows),
             "NAME       WS    Z\na          x\\ny\nlong name  -     é\n"
+        );
+    }
+
+    #[test]
+    fn fixed_tables_escape_what_an_image_description_may_hold() {
+        let t = Fixed([Col::left(4), Col::rest().after("  ")]);
+        assert_eq!(
+            t.line(["a", "x\x1b]0;owned\x07y"]),
+            "a     x\\u{1b}]0;owned\\u{7}y"
         );
     }
 
