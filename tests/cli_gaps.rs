@@ -5,30 +5,13 @@
 mod common;
 
 use std::os::unix::fs::MetadataExt;
-use std::process::Output;
 
 use common::{
     TestImage, TestInstance, cci, client, containers_of, test_image, unique_name, workspace,
 };
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn run(args: &[&str]) -> Output {
-    cci().args(args).output().unwrap()
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = run(args);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "cci {args:?}: {}",
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
+use common::agent::text;
+use common::{cci_ok as ok, run_cci as run};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn image_cleanup_takes_the_originals_dashed_prefix_and_never_keep_0() {

@@ -4,28 +4,10 @@
 
 mod common;
 
-use std::process::Output;
+use common::{TestInstance, client, test_image, unique_name};
 
-use common::{TestInstance, cci, client, test_image, unique_name};
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn run(args: &[&str]) -> Output {
-    cci().args(args).output().unwrap()
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = run(args);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "cci {args:?}: {}",
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
+use common::agent::text;
+use common::{cci_ok as ok, run_cci as run};
 
 /// `name`'s entry in `cci list --format json`, if listed.
 fn listed(name: &str) -> Option<serde_json::Value> {

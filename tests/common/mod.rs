@@ -191,3 +191,20 @@ pub fn agent_workspace() -> tempfile::TempDir {
     std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).unwrap();
     ws
 }
+
+/// `cci ARGS`, its output.
+pub fn run_cci(args: &[&str]) -> std::process::Output {
+    cci().args(args).output().unwrap()
+}
+
+/// `cci ARGS`, which must succeed (its stderr shown when not); its stdout.
+pub fn cci_ok(args: &[&str]) -> String {
+    let out = run_cci(args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "cci {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
