@@ -148,7 +148,7 @@ impl SandboxSpec {
         // container's monitor, and under parallel load that registration
         // fails after the command has started: the daemon reports "Failed to
         // retrieve PID" and cuts the command's output (3 of 64 runs in 16-way
-        // rounds here, none of 608 without). They also have the daemon act
+        // rounds here, none of 976 without). They also have the daemon act
         // on the container's behalf.
         if self.nesting {
             config.insert("security.nesting".into(), "true".into());
