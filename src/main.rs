@@ -72,6 +72,10 @@ fn main() {
             }
         }
     }
+    if let Err(e) = cci::network::ready::check_env() {
+        eprintln!("cci: {}", cci::config::printable(&e));
+        std::process::exit(cci::cli::EXIT_USAGE);
+    }
     init_logging(cci::config::current().logs_dir.as_deref());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

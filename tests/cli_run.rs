@@ -4,11 +4,11 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{TestInstance, cci, client, containers_left, containers_of, test_image, workspace};
+use common::{TestInstance, cci, client, containers_left, test_image, workspace};
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -370,72 +370,6 @@ async fn back_to_back_rounds_never_run_out_of_slots() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_run_container_whose_cci_is_gone_is_removed_by_the_next_command() {
-    // Runs whose cci is killed outright (SIGKILL: it cannot stop its
-    // container), so their containers run on.
-    let orphans = |wss: &[&Path]| {
-        let mut children: Vec<_> = wss
-            .iter()
-            .map(|ws| {
-                run_in(ws)
-                    .args(["--", "sh", "-c", "echo up; sleep 300"])
-                    .stdout(Stdio::piped())
-                    .spawn()
-                    .unwrap()
-            })
-            .collect();
-        for child in &mut children {
-            let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-            assert_eq!(lines.next().unwrap().unwrap(), "up");
-        }
-        for mut child in children {
-            child.kill().unwrap();
-            child.wait().unwrap();
-        }
-    };
-    let running = |ws: PathBuf| async move {
-        let c = client().await;
-        let mut up = Vec::new();
-        for n in containers_of(&ws).await {
-            if let Ok((i, _)) = c.instance(&n).await
-                && i.status == "Running"
-            {
-                up.push(n);
-            }
-        }
-        up
-    };
-    let (one, two, other) = (workspace(), workspace(), workspace());
-    orphans(&[one.path(), two.path()]);
-    // Positive control: their cci is gone, they run on.
-    assert_eq!(running(one.path().into()).await.len(), 1);
-    assert_eq!(running(two.path().into()).await.len(), 1);
-
-    // `cci list` removes them (before it answers), and does not list them.
-    let out = cci().args(["list", "--format", "json"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert_eq!(containers_of(one.path()).await, Vec::<String>::new());
-    assert_eq!(containers_of(two.path()).await, Vec::<String>::new());
-
-    // So does the next launch, in any workspace.
-    orphans(&[one.path()]);
-    assert_eq!(running(one.path().into()).await.len(), 1);
-    let out = run_in(other.path()).args(["--", "true"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert_eq!(containers_of(one.path()).await, Vec::<String>::new());
-
-    // With no command after it, the network watcher (it runs while a
-    // guarded container exists, as this one is) removes it after its grace.
-    orphans(&[two.path()]);
-    assert_eq!(running(two.path().into()).await.len(), 1);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !containers_of(two.path()).await.is_empty() {
-        assert!(Instant::now() < deadline, "the watcher left it");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread")]
 async fn a_container_that_does_not_come_up_is_named_with_its_console_and_removed() {
     // No time to get a DHCP lease: what is missing is said, with the end of
     // the console log, and nothing is left.
@@ -453,6 +387,19 @@ async fn a_container_that_does_not_come_up_is_named_with_its_console_and_removed
         "{err}"
     );
     assert!(err.contains("--no-wait"), "{err}");
+    assert_eq!(containers_left(ws.path()).await, Vec::<String>::new());
+    // A bad value is refused before anything starts.
+    let out = run_in(ws.path())
+        .env("CCI_READY_TIMEOUT", "soon")
+        .args(["--", "echo", "never"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("CCI_READY_TIMEOUT=\"soon\" is not a number of seconds"),
+        "{}",
+        text(&out.stderr)
+    );
     assert_eq!(containers_left(ws.path()).await, Vec::<String>::new());
     // Positive control: the same run, given its time, comes up.
     let out = run_in(ws.path())

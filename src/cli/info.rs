@@ -97,7 +97,7 @@ pub async fn info(client: &Client, args: InfoArgs) -> anyhow::Result<i32> {
                     if session_running { "yes" } else { "no" }.into(),
                 ),
             ];
-            print!("{}", fields(&rows, true));
+            print!("{}", fields(&rows));
         }
     }
     Ok(0)

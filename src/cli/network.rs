@@ -110,7 +110,7 @@ pub async fn run(client: &Client, cmd: NetworkCommand) -> anyhow::Result<i32> {
         NetworkCommand::Watch => {
             let seen = std::sync::Mutex::default();
             network::watch(client, &fw, || {
-                crate::sandbox::reap_runs_seen_twice(client, &seen)
+                crate::sandbox::reap_runs_after_grace(client, &seen)
             })
             .await?;
             Ok(0)

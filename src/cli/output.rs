@@ -125,16 +125,12 @@ impl<const N: usize> Fixed<N> {
     }
 }
 
-/// `Label: value` lines with the values lined up (`cci info`); `escape`:
-/// control characters in values are shown escaped.
-pub fn fields(rows: &[(&str, String)], escape: bool) -> String {
+/// `Label: value` lines with the values lined up (`cci info`); control
+/// characters in values are shown escaped.
+pub fn fields(rows: &[(&str, String)]) -> String {
     let mut out = String::new();
     for (k, v) in rows {
-        let v = if escape {
-            crate::config::printable(v)
-        } else {
-            v.clone()
-        };
+        let v = crate::config::printable(v);
         out.push_str(&format!("{:<16} {v}\n", format!("{k}:")));
     }
     out
@@ -214,15 +210,8 @@ mod tests {
     #[test]
     fn fields_line_up_after_the_label() {
         assert_eq!(
-            fields(
-                &[("Name", "c1".into()), ("Session running", "a\tb".into())],
-                true
-            ),
+            fields(&[("Name", "c1".into()), ("Session running", "a\tb".into())]),
             "Name:            c1\nSession running: a\\tb\n"
-        );
-        assert_eq!(
-            fields(&[("Tool", "a\tb".into())], false),
-            "Tool:            a\tb\n"
         );
     }
 }

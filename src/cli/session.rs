@@ -242,7 +242,7 @@ pub fn info(id: &str, format: Format) -> anyhow::Result<Option<i32>> {
                 ),
                 ("Folder", i.path.clone()),
             ];
-            print!("{}", fields(&rows, true));
+            print!("{}", fields(&rows));
         }
     }
     Ok(Some(0))

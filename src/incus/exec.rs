@@ -280,18 +280,17 @@ impl Client {
         };
         // cci's own side gave up (its output refused, a limit reached, its
         // input unreadable): stop here; dropping the streams ends the command.
-        if let Err(e) = &streamed
-            && !streams::broke_off(e)
-        {
-            return streamed.map(|()| -1);
-        }
+        let cut = match streamed {
+            Err(e) if !streams::broke_off(&e) => return Err(e),
+            Err(e) => Some(e),
+            Ok(()) => None,
+        };
         for ws in [&mut ws_in, &mut ws_out, &mut ws_err, &mut control] {
             close(ws).await;
         }
-        let code = self.exit_code(&op).await;
-        match (streamed, code) {
-            // The command ran, but its output did not all arrive.
-            (Err(e), Ok(_)) => Err(e),
+        match (cut, self.exit_code(&op).await) {
+            // The command ran, but the daemon cut its output short.
+            (Some(e), Ok(_)) => Err(e),
             // The daemon's own account (e.g. it lost track of the command) first.
             (_, code) => code,
         }

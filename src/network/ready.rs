@@ -14,20 +14,29 @@ use crate::incus::{self, Client, InstanceState};
 pub const BOUND: Duration = Duration::from_secs(45);
 
 /// [`BOUND`], or `CCI_READY_TIMEOUT` (seconds, fractions allowed) for a
-/// slow machine; a value that is not a number is ignored with a warning.
+/// slow machine. `main` refuses a bad value with [`check_env`] before any
+/// command runs, so here it cannot be one.
 pub fn bound() -> Duration {
-    match std::env::var("CCI_READY_TIMEOUT") {
-        Ok(v) => match v.trim().parse::<f64>() {
-            Ok(s) if s.is_finite() && (0.0..=3600.0).contains(&s) => Duration::from_secs_f64(s),
-            _ => {
-                tracing::warn!(
-                    "CCI_READY_TIMEOUT={v:?} is not a number of seconds (0 to 3600); using {} s",
-                    BOUND.as_secs()
-                );
-                BOUND
-            }
-        },
-        Err(_) => BOUND,
+    parse_env().ok().flatten().unwrap_or(BOUND)
+}
+
+/// A clear error when `CCI_READY_TIMEOUT` is set to something that is not a
+/// number of seconds from 0 to 3600.
+pub fn check_env() -> Result<(), String> {
+    parse_env().map(|_| ())
+}
+
+fn parse_env() -> Result<Option<Duration>, String> {
+    let Ok(v) = std::env::var("CCI_READY_TIMEOUT") else {
+        return Ok(None);
+    };
+    match v.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && (0.0..=3600.0).contains(&s) => {
+            Ok(Some(Duration::from_secs_f64(s)))
+        }
+        _ => Err(format!(
+            "CCI_READY_TIMEOUT={v:?} is not a number of seconds from 0 to 3600"
+        )),
     }
 }
 

@@ -34,7 +34,7 @@ pub use mounts::{
 pub use names::{
     MAX_SLOT, PREFIX, Slot, SlotError, container_name, parse_container_name, workspace_prefix,
 };
-pub use orphans::{reap_runs, reap_runs_seen_twice};
+pub use orphans::{reap_runs, reap_runs_after_grace};
 pub use profile::{SANDBOX_PROFILE, ensure as ensure_profile};
 pub use run::{Ending, RunOutcome, RunRequest, run, sandbox_env};
 pub use saving::{StateSave, limits as session_limits, save_now, store_of};

@@ -69,7 +69,7 @@ pub async fn reap_runs(client: &Client) -> Vec<String> {
 /// watcher): remove only the orphans it first saw at least [`GRACE`] ago
 /// (`seen` remembers when), so a run that just ended is left to the
 /// daemon's own delete and a foreground command gets there first.
-pub async fn reap_runs_seen_twice(
+pub async fn reap_runs_after_grace(
     client: &Client,
     seen: &std::sync::Mutex<HashMap<String, Instant>>,
 ) -> Vec<String> {
