@@ -383,9 +383,11 @@ async fn changes_to_files_the_host_runs_are_reported_when_the_session_ends() {
         text(&out.stderr)
     );
 
+    // Git's paths are read-only inside; root can unmount them (its own
+    // mounts), and this check is what still tells.
     let out = run_in(ws.path())
-        .args(["--", "sh", "-c"])
-        .arg("printf '\\tfsmonitor = sh -c id\\n' >> .git/config; printf '#!/bin/sh\\n' > .git/hooks/post-checkout")
+        .args(["--", "sudo", "sh", "-c"])
+        .arg("umount /workspace/.git/config /workspace/.git/hooks && printf '\\tfsmonitor = sh -c id\\n' >> .git/config && printf '#!/bin/sh\\n' > .git/hooks/post-checkout")
         .output()
         .unwrap();
     ok(&out);
@@ -406,4 +408,238 @@ async fn changes_to_files_the_host_runs_are_reported_when_the_session_ends() {
         "{}",
         text(&out.stderr)
     );
+}
+
+/// A git repository owned by uid 1000 in an agent workspace, with a hook.
+fn repo_workspace() -> tempfile::TempDir {
+    let ws = agent_workspace();
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(ws.path())
+            .args(["-c", "safe.directory=*", "-c", "user.email=t@t"])
+            .args(["-c", "user.name=t"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    };
+    git(&["init", "-q"]);
+    std::fs::write(ws.path().join("README"), "hello\n").unwrap();
+    std::fs::write(ws.path().join(".envrc"), "export A=1\n").unwrap();
+    std::fs::write(
+        ws.path().join(".cci.toml"),
+        "[workspace]\nprotected_paths = [\".envrc\"]\n",
+    )
+    .unwrap();
+    git(&["add", "README"]);
+    git(&["commit", "-qm", "first"]);
+    std::fs::write(
+        ws.path().join(".git/hooks/pre-commit"),
+        "#!/bin/sh\nexit 0\n",
+    )
+    .unwrap();
+    let out = Command::new("chown")
+        .args(["-R", "1000:1000"])
+        .arg(ws.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    ws
+}
+
+/// Every file under the protected paths with its content and mode, and the
+/// names in `.git`.
+fn protected_state(ws: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![
+        ws.join(".git/hooks"),
+        ws.join(".git/info"),
+        ws.join(".git/config"),
+        ws.join(".envrc"),
+    ];
+    while let Some(p) = stack.pop() {
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        if m.is_dir() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+        }
+        let data = if m.is_file() {
+            std::fs::read(&p).unwrap()
+        } else {
+            Vec::new()
+        };
+        out.push(format!(
+            "{} {:o} {}",
+            p.display(),
+            m.mode(),
+            String::from_utf8_lossy(&data)
+        ));
+    }
+    let mut names: Vec<String> = std::fs::read_dir(ws.join(".git"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            n != "index"
+                && n != "COMMIT_EDITMSG"
+                && n != "ORIG_HEAD"
+                && n != "logs"
+                && n != "objects"
+                && n != "refs"
+        })
+        .collect();
+    names.sort();
+    out.push(names.join(" "));
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn protected_git_paths_cannot_be_changed_from_inside() {
+    let ws = repo_workspace();
+    let before = protected_state(ws.path());
+    // Each attempt runs as root inside; "WROTE" means it got through.
+    let attempts = [
+        (
+            "create a hook",
+            "echo 'touch /tmp/pwned' > .git/hooks/post-checkout",
+        ),
+        (
+            "append to a hook",
+            "echo 'touch /tmp/pwned' >> .git/hooks/pre-commit",
+        ),
+        (
+            "unlink a hook",
+            "rm -f .git/hooks/pre-commit && ! test -e .git/hooks/pre-commit",
+        ),
+        (
+            "chmod a hook",
+            "chmod 0777 .git/hooks/pre-commit && test \"$(stat -c %a .git/hooks/pre-commit)\" = 777",
+        ),
+        ("symlink a hook", "ln -s /bin/true .git/hooks/post-merge"),
+        ("rename the hooks folder", "mv .git/hooks .git/hooks-old"),
+        (
+            "remove the hooks folder",
+            "rm -rf .git/hooks && ! test -d .git/hooks",
+        ),
+        (
+            "replace hooks with a link",
+            "ln -sfn /tmp .git/hooks && test -L .git/hooks",
+        ),
+        ("replace the git folder", "mv .git .git-old"),
+        (
+            "append to config",
+            "printf '[core]\\n\\tfsmonitor = touch /tmp/pwned\\n' >> .git/config",
+        ),
+        (
+            "git config fsmonitor",
+            "git config core.fsmonitor 'touch /tmp/pwned'",
+        ),
+        ("git config hooksPath", "git config core.hooksPath /tmp"),
+        ("rename config", "mv .git/config .git/config.old"),
+        (
+            "info attributes",
+            "echo '* filter=x' > .git/info/attributes",
+        ),
+        ("configured path", "echo 'touch /tmp/pwned' >> .envrc"),
+        ("rename configured path", "mv .envrc .envrc.old"),
+    ];
+    let mut script = String::from("cd /workspace; ");
+    for (what, cmd) in attempts {
+        script.push_str(&format!(
+            "if ( {cmd} ) 2>/dev/null; then echo 'WROTE {what}'; fi; "
+        ));
+    }
+    // Positive control: the agent (as code) still commits: objects, refs,
+    // index.
+    let commit = "sudo sh -c \"$0\"; git -c user.email=a@b -c user.name=agent commit -q --allow-empty -m inside && echo COMMITTED";
+    let out = run_in(ws.path())
+        .args(["--", "sh", "-c", commit, &script])
+        .output()
+        .unwrap();
+    let said = text(&out.stdout);
+    assert!(said.contains("COMMITTED"), "{said}{}", text(&out.stderr));
+    assert!(!said.contains("WROTE"), "{said}");
+    assert_eq!(
+        protected_state(ws.path()),
+        before,
+        "the host tree is unchanged"
+    );
+    assert!(
+        !text(&out.stderr).contains("WARNING"),
+        "{}",
+        text(&out.stderr)
+    );
+    let log = Command::new("git")
+        .arg("-C")
+        .arg(ws.path())
+        .args(["-c", "safe.directory=*", "log", "--format=%s"])
+        .output()
+        .unwrap();
+    assert_eq!(text(&log.stdout), "inside\nfirst\n");
+
+    // Opted out: the same write lands, and the session-end check tells.
+    let out = run_in(ws.path())
+        .args([
+            "--writable-git-hooks",
+            "--",
+            "sh",
+            "-c",
+            "echo '#!/bin/sh' > .git/hooks/post-checkout",
+        ])
+        .output()
+        .unwrap();
+    ok(&out);
+    assert!(ws.path().join(".git/hooks/post-checkout").exists());
+    assert!(
+        text(&out.stderr).contains("added .git/hooks/post-checkout"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kept_container_whose_protected_path_became_a_link_does_not_start() {
+    let ws = repo_workspace();
+    let _s = Sessions(ws.path().into());
+    let name = background(ws.path(), &["--persistent"]);
+    ok(&cci().args(["shutdown", &name]).output().unwrap());
+    // Between sessions the hooks folder is swapped for a link to a host
+    // folder (as root inside can do after unmounting it).
+    let secret = tempfile::tempdir().unwrap();
+    std::fs::write(secret.path().join("id_ed25519"), "secret").unwrap();
+    let hooks = ws.path().join(".git/hooks");
+    std::fs::remove_dir_all(&hooks).unwrap();
+    std::os::unix::fs::symlink(secret.path(), &hooks).unwrap();
+    // Refused when planned, and (opted out of git's protection, so the plan
+    // looks no further) when the kept container's own devices are checked.
+    for extra in [&[][..], &["--writable-git-hooks"][..]] {
+        let out = cci_in(ws.path(), "shell")
+            .args(["--background", "--persistent"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{extra:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains("symbolic link"),
+            "{extra:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    assert_eq!(
+        client().await.instance(&name).await.unwrap().0.status,
+        "Stopped"
+    );
+    // Positive control: with the folder back, it starts again.
+    std::fs::remove_file(&hooks).unwrap();
+    std::fs::create_dir(&hooks).unwrap();
+    std::os::unix::fs::chown(&hooks, Some(1000), Some(1000)).unwrap();
+    let again = background(ws.path(), &["--persistent"]);
+    assert_eq!(again, name);
 }

@@ -176,6 +176,8 @@ pub async fn run(client: &Client, cmd: ContainerCommand) -> anyhow::Result<i32> 
             Ok(0)
         }
         ContainerCommand::Start(a) => {
+            let (i, _) = client.instance(&a.name).await?;
+            crate::sandbox::sources_unmoved(&i).map_err(super::UsageError)?;
             network::start_guarded(client, &Nft::from_env(), &a.name).await?;
             // Handed back once usable, as a launch is.
             let want = network::ready::want_of(client, &a.name).await?;

@@ -38,6 +38,11 @@ pub struct SandboxArgs {
     /// [default: `[paths] storage_dir`].
     #[arg(long, value_name = "PATH")]
     pub storage: Option<PathBuf>,
+    /// Leave the workspace's .git/hooks, .git/config and .git/info writable
+    /// inside (they are mounted read-only so the agent cannot plant code
+    /// your own git runs) [default: `[workspace] writable_git_hooks`].
+    #[arg(long)]
+    pub writable_git_hooks: bool,
     /// Network isolation.
     #[command(flatten)]
     pub net: super::network::NetworkArgs,
@@ -158,6 +163,7 @@ impl SandboxArgs {
             mounts: self.mounts.clone(),
             storage: self.storage.clone(),
             no_wait: self.no_wait,
+            writable_git_hooks: self.writable_git_hooks,
         };
         let cfg = crate::config::current();
         match plan_extras::extras(client, cfg, workspace, &flags, session).await {

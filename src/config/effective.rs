@@ -118,6 +118,10 @@ pub struct Effective {
     pub session: crate::session::Limits,
     /// Extra mounts.
     pub mounts: Vec<MountSpec>,
+    /// Workspace paths mounted read-only besides git's own.
+    pub protected_paths: Vec<String>,
+    /// `.git/hooks`, `.git/config` and `.git/info` stay writable.
+    pub writable_git_hooks: bool,
 }
 
 /// Memory limit when nothing is configured.
@@ -141,6 +145,7 @@ impl Effective {
         let n = s.network.unwrap_or_default();
         let l = s.limits.unwrap_or_default();
         let x = s.session.unwrap_or_default();
+        let w = s.workspace.unwrap_or_default();
         let base = crate::session::Limits::default();
         let path = |v: Option<String>| v.map(PathBuf::from);
         Effective {
@@ -209,6 +214,8 @@ impl Effective {
                     readonly: m.readonly,
                 })
                 .collect(),
+            protected_paths: w.protected_paths.unwrap_or_default(),
+            writable_git_hooks: w.writable_git_hooks.unwrap_or(false),
         }
     }
 }
@@ -248,6 +255,8 @@ impl Effective {
                 "defaults.environment",
                 json!(self.environment.iter().cloned().collect::<std::collections::BTreeMap<_, _>>()),
             ),
+            ("workspace.protected_paths", json!(self.protected_paths)),
+            ("workspace.writable_git_hooks", json!(self.writable_git_hooks)),
             ("network.mode", json!(mode)),
             ("network.allowed_domains", json!(self.allowed)),
             ("network.refresh_interval_minutes", json!(self.refresh_minutes)),

@@ -94,6 +94,17 @@ pub struct Network {
     pub block_metadata_endpoint: Option<bool>,
 }
 
+/// `[workspace]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workspace {
+    /// Workspace paths mounted read-only over the mounted workspace, besides
+    /// git's own.
+    pub protected_paths: Option<Vec<String>>,
+    /// Leave `.git/hooks`, `.git/config` and `.git/info` writable.
+    pub writable_git_hooks: Option<bool>,
+}
+
 /// `[limits]`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -211,6 +222,8 @@ sections! {
     incus: Incus,
     /// `[network]`
     network: Network,
+    /// `[workspace]`
+    workspace: Workspace,
     /// `[limits]`
     limits: Limits,
     /// `[session]`
@@ -312,6 +325,14 @@ pub const KEYS: &[(&str, &str)] = &[
     (
         "incus.group",
         "the group whose members may use the daemon, named in cci's advice (default incus-admin)",
+    ),
+    (
+        "workspace.protected_paths",
+        "workspace paths mounted read-only in sessions and runs besides git's own, e.g. [\".envrc\", \".vscode\"] (default none)",
+    ),
+    (
+        "workspace.writable_git_hooks",
+        "leave .git/hooks, .git/config and .git/info writable inside (default false; the same as --writable-git-hooks)",
     ),
     ("network.mode", "restricted (default), allowlist or open"),
     (

@@ -84,6 +84,8 @@ pub enum Rule {
     OnlyFalse,
     /// Only entries the list below admits (an intersection; never an addition).
     Narrow,
+    /// Entries added to the list below (a union; never a removal).
+    Add,
     /// A limit not above the one below (cci's default when unset below).
     NotAbove(Measure),
 }
@@ -109,6 +111,8 @@ pub const RULES: &[(&str, Rule)] = &[
     ("network.block_private_networks", Rule::OnlyTrue),
     ("network.block_metadata_endpoint", Rule::OnlyTrue),
     ("defaults.persistent", Rule::OnlyFalse),
+    ("workspace.protected_paths", Rule::Add),
+    ("workspace.writable_git_hooks", Rule::OnlyFalse),
     ("defaults.slot_limit", Rule::NotAbove(Measure::Count)),
     ("limits.cpu", Rule::NotAbove(Measure::Count)),
     ("limits.memory", Rule::NotAbove(Measure::Memory)),
@@ -282,6 +286,19 @@ pub fn gate(flat: &mut Flat, lower: &Merged) -> Verdict {
             Some(Rule::NotAbove(m)) => {
                 let b = below(&key);
                 (!not_above(m, &v, &b)).then(|| format!("above {} below", limit_text(&b)))
+            }
+            Some(Rule::Add) => {
+                let mut all: Vec<Value> = below(&key).as_array().cloned().unwrap_or_default();
+                for e in v.as_array().into_iter().flatten() {
+                    if !all.contains(e) {
+                        all.push(e.clone());
+                    }
+                }
+                verdict
+                    .applied
+                    .push(format!("{key} = {}", Value::Array(all.clone())));
+                flat.insert(key.clone(), Value::Array(all));
+                continue;
             }
             Some(Rule::Narrow) => {
                 let b: Vec<String> = below(&key)

@@ -357,3 +357,28 @@ fn the_notice_names_what_applied_and_what_was_ignored() {
     .unwrap();
     assert!(load(&s).unwrap().untrusted_notice().is_empty());
 }
+
+#[test]
+fn protected_paths_are_only_added_and_git_hooks_only_kept_read_only() {
+    let k = "workspace.writable_git_hooks";
+    assert!(applies("", "[workspace]\nwritable_git_hooks = false\n", k));
+    assert!(!applies("", "[workspace]\nwritable_git_hooks = true\n", k));
+    let k = "workspace.protected_paths";
+    let (flat, _) = gated(
+        "[workspace]\nprotected_paths = [\".envrc\"]\n",
+        "[workspace]\nprotected_paths = [\".vscode\"]\n",
+    );
+    let got: Vec<&str> = flat[k]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert_eq!(got, [".envrc", ".vscode"], "added to, never replacing");
+    // An empty list removes nothing.
+    let (flat, _) = gated(
+        "[workspace]\nprotected_paths = [\".envrc\"]\n",
+        "[workspace]\nprotected_paths = []\n",
+    );
+    assert_eq!(flat[k], serde_json::json!([".envrc"]));
+}

@@ -340,6 +340,7 @@ async fn create(
     // As late as cci can look: a mount source swapped for a link since it
     // was planned (by an agent in another slot) mounts nothing.
     super::mounts::recheck(&spec.extras.mounts).map_err(LaunchError::MountMoved)?;
+    super::mounts::recheck(&spec.extras.protected).map_err(LaunchError::MountMoved)?;
     attempt.set(Some(name));
     let req = spec.create_request(name, slot, &attempt.token);
     let result = network::create_guarded(client, g.fw, g.net, req).await;

@@ -14,6 +14,7 @@ mod names;
 mod orphans;
 pub mod plan_extras;
 mod profile;
+pub mod protect;
 mod run;
 mod saving;
 mod shell;
@@ -36,6 +37,7 @@ pub use names::{
 };
 pub use orphans::{reap_runs, reap_runs_after_grace};
 pub use profile::{SANDBOX_PROFILE, ensure as ensure_profile};
+pub use protect::{path_ok as protected_path_ok, sources_unmoved};
 pub use run::{Ending, RunOutcome, RunRequest, run, sandbox_env};
 pub use saving::{StateSave, limits as session_limits, save_now, store_of};
 pub use shell::{

@@ -36,6 +36,8 @@ pub struct Extras {
     pub disk: Option<String>,
     /// Host folders to mount.
     pub mounts: Vec<Mount>,
+    /// Workspace paths mounted over the workspace (see `protect`).
+    pub protected: Vec<Mount>,
     /// The host uid/gid mapped to the account inside (the workspace owner);
     /// `None` (`incus.disable_shift`): no host id is mapped.
     pub owner: Option<(u32, u32)>,

@@ -18,6 +18,8 @@ pub struct Flags {
     pub storage: Option<PathBuf>,
     /// `--no-wait`.
     pub no_wait: bool,
+    /// `--writable-git-hooks`.
+    pub writable_git_hooks: bool,
 }
 
 /// Why the extras cannot be made.
@@ -74,6 +76,15 @@ pub async fn extras(
         storage_owner,
     )
     .map_err(ExtrasError::Usage)?;
+    let protected = super::protect::plan(
+        std::path::Path::new(workspace.path_str()),
+        &cfg.protected_paths,
+        flags.writable_git_hooks || cfg.writable_git_hooks,
+    )
+    .map_err(ExtrasError::Usage)?;
+    for rel in &protected.missing {
+        tracing::info!("protected path {rel} does not exist in the workspace: not protected");
+    }
     // The root disk is named only when it must be: a pool or a size.
     let pool = match (&cfg.storage_pool, &cfg.disk) {
         (Some(p), _) => Some(p.clone()),
@@ -102,6 +113,7 @@ pub async fn extras(
         pool,
         disk: cfg.disk.clone(),
         mounts,
+        protected: protected.mounts,
         owner,
         kernel_allow: cfg.allow_syscalls.clone(),
         no_wait: flags.no_wait,

@@ -88,6 +88,10 @@ pub async fn save_state(
     let mut tries = 0;
     let outcome = loop {
         if info.state != "Running" {
+            let (i, _) = client.instance(&info.name).await?;
+            if let Err(why) = super::protect::sources_unmoved(&i) {
+                return Ok(StateSave::Failed(why));
+            }
             network::start_guarded(client, &Nft::from_env(), &info.name)
                 .await
                 .map_err(|e| match e {

@@ -275,6 +275,7 @@ async fn honour_policy(
     use network::reuse::{Change, compare, reapply};
     let (instance, _) = client.instance(name).await?;
     super::vet::instance(&instance).map_err(LaunchError::Unsafe)?;
+    super::protect::sources_unmoved(&instance).map_err(LaunchError::MountMoved)?;
     let Some(recorded) = network::Policy::of(&instance).transpose()? else {
         return Ok("not guarded".into());
     };

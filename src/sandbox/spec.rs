@@ -200,6 +200,22 @@ impl SandboxSpec {
             }
             req.devices.insert(format!("mount{i}"), d);
         }
+        for (i, m) in x.protected.iter().enumerate() {
+            let host = m.host.display().to_string();
+            // Not required: a protected path gone by the next start (the
+            // agent removed it) mounts nothing rather than stop the start.
+            let mut d = dev(&[
+                ("type", "disk"),
+                ("source", &host),
+                ("path", &m.container),
+                ("required", "false"),
+            ]);
+            if m.readonly {
+                d.insert("readonly".into(), "true".into());
+            }
+            req.devices
+                .insert(format!("{}{i}", super::protect::DEVICE_PREFIX), d);
+        }
         if let Some(pool) = &x.pool {
             let mut root = dev(&[("type", "disk"), ("path", "/"), ("pool", pool)]);
             if let Some(size) = &x.disk {

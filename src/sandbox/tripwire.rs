@@ -16,6 +16,8 @@ use sha2::{Digest, Sha256};
 /// Workspace paths the host runs code from or takes permissions from.
 pub const WATCHED: &[&str] = &[
     ".git/config",
+    ".git/config.worktree",
+    ".git/commondir",
     ".git/hooks",
     ".git/info",
     ".git/modules",

@@ -186,6 +186,19 @@ pub(super) const RULES: &[Rule] = &[
         },
     },
     Rule {
+        section: "workspace",
+        key: "protected_paths",
+        check: Check::Each {
+            get: |s| {
+                s.workspace
+                    .as_ref()
+                    .map(|w| all(&w.protected_paths))
+                    .unwrap_or_default()
+            },
+            check: crate::sandbox::protected_path_ok,
+        },
+    },
+    Rule {
         section: "incus",
         key: "allow_syscalls",
         check: Check::Each {
