@@ -167,7 +167,7 @@ impl Repo {
     fn verify_bundle(&self, bundle: &Path) -> Result<(), GitError> {
         let out = self
             .cmd()
-            .args(["bundle", "verify", "--quiet"])
+            .args(["bundle", "verify"])
             .arg(bundle)
             .run()?;
         if out.success() {
