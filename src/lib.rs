@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod config;
 pub mod container;
+pub mod git;
 pub mod health;
 pub mod image;
 pub mod incus;
