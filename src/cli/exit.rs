@@ -38,7 +38,8 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
         Some(
             LaunchError::SessionStart { .. }
             | LaunchError::Prepare { .. }
-            | LaunchError::NotReady(_),
+            | LaunchError::NotReady(_)
+            | LaunchError::Isolated(_),
         ) => return 1,
         Some(LaunchError::ResumeRunning { .. } | LaunchError::LooserPolicy { .. }) => {
             return EXIT_CONFLICT;
@@ -49,6 +50,9 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
     }
     if let Some(e) = err.downcast_ref::<crate::network::Error>() {
         return network_exit_code(e);
+    }
+    if let Some(e) = err.downcast_ref::<crate::git::GitError>() {
+        return git_exit_code(e);
     }
     if let Some(crate::image::BuildError::Network(e)) = err.downcast_ref() {
         return network_exit_code(e);
@@ -73,6 +77,30 @@ fn incus_exit_code(err: &incus::Error) -> i32 {
         incus::Error::SocketPermission { .. } | incus::Error::Forbidden(_) => EXIT_PERMISSION,
         incus::Error::NotFound(_) => EXIT_NOT_FOUND,
         incus::Error::Conflict(_) => EXIT_CONFLICT,
+        _ => 1,
+    }
+}
+
+/// The exit code for a host-side git error: what the user asked cannot be
+/// (2), or the repository is in the way (6: a conflict, uncommitted changes
+/// a merge would overwrite, the branch checked out elsewhere).
+pub fn git_exit_code(e: &crate::git::GitError) -> i32 {
+    use crate::git::GitError as G;
+    match e {
+        G::NotARepository { .. }
+        | G::Bare { .. }
+        | G::NoCommits
+        | G::Dirty { .. }
+        | G::InvalidBranch { .. }
+        | G::InvalidSessionId { .. }
+        | G::InvalidCommitId { .. }
+        | G::DetachedHead
+        | G::NotInSession { .. }
+        | G::MergeCommitSelected { .. }
+        | G::GitTooOld { .. } => EXIT_USAGE,
+        G::Conflict { .. } | G::WouldOverwrite { .. } | G::CheckedOutElsewhere { .. } => {
+            EXIT_CONFLICT
+        }
         _ => 1,
     }
 }

@@ -20,6 +20,7 @@ mod list;
 mod network;
 mod output;
 mod persist;
+mod review;
 mod run;
 mod sandbox_args;
 mod session;
@@ -134,6 +135,18 @@ pub enum Command {
     /// an example.
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// Show an isolated git session's commits and changes against where it
+    /// started (`--stat`, `--format json`).
+    Diff(review::DiffArgs),
+    /// List an isolated git session's commits.
+    Log(review::LogArgs),
+    /// List the files of an isolated git session's tree.
+    Files(review::FilesArgs),
+    /// Apply an isolated git session's commits to the host repository (the
+    /// checked-out branch, or --into BRANCH); a conflict changes nothing.
+    Merge(review::MergeArgs),
+    /// Drop an isolated git session: its commits on the host and its record.
+    Discard(review::DiscardArgs),
     /// Approve the workspace's .cci.toml as it is now, so its settings that
     /// loosen cci apply (pinned by its SHA-256; a change needs approval again).
     Trust(config::TrustArgs),
@@ -287,6 +300,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Info(args) => info::info(&client, args).await,
         Command::Shutdown(args) => shutdown::shutdown(&client, args).await,
         Command::Kill(args) => kill::kill(&client, args).await,
+        Command::Diff(args) => review::diff(&client, args).await,
+        Command::Log(args) => review::log(&client, args).await,
+        Command::Files(args) => review::files(&client, args).await,
+        Command::Merge(args) => review::merge(&client, args).await,
+        Command::Discard(args) => review::discard(&client, args).await,
         Command::Persist(args) => persist::persist(&client, args).await,
         Command::Clean(args) => clean::clean(&client, args).await,
         Command::Build(args) => build::build(&client, args).await,

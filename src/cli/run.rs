@@ -51,7 +51,12 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<i32> {
     if let Some(code) = args.sandbox.ensure_image(client).await? {
         return Ok(code);
     }
+    let git = super::review::start(&workspace, &args.sandbox.git)?;
     let extras = args.sandbox.extras(client, &workspace, false).await?;
+    let marks = match &git {
+        Some(g) => vec![(sandbox::keys::GIT_SESSION, g.id.clone())],
+        None => Vec::new(),
+    };
     let req = RunRequest {
         spec: SandboxSpec {
             workspace,
@@ -59,7 +64,7 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<i32> {
             kind: Kind::Run,
             persistent: args.persistent,
             nesting: true,
-            marks: Vec::new(),
+            marks,
             network: args.sandbox.net.policy()?,
             extras,
         },
@@ -68,6 +73,7 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<i32> {
         command: args.command,
         env: args.sandbox.environment()?,
         timeout: args.timeout.map(Duration::from_secs),
+        git,
     };
     let interrupt = interrupted();
     let stdin = (!std::io::stdin().is_terminal()).then(tokio::io::stdin);
@@ -116,6 +122,9 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<i32> {
         let ws = std::path::Path::new(req.spec.workspace.path_str());
         eprintln!("{}", sandbox::tripwire::warning(ws, &outcome.changed));
     }
+    if let Some(g) = &outcome.git {
+        eprintln!("{}", super::review::report(g));
+    }
     if args.format == RunFormat::Json {
         let v = serde_json::json!({
             "stdout": String::from_utf8_lossy(&out),
@@ -124,6 +133,12 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<i32> {
             "duration_ms": outcome.duration.as_millis() as u64,
             "container": outcome.container,
             "watched_changes": outcome.changed,
+            "git_session": outcome.git.as_ref().map(|g| serde_json::json!({
+                "id": g.record.id,
+                "branch": g.record.branch,
+                "new_commits": g.received.as_ref().ok().map(|r| r.as_ref().map_or(0, |r| r.new_commits)),
+                "error": g.received.as_ref().err(),
+            })),
         });
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "{v}")?;

@@ -43,9 +43,49 @@ pub struct SandboxArgs {
     /// your own git runs) [default: `[workspace] writable_git_hooks`].
     #[arg(long)]
     pub writable_git_hooks: bool,
+    /// Isolated git sessions.
+    #[command(flatten)]
+    pub git: GitArgs,
     /// Network isolation.
     #[command(flatten)]
     pub net: super::network::NetworkArgs,
+}
+
+/// `--isolated` and its options.
+#[derive(Debug, Args, Clone, Default)]
+pub struct GitArgs {
+    /// Clone the workspace's git repository into the container instead of
+    /// mounting the folder: the agent works on its own branch, and its
+    /// commits come back for `cci diff` / `cci merge` [default: `[git] mode`].
+    #[arg(long)]
+    pub isolated: bool,
+    /// With --isolated: start from this branch instead of HEAD.
+    #[arg(long, value_name = "NAME", requires = "isolated")]
+    pub branch: Option<String>,
+    /// With --isolated: the session branch's name [default: cci/SLOT]; an
+    /// existing branch of that name is continued.
+    #[arg(long, value_name = "NAME", requires = "isolated")]
+    pub session_branch: Option<String>,
+    /// With --isolated: refuse uncommitted changes instead of carrying them
+    /// in as the session's first commit.
+    #[arg(long, requires = "isolated")]
+    pub clean_only: bool,
+}
+
+impl GitArgs {
+    /// Whether the session is isolated (the flag, else `[git] mode`).
+    pub fn isolated(&self, cfg: &crate::config::Effective) -> bool {
+        self.isolated || cfg.git_isolated
+    }
+
+    /// The options for `sandbox::isolated::prepare`.
+    pub fn options(&self) -> sandbox::isolated::Options {
+        sandbox::isolated::Options {
+            branch: self.branch.clone(),
+            session_branch: self.session_branch.clone(),
+            clean_only: self.clean_only,
+        }
+    }
 }
 
 /// `-e` and `--env-file`: the environment a command gets. Values travel to
@@ -164,6 +204,7 @@ impl SandboxArgs {
             storage: self.storage.clone(),
             no_wait: self.no_wait,
             writable_git_hooks: self.writable_git_hooks,
+            isolated: self.git.isolated(crate::config::current()),
         };
         let cfg = crate::config::current();
         match plan_extras::extras(client, cfg, workspace, &flags, session).await {

@@ -122,6 +122,8 @@ pub struct Effective {
     pub protected_paths: Vec<String>,
     /// `.git/hooks`, `.git/config` and `.git/info` stay writable.
     pub writable_git_hooks: bool,
+    /// `[git] mode = "isolated"`.
+    pub git_isolated: bool,
 }
 
 /// Memory limit when nothing is configured.
@@ -146,6 +148,7 @@ impl Effective {
         let l = s.limits.unwrap_or_default();
         let x = s.session.unwrap_or_default();
         let w = s.workspace.unwrap_or_default();
+        let g = s.git.unwrap_or_default();
         let base = crate::session::Limits::default();
         let path = |v: Option<String>| v.map(PathBuf::from);
         Effective {
@@ -216,6 +219,7 @@ impl Effective {
                 .collect(),
             protected_paths: w.protected_paths.unwrap_or_default(),
             writable_git_hooks: w.writable_git_hooks.unwrap_or(false),
+            git_isolated: g.mode == Some(super::schema::GitMode::Isolated),
         }
     }
 }
@@ -257,6 +261,10 @@ impl Effective {
             ),
             ("workspace.protected_paths", json!(self.protected_paths)),
             ("workspace.writable_git_hooks", json!(self.writable_git_hooks)),
+            (
+                "git.mode",
+                json!(if self.git_isolated { "isolated" } else { "mounted" }),
+            ),
             ("network.mode", json!(mode)),
             ("network.allowed_domains", json!(self.allowed)),
             ("network.refresh_interval_minutes", json!(self.refresh_minutes)),

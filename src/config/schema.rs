@@ -105,6 +105,24 @@ pub struct Workspace {
     pub writable_git_hooks: Option<bool>,
 }
 
+/// `[git]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Git {
+    /// `mounted` (the workspace folder) or `isolated` (a clone inside).
+    pub mode: Option<GitMode>,
+}
+
+/// How the workspace's repository reaches the container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GitMode {
+    /// The workspace folder is mounted (default).
+    Mounted,
+    /// The repository is cloned in; commits come back for review.
+    Isolated,
+}
+
 /// `[limits]`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -224,6 +242,8 @@ sections! {
     network: Network,
     /// `[workspace]`
     workspace: Workspace,
+    /// `[git]`
+    git: Git,
     /// `[limits]`
     limits: Limits,
     /// `[session]`
@@ -333,6 +353,10 @@ pub const KEYS: &[(&str, &str)] = &[
     (
         "workspace.writable_git_hooks",
         "leave .git/hooks, .git/config and .git/info writable inside (default false; the same as --writable-git-hooks)",
+    ),
+    (
+        "git.mode",
+        "mounted (default: the workspace folder) or isolated (a clone inside; the same as --isolated)",
     ),
     ("network.mode", "restricted (default), allowlist or open"),
     (

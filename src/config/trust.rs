@@ -82,6 +82,8 @@ pub enum Rule {
     OnlyTrue,
     /// Only `false` (e.g. containers not kept).
     OnlyFalse,
+    /// Only this string (the stricter choice of two).
+    Only(&'static str),
     /// Only entries the list below admits (an intersection; never an addition).
     Narrow,
     /// Entries added to the list below (a union; never a removal).
@@ -113,6 +115,7 @@ pub const RULES: &[(&str, Rule)] = &[
     ("defaults.persistent", Rule::OnlyFalse),
     ("workspace.protected_paths", Rule::Add),
     ("workspace.writable_git_hooks", Rule::OnlyFalse),
+    ("git.mode", Rule::Only("isolated")),
     ("defaults.slot_limit", Rule::NotAbove(Measure::Count)),
     ("limits.cpu", Rule::NotAbove(Measure::Count)),
     ("limits.memory", Rule::NotAbove(Measure::Memory)),
@@ -283,6 +286,7 @@ pub fn gate(flat: &mut Flat, lower: &Merged) -> Verdict {
             }
             Some(Rule::OnlyTrue) => (v != Value::Bool(true)).then(|| "may only be true".into()),
             Some(Rule::OnlyFalse) => (v != Value::Bool(false)).then(|| "may only be false".into()),
+            Some(Rule::Only(want)) => (v.as_str() != Some(want)).then(|| format!("may only be {want}")),
             Some(Rule::NotAbove(m)) => {
                 let b = below(&key);
                 (!not_above(m, &v, &b)).then(|| format!("above {} below", limit_text(&b)))

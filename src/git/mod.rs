@@ -148,6 +148,16 @@ impl Repo {
             .args(["rev-parse", "--is-bare-repository", "--absolute-git-dir"])
             .run()?;
         if !out.success() {
+            let said = out.stderr_text();
+            if said.contains("dubious ownership") {
+                // Owned by another user: git will not touch it for us, and
+                // cci does not override that.
+                return Err(GitError::Command {
+                    args: "rev-parse".into(),
+                    status: "refused".into(),
+                    stderr: said,
+                });
+            }
             return Err(not_repo());
         }
         let text = out.text();

@@ -48,6 +48,9 @@ pub struct SandboxInfo {
     /// Why saving the session's state failed (`ID: reason`), if it did.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub save_error: String,
+    /// The isolated git session at /workspace (its id), if any.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub git_session: String,
     /// The user that runs inside (as recorded at creation).
     #[serde(skip)]
     pub account: crate::config::Account,
@@ -90,6 +93,7 @@ impl SandboxInfo {
             launch: key(keys::LAUNCH),
             saved: key(keys::SAVED),
             save_error: key(keys::SAVE_ERROR),
+            git_session: key(keys::GIT_SESSION),
             account: key(keys::ACCOUNT)
                 .split_once(':')
                 .and_then(|(uid, name)| Some(crate::config::Account::new(uid.parse().ok()?, name)))

@@ -52,6 +52,9 @@ pub enum LaunchError {
         /// The alias.
         image: String,
     },
+    /// The isolated git session could not be set up inside.
+    #[error("could not set up the isolated git session: {0}")]
+    Isolated(String),
     /// The container runs but the session in it could not start.
     #[error("could not start the session in {container}: {message}")]
     SessionStart {

@@ -7,6 +7,7 @@ mod agent;
 mod hostmount;
 pub mod idmap;
 mod inventory;
+pub mod isolated;
 mod launch;
 mod lifecycle;
 mod mounts;
@@ -38,7 +39,7 @@ pub use names::{
 pub use orphans::{reap_runs, reap_runs_after_grace};
 pub use profile::{SANDBOX_PROFILE, ensure as ensure_profile};
 pub use protect::{path_ok as protected_path_ok, sources_unmoved};
-pub use run::{Ending, RunOutcome, RunRequest, run, sandbox_env};
+pub use run::{Ending, GitOutcome, RunOutcome, RunRequest, run, sandbox_env};
 pub use saving::{StateSave, limits as session_limits, save_now, store_of};
 pub use shell::{
     Ended, Left, Session, ShellRequest, after_detach, end, new_session_id, open, reap, stop,

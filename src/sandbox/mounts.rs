@@ -38,6 +38,8 @@ pub struct Extras {
     pub mounts: Vec<Mount>,
     /// Workspace paths mounted over the workspace (see `protect`).
     pub protected: Vec<Mount>,
+    /// No workspace mount: an isolated git session clones it inside.
+    pub isolated: bool,
     /// The host uid/gid mapped to the account inside (the workspace owner);
     /// `None` (`incus.disable_shift`): no host id is mapped.
     pub owner: Option<(u32, u32)>,

@@ -20,6 +20,8 @@ pub struct Flags {
     pub no_wait: bool,
     /// `--writable-git-hooks`.
     pub writable_git_hooks: bool,
+    /// `--isolated`: no workspace mount (the repository is cloned inside).
+    pub isolated: bool,
 }
 
 /// Why the extras cannot be made.
@@ -76,12 +78,16 @@ pub async fn extras(
         storage_owner,
     )
     .map_err(ExtrasError::Usage)?;
-    let protected = super::protect::plan(
-        std::path::Path::new(workspace.path_str()),
-        &cfg.protected_paths,
-        flags.writable_git_hooks || cfg.writable_git_hooks,
-    )
-    .map_err(ExtrasError::Usage)?;
+    let protected = if flags.isolated {
+        super::protect::Plan::default()
+    } else {
+        super::protect::plan(
+            std::path::Path::new(workspace.path_str()),
+            &cfg.protected_paths,
+            flags.writable_git_hooks || cfg.writable_git_hooks,
+        )
+        .map_err(ExtrasError::Usage)?
+    };
     for rel in &protected.missing {
         tracing::info!("protected path {rel} does not exist in the workspace: not protected");
     }
@@ -114,6 +120,7 @@ pub async fn extras(
         disk: cfg.disk.clone(),
         mounts,
         protected: protected.mounts,
+        isolated: flags.isolated,
         owner,
         kernel_allow: cfg.allow_syscalls.clone(),
         no_wait: flags.no_wait,

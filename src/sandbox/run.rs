@@ -27,6 +27,18 @@ pub struct RunRequest {
     pub env: Vec<(String, String)>,
     /// Give up (and delete the container) after this long.
     pub timeout: Option<Duration>,
+    /// An isolated git session: the repository cloned in, commits back.
+    pub git: Option<std::sync::Arc<super::isolated::Start>>,
+}
+
+/// What became of an isolated run's commits.
+#[derive(Debug, Clone)]
+pub struct GitOutcome {
+    /// The session.
+    pub record: crate::git::SessionRecord,
+    /// Brought to the host (`None`: no new commits), or why not (the
+    /// container is then kept, stopped, with them).
+    pub received: Result<Option<crate::git::Received>, String>,
 }
 
 /// How a run ended.
@@ -51,6 +63,8 @@ pub struct RunOutcome {
     pub duration: Duration,
     /// Workspace files the host runs or obeys that the command changed.
     pub changed: Vec<String>,
+    /// An isolated run's commits.
+    pub git: Option<GitOutcome>,
 }
 
 /// The environment agents and commands get: who they are (`a`), where, and
@@ -100,8 +114,22 @@ where
         r = launch(client, &req.spec, req.slot, req.slot_limit, &attempt) => r?,
         signal = &mut interrupt => {
             attempt.abandon(client).await;
-            return Ok(RunOutcome { container: String::new(), ending: Ending::Interrupted(signal), duration: start.elapsed(), changed: Vec::new() });
+            return Ok(RunOutcome { container: String::new(), ending: Ending::Interrupted(signal), duration: start.elapsed(), changed: Vec::new(), git: None });
         }
+    };
+    let record = match &req.git {
+        Some(g) => {
+            match super::isolated::begin(client, &launched.name, launched.slot.get(), account(), g)
+                .await
+            {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    let _ = dispose(client, &launched.name).await;
+                    return Err(LaunchError::Isolated(e));
+                }
+            }
+        }
+        None => None,
     };
     let marker = guard_marker();
     let exec = ExecSpec {
@@ -126,8 +154,24 @@ where
         signal = &mut interrupt => Ok(Ending::Interrupted(signal)),
     };
     let duration = start.elapsed();
+    // An isolated run's commits come out before the container goes; when
+    // they cannot, the container is kept (stopped) with them.
+    let git = match (&req.git, record) {
+        (Some(g), Some(record)) => {
+            let received = super::isolated::sync(client, &launched.name, account(), &record, g.max_bytes)
+                .await
+                .map_err(|e| e.to_string());
+            Some(GitOutcome { record, received })
+        }
+        _ => None,
+    };
+    let keep_commits = matches!(&git, Some(GitOutcome { received: Err(_), .. }));
+    if keep_commits && !req.spec.persistent {
+        let patch = serde_json::json!({"ephemeral": false, "config": {super::spec::keys::PERSISTENT: "true"}});
+        client.update_instance(&launched.name, &patch, None).await?;
+    }
     // `cci run --persistent`: stopped and kept, not deleted.
-    let removed = if req.spec.persistent {
+    let removed = if req.spec.persistent || keep_commits {
         super::shell::stop(client, &launched.name, Duration::from_secs(10)).await
     } else {
         dispose(client, &launched.name).await
@@ -139,6 +183,7 @@ where
         ending,
         duration,
         changed: super::tripwire::changes(&before, &super::tripwire::fingerprint(ws)),
+        git,
     })
 }
 

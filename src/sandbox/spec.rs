@@ -47,6 +47,9 @@ pub mod keys {
     pub const SAVED: &str = "user.cci.saved";
     /// Why saving the current session's state failed (`ID: reason`).
     pub const SAVE_ERROR: &str = "user.cci.save_error";
+    /// The isolated git session whose repository is at /workspace (its id;
+    /// no host folder is mounted there).
+    pub const GIT_SESSION: &str = "user.cci.git_session";
 }
 
 /// Kernel interfaces a sandbox goes without unless the configuration opts
@@ -184,14 +187,17 @@ impl SandboxSpec {
         for (key, value) in hardening(&x.kernel_allow) {
             config.insert(key.into(), value);
         }
-        req.devices.insert(
-            "workspace".into(),
-            dev(&[
-                ("type", "disk"),
-                ("source", self.workspace.path_str()),
-                ("path", WORKSPACE_MOUNT),
-            ]),
-        );
+        // An isolated git session clones the repository inside instead.
+        if !x.isolated {
+            req.devices.insert(
+                "workspace".into(),
+                dev(&[
+                    ("type", "disk"),
+                    ("source", self.workspace.path_str()),
+                    ("path", WORKSPACE_MOUNT),
+                ]),
+            );
+        }
         for (i, m) in x.mounts.iter().enumerate() {
             let host = m.host.display().to_string();
             let mut d = dev(&[("type", "disk"), ("source", &host), ("path", &m.container)]);
@@ -200,7 +206,7 @@ impl SandboxSpec {
             }
             req.devices.insert(format!("mount{i}"), d);
         }
-        for (i, m) in x.protected.iter().enumerate() {
+        for (i, m) in x.protected.iter().enumerate().filter(|_| !x.isolated) {
             let host = m.host.display().to_string();
             // Not required: a protected path gone by the next start (the
             // agent removed it) mounts nothing rather than stop the start.

@@ -1,0 +1,317 @@
+//! Isolated git sessions against the real daemon: the repository goes in as
+//! a clone (no host `.git` inside, no remotes, the host's uncommitted work
+//! carried in, ignored files not), the session's commits come back into
+//! `refs/cci/...`, and review and merge run on the host without running
+//! anything the session wrote (canaries prove it).
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::agent::{Sessions, cci_in, json, ok, sh_in, text};
+use common::{agent_workspace, cci, containers_of};
+
+/// Host `git` in `ws` (the tests run as root in a folder owned by 1000).
+fn git(ws: &Path, args: &[&str]) -> Output {
+    Command::new("git")
+        .arg("-C")
+        .arg(ws)
+        .args(["-c", "safe.directory=*", "-c", "user.email=host@t"])
+        .args(["-c", "user.name=host"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn git_ok(ws: &Path, args: &[&str]) -> String {
+    let out = git(ws, args);
+    assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+/// An agent workspace that is a repository: README committed, a remote with
+/// a credential in its URL, a host hook that would leave a canary, and the
+/// canary path.
+fn repo(tag: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let ws = agent_workspace();
+    let p = ws.path();
+    git_ok(p, &["init", "-q", "-b", "main"]);
+    std::fs::write(p.join("README"), "one\ntwo\nthree\n").unwrap();
+    std::fs::write(p.join(".gitignore"), "secret.env\n.fake-agent\n").unwrap();
+    git_ok(p, &["add", "README", ".gitignore"]);
+    git_ok(p, &["commit", "-qm", "first"]);
+    git_ok(
+        p,
+        &["remote", "add", "origin", "https://user:hunter2@git.example/x.git"],
+    );
+    let canary = std::env::temp_dir().join(format!("cci-canary-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_file(&canary);
+    for hook in ["post-checkout", "post-merge", "reference-transaction", "pre-commit"] {
+        let h = p.join(".git/hooks").join(hook);
+        std::fs::write(&h, format!("#!/bin/sh\necho {hook} >> '{}'\n", canary.display())).unwrap();
+        std::fs::set_permissions(&h, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let out = Command::new("chown").args(["-R", "1000:1000"]).arg(p).output().unwrap();
+    assert!(out.status.success());
+    (ws, canary)
+}
+
+/// A home for cci whose git configuration trusts the tests' folders (they
+/// belong to uid 1000; the tests run as root) and names the user.
+fn home() -> std::path::PathBuf {
+    let home = std::env::temp_dir().join(format!("cci-isolated-home-{}", std::process::id()));
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(
+        home.join(".gitconfig"),
+        "[safe]\n\tdirectory = *\n[user]\n\tname = host\n\temail = host@t\n",
+    )
+    .unwrap();
+    home
+}
+
+fn run_isolated(ws: &Path, extra: &[&str], script: &str) -> Output {
+    cci_in(ws, "run")
+        .env("HOME", home())
+        .arg("--isolated")
+        .args(extra)
+        .args(["--", "sh", "-c", script])
+        .output()
+        .unwrap()
+}
+
+/// `cci SUB -w WS ARGS`.
+fn review(ws: &Path, sub: &str, args: &[&str]) -> Output {
+    cci()
+        .env("HOME", home())
+        .arg(sub)
+        .arg("-w")
+        .arg(ws)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_isolated_run_works_on_a_clone_and_its_commits_come_back_for_review_and_merge() {
+    let (ws, canary) = repo("run");
+    let p = ws.path();
+    let _s = Sessions(p.into());
+    // Uncommitted host work: carried in. An ignored file: not.
+    std::fs::write(p.join("README"), "one\ntwo\nthree\nfour (host, uncommitted)\n").unwrap();
+    std::fs::write(p.join("notes.txt"), "untracked\n").unwrap();
+    std::fs::write(p.join("secret.env"), "TOKEN=abc\n").unwrap();
+    let head = git_ok(p, &["rev-parse", "HEAD"]);
+    let host_config = std::fs::read(p.join(".git/config")).unwrap();
+
+    // The agent looks around, then plants everything a host git might run
+    // and commits a change (and leaves one uncommitted).
+    let script = r#"set -e
+echo "branch=$(git branch --show-current)"
+echo "remotes=$(git remote | wc -l)"
+echo "origin=$(git config --get remote.origin.url || echo none)"
+test -e secret.env && echo "SECRET CARRIED" || echo "no secret"
+cat notes.txt
+grep -q 'four (host' README && echo "carried README"
+git log --format='log: %s'
+ls .git/hooks | grep -v sample | sed 's/^/hook: /' || true
+git config core.fsmonitor "touch /tmp/fsmonitor-ran"
+git config core.hooksPath /workspace/evil-hooks
+mkdir -p evil-hooks
+for h in post-checkout post-merge reference-transaction pre-commit post-rewrite; do
+  printf '#!/bin/sh\ntouch /tmp/hook-ran\n' > evil-hooks/$h; chmod +x evil-hooks/$h
+  cp evil-hooks/$h .git/hooks/$h
+done
+printf '* filter=evil diff=evil merge=evil\n' > .gitattributes
+sed -i 's/two/TWO (agent)/' README
+git add -A
+git -c core.hooksPath=/dev/null commit -q -m 'agent: shout two'
+echo "left uncommitted" > wip.txt
+"#;
+    let out = run_isolated(p, &[], script);
+    let said = ok(&out);
+    let err = text(&out.stderr);
+    assert!(said.contains("branch=cci/"), "{said}");
+    assert!(said.contains("remotes=0") && said.contains("origin=none"), "{said}");
+    assert!(said.contains("no secret") && !said.contains("SECRET"), "{said}");
+    assert!(said.contains("untracked") && said.contains("carried README"), "{said}");
+    assert!(
+        said.contains("log: cci: uncommitted changes carried in from the host"),
+        "{said}"
+    );
+    assert!(!said.contains("hook: "), "host hooks went in: {said}");
+    assert!(!said.contains("hunter2"), "{said}");
+    assert!(err.contains("carried"), "says what was carried: {err}");
+    assert!(err.contains("cci diff"), "says how to review: {err}");
+    assert_eq!(containers_of(p).await, Vec::<String>::new(), "the run's container is gone");
+
+    // Nothing of the session's config came to the host, and the host's own
+    // work is as it was.
+    assert_eq!(std::fs::read(p.join(".git/config")).unwrap(), host_config);
+    assert_eq!(git_ok(p, &["rev-parse", "HEAD"]), head);
+    assert!(
+        std::fs::read_to_string(p.join("README"))
+            .unwrap()
+            .contains("host, uncommitted")
+    );
+
+    // Review: three commits (the carry, the agent's, the uncommitted rest).
+    let log = review(p, "log", &["--format", "json"]);
+    let log = json(&log);
+    let subjects: Vec<&str> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["subject"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        subjects,
+        [
+            "cci: uncommitted changes at the end of the session",
+            "agent: shout two",
+            "cci: uncommitted changes carried in from the host"
+        ]
+    );
+    let diff = json(&review(p, "diff", &["--format", "json"]));
+    let files: Vec<&str> = diff["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    for f in ["README", "notes.txt", "wip.txt", ".gitattributes"] {
+        assert!(files.contains(&f), "{f} in {files:?}");
+    }
+    let patch = ok(&review(p, "diff", &[]));
+    assert!(patch.contains("+one\n") || patch.contains("TWO (agent)"), "{patch}");
+    let listed = ok(&review(p, "files", &[]));
+    assert!(listed.contains("wip.txt") && listed.contains("evil-hooks/"), "{listed}");
+
+    // Merge into a new branch: no checkout, the current branch untouched.
+    let merged = ok(&review(p, "merge", &["--into", "review/agent"]));
+    assert!(merged.contains("review/agent"), "{merged}");
+    assert_eq!(git_ok(p, &["rev-parse", "HEAD"]), head);
+    let readme = git_ok(p, &["show", "review/agent:README"]);
+    assert!(readme.contains("TWO (agent)"), "{readme}");
+
+    // Merge into the checked-out branch once the host's own work is put
+    // away: a fast-forward that updates the working tree.
+    git_ok(p, &["checkout", "-q", "--", "README"]);
+    std::fs::remove_file(p.join("notes.txt")).unwrap();
+    let merged = ok(&review(p, "merge", &[]));
+    assert!(merged.contains("working tree updated"), "{merged}");
+    assert!(
+        std::fs::read_to_string(p.join("README"))
+            .unwrap()
+            .contains("TWO (agent)")
+    );
+    assert!(p.join("wip.txt").exists());
+
+    // Nothing the session wrote ran, nor did the host's own hooks.
+    assert!(!canary.exists(), "{}", std::fs::read_to_string(&canary).unwrap_or_default());
+    assert!(!Path::new("/tmp/hook-ran").exists());
+    assert!(!Path::new("/tmp/fsmonitor-ran").exists());
+    assert_eq!(std::fs::read(p.join(".git/config")).unwrap(), host_config);
+
+    // Discard: the session's refs go.
+    let id = diff["session"].as_str().unwrap().to_string();
+    ok(&review(p, "discard", &["--force", &id]));
+    assert_eq!(git_ok(p, &["for-each-ref", "refs/cci/"]), "");
+    let out = review(p, "log", &[&id]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_conflicting_merge_changes_nothing_and_loses_nothing() {
+    let (ws, canary) = repo("conflict");
+    let p = ws.path();
+    let _s = Sessions(p.into());
+    let out = run_isolated(
+        p,
+        &["--clean-only"],
+        "sed -i 's/one/ONE (agent)/' README && git commit -qam 'agent: one'",
+    );
+    ok(&out);
+    // Meanwhile the host changes the same line.
+    std::fs::write(p.join("README"), "uno (host)\ntwo\nthree\n").unwrap();
+    git_ok(p, &["commit", "-qam", "host: uno"]);
+    let head = git_ok(p, &["rev-parse", "HEAD"]);
+    let refs = git_ok(p, &["for-each-ref"]);
+    let index = std::fs::read(p.join(".git/index")).unwrap();
+    let out = review(p, "merge", &[]);
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("README"), "{}", text(&out.stderr));
+    assert_eq!(git_ok(p, &["rev-parse", "HEAD"]), head);
+    assert_eq!(git_ok(p, &["for-each-ref"]), refs, "no ref changed, the session's kept");
+    assert_eq!(std::fs::read(p.join(".git/index")).unwrap(), index);
+    assert_eq!(git_ok(p, &["status", "--porcelain"]), "");
+    // Squashed into a new branch instead: fine.
+    ok(&review(p, "merge", &["--squash", "--into", "agent-one"]));
+    assert!(git_ok(p, &["show", "agent-one:README"]).contains("ONE (agent)"));
+    assert!(!canary.exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn what_cannot_start_isolated_says_why_and_starts_nothing() {
+    // Not a repository.
+    let ws = agent_workspace();
+    let out = run_isolated(ws.path(), &[], "true");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("without --isolated"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Uncommitted work and --clean-only.
+    let (ws, _) = repo("dirty");
+    std::fs::write(ws.path().join("README"), "changed\n").unwrap();
+    let out = run_isolated(ws.path(), &["--clean-only"], "true");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("README"), "{}", text(&out.stderr));
+    // A bad session branch name.
+    let out = run_isolated(ws.path(), &["--session-branch", "-x"], "true");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert_eq!(containers_of(ws.path()).await, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_isolated_shell_is_reviewed_while_it_runs_and_fetched_when_it_ends() {
+    let (ws, _canary) = repo("shell");
+    let p = ws.path();
+    let _s = Sessions(p.into());
+    let out = cci_in(p, "shell")
+        .env("HOME", home())
+        .args(["--background", "--isolated", "--session-branch", "agent/try"])
+        .output()
+        .unwrap();
+    let name = ok(&out).trim().to_string();
+    // No host .git inside: the workspace is the container's own clone.
+    let inside = sh_in(
+        &name,
+        false,
+        "cd /workspace && git branch --show-current && findmnt -n /workspace || echo unmounted",
+    );
+    let said = ok(&inside);
+    assert!(said.contains("agent/try") && said.contains("unmounted"), "{said}");
+    ok(&sh_in(
+        &name,
+        false,
+        "cd /workspace && echo x > x.txt && git add x.txt && git commit -qm 'agent: x'",
+    ));
+    // Reviewed while the session runs: fetched first.
+    let log = ok(&review(p, "log", &[&name]));
+    assert!(log.contains("agent: x"), "{log}");
+    ok(&sh_in(
+        &name,
+        false,
+        "cd /workspace && echo y > y.txt && git add y.txt && git commit -qm 'agent: y'",
+    ));
+    // Ended: fetched before the container goes.
+    ok(&cci()
+        .env("HOME", home())
+        .args(["kill", "--force", &name])
+        .output()
+        .unwrap());
+    let log = ok(&review(p, "log", &[]));
+    assert!(log.contains("agent: y") && log.contains("agent: x"), "{log}");
+}
