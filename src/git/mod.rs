@@ -42,7 +42,8 @@
 //! runs. A driver the **user** defined (for example `filter.lfs.*` in
 //! `~/.gitconfig`) is the user's own program: its `smudge` runs when a merge
 //! into the checked-out branch writes files that the session's
-//! `.gitattributes` route through it, exactly as for any `git pull`. Review
+//! `.gitattributes` route through it (and its `clean` when git re-reads
+//! racily clean files just written), exactly as for any `git pull`. Review
 //! (log, diff, files), receive, discard and merges into another branch run
 //! no driver (`diff` drivers are off through `--no-textconv`).
 //!
@@ -250,7 +251,14 @@ impl Repo {
     fn scan_tree(&mut self, head: &str) -> Result<(), GitError> {
         let out = self
             .cmd()
-            .args(["ls-tree", "-r", "-z", "--full-tree", "--end-of-options", head])
+            .args([
+                "ls-tree",
+                "-r",
+                "-z",
+                "--full-tree",
+                "--end-of-options",
+                head,
+            ])
             .ok()?;
         let mut attrs = Vec::new();
         for rec in out.stdout.split(|&b| b == 0).filter(|r| !r.is_empty()) {

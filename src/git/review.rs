@@ -143,11 +143,7 @@ impl Repo {
             input.extend_from_slice(id.as_bytes());
             input.push(b'\n');
         }
-        let out = self
-            .cmd()
-            .args(["cat-file", "--batch"])
-            .stdin(input)
-            .ok()?;
+        let out = self.cmd().args(["cat-file", "--batch"]).stdin(input).ok()?;
         let bad = || GitError::BadBundle {
             reason: "unexpected cat-file output".into(),
         };

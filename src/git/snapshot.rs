@@ -144,8 +144,7 @@ impl Repo {
             return Ok(clean);
         }
         let paths = self.tree_changes(&head_tree, &tree)?;
-        let start = self
-            .commit_tree(&tree, &[&base], CARRY_MESSAGE.as_bytes())?;
+        let start = self.commit_tree(&tree, &[&base], CARRY_MESSAGE.as_bytes())?;
         Ok(Snapshot {
             base,
             start,
