@@ -52,6 +52,10 @@
 //! `crate::config::printable`) before it reaches a terminal. Error messages
 //! are already escaped.
 //!
+//! cci's git never contacts a network: a partial clone's missing objects
+//! are not fetched (operations that need them fail), and submodules are
+//! neither fetched nor updated.
+//!
 //! Minimum git: 2.38 (`merge-tree --write-tree`); checked by
 //! [`Repo::discover`]. Cherry-picks are made with synthetic merge bases, so
 //! `merge-tree --merge-base` (2.40) is not needed.

@@ -33,7 +33,9 @@ pub struct Received {
     /// previous tip, or from any other ref of the repository).
     pub new_commits: u64,
     /// Whether the session's history was rewritten since the previous
-    /// receive (the previous tip is not an ancestor of the new one).
+    /// receive (the previous tip is not an ancestor of the new one). The
+    /// previous tip stays in the ref's reflog (`<session_ref>@{1}`) until
+    /// the session is discarded.
     pub rewritten: bool,
 }
 
@@ -63,6 +65,9 @@ fn header_refs(bundle: &Path) -> Result<(Vec<(String, String)>, u64), GitError> 
         advance(line);
         if line.is_empty() {
             return Ok((refs, offset));
+        }
+        if line.starts_with(b"@filter") {
+            return Err(bad("partial (filtered) bundles are not accepted"));
         }
         if line.starts_with(b"-") || line.starts_with(b"@") {
             continue; // a prerequisite or a capability
@@ -112,9 +117,25 @@ impl Repo {
         self.verify_bundle(&bundle)?;
         let previous = self.resolve_commit(&session_ref)?;
         self.index_pack(&bundle, pack_at)?;
+        let kind = self
+            .cmd()
+            .args(["cat-file", "-t", "--end-of-options", &tip])
+            .ok_text()?;
+        if kind != "commit" {
+            return Err(GitError::BadBundle {
+                reason: format!("{wanted} points at a {kind}, not a commit"),
+            });
+        }
+        // With a reflog: an earlier tip stays reachable (`<ref>@{1}`) if
+        // the session rewrote its history.
         let old = previous.clone().unwrap_or_else(|| self.null_oid(&tip));
         self.cmd()
-            .args(["update-ref", "-m", "cci: session commits received"])
+            .args([
+                "update-ref",
+                "--create-reflog",
+                "-m",
+                "cci: session commits received",
+            ])
             .args(["--end-of-options", &session_ref, &tip, &old])
             .ok()?;
         let now = self.resolve_commit(&session_ref)?;

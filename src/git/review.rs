@@ -144,8 +144,10 @@ impl Repo {
             input.push(b'\n');
         }
         let out = self.cmd().args(["cat-file", "--batch"]).stdin(input).ok()?;
-        let bad = || GitError::BadBundle {
-            reason: "unexpected cat-file output".into(),
+        let bad = || GitError::Command {
+            args: "cat-file --batch".into(),
+            status: "unexpected output".into(),
+            stderr: String::new(),
         };
         let mut rest = out.stdout.as_slice();
         let mut commits = Vec::new();

@@ -262,6 +262,14 @@ impl Repo {
         };
         // A scratch bare repository borrowing the user's objects.
         let scratch = std::env::temp_dir().join(unique("cci-bundle"));
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            // Private, and never a folder (or link) someone else made.
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&scratch)
+                .map_err(|e| GitError::io(format!("cannot create {}", scratch.display()), e))?;
+        }
         let _guard = Cleanup(scratch.clone());
         self.git
             .cmd(None)

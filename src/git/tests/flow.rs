@@ -322,3 +322,48 @@ fn a_second_session_bundle_carries_only_what_is_new() {
             .is_err()
     );
 }
+
+#[test]
+fn a_rewritten_session_is_taken_and_its_old_tip_kept_in_the_reflog() {
+    let w = World::new();
+    let repo = w.repo();
+    let base = w.head();
+    let s = w.clone_session(&repo, &base, "session");
+    let sg = session_git();
+    w.write(&s, "x.txt", "x\n");
+    w.git_with(&sg, &s, &["add", "-A"]);
+    w.git_with(&sg, &s, &["commit", "-q", "-m", "x"]);
+    let first = repo
+        .receive("s1", &w.session_bundle(&s, &base, "1.bundle"), "cci/1")
+        .unwrap();
+    w.git_with(&sg, &s, &["commit", "-q", "--amend", "-m", "x amended"]);
+    let second = repo
+        .receive("s1", &w.session_bundle(&s, &base, "2.bundle"), "cci/1")
+        .unwrap();
+    assert!(second.rewritten);
+    assert_eq!(second.previous.as_deref(), Some(first.tip.as_str()));
+    assert_eq!(second.new_commits, 1);
+    let old = w.git(&w.host, &["rev-parse", "refs/cci/s1/cci/1@{1}"]);
+    assert_eq!(old, first.tip);
+    // Discard removes the ref and its reflog.
+    repo.discard("s1").unwrap();
+    assert!(!w.host.join(".git/logs/refs/cci/s1").join("cci/1").exists());
+    // A bundle whose ref points at a tree, not a commit.
+    let tree = w.git_with(&sg, &s, &["rev-parse", "HEAD^{tree}"]);
+    w.git_with(&sg, &s, &["update-ref", "refs/tags/treetag", &tree]);
+    let out = w.tmp.path().join("tree.bundle");
+    let o = out.to_str().unwrap();
+    w.git_with(&sg, &s, &["bundle", "create", "-q", o, "refs/tags/treetag"]);
+    // The agent edits the header to name the expected branch.
+    let data = std::fs::read(&out).unwrap();
+    let at = data.windows(2).position(|p| p == b"\n\n").unwrap();
+    let head = String::from_utf8(data[..at].to_vec()).unwrap();
+    let mut forged = head
+        .replace("refs/tags/treetag", "refs/heads/cci/1")
+        .into_bytes();
+    forged.extend_from_slice(&data[at..]);
+    std::fs::write(&out, forged).unwrap();
+    let e = repo.receive("s2", &out, "cci/1").unwrap_err();
+    assert!(e.to_string().contains("not a commit"), "{e}");
+    assert!(repo.session_refs("s2").unwrap().is_empty());
+}
