@@ -40,6 +40,8 @@ const SAFE_CONFIG: &[&str] = &[
     "core.pager=cat",
     "protocol.allow=never",
     "protocol.file.allow=always",
+    // Empty: a diff run without --no-ext-diff fails ("cannot run") instead
+    // of running whatever ~/.gitconfig names.
     "diff.external=",
     "color.ui=false",
     "log.showSignature=false",

@@ -159,6 +159,21 @@ fn hostile_round(program: &Path, host_defines_drivers: bool) {
     }
     let clean = |step: &str| assert_eq!(w.canaries(), Vec::<String>::new(), "after {step}");
 
+    // Starting a session from the host: snapshot with carried changes and
+    // the bundle (host hooks such as post-index-change stay off).
+    w.write(&w.host, "carried.txt", "carried\n");
+    let snap = repo.snapshot(true).unwrap();
+    assert!(snap.carried);
+    repo.bundle_to(
+        &snap.start,
+        "cci/2",
+        &[],
+        &w.tmp.path().join("start.bundle"),
+    )
+    .unwrap();
+    std::fs::remove_file(w.host.join("carried.txt")).unwrap();
+    clean("snapshot and bundle");
+
     let got = repo.receive("s1", &bundle, "cci/1").unwrap();
     assert_eq!(got.tip, tip);
     clean("receive");

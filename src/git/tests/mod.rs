@@ -303,3 +303,25 @@ fn version_parsing_and_minimum() {
         assert!((ma, mi) >= super::MIN_GIT);
     }
 }
+
+#[test]
+fn error_messages_escape_what_the_session_wrote() {
+    use super::GitError;
+    let e = GitError::Conflict {
+        paths: vec!["evil\x1b]0;pwned\x07.txt".into(), "line\nbreak".into()],
+    };
+    let m = e.to_string();
+    assert!(
+        !m.contains('\x1b') && !m.contains('\n') && !m.contains('\x07'),
+        "{m}"
+    );
+    assert!(m.contains("evil\\u{1b}]0;pwned\\u{7}.txt"), "{m}");
+    let e = GitError::Command {
+        args: "diff \x1b[2J".into(),
+        status: "exit 1".into(),
+        stderr: "fatal: bad \x1b[31m path\nsecond line\n".into(),
+    };
+    let m = e.to_string();
+    assert!(!m.contains('\x1b'), "{m}");
+    assert_eq!(super::printable_lines("a\x1b\tb\nc"), "a\\u{1b}\tb\nc");
+}
