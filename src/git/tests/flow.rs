@@ -367,3 +367,48 @@ fn a_rewritten_session_is_taken_and_its_old_tip_kept_in_the_reflog() {
     assert!(e.to_string().contains("not a commit"), "{e}");
     assert!(repo.session_refs("s2").unwrap().is_empty());
 }
+
+#[test]
+fn linked_worktrees_and_users_without_an_identity() {
+    let w = World::new();
+    let wt = w.tmp.path().join("linked");
+    w.git(
+        &w.host,
+        &[
+            "worktree",
+            "add",
+            "-q",
+            "-b",
+            "feature",
+            wt.to_str().unwrap(),
+        ],
+    );
+    w.write(&wt, "wt.txt", "from the worktree\n");
+    let before = std::fs::read(w.host.join(".git/index")).unwrap();
+    let r = crate::git::Repo::discover_with(w.runner(), &wt).unwrap();
+    assert_eq!(r.branch.as_deref(), Some("feature"));
+    assert_eq!(
+        r.common_dir.canonicalize().unwrap(),
+        w.host.join(".git").canonicalize().unwrap()
+    );
+    assert_ne!(r.git_dir, r.common_dir);
+    let snap = r.snapshot(true).unwrap();
+    assert_eq!(snap.paths, ["wt.txt"]);
+    assert_eq!(std::fs::read(w.host.join(".git/index")).unwrap(), before);
+    let b = r
+        .bundle_to(&snap.start, "cci/1", &[], &w.tmp.path().join("wt.bundle"))
+        .unwrap();
+    assert!(b.bytes > 0);
+    assert!(w.git(&wt, &["status", "--porcelain"]).contains("?? wt.txt"));
+
+    // No user.name / user.email anywhere: cci's commits still get made.
+    std::fs::write(
+        w.home.join(".gitconfig"),
+        "[user]\n\tuseConfigOnly = true\n",
+    )
+    .unwrap();
+    let snap = r.snapshot(true).unwrap();
+    assert!(snap.carried);
+    let who = w.git(&w.host, &["log", "-1", "--format=%an <%ae>", &snap.start]);
+    assert_eq!(who, "cci <cci@localhost>");
+}
