@@ -4,8 +4,9 @@
 //! with `commit-tree` and published with `update-ref` (old value checked).
 //! A conflict stops before any ref, index or file changes. Only a merge into
 //! the checked-out branch updates the working tree, with a two-tree
-//! `read-tree -m -u` (checked first with `-n`, refused when it would
-//! overwrite uncommitted changes). The session ref is never changed.
+//! `read-tree -m -u`, checked first with `-n` on a copy of the index: a
+//! refusal (it would overwrite uncommitted changes) leaves the index byte
+//! for byte as it was. The session ref is never changed.
 //!
 //! Cherry-picks need a three-way merge with the picked commit's parent as
 //! base. `merge-tree --merge-base` only exists from git 2.40, so cci makes
@@ -345,29 +346,35 @@ impl Repo {
     /// working tree by a two-tree read-tree (which keeps unrelated local
     /// changes and refuses to overwrite changed files).
     fn advance_checked_out(&self, from: &str, to: &str, msg: &str) -> Result<(), GitError> {
-        // Fresh stat information, or read-tree calls unchanged files dirty.
-        let _ = self.cmd().args(["update-index", "-q", "--refresh"]).run()?;
+        // The check runs on a copy of the index (refreshed, or read-tree
+        // calls unchanged files dirty), so a refusal leaves the user's index
+        // byte for byte as it was.
+        let tmp = self
+            .git_dir
+            .join(super::snapshot::unique("cci-merge-index"));
+        let _guard = super::snapshot::Cleanup(tmp.clone());
+        let real = self.git_dir.join("index");
+        std::fs::copy(&real, &tmp)
+            .map_err(|e| GitError::io(format!("cannot copy {}", real.display()), e))?;
+        let read_tree = ["read-tree", "-m", "-u", "--no-recurse-submodules"];
+        let _ = self
+            .cmd()
+            .env("GIT_INDEX_FILE", &tmp)
+            .args(["update-index", "-q", "--refresh"])
+            .run()?;
         let dry = self
             .cmd()
-            .args([
-                "read-tree",
-                "-m",
-                "-u",
-                "-n",
-                "--no-recurse-submodules",
-                from,
-                to,
-            ])
+            .env("GIT_INDEX_FILE", &tmp)
+            .args(read_tree)
+            .args(["-n", from, to])
             .run()?;
         if !dry.success() {
             return Err(GitError::WouldOverwrite {
                 detail: dry.stderr_text(),
             });
         }
-        let rt = self
-            .cmd()
-            .args(["read-tree", "-m", "-u", "--no-recurse-submodules", from, to])
-            .run()?;
+        let _ = self.cmd().args(["update-index", "-q", "--refresh"]).run()?;
+        let rt = self.cmd().args(read_tree).args([from, to]).run()?;
         if !rt.success() {
             return Err(GitError::WouldOverwrite {
                 detail: rt.stderr_text(),
@@ -379,10 +386,7 @@ impl Repo {
             .run()?;
         if !upd.success() {
             // Put the tree back where the branch still is.
-            let _ = self
-                .cmd()
-                .args(["read-tree", "-m", "-u", "--no-recurse-submodules", to, from])
-                .run();
+            let _ = self.cmd().args(read_tree).args([to, from]).run();
             return Err(super::run::failed("update-ref HEAD", &upd));
         }
         Ok(())

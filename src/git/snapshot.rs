@@ -47,7 +47,7 @@ pub struct BundleInfo {
 }
 
 /// A unique name for temporary files.
-fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -56,7 +56,7 @@ fn unique(prefix: &str) -> String {
 }
 
 /// Removes a file or folder when dropped.
-struct Cleanup(PathBuf);
+pub(crate) struct Cleanup(pub(crate) PathBuf);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
