@@ -18,15 +18,18 @@
 //! - Every host git command goes through one runner ([`run::Git`]) that
 //!   clears inherited `GIT_*` variables, ignores the system configuration and
 //!   switches off hooks, fsmonitor, external diff, textconv, pagers,
-//!   submodule recursion and every transport but local files; received
-//!   objects are fsck-checked.
+//!   submodule recursion and every transport.
 //! - Agent-chosen strings never become options: ref names pass
 //!   [`names::check_branch`] (stricter than `check-ref-format`), commit ids
 //!   must be full hex ids, and `--end-of-options` / `--` come before anything
 //!   not written by cci.
 //! - A received bundle is read before use: exactly one ref, the expected
-//!   `refs/heads/<branch>`, prerequisites present (`git bundle verify`), then
-//!   fetched with a refspec cci builds, no tags, no `FETCH_HEAD`.
+//!   `refs/heads/<branch>` naming a commit, prerequisites present
+//!   (`git bundle verify`); its pack goes through
+//!   `index-pack --strict` (every object fsck-checked: `.git` tree entries,
+//!   `.gitmodules` option injection ..., all links present) and only then
+//!   does cci set `refs/cci/<session>/<branch>` (no tags, no `FETCH_HEAD`,
+//!   no other ref).
 //! - Review reads objects only (`cat-file --batch`, `diff-tree`-style two-tree
 //!   diffs with `--no-ext-diff --no-textconv`), never a checkout.
 //! - Merges are computed without a working tree (`merge-tree --write-tree`,

@@ -12,13 +12,12 @@
 //!   applies;
 //! - `-c` settings in front of every subcommand that switch off everything a
 //!   repository could make git execute or contact: hooks
-//!   (`core.hooksPath=/dev/null`), `core.fsmonitor`, the untracked cache, every
-//!   transport but local files (`protocol.allow=never`,
-//!   `protocol.file.allow=always`, needed to fetch from a bundle file),
-//!   external diff, pager, colour, signature display, submodule recursion,
-//!   automatic gc/maintenance and renormalisation, and with
-//!   `transfer.fsckObjects=true` so received objects are checked (for example
-//!   `.gitmodules` option injection, `.git` tree entries);
+//!   (`core.hooksPath=/dev/null`), `core.fsmonitor`, the untracked cache,
+//!   every transport (`protocol.allow=never`: cci never fetches, bundles are
+//!   read with `index-pack`), external diff, pager, colour, signature
+//!   display, submodule recursion, automatic gc/maintenance and
+//!   renormalisation, and with `transfer.fsckObjects=true` should a transfer
+//!   ever happen;
 //! - stdin from /dev/null unless the caller gives bytes, stdout and stderr
 //!   captured (never a terminal, so nothing prompts and nothing pages).
 //!
@@ -39,7 +38,6 @@ const SAFE_CONFIG: &[&str] = &[
     "core.untrackedCache=false",
     "core.pager=cat",
     "protocol.allow=never",
-    "protocol.file.allow=always",
     // Empty: a diff run without --no-ext-diff fails ("cannot run") instead
     // of running whatever ~/.gitconfig names.
     "diff.external=",
