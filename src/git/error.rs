@@ -75,7 +75,9 @@ pub enum GitError {
     #[error("{commit} is a merge commit and cannot be picked on its own")]
     MergeCommitSelected { commit: String },
     /// The host's git is too old.
-    #[error("git {found} is too old: cci needs git {needed} or newer (for `git merge-tree --write-tree`)")]
+    #[error(
+        "git {found} is too old: cci needs git {needed} or newer (for `git merge-tree --write-tree`)"
+    )]
     GitTooOld { found: String, needed: &'static str },
     /// A git command failed.
     #[error("git {} failed ({status}): {}", crate::config::printable(.args), printable_lines(.stderr.trim_end()))]

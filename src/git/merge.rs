@@ -4,8 +4,9 @@
 //! with `commit-tree` and published with `update-ref` (old value checked).
 //! A conflict stops before any ref, index or file changes. Only a merge into
 //! the checked-out branch updates the working tree, with a two-tree
-//! `read-tree -m -u` (checked first with `-n`, refused when it would
-//! overwrite uncommitted changes). The session ref is never changed.
+//! `read-tree -m -u`, checked first with `-n` on a copy of the index: a
+//! refusal (it would overwrite uncommitted changes) leaves the index byte
+//! for byte as it was. The session ref is never changed.
 //!
 //! Cherry-picks need a three-way merge with the picked commit's parent as
 //! base. `merge-tree --merge-base` only exists from git 2.40, so cci makes
@@ -81,12 +82,22 @@ fn ident_part(s: &str, fallback: &str) -> String {
 
 impl Repo {
     /// `git merge-tree --write-tree`: the merged tree, or the conflicting paths.
-    fn merge_trees(&self, ours: &str, theirs: &str) -> Result<Result<String, Vec<String>>, GitError> {
+    fn merge_trees(
+        &self,
+        ours: &str,
+        theirs: &str,
+    ) -> Result<Result<String, Vec<String>>, GitError> {
         names::check_oid(ours)?;
         names::check_oid(theirs)?;
         let out = self
             .cmd()
-            .args(["merge-tree", "--write-tree", "-z", "--name-only", "--no-messages"])
+            .args([
+                "merge-tree",
+                "--write-tree",
+                "-z",
+                "--name-only",
+                "--no-messages",
+            ])
             .args([ours, theirs])
             .run()?;
         let mut fields = out.stdout.split(|&b| b == 0);
@@ -122,11 +133,18 @@ impl Repo {
         if let Some(p) = parent {
             c = c.args(["-p", p]);
         }
-        c.arg(tree).stdin(b"cci: synthetic merge base\n".to_vec()).ok_text()
+        c.arg(tree)
+            .stdin(b"cci: synthetic merge base\n".to_vec())
+            .ok_text()
     }
 
     /// The tree of `commit` (whose parent is `parent`) applied on `onto`.
-    fn pick_tree(&self, onto: &str, commit: &str, parent: &str) -> Result<Result<String, Vec<String>>, GitError> {
+    fn pick_tree(
+        &self,
+        onto: &str,
+        commit: &str,
+        parent: &str,
+    ) -> Result<Result<String, Vec<String>>, GitError> {
         let base = self.synthetic(&self.tree_of(parent)?, None)?;
         let ours = self.synthetic(&self.tree_of(onto)?, Some(&base))?;
         let theirs = self.synthetic(&self.tree_of(commit)?, Some(&base))?;
@@ -135,7 +153,10 @@ impl Repo {
 
     /// The worktree folder that has `refs/heads/<branch>` checked out.
     fn checked_out_in(&self, branch: &str) -> Result<Option<String>, GitError> {
-        let out = self.cmd().args(["worktree", "list", "--porcelain", "-z"]).ok()?;
+        let out = self
+            .cmd()
+            .args(["worktree", "list", "--porcelain", "-z"])
+            .ok()?;
         let want = format!("branch refs/heads/{branch}");
         let mut path = String::new();
         for f in out.stdout.split(|&b| b == 0) {
@@ -175,7 +196,10 @@ impl Repo {
             }
         };
         if !is_current && let Some(wt) = self.checked_out_in(&branch)? {
-            return Err(GitError::CheckedOutElsewhere { branch, worktree: wt });
+            return Err(GitError::CheckedOutElsewhere {
+                branch,
+                worktree: wt,
+            });
         }
         let full = format!("refs/heads/{branch}");
         let previous = self.resolve_commit(&full)?;
@@ -218,7 +242,11 @@ impl Repo {
             },
             MergeMode::Select(wanted) => {
                 let (tip, n) = self.pick(session_ref, base, &target, &wanted)?;
-                let kind = if tip == target { MergeKind::UpToDate } else { MergeKind::Picked(n) };
+                let kind = if tip == target {
+                    MergeKind::UpToDate
+                } else {
+                    MergeKind::Picked(n)
+                };
                 (tip, kind)
             }
         };
@@ -240,7 +268,15 @@ impl Repo {
         } else {
             let old = previous.unwrap_or_else(|| self.null_oid(&tip));
             self.cmd()
-                .args(["update-ref", "-m", &msg, "--end-of-options", &full, &tip, &old])
+                .args([
+                    "update-ref",
+                    "-m",
+                    &msg,
+                    "--end-of-options",
+                    &full,
+                    &tip,
+                    &old,
+                ])
                 .ok()?;
         }
         Ok(outcome)
@@ -248,7 +284,13 @@ impl Repo {
 
     /// Cherry-pick the selected session commits onto `onto`; returns the new
     /// tip and how many commits were made.
-    fn pick(&self, session_ref: &str, base: &str, onto: &str, wanted: &[String]) -> Result<(String, usize), GitError> {
+    fn pick(
+        &self,
+        session_ref: &str,
+        base: &str,
+        onto: &str,
+        wanted: &[String],
+    ) -> Result<(String, usize), GitError> {
         let ids = self.session_commit_ids(session_ref, base)?;
         let mut chosen = Vec::new();
         for w in wanted {
@@ -261,7 +303,12 @@ impl Repo {
             }
         }
         // The session's order, oldest first.
-        let ordered: Vec<String> = ids.iter().rev().filter(|i| chosen.contains(i)).cloned().collect();
+        let ordered: Vec<String> = ids
+            .iter()
+            .rev()
+            .filter(|i| chosen.contains(i))
+            .cloned()
+            .collect();
         let mut tip = onto.to_string();
         let mut made = 0;
         for c in self.read_commits(&ordered)? {
@@ -288,7 +335,8 @@ impl Repo {
             let email = ident_part(&c.author_email, "unknown");
             let mut msg = c.message.trim_end().to_string();
             msg.push_str(&format!("\n\n(cherry picked from commit {})\n", c.id));
-            tip = self.commit_tree_as(&tree, &[&tip], msg.as_bytes(), Some((&name, &email, &date)))?;
+            tip =
+                self.commit_tree_as(&tree, &[&tip], msg.as_bytes(), Some((&name, &email, &date)))?;
             made += 1;
         }
         Ok((tip, made))
@@ -298,21 +346,39 @@ impl Repo {
     /// working tree by a two-tree read-tree (which keeps unrelated local
     /// changes and refuses to overwrite changed files).
     fn advance_checked_out(&self, from: &str, to: &str, msg: &str) -> Result<(), GitError> {
-        // Fresh stat information, or read-tree calls unchanged files dirty.
-        let _ = self.cmd().args(["update-index", "-q", "--refresh"]).run()?;
+        // The check runs on a copy of the index (refreshed, or read-tree
+        // calls unchanged files dirty), so a refusal leaves the user's index
+        // byte for byte as it was.
+        let tmp = self
+            .git_dir
+            .join(super::snapshot::unique("cci-merge-index"));
+        let _guard = super::snapshot::Cleanup(tmp.clone());
+        let real = self.git_dir.join("index");
+        std::fs::copy(&real, &tmp)
+            .map_err(|e| GitError::io(format!("cannot copy {}", real.display()), e))?;
+        let read_tree = ["read-tree", "-m", "-u", "--no-recurse-submodules"];
+        let _ = self
+            .cmd()
+            .env("GIT_INDEX_FILE", &tmp)
+            .args(["update-index", "-q", "--refresh"])
+            .run()?;
         let dry = self
             .cmd()
-            .args(["read-tree", "-m", "-u", "-n", "--no-recurse-submodules", from, to])
+            .env("GIT_INDEX_FILE", &tmp)
+            .args(read_tree)
+            .args(["-n", from, to])
             .run()?;
         if !dry.success() {
-            return Err(GitError::WouldOverwrite { detail: dry.stderr_text() });
+            return Err(GitError::WouldOverwrite {
+                detail: dry.stderr_text(),
+            });
         }
-        let rt = self
-            .cmd()
-            .args(["read-tree", "-m", "-u", "--no-recurse-submodules", from, to])
-            .run()?;
+        let _ = self.cmd().args(["update-index", "-q", "--refresh"]).run()?;
+        let rt = self.cmd().args(read_tree).args([from, to]).run()?;
         if !rt.success() {
-            return Err(GitError::WouldOverwrite { detail: rt.stderr_text() });
+            return Err(GitError::WouldOverwrite {
+                detail: rt.stderr_text(),
+            });
         }
         let upd = self
             .cmd()
@@ -320,10 +386,7 @@ impl Repo {
             .run()?;
         if !upd.success() {
             // Put the tree back where the branch still is.
-            let _ = self
-                .cmd()
-                .args(["read-tree", "-m", "-u", "--no-recurse-submodules", to, from])
-                .run();
+            let _ = self.cmd().args(read_tree).args([to, from]).run();
             return Err(super::run::failed("update-ref HEAD", &upd));
         }
         Ok(())

@@ -18,15 +18,18 @@
 //! - Every host git command goes through one runner ([`run::Git`]) that
 //!   clears inherited `GIT_*` variables, ignores the system configuration and
 //!   switches off hooks, fsmonitor, external diff, textconv, pagers,
-//!   submodule recursion and every transport but local files; received
-//!   objects are fsck-checked.
+//!   submodule recursion and every transport.
 //! - Agent-chosen strings never become options: ref names pass
 //!   [`names::check_branch`] (stricter than `check-ref-format`), commit ids
 //!   must be full hex ids, and `--end-of-options` / `--` come before anything
 //!   not written by cci.
 //! - A received bundle is read before use: exactly one ref, the expected
-//!   `refs/heads/<branch>`, prerequisites present (`git bundle verify`), then
-//!   fetched with a refspec cci builds, no tags, no `FETCH_HEAD`.
+//!   `refs/heads/<branch>` naming a commit, prerequisites present
+//!   (`git bundle verify`); its pack goes through
+//!   `index-pack --strict` (every object fsck-checked: `.git` tree entries,
+//!   `.gitmodules` option injection ..., all links present) and only then
+//!   does cci set `refs/cci/<session>/<branch>` (no tags, no `FETCH_HEAD`,
+//!   no other ref).
 //! - Review reads objects only (`cat-file --batch`, `diff-tree`-style two-tree
 //!   diffs with `--no-ext-diff --no-textconv`), never a checkout.
 //! - Merges are computed without a working tree (`merge-tree --write-tree`,
@@ -42,7 +45,8 @@
 //! runs. A driver the **user** defined (for example `filter.lfs.*` in
 //! `~/.gitconfig`) is the user's own program: its `smudge` runs when a merge
 //! into the checked-out branch writes files that the session's
-//! `.gitattributes` route through it, exactly as for any `git pull`. Review
+//! `.gitattributes` route through it (and its `clean` when git re-reads
+//! racily clean files just written), exactly as for any `git pull`. Review
 //! (log, diff, files), receive, discard and merges into another branch run
 //! no driver (`diff` drivers are off through `--no-textconv`).
 //!
@@ -50,6 +54,10 @@
 //! data structures; render it with [`printable`] / [`printable_lines`] (or
 //! `crate::config::printable`) before it reaches a terminal. Error messages
 //! are already escaped.
+//!
+//! cci's git never contacts a network: a partial clone's missing objects
+//! are not fetched (operations that need them fail), and submodules are
+//! neither fetched nor updated.
 //!
 //! Minimum git: 2.38 (`merge-tree --write-tree`); checked by
 //! [`Repo::discover`]. Cherry-picks are made with synthetic merge bases, so
@@ -260,7 +268,14 @@ impl Repo {
     fn scan_tree(&mut self, head: &str) -> Result<(), GitError> {
         let out = self
             .cmd()
-            .args(["ls-tree", "-r", "-z", "--full-tree", "--end-of-options", head])
+            .args([
+                "ls-tree",
+                "-r",
+                "-z",
+                "--full-tree",
+                "--end-of-options",
+                head,
+            ])
             .ok()?;
         let mut attrs = Vec::new();
         for rec in out.stdout.split(|&b| b == 0).filter(|r| !r.is_empty()) {

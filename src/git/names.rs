@@ -116,9 +116,31 @@ mod tests {
             assert!(check_branch(good).is_ok(), "{good}");
         }
         for bad in [
-            "", "-evil", "--upload-pack=x", "a..b", "refs/heads/x", "HEAD", "a/", "/a",
-            "a//b", ".hidden", "a/.b", "x.lock", "x.", "a\nb", "a\x1bb", "a b", "a~1",
-            "a^", "a:b", "a@{1}", "a*", "a?", "a[b", "a\\b", "é",
+            "",
+            "-evil",
+            "--upload-pack=x",
+            "a..b",
+            "refs/heads/x",
+            "HEAD",
+            "a/",
+            "/a",
+            "a//b",
+            ".hidden",
+            "a/.b",
+            "x.lock",
+            "x.",
+            "a\nb",
+            "a\x1bb",
+            "a b",
+            "a~1",
+            "a^",
+            "a:b",
+            "a@{1}",
+            "a*",
+            "a?",
+            "a[b",
+            "a\\b",
+            "é",
         ] {
             assert!(check_branch(bad).is_err(), "{bad:?}");
         }

@@ -3,10 +3,15 @@
 //!
 //! The bundle comes from the container and is hostile until checked: its
 //! header must list exactly one ref, `refs/heads/<branch>` with a full
-//! object id, `git bundle verify` must find every prerequisite, and only
-//! then is it fetched, with a refspec cci builds, into
-//! `refs/cci/<session>/<branch>` (no tags, no `FETCH_HEAD`, no submodules,
-//! objects fsck-checked, hooks off).
+//! object id (cci's own reading and `git bundle list-heads` must agree),
+//! and `git bundle verify` must find every prerequisite. Its pack is then
+//! indexed with `git index-pack --stdin --fix-thin --strict`, which fsck-checks
+//! every object (a tree entry named `.git`, a `.gitmodules` with an option
+//! as URL ... are refused) and that all links resolve, and only then does
+//! cci point `refs/cci/<session>/<branch>` at the tip with `update-ref`.
+//! `git fetch` is not used: git 2.39's does not fsck what it unbundles,
+//! whatever `transfer.fsckObjects` says (2.47's does), and it would read the
+//! user's `fetch.*` and `remote.*` settings.
 
 use super::{GitError, Repo, names};
 use std::io::Read;
@@ -28,12 +33,15 @@ pub struct Received {
     /// previous tip, or from any other ref of the repository).
     pub new_commits: u64,
     /// Whether the session's history was rewritten since the previous
-    /// receive (the previous tip is not an ancestor of the new one).
+    /// receive (the previous tip is not an ancestor of the new one). The
+    /// previous tip stays in the ref's reflog (`<session_ref>@{1}`) until
+    /// the session is discarded.
     pub rewritten: bool,
 }
 
 /// The refs a bundle header lists, read without git: (id, ref name).
-fn header_refs(bundle: &Path) -> Result<Vec<(String, String)>, GitError> {
+/// Also returns where the pack starts.
+fn header_refs(bundle: &Path) -> Result<(Vec<(String, String)>, u64), GitError> {
     let f = std::fs::File::open(bundle)
         .map_err(|e| GitError::io(format!("cannot open {}", bundle.display()), e))?;
     let mut head = Vec::new();
@@ -44,14 +52,22 @@ fn header_refs(bundle: &Path) -> Result<Vec<(String, String)>, GitError> {
         reason: reason.to_string(),
     };
     let mut lines = head.split(|&b| b == b'\n');
-    match lines.next() {
+    let mut offset = 0u64;
+    let mut advance = |line: &[u8]| offset += line.len() as u64 + 1;
+    let first = lines.next();
+    advance(first.unwrap_or_default());
+    match first {
         Some(b"# v2 git bundle") | Some(b"# v3 git bundle") => {}
         _ => return Err(bad("not a git bundle (v2 or v3)")),
     }
     let mut refs = Vec::new();
     for line in lines {
+        advance(line);
         if line.is_empty() {
-            return Ok(refs);
+            return Ok((refs, offset));
+        }
+        if line.starts_with(b"@filter") {
+            return Err(bad("partial (filtered) bundles are not accepted"));
         }
         if line.starts_with(b"-") || line.starts_with(b"@") {
             continue; // a prerequisite or a capability
@@ -80,7 +96,8 @@ impl Repo {
             .map_err(|e| GitError::io(format!("cannot open {}", bundle.display()), e))?;
         let wanted = format!("refs/heads/{branch}");
         // Our own reading of the header, then git's: both must agree.
-        for refs in [header_refs(&bundle)?, self.list_heads(&bundle)?] {
+        let (ours, pack_at) = header_refs(&bundle)?;
+        for refs in [ours, self.list_heads(&bundle)?] {
             match refs.as_slice() {
                 [(id, name)] if *name == wanted && names::is_oid(id) => {}
                 [] => {
@@ -91,10 +108,7 @@ impl Repo {
                 _ => {
                     let listed: Vec<&str> = refs.iter().map(|(_, n)| n.as_str()).collect();
                     return Err(GitError::BadBundle {
-                        reason: format!(
-                            "expected only {wanted}, found: {}",
-                            listed.join(", ")
-                        ),
+                        reason: format!("expected only {wanted}, found: {}", listed.join(", ")),
                     });
                 }
             }
@@ -102,23 +116,32 @@ impl Repo {
         let tip = self.list_heads(&bundle)?.remove(0).0;
         self.verify_bundle(&bundle)?;
         let previous = self.resolve_commit(&session_ref)?;
+        self.index_pack(&bundle, pack_at)?;
+        let kind = self
+            .cmd()
+            .args(["cat-file", "-t", "--end-of-options", &tip])
+            .ok_text()?;
+        if kind != "commit" {
+            return Err(GitError::BadBundle {
+                reason: format!("{wanted} points at a {kind}, not a commit"),
+            });
+        }
+        // With a reflog: an earlier tip stays reachable (`<ref>@{1}`) if
+        // the session rewrote its history.
+        let old = previous.clone().unwrap_or_else(|| self.null_oid(&tip));
         self.cmd()
             .args([
-                "fetch",
-                "--quiet",
-                "--no-tags",
-                "--no-write-fetch-head",
-                "--no-recurse-submodules",
-                "--no-prune",
-                "--end-of-options",
+                "update-ref",
+                "--create-reflog",
+                "-m",
+                "cci: session commits received",
             ])
-            .arg(&bundle)
-            .arg(format!("+{wanted}:{session_ref}"))
+            .args(["--end-of-options", &session_ref, &tip, &old])
             .ok()?;
         let now = self.resolve_commit(&session_ref)?;
         if now.as_deref() != Some(tip.as_str()) {
             return Err(GitError::BadBundle {
-                reason: format!("{session_ref} is not at the bundle's {tip} after the fetch"),
+                reason: format!("{session_ref} is not at the bundle's {tip} after the update"),
             });
         }
         let mut count = self.cmd().args(["rev-list", "--count", &tip]);
@@ -143,6 +166,30 @@ impl Repo {
         })
     }
 
+    /// Index the bundle's pack (from byte `at`) with full object checks.
+    fn index_pack(&self, bundle: &Path, at: u64) -> Result<(), GitError> {
+        use std::io::{Seek, SeekFrom};
+        let mut f = std::fs::File::open(bundle)
+            .map_err(|e| GitError::io(format!("cannot open {}", bundle.display()), e))?;
+        f.seek(SeekFrom::Start(at))
+            .map_err(|e| GitError::io(format!("cannot read {}", bundle.display()), e))?;
+        let out = self
+            .cmd()
+            .args(["index-pack", "--stdin", "--fix-thin", "--strict"])
+            .stdin_file(f)
+            .run()?;
+        if out.success() {
+            Ok(())
+        } else {
+            Err(GitError::BadBundle {
+                reason: format!(
+                    "its objects fail git's checks: {}",
+                    out.stderr_text().trim_end()
+                ),
+            })
+        }
+    }
+
     /// `git bundle list-heads`: (id, ref name) per line.
     fn list_heads(&self, bundle: &Path) -> Result<Vec<(String, String)>, GitError> {
         let out = self
@@ -165,11 +212,7 @@ impl Repo {
 
     /// `git bundle verify`: prerequisites present, bundle readable.
     fn verify_bundle(&self, bundle: &Path) -> Result<(), GitError> {
-        let out = self
-            .cmd()
-            .args(["bundle", "verify"])
-            .arg(bundle)
-            .run()?;
+        let out = self.cmd().args(["bundle", "verify"]).arg(bundle).run()?;
         if out.success() {
             return Ok(());
         }

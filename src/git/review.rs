@@ -143,13 +143,11 @@ impl Repo {
             input.extend_from_slice(id.as_bytes());
             input.push(b'\n');
         }
-        let out = self
-            .cmd()
-            .args(["cat-file", "--batch"])
-            .stdin(input)
-            .ok()?;
-        let bad = || GitError::BadBundle {
-            reason: "unexpected cat-file output".into(),
+        let out = self.cmd().args(["cat-file", "--batch"]).stdin(input).ok()?;
+        let bad = || GitError::Command {
+            args: "cat-file --batch".into(),
+            status: "unexpected output".into(),
+            stderr: String::new(),
         };
         let mut rest = out.stdout.as_slice();
         let mut commits = Vec::new();

@@ -12,13 +12,12 @@
 //!   applies;
 //! - `-c` settings in front of every subcommand that switch off everything a
 //!   repository could make git execute or contact: hooks
-//!   (`core.hooksPath=/dev/null`), `core.fsmonitor`, the untracked cache, every
-//!   transport but local files (`protocol.allow=never`,
-//!   `protocol.file.allow=always`, needed to fetch from a bundle file),
-//!   external diff, pager, colour, signature display, submodule recursion,
-//!   automatic gc/maintenance and renormalisation, and with
-//!   `transfer.fsckObjects=true` so received objects are checked (for example
-//!   `.gitmodules` option injection, `.git` tree entries);
+//!   (`core.hooksPath=/dev/null`), `core.fsmonitor`, the untracked cache,
+//!   every transport (`protocol.allow=never`: cci never fetches, bundles are
+//!   read with `index-pack`), external diff, pager, colour, signature
+//!   display, submodule recursion, automatic gc/maintenance and
+//!   renormalisation, and with `transfer.fsckObjects=true` should a transfer
+//!   ever happen;
 //! - stdin from /dev/null unless the caller gives bytes, stdout and stderr
 //!   captured (never a terminal, so nothing prompts and nothing pages).
 //!
@@ -39,7 +38,8 @@ const SAFE_CONFIG: &[&str] = &[
     "core.untrackedCache=false",
     "core.pager=cat",
     "protocol.allow=never",
-    "protocol.file.allow=always",
+    // Empty: a diff run without --no-ext-diff fails ("cannot run") instead
+    // of running whatever ~/.gitconfig names.
     "diff.external=",
     "color.ui=false",
     "log.showSignature=false",
@@ -120,6 +120,7 @@ impl Git {
             args: Vec::new(),
             env: Vec::new(),
             stdin: None,
+            stdin_file: None,
         }
     }
 
@@ -151,6 +152,7 @@ pub struct Cmd<'a> {
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
     stdin: Option<Vec<u8>>,
+    stdin_file: Option<std::fs::File>,
 }
 
 impl Cmd<'_> {
@@ -182,6 +184,12 @@ impl Cmd<'_> {
         self
     }
 
+    /// Read stdin from this file, from its current position.
+    pub fn stdin_file(mut self, f: std::fs::File) -> Self {
+        self.stdin_file = Some(f);
+        self
+    }
+
     fn describe(&self) -> String {
         self.args
             .iter()
@@ -191,7 +199,7 @@ impl Cmd<'_> {
     }
 
     /// Run and return the output whatever the exit status.
-    pub fn run(self) -> Result<Output, GitError> {
+    pub fn run(mut self) -> Result<Output, GitError> {
         let mut c = Command::new(&self.git.program);
         for (k, _) in std::env::vars_os() {
             if k.as_encoded_bytes().starts_with(b"GIT_") {
@@ -218,10 +226,10 @@ impl Cmd<'_> {
             c.arg("-c").arg(kv);
         }
         c.args(&self.args)
-            .stdin(if self.stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
+            .stdin(match (&self.stdin, self.stdin_file.take()) {
+                (Some(_), _) => Stdio::piped(),
+                (None, Some(f)) => Stdio::from(f),
+                (None, None) => Stdio::null(),
             })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -47,7 +47,7 @@ pub struct BundleInfo {
 }
 
 /// A unique name for temporary files.
-fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -56,7 +56,7 @@ fn unique(prefix: &str) -> String {
 }
 
 /// Removes a file or folder when dropped.
-struct Cleanup(PathBuf);
+pub(crate) struct Cleanup(pub(crate) PathBuf);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
@@ -144,8 +144,7 @@ impl Repo {
             return Ok(clean);
         }
         let paths = self.tree_changes(&head_tree, &tree)?;
-        let start = self
-            .commit_tree(&tree, &[&base], CARRY_MESSAGE.as_bytes())?;
+        let start = self.commit_tree(&tree, &[&base], CARRY_MESSAGE.as_bytes())?;
         Ok(Snapshot {
             base,
             start,
@@ -263,6 +262,14 @@ impl Repo {
         };
         // A scratch bare repository borrowing the user's objects.
         let scratch = std::env::temp_dir().join(unique("cci-bundle"));
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            // Private, and never a folder (or link) someone else made.
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&scratch)
+                .map_err(|e| GitError::io(format!("cannot create {}", scratch.display()), e))?;
+        }
         let _guard = Cleanup(scratch.clone());
         self.git
             .cmd(None)

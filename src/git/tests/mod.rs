@@ -87,9 +87,7 @@ impl World {
 
     /// The runner cci uses, with this world's home.
     pub fn runner(&self) -> Git {
-        Git::new()
-            .with_program(&self.program)
-            .with_home(&self.home)
+        Git::new().with_program(&self.program).with_home(&self.home)
     }
 
     pub fn repo(&self) -> Repo {
@@ -190,7 +188,10 @@ impl World {
         s += &self.git(&self.host, &["symbolic-ref", "HEAD"]);
         s += &self.git(&self.host, &["rev-parse", "HEAD"]);
         s += &self.git(&self.host, &["for-each-ref"]);
-        s += &self.git(&self.host, &["status", "--porcelain", "--untracked-files=all"]);
+        s += &self.git(
+            &self.host,
+            &["status", "--porcelain", "--untracked-files=all"],
+        );
         let mut files = Vec::new();
         walk(&self.host, &mut files);
         files.sort();
@@ -246,7 +247,10 @@ fn discover_reports_the_repository_and_refuses_what_is_not_one() {
     assert!(e.to_string().contains("run without --isolated"), "{e}");
     // Bare.
     let bare = w.tmp.path().join("bare.git");
-    w.git(w.tmp.path(), &["init", "-q", "--bare", bare.to_str().unwrap()]);
+    w.git(
+        w.tmp.path(),
+        &["init", "-q", "--bare", bare.to_str().unwrap()],
+    );
     let e = Repo::discover_with(w.runner(), &bare).unwrap_err();
     assert!(matches!(e, super::GitError::Bare { .. }), "{e}");
     // Detached HEAD.
@@ -257,10 +261,26 @@ fn discover_reports_the_repository_and_refuses_what_is_not_one() {
 #[test]
 fn discover_reports_submodules_and_lfs() {
     let w = World::new();
-    w.write(&w.host, ".gitattributes", "*.bin filter=lfs diff=lfs merge=lfs -text\n");
-    w.write(&w.host, ".gitmodules", "[submodule \"s\"]\n\tpath = s\n\turl = ../s\n");
+    w.write(
+        &w.host,
+        ".gitattributes",
+        "*.bin filter=lfs diff=lfs merge=lfs -text\n",
+    );
+    w.write(
+        &w.host,
+        ".gitmodules",
+        "[submodule \"s\"]\n\tpath = s\n\turl = ../s\n",
+    );
     let head = w.head();
-    w.git(&w.host, &["update-index", "--add", "--cacheinfo", &format!("160000,{head},s")]);
+    w.git(
+        &w.host,
+        &[
+            "update-index",
+            "--add",
+            "--cacheinfo",
+            &format!("160000,{head},s"),
+        ],
+    );
     w.git(&w.host, &["add", ".gitattributes", ".gitmodules"]);
     w.git(&w.host, &["commit", "-q", "-m", "submodule and lfs"]);
     let r = w.repo();
@@ -272,11 +292,36 @@ fn discover_reports_submodules_and_lfs() {
 fn version_parsing_and_minimum() {
     use super::run::parse_version;
     assert_eq!(parse_version("git version 2.47.3\n"), Some((2, 47, 3)));
-    assert_eq!(parse_version("git version 2.39.5.windows.1"), Some((2, 39, 5)));
+    assert_eq!(
+        parse_version("git version 2.39.5.windows.1"),
+        Some((2, 39, 5))
+    );
     assert_eq!(parse_version("git version 2.40"), Some((2, 40, 0)));
     assert_eq!(parse_version("nope"), None);
     for p in programs() {
         let (ma, mi, _) = Git::new().with_program(&p).version().unwrap();
         assert!((ma, mi) >= super::MIN_GIT);
     }
+}
+
+#[test]
+fn error_messages_escape_what_the_session_wrote() {
+    use super::GitError;
+    let e = GitError::Conflict {
+        paths: vec!["evil\x1b]0;pwned\x07.txt".into(), "line\nbreak".into()],
+    };
+    let m = e.to_string();
+    assert!(
+        !m.contains('\x1b') && !m.contains('\n') && !m.contains('\x07'),
+        "{m}"
+    );
+    assert!(m.contains("evil\\u{1b}]0;pwned\\u{7}.txt"), "{m}");
+    let e = GitError::Command {
+        args: "diff \x1b[2J".into(),
+        status: "exit 1".into(),
+        stderr: "fatal: bad \x1b[31m path\nsecond line\n".into(),
+    };
+    let m = e.to_string();
+    assert!(!m.contains('\x1b'), "{m}");
+    assert_eq!(super::printable_lines("a\x1b\tb\nc"), "a\\u{1b}\tb\nc");
 }
