@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use common::agent::{Sessions, cci_in, json, ok, sh_in, text};
-use common::{agent_workspace, cci, containers_of};
+use common::{agent_workspace, cci, containers_left, containers_of};
 
 /// Host `git` in `ws` (the tests run as root in a folder owned by 1000).
 fn git(ws: &Path, args: &[&str]) -> Output {
@@ -18,6 +18,8 @@ fn git(ws: &Path, args: &[&str]) -> Output {
         .arg("-C")
         .arg(ws)
         .args(["-c", "safe.directory=*", "-c", "user.email=host@t"])
+        // The canary hooks are for cci's git, not the test's own.
+        .args(["-c", "core.hooksPath=/dev/null"])
         .args(["-c", "user.name=host"])
         .args(args)
         .output()
@@ -43,16 +45,34 @@ fn repo(tag: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     git_ok(p, &["commit", "-qm", "first"]);
     git_ok(
         p,
-        &["remote", "add", "origin", "https://user:hunter2@git.example/x.git"],
+        &[
+            "remote",
+            "add",
+            "origin",
+            "https://user:hunter2@git.example/x.git",
+        ],
     );
     let canary = std::env::temp_dir().join(format!("cci-canary-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_file(&canary);
-    for hook in ["post-checkout", "post-merge", "reference-transaction", "pre-commit"] {
+    for hook in [
+        "post-checkout",
+        "post-merge",
+        "reference-transaction",
+        "pre-commit",
+    ] {
         let h = p.join(".git/hooks").join(hook);
-        std::fs::write(&h, format!("#!/bin/sh\necho {hook} >> '{}'\n", canary.display())).unwrap();
+        std::fs::write(
+            &h,
+            format!("#!/bin/sh\necho {hook} >> '{}'\n", canary.display()),
+        )
+        .unwrap();
         std::fs::set_permissions(&h, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     }
-    let out = Command::new("chown").args(["-R", "1000:1000"]).arg(p).output().unwrap();
+    let out = Command::new("chown")
+        .args(["-R", "1000:1000"])
+        .arg(p)
+        .output()
+        .unwrap();
     assert!(out.status.success());
     (ws, canary)
 }
@@ -98,7 +118,11 @@ async fn an_isolated_run_works_on_a_clone_and_its_commits_come_back_for_review_a
     let p = ws.path();
     let _s = Sessions(p.into());
     // Uncommitted host work: carried in. An ignored file: not.
-    std::fs::write(p.join("README"), "one\ntwo\nthree\nfour (host, uncommitted)\n").unwrap();
+    std::fs::write(
+        p.join("README"),
+        "one\ntwo\nthree\nfour (host, uncommitted)\n",
+    )
+    .unwrap();
     std::fs::write(p.join("notes.txt"), "untracked\n").unwrap();
     std::fs::write(p.join("secret.env"), "TOKEN=abc\n").unwrap();
     let head = git_ok(p, &["rev-parse", "HEAD"]);
@@ -132,9 +156,18 @@ echo "left uncommitted" > wip.txt
     let said = ok(&out);
     let err = text(&out.stderr);
     assert!(said.contains("branch=cci/"), "{said}");
-    assert!(said.contains("remotes=0") && said.contains("origin=none"), "{said}");
-    assert!(said.contains("no secret") && !said.contains("SECRET"), "{said}");
-    assert!(said.contains("untracked") && said.contains("carried README"), "{said}");
+    assert!(
+        said.contains("remotes=0") && said.contains("origin=none"),
+        "{said}"
+    );
+    assert!(
+        said.contains("no secret") && !said.contains("SECRET"),
+        "{said}"
+    );
+    assert!(
+        said.contains("untracked") && said.contains("carried README"),
+        "{said}"
+    );
     assert!(
         said.contains("log: cci: uncommitted changes carried in from the host"),
         "{said}"
@@ -143,7 +176,11 @@ echo "left uncommitted" > wip.txt
     assert!(!said.contains("hunter2"), "{said}");
     assert!(err.contains("carried"), "says what was carried: {err}");
     assert!(err.contains("cci diff"), "says how to review: {err}");
-    assert_eq!(containers_of(p).await, Vec::<String>::new(), "the run's container is gone");
+    assert_eq!(
+        containers_left(p).await,
+        Vec::<String>::new(),
+        "the run's container goes"
+    );
 
     // Nothing of the session's config came to the host, and the host's own
     // work is as it was.
@@ -183,9 +220,15 @@ echo "left uncommitted" > wip.txt
         assert!(files.contains(&f), "{f} in {files:?}");
     }
     let patch = ok(&review(p, "diff", &[]));
-    assert!(patch.contains("+one\n") || patch.contains("TWO (agent)"), "{patch}");
+    assert!(
+        patch.contains("+one\n") || patch.contains("TWO (agent)"),
+        "{patch}"
+    );
     let listed = ok(&review(p, "files", &[]));
-    assert!(listed.contains("wip.txt") && listed.contains("evil-hooks/"), "{listed}");
+    assert!(
+        listed.contains("wip.txt") && listed.contains("evil-hooks/"),
+        "{listed}"
+    );
 
     // Merge into a new branch: no checkout, the current branch untouched.
     let merged = ok(&review(p, "merge", &["--into", "review/agent"]));
@@ -208,7 +251,11 @@ echo "left uncommitted" > wip.txt
     assert!(p.join("wip.txt").exists());
 
     // Nothing the session wrote ran, nor did the host's own hooks.
-    assert!(!canary.exists(), "{}", std::fs::read_to_string(&canary).unwrap_or_default());
+    assert!(
+        !canary.exists(),
+        "{}",
+        std::fs::read_to_string(&canary).unwrap_or_default()
+    );
     assert!(!Path::new("/tmp/hook-ran").exists());
     assert!(!Path::new("/tmp/fsmonitor-ran").exists());
     assert_eq!(std::fs::read(p.join(".git/config")).unwrap(), host_config);
@@ -240,9 +287,17 @@ async fn a_conflicting_merge_changes_nothing_and_loses_nothing() {
     let index = std::fs::read(p.join(".git/index")).unwrap();
     let out = review(p, "merge", &[]);
     assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("README"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("README"),
+        "{}",
+        text(&out.stderr)
+    );
     assert_eq!(git_ok(p, &["rev-parse", "HEAD"]), head);
-    assert_eq!(git_ok(p, &["for-each-ref"]), refs, "no ref changed, the session's kept");
+    assert_eq!(
+        git_ok(p, &["for-each-ref"]),
+        refs,
+        "no ref changed, the session's kept"
+    );
     assert_eq!(std::fs::read(p.join(".git/index")).unwrap(), index);
     assert_eq!(git_ok(p, &["status", "--porcelain"]), "");
     // Squashed into a new branch instead: fine.
@@ -267,7 +322,11 @@ async fn what_cannot_start_isolated_says_why_and_starts_nothing() {
     std::fs::write(ws.path().join("README"), "changed\n").unwrap();
     let out = run_isolated(ws.path(), &["--clean-only"], "true");
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("README"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("README"),
+        "{}",
+        text(&out.stderr)
+    );
     // A bad session branch name.
     let out = run_isolated(ws.path(), &["--session-branch", "-x"], "true");
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
@@ -281,7 +340,12 @@ async fn an_isolated_shell_is_reviewed_while_it_runs_and_fetched_when_it_ends() 
     let _s = Sessions(p.into());
     let out = cci_in(p, "shell")
         .env("HOME", home())
-        .args(["--background", "--isolated", "--session-branch", "agent/try"])
+        .args([
+            "--background",
+            "--isolated",
+            "--session-branch",
+            "agent/try",
+        ])
         .output()
         .unwrap();
     let name = ok(&out).trim().to_string();
@@ -292,7 +356,10 @@ async fn an_isolated_shell_is_reviewed_while_it_runs_and_fetched_when_it_ends() 
         "cd /workspace && git branch --show-current && findmnt -n /workspace || echo unmounted",
     );
     let said = ok(&inside);
-    assert!(said.contains("agent/try") && said.contains("unmounted"), "{said}");
+    assert!(
+        said.contains("agent/try") && said.contains("unmounted"),
+        "{said}"
+    );
     ok(&sh_in(
         &name,
         false,
@@ -313,5 +380,8 @@ async fn an_isolated_shell_is_reviewed_while_it_runs_and_fetched_when_it_ends() 
         .output()
         .unwrap());
     let log = ok(&review(p, "log", &[]));
-    assert!(log.contains("agent: y") && log.contains("agent: x"), "{log}");
+    assert!(
+        log.contains("agent: y") && log.contains("agent: x"),
+        "{log}"
+    );
 }

@@ -396,7 +396,9 @@ fn choose(repo: &Repo, rec: &SessionRecord) -> anyhow::Result<Vec<String>> {
             .parse()
             .ok()
             .filter(|n| (1..=oldest_first.len()).contains(n))
-            .ok_or_else(|| super::UsageError(format!("{:?} is not one of the numbers", printable(word))))?;
+            .ok_or_else(|| {
+                super::UsageError(format!("{:?} is not one of the numbers", printable(word)))
+            })?;
         picked.push(oldest_first[n - 1].id.clone());
     }
     Ok(picked)
@@ -407,7 +409,11 @@ pub async fn merge(client: &Client, args: MergeArgs) -> anyhow::Result<i32> {
     let mode = match (&args.select, args.squash) {
         (Some(ids), _) => {
             let ids: Vec<String> = ids.iter().filter(|s| !s.is_empty()).cloned().collect();
-            let ids = if ids.is_empty() { choose(&repo, &rec)? } else { ids };
+            let ids = if ids.is_empty() {
+                choose(&repo, &rec)?
+            } else {
+                ids
+            };
             if ids.is_empty() {
                 eprintln!("nothing picked; nothing changed");
                 return Ok(0);
@@ -425,7 +431,11 @@ pub async fn merge(client: &Client, args: MergeArgs) -> anyhow::Result<i32> {
         MergeKind::Squash => "squashed into one commit".into(),
         MergeKind::Picked(n) => format!("{n} commit(s) picked"),
     };
-    let made = if out.previous.is_none() { " (new branch)" } else { "" };
+    let made = if out.previous.is_none() {
+        " (new branch)"
+    } else {
+        ""
+    };
     println!(
         "session {} into {}{made}: {what}; now at {}{}",
         rec.id,

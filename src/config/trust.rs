@@ -286,7 +286,9 @@ pub fn gate(flat: &mut Flat, lower: &Merged) -> Verdict {
             }
             Some(Rule::OnlyTrue) => (v != Value::Bool(true)).then(|| "may only be true".into()),
             Some(Rule::OnlyFalse) => (v != Value::Bool(false)).then(|| "may only be false".into()),
-            Some(Rule::Only(want)) => (v.as_str() != Some(want)).then(|| format!("may only be {want}")),
+            Some(Rule::Only(want)) => {
+                (v.as_str() != Some(want)).then(|| format!("may only be {want}"))
+            }
             Some(Rule::NotAbove(m)) => {
                 let b = below(&key);
                 (!not_above(m, &v, &b)).then(|| format!("above {} below", limit_text(&b)))

@@ -153,7 +153,7 @@ impl Repo {
         }
         let out = git
             .cmd(Some(path))
-            .args(["rev-parse", "--is-bare-repository", "--absolute-git-dir"])
+            .args(["rev-parse", "--is-bare-repository"])
             .run()?;
         if !out.success() {
             let said = out.stderr_text();
@@ -168,10 +168,13 @@ impl Repo {
             }
             return Err(not_repo());
         }
-        let text = out.text();
-        let mut lines = text.lines();
-        let bare = lines.next() == Some("true");
-        let git_dir = PathBuf::from(lines.next().unwrap_or_default());
+        // One value per call: a path may hold a newline.
+        let bare = out.text().starts_with("true");
+        let git_dir = PathBuf::from(
+            git.cmd(Some(path))
+                .args(["rev-parse", "--absolute-git-dir"])
+                .ok_text()?,
+        );
         if bare {
             return Err(GitError::Bare {
                 path: path.to_path_buf(),

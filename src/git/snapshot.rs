@@ -278,7 +278,7 @@ impl Repo {
             .ok()?;
         let objects = self.common_dir.join("objects");
         let objects = objects.canonicalize().unwrap_or(objects);
-        let mut alt = objects.into_os_string().into_encoded_bytes();
+        let mut alt = quote_alternate(&objects.into_os_string().into_encoded_bytes());
         alt.push(b'\n');
         std::fs::write(scratch.join("objects/info/alternates"), alt)
             .map_err(|e| GitError::io("cannot write the scratch repository", e))?;
@@ -307,4 +307,28 @@ impl Repo {
             skipped,
         })
     }
+}
+
+/// A path as one line of `objects/info/alternates`: as it is when plain,
+/// else C-quoted (git unquotes a line that starts with `"`), so a newline,
+/// quote or backslash in a folder name cannot break it.
+fn quote_alternate(path: &[u8]) -> Vec<u8> {
+    let plain = path
+        .iter()
+        .all(|&b| b >= 0x20 && b != 0x7f && b != b'"' && b != b'\\');
+    if plain {
+        return path.to_vec();
+    }
+    let mut out = vec![b'"'];
+    for &b in path {
+        match b {
+            b'"' | b'\\' => out.extend_from_slice(&[b'\\', b]),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b if b < 0x20 || b == 0x7f => out.extend_from_slice(format!("\\{b:03o}").as_bytes()),
+            b => out.push(b),
+        }
+    }
+    out.push(b'"');
+    out
 }

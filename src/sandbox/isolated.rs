@@ -296,12 +296,12 @@ pub fn prepare(ws: &Path, options: &Options) -> Result<Prepared, crate::git::Git
     let (base, start, carried) = match named.filter(|b| Some(b) != repo.branch.as_ref()) {
         Some(b) => {
             names::check_branch(&b)?;
-            let id = repo
-                .resolve_commit(&format!("refs/heads/{b}"))?
-                .ok_or(GitError::InvalidBranch {
+            let id = repo.resolve_commit(&format!("refs/heads/{b}"))?.ok_or(
+                GitError::InvalidBranch {
                     name: b.clone(),
                     reason: "no such branch in the repository",
-                })?;
+                },
+            )?;
             (id.clone(), id, Vec::new())
         }
         None => {

@@ -190,6 +190,7 @@ mod tests {
             launch: "1-2-3".into(),
             saved: String::new(),
             save_error: String::new(),
+            git_session: String::new(),
             account: crate::config::Account::new(1000, "code"),
         }
     }

@@ -158,14 +158,21 @@ where
     // they cannot, the container is kept (stopped) with them.
     let git = match (&req.git, record) {
         (Some(g), Some(record)) => {
-            let received = super::isolated::sync(client, &launched.name, account(), &record, g.max_bytes)
-                .await
-                .map_err(|e| e.to_string());
+            let received =
+                super::isolated::sync(client, &launched.name, account(), &record, g.max_bytes)
+                    .await
+                    .map_err(|e| e.to_string());
             Some(GitOutcome { record, received })
         }
         _ => None,
     };
-    let keep_commits = matches!(&git, Some(GitOutcome { received: Err(_), .. }));
+    let keep_commits = matches!(
+        &git,
+        Some(GitOutcome {
+            received: Err(_),
+            ..
+        })
+    );
     if keep_commits && !req.spec.persistent {
         let patch = serde_json::json!({"ephemeral": false, "config": {super::spec::keys::PERSISTENT: "true"}});
         client.update_instance(&launched.name, &patch, None).await?;
