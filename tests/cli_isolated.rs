@@ -40,8 +40,9 @@ fn repo(tag: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     let p = ws.path();
     git_ok(p, &["init", "-q", "-b", "main"]);
     std::fs::write(p.join("README"), "one\ntwo\nthree\n").unwrap();
-    std::fs::write(p.join(".gitignore"), "secret.env\n.fake-agent\n").unwrap();
-    git_ok(p, &["add", "README", ".gitignore"]);
+    std::fs::write(p.join(".gitignore"), "secret.env\n").unwrap();
+    // The stand-in agent goes in with the repository.
+    git_ok(p, &["add", "README", ".gitignore", ".fake-agent"]);
     git_ok(p, &["commit", "-qm", "first"]);
     git_ok(
         p,
@@ -80,14 +81,18 @@ fn repo(tag: &str) -> (tempfile::TempDir, std::path::PathBuf) {
 /// A home for cci whose git configuration trusts the tests' folders (they
 /// belong to uid 1000; the tests run as root) and names the user.
 fn home() -> std::path::PathBuf {
-    let home = std::env::temp_dir().join(format!("cci-isolated-home-{}", std::process::id()));
-    std::fs::create_dir_all(&home).unwrap();
-    std::fs::write(
-        home.join(".gitconfig"),
-        "[safe]\n\tdirectory = *\n[user]\n\tname = host\n\temail = host@t\n",
-    )
-    .unwrap();
-    home
+    static HOME: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    HOME.get_or_init(|| {
+        let home = std::env::temp_dir().join(format!("cci-isolated-home-{}", std::process::id()));
+        std::fs::create_dir_all(&home).unwrap();
+        std::fs::write(
+            home.join(".gitconfig"),
+            "[safe]\n\tdirectory = *\n[user]\n\tname = host\n\temail = host@t\n",
+        )
+        .unwrap();
+        home
+    })
+    .clone()
 }
 
 fn run_isolated(ws: &Path, extra: &[&str], script: &str) -> Output {

@@ -104,15 +104,7 @@ pub struct DiscardArgs {
 /// The records of isolated sessions: `git-sessions` in the saved-session
 /// folder (`[paths] sessions_dir`, else `~/.cci`), private.
 pub fn store() -> anyhow::Result<SessionStore> {
-    let root = match &crate::config::current().sessions_dir {
-        Some(d) => d.clone(),
-        None => crate::state::dir("")?,
-    };
-    let dir = root.join("git-sessions");
-    let store = SessionStore::at(&dir)?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
-    Ok(store)
+    Ok(isolated::store(&crate::session::store_root()?)?)
 }
 
 /// An isolated session about to start for `workspace` (`None`: mounted).

@@ -97,7 +97,12 @@ pub async fn shell(client: &Client, args: ShellArgs) -> anyhow::Result<i32> {
         argv.extend(cfg.tool_args.iter().cloned());
         (Some(agent), argv, true)
     };
+    let git = super::review::start(&workspace, &args.sandbox.git)?;
     let extras = args.sandbox.extras(client, &workspace, true).await?;
+    let marks = match &git {
+        Some(g) => vec![(sandbox::keys::GIT_SESSION, g.id.clone())],
+        None => Vec::new(),
+    };
     let req = ShellRequest {
         spec: SandboxSpec {
             workspace,
@@ -105,7 +110,7 @@ pub async fn shell(client: &Client, args: ShellArgs) -> anyhow::Result<i32> {
             kind: Kind::Shell,
             persistent: args.persistent || crate::config::current().persistent,
             nesting: true,
-            marks: Vec::new(),
+            marks,
             network: args.sandbox.net.policy()?,
             extras,
         },
@@ -121,6 +126,7 @@ pub async fn shell(client: &Client, args: ShellArgs) -> anyhow::Result<i32> {
         },
         resume,
         network_explicit: args.sandbox.net.network.is_some() || !args.sandbox.net.allow.is_empty(),
+        git,
     };
     if let Some(code) = args.sandbox.ensure_image(client).await? {
         return Ok(code);
@@ -133,6 +139,21 @@ pub async fn shell(client: &Client, args: ShellArgs) -> anyhow::Result<i32> {
             return Ok(128 + signal);
         }
     };
+    if let Some(g) = req.git.as_ref().filter(|_| !session.reused) {
+        let branch = g
+            .prepared
+            .options
+            .session_branch
+            .clone()
+            .unwrap_or_else(|| format!("cci/{}", session.slot));
+        eprintln!(
+            "cci: isolated git session {}: a clone on branch {} (no host folder mounted); its commits come back when the session ends: `cci diff {}`, `cci merge {}`",
+            g.id,
+            crate::config::printable(&branch),
+            session.name,
+            session.name
+        );
+    }
     if args.background {
         if session.reused {
             eprintln!("cci: {} network: {}", session.name, session.network);

@@ -135,17 +135,20 @@ pub async fn collect(
     max_bytes: u64,
 ) -> Result<Collected, IsolatedError> {
     // $1 folder, $2 branch, $3 base. Output: the bundle, on stdout only.
+    // cci's own git steps inside ignore what the agent configured (an
+    // fsmonitor or hook that hangs would hold the session's end).
     let script = r#"cd "$1" || exit 2
+git() { command git -c core.fsmonitor=false -c core.hooksPath=/dev/null -c core.untrackedCache=false "$@"; }
 git rev-parse -q --verify "refs/heads/$2^{commit}" >/dev/null || { echo "the session branch $2 is gone" >&2; exit 2; }
 if [ "$(git symbolic-ref -q HEAD)" = "refs/heads/$2" ] && [ -n "$(git status --porcelain 2>/dev/null)" ]; then
   git add -A >/dev/null 2>&1
-  git -c core.hooksPath=/dev/null commit -q --no-verify -m "cci: uncommitted changes at the end of the session" >/dev/null 2>&1
+  git commit -q --no-verify -m "cci: uncommitted changes at the end of the session" >/dev/null 2>&1
 fi
 if git cat-file -e "$3^{commit}" 2>/dev/null; then
   [ "$(git rev-list --count "refs/heads/$2" "^$3")" = 0 ] && exit 3
-  exec git bundle create -q - "refs/heads/$2" "^$3"
+  git bundle create -q - "refs/heads/$2" "^$3"; exit $?
 fi
-exec git bundle create -q - "refs/heads/$2""#;
+git bundle create -q - "refs/heads/$2""#;
     let req = ExecRequest::new(&[
         "sh",
         "-c",
@@ -371,6 +374,17 @@ pub async fn sync(
             Ok(Some(got))
         }
     }
+}
+
+/// The records of isolated sessions: `git-sessions` under `root` (the
+/// saved-session folder), private.
+pub fn store(root: &Path) -> Result<crate::git::SessionStore, crate::git::GitError> {
+    let dir = root.join("git-sessions");
+    let store = crate::git::SessionStore::at(&dir)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| crate::git::GitError::io(format!("cannot protect {}", dir.display()), e))?;
+    Ok(store)
 }
 
 /// An isolated session about to start in a new container.

@@ -80,11 +80,13 @@ pub async fn save_state(
     if kind == SaveKind::Final && !info.state_unsaved() {
         return Ok(StateSave::Nothing);
     }
-    let Ok(agent) = Agent::named(&info.agent, None) else {
+    let agent = Agent::named(&info.agent, None).ok();
+    if agent.is_none() && info.git_session.is_empty() {
         return Ok(StateSave::Nothing);
-    };
+    }
     let mut info = info.clone();
     let mut started = false;
+    let mut synced = false;
     let mut tries = 0;
     let outcome = loop {
         if info.state != "Running" {
@@ -100,7 +102,20 @@ pub async fn save_state(
                 })?;
             started = true;
         }
-        match save_running(client, &info, &agent).await {
+        // An isolated session's commits come to the host with its state:
+        // when they cannot, the container is kept with them.
+        if !synced {
+            if let Err(why) = git_sync(client, &info).await {
+                break StateSave::Failed(format!(
+                    "the isolated session's commits were not brought to the host: {why}"
+                ));
+            }
+            synced = true;
+        }
+        let Some(agent) = &agent else {
+            break StateSave::Nothing;
+        };
+        match save_running(client, &info, agent).await {
             Ok(outcome) => break outcome,
             // A limit, the host, or a tar that stalls or never ends: trying
             // again changes nothing.
@@ -137,6 +152,25 @@ pub async fn save_state(
     }
     recorded?;
     Ok(outcome)
+}
+
+/// Bring the commits of `info`'s isolated git session (if it has one) into
+/// the host repository. A session whose record is gone (discarded) has
+/// nothing to bring.
+async fn git_sync(client: &Client, info: &SandboxInfo) -> Result<(), String> {
+    if info.git_session.is_empty() {
+        return Ok(());
+    }
+    let root = session::store_root().map_err(|e| e.to_string())?;
+    let store = super::isolated::store(&root).map_err(|e| e.to_string())?;
+    let Some(rec) = store.load(&info.git_session).map_err(|e| e.to_string())? else {
+        return Ok(());
+    };
+    let max = limits()?.max_bytes;
+    super::isolated::sync(client, &info.name, &info.account, &rec, max)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// Whether `name` stops within a few seconds (it was shutting down).

@@ -35,6 +35,8 @@ pub struct ShellRequest {
     /// configured): a kept container whose own is stricter refuses it
     /// instead of keeping its own.
     pub network_explicit: bool,
+    /// An isolated git session: the repository is cloned in.
+    pub git: Option<std::sync::Arc<super::isolated::Start>>,
 }
 
 impl ShellRequest {
@@ -109,6 +111,15 @@ pub async fn open(
         let launched = launch(client, &spec, req.slot, req.slot_limit, attempt).await?;
         attempt.set(Some(&launched.name));
         let account = super::spec::account();
+        if let Some(g) = &req.git
+            && let Err(e) =
+                super::isolated::begin(client, &launched.name, launched.slot.get(), account, g)
+                    .await
+        {
+            attempt.set(None);
+            let _ = remove(client, &launched.name).await;
+            return Err(LaunchError::Isolated(e));
+        }
         let started = match prepare(client, &launched.name, req, account).await {
             Ok(()) => tmux::start(client, &launched.name, &req.command, account).await,
             Err(e) => Err(e),
@@ -214,6 +225,11 @@ async fn reuse(
     id: &str,
 ) -> Result<Session, LaunchError> {
     let name = existing.name.clone();
+    if req.git.is_some() && existing.git_session.is_empty() {
+        return Err(LaunchError::Isolated(format!(
+            "the kept container {name} mounts the workspace folder; an isolated session needs a new container (another --slot, or `cci kill {name}` first)"
+        )));
+    }
     let network = honour_policy(client, req, &name).await?;
     let mut running = existing.state == "Running";
     let mut id = id.to_string();

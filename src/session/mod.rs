@@ -25,7 +25,7 @@ pub use bound::{STALL, TOTAL};
 pub use credentials::{Pushed, credentials_home, merge, push_credentials};
 pub use id::{BadSessionId, SessionId};
 pub use import::{claude_project, import, import_selection};
-pub use store::{Meta, Saved, Store, rfc3339};
+pub use store::{Meta, Saved, Store, rfc3339, root as store_root};
 
 use crate::incus::{self, CappedBuf, Client, ExecRequest, MAX_CAPTURED_STDERR};
 
