@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Getting a repository into a container, side by side in one run on the same
+# pool, for a generated repository of FILES files / MB megabytes with COMMITS
+# commits (default 20000 / 200 / 500):
+#   (a) the baseline: `incus launch` of the image, then `incus file push -r`
+#       of the working tree (what a tool without a transport does)
+#   (b) `cci shell --isolated --background`: returns once the clone is at
+#       /workspace on the session branch and the agent runs in tmux
+#   (c) `cci run --isolated -- true`: clone, command, commits back, gone
+# Prints the median of ROUNDS of each, the ratio (b)/(a) (target <= 0.30),
+# and the bytes of the bundle that went in and of one that came back.
+#   usage: tests/bench/isolated-vs-file-push.sh [ROUNDS] [FILES] [MB] [COMMITS]
+#   (needs tests/setup-incus.sh first; about 5 minutes with the defaults)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROUNDS=${1:-3}
+FILES=${2:-20000}
+MB=${3:-200}
+COMMITS=${4:-500}
+IMAGE=${CCI_TEST_IMAGE:-cci-test-base}
+cargo build --release --quiet
+CCI=$PWD/target/release/cci
+work=$(mktemp -d)
+ws=$work/repo
+home=$work/home
+mkdir -p "$ws" "$home"
+printf '[safe]\n\tdirectory = *\n[user]\n\tname = bench\n\temail = bench@localhost\n' >"$home/.gitconfig"
+cleanup() {
+    for n in $(incus list -c n -f csv "cci-bench-iso-" 2>/dev/null); do incus delete -f "$n" >/dev/null 2>&1 || true; done
+    HOME=$home "$CCI" kill --all --force >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "generating $FILES files / $MB MB in $COMMITS commits ..." >&2
+python3 - "$ws" "$FILES" "$MB" "$COMMITS" <<'EOF'
+import os, subprocess, sys
+ws, files, mb, commits = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+size = mb * 1024 * 1024 // files
+subprocess.run(["git", "init", "-q", "-b", "main", ws], check=True)
+fi = subprocess.Popen(["git", "-C", ws, "fast-import", "--quiet"], stdin=subprocess.PIPE)
+w = fi.stdin.write
+per = files // commits
+n = 0
+for c in range(commits):
+    msg = b"commit %d\n" % c
+    w(b"commit refs/heads/main\ncommitter bench <b@l> %d +0000\ndata %d\n%s" % (1700000000 + c, len(msg), msg))
+    count = per if c < commits - 1 else files - n
+    for _ in range(count):
+        data = os.urandom(size)
+        w(b"M 100644 inline d%03d/f%06d\ndata %d\n" % (n % 200, n, len(data)) + data + b"\n")
+        n += 1
+fi.stdin.close()
+fi.wait()
+subprocess.run(["git", "-C", ws, "reset", "-q", "--hard", "main"], check=True)
+EOF
+cp tests/fixtures/fake-agent "$ws/.fake-agent"
+git -C "$ws" add .fake-agent
+git -C "$ws" -c user.name=b -c user.email=b@l commit -qm agent
+chown -R 1000:1000 "$ws"
+g() { git -c safe.directory='*' -C "$ws" "$@"; }
+echo "repository: $(du -sh "$ws/.git" | cut -f1) in .git, $(g ls-files | wc -l) files" >&2
+
+now() { date +%s.%N; }
+ms() { echo "($2 - $1) * 1000" | bc | cut -d. -f1; }
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+baseline() {
+    local n=cci-bench-iso-$$
+    incus launch -q "$IMAGE" "$n"
+    incus exec "$n" -- mkdir -p /workspace
+    incus file push -q -r "$ws/." "$n/workspace/"
+    incus delete -f "$n" >/dev/null
+}
+shell() {
+    local name
+    name=$(cd "$ws" && HOME=$home CCI_IMAGE=$IMAGE CCI_TOOL_BINARY=/workspace/.fake-agent \
+        "$CCI" shell --isolated --background)
+    echo "$name"
+}
+run() { (cd "$ws" && HOME=$home CCI_IMAGE=$IMAGE "$CCI" run --isolated -- sh -c 'date > stamp && git add stamp && git commit -qm stamp' 2>/dev/null); }
+
+a=() b=() c=()
+for i in $(seq "$ROUNDS"); do
+    t=$(now); baseline; a+=("$(ms "$t" "$(now)")")
+    t=$(now); name=$(shell); b+=("$(ms "$t" "$(now)")")
+    HOME=$home "$CCI" kill --force "$name" >/dev/null 2>&1
+    t=$(now); run; c+=("$(ms "$t" "$(now)")")
+    echo "round $i: baseline ${a[-1]} ms, shell ${b[-1]} ms, run ${c[-1]} ms" >&2
+done
+ma=$(printf '%s\n' "${a[@]}" | median)
+mb=$(printf '%s\n' "${b[@]}" | median)
+mc=$(printf '%s\n' "${c[@]}" | median)
+in_bytes=$(g bundle create - main 2>/dev/null | wc -c)
+back_bytes=$(g bundle create - main ^main~1 2>/dev/null | wc -c)
+echo "rounds: $ROUNDS (median wall time); $FILES files, $MB MB, $COMMITS commits"
+echo "(a) incus launch + incus file push -r:        ${ma} ms"
+echo "(b) cci shell --isolated --background:        ${mb} ms"
+echo "(c) cci run --isolated (clone, commit, back): ${mc} ms"
+echo "(b) / (a) = $(echo "scale=2; $mb / $ma" | bc)   (target <= 0.30)"
+echo "bundle in: $in_bytes bytes; one commit back: $back_bytes bytes"
