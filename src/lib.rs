@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod container;
 pub mod health;
+pub mod host;
 pub mod image;
 pub mod incus;
 pub mod network;

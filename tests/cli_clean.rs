@@ -61,6 +61,7 @@ async fn clean_removes_only_ended_sessions_and_interrupted_launches() {
         marks: Vec::new(),
         network: Default::default(),
         extras: Default::default(),
+        account: cci::config::current().account.clone(),
     };
     let half = container_name(&spec.workspace.id, Slot::new(9).unwrap());
     let mut req = spec.create_request(&half, Slot::new(9).unwrap(), "999999999-1-1");

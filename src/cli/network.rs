@@ -6,8 +6,8 @@ use serde::Serialize;
 
 use super::output::{Col, Fixed, print_json};
 use super::{Format, UsageError};
-use crate::incus::Client;
-use crate::network::{self, Firewall, Mode, Nft, Policy, plan_policy};
+use crate::host::Host;
+use crate::network::{self, Mode, Policy, plan_policy};
 
 /// Network flags of every command that starts a container.
 #[derive(Debug, Clone, Args)]
@@ -92,25 +92,26 @@ struct Row {
     dropped: u64,
 }
 
-pub async fn run(client: &Client, cmd: NetworkCommand) -> anyhow::Result<i32> {
-    let fw = Nft::from_env();
+pub async fn run(host: &Host, cmd: NetworkCommand) -> anyhow::Result<i32> {
+    let client = &host.client;
+    let fw = &host.firewall;
     match cmd {
-        NetworkCommand::Status(a) => status(client, &fw, a).await,
+        NetworkCommand::Status(a) => status(host, a).await,
         NetworkCommand::Refresh => {
-            for name in network::refresh(client, &fw, false).await? {
+            for name in network::refresh(client, fw, false).await? {
                 println!("refreshed the allowlist of {name}");
             }
             Ok(0)
         }
         NetworkCommand::Repair => {
-            let r = network::reconcile(client, &fw).await?;
+            let r = network::reconcile(client, fw).await?;
             report(&r);
             Ok(0)
         }
         NetworkCommand::Watch => {
             let seen = std::sync::Mutex::default();
-            network::watch(client, &fw, || {
-                crate::sandbox::reap_runs_after_grace(client, &seen)
+            network::watch(client, fw, || {
+                crate::sandbox::reap_runs_after_grace(host, &seen)
             })
             .await?;
             Ok(0)
@@ -131,8 +132,9 @@ pub fn report(r: &network::Reconciled) {
     }
 }
 
-async fn status(client: &Client, fw: &dyn Firewall, a: StatusArgs) -> anyhow::Result<i32> {
-    let state = fw.state()?;
+async fn status(host: &Host, a: StatusArgs) -> anyhow::Result<i32> {
+    let client = &host.client;
+    let state = host.policy().state()?;
     let mut rows = Vec::new();
     for i in client.instances("", false).await? {
         let Some(policy) = Policy::of(&i) else {

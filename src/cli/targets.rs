@@ -5,7 +5,7 @@
 use std::io::IsTerminal;
 
 use super::UsageError;
-use crate::incus::Client;
+use crate::host::Host;
 use crate::sandbox;
 
 /// Ask on the terminal; without one, only `--force` may destroy.
@@ -28,7 +28,7 @@ pub fn confirm(question: &str, force: bool) -> anyhow::Result<bool> {
 /// The containers a command acts on: the names given, or (with `--all`,
 /// after confirmation) every cci container. `None`: nothing to do.
 pub async fn targets(
-    client: &Client,
+    host: &Host,
     names: Vec<String>,
     all: bool,
     verb: &str,
@@ -37,7 +37,7 @@ pub async fn targets(
     if !all {
         return Ok(Some(names));
     }
-    let all = sandbox::list(client).await?;
+    let all = sandbox::list(host).await?;
     if all.is_empty() {
         println!("no cci containers");
         return Ok(None);

@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use super::spec::{Kind, keys};
-use crate::incus::{self, Client, Instance};
+use crate::config::Account;
+use crate::host::Host;
+use crate::incus::{self, Instance};
 
 /// One cci container as `cci list` and `cci info` show it.
 #[derive(Debug, Clone, Serialize)]
@@ -54,8 +56,10 @@ pub struct SandboxInfo {
 }
 
 impl SandboxInfo {
-    /// The info for `instance`, or `None` when cci did not create it.
-    pub fn from_instance(instance: &Instance) -> Option<SandboxInfo> {
+    /// The info for `instance`, or `None` when cci did not create it. A
+    /// container without a recorded user is taken to run as `account` (the
+    /// configured one).
+    pub fn from_instance(instance: &Instance, account: &Account) -> Option<SandboxInfo> {
         let key = |k: &str| instance.config.get(k).cloned().unwrap_or_default();
         let workspace = match instance.config.get(keys::WORKSPACE) {
             Some(w) => w.clone(),
@@ -92,8 +96,8 @@ impl SandboxInfo {
             save_error: key(keys::SAVE_ERROR),
             account: key(keys::ACCOUNT)
                 .split_once(':')
-                .and_then(|(uid, name)| Some(crate::config::Account::new(uid.parse().ok()?, name)))
-                .unwrap_or_else(|| super::spec::account().clone()),
+                .and_then(|(uid, name)| Some(Account::new(uid.parse().ok()?, name)))
+                .unwrap_or_else(|| account.clone()),
         })
     }
 
@@ -137,8 +141,8 @@ impl SandboxInfo {
 
 /// Every cci container, by name: sandboxes and launched containers (whose
 /// names are the user's, so every instance is looked at).
-pub async fn list(client: &Client) -> incus::Result<Vec<SandboxInfo>> {
-    list_prefix(client, "", true).await
+pub async fn list(host: &Host) -> incus::Result<Vec<SandboxInfo>> {
+    list_prefix(host, "", true).await
 }
 
 /// A token for one `cci container launch`: this process's id first, so
@@ -168,24 +172,26 @@ pub fn launch_marks(config: &mut HashMap<String, String>, image: &str, launch_to
 /// The cci containers whose names start with `prefix`, by name; with
 /// `with_state` they carry their addresses (which costs more).
 pub async fn list_prefix(
-    client: &Client,
+    host: &Host,
     prefix: &str,
     with_state: bool,
 ) -> incus::Result<Vec<SandboxInfo>> {
-    let mut all: Vec<SandboxInfo> = client
+    let account = &host.config.account;
+    let mut all: Vec<SandboxInfo> = host
+        .client
         .instances(prefix, with_state)
         .await?
         .iter()
-        .filter_map(SandboxInfo::from_instance)
+        .filter_map(|i| SandboxInfo::from_instance(i, account))
         .collect();
     all.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(all)
 }
 
 /// One cci container by name; a container cci did not create is refused.
-pub async fn get(client: &Client, name: &str) -> incus::Result<SandboxInfo> {
-    let (instance, _) = client.instance(name).await?;
-    SandboxInfo::from_instance(&instance).ok_or_else(|| {
+pub async fn get(host: &Host, name: &str) -> incus::Result<SandboxInfo> {
+    let (instance, _) = host.client.instance(name).await?;
+    SandboxInfo::from_instance(&instance, &host.config.account).ok_or_else(|| {
         incus::Error::Forbidden(format!(
             "{name} was not created by cci (it has no {} or {} key); cci leaves it alone",
             keys::WORKSPACE,

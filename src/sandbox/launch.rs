@@ -12,8 +12,9 @@ mod slots;
 
 use super::names::{Slot, container_name, parse_container_name, workspace_prefix};
 use super::spec::{SandboxSpec, keys};
+use crate::host::Host;
 use crate::incus::{self, Client};
-use crate::network::{self, Attachment, Nft, PolicyBackend, PortName};
+use crate::network::{self, Attachment, PolicyBackend, PortName};
 
 /// Why no container could be launched.
 #[derive(Debug, thiserror::Error)]
@@ -153,14 +154,15 @@ impl Attempt {
     /// After an interrupted launch: remove the container it was creating, if
     /// that container is this launch's. The daemon may still be creating it,
     /// so look again for a short while before concluding there is none.
-    pub async fn abandon(&self, client: &Client) {
+    pub async fn abandon(&self, host: &Host) {
+        let client = &host.client;
         let Some(name) = self.creating.lock().ok().and_then(|a| a.clone()) else {
             return;
         };
         for _ in 0..20 {
             match self.owns(client, &name).await {
                 Some(true) => {
-                    let _ = remove(client, &name).await;
+                    let _ = remove(host, &name).await;
                     return;
                 }
                 Some(false) => return,
@@ -184,12 +186,13 @@ pub use super::orphans::launcher_running;
 /// Create and start a container for `spec` in `slot`, or in the lowest free
 /// slot up to `limit`. `attempt` holds the name being created meanwhile.
 pub async fn launch(
-    client: &Client,
+    host: &Host,
     spec: &SandboxSpec,
     slot: Option<Slot>,
     limit: u32,
     attempt: &Attempt,
 ) -> Result<Launched, LaunchError> {
+    let client = &host.client;
     super::profile::ensure(client).await?;
     let profiles = [
         "default".to_string(),
@@ -197,23 +200,26 @@ pub async fn launch(
     ];
     vet_profiles(client, spec, &profiles).await?;
     let net = network::prepare(client, &profiles, &spec.network).await?;
-    let fw = Nft::from_env();
     let want = net.readiness();
-    let g = Guarded { net: &net, fw: &fw };
+    let g = Guarded {
+        net: &net,
+        host,
+        fw: host.policy(),
+    };
     let launched = allocate(client, spec, slot, limit, attempt, &g).await?;
     if !spec.extras.no_wait {
         attempt.set(Some(&launched.name));
         // While the container boots: remove run containers whose cci is gone.
         let (ready, _) = tokio::join!(
             network::ready::wait(client, &launched.name, &want, network::ready::bound()),
-            super::orphans::reap_runs(client)
+            super::orphans::reap_runs(host)
         );
         attempt.set(None);
         if let Err(e) = ready
             .map_err(LaunchError::from)
             .and_then(|r| r.map_err(LaunchError::from))
         {
-            let _ = remove(client, &launched.name).await;
+            let _ = remove(host, &launched.name).await;
             return Err(e);
         }
     }
@@ -254,7 +260,7 @@ async fn allocate(
     // `cci run` leaves its container to the daemon to stop and delete; give
     // it that moment before calling a slot taken.)
     if plan.reap {
-        super::orphans::reap_runs(client).await;
+        super::orphans::reap_runs(g.host).await;
     }
     for retry in &plan.second {
         let name = name_of(retry.slot);
@@ -323,6 +329,7 @@ async fn going_away(client: &Client, name: &str) -> bool {
 /// The network side of a launch: the prepared NIC and the firewall.
 struct Guarded<'a> {
     net: &'a Attachment,
+    host: &'a Host,
     fw: &'a dyn PolicyBackend,
 }
 
@@ -346,7 +353,7 @@ async fn create(
     if result.is_err() && attempt.owns(client, name).await == Some(true) {
         // Our record exists but its creation failed half-way (or it lost a
         // race with another launch's attempt on the same name): ours to remove.
-        let _ = remove(client, name).await;
+        let _ = remove(g.host, name).await;
     }
     attempt.set(None);
     slots::claimed(result, &spec.image)
@@ -355,7 +362,8 @@ async fn create(
 /// Stop (force) and delete `name`; gone already is fine. Retries (for up to
 /// 5 s) only while the daemon is still busy with it or it is still running,
 /// e.g. mid-create or mid-start; any other error is returned at once.
-pub async fn remove(client: &Client, name: &str) -> incus::Result<()> {
+pub async fn remove(host: &Host, name: &str) -> incus::Result<()> {
+    let client = &host.client;
     let port = client
         .instance(name)
         .await
@@ -363,7 +371,7 @@ pub async fn remove(client: &Client, name: &str) -> incus::Result<()> {
         .and_then(|(i, _)| network::port_of(&i));
     let released = |port: Option<PortName>| {
         if let Some(p) = port
-            && let Err(e) = network::release(&Nft::from_env(), &p)
+            && let Err(e) = network::release(host.policy(), &p)
         {
             tracing::warn!("removing the firewall rules of {name}: {e}");
         }

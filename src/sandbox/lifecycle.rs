@@ -12,21 +12,22 @@ use super::launch::{launcher_running, remove};
 use super::saving::{self, StateSave};
 use super::shell::{Ended, end};
 use super::spec::keys;
-use crate::incus::{self, Client};
+use crate::host::Host;
+use crate::incus;
 
 /// Save the session state of `name`, then stop it cleanly within `grace`
 /// (then by force) and delete it unless it is persistent (or its state
 /// could not be saved).
-pub async fn shutdown(client: &Client, name: &str, grace: Duration) -> incus::Result<Ended> {
-    end(client, name, grace).await
+pub async fn shutdown(host: &Host, name: &str, grace: Duration) -> incus::Result<Ended> {
+    end(host, name, grace).await
 }
 
 /// Stop (force) and delete a cci container at once; a running session's
 /// state is saved first if that takes less than a minute.
-pub async fn kill(client: &Client, name: &str) -> incus::Result<StateSave> {
-    let info = inventory::get(client, name).await?;
+pub async fn kill(host: &Host, name: &str) -> incus::Result<StateSave> {
+    let info = inventory::get(host, name).await?;
     let state = if info.state == "Running" {
-        let save = saving::save_now(client, name);
+        let save = saving::save_now(host, name);
         match tokio::time::timeout(Duration::from_secs(60), save).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => StateSave::Failed(e.to_string()),
@@ -35,7 +36,7 @@ pub async fn kill(client: &Client, name: &str) -> incus::Result<StateSave> {
     } else {
         StateSave::Nothing
     };
-    remove(client, name).await?;
+    remove(host, name).await?;
     Ok(state)
 }
 
@@ -43,8 +44,8 @@ pub async fn kill(client: &Client, name: &str) -> incus::Result<StateSave> {
 /// `clean` leaves it stopped. A launched container stops being
 /// Incus-ephemeral too, so a stop no longer deletes it. Returns false when
 /// it already was.
-pub async fn persist(client: &Client, name: &str) -> incus::Result<bool> {
-    let info = inventory::get(client, name).await?;
+pub async fn persist(host: &Host, name: &str) -> incus::Result<bool> {
+    let info = inventory::get(host, name).await?;
     if info.persistent() {
         return Ok(false);
     }
@@ -57,7 +58,7 @@ pub async fn persist(client: &Client, name: &str) -> incus::Result<bool> {
             )));
         }
     };
-    client.update_instance(name, &patch, None).await?;
+    host.client.update_instance(name, &patch, None).await?;
     Ok(true)
 }
 
@@ -138,8 +139,8 @@ const BUILD_PREFIX: &str = "cci-build-";
 /// The containers `clean` would remove, with the reason for each: cci's
 /// containers (see [`clean_reason`]; `all`: stopped persistent ones too) and
 /// build containers whose cci is gone.
-pub async fn clean_plan(client: &Client, all: bool) -> incus::Result<Vec<CleanItem>> {
-    let mut plan: Vec<CleanItem> = inventory::list(client)
+pub async fn clean_plan(host: &Host, all: bool) -> incus::Result<Vec<CleanItem>> {
+    let mut plan: Vec<CleanItem> = inventory::list(host)
         .await?
         .into_iter()
         .filter_map(|s| {
@@ -150,7 +151,7 @@ pub async fn clean_plan(client: &Client, all: bool) -> incus::Result<Vec<CleanIt
             })
         })
         .collect();
-    for i in client.instances(BUILD_PREFIX, false).await? {
+    for i in host.client.instances(BUILD_PREFIX, false).await? {
         let marked = i.config.get(keys::KIND).is_some_and(|k| k == "build");
         let token = &i.name[BUILD_PREFIX.len()..];
         if marked && !launcher_running(token) {

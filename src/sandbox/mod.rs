@@ -37,11 +37,11 @@ pub use names::{
 pub use orphans::{reap_runs, reap_runs_after_grace};
 pub use profile::{SANDBOX_PROFILE, ensure as ensure_profile};
 pub use run::{Ending, RunOutcome, RunRequest, run, sandbox_env};
-pub use saving::{StateSave, limits as session_limits, save_now, store_of};
+pub use saving::{StateSave, save_now, store_of};
 pub use shell::{
     Ended, Left, Session, ShellRequest, after_detach, end, new_session_id, open, reap, stop,
 };
-pub use spec::{KERNEL_DENY, Kind, SandboxSpec, WORKSPACE_MOUNT, account, keys};
+pub use spec::{KERNEL_DENY, Kind, SandboxSpec, WORKSPACE_MOUNT, keys};
 pub use tmux::{
     Keys, SESSION as TMUX_SESSION, SessionCommand, TmuxError, alive as session_alive,
     attach_request, capture as capture_session, send as send_keys,

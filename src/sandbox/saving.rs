@@ -4,6 +4,7 @@
 //! not saved yet is never deleted by upkeep; it is started, saved and stopped.
 
 use std::fs::File;
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::json;
@@ -12,14 +13,10 @@ use super::agent::Agent;
 use super::inventory::{self, SandboxInfo};
 use super::shell::stop;
 use super::spec::keys;
+use crate::host::Host;
 use crate::incus::{self, Client};
-use crate::network::{self, Nft};
-use crate::session::{self, Limits, Origin, Saved, SessionId, Store};
-
-/// The limits on one saved state (`[session]`, `CCI_SESSION_MAX_*`).
-pub fn limits() -> Result<Limits, String> {
-    Ok(crate::config::current().session)
-}
+use crate::network;
+use crate::session::{self, Origin, Saved, SessionId, Store};
 
 /// What became of a session's state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,9 +51,10 @@ fn lock(name: &str, wait: bool) -> Option<File> {
     Some(f)
 }
 
-/// The store of `agent`.
-pub fn store_of(agent: &str) -> Result<Store, String> {
-    Store::open(agent).map_err(|e| format!("opening the session store: {e}"))
+/// The store of `agent` under `sessions_dir` (`[paths] sessions_dir`, else
+/// the default).
+pub fn store_of(sessions_dir: Option<&Path>, agent: &str) -> Result<Store, String> {
+    Store::open(sessions_dir, agent).map_err(|e| format!("opening the session store: {e}"))
 }
 
 /// How a save is asked for.
@@ -72,11 +70,12 @@ pub enum SaveKind {
 /// it and stopped again unless `keep_running`. The outcome is recorded on
 /// the container.
 pub async fn save_state(
-    client: &Client,
+    host: &Host,
     info: &SandboxInfo,
     keep_running: bool,
     kind: SaveKind,
 ) -> incus::Result<StateSave> {
+    let client = &host.client;
     if kind == SaveKind::Final && !info.state_unsaved() {
         return Ok(StateSave::Nothing);
     }
@@ -88,7 +87,7 @@ pub async fn save_state(
     let mut tries = 0;
     let outcome = loop {
         if info.state != "Running" {
-            network::start_guarded(client, &Nft::from_env(), &info.name)
+            network::start_guarded(client, host.policy(), &info.name)
                 .await
                 .map_err(|e| match e {
                     network::Error::Incus(e) => e,
@@ -96,7 +95,7 @@ pub async fn save_state(
                 })?;
             started = true;
         }
-        match save_running(client, &info, &agent).await {
+        match save_running(host, &info, &agent).await {
             Ok(outcome) => break outcome,
             // A limit, the host, or a tar that stalls or never ends: trying
             // again changes nothing.
@@ -114,7 +113,7 @@ pub async fn save_state(
                     break StateSave::Failed(e.to_string());
                 }
                 tries += 1;
-                info = inventory::get(client, &info.name).await?;
+                info = inventory::get(host, &info.name).await?;
             }
         }
     };
@@ -148,7 +147,7 @@ async fn went_down(client: &Client, name: &str) -> bool {
 }
 
 async fn save_running(
-    client: &Client,
+    host: &Host,
     info: &SandboxInfo,
     agent: &Agent,
 ) -> Result<StateSave, session::Error> {
@@ -160,8 +159,8 @@ async fn save_running(
         .session
         .parse()
         .map_err(|e: session::BadSessionId| bad(e.to_string()))?;
-    let limits = limits().map_err(bad)?;
-    let store = store_of(agent.def.name).map_err(bad)?;
+    let limits = host.config.session;
+    let store = store_of(host.config.sessions_dir.as_deref(), agent.def.name).map_err(bad)?;
     let origin = Origin {
         id,
         tool: agent.def.name.into(),
@@ -172,7 +171,7 @@ async fn save_running(
         account: info.account.clone(),
     };
     Ok(
-        match session::save(client, &origin, &agent.def.files, &store, &limits).await? {
+        match session::save(&host.client, &origin, &agent.def.files, &store, &limits).await? {
             Some((saved, tally)) => {
                 for note in &tally.skipped {
                     tracing::info!("{}: left out of the saved state: {note}", info.name);
@@ -188,10 +187,10 @@ async fn save_running(
 }
 
 /// Save `name`'s session state now, under its lifecycle lock (waiting for it).
-pub async fn save_now(client: &Client, name: &str) -> incus::Result<StateSave> {
+pub async fn save_now(host: &Host, name: &str) -> incus::Result<StateSave> {
     let _lock = lock(name, true);
-    let info = inventory::get(client, name).await?;
-    save_state(client, &info, false, SaveKind::Now).await
+    let info = inventory::get(host, name).await?;
+    save_state(host, &info, false, SaveKind::Now).await
 }
 
 /// Hold `name`'s lifecycle lock while `f` runs (other cci processes' upkeep
@@ -204,7 +203,7 @@ pub async fn with_lock<T>(name: &str, f: impl Future<Output = T>) -> T {
 /// Upkeep for the stopped session containers among `all`: save what is
 /// unsaved (each container locked; one being handled elsewhere is skipped),
 /// then delete the ephemeral ones whose state is safe.
-pub async fn settle(client: &Client, all: &[SandboxInfo]) {
+pub async fn settle(host: &Host, all: &[SandboxInfo]) {
     for s in all {
         let ended = s.is_ended_session();
         let pending = s.state == "Stopped" && s.state_unsaved() && !s.save_failed();
@@ -215,14 +214,14 @@ pub async fn settle(client: &Client, all: &[SandboxInfo]) {
             continue;
         };
         // Fresh: another cci may have just changed it.
-        let Ok(s) = inventory::get(client, &s.name).await else {
+        let Ok(s) = inventory::get(host, &s.name).await else {
             continue;
         };
         if s.state != "Stopped" {
             continue;
         }
         if s.state_unsaved() && !s.save_failed() {
-            match save_state(client, &s, false, SaveKind::Final).await {
+            match save_state(host, &s, false, SaveKind::Final).await {
                 Ok(StateSave::Failed(why)) => {
                     tracing::warn!("{}: session state not saved: {why}", s.name)
                 }
@@ -233,11 +232,11 @@ pub async fn settle(client: &Client, all: &[SandboxInfo]) {
                 }
             }
         }
-        let Ok(s) = inventory::get(client, &s.name).await else {
+        let Ok(s) = inventory::get(host, &s.name).await else {
             continue;
         };
         if s.is_ended_session() && !s.state_unsaved() {
-            delete_ended(client, &s.name).await;
+            delete_ended(&host.client, &s.name).await;
         }
     }
 }
@@ -260,22 +259,21 @@ async fn delete_ended(client: &Client, name: &str) {
 /// Push a saved session into the running container `name` and copy the
 /// agent's credentials in: what a session needs before its agent starts.
 pub async fn prepare(
-    client: &Client,
+    host: &Host,
     name: &str,
     agent: &Agent,
     resume: Option<&Saved>,
     account: &crate::config::Account,
 ) -> Result<(), session::Error> {
+    let client = &host.client;
+    let config = host.config;
     if let Some(saved) = resume {
-        let limits = limits().map_err(|e| session::Error::Io {
-            what: "reading the session limits".into(),
-            cause: std::io::Error::other(e),
-        })?;
+        let limits = config.session;
         session::restore(client, name, &agent.def.files, saved, &limits, account).await?;
     }
     // `defaults.mount_claude_config = false`: the agent logs in inside.
-    let home = if crate::config::current().copy_credentials {
-        session::credentials_home()
+    let home = if config.copy_credentials {
+        session::credentials_home(config.credentials_dir.as_deref())
     } else {
         None
     };

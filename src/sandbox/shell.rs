@@ -12,8 +12,9 @@ use super::names::{PREFIX, Slot, container_name, workspace_prefix};
 use super::saving::{self, SaveKind, StateSave};
 use super::spec::{SandboxSpec, keys};
 use super::tmux::{self, SessionCommand};
+use crate::host::Host;
 use crate::incus::{self, Client};
-use crate::network::{self, Nft};
+use crate::network;
 use crate::session::Saved;
 
 /// What `cci shell` asks for.
@@ -76,14 +77,15 @@ pub fn new_session_id() -> String {
 /// session exists when this returns. `attempt` names the container being
 /// made meanwhile, so an interrupted caller can remove it.
 pub async fn open(
-    client: &Client,
+    host: &Host,
     req: &ShellRequest,
     id: &str,
     attempt: &Attempt,
 ) -> Result<Session, LaunchError> {
-    reap(client, &workspace_prefix(&req.spec.workspace.id)).await;
+    let client = &host.client;
+    reap(host, &workspace_prefix(&req.spec.workspace.id)).await;
     if req.resume.is_some() {
-        let all = inventory::list_prefix(client, PREFIX, false).await?;
+        let all = inventory::list_prefix(host, PREFIX, false).await?;
         if let Some(s) = all.iter().find(|s| s.session == id && s.state == "Running") {
             return Err(LaunchError::ResumeRunning {
                 id: id.into(),
@@ -91,11 +93,11 @@ pub async fn open(
             });
         }
     }
-    if let Some(existing) = reusable(client, req).await? {
+    if let Some(existing) = reusable(host, req).await? {
         let name = existing.name.clone();
         let ws = std::path::Path::new(req.spec.workspace.path_str());
         super::tripwire::arm(&name, &super::tripwire::fingerprint(ws), true);
-        return saving::with_lock(&name, reuse(client, req, existing, id)).await;
+        return saving::with_lock(&name, reuse(host, req, existing, id)).await;
     }
     let ws = std::path::Path::new(req.spec.workspace.path_str());
     let before = super::tripwire::fingerprint(ws);
@@ -106,10 +108,10 @@ pub async fn open(
     // host that can be a fluke of its boot, so a second container is tried.
     let mut tries = 0;
     let launched = loop {
-        let launched = launch(client, &spec, req.slot, req.slot_limit, attempt).await?;
+        let launched = launch(host, &spec, req.slot, req.slot_limit, attempt).await?;
         attempt.set(Some(&launched.name));
-        let account = super::spec::account();
-        let started = match prepare(client, &launched.name, req, account).await {
+        let account = &spec.account;
+        let started = match prepare(host, &launched.name, req, account).await {
             Ok(()) => tmux::start(client, &launched.name, &req.command, account).await,
             Err(e) => Err(e),
         };
@@ -120,7 +122,7 @@ pub async fn open(
                 break launched;
             }
             Err(e) => {
-                let _ = remove(client, &launched.name).await;
+                let _ = remove(host, &launched.name).await;
                 let fluke = matches!(&e, LaunchError::SessionStart { message, .. } if message.starts_with("exit status"));
                 if tries > 0 || !(fluke || matches!(e, LaunchError::Incus(_))) {
                     return Err(e);
@@ -139,7 +141,7 @@ pub async fn open(
         id: id.to_string(),
         persistent: spec.persistent,
         reused: false,
-        account: super::spec::account().clone(),
+        account: spec.account.clone(),
         network: spec.network.mode.to_string(),
     })
 }
@@ -147,7 +149,7 @@ pub async fn open(
 /// Restore the state to resume and copy the credentials into `name`, for
 /// its user (`account`).
 async fn prepare(
-    client: &Client,
+    host: &Host,
     name: &str,
     req: &ShellRequest,
     account: &crate::config::Account,
@@ -155,7 +157,7 @@ async fn prepare(
     let Some(agent) = &req.agent else {
         return Ok(());
     };
-    saving::prepare(client, name, agent, req.resume.as_ref(), account)
+    saving::prepare(host, name, agent, req.resume.as_ref(), account)
         .await
         .map_err(|source| LaunchError::Prepare {
             container: name.into(),
@@ -165,11 +167,11 @@ async fn prepare(
 
 /// The persistent container this request should reuse, if any: looks up
 /// what [`pick_kept`] chooses from.
-async fn reusable(client: &Client, req: &ShellRequest) -> incus::Result<Option<SandboxInfo>> {
+async fn reusable(host: &Host, req: &ShellRequest) -> incus::Result<Option<SandboxInfo>> {
     let workspace = req.spec.workspace.path_str();
     if let Some(slot) = req.slot {
         let name = container_name(&req.spec.workspace.id, slot);
-        let found = match inventory::get(client, &name).await {
+        let found = match inventory::get(host, &name).await {
             Ok(s) => vec![s],
             Err(e) if e.is_not_found() => vec![],
             // Not cci's: the launch reports the slot as taken.
@@ -182,7 +184,7 @@ async fn reusable(client: &Client, req: &ShellRequest) -> incus::Result<Option<S
         return Ok(None);
     }
     let prefix = workspace_prefix(&req.spec.workspace.id);
-    let found = inventory::list_prefix(client, &prefix, false).await?;
+    let found = inventory::list_prefix(host, &prefix, false).await?;
     Ok(pick_kept(None, workspace, req.slot_limit, found))
 }
 
@@ -208,13 +210,14 @@ fn pick_kept(
 }
 
 async fn reuse(
-    client: &Client,
+    host: &Host,
     req: &ShellRequest,
     existing: SandboxInfo,
     id: &str,
 ) -> Result<Session, LaunchError> {
+    let client = &host.client;
     let name = existing.name.clone();
-    let network = honour_policy(client, req, &name).await?;
+    let network = honour_policy(host, req, &name).await?;
     let mut running = existing.state == "Running";
     let mut id = id.to_string();
     let account = existing.account.clone();
@@ -223,23 +226,23 @@ async fn reuse(
         id = existing.session.clone();
     } else {
         if !running {
-            network::start_guarded(client, &Nft::from_env(), &name).await?;
+            network::start_guarded(client, host.policy(), &name).await?;
             running = true;
         }
         // The previous session's state first, if nobody saved it yet.
-        let fresh = inventory::get(client, &name).await?;
+        let fresh = inventory::get(host, &name).await?;
         if let StateSave::Failed(why) =
-            saving::save_state(client, &fresh, true, SaveKind::Final).await?
+            saving::save_state(host, &fresh, true, SaveKind::Final).await?
         {
             tracing::warn!("{name}: the previous session's state was not saved: {why}");
         }
         let patch = json!({"config": {keys::SESSION: id, keys::AGENT: req.agent_name()}});
         client.update_instance(&name, &patch, None).await?;
-        prepare(client, &name, req, &fresh.account).await?;
+        prepare(host, &name, req, &fresh.account).await?;
         let mut tries = 0;
         loop {
             if !running || tries > 0 {
-                network::start_guarded(client, &Nft::from_env(), &name).await?;
+                network::start_guarded(client, host.policy(), &name).await?;
             }
             match tmux::start(client, &name, &req.command, &account).await {
                 // Seen when the daemon was still finishing the container's
@@ -267,12 +270,9 @@ async fn reuse(
 /// one asked for on the command line is refused; a looser one that only
 /// comes from the configuration leaves the container's own in force.
 /// Returns the mode in force, said for the user.
-async fn honour_policy(
-    client: &Client,
-    req: &ShellRequest,
-    name: &str,
-) -> Result<String, LaunchError> {
+async fn honour_policy(host: &Host, req: &ShellRequest, name: &str) -> Result<String, LaunchError> {
     use network::reuse::{Change, compare, reapply};
+    let client = &host.client;
     let (instance, _) = client.instance(name).await?;
     super::vet::instance(&instance).map_err(LaunchError::Unsafe)?;
     let Some(recorded) = network::Policy::of(&instance).transpose()? else {
@@ -282,7 +282,7 @@ async fn honour_policy(
     match compare(&recorded, asked) {
         Change::Same => Ok(recorded.mode.to_string()),
         Change::Stricter => {
-            reapply(client, &Nft::from_env(), name, asked).await?;
+            reapply(client, host.policy(), name, asked).await?;
             Ok(format!("{} (was {}; tightened)", asked.mode, recorded.mode))
         }
         Change::Looser if req.network_explicit => Err(LaunchError::LooserPolicy {
@@ -321,32 +321,30 @@ pub struct Ended {
 /// After a terminal left `name`'s session: if the session still runs, it was
 /// a detach; otherwise end the container (save its state, then stop a
 /// persistent one or delete an ephemeral one).
-pub async fn after_detach(client: &Client, name: &str) -> incus::Result<Left> {
-    let info = inventory::get(client, name).await?;
-    if tmux::alive(client, name, &info.account).await? {
+pub async fn after_detach(host: &Host, name: &str) -> incus::Result<Left> {
+    let info = inventory::get(host, name).await?;
+    if tmux::alive(&host.client, name, &info.account).await? {
         return Ok(Left::Detached);
     }
-    Ok(Left::Ended(
-        end(client, name, Duration::from_secs(30)).await?,
-    ))
+    Ok(Left::Ended(end(host, name, Duration::from_secs(30)).await?))
 }
 
 /// End a session's container: save its agent state, then stop it within
 /// `grace` (then by force) and delete it unless it is persistent. An
 /// ephemeral container whose state could not be saved is kept, stopped.
-pub async fn end(client: &Client, name: &str, grace: Duration) -> incus::Result<Ended> {
+pub async fn end(host: &Host, name: &str, grace: Duration) -> incus::Result<Ended> {
     saving::with_lock(name, async {
-        let info = inventory::get(client, name).await?;
+        let info = inventory::get(host, name).await?;
         // A stopped container (powered off inside, say) is started to save.
-        let state = saving::save_state(client, &info, true, SaveKind::Final).await?;
+        let state = saving::save_state(host, &info, true, SaveKind::Final).await?;
         let keep = info.persistent() || matches!(state, StateSave::Failed(_));
         let ws = std::path::Path::new(&info.workspace);
         let changed = super::tripwire::check(name, ws);
         let warning = (!changed.is_empty()).then(|| super::tripwire::warning(ws, &changed));
         if keep {
-            stop(client, name, grace).await?;
+            stop(&host.client, name, grace).await?;
         } else {
-            remove(client, name).await?;
+            remove(host, name).await?;
         }
         Ok(Ended {
             deleted: !keep,
@@ -379,14 +377,14 @@ pub async fn stop(client: &Client, name: &str, grace: Duration) -> incus::Result
 /// container another launch is creating right now has never been started,
 /// and one another cci is handling is locked, so neither is touched. Run
 /// containers whose cci is gone (of any workspace) are removed too.
-pub async fn reap(client: &Client, prefix: &str) {
+pub async fn reap(host: &Host, prefix: &str) {
     let ((), _) = tokio::join!(
         async {
-            if let Ok(all) = inventory::list_prefix(client, prefix, false).await {
-                saving::settle(client, &all).await;
+            if let Ok(all) = inventory::list_prefix(host, prefix, false).await {
+                saving::settle(host, &all).await;
             }
         },
-        super::orphans::reap_runs(client)
+        super::orphans::reap_runs(host)
     );
 }
 
@@ -407,7 +405,7 @@ mod tests {
             },
         }))
         .unwrap();
-        SandboxInfo::from_instance(&i).unwrap()
+        SandboxInfo::from_instance(&i, &crate::config::Account::new(1000, "code")).unwrap()
     }
 
     fn slot_of(s: Option<SandboxInfo>) -> Option<u32> {

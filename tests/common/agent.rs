@@ -35,9 +35,9 @@ impl Drop for Sessions {
     fn drop(&mut self) {
         let ws = self.0.clone();
         super::block_on_thread(async move {
-            let c = client().await;
+            let host = super::host(client().await);
             for name in containers_of(&ws).await {
-                let _ = cci::sandbox::remove(&c, &name).await;
+                let _ = cci::sandbox::remove(&host, &name).await;
             }
         });
     }
