@@ -229,7 +229,10 @@ async fn clean_all_also_removes_kept_containers_and_saved_sessions() {
             "{n} is left"
         );
     }
-    assert_eq!(pc.instance(running).await.unwrap().0.status, "Running");
+    assert_eq!(
+        pc.instance(running).await.unwrap().0.status.as_str(),
+        "Running"
+    );
     let left = ok(in_project(&["session", "list"]));
     assert!(!left.contains("cci-test-clean-all"), "{left}");
     ok(in_project(&["kill", running]));

@@ -241,7 +241,10 @@ async fn list(host: &Host, args: ListArgs) -> anyhow::Result<i32> {
                 let ip = i.state.as_ref().and_then(|s| s.ipv4("eth0"));
                 let ephemeral = if i.ephemeral { "yes" } else { "no" };
                 let ip = ip.as_deref().unwrap_or("-");
-                println!("{}", table.line([&i.name, &i.status, ephemeral, ip]));
+                println!(
+                    "{}",
+                    table.line([&i.name, i.status.as_str(), ephemeral, ip])
+                );
             }
         }
     }

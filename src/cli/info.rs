@@ -6,6 +6,7 @@ use super::Format;
 use super::list::slot_of;
 use super::output::{dash, fields, print_json};
 use crate::host::Host;
+use crate::incus::InstanceStatus;
 use crate::sandbox;
 
 /// Options of `cci info`.
@@ -70,8 +71,8 @@ pub async fn info(host: &Host, args: InfoArgs) -> anyhow::Result<i32> {
     let Some(s) = all.into_iter().find(|s| s.name == name) else {
         return Err(crate::incus::Error::NotFound(format!("container {name}")).into());
     };
-    let session_running =
-        s.state == "Running" && sandbox::session_alive(client, &s.name, &s.account).await?;
+    let session_running = s.state == InstanceStatus::Running
+        && sandbox::session_alive(client, &s.name, &s.account).await?;
     match args.format {
         Format::Json => {
             let mut v = serde_json::to_value(&s)?;
@@ -81,9 +82,9 @@ pub async fn info(host: &Host, args: InfoArgs) -> anyhow::Result<i32> {
         Format::Table => {
             let rows = [
                 ("Name", s.name.clone()),
-                ("State", s.state.clone()),
+                ("State", s.state.to_string()),
                 ("Slot", slot_of(&s)),
-                ("Mode", s.mode.to_string()),
+                ("Mode", s.mode().to_string()),
                 ("Kind", s.kind.clone()),
                 ("Workspace", dash(&s.workspace)),
                 ("Image", dash(&s.image)),

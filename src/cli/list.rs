@@ -54,8 +54,8 @@ fn print_table(all: &[SandboxInfo]) {
         .iter()
         .map(|s| {
             [
-                format!("{} ({})", s.name, s.mode),
-                s.state.clone(),
+                format!("{} ({})", s.name, s.mode()),
+                s.state.to_string(),
                 slot_of(s),
                 s.kind.clone(),
                 s.ipv4.clone().unwrap_or_else(|| "-".into()),

@@ -7,6 +7,7 @@ use serde::Serialize;
 use super::output::{Col, Fixed, print_json};
 use super::{Format, UsageError};
 use crate::host::Host;
+use crate::incus::InstanceStatus;
 use crate::network::{self, Mode, Policy, plan_policy};
 
 /// Network flags of every command that starts a container.
@@ -85,7 +86,7 @@ pub struct StatusArgs {
 #[derive(Debug, Serialize)]
 struct Row {
     container: String,
-    state: String,
+    state: InstanceStatus,
     mode: String,
     port: String,
     rules: bool,
@@ -171,7 +172,14 @@ async fn status(host: &Host, a: StatusArgs) -> anyhow::Result<i32> {
             for r in &rows {
                 let rules = if r.rules { "yes" } else { "NO" };
                 let dropped = r.dropped.to_string();
-                let cells = [&*r.container, &r.state, &r.mode, &r.port, rules, &dropped];
+                let cells = [
+                    &*r.container,
+                    r.state.as_str(),
+                    &r.mode,
+                    &r.port,
+                    rules,
+                    &dropped,
+                ];
                 println!("{}", table.line(cells));
             }
             println!(

@@ -4,6 +4,7 @@ use clap::Args;
 
 use super::targets::report;
 use crate::host::Host;
+use crate::incus::InstanceStatus;
 use crate::sandbox;
 
 /// Options of `cci persist`.
@@ -29,8 +30,8 @@ pub async fn persist(host: &Host, args: PersistArgs) -> anyhow::Result<i32> {
             .into_iter()
             .filter(|s| {
                 matches!(s.kind.as_str(), "shell" | "container")
-                    && !s.persistent()
-                    && s.state == "Running"
+                    && !s.persistent
+                    && s.state == InstanceStatus::Running
             })
             .map(|s| s.name)
             .collect();

@@ -10,6 +10,7 @@ use super::output::{fields, print_json, print_rows};
 use super::sandbox_args::workspace_at;
 use super::{Format, UsageError};
 use crate::host::Host;
+use crate::incus::InstanceStatus;
 use crate::sandbox::{self, Agent, StateSave};
 use crate::session::{self, Saved, SessionId, Store};
 
@@ -328,7 +329,7 @@ pub async fn run(host: &Host, cmd: SessionCommand) -> anyhow::Result<i32> {
         SessionCommand::Restore(a) => {
             let (store, saved) = find(&a.id)?.ok_or_else(|| not_found(&a.id))?;
             let info = sandbox::info(host, &a.name).await?;
-            if info.state != "Running" {
+            if info.state != InstanceStatus::Running {
                 return Err(UsageError(format!("{} is not running", a.name)).into());
             }
             let agent = Agent::named(store.tool(), None).map_err(|e| UsageError(e.to_string()))?;

@@ -6,6 +6,7 @@ use super::UsageError;
 use super::sandbox_args::{SandboxArgs, slot_limit, workspace_at};
 use super::signals::interrupted;
 use crate::host::Host;
+use crate::incus::InstanceStatus;
 use crate::sandbox::{
     self, Agent, Attempt, Kind, Left, SandboxInfo, SandboxSpec, SessionCommand, ShellRequest, Slot,
 };
@@ -163,11 +164,11 @@ pub async fn attach(host: &Host, args: AttachArgs) -> anyhow::Result<i32> {
         (Some(name), _) => sandbox::info(host, name).await?,
         (None, slot) => pick(host, &args, slot).await?,
     };
-    if target.state != "Running" {
+    if target.state != InstanceStatus::Running {
         return Err(UsageError(format!(
             "{} is {}; `cci shell --slot {}` starts its session again",
             target.name,
-            target.state.to_lowercase(),
+            target.state.as_str().to_lowercase(),
             target.slot
         ))
         .into());
@@ -213,7 +214,7 @@ async fn pick(host: &Host, args: &AttachArgs, slot: Option<Slot>) -> anyhow::Res
             .into()
         });
     }
-    all.retain(|s| s.state == "Running");
+    all.retain(|s| s.state == InstanceStatus::Running);
     match all.len() {
         1 => Ok(all.remove(0)),
         0 => Err(crate::incus::Error::NotFound(format!(
@@ -223,7 +224,7 @@ async fn pick(host: &Host, args: &AttachArgs, slot: Option<Slot>) -> anyhow::Res
         .into()),
         n => {
             for s in &all {
-                eprintln!("  {}  slot {}  {}", s.name, s.slot, s.mode);
+                eprintln!("  {}  slot {}  {}", s.name, s.slot, s.mode());
             }
             Err(UsageError(format!(
                 "{n} sessions run for this workspace; pick one: `cci attach NAME` or `cci attach --slot N`"

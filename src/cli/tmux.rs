@@ -7,6 +7,7 @@ use clap::{Args, Subcommand};
 
 use super::Format;
 use crate::host::Host;
+use crate::incus::InstanceStatus;
 use crate::sandbox::{self, Keys};
 use crate::{config, terminal};
 
@@ -100,7 +101,7 @@ async fn list(host: &Host, a: TmuxListArgs) -> anyhow::Result<i32> {
     let mut running = Vec::new();
     for s in sandbox::list(host).await? {
         if s.kind == "shell"
-            && s.state == "Running"
+            && s.state == InstanceStatus::Running
             && sandbox::session_alive(client, &s.name, &s.account).await?
         {
             running.push(s);

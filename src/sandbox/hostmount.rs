@@ -11,7 +11,7 @@ use super::idmap;
 use super::inventory::SandboxInfo;
 use super::mounts::{WHY, plain, resolve};
 use crate::config::Account;
-use crate::incus::Instance;
+use crate::incus::{Instance, InstanceStatus};
 
 /// What to change on the container.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,7 +101,7 @@ pub fn plan(
         .unwrap_or_default();
     if have.is_empty() {
         plan.idmap = Some(want);
-        plan.restart_needed = instance.status != "Stopped";
+        plan.restart_needed = instance.status != InstanceStatus::Stopped;
     } else if have != want {
         return Err(format!(
             "{} already maps other host ids (raw.idmap {have:?}); the owner of {} ({}:{}) cannot appear as `{}` too: mount a folder owned by the same user, or pass --shift=false (its files then show as nobody)",

@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::spec::{Kind, keys};
 use crate::config::Account;
 use crate::host::Host;
-use crate::incus::{self, Instance};
+use crate::incus::{self, Instance, InstanceStatus};
 
 /// One cci container as `cci list` and `cci info` show it.
 #[derive(Debug, Clone, Serialize)]
@@ -18,15 +18,16 @@ pub struct SandboxInfo {
     /// Container name.
     pub name: String,
     /// `Running`, `Stopped`...
-    pub state: String,
+    pub state: InstanceStatus,
     /// Slot number (0: none, for a launched container).
     pub slot: u32,
     /// Host path of the workspace (empty for a launched container).
     pub workspace: String,
     /// `shell`, `run` or `container` (made by `cci container launch`).
     pub kind: String,
-    /// `persistent` or `ephemeral`.
-    pub mode: &'static str,
+    /// Kept after its session ends (shown as `mode`: see [`Self::mode`]).
+    #[serde(rename = "mode", serialize_with = "mode_word")]
+    pub persistent: bool,
     /// eth0's IPv4 address while running.
     pub ipv4: Option<String>,
     /// Creation time (RFC 3339).
@@ -79,11 +80,7 @@ impl SandboxInfo {
             slot: key(keys::SLOT).parse().unwrap_or(0),
             workspace,
             kind: key(keys::KIND),
-            mode: if key(keys::PERSISTENT) == "true" {
-                "persistent"
-            } else {
-                "ephemeral"
-            },
+            persistent: key(keys::PERSISTENT) == "true",
             ipv4: instance.state.as_ref().and_then(|s| s.ipv4("eth0")),
             created: instance.created_at.clone(),
             last_started,
@@ -101,9 +98,13 @@ impl SandboxInfo {
         })
     }
 
-    /// Kept after its session ends.
-    pub fn persistent(&self) -> bool {
-        self.mode == "persistent"
+    /// `persistent` or `ephemeral`, as `cci list` says it.
+    pub fn mode(&self) -> &'static str {
+        if self.persistent {
+            "persistent"
+        } else {
+            "ephemeral"
+        }
     }
 
     /// Made by `cci container launch` (no workspace, no slot, no session).
@@ -132,11 +133,20 @@ impl SandboxInfo {
     /// An ephemeral session container that was started and has stopped: its
     /// session is over and only the container is left.
     pub fn is_ended_session(&self) -> bool {
-        self.state == "Stopped"
-            && !self.persistent()
+        self.state == InstanceStatus::Stopped
+            && !self.persistent
             && self.kind == "shell"
             && !self.last_started.is_empty()
     }
+}
+
+/// [`SandboxInfo::persistent`] as its word (the JSON has always said `mode`).
+fn mode_word<S: serde::Serializer>(persistent: &bool, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(if *persistent {
+        "persistent"
+    } else {
+        "ephemeral"
+    })
 }
 
 /// Every cci container, by name: sandboxes and launched containers (whose
@@ -198,4 +208,35 @@ pub async fn get(host: &Host, name: &str) -> incus::Result<SandboxInfo> {
             keys::KIND
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_json_says_the_daemons_status_and_the_mode_word() {
+        let i: Instance = serde_json::from_value(serde_json::json!({
+            "name": "cci-ws-2", "status": "Running",
+            "created_at": "2026-01-01T00:00:00Z", "last_used_at": "1970-01-01T00:00:00Z",
+            "config": {
+                keys::WORKSPACE: "/w", keys::SLOT: "2", keys::KIND: "shell",
+                keys::PERSISTENT: "true", keys::IMAGE: "cci",
+            },
+        }))
+        .unwrap();
+        let s = SandboxInfo::from_instance(&i, &Account::new(1000, "code")).unwrap();
+        assert_eq!(
+            serde_json::to_string(&s).unwrap(),
+            r#"{"name":"cci-ws-2","state":"Running","slot":2,"workspace":"/w","kind":"shell","mode":"persistent","ipv4":null,"created":"2026-01-01T00:00:00Z","last_started":"","image":"cci","session":"","agent":"","network":""}"#
+        );
+        let mut off = s.clone();
+        off.state = InstanceStatus::parse("Stopped");
+        off.persistent = false;
+        let v = serde_json::to_value(&off).unwrap();
+        assert_eq!(
+            (&v["state"], &v["mode"]),
+            (&"Stopped".into(), &"ephemeral".into())
+        );
+    }
 }

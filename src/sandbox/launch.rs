@@ -13,7 +13,7 @@ mod slots;
 use super::names::{Slot, container_name, parse_container_name, workspace_prefix};
 use super::spec::{SandboxSpec, keys};
 use crate::host::Host;
-use crate::incus::{self, Client};
+use crate::incus::{self, Client, InstanceStatus};
 use crate::network::{self, Attachment, PolicyBackend, PortName};
 
 /// Why no container could be launched.
@@ -311,7 +311,7 @@ async fn going_away(client: &Client, name: &str) -> bool {
         match client.instance(name).await {
             Err(e) if e.is_not_found() => return true,
             Ok((i, _)) if i.ephemeral && i.config.get(keys::KIND).is_some_and(|k| k == "run") => {
-                let in_use = i.status == "Running"
+                let in_use = i.status == InstanceStatus::Running
                     && i.config
                         .get(keys::LAUNCH)
                         .is_some_and(|t| launcher_running(t));

@@ -13,7 +13,7 @@ use super::saving::{self, StateSave};
 use super::shell::{Ended, end};
 use super::spec::keys;
 use crate::host::Host;
-use crate::incus;
+use crate::incus::{self, InstanceStatus};
 
 /// Save the session state of `name`, then stop it cleanly within `grace`
 /// (then by force) and delete it unless it is persistent (or its state
@@ -26,7 +26,7 @@ pub async fn shutdown(host: &Host, name: &str, grace: Duration) -> incus::Result
 /// state is saved first if that takes less than a minute.
 pub async fn kill(host: &Host, name: &str) -> incus::Result<StateSave> {
     let info = inventory::get(host, name).await?;
-    let state = if info.state == "Running" {
+    let state = if info.state == InstanceStatus::Running {
         let save = saving::save_now(host, name);
         match tokio::time::timeout(Duration::from_secs(60), save).await {
             Ok(Ok(s)) => s,
@@ -46,7 +46,7 @@ pub async fn kill(host: &Host, name: &str) -> incus::Result<StateSave> {
 /// it already was.
 pub async fn persist(host: &Host, name: &str) -> incus::Result<bool> {
     let info = inventory::get(host, name).await?;
-    if info.persistent() {
+    if info.persistent {
         return Ok(false);
     }
     let patch = match info.kind.as_str() {
@@ -105,14 +105,14 @@ pub fn clean_reason(s: &SandboxInfo, all: bool) -> Option<CleanReason> {
     if !s.is_launched() && !Path::new(&s.workspace).is_dir() {
         return Some(CleanReason::WorkspaceGone);
     }
-    if s.state != "Stopped" {
+    if s.state != InstanceStatus::Stopped {
         return None;
     }
     if s.last_started.is_empty() {
         // Unless the cci that creates it is still at work.
         return (!launcher_running(&s.launch)).then_some(CleanReason::NeverStarted);
     }
-    if s.persistent() {
+    if s.persistent {
         return all.then_some(CleanReason::KeptStopped);
     }
     Some(match s.kind.as_str() {
@@ -128,7 +128,7 @@ pub struct CleanItem {
     /// Its name.
     pub name: String,
     /// `Running`, `Stopped`...
-    pub state: String,
+    pub state: InstanceStatus,
     /// Why it goes.
     pub reason: CleanReason,
 }
@@ -176,7 +176,7 @@ mod tests {
             slot: 1,
             workspace: ws.into(),
             kind: kind.into(),
-            mode,
+            persistent: mode == "persistent",
             ipv4: None,
             created: String::new(),
             last_started: if started {

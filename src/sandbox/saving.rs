@@ -14,7 +14,7 @@ use super::inventory::{self, SandboxInfo};
 use super::shell::stop;
 use super::spec::keys;
 use crate::host::Host;
-use crate::incus::{self, Client};
+use crate::incus::{self, Client, InstanceStatus};
 use crate::network;
 use crate::session::{self, Origin, Saved, SessionId, Store};
 
@@ -86,7 +86,7 @@ pub async fn save_state(
     let mut started = false;
     let mut tries = 0;
     let outcome = loop {
-        if info.state != "Running" {
+        if info.state != InstanceStatus::Running {
             network::start_guarded(client, host.policy(), &info.name)
                 .await
                 .map_err(|e| match e {
@@ -138,7 +138,7 @@ pub async fn save_state(
 async fn went_down(client: &Client, name: &str) -> bool {
     for _ in 0..50 {
         match client.instance(name).await {
-            Ok((i, _)) if i.status == "Stopped" => return true,
+            Ok((i, _)) if i.status == InstanceStatus::Stopped => return true,
             Ok(_) => tokio::time::sleep(Duration::from_millis(200)).await,
             Err(_) => return false,
         }
@@ -167,7 +167,7 @@ async fn save_running(
         workspace: info.workspace.clone(),
         container: info.name.clone(),
         slot: info.slot,
-        persistent: info.persistent(),
+        persistent: info.persistent,
         account: info.account.clone(),
     };
     Ok(
@@ -206,7 +206,7 @@ pub async fn with_lock<T>(name: &str, f: impl Future<Output = T>) -> T {
 pub async fn settle(host: &Host, all: &[SandboxInfo]) {
     for s in all {
         let ended = s.is_ended_session();
-        let pending = s.state == "Stopped" && s.state_unsaved() && !s.save_failed();
+        let pending = s.state == InstanceStatus::Stopped && s.state_unsaved() && !s.save_failed();
         if !ended && !pending {
             continue;
         }
@@ -217,7 +217,7 @@ pub async fn settle(host: &Host, all: &[SandboxInfo]) {
         let Ok(s) = inventory::get(host, &s.name).await else {
             continue;
         };
-        if s.state != "Stopped" {
+        if s.state != InstanceStatus::Stopped {
             continue;
         }
         if s.state_unsaved() && !s.save_failed() {

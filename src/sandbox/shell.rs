@@ -13,7 +13,7 @@ use super::saving::{self, SaveKind, StateSave};
 use super::spec::{SandboxSpec, keys};
 use super::tmux::{self, SessionCommand};
 use crate::host::Host;
-use crate::incus::{self, Client};
+use crate::incus::{self, Client, InstanceStatus};
 use crate::network;
 use crate::session::Saved;
 
@@ -86,7 +86,10 @@ pub async fn open(
     reap(host, &workspace_prefix(&req.spec.workspace.id)).await;
     if req.resume.is_some() {
         let all = inventory::list_prefix(host, PREFIX, false).await?;
-        if let Some(s) = all.iter().find(|s| s.session == id && s.state == "Running") {
+        if let Some(s) = all
+            .iter()
+            .find(|s| s.session == id && s.state == InstanceStatus::Running)
+        {
             return Err(LaunchError::ResumeRunning {
                 id: id.into(),
                 container: s.name.clone(),
@@ -201,11 +204,11 @@ fn pick_kept(
 ) -> Option<SandboxInfo> {
     let mut ours = found
         .into_iter()
-        .filter(|s| s.workspace == workspace && s.persistent() && s.kind == "shell");
+        .filter(|s| s.workspace == workspace && s.persistent && s.kind == "shell");
     if asked.is_some() {
         return ours.next();
     }
-    ours.filter(|s| s.state == "Stopped" && s.slot <= limit)
+    ours.filter(|s| s.state == InstanceStatus::Stopped && s.slot <= limit)
         .min_by_key(|s| s.slot)
 }
 
@@ -218,7 +221,7 @@ async fn reuse(
     let client = &host.client;
     let name = existing.name.clone();
     let network = honour_policy(host, req, &name).await?;
-    let mut running = existing.state == "Running";
+    let mut running = existing.state == InstanceStatus::Running;
     let mut id = id.to_string();
     let account = existing.account.clone();
     if running && tmux::alive(client, &name, &account).await? {
@@ -337,7 +340,7 @@ pub async fn end(host: &Host, name: &str, grace: Duration) -> incus::Result<Ende
         let info = inventory::get(host, name).await?;
         // A stopped container (powered off inside, say) is started to save.
         let state = saving::save_state(host, &info, true, SaveKind::Final).await?;
-        let keep = info.persistent() || matches!(state, StateSave::Failed(_));
+        let keep = info.persistent || matches!(state, StateSave::Failed(_));
         let ws = std::path::Path::new(&info.workspace);
         let changed = super::tripwire::check(name, ws);
         let warning = (!changed.is_empty()).then(|| super::tripwire::warning(ws, &changed));
@@ -364,7 +367,7 @@ pub async fn stop(client: &Client, name: &str, grace: Duration) -> incus::Result
     match client.stop_instance(name, None, true).await {
         Ok(()) => Ok(()),
         Err(e) => match client.instance(name).await {
-            Ok((i, _)) if i.status == "Stopped" => Ok(()),
+            Ok((i, _)) if i.status == InstanceStatus::Stopped => Ok(()),
             Err(gone) if gone.is_not_found() => Ok(()),
             _ => Err(e),
         },
