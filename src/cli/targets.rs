@@ -49,9 +49,9 @@ pub async fn targets(
 }
 
 /// Print one line per name, or the error; the exit code of the last error.
-pub fn report<T>(
+pub fn report<T, E: Into<anyhow::Error> + std::fmt::Display>(
     name: &str,
-    result: crate::incus::Result<T>,
+    result: Result<T, E>,
     ok: impl Fn(T) -> String,
     code: &mut i32,
 ) {
@@ -65,10 +65,11 @@ pub fn report<T>(
 }
 
 /// Run `op` on every name, a few at a time, and report in the given order.
-pub async fn for_each<T, F, Fut>(names: &[String], op: F, ok: impl Fn(&str, T) -> String) -> i32
+pub async fn for_each<T, E, F, Fut>(names: &[String], op: F, ok: impl Fn(&str, T) -> String) -> i32
 where
+    E: Into<anyhow::Error> + std::fmt::Display,
     F: Fn(String) -> Fut,
-    Fut: std::future::Future<Output = crate::incus::Result<T>>,
+    Fut: std::future::Future<Output = Result<T, E>>,
 {
     use futures_util::StreamExt;
     let results: Vec<_> = futures_util::stream::iter(names.iter().cloned())

@@ -10,101 +10,13 @@ use std::time::Duration;
 
 mod slots;
 
+use super::error::Error;
+
 use super::names::{Slot, container_name, parse_container_name, workspace_prefix};
 use super::spec::{SandboxSpec, keys};
 use crate::host::Host;
 use crate::incus::{self, Client, InstanceStatus};
 use crate::network::{self, Attachment, PolicyBackend, PortName};
-
-/// Why no container could be launched.
-#[derive(Debug, thiserror::Error)]
-pub enum LaunchError {
-    /// Every slot up to the limit is taken.
-    #[error(
-        "all {limit} slots of workspace {workspace} are in use; stop one (`cci list`, then `cci kill NAME`) or raise the slot limit (CCI_SLOT_LIMIT)"
-    )]
-    SlotsExhausted {
-        /// The limit.
-        limit: u32,
-        /// The workspace path.
-        workspace: String,
-    },
-    /// `--slot` above the limit.
-    #[error("slot {slot} is above the slot limit of {limit} (CCI_SLOT_LIMIT)")]
-    SlotAboveLimit {
-        /// Asked for.
-        slot: Slot,
-        /// The limit.
-        limit: u32,
-    },
-    /// `--slot N` names a slot that already has a container.
-    #[error("slot {slot} is in use by container {name}; pick another slot or leave --slot out")]
-    SlotInUse {
-        /// Asked for.
-        slot: Slot,
-        /// The container in it.
-        name: String,
-    },
-    /// The image alias does not exist.
-    #[error(
-        "image {image:?} not found; build it with `cci build --base IMAGE` (or `cci build custom`), or choose an existing one with --image ALIAS"
-    )]
-    ImageMissing {
-        /// The alias.
-        image: String,
-    },
-    /// The container runs but the session in it could not start.
-    #[error("could not start the session in {container}: {message}")]
-    SessionStart {
-        /// The container (removed again).
-        container: String,
-        /// What the start script said.
-        message: String,
-    },
-    /// The container's network isolation could not be set up (it was not started).
-    #[error(transparent)]
-    Network(#[from] network::Error),
-    /// The saved state or the credentials could not be put into the container.
-    #[error("could not prepare the session in {container}: {source}")]
-    Prepare {
-        /// The container (removed again when new).
-        container: String,
-        /// Why.
-        source: crate::session::Error,
-    },
-    /// The session to resume runs already.
-    #[error("session {id} is running in {container}; `cci attach {container}` returns to it")]
-    ResumeRunning {
-        /// The session id.
-        id: String,
-        /// Its container.
-        container: String,
-    },
-    /// A kept container was asked to run under a looser network policy.
-    #[error(
-        "{container} runs under a stricter network policy ({recorded}) than the one asked for ({asked}); a kept container is never loosened: `cci kill {container}` and start afresh, or leave --network/--allow out"
-    )]
-    LooserPolicy {
-        /// The container.
-        container: String,
-        /// Its mode.
-        recorded: String,
-        /// The mode asked for.
-        asked: String,
-    },
-    /// A mount source changed since it was checked (nothing was created).
-    #[error("{0}")]
-    MountMoved(String),
-    /// The container did not come up in time (it was removed again).
-    #[error(transparent)]
-    NotReady(#[from] network::ready::NotReady),
-    /// The Incus profiles (or the container) would give the agent the host.
-    #[error("{0}")]
-    Unsafe(super::vet::Findings),
-    /// Anything the daemon said.
-    #[error(transparent)]
-    Incus(#[from] incus::Error),
-}
 
 /// A running sandbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,7 +103,7 @@ pub async fn launch(
     slot: Option<Slot>,
     limit: u32,
     attempt: &Attempt,
-) -> Result<Launched, LaunchError> {
+) -> Result<Launched, Error> {
     let client = &host.client;
     super::profile::ensure(client).await?;
     let profiles = [
@@ -216,8 +128,8 @@ pub async fn launch(
         );
         attempt.set(None);
         if let Err(e) = ready
-            .map_err(LaunchError::from)
-            .and_then(|r| r.map_err(LaunchError::from))
+            .map_err(Error::from)
+            .and_then(|r| r.map_err(Error::from))
         {
             let _ = remove(host, &launched.name).await;
             return Err(e);
@@ -235,7 +147,7 @@ async fn allocate(
     limit: u32,
     attempt: &Attempt,
     g: &Guarded<'_>,
-) -> Result<Launched, LaunchError> {
+) -> Result<Launched, Error> {
     let used: BTreeSet<Slot> = match slot {
         // The create request claims the name: nothing to look up.
         Some(_) => BTreeSet::new(),
@@ -274,11 +186,11 @@ async fn allocate(
         }
     }
     Err(match plan.asked {
-        Some(slot) => LaunchError::SlotInUse {
+        Some(slot) => Error::SlotInUse {
             slot,
             name: name_of(slot),
         },
-        None => LaunchError::SlotsExhausted {
+        None => Error::SlotsExhausted {
             limit,
             workspace: spec.workspace.path_str().to_string(),
         },
@@ -286,11 +198,7 @@ async fn allocate(
 }
 
 /// Refuse to launch when the profiles would hand the agent the host.
-async fn vet_profiles(
-    client: &Client,
-    spec: &SandboxSpec,
-    names: &[String],
-) -> Result<(), LaunchError> {
+async fn vet_profiles(client: &Client, spec: &SandboxSpec, names: &[String]) -> Result<(), Error> {
     let mut profiles = Vec::with_capacity(names.len());
     for name in names {
         profiles.push(client.profile(name).await?.0);
@@ -299,7 +207,7 @@ async fn vet_profiles(
         return Ok(());
     };
     let own = spec.create_request("vet", slot, "");
-    super::vet::profiles(&profiles, &own.config, &own.devices).map_err(LaunchError::Unsafe)
+    super::vet::profiles(&profiles, &own.config, &own.devices).map_err(Error::Unsafe)
 }
 
 /// Whether `name` is an Incus-ephemeral `cci run` container on its way out
@@ -343,10 +251,10 @@ async fn create(
     name: &str,
     slot: Slot,
     attempt: &Attempt,
-) -> Result<bool, LaunchError> {
+) -> Result<bool, Error> {
     // As late as cci can look: a mount source swapped for a link since it
     // was planned (by an agent in another slot) mounts nothing.
-    super::mounts::recheck(&spec.extras.mounts).map_err(LaunchError::MountMoved)?;
+    super::mounts::recheck(&spec.extras.mounts).map_err(Error::MountMoved)?;
     attempt.set(Some(name));
     let req = spec.create_request(name, slot, &attempt.token);
     let result = network::create_guarded(client, g.fw, g.net, req).await;

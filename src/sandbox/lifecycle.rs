@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::json;
 
+use super::error::Error;
 use super::inventory::{self, SandboxInfo};
 use super::launch::{launcher_running, remove};
 use super::saving::{self, StateSave};
@@ -18,7 +19,7 @@ use crate::incus::{self, InstanceStatus};
 /// Save the session state of `name`, then stop it cleanly within `grace`
 /// (then by force) and delete it unless it is persistent (or its state
 /// could not be saved).
-pub async fn shutdown(host: &Host, name: &str, grace: Duration) -> incus::Result<Ended> {
+pub async fn shutdown(host: &Host, name: &str, grace: Duration) -> Result<Ended, Error> {
     end(host, name, grace).await
 }
 

@@ -4,6 +4,7 @@
 //! Talks to Incus only through [`crate::incus::Client`]; prints nothing.
 
 mod agent;
+mod error;
 mod hostmount;
 pub mod idmap;
 mod inventory;
@@ -24,9 +25,10 @@ pub mod vet;
 mod workspace;
 
 pub use agent::{AGENTS, Agent, AgentDef, UnknownAgent};
+pub use error::Error;
 pub use hostmount::{MountPlan, plan as plan_host_mount};
 pub use inventory::{SandboxInfo, get as info, launch_marks, launch_token, list, list_prefix};
-pub use launch::{Attempt, LaunchError, Launched, launch, remove};
+pub use launch::{Attempt, Launched, launch, remove};
 pub use lifecycle::{CleanItem, CleanReason, clean_plan, clean_reason, kill, persist, shutdown};
 pub use mounts::{
     Extras, Mount, STORAGE_MOUNT, parse_mount_arg, plan as plan_mounts, recheck as recheck_mounts,

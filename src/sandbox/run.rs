@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::launch::{Attempt, LaunchError, launch, remove};
+use super::error::Error;
+use super::launch::{Attempt, launch, remove};
 use super::names::Slot;
 use super::spec::{SandboxSpec, WORKSPACE_MOUNT};
 use crate::config::Account;
@@ -86,7 +87,7 @@ pub async fn run<I, O, E>(
     stdout: O,
     stderr: E,
     interrupt: impl Future<Output = i32>,
-) -> Result<RunOutcome, LaunchError>
+) -> Result<RunOutcome, Error>
 where
     I: AsyncRead + Unpin,
     O: AsyncWrite + Unpin,

@@ -10,11 +10,12 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::agent::Agent;
+use super::error::Error;
 use super::inventory::{self, SandboxInfo};
 use super::shell::stop;
 use super::spec::keys;
 use crate::host::Host;
-use crate::incus::{self, Client, InstanceStatus};
+use crate::incus::{Client, InstanceStatus};
 use crate::network;
 use crate::session::{self, Origin, Saved, SessionId, Store};
 
@@ -74,7 +75,7 @@ pub async fn save_state(
     info: &SandboxInfo,
     keep_running: bool,
     kind: SaveKind,
-) -> incus::Result<StateSave> {
+) -> Result<StateSave, Error> {
     let client = &host.client;
     if kind == SaveKind::Final && !info.state_unsaved() {
         return Ok(StateSave::Nothing);
@@ -90,8 +91,8 @@ pub async fn save_state(
             network::start_guarded(client, host.policy(), &info.name)
                 .await
                 .map_err(|e| match e {
-                    network::Error::Incus(e) => e,
-                    other => incus::Error::BadRequest(other.to_string()),
+                    network::Error::Incus(e) => Error::Incus(e),
+                    other => Error::SaveStart(other),
                 })?;
             started = true;
         }
@@ -187,7 +188,7 @@ async fn save_running(
 }
 
 /// Save `name`'s session state now, under its lifecycle lock (waiting for it).
-pub async fn save_now(host: &Host, name: &str) -> incus::Result<StateSave> {
+pub async fn save_now(host: &Host, name: &str) -> Result<StateSave, Error> {
     let _lock = lock(name, true);
     let info = inventory::get(host, name).await?;
     save_state(host, &info, false, SaveKind::Now).await

@@ -6,8 +6,9 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::agent::Agent;
+use super::error::Error;
 use super::inventory::{self, SandboxInfo};
-use super::launch::{Attempt, LaunchError, launch, remove};
+use super::launch::{Attempt, launch, remove};
 use super::names::{PREFIX, Slot, container_name, workspace_prefix};
 use super::saving::{self, SaveKind, StateSave};
 use super::spec::{SandboxSpec, keys};
@@ -81,7 +82,7 @@ pub async fn open(
     req: &ShellRequest,
     id: &str,
     attempt: &Attempt,
-) -> Result<Session, LaunchError> {
+) -> Result<Session, Error> {
     let client = &host.client;
     reap(host, &workspace_prefix(&req.spec.workspace.id)).await;
     if req.resume.is_some() {
@@ -90,7 +91,7 @@ pub async fn open(
             .iter()
             .find(|s| s.session == id && s.state == InstanceStatus::Running)
         {
-            return Err(LaunchError::ResumeRunning {
+            return Err(Error::ResumeRunning {
                 id: id.into(),
                 container: s.name.clone(),
             });
@@ -126,8 +127,8 @@ pub async fn open(
             }
             Err(e) => {
                 let _ = remove(host, &launched.name).await;
-                let fluke = matches!(&e, LaunchError::SessionStart { message, .. } if message.starts_with("exit status"));
-                if tries > 0 || !(fluke || matches!(e, LaunchError::Incus(_))) {
+                let fluke = matches!(&e, Error::SessionStart { message, .. } if message.starts_with("exit status"));
+                if tries > 0 || !(fluke || matches!(e, Error::Incus(_))) {
                     return Err(e);
                 }
                 tracing::debug!(
@@ -156,13 +157,13 @@ async fn prepare(
     name: &str,
     req: &ShellRequest,
     account: &crate::config::Account,
-) -> Result<(), LaunchError> {
+) -> Result<(), Error> {
     let Some(agent) = &req.agent else {
         return Ok(());
     };
     saving::prepare(host, name, agent, req.resume.as_ref(), account)
         .await
-        .map_err(|source| LaunchError::Prepare {
+        .map_err(|source| Error::Prepare {
             container: name.into(),
             source,
         })
@@ -217,7 +218,7 @@ async fn reuse(
     req: &ShellRequest,
     existing: SandboxInfo,
     id: &str,
-) -> Result<Session, LaunchError> {
+) -> Result<Session, Error> {
     let client = &host.client;
     let name = existing.name.clone();
     let network = honour_policy(host, req, &name).await?;
@@ -250,7 +251,7 @@ async fn reuse(
             match tmux::start(client, &name, &req.command, &account).await {
                 // Seen when the daemon was still finishing the container's
                 // previous shutdown as it started: start it once more.
-                Err(LaunchError::Incus(incus::Error::InstanceNotRunning(_))) if tries == 0 => {
+                Err(Error::Incus(incus::Error::InstanceNotRunning(_))) if tries == 0 => {
                     tries += 1;
                 }
                 r => break r?,
@@ -273,11 +274,11 @@ async fn reuse(
 /// one asked for on the command line is refused; a looser one that only
 /// comes from the configuration leaves the container's own in force.
 /// Returns the mode in force, said for the user.
-async fn honour_policy(host: &Host, req: &ShellRequest, name: &str) -> Result<String, LaunchError> {
+async fn honour_policy(host: &Host, req: &ShellRequest, name: &str) -> Result<String, Error> {
     use network::reuse::{Change, compare, reapply};
     let client = &host.client;
     let (instance, _) = client.instance(name).await?;
-    super::vet::instance(&instance).map_err(LaunchError::Unsafe)?;
+    super::vet::instance(&instance).map_err(Error::Unsafe)?;
     let Some(recorded) = network::Policy::of(&instance).transpose()? else {
         return Ok("not guarded".into());
     };
@@ -288,7 +289,7 @@ async fn honour_policy(host: &Host, req: &ShellRequest, name: &str) -> Result<St
             reapply(client, host.policy(), name, asked).await?;
             Ok(format!("{} (was {}; tightened)", asked.mode, recorded.mode))
         }
-        Change::Looser if req.network_explicit => Err(LaunchError::LooserPolicy {
+        Change::Looser if req.network_explicit => Err(Error::LooserPolicy {
             container: name.into(),
             recorded: recorded.mode.to_string(),
             asked: asked.mode.to_string(),
@@ -324,7 +325,7 @@ pub struct Ended {
 /// After a terminal left `name`'s session: if the session still runs, it was
 /// a detach; otherwise end the container (save its state, then stop a
 /// persistent one or delete an ephemeral one).
-pub async fn after_detach(host: &Host, name: &str) -> incus::Result<Left> {
+pub async fn after_detach(host: &Host, name: &str) -> Result<Left, Error> {
     let info = inventory::get(host, name).await?;
     if tmux::alive(&host.client, name, &info.account).await? {
         return Ok(Left::Detached);
@@ -335,7 +336,7 @@ pub async fn after_detach(host: &Host, name: &str) -> incus::Result<Left> {
 /// End a session's container: save its agent state, then stop it within
 /// `grace` (then by force) and delete it unless it is persistent. An
 /// ephemeral container whose state could not be saved is kept, stopped.
-pub async fn end(host: &Host, name: &str, grace: Duration) -> incus::Result<Ended> {
+pub async fn end(host: &Host, name: &str, grace: Duration) -> Result<Ended, Error> {
     saving::with_lock(name, async {
         let info = inventory::get(host, name).await?;
         // A stopped container (powered off inside, say) is started to save.
