@@ -20,7 +20,9 @@ use std::sync::OnceLock;
 
 use serde_json::{Map, Value};
 
-pub use effective::{Account, DEFAULT_MEMORY, DEFAULT_PROCESSES, Effective, MountSpec};
+pub use effective::{
+    Account, DEFAULT_MEMORY, DEFAULT_PROCESSES, Effective, MountSpec, SessionLimits,
+};
 pub use file::{FileLayer, Layer, line_of, parse, read_file};
 pub use schema::{Document, KEYS, ModeName, Settings};
 pub use values::{expand_home, parse_duration, parse_size};
