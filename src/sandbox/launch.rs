@@ -14,9 +14,10 @@ use super::error::Error;
 
 use super::names::{Slot, container_name, parse_container_name, workspace_prefix};
 use super::spec::{SandboxSpec, keys};
+use super::teardown::remove;
 use crate::host::Host;
-use crate::incus::{self, Client, InstanceStatus};
-use crate::network::{self, Attachment, PolicyBackend, PortName};
+use crate::incus::{Client, InstanceStatus};
+use crate::network::{self, Attachment, PolicyBackend};
 
 /// A running sandbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,7 +94,7 @@ impl Attempt {
     }
 }
 
-pub use super::orphans::launcher_running;
+use super::orphans::launcher_running;
 
 /// Create and start a container for `spec` in `slot`, or in the lowest free
 /// slot up to `limit`. `attempt` holds the name being created meanwhile.
@@ -265,47 +266,4 @@ async fn create(
     }
     attempt.set(None);
     slots::claimed(result, &spec.image)
-}
-
-/// Stop (force) and delete `name`; gone already is fine. Retries (for up to
-/// 5 s) only while the daemon is still busy with it or it is still running,
-/// e.g. mid-create or mid-start; any other error is returned at once.
-pub async fn remove(host: &Host, name: &str) -> incus::Result<()> {
-    let client = &host.client;
-    let port = client
-        .instance(name)
-        .await
-        .ok()
-        .and_then(|(i, _)| network::port_of(&i));
-    let released = |port: Option<PortName>| {
-        if let Some(p) = port
-            && let Err(e) = network::release(host.policy(), &p)
-        {
-            tracing::warn!("removing the firewall rules of {name}: {e}");
-        }
-    };
-    let mut tries = 0;
-    loop {
-        let _ = client
-            .stop_instance(name, Some(Duration::from_secs(0)), true)
-            .await;
-        match client.delete_instance(name).await {
-            Ok(()) => {
-                released(port);
-                return Ok(());
-            }
-            Err(e) if e.is_not_found() => {
-                released(port);
-                return Ok(());
-            }
-            Err(e @ (incus::Error::Conflict(_) | incus::Error::InstanceRunning(_)))
-                if tries < 50 =>
-            {
-                tracing::debug!("deleting {name}: {e}; trying again");
-                tries += 1;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => return Err(e),
-        }
-    }
 }

@@ -9,10 +9,11 @@ use serde_json::json;
 
 use super::error::Error;
 use super::inventory::{self, SandboxInfo};
-use super::launch::{launcher_running, remove};
+use super::orphans::launcher_running;
 use super::saving::{self, StateSave};
 use super::shell::{Ended, end};
 use super::spec::keys;
+use super::teardown::remove;
 use crate::host::Host;
 use crate::incus::{self, InstanceStatus};
 

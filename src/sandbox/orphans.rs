@@ -8,9 +8,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use super::launch::remove;
 use super::names::PREFIX;
 use super::spec::keys;
+use super::teardown::remove;
 use crate::host::Host;
 use crate::incus::{Client, Instance};
 

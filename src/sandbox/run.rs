@@ -6,9 +6,11 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::error::Error;
-use super::launch::{Attempt, launch, remove};
+use super::launch::{Attempt, launch};
+use super::mounts::WORKSPACE_MOUNT;
 use super::names::Slot;
-use super::spec::{SandboxSpec, WORKSPACE_MOUNT};
+use super::spec::SandboxSpec;
+use super::teardown::{remove, stop};
 use crate::config::Account;
 use crate::container::ExecSpec;
 use crate::host::Host;
@@ -132,7 +134,7 @@ where
     let duration = start.elapsed();
     // `cci run --persistent`: stopped and kept, not deleted.
     let removed = if req.spec.persistent {
-        super::shell::stop(client, &launched.name, Duration::from_secs(10)).await
+        stop(client, &launched.name, Duration::from_secs(10)).await
     } else {
         dispose(host, &launched.name).await
     };

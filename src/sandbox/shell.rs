@@ -8,13 +8,14 @@ use serde_json::json;
 use super::agent::Agent;
 use super::error::Error;
 use super::inventory::{self, SandboxInfo};
-use super::launch::{Attempt, launch, remove};
+use super::launch::{Attempt, launch};
 use super::names::{PREFIX, Slot, container_name, workspace_prefix};
 use super::saving::{self, SaveKind, StateSave};
 use super::spec::{SandboxSpec, keys};
+use super::teardown::{remove, stop};
 use super::tmux::{self, SessionCommand};
 use crate::host::Host;
-use crate::incus::{self, Client, InstanceStatus};
+use crate::incus::{self, InstanceStatus};
 use crate::network;
 use crate::session::Saved;
 
@@ -357,22 +358,6 @@ pub async fn end(host: &Host, name: &str, grace: Duration) -> Result<Ended, Erro
         })
     })
     .await
-}
-
-/// Stop cleanly within `grace`, then by force; stopped already is fine, and
-/// so is gone meanwhile (another cci may delete an ended session meanwhile).
-pub async fn stop(client: &Client, name: &str, grace: Duration) -> incus::Result<()> {
-    if client.stop_instance(name, Some(grace), false).await.is_ok() {
-        return Ok(());
-    }
-    match client.stop_instance(name, None, true).await {
-        Ok(()) => Ok(()),
-        Err(e) => match client.instance(name).await {
-            Ok((i, _)) if i.status == InstanceStatus::Stopped => Ok(()),
-            Err(gone) if gone.is_not_found() => Ok(()),
-            _ => Err(e),
-        },
-    }
 }
 
 /// Settle the ended sessions among containers named `prefix*`: save the

@@ -2,14 +2,11 @@
 
 use std::collections::HashMap;
 
-use super::mounts::Extras;
+use super::mounts::{Extras, WORKSPACE_MOUNT};
 use super::names::Slot;
 use super::profile::SANDBOX_PROFILE;
 use super::workspace::Workspace;
 use crate::incus::{ImageRef, InstanceCreate};
-
-/// Where the workspace appears inside.
-pub const WORKSPACE_MOUNT: &str = "/workspace";
 
 /// The `user.cci.*` config keys that mark a container as cci's. cci only
 /// ever manages containers that carry [`keys::WORKSPACE`] (sandboxes), or

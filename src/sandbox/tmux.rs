@@ -7,7 +7,7 @@
 //! (agent path, arguments, environment) is ever put into a shell string.
 
 use super::error::Error;
-use super::spec::WORKSPACE_MOUNT;
+use super::mounts::WORKSPACE_MOUNT;
 use crate::config::Account;
 use crate::container::ExecSpec;
 use crate::incus::{self, Client, ExecRequest};
