@@ -17,6 +17,7 @@ pub mod pull;
 pub mod server;
 pub mod status;
 pub mod transport;
+mod wire;
 
 use std::path::PathBuf;
 use std::time::Duration;
