@@ -8,7 +8,8 @@ use super::output::{Col, Fixed, print_json};
 use super::{Format, UsageError};
 use crate::host::Host;
 use crate::incus::InstanceStatus;
-use crate::network::{self, Mode, Policy, plan_policy};
+use crate::network::{self, Mode, Policy};
+use crate::sandbox::plan_policy;
 
 /// Network flags of every command that starts a container.
 #[derive(Debug, Clone, Args)]
@@ -43,7 +44,7 @@ fn refresh_minutes(text: &str) -> Result<f64, String> {
 }
 
 impl NetworkArgs {
-    /// The policy these flags ask for (decided by `network::plan_policy`).
+    /// The policy these flags ask for (decided by `sandbox::plan_policy`).
     pub fn policy(&self) -> anyhow::Result<Policy> {
         let flags = plan_policy::Flags {
             mode: self.network,

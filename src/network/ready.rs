@@ -82,7 +82,7 @@ pub fn tail_of(log: &str) -> Vec<String> {
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
             let l: String = l.chars().take(200).collect();
-            crate::config::printable(&l)
+            crate::terminal::printable(&l)
         })
         .collect();
     lines[lines.len().saturating_sub(CONSOLE_LINES)..].to_vec()

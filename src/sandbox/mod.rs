@@ -14,6 +14,7 @@ mod mounts;
 mod names;
 mod orphans;
 pub mod plan_extras;
+pub mod plan_policy;
 mod profile;
 mod run;
 mod saving;
