@@ -6,7 +6,9 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::host::Host;
 use crate::incus::{self, Client};
+use crate::network::PolicyBackend;
 
 /// API extensions cci relies on.
 pub const REQUIRED_EXTENSIONS: &[&str] = &[
@@ -94,12 +96,11 @@ impl Report {
 
 const START_FIX: &str = "start Incus: `sudo systemctl start incus` (without systemd: `sudo incusd --group incus-admin &`)";
 /// How to join the daemon's admin group (`incus.group`).
-fn group_fix() -> String {
-    let group = &crate::config::current().group;
+fn group_fix(group: &str) -> String {
     format!("sudo usermod -aG {group} $USER, then log in again")
 }
 
-fn check_socket(path: &Path) -> Check {
+fn check_socket(path: &Path, group: &str) -> Check {
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(_) => {
@@ -133,17 +134,17 @@ fn check_socket(path: &Path) -> Check {
             Status::Fail,
             format!("{desc}: permission denied, your user is not in the Incus admin group"),
         )
-        .fix(group_fix()),
+        .fix(group_fix(group)),
         Err(e) => Check::new("socket", Status::Fail, format!("{desc}: {e}")).fix(START_FIX),
     }
 }
 
-async fn check_daemon(client: &Client, checks: &mut Vec<Check>) -> bool {
+async fn check_daemon(client: &Client, group: &str, checks: &mut Vec<Check>) -> bool {
     let info = match client.server().await {
         Ok(i) => i,
         Err(e) => {
             let fix = match e {
-                incus::Error::SocketPermission { .. } => group_fix(),
+                incus::Error::SocketPermission { .. } => group_fix(group),
                 _ => START_FIX.to_string(),
             };
             checks.push(Check::new("daemon", Status::Fail, e.to_string()).fix(fix));
@@ -157,7 +158,7 @@ async fn check_daemon(client: &Client, checks: &mut Vec<Check>) -> bool {
                 Status::Fail,
                 format!("connected but not trusted (auth: {})", info.auth),
             )
-            .fix(group_fix()),
+            .fix(group_fix(group)),
         );
         return false;
     }
@@ -289,9 +290,9 @@ async fn check_setup(client: &Client, image: &str, checks: &mut Vec<Check>) {
 
 /// nft is usable, and every guarded container has its rules (none left
 /// behind by containers that are gone).
-async fn check_firewall(client: Option<&Client>) -> Check {
-    use crate::network::{self, Firewall};
-    let state = match network::Nft::from_env().state() {
+async fn check_firewall(fw: &dyn PolicyBackend, client: Option<&Client>) -> Check {
+    use crate::network;
+    let state = match fw.state() {
         Ok(s) => s,
         Err(e) => {
             return Check::new(
@@ -349,12 +350,14 @@ async fn check_firewall(client: Option<&Client>) -> Check {
     )
 }
 
-/// Run every check against `client`, expecting image `image`.
-pub async fn run(client: &Client, image: &str) -> Report {
+/// Run every check against `host`, expecting image `image`.
+pub async fn run(host: &Host, image: &str) -> Report {
+    let client = &host.client;
+    let group = &host.config.group;
     let mut checks = Vec::new();
     let incus::Endpoint::Unix(socket) = client.endpoint();
-    checks.push(check_socket(socket));
-    let reachable = check_daemon(client, &mut checks).await;
+    checks.push(check_socket(socket, group));
+    let reachable = check_daemon(client, group, &mut checks).await;
     if reachable {
         check_setup(client, image, &mut checks).await;
     } else {
@@ -362,6 +365,6 @@ pub async fn run(client: &Client, image: &str) -> Report {
             checks.push(Check::new(name, Status::Skip, "daemon not reachable"));
         }
     }
-    checks.push(check_firewall(reachable.then_some(client)).await);
+    checks.push(check_firewall(host.policy(), reachable.then_some(client)).await);
     Report::from_checks(checks)
 }

@@ -3,12 +3,15 @@
 //! Layers, top to bottom: [`cli`] (argument parsing and output), the domain
 //! modules ([`sandbox`], [`network`], [`image`], [`health`], [`container`], [`terminal`]), and [`incus`], a typed client
 //! for the Incus REST API that knows nothing about cci.
+//! The CLI builds one [`host::Host`] (client, firewall, configuration) and
+//! hands it down; the domain modules build no side effect of their own.
 
 pub mod cli;
 pub mod config;
 pub mod container;
 pub mod git;
 pub mod health;
+pub mod host;
 pub mod image;
 pub mod incus;
 pub mod network;

@@ -16,7 +16,9 @@ use tokio::sync::mpsc;
 
 use crate::incus::{self, Client, ExecRequest, TerminalControl};
 
-pub use filter::{EscapeFilter, MAX_CSI, MAX_OSC, filter_all, printable_lines, strip_controls};
+pub use filter::{
+    EscapeFilter, MAX_CSI, MAX_OSC, filter_all, printable, printable_lines, strip_controls,
+};
 
 /// Raw mode for as long as this value lives.
 pub struct RawMode {

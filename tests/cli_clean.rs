@@ -61,6 +61,7 @@ async fn clean_removes_only_ended_sessions_and_interrupted_launches() {
         marks: Vec::new(),
         network: Default::default(),
         extras: Default::default(),
+        account: cci::config::current().account.clone(),
     };
     let half = container_name(&spec.workspace.id, Slot::new(9).unwrap());
     let mut req = spec.create_request(&half, Slot::new(9).unwrap(), "999999999-1-1");
@@ -228,7 +229,10 @@ async fn clean_all_also_removes_kept_containers_and_saved_sessions() {
             "{n} is left"
         );
     }
-    assert_eq!(pc.instance(running).await.unwrap().0.status, "Running");
+    assert_eq!(
+        pc.instance(running).await.unwrap().0.status.as_str(),
+        "Running"
+    );
     let left = ok(in_project(&["session", "list"]));
     assert!(!left.contains("cci-test-clean-all"), "{left}");
     ok(in_project(&["kill", running]));

@@ -424,7 +424,7 @@ async fn incus_paths_logs_and_time_limit_keys_take_effect() {
     assert_eq!(i.config["user.cci.max_duration"], "4");
     // The time limit ends the session; the next command saves its state.
     let deadline = Instant::now() + Duration::from_secs(40);
-    while instance(&name).await.status != "Stopped" {
+    while instance(&name).await.status.as_str() != "Stopped" {
         assert!(
             Instant::now() < deadline,
             "{name} still runs after its time limit"

@@ -633,7 +633,14 @@ async fn a_kept_container_whose_protected_path_became_a_link_does_not_start() {
         );
     }
     assert_eq!(
-        client().await.instance(&name).await.unwrap().0.status,
+        client()
+            .await
+            .instance(&name)
+            .await
+            .unwrap()
+            .0
+            .status
+            .as_str(),
         "Stopped"
     );
     // Positive control: with the folder back, it starts again.

@@ -66,7 +66,7 @@ async fn a_launched_container_is_listed_shown_kept_and_killed() {
     let out = ok(&["shutdown", "--timeout", "5", name]);
     assert!(out.contains("stopped and kept"), "{out}");
     let (i, _) = c.instance(name).await.unwrap();
-    assert_eq!(i.status, "Stopped");
+    assert_eq!(i.status.as_str(), "Stopped");
 
     let out = ok(&["kill", name]);
     assert!(out.contains(&format!("killed {name}")), "{out}");
@@ -93,7 +93,7 @@ async fn a_launched_container_is_listed_shown_kept_and_killed() {
         );
     }
     let (i, _) = c.instance(&foreign.name).await.unwrap();
-    assert_eq!(i.status, "Running");
+    assert_eq!(i.status.as_str(), "Running");
 }
 
 #[tokio::test(flavor = "multi_thread")]

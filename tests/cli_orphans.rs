@@ -55,7 +55,7 @@ async fn a_run_container_whose_cci_is_gone_is_removed_by_the_next_command() {
         let mut up = Vec::new();
         for n in containers_of(&ws).await {
             if let Ok((i, _)) = c.instance(&n).await
-                && i.status == "Running"
+                && i.status.as_str() == "Running"
             {
                 up.push(n);
             }

@@ -114,7 +114,7 @@ async fn resume_continues_the_saved_state_of_this_workspace_only() {
     // before anyone saved. It is kept until a later cci command saves it.
     end_from_inside(&name).await;
     let (inst, _) = client().await.instance(&name).await.unwrap();
-    assert_eq!(inst.status, "Stopped");
+    assert_eq!(inst.status.as_str(), "Stopped");
     let out = run(cci().args(["list", "--all", "--format", "json"]));
     ok(&out);
     let listed = json(&out);
@@ -737,7 +737,10 @@ async fn a_tar_inside_that_streams_or_sleeps_for_ever_cannot_hang_cci() {
         "{why:?}"
     );
     // Handled as any failed save: stopped again, kept, not saved again.
-    assert_eq!(c.instance(&name).await.unwrap().0.status, "Stopped");
+    assert_eq!(
+        c.instance(&name).await.unwrap().0.status.as_str(),
+        "Stopped"
+    );
     let t = std::time::Instant::now();
     ok(&run(cci().args(["list"])));
     assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());

@@ -14,7 +14,7 @@ async fn instance_lifecycle_create_start_freeze_update_stop_delete() {
     let c = &inst.client;
 
     let (i, etag) = c.instance(&inst.name).await.unwrap();
-    assert_eq!(i.status, "Stopped");
+    assert_eq!(i.status.as_str(), "Stopped");
     assert!(etag.is_some(), "GET instance returns an ETag");
 
     let listed = c.instances("cci-test-life-", false).await.unwrap();
@@ -27,7 +27,10 @@ async fn instance_lifecycle_create_start_freeze_update_stop_delete() {
     assert!(with_state[0].state.as_ref().is_some_and(|s| s.pid > 0));
 
     c.freeze_instance(&inst.name).await.unwrap();
-    assert_eq!(c.instance(&inst.name).await.unwrap().0.status, "Frozen");
+    assert_eq!(
+        c.instance(&inst.name).await.unwrap().0.status.as_str(),
+        "Frozen"
+    );
     c.unfreeze_instance(&inst.name).await.unwrap();
     assert!(c.instance(&inst.name).await.unwrap().0.is_running());
 
@@ -65,7 +68,10 @@ async fn instance_lifecycle_create_start_freeze_update_stop_delete() {
     c.stop_instance(&inst.name, Some(Duration::from_secs(1)), true)
         .await
         .unwrap();
-    assert_eq!(c.instance(&inst.name).await.unwrap().0.status, "Stopped");
+    assert_eq!(
+        c.instance(&inst.name).await.unwrap().0.status.as_str(),
+        "Stopped"
+    );
     c.delete_instance(&inst.name).await.unwrap();
     assert!(c.instance(&inst.name).await.unwrap_err().is_not_found());
 }

@@ -467,7 +467,7 @@ async fn killing_cci_mid_launch_never_leaves_a_running_container_without_rules()
         let Ok((inst, _)) = c.instance(&name).await else {
             continue; // killed before the create
         };
-        if inst.status == "Running" {
+        if inst.status.as_str() == "Running" {
             let port = cci::network::port_of(&inst).expect("a guarded NIC");
             assert!(
                 guarded_ports().contains(port.as_str()),

@@ -87,7 +87,7 @@ async fn the_original_readme_walked_in_order() {
     // kill removes the other.
     ok(&run(&["shutdown", "--timeout=30", &second]));
     let (inst, _) = client().await.instance(&second).await.unwrap();
-    assert_eq!(inst.status, "Stopped");
+    assert_eq!(inst.status.as_str(), "Stopped");
     ok(&run(&["kill", &first]));
     assert!(client().await.instance(&first).await.is_err());
     ok(&run(&["kill", &second]));

@@ -9,8 +9,8 @@ use clap::{Args, Subcommand};
 
 use super::UsageError;
 use super::signals::interrupted;
+use crate::host::Host;
 use crate::image::{self, BuildRequest, Built};
-use crate::incus::Client;
 
 /// Options of `cci build`.
 #[derive(Debug, Args)]
@@ -67,7 +67,8 @@ pub struct CustomArgs {
     pub net: super::network::NetworkArgs,
 }
 
-pub async fn build(client: &Client, args: BuildArgs) -> anyhow::Result<i32> {
+pub async fn build(host: &Host, args: BuildArgs) -> anyhow::Result<i32> {
+    let client = &host.client;
     let (req, verbose, says) = match args.custom {
         Some(BuildCommand::Custom(c)) => {
             let script = std::fs::read_to_string(&c.script).map_err(|e| {
@@ -105,14 +106,14 @@ pub async fn build(client: &Client, args: BuildArgs) -> anyhow::Result<i32> {
             (req, args.verbose, Says::Text)
         }
     };
-    build_image(client, req, verbose, says).await
+    build_image(host, req, verbose, says).await
 }
 
 /// Build `req`, printing each step with the elapsed time; the script's
 /// output goes to a log file (or the terminal when `verbose`). Prints the
 /// result as `says`; returns the exit code.
 pub async fn build_image(
-    client: &Client,
+    host: &Host,
     req: BuildRequest,
     verbose: bool,
     says: Says,
@@ -127,7 +128,7 @@ pub async fn build_image(
     let steps = Steps::new(started, !verbose && std::io::stderr().is_terminal());
     let step = |what: &str| steps.step(what);
     let built = if verbose {
-        run_build(client, &req, &container, step, tokio::io::stdout()).await
+        run_build(host, &req, &container, step, tokio::io::stdout()).await
     } else {
         let log = tokio::fs::File::create(&log_path).await.map_err(|e| {
             anyhow::anyhow!("cannot create the build log {}: {e}", log_path.display())
@@ -136,7 +137,7 @@ pub async fn build_image(
             "cci build: the script's output goes to {}",
             log_path.display()
         );
-        run_build(client, &req, &container, step, log).await
+        run_build(host, &req, &container, step, log).await
     };
     steps.finish();
     let built = match built {
@@ -232,16 +233,16 @@ impl Steps {
 /// The build, or `None` when Ctrl-C/SIGTERM came first (the build container
 /// is removed then too).
 async fn run_build<W: tokio::io::AsyncWrite + Unpin>(
-    client: &Client,
+    host: &Host,
     req: &BuildRequest,
     container: &str,
     step: impl FnMut(&str),
     log: W,
 ) -> Result<Option<Built>, image::BuildError> {
     tokio::select! {
-        r = image::build(client, req, container, step, log) => r.map(Some),
+        r = image::build(host, req, container, step, log) => r.map(Some),
         _ = interrupted() => {
-            let _ = crate::sandbox::remove(client, container).await;
+            let _ = crate::sandbox::remove(host, container).await;
             Ok(None)
         }
     }

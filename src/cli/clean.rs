@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::targets::{confirm, for_each};
-use crate::incus::Client;
+use crate::host::Host;
 use crate::sandbox::{self, StateSave};
 
 /// Options of `cci clean`.
@@ -34,13 +34,13 @@ pub struct CleanArgs {
     pub older_than: Option<u64>,
 }
 
-pub async fn clean(client: &Client, args: CleanArgs) -> anyhow::Result<i32> {
+pub async fn clean(host: &Host, args: CleanArgs) -> anyhow::Result<i32> {
+    let client = &host.client;
     if args.sessions {
         return super::session::clean(args.older_than, args.dry_run, args.force);
     }
     if args.orphans {
-        let fw = crate::network::Nft::from_env();
-        let r = crate::network::reconcile(client, &fw).await?;
+        let r = crate::network::reconcile(client, host.policy()).await?;
         super::network::report(&r);
         println!(
             "{} orphaned firewall rule set(s) removed; {} guarded container(s) checked",
@@ -49,7 +49,7 @@ pub async fn clean(client: &Client, args: CleanArgs) -> anyhow::Result<i32> {
         );
         return Ok(0);
     }
-    let code = clean_containers(client, &args).await?;
+    let code = clean_containers(host, &args).await?;
     if !args.all || code != 0 {
         return Ok(code);
     }
@@ -59,8 +59,8 @@ pub async fn clean(client: &Client, args: CleanArgs) -> anyhow::Result<i32> {
 }
 
 /// The container part of `cci clean` (`--all`: stopped persistent ones too).
-async fn clean_containers(client: &Client, args: &CleanArgs) -> anyhow::Result<i32> {
-    let plan = sandbox::clean_plan(client, args.all).await?;
+async fn clean_containers(host: &Host, args: &CleanArgs) -> anyhow::Result<i32> {
+    let plan = sandbox::clean_plan(host, args.all).await?;
     if plan.is_empty() {
         println!("nothing to clean");
         return Ok(0);
@@ -95,9 +95,9 @@ async fn clean_containers(client: &Client, args: &CleanArgs) -> anyhow::Result<i
         let settle = ended.contains(&name);
         async move {
             if settle {
-                return sandbox::end(client, &name, Duration::from_secs(5)).await;
+                return sandbox::end(host, &name, Duration::from_secs(5)).await;
             }
-            sandbox::remove(client, &name).await?;
+            sandbox::remove(host, &name).await?;
             Ok(sandbox::Ended {
                 deleted: true,
                 state: StateSave::Nothing,

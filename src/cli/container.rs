@@ -4,8 +4,9 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use super::output::{Col, Fixed, print_json};
 use crate::container::{self, ExecSpec};
-use crate::incus::{self, Client, ImageRef, InstanceCreate};
-use crate::network::{self, Nft};
+use crate::host::Host;
+use crate::incus::{self, ImageRef, InstanceCreate};
+use crate::network;
 
 /// Container subcommands.
 #[derive(Debug, Subcommand)]
@@ -152,7 +153,8 @@ pub struct ExecArgs {
     pub command: Vec<String>,
 }
 
-pub async fn run(client: &Client, cmd: ContainerCommand) -> anyhow::Result<i32> {
+pub async fn run(host: &Host, cmd: ContainerCommand) -> anyhow::Result<i32> {
+    let client = &host.client;
     match cmd {
         ContainerCommand::Launch(a) => {
             let image = ImageRef::Alias(a.image.clone());
@@ -167,7 +169,7 @@ pub async fn run(client: &Client, cmd: ContainerCommand) -> anyhow::Result<i32> 
             }
             let policy = a.net.policy()?;
             let net = network::prepare(client, &spec.profiles, &policy).await?;
-            network::create_guarded(client, &Nft::from_env(), &net, spec).await?;
+            network::create_guarded(client, host.policy(), &net, spec).await?;
             if !a.no_wait {
                 let want = net.readiness();
                 network::ready::wait(client, &a.name, &want, network::ready::bound()).await??;
@@ -176,9 +178,9 @@ pub async fn run(client: &Client, cmd: ContainerCommand) -> anyhow::Result<i32> 
             Ok(0)
         }
         ContainerCommand::Start(a) => {
-            let (i, _) = client.instance(&a.name).await?;
+            let (i, _) = host.client.instance(&a.name).await?;
             crate::sandbox::sources_unmoved(&i).map_err(super::UsageError)?;
-            network::start_guarded(client, &Nft::from_env(), &a.name).await?;
+            network::start_guarded(client, host.policy(), &a.name).await?;
             // Handed back once usable, as a launch is.
             let want = network::ready::want_of(client, &a.name).await?;
             network::ready::wait(client, &a.name, &want, network::ready::bound()).await??;
@@ -191,7 +193,7 @@ pub async fn run(client: &Client, cmd: ContainerCommand) -> anyhow::Result<i32> 
         }
         ContainerCommand::Delete(a) => {
             if a.force {
-                crate::sandbox::remove(client, &a.name).await?;
+                crate::sandbox::remove(host, &a.name).await?;
             } else {
                 client.delete_instance(&a.name).await?;
             }
@@ -208,13 +210,14 @@ pub async fn run(client: &Client, cmd: ContainerCommand) -> anyhow::Result<i32> 
             Err(e) if e.is_not_found() => 1,
             Err(e) => return Err(e.into()),
         }),
-        ContainerCommand::List(a) => list(client, a).await,
-        ContainerCommand::Mount(a) => mount(client, a).await,
-        ContainerCommand::Exec(args) => exec(client, args).await,
+        ContainerCommand::List(a) => list(host, a).await,
+        ContainerCommand::Mount(a) => mount(host, a).await,
+        ContainerCommand::Exec(args) => exec(host, args).await,
     }
 }
 
-async fn list(client: &Client, args: ListArgs) -> anyhow::Result<i32> {
+async fn list(host: &Host, args: ListArgs) -> anyhow::Result<i32> {
+    let client = &host.client;
     let all = client.instances("", true).await?;
     match args.format {
         super::Format::Json => {
@@ -240,17 +243,28 @@ async fn list(client: &Client, args: ListArgs) -> anyhow::Result<i32> {
                 let ip = i.state.as_ref().and_then(|s| s.ipv4("eth0"));
                 let ephemeral = if i.ephemeral { "yes" } else { "no" };
                 let ip = ip.as_deref().unwrap_or("-");
-                println!("{}", table.line([&i.name, &i.status, ephemeral, ip]));
+                println!(
+                    "{}",
+                    table.line([&i.name, i.status.as_str(), ephemeral, ip])
+                );
             }
         }
     }
     Ok(0)
 }
 
-async fn mount(client: &Client, a: MountArgs) -> anyhow::Result<i32> {
+async fn mount(host: &Host, a: MountArgs) -> anyhow::Result<i32> {
+    let client = &host.client;
     let (instance, etag) = client.instance(&a.name).await?;
-    let plan = crate::sandbox::plan_host_mount(&instance, &a.source, &a.path, a.readonly, a.shift)
-        .map_err(super::UsageError)?;
+    let plan = crate::sandbox::plan_host_mount(
+        &instance,
+        &a.source,
+        &a.path,
+        a.readonly,
+        a.shift,
+        &host.config.account,
+    )
+    .map_err(super::UsageError)?;
     let mut patch = serde_json::json!({"devices": {a.device.clone(): plan.device}});
     if let Some(map) = &plan.idmap {
         patch["config"] = serde_json::json!({"raw.idmap": map});
@@ -302,7 +316,8 @@ fn status_of(result: incus::Result<i32>, command: &str) -> anyhow::Result<i32> {
     }
 }
 
-async fn exec(client: &Client, args: ExecArgs) -> anyhow::Result<i32> {
+async fn exec(host: &Host, args: ExecArgs) -> anyhow::Result<i32> {
+    let client = &host.client;
     let spec = ExecSpec {
         command: args.command,
         user: args.user,

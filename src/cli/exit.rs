@@ -22,30 +22,32 @@ pub const EXIT_UNSAFE: i32 = 8;
 
 /// The exit code for an error: one per class, so scripts can tell them apart.
 pub fn exit_code(err: &anyhow::Error) -> i32 {
-    use crate::sandbox::LaunchError;
+    use crate::sandbox::Error;
     if err.downcast_ref::<UsageError>().is_some()
         || err.downcast_ref::<crate::config::ConfigError>().is_some()
     {
         return EXIT_USAGE;
     }
-    match err.downcast_ref::<LaunchError>() {
-        Some(LaunchError::SlotAboveLimit { .. } | LaunchError::MountMoved(_)) => return EXIT_USAGE,
-        Some(LaunchError::ImageMissing { .. }) => return EXIT_NOT_FOUND,
-        Some(LaunchError::SlotInUse { .. } | LaunchError::SlotsExhausted { .. }) => {
+    match err.downcast_ref::<Error>() {
+        Some(Error::SlotAboveLimit { .. } | Error::MountMoved(_)) => return EXIT_USAGE,
+        Some(Error::ImageMissing { .. }) => return EXIT_NOT_FOUND,
+        Some(Error::SlotInUse { .. } | Error::SlotsExhausted { .. }) => {
             return EXIT_CONFLICT;
         }
-        Some(LaunchError::Incus(e)) => return incus_exit_code(e),
+        Some(Error::Incus(e)) => return incus_exit_code(e),
         Some(
-            LaunchError::SessionStart { .. }
-            | LaunchError::Prepare { .. }
-            | LaunchError::NotReady(_)
-            | LaunchError::Isolated(_),
+            Error::SessionStart { .. }
+            | Error::Prepare { .. }
+            | Error::NotReady(_)
+            | Error::Isolated(_)
+            // As when it was reported as a daemon's invalid request.
+            | Error::SaveStart(_),
         ) => return 1,
-        Some(LaunchError::ResumeRunning { .. } | LaunchError::LooserPolicy { .. }) => {
+        Some(Error::ResumeRunning { .. } | Error::LooserPolicy { .. }) => {
             return EXIT_CONFLICT;
         }
-        Some(LaunchError::Network(e)) => return network_exit_code(e),
-        Some(LaunchError::Unsafe(_)) => return EXIT_UNSAFE,
+        Some(Error::Network(e)) => return network_exit_code(e),
+        Some(Error::Unsafe(_)) => return EXIT_UNSAFE,
         None => {}
     }
     if let Some(e) = err.downcast_ref::<crate::network::Error>() {
@@ -102,5 +104,23 @@ pub fn git_exit_code(e: &crate::git::GitError) -> i32 {
             EXIT_CONFLICT
         }
         _ => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{network, sandbox};
+
+    #[test]
+    fn a_network_error_keeps_its_class_and_its_exit_code() {
+        let nft = || network::Error::Nft("refused".into());
+        let code = |e: sandbox::Error| exit_code(&e.into());
+        assert_eq!(code(sandbox::Error::Network(nft())), EXIT_NETWORK);
+        // Starting a stopped container to save its state: 1, as always.
+        assert_eq!(code(sandbox::Error::SaveStart(nft())), 1);
+        let gone = || incus::Error::NotFound("x".into());
+        assert_eq!(code(sandbox::Error::Incus(gone())), EXIT_NOT_FOUND);
+        assert_eq!(exit_code(&gone().into()), EXIT_NOT_FOUND);
     }
 }

@@ -4,7 +4,7 @@ use clap::Args;
 
 use super::Format;
 use crate::health::{self, Status};
-use crate::incus::Client;
+use crate::host::Host;
 
 /// Options of `cci health`.
 #[derive(Debug, Args)]
@@ -17,8 +17,8 @@ pub struct HealthArgs {
     pub image: String,
 }
 
-pub async fn run(client: &Client, args: HealthArgs) -> anyhow::Result<i32> {
-    let report = health::run(client, &args.image).await;
+pub async fn run(host: &Host, args: HealthArgs) -> anyhow::Result<i32> {
+    let report = health::run(host, &args.image).await;
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         Format::Table => {

@@ -6,8 +6,9 @@ use clap::{Args, Subcommand};
 
 use super::Format;
 use super::output::{Col, Fixed, print_json};
+use crate::host::Host;
 use crate::image;
-use crate::incus::{self, Client, Image, Publish};
+use crate::incus::{self, Image, Publish};
 
 /// `cci image` subcommands.
 #[derive(Debug, Subcommand)]
@@ -86,9 +87,10 @@ fn versions_prefix(given: &str) -> &str {
     given.strip_suffix('-').unwrap_or(given)
 }
 
-pub async fn run(client: &Client, cmd: ImageCommand) -> anyhow::Result<i32> {
+pub async fn run(host: &Host, cmd: ImageCommand) -> anyhow::Result<i32> {
+    let client = &host.client;
     match cmd {
-        ImageCommand::List(args) => list(client, args).await,
+        ImageCommand::List(args) => list(host, args).await,
         ImageCommand::Publish(args) => {
             let mut p = Publish {
                 aliases: vec![args.alias.clone()],
@@ -106,7 +108,7 @@ pub async fn run(client: &Client, cmd: ImageCommand) -> anyhow::Result<i32> {
             Ok(0)
         }
         ImageCommand::Delete(arg) => {
-            let fingerprint = resolve(client, &arg.name).await?;
+            let fingerprint = resolve(host, &arg.name).await?;
             client.delete_image(&fingerprint).await?;
             println!("deleted image {} ({fingerprint})", arg.name);
             Ok(0)
@@ -116,12 +118,13 @@ pub async fn run(client: &Client, cmd: ImageCommand) -> anyhow::Result<i32> {
         } else {
             1
         }),
-        ImageCommand::Cleanup(args) => cleanup(client, args).await,
+        ImageCommand::Cleanup(args) => cleanup(host, args).await,
     }
 }
 
 /// The fingerprint an alias (or a unique fingerprint prefix) names.
-async fn resolve(client: &Client, name: &str) -> anyhow::Result<String> {
+async fn resolve(host: &Host, name: &str) -> anyhow::Result<String> {
+    let client = &host.client;
     match client.image_alias(name).await {
         Ok(a) => return Ok(a.target),
         Err(e) if !e.is_not_found() => return Err(e.into()),
@@ -138,7 +141,8 @@ async fn resolve(client: &Client, name: &str) -> anyhow::Result<String> {
     }
 }
 
-async fn list(client: &Client, args: ImageListArgs) -> anyhow::Result<i32> {
+async fn list(host: &Host, args: ImageListArgs) -> anyhow::Result<i32> {
+    let client = &host.client;
     let prefix = args.prefix.unwrap_or_else(|| "cci".into());
     let mut images: Vec<Image> = client
         .images()
@@ -204,7 +208,8 @@ async fn list(client: &Client, args: ImageListArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-async fn cleanup(client: &Client, args: CleanupArgs) -> anyhow::Result<i32> {
+async fn cleanup(host: &Host, args: CleanupArgs) -> anyhow::Result<i32> {
+    let client = &host.client;
     let prefix = versions_prefix(&args.prefix);
     if prefix.is_empty() {
         return Err(super::UsageError(format!(

@@ -5,7 +5,8 @@ use clap::Args;
 use super::Format;
 use super::list::slot_of;
 use super::output::{dash, fields, print_json};
-use crate::incus::Client;
+use crate::host::Host;
+use crate::incus::InstanceStatus;
 use crate::sandbox;
 
 /// Options of `cci info`.
@@ -25,10 +26,10 @@ pub struct InfoArgs {
 
 /// What `cci info` without a name shows: the newest container of the
 /// workspace, else (`Err(id)`) its newest saved session.
-async fn newest_of(client: &Client, args: &InfoArgs) -> anyhow::Result<Result<String, String>> {
+async fn newest_of(host: &Host, args: &InfoArgs) -> anyhow::Result<Result<String, String>> {
     let ws = super::sandbox_args::workspace_at(args.workspace.as_deref())?;
     let ws = ws.path_str();
-    let newest = sandbox::list(client)
+    let newest = sandbox::list(host)
         .await?
         .into_iter()
         .filter(|s| s.workspace == ws)
@@ -46,10 +47,11 @@ async fn newest_of(client: &Client, args: &InfoArgs) -> anyhow::Result<Result<St
     }
 }
 
-pub async fn info(client: &Client, args: InfoArgs) -> anyhow::Result<i32> {
+pub async fn info(host: &Host, args: InfoArgs) -> anyhow::Result<i32> {
+    let client = &host.client;
     let name = match &args.name {
         Some(n) => n.clone(),
-        None => match newest_of(client, &args).await? {
+        None => match newest_of(host, &args).await? {
             Ok(container) => container,
             Err(session) => {
                 let shown = super::session::info(&session, args.format)?;
@@ -57,7 +59,7 @@ pub async fn info(client: &Client, args: InfoArgs) -> anyhow::Result<i32> {
             }
         },
     };
-    if let Err(e) = sandbox::info(client, &name).await {
+    if let Err(e) = sandbox::info(host, &name).await {
         if e.is_not_found()
             && let Some(code) = super::session::info(&name, args.format)?
         {
@@ -65,12 +67,12 @@ pub async fn info(client: &Client, args: InfoArgs) -> anyhow::Result<i32> {
         }
         return Err(e.into());
     }
-    let all = sandbox::list_prefix(client, &name, true).await?;
+    let all = sandbox::list_prefix(host, &name, true).await?;
     let Some(s) = all.into_iter().find(|s| s.name == name) else {
         return Err(crate::incus::Error::NotFound(format!("container {name}")).into());
     };
-    let session_running =
-        s.state == "Running" && sandbox::session_alive(client, &s.name, &s.account).await?;
+    let session_running = s.state == InstanceStatus::Running
+        && sandbox::session_alive(client, &s.name, &s.account).await?;
     match args.format {
         Format::Json => {
             let mut v = serde_json::to_value(&s)?;
@@ -80,9 +82,9 @@ pub async fn info(client: &Client, args: InfoArgs) -> anyhow::Result<i32> {
         Format::Table => {
             let rows = [
                 ("Name", s.name.clone()),
-                ("State", s.state.clone()),
+                ("State", s.state.to_string()),
                 ("Slot", slot_of(&s)),
-                ("Mode", s.mode.to_string()),
+                ("Mode", s.mode().to_string()),
                 ("Kind", s.kind.clone()),
                 ("Workspace", dash(&s.workspace)),
                 ("Image", dash(&s.image)),

@@ -3,7 +3,7 @@
 use clap::Args;
 
 use super::targets::{for_each, targets};
-use crate::incus::Client;
+use crate::host::Host;
 use crate::sandbox::{self, StateSave};
 
 /// Options of `cci kill`.
@@ -24,11 +24,11 @@ pub struct KillArgs {
     pub force: bool,
 }
 
-pub async fn kill(client: &Client, args: KillArgs) -> anyhow::Result<i32> {
-    let Some(names) = targets(client, args.names, args.all, "kill", args.force).await? else {
+pub async fn kill(host: &Host, args: KillArgs) -> anyhow::Result<i32> {
+    let Some(names) = targets(host, args.names, args.all, "kill", args.force).await? else {
         return Ok(0);
     };
-    let op = |name: String| async move { sandbox::kill(client, &name).await };
+    let op = |name: String| async move { sandbox::kill(host, &name).await };
     let ok = |name: &str, state: StateSave| match super::session::describe(&state) {
         Some(s) => format!("killed {name}; {s}"),
         None => format!("killed {name}"),

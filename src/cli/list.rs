@@ -5,7 +5,7 @@ use clap::Args;
 
 use super::Format;
 use super::output::{dash, print_json, print_rows};
-use crate::incus::Client;
+use crate::host::Host;
 use crate::sandbox::{self, SandboxInfo};
 
 /// Options of `cci list`.
@@ -19,9 +19,9 @@ pub struct ListArgs {
     pub format: Format,
 }
 
-pub async fn list(client: &Client, args: ListArgs) -> anyhow::Result<i32> {
-    sandbox::reap(client, sandbox::PREFIX).await;
-    let all = sandbox::list(client).await?;
+pub async fn list(host: &Host, args: ListArgs) -> anyhow::Result<i32> {
+    sandbox::reap(host, sandbox::PREFIX).await;
+    let all = sandbox::list(host).await?;
     let saved = if args.all {
         Some(super::session::saved_infos()?)
     } else {
@@ -54,8 +54,8 @@ fn print_table(all: &[SandboxInfo]) {
         .iter()
         .map(|s| {
             [
-                format!("{} ({})", s.name, s.mode),
-                s.state.clone(),
+                format!("{} ({})", s.name, s.mode()),
+                s.state.to_string(),
                 slot_of(s),
                 s.kind.clone(),
                 s.ipv4.clone().unwrap_or_else(|| "-".into()),

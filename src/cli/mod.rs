@@ -34,6 +34,7 @@ mod version;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::host::Host;
 use crate::incus::Client;
 
 /// Run AI coding agents in unprivileged Incus system containers.
@@ -277,7 +278,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     if let Some(Command::Version(args)) = &cli.command {
         return Ok(version::version(client(&cli).ok().as_ref(), args).await);
     }
-    let client = client(&cli)?;
+    // The one context every command runs against.
+    let host = Host::new(
+        client(&cli)?,
+        crate::network::Nft::from_env(),
+        crate::config::current(),
+    );
     // Not before the commands that do this themselves and report it.
     let own_check = match &cli.command {
         Some(Command::Health(_)) => true,
@@ -286,37 +292,37 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         _ => false,
     };
     if !own_check {
-        keep_firewall(&client).await;
+        keep_firewall(&host).await;
     }
     let Some(command) = cli.command else {
-        return shell::shell(&client, cli.shell).await;
+        return shell::shell(&host, cli.shell).await;
     };
     match command {
-        Command::Health(args) => health::run(&client, args).await,
-        Command::Shell(args) => shell::shell(&client, args).await,
-        Command::Attach(args) => shell::attach(&client, args).await,
-        Command::Run(args) => run::run(&client, args).await,
-        Command::List(args) => list::list(&client, args).await,
-        Command::Info(args) => info::info(&client, args).await,
-        Command::Shutdown(args) => shutdown::shutdown(&client, args).await,
-        Command::Kill(args) => kill::kill(&client, args).await,
-        Command::Diff(args) => review::diff(&client, args).await,
-        Command::Log(args) => review::log(&client, args).await,
-        Command::Files(args) => review::files(&client, args).await,
-        Command::Merge(args) => review::merge(&client, args).await,
-        Command::Discard(args) => review::discard(&client, args).await,
-        Command::Persist(args) => persist::persist(&client, args).await,
-        Command::Clean(args) => clean::clean(&client, args).await,
-        Command::Build(args) => build::build(&client, args).await,
-        Command::Image(cmd) => image::run(&client, cmd).await,
-        Command::Images(args) => image::run(&client, image::ImageCommand::List(args)).await,
-        Command::Version(args) => Ok(version::version(Some(&client), &args).await),
-        Command::Tmux(cmd) => tmux::run(&client, cmd).await,
-        Command::File(cmd) => file::run(&client, cmd).await,
+        Command::Health(args) => health::run(&host, args).await,
+        Command::Shell(args) => shell::shell(&host, args).await,
+        Command::Attach(args) => shell::attach(&host, args).await,
+        Command::Run(args) => run::run(&host, args).await,
+        Command::List(args) => list::list(&host, args).await,
+        Command::Info(args) => info::info(&host, args).await,
+        Command::Shutdown(args) => shutdown::shutdown(&host, args).await,
+        Command::Kill(args) => kill::kill(&host, args).await,
+        Command::Diff(args) => review::diff(&host, args).await,
+        Command::Log(args) => review::log(&host, args).await,
+        Command::Files(args) => review::files(&host, args).await,
+        Command::Merge(args) => review::merge(&host, args).await,
+        Command::Discard(args) => review::discard(&host, args).await,
+        Command::Persist(args) => persist::persist(&host, args).await,
+        Command::Clean(args) => clean::clean(&host, args).await,
+        Command::Build(args) => build::build(&host, args).await,
+        Command::Image(cmd) => image::run(&host, cmd).await,
+        Command::Images(args) => image::run(&host, image::ImageCommand::List(args)).await,
+        Command::Version(args) => Ok(version::version(Some(&host.client), &args).await),
+        Command::Tmux(cmd) => tmux::run(&host, cmd).await,
+        Command::File(cmd) => file::run(&host.client, cmd).await,
         Command::Completion(args) => completion::completion(&args),
-        Command::Container(cmd) => container::run(&client, cmd).await,
-        Command::Network(cmd) => network::run(&client, cmd).await,
-        Command::Session(cmd) => session::run(&client, cmd).await,
+        Command::Container(cmd) => container::run(&host, cmd).await,
+        Command::Network(cmd) => network::run(&host, cmd).await,
+        Command::Session(cmd) => session::run(&host, cmd).await,
         // Handled above, before the configuration is installed.
         Command::Config(_) | Command::Trust(_) => Ok(0),
     }
@@ -325,12 +331,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
 /// Before any command, unless the background watcher runs: bring the
 /// firewall in line with the daemon (rules of gone containers removed,
 /// missing ones restored) and start the watcher while anything is guarded.
-async fn keep_firewall(client: &Client) {
+async fn keep_firewall(host: &Host) {
     // A running watcher does this already, at once on every change.
     if crate::network::watcher_running() {
         return;
     }
-    match crate::network::reconcile(client, &crate::network::Nft::from_env()).await {
+    match crate::network::reconcile(&host.client, host.policy()).await {
         Ok(r) => {
             // Routine upkeep stays quiet (scripts read stderr); a container
             // stopped for want of rules is worth a word.

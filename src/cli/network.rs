@@ -6,8 +6,10 @@ use serde::Serialize;
 
 use super::output::{Col, Fixed, print_json};
 use super::{Format, UsageError};
-use crate::incus::Client;
-use crate::network::{self, Firewall, Mode, Nft, Policy, plan_policy};
+use crate::host::Host;
+use crate::incus::InstanceStatus;
+use crate::network::{self, Mode, Policy};
+use crate::sandbox::plan_policy;
 
 /// Network flags of every command that starts a container.
 #[derive(Debug, Clone, Args)]
@@ -42,7 +44,7 @@ fn refresh_minutes(text: &str) -> Result<f64, String> {
 }
 
 impl NetworkArgs {
-    /// The policy these flags ask for (decided by `network::plan_policy`).
+    /// The policy these flags ask for (decided by `sandbox::plan_policy`).
     pub fn policy(&self) -> anyhow::Result<Policy> {
         let flags = plan_policy::Flags {
             mode: self.network,
@@ -85,32 +87,33 @@ pub struct StatusArgs {
 #[derive(Debug, Serialize)]
 struct Row {
     container: String,
-    state: String,
+    state: InstanceStatus,
     mode: String,
     port: String,
     rules: bool,
     dropped: u64,
 }
 
-pub async fn run(client: &Client, cmd: NetworkCommand) -> anyhow::Result<i32> {
-    let fw = Nft::from_env();
+pub async fn run(host: &Host, cmd: NetworkCommand) -> anyhow::Result<i32> {
+    let client = &host.client;
+    let fw = &host.firewall;
     match cmd {
-        NetworkCommand::Status(a) => status(client, &fw, a).await,
+        NetworkCommand::Status(a) => status(host, a).await,
         NetworkCommand::Refresh => {
-            for name in network::refresh(client, &fw, false).await? {
+            for name in network::refresh(client, fw, false).await? {
                 println!("refreshed the allowlist of {name}");
             }
             Ok(0)
         }
         NetworkCommand::Repair => {
-            let r = network::reconcile(client, &fw).await?;
+            let r = network::reconcile(client, fw).await?;
             report(&r);
             Ok(0)
         }
         NetworkCommand::Watch => {
             let seen = std::sync::Mutex::default();
-            network::watch(client, &fw, || {
-                crate::sandbox::reap_runs_after_grace(client, &seen)
+            network::watch(client, fw, || {
+                crate::sandbox::reap_runs_after_grace(host, &seen)
             })
             .await?;
             Ok(0)
@@ -131,8 +134,9 @@ pub fn report(r: &network::Reconciled) {
     }
 }
 
-async fn status(client: &Client, fw: &dyn Firewall, a: StatusArgs) -> anyhow::Result<i32> {
-    let state = fw.state()?;
+async fn status(host: &Host, a: StatusArgs) -> anyhow::Result<i32> {
+    let client = &host.client;
+    let state = host.policy().state()?;
     let mut rows = Vec::new();
     for i in client.instances("", false).await? {
         let Some(policy) = Policy::of(&i) else {
@@ -169,7 +173,14 @@ async fn status(client: &Client, fw: &dyn Firewall, a: StatusArgs) -> anyhow::Re
             for r in &rows {
                 let rules = if r.rules { "yes" } else { "NO" };
                 let dropped = r.dropped.to_string();
-                let cells = [&*r.container, &r.state, &r.mode, &r.port, rules, &dropped];
+                let cells = [
+                    &*r.container,
+                    r.state.as_str(),
+                    &r.mode,
+                    &r.port,
+                    rules,
+                    &dropped,
+                ];
                 println!("{}", table.line(cells));
             }
             println!(

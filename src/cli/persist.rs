@@ -3,7 +3,8 @@
 use clap::Args;
 
 use super::targets::report;
-use crate::incus::Client;
+use crate::host::Host;
+use crate::incus::InstanceStatus;
 use crate::sandbox;
 
 /// Options of `cci persist`.
@@ -21,16 +22,16 @@ pub struct PersistArgs {
     pub all: bool,
 }
 
-pub async fn persist(client: &Client, args: PersistArgs) -> anyhow::Result<i32> {
+pub async fn persist(host: &Host, args: PersistArgs) -> anyhow::Result<i32> {
     let mut code = 0;
     let names = if args.all {
-        let names: Vec<String> = sandbox::list(client)
+        let names: Vec<String> = sandbox::list(host)
             .await?
             .into_iter()
             .filter(|s| {
                 matches!(s.kind.as_str(), "shell" | "container")
-                    && !s.persistent()
-                    && s.state == "Running"
+                    && !s.persistent
+                    && s.state == InstanceStatus::Running
             })
             .map(|s| s.name)
             .collect();
@@ -42,7 +43,7 @@ pub async fn persist(client: &Client, args: PersistArgs) -> anyhow::Result<i32> 
         args.names
     };
     for name in &names {
-        let r = sandbox::persist(client, name).await;
+        let r = sandbox::persist(host, name).await;
         let ok = |changed| match changed {
             true => format!("{name} is now persistent: kept when its session ends"),
             false => format!("{name} was already persistent"),

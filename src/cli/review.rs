@@ -14,7 +14,8 @@ use serde_json::json;
 use super::Format;
 use crate::config::printable;
 use crate::git::{MergeKind, MergeMode, Repo, SessionRecord, SessionStore};
-use crate::incus::Client;
+use crate::host::Host;
+use crate::incus::InstanceStatus;
 use crate::sandbox::isolated;
 use crate::terminal::printable_lines;
 
@@ -103,16 +104,18 @@ pub struct DiscardArgs {
 
 /// The records of isolated sessions: `git-sessions` in the saved-session
 /// folder (`[paths] sessions_dir`, else `~/.cci`), private.
-pub fn store() -> anyhow::Result<SessionStore> {
-    Ok(isolated::store(&crate::session::store_root()?)?)
+pub fn store(cfg: &crate::config::Effective) -> anyhow::Result<SessionStore> {
+    Ok(isolated::store(&crate::session::store_root(
+        cfg.sessions_dir.as_deref(),
+    )?)?)
 }
 
 /// An isolated session about to start for `workspace` (`None`: mounted).
 pub fn start(
+    cfg: &crate::config::Effective,
     workspace: &crate::sandbox::Workspace,
     git: &super::sandbox_args::GitArgs,
 ) -> anyhow::Result<Option<std::sync::Arc<crate::sandbox::isolated::Start>>> {
-    let cfg = crate::config::current();
     if !git.isolated(cfg) {
         return Ok(None);
     }
@@ -137,7 +140,7 @@ pub fn start(
     Ok(Some(std::sync::Arc::new(isolated::Start {
         prepared,
         id: crate::sandbox::new_session_id(),
-        store: store()?,
+        store: store(cfg)?,
         max_bytes: cfg.session.max_bytes,
         identity,
     })))
@@ -173,14 +176,15 @@ pub fn report(g: &crate::sandbox::GitOutcome) -> String {
 
 /// The repository and the session record `which` names, with the commits
 /// its container has made so far brought over first while it runs.
-async fn resolve_fresh(client: &Client, which: &Which) -> anyhow::Result<(Repo, SessionRecord)> {
-    let (repo, rec) = resolve(which)?;
-    if let Ok(info) = crate::sandbox::info(client, &rec.container).await
+async fn resolve_fresh(host: &Host, which: &Which) -> anyhow::Result<(Repo, SessionRecord)> {
+    let (repo, rec) = resolve(host, which)?;
+    if let Ok(info) = crate::sandbox::info(host, &rec.container).await
         && info.git_session == rec.id
-        && info.state == "Running"
+        && info.state == InstanceStatus::Running
     {
-        let max = crate::config::current().session.max_bytes;
-        if let Err(e) = isolated::sync(client, &rec.container, &info.account, &rec, max).await {
+        let max = host.config.session.max_bytes;
+        if let Err(e) = isolated::sync(&host.client, &rec.container, &info.account, &rec, max).await
+        {
             eprintln!(
                 "cci: could not fetch the newest commits of {}: {}",
                 rec.container,
@@ -192,12 +196,12 @@ async fn resolve_fresh(client: &Client, which: &Which) -> anyhow::Result<(Repo, 
 }
 
 /// The repository and the session record `which` names.
-fn resolve(which: &Which) -> anyhow::Result<(Repo, SessionRecord)> {
+fn resolve(host: &Host, which: &Which) -> anyhow::Result<(Repo, SessionRecord)> {
     let here = match &which.workspace {
         Some(p) => p.clone(),
         None => std::env::current_dir()?,
     };
-    let all = store()?.list()?;
+    let all = store(host.config)?.list()?;
     let rec = match &which.session {
         Some(s) => all
             .iter()
@@ -260,8 +264,8 @@ fn page(text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn diff(client: &Client, args: DiffArgs) -> anyhow::Result<i32> {
-    let (repo, rec) = resolve_fresh(client, &args.which).await?;
+pub async fn diff(host: &Host, args: DiffArgs) -> anyhow::Result<i32> {
+    let (repo, rec) = resolve_fresh(host, &args.which).await?;
     let r = rec.session_ref()?;
     let report = repo.diff(&r, &rec.base, args.stat)?;
     match args.format {
@@ -308,8 +312,8 @@ fn commit_json(c: &crate::git::Commit) -> serde_json::Value {
     })
 }
 
-pub async fn log(client: &Client, args: LogArgs) -> anyhow::Result<i32> {
-    let (repo, rec) = resolve_fresh(client, &args.which).await?;
+pub async fn log(host: &Host, args: LogArgs) -> anyhow::Result<i32> {
+    let (repo, rec) = resolve_fresh(host, &args.which).await?;
     let commits = repo.log(&rec.session_ref()?, &rec.base)?;
     match args.format {
         Format::Json => {
@@ -331,12 +335,12 @@ pub async fn log(client: &Client, args: LogArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-pub async fn files(client: &Client, args: FilesArgs) -> anyhow::Result<i32> {
+pub async fn files(host: &Host, args: FilesArgs) -> anyhow::Result<i32> {
     let which = Which {
         session: args.session,
         workspace: args.workspace,
     };
-    let (repo, rec) = resolve_fresh(client, &which).await?;
+    let (repo, rec) = resolve_fresh(host, &which).await?;
     let entries = repo.files(
         &rec.session_ref()?,
         args.path.as_deref().unwrap_or(""),
@@ -396,8 +400,8 @@ fn choose(repo: &Repo, rec: &SessionRecord) -> anyhow::Result<Vec<String>> {
     Ok(picked)
 }
 
-pub async fn merge(client: &Client, args: MergeArgs) -> anyhow::Result<i32> {
-    let (repo, rec) = resolve_fresh(client, &args.which).await?;
+pub async fn merge(host: &Host, args: MergeArgs) -> anyhow::Result<i32> {
+    let (repo, rec) = resolve_fresh(host, &args.which).await?;
     let mode = match (&args.select, args.squash) {
         (Some(ids), _) => {
             let ids: Vec<String> = ids.iter().filter(|s| !s.is_empty()).cloned().collect();
@@ -442,8 +446,8 @@ pub async fn merge(client: &Client, args: MergeArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-pub async fn discard(client: &Client, args: DiscardArgs) -> anyhow::Result<i32> {
-    let (repo, rec) = resolve_fresh(client, &args.which).await?;
+pub async fn discard(host: &Host, args: DiscardArgs) -> anyhow::Result<i32> {
+    let (repo, rec) = resolve_fresh(host, &args.which).await?;
     let commits = repo.log(&rec.session_ref()?, &rec.base).unwrap_or_default();
     if !args.force {
         if !std::io::stdin().is_terminal() {
@@ -466,7 +470,7 @@ pub async fn discard(client: &Client, args: DiscardArgs) -> anyhow::Result<i32> 
         }
     }
     repo.discard(&rec.id)?;
-    store()?.remove(&rec.id)?;
+    store(host.config)?.remove(&rec.id)?;
     println!("discarded session {} ({} commit(s))", rec.id, commits.len());
     Ok(0)
 }

@@ -7,7 +7,7 @@ use clap::{Args, ValueEnum};
 
 use super::sandbox_args::{SandboxArgs, slot_limit};
 use super::signals::interrupted;
-use crate::incus::Client;
+use crate::host::Host;
 use crate::sandbox::{self, Ending, Kind, RunRequest, SandboxSpec};
 
 /// How `cci run` reports.
@@ -46,13 +46,13 @@ pub struct RunArgs {
     pub command: Vec<String>,
 }
 
-pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<i32> {
+pub async fn run(host: &Host, args: RunArgs) -> anyhow::Result<i32> {
     let workspace = args.sandbox.workspace()?;
-    if let Some(code) = args.sandbox.ensure_image(client).await? {
+    if let Some(code) = args.sandbox.ensure_image(host).await? {
         return Ok(code);
     }
-    let git = super::review::start(&workspace, &args.sandbox.git)?;
-    let extras = args.sandbox.extras(client, &workspace, false).await?;
+    let git = super::review::start(host.config, &workspace, &args.sandbox.git)?;
+    let extras = args.sandbox.extras(host, &workspace, false).await?;
     let marks = match &git {
         Some(g) => vec![(sandbox::keys::GIT_SESSION, g.id.clone())],
         None => Vec::new(),
@@ -67,6 +67,7 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<i32> {
             marks,
             network: args.sandbox.net.policy()?,
             extras,
+            account: host.config.account.clone(),
         },
         slot: args.sandbox.slot,
         slot_limit: slot_limit()?,
@@ -80,7 +81,7 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<i32> {
     let (outcome, out, err) = match args.format {
         RunFormat::Text => {
             let o = sandbox::run(
-                client,
+                host,
                 &req,
                 stdin,
                 tokio::io::stdout(),
@@ -92,7 +93,7 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<i32> {
         }
         RunFormat::Json => {
             let (mut out, mut err) = (Vec::new(), Vec::new());
-            let o = sandbox::run(client, &req, stdin, &mut out, &mut err, interrupt).await?;
+            let o = sandbox::run(host, &req, stdin, &mut out, &mut err, interrupt).await?;
             (o, out, err)
         }
     };

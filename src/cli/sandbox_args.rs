@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use crate::host::Host;
 use crate::image;
-use crate::incus::Client;
 use crate::sandbox::{self, Slot, Workspace, plan_extras};
 
 /// Where and from what a sandbox is made (shared by the session commands).
@@ -195,7 +195,7 @@ impl SandboxArgs {
     /// (`session`: the time limit applies; decided by `sandbox::plan_extras`).
     pub async fn extras(
         &self,
-        client: &Client,
+        host: &Host,
         workspace: &Workspace,
         session: bool,
     ) -> anyhow::Result<sandbox::Extras> {
@@ -206,8 +206,7 @@ impl SandboxArgs {
             writable_git_hooks: self.writable_git_hooks,
             isolated: self.git.isolated(crate::config::current()),
         };
-        let cfg = crate::config::current();
-        match plan_extras::extras(client, cfg, workspace, &flags, session).await {
+        match plan_extras::extras(&host.client, host.config, workspace, &flags, session).await {
             Ok(extras) => Ok(extras),
             Err(plan_extras::ExtrasError::Usage(e)) => Err(super::UsageError(e).into()),
             Err(plan_extras::ExtrasError::Incus(e)) => Err(e.into()),
@@ -217,7 +216,8 @@ impl SandboxArgs {
     /// First use: build the default image when it is missing (not for an
     /// image named with `--image`, which must exist). `Some(code)` when the
     /// build failed or was interrupted.
-    pub async fn ensure_image(&self, client: &Client) -> anyhow::Result<Option<i32>> {
+    pub async fn ensure_image(&self, host: &Host) -> anyhow::Result<Option<i32>> {
+        let client = &host.client;
         let image = self.image();
         if !image::ensure::must_build(client, &image, self.image.is_some()).await? {
             return Ok(None);
@@ -227,8 +227,7 @@ impl SandboxArgs {
         );
         let mut req = image::ensure::default_request(client, Default::default()).await;
         req.alias = image;
-        let code =
-            super::build::build_image(client, req, false, super::build::Says::Stderr).await?;
+        let code = super::build::build_image(host, req, false, super::build::Says::Stderr).await?;
         Ok((code != 0).then_some(code))
     }
 }

@@ -9,7 +9,8 @@ use serde::Serialize;
 use super::output::{fields, print_json, print_rows};
 use super::sandbox_args::workspace_at;
 use super::{Format, UsageError};
-use crate::incus::Client;
+use crate::host::Host;
+use crate::incus::InstanceStatus;
 use crate::sandbox::{self, Agent, StateSave};
 use crate::session::{self, Saved, SessionId, Store};
 
@@ -133,10 +134,15 @@ impl SavedInfo {
     }
 }
 
+/// Where saved sessions live (`[paths] sessions_dir`; `None`: the default).
+fn sessions_dir() -> Option<&'static std::path::Path> {
+    crate::config::current().sessions_dir.as_deref()
+}
+
 /// Every saved session of every agent, newest first.
 pub fn all_saved() -> anyhow::Result<Vec<(Store, Saved)>> {
     let mut all = Vec::new();
-    for store in Store::all()? {
+    for store in Store::all(sessions_dir())? {
         for s in store.list()? {
             all.push((store.clone(), s));
         }
@@ -147,7 +153,7 @@ pub fn all_saved() -> anyhow::Result<Vec<(Store, Saved)>> {
 
 /// The saved session `id` of any agent.
 pub fn find(id: &SessionId) -> anyhow::Result<Option<(Store, Saved)>> {
-    for store in Store::all()? {
+    for store in Store::all(sessions_dir())? {
         if let Some(s) = store.get(id)? {
             return Ok(Some((store, s)));
         }
@@ -251,7 +257,7 @@ pub fn info(id: &str, format: Format) -> anyhow::Result<Option<i32>> {
 /// The saved session `cci shell --resume[=ID]` continues: `id`, or the
 /// newest of `workspace`.
 pub fn to_resume(agent: &Agent, id: &str, workspace: &str, force: bool) -> anyhow::Result<Saved> {
-    let store = sandbox::store_of(agent.def.name).map_err(anyhow::Error::msg)?;
+    let store = sandbox::store_of(sessions_dir(), agent.def.name).map_err(anyhow::Error::msg)?;
     if id.is_empty() {
         return store.newest_for(workspace)?.ok_or_else(|| {
             crate::incus::Error::NotFound(format!(
@@ -289,7 +295,8 @@ pub fn describe(state: &StateSave) -> Option<String> {
     }
 }
 
-pub async fn run(client: &Client, cmd: SessionCommand) -> anyhow::Result<i32> {
+pub async fn run(host: &Host, cmd: SessionCommand) -> anyhow::Result<i32> {
+    let client = &host.client;
     match cmd {
         SessionCommand::List(a) => {
             let all = saved_infos()?;
@@ -300,7 +307,7 @@ pub async fn run(client: &Client, cmd: SessionCommand) -> anyhow::Result<i32> {
             Ok(0)
         }
         SessionCommand::Save(a) => {
-            let state = sandbox::save_now(client, &a.name).await?;
+            let state = sandbox::save_now(host, &a.name).await?;
             match &state {
                 StateSave::Failed(why) => {
                     eprintln!("cci: {}: agent state NOT saved: {why}", a.name);
@@ -321,12 +328,12 @@ pub async fn run(client: &Client, cmd: SessionCommand) -> anyhow::Result<i32> {
         }
         SessionCommand::Restore(a) => {
             let (store, saved) = find(&a.id)?.ok_or_else(|| not_found(&a.id))?;
-            let info = sandbox::info(client, &a.name).await?;
-            if info.state != "Running" {
+            let info = sandbox::info(host, &a.name).await?;
+            if info.state != InstanceStatus::Running {
                 return Err(UsageError(format!("{} is not running", a.name)).into());
             }
             let agent = Agent::named(store.tool(), None).map_err(|e| UsageError(e.to_string()))?;
-            let limits = sandbox::session_limits().map_err(UsageError)?;
+            let limits = host.config.session;
             let t = session::restore(
                 client,
                 &a.name,
@@ -352,8 +359,9 @@ pub async fn run(client: &Client, cmd: SessionCommand) -> anyhow::Result<i32> {
                 .clone()
                 .unwrap_or_else(|| crate::config::current().tool.clone());
             let agent = Agent::named(&tool, None).map_err(|e| UsageError(e.to_string()))?;
-            let store = sandbox::store_of(agent.def.name).map_err(anyhow::Error::msg)?;
-            let limits = sandbox::session_limits().map_err(UsageError)?;
+            let store =
+                sandbox::store_of(sessions_dir(), agent.def.name).map_err(anyhow::Error::msg)?;
+            let limits = host.config.session;
             let (saved, t) = session::import(
                 &store,
                 &agent.def.files,
@@ -385,7 +393,7 @@ pub async fn run(client: &Client, cmd: SessionCommand) -> anyhow::Result<i32> {
                 ))
                 .into());
             }
-            let limits = sandbox::session_limits().map_err(UsageError)?;
+            let limits = host.config.session;
             let t = session::export(&saved, &a.dest, &limits)?;
             println!(
                 "exported session {} to {} ({} in {} entries)",

@@ -5,7 +5,8 @@ use clap::Args;
 use super::UsageError;
 use super::sandbox_args::{SandboxArgs, slot_limit, workspace_at};
 use super::signals::interrupted;
-use crate::incus::Client;
+use crate::host::Host;
+use crate::incus::InstanceStatus;
 use crate::sandbox::{
     self, Agent, Attempt, Kind, Left, SandboxInfo, SandboxSpec, SessionCommand, ShellRequest, Slot,
 };
@@ -71,7 +72,7 @@ pub struct AttachArgs {
     pub bash: bool,
 }
 
-pub async fn shell(client: &Client, args: ShellArgs) -> anyhow::Result<i32> {
+pub async fn shell(host: &Host, args: ShellArgs) -> anyhow::Result<i32> {
     let workspace = args.sandbox.workspace()?;
     let mut id = sandbox::new_session_id();
     let mut resume = None;
@@ -97,8 +98,8 @@ pub async fn shell(client: &Client, args: ShellArgs) -> anyhow::Result<i32> {
         argv.extend(cfg.tool_args.iter().cloned());
         (Some(agent), argv, true)
     };
-    let git = super::review::start(&workspace, &args.sandbox.git)?;
-    let extras = args.sandbox.extras(client, &workspace, true).await?;
+    let git = super::review::start(host.config, &workspace, &args.sandbox.git)?;
+    let extras = args.sandbox.extras(host, &workspace, true).await?;
     let marks = match &git {
         Some(g) => vec![(sandbox::keys::GIT_SESSION, g.id.clone())],
         None => Vec::new(),
@@ -113,6 +114,7 @@ pub async fn shell(client: &Client, args: ShellArgs) -> anyhow::Result<i32> {
             marks,
             network: args.sandbox.net.policy()?,
             extras,
+            account: host.config.account.clone(),
         },
         slot: args.sandbox.slot,
         slot_limit: slot_limit()?,
@@ -120,7 +122,7 @@ pub async fn shell(client: &Client, args: ShellArgs) -> anyhow::Result<i32> {
         command: SessionCommand {
             argv,
             shell_after,
-            env: sandbox::sandbox_env(sandbox::account(), &args.sandbox.environment()?),
+            env: sandbox::sandbox_env(&host.config.account, &args.sandbox.environment()?),
             size: terminal::size(),
             max_duration: crate::config::current().max_duration,
         },
@@ -128,14 +130,14 @@ pub async fn shell(client: &Client, args: ShellArgs) -> anyhow::Result<i32> {
         network_explicit: args.sandbox.net.network.is_some() || !args.sandbox.net.allow.is_empty(),
         git,
     };
-    if let Some(code) = args.sandbox.ensure_image(client).await? {
+    if let Some(code) = args.sandbox.ensure_image(host).await? {
         return Ok(code);
     }
     let attempt = Attempt::default();
     let session = tokio::select! {
-        r = sandbox::open(client, &req, &id, &attempt) => r?,
+        r = sandbox::open(host, &req, &id, &attempt) => r?,
         signal = interrupted() => {
-            attempt.abandon(client).await;
+            attempt.abandon(host).await;
             return Ok(128 + signal);
         }
     };
@@ -174,19 +176,20 @@ pub async fn shell(client: &Client, args: ShellArgs) -> anyhow::Result<i32> {
         "cci: session {how} {} (slot {}, {mode}, network {}); Ctrl-b d detaches",
         session.name, session.slot, session.network
     );
-    attach_session(client, &session.name, session.slot, &session.account).await
+    attach_session(host, &session.name, session.slot, &session.account).await
 }
 
-pub async fn attach(client: &Client, args: AttachArgs) -> anyhow::Result<i32> {
+pub async fn attach(host: &Host, args: AttachArgs) -> anyhow::Result<i32> {
+    let client = &host.client;
     let target = match (&args.name, args.slot) {
-        (Some(name), _) => sandbox::info(client, name).await?,
-        (None, slot) => pick(client, &args, slot).await?,
+        (Some(name), _) => sandbox::info(host, name).await?,
+        (None, slot) => pick(host, &args, slot).await?,
     };
-    if target.state != "Running" {
+    if target.state != InstanceStatus::Running {
         return Err(UsageError(format!(
             "{} is {}; `cci shell --slot {}` starts its session again",
             target.name,
-            target.state.to_lowercase(),
+            target.state.as_str().to_lowercase(),
             target.slot
         ))
         .into());
@@ -209,19 +212,15 @@ pub async fn attach(client: &Client, args: AttachArgs) -> anyhow::Result<i32> {
         .into());
     }
     let slot = Slot::new(target.slot).unwrap_or(Slot::MIN);
-    attach_session(client, &target.name, slot, &target.account).await
+    attach_session(host, &target.name, slot, &target.account).await
 }
 
 /// The running session container `attach` means when not told by name.
-async fn pick(
-    client: &Client,
-    args: &AttachArgs,
-    slot: Option<Slot>,
-) -> anyhow::Result<SandboxInfo> {
+async fn pick(host: &Host, args: &AttachArgs, slot: Option<Slot>) -> anyhow::Result<SandboxInfo> {
     let ws = workspace_at(args.workspace.as_deref())?;
     let prefix = sandbox::workspace_prefix(&ws.id);
-    sandbox::reap(client, &prefix).await;
-    let mut all: Vec<SandboxInfo> = sandbox::list_prefix(client, &prefix, false)
+    sandbox::reap(host, &prefix).await;
+    let mut all: Vec<SandboxInfo> = sandbox::list_prefix(host, &prefix, false)
         .await?
         .into_iter()
         .filter(|s| s.kind == "shell")
@@ -236,7 +235,7 @@ async fn pick(
             .into()
         });
     }
-    all.retain(|s| s.state == "Running");
+    all.retain(|s| s.state == InstanceStatus::Running);
     match all.len() {
         1 => Ok(all.remove(0)),
         0 => Err(crate::incus::Error::NotFound(format!(
@@ -246,7 +245,7 @@ async fn pick(
         .into()),
         n => {
             for s in &all {
-                eprintln!("  {}  slot {}  {}", s.name, s.slot, s.mode);
+                eprintln!("  {}  slot {}  {}", s.name, s.slot, s.mode());
             }
             Err(UsageError(format!(
                 "{n} sessions run for this workspace; pick one: `cci attach NAME` or `cci attach --slot N`"
@@ -259,11 +258,12 @@ async fn pick(
 /// Attach the terminal to `name`'s session; when the terminal leaves, end the
 /// container if the session is over.
 async fn attach_session(
-    client: &Client,
+    host: &Host,
     name: &str,
     slot: Slot,
     account: &crate::config::Account,
 ) -> anyhow::Result<i32> {
+    let client = &host.client;
     let req = sandbox::attach_request(account, &sandbox::sandbox_env(account, &[]));
     // The attach also ends with an error when the container powers off.
     let attached = terminal::run_interactive(client, name, req).await;
@@ -274,7 +274,7 @@ async fn attach_session(
         eprintln!("cci: once the daemon is back, `cci attach {name}` returns to it");
         return Ok(super::EXIT_UNREACHABLE);
     }
-    let left = match sandbox::after_detach(client, name).await {
+    let left = match sandbox::after_detach(host, name).await {
         Ok(left) => left,
         Err(e) => {
             if let Err(a) = attached {

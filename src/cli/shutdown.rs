@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::targets::{for_each, targets};
-use crate::incus::Client;
+use crate::host::Host;
 use crate::sandbox::{self, StateSave};
 
 /// Options of `cci shutdown`.
@@ -30,12 +30,12 @@ pub struct ShutdownArgs {
     pub force: bool,
 }
 
-pub async fn shutdown(client: &Client, args: ShutdownArgs) -> anyhow::Result<i32> {
-    let Some(names) = targets(client, args.names, args.all, "shut down", args.force).await? else {
+pub async fn shutdown(host: &Host, args: ShutdownArgs) -> anyhow::Result<i32> {
+    let Some(names) = targets(host, args.names, args.all, "shut down", args.force).await? else {
         return Ok(0);
     };
     let grace = Duration::from_secs(args.timeout);
-    let op = |name: String| async move { sandbox::shutdown(client, &name, grace).await };
+    let op = |name: String| async move { sandbox::shutdown(host, &name, grace).await };
     let ok = |name: &str, e: sandbox::Ended| {
         let what = match (&e.state, e.deleted) {
             (_, true) => format!("shut down {name} (deleted)"),

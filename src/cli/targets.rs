@@ -5,7 +5,7 @@
 use std::io::IsTerminal;
 
 use super::UsageError;
-use crate::incus::Client;
+use crate::host::Host;
 use crate::sandbox;
 
 /// Ask on the terminal; without one, only `--force` may destroy.
@@ -28,7 +28,7 @@ pub fn confirm(question: &str, force: bool) -> anyhow::Result<bool> {
 /// The containers a command acts on: the names given, or (with `--all`,
 /// after confirmation) every cci container. `None`: nothing to do.
 pub async fn targets(
-    client: &Client,
+    host: &Host,
     names: Vec<String>,
     all: bool,
     verb: &str,
@@ -37,7 +37,7 @@ pub async fn targets(
     if !all {
         return Ok(Some(names));
     }
-    let all = sandbox::list(client).await?;
+    let all = sandbox::list(host).await?;
     if all.is_empty() {
         println!("no cci containers");
         return Ok(None);
@@ -49,9 +49,9 @@ pub async fn targets(
 }
 
 /// Print one line per name, or the error; the exit code of the last error.
-pub fn report<T>(
+pub fn report<T, E: Into<anyhow::Error> + std::fmt::Display>(
     name: &str,
-    result: crate::incus::Result<T>,
+    result: Result<T, E>,
     ok: impl Fn(T) -> String,
     code: &mut i32,
 ) {
@@ -65,10 +65,11 @@ pub fn report<T>(
 }
 
 /// Run `op` on every name, a few at a time, and report in the given order.
-pub async fn for_each<T, F, Fut>(names: &[String], op: F, ok: impl Fn(&str, T) -> String) -> i32
+pub async fn for_each<T, E, F, Fut>(names: &[String], op: F, ok: impl Fn(&str, T) -> String) -> i32
 where
+    E: Into<anyhow::Error> + std::fmt::Display,
     F: Fn(String) -> Fut,
-    Fut: std::future::Future<Output = crate::incus::Result<T>>,
+    Fut: std::future::Future<Output = Result<T, E>>,
 {
     use futures_util::StreamExt;
     let results: Vec<_> = futures_util::stream::iter(names.iter().cloned())

@@ -6,7 +6,8 @@ use std::io::Write;
 use clap::{Args, Subcommand};
 
 use super::Format;
-use crate::incus::Client;
+use crate::host::Host;
+use crate::incus::InstanceStatus;
 use crate::sandbox::{self, Keys};
 use crate::{config, terminal};
 
@@ -59,11 +60,12 @@ pub struct CaptureArgs {
     pub escape: bool,
 }
 
-pub async fn run(client: &Client, cmd: TmuxCommand) -> anyhow::Result<i32> {
+pub async fn run(host: &Host, cmd: TmuxCommand) -> anyhow::Result<i32> {
+    let client = &host.client;
     match cmd {
-        TmuxCommand::List(a) => list(client, a).await,
+        TmuxCommand::List(a) => list(host, a).await,
         TmuxCommand::Send(a) => {
-            let target = sandbox::info(client, &a.name).await?;
+            let target = sandbox::info(host, &a.name).await?;
             let keys = if a.keys {
                 Keys::Named(a.text)
             } else {
@@ -76,7 +78,7 @@ pub async fn run(client: &Client, cmd: TmuxCommand) -> anyhow::Result<i32> {
             Ok(0)
         }
         TmuxCommand::Capture(a) => {
-            let target = sandbox::info(client, &a.name).await?;
+            let target = sandbox::info(host, &a.name).await?;
             let screen =
                 sandbox::capture_session(client, &a.name, a.lines, a.escape, &target.account)
                     .await?;
@@ -94,11 +96,12 @@ pub async fn run(client: &Client, cmd: TmuxCommand) -> anyhow::Result<i32> {
     }
 }
 
-async fn list(client: &Client, a: TmuxListArgs) -> anyhow::Result<i32> {
+async fn list(host: &Host, a: TmuxListArgs) -> anyhow::Result<i32> {
+    let client = &host.client;
     let mut running = Vec::new();
-    for s in sandbox::list(client).await? {
+    for s in sandbox::list(host).await? {
         if s.kind == "shell"
-            && s.state == "Running"
+            && s.state == InstanceStatus::Running
             && sandbox::session_alive(client, &s.name, &s.account).await?
         {
             running.push(s);

@@ -38,6 +38,28 @@ impl Account {
     }
 }
 
+/// Caps on what one saved session state may hold (`[session]`); the
+/// session archive enforces them (`session::Limits`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SessionLimits {
+    /// Total bytes of file contents.
+    pub max_bytes: u64,
+    /// Files, folders and symlinks together.
+    pub max_files: u64,
+    /// Folder nesting below the state folder.
+    pub max_depth: usize,
+}
+
+impl Default for SessionLimits {
+    fn default() -> SessionLimits {
+        SessionLimits {
+            max_bytes: 2 << 30,
+            max_files: 200_000,
+            max_depth: 64,
+        }
+    }
+}
+
 /// A host folder to mount.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountSpec {
@@ -115,7 +137,7 @@ pub struct Effective {
     /// Session time limit.
     pub max_duration: Option<Duration>,
     /// Limits of one saved state.
-    pub session: crate::session::Limits,
+    pub session: SessionLimits,
     /// Extra mounts.
     pub mounts: Vec<MountSpec>,
     /// Workspace paths mounted read-only besides git's own.
@@ -149,7 +171,7 @@ impl Effective {
         let x = s.session.unwrap_or_default();
         let w = s.workspace.unwrap_or_default();
         let g = s.git.unwrap_or_default();
-        let base = crate::session::Limits::default();
+        let base = SessionLimits::default();
         let path = |v: Option<String>| v.map(PathBuf::from);
         Effective {
             profile: None,
@@ -202,7 +224,7 @@ impl Effective {
             processes: l.processes.map_or(DEFAULT_PROCESSES, |n| n as u32),
             disk: l.disk,
             max_duration: l.max_duration.as_deref().and_then(parse_duration),
-            session: crate::session::Limits {
+            session: SessionLimits {
                 max_bytes: x.max_bytes.map_or(base.max_bytes, |n| n as u64),
                 max_files: x.max_files.map_or(base.max_files, |n| n as u64),
                 max_depth: x.max_depth.map_or(base.max_depth, |n| n as usize),

@@ -20,7 +20,12 @@ use std::sync::OnceLock;
 
 use serde_json::{Map, Value};
 
-pub use effective::{Account, DEFAULT_MEMORY, DEFAULT_PROCESSES, Effective, MountSpec};
+/// Escaping for the terminal (owned by [`crate::terminal`]; kept here for
+/// the configuration's messages and its callers).
+pub use crate::terminal::printable;
+pub use effective::{
+    Account, DEFAULT_MEMORY, DEFAULT_PROCESSES, Effective, MountSpec, SessionLimits,
+};
 pub use file::{FileLayer, Layer, line_of, parse, read_file};
 pub use schema::{Document, KEYS, ModeName, Settings};
 pub use values::{expand_home, parse_duration, parse_size};
@@ -443,19 +448,6 @@ pub fn current() -> &'static Effective {
         Some(c) => &c.effective,
         None => DEFAULTS.get_or_init(Effective::default),
     }
-}
-
-/// `s` with control characters escaped (for the terminal), quotes kept.
-pub fn printable(s: &str) -> String {
-    s.chars()
-        .flat_map(|c| {
-            if c.is_control() {
-                c.escape_default().collect::<Vec<_>>()
-            } else {
-                vec![c]
-            }
-        })
-        .collect()
 }
 
 /// A commented example configuration (`cci config example`).

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncWrite;
 
+use crate::host::Host;
 use crate::incus::{self, Client, ExecRequest, FileWrite, ImageRef, InstanceCreate, Publish};
 use crate::sandbox::remove;
 
@@ -123,12 +124,13 @@ pub enum BuildError {
 /// `container` receives the build container's name before it is created, so
 /// an interrupted caller can remove it.
 pub async fn build<W: AsyncWrite + Unpin>(
-    client: &Client,
+    host: &Host,
     req: &BuildRequest,
     container: &str,
     mut step: impl FnMut(&str),
     log: W,
 ) -> Result<Built, BuildError> {
+    let client = &host.client;
     if !req.force
         && let Ok(alias) = client.image_alias(&req.alias).await
     {
@@ -155,20 +157,21 @@ pub async fn build<W: AsyncWrite + Unpin>(
         "starting build container {container} from {}",
         req.base
     ));
-    let result = build_in(client, req, &base, container, &mut step, log).await;
+    let result = build_in(host, req, &base, container, &mut step, log).await;
     step("removing the build container");
-    let _ = remove(client, container).await;
+    let _ = remove(host, container).await;
     result
 }
 
 async fn build_in<W: AsyncWrite + Unpin>(
-    client: &Client,
+    host: &Host,
     req: &BuildRequest,
     base: &ImageRef,
     container: &str,
     step: &mut impl FnMut(&str),
     mut log: W,
 ) -> Result<Built, BuildError> {
+    let client = &host.client;
     let mut create = InstanceCreate::container(container, base);
     create
         .config
@@ -176,9 +179,8 @@ async fn build_in<W: AsyncWrite + Unpin>(
     create
         .config
         .insert("user.cci.build".into(), req.alias.clone());
-    let fw = crate::network::Nft::from_env();
     let net = crate::network::prepare(client, &create.profiles, &req.network).await?;
-    let created = crate::network::create_guarded(client, &fw, &net, create).await;
+    let created = crate::network::create_guarded(client, host.policy(), &net, create).await;
     if let (Err(crate::network::Error::Incus(e)), ImageRef::Remote { server, .. }) =
         (&created, base)
     {

@@ -7,9 +7,9 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::Client;
 use super::error::{Error, Result};
 use super::transport::{StringMap, encode, null_default};
+use super::{Client, InstanceStatus};
 
 /// How long a create/start/stop/delete may take before we give up waiting.
 const LIFECYCLE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -88,7 +88,7 @@ pub struct Instance {
     pub name: String,
     /// `Running`, `Stopped`, `Frozen`...
     #[serde(default)]
-    pub status: String,
+    pub status: InstanceStatus,
     /// Local config keys.
     #[serde(default, deserialize_with = "null_default")]
     pub config: StringMap,
@@ -142,7 +142,7 @@ impl Instance {
 impl Instance {
     /// True when the instance is running.
     pub fn is_running(&self) -> bool {
-        self.status == "Running"
+        self.status == InstanceStatus::Running
     }
 }
 
@@ -151,7 +151,7 @@ impl Instance {
 pub struct InstanceState {
     /// `Running`, `Stopped`...
     #[serde(default)]
-    pub status: String,
+    pub status: InstanceStatus,
     /// PID of the init process on the host (0 when stopped).
     #[serde(default)]
     pub pid: i64,

@@ -15,7 +15,9 @@ pub mod operations;
 pub mod profiles;
 pub mod pull;
 pub mod server;
+pub mod status;
 pub mod transport;
+mod wire;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -29,6 +31,7 @@ pub use instances::{ImageRef, Instance, InstanceCreate, InstanceState, StateChan
 pub use operations::Operation;
 pub use profiles::Profile;
 pub use server::ServerInfo;
+pub use status::InstanceStatus;
 pub use transport::{Endpoint, Transport, discover_socket};
 
 use reqwest::RequestBuilder;

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::Client;
 use super::error::{Error, Result};
-use super::transport::{StringMap, encode};
+use super::wire::{StringMap, encode};
 
 /// An operation as the daemon describes it.
 #[derive(Debug, Clone, Deserialize)]

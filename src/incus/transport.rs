@@ -4,11 +4,9 @@
 //! Only the Unix socket exists today; [`Endpoint`] is where an HTTPS transport
 //! (remote servers, clusters) would be added without touching callers.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -16,6 +14,7 @@ use serde_json::Value;
 
 use super::error::{Error, Result};
 use super::operations::Operation;
+pub use super::wire::{StringMap, encode, null_default};
 
 mod websocket;
 
@@ -38,19 +37,6 @@ pub const MAX_JSON_BODY: usize = 16 << 20;
 
 /// The largest error answer kept (the rest is not read).
 const MAX_ERROR_BODY: usize = 64 << 10;
-
-/// Characters escaped in a query value (everything but unreserved characters and `/`).
-const QUERY: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~')
-    .remove(b'/');
-
-/// Percent-encode one query-string value.
-pub fn encode(value: &str) -> String {
-    utf8_percent_encode(value, QUERY).to_string()
-}
 
 /// Where the daemon listens.
 #[derive(Debug, Clone)]
@@ -384,16 +370,6 @@ impl Transport {
     }
 }
 
-/// For `#[serde(deserialize_with)]`: the daemon sends `null` for empty maps
-/// and lists of instances that are being created or deleted.
-pub fn null_default<'de, D, T>(d: D) -> std::result::Result<T, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Default + Deserialize<'de>,
-{
-    Option::<T>::deserialize(d).map(Option::unwrap_or_default)
-}
-
 /// Decode a JSON value into `T`, naming the type on failure.
 pub fn decode<T: DeserializeOwned>(value: Value) -> Result<T> {
     serde_json::from_value(value)
@@ -429,9 +405,6 @@ pub fn status_error(status: StatusCode, body: &[u8]) -> Error {
 pub fn json<T: Serialize>(req: RequestBuilder, body: &T) -> RequestBuilder {
     req.json(body)
 }
-
-/// Config maps as Incus sends them.
-pub type StringMap = HashMap<String, String>;
 
 #[cfg(test)]
 #[path = "transport_tests.rs"]

@@ -3,21 +3,20 @@
 //! only [`PolicyBackend`] in terms of [`PortRules`] and [`PortName`]; how
 //! the rules become real is the backend's business.
 //!
-//! Host nftables is the one implementation today: every [`Firewall`] (the
-//! `nft` program, [`super::Nft`]) is a backend, turning each call into one
-//! atomic script from [`super::rules`]. A second backend — Incus network
-//! ACLs enforced by the daemon, for remote servers where cci cannot run
-//! nft — would implement this trait directly (on a type that is not a
-//! [`Firewall`]) and be handed down in place of `Nft`; nothing in
-//! `src/sandbox/` changes.
+//! Host nftables is the one implementation today: every
+//! [`super::Firewall`] (the `nft` program, [`super::Nft`]) is a backend,
+//! turning each call into one atomic script from [`super::rules`] (the impl
+//! is in [`super::nft`]). A second backend — Incus network ACLs enforced by
+//! the daemon, for remote servers where cci cannot run nft — would implement
+//! this trait directly (on a type that is not a `Firewall`) and be handed
+//! down in place of `Nft`; nothing in `src/sandbox/` changes.
 //!
 //! Owns the contract, not the policy (see [`super::policy`]) nor the
 //! ordering around a container's start (see [`super::guard`]).
 
 use std::collections::BTreeMap;
 
-use super::nft::Firewall;
-use super::rules::{self, PortRules};
+use super::rules::PortRules;
 use super::{Error, PortName};
 
 /// What a backend enforces right now.
@@ -71,75 +70,4 @@ pub trait PolicyBackend: Send + Sync {
     fn restore_shared(&self) -> Result<(), Error>;
     /// What is in force now (empty when nothing is).
     fn state(&self) -> Result<State, Error>;
-}
-
-/// Host nftables: each call is one atomic `nft -f -` script.
-impl<F: Firewall + ?Sized> PolicyBackend for F {
-    fn guard(&self, r: &PortRules) -> Result<(), Error> {
-        self.apply(&rules::install(r))
-    }
-
-    fn refill(&self, r: &PortRules) -> Result<(), Error> {
-        self.apply(&rules::fill_allow(r))
-    }
-
-    fn release(&self, port: &PortName) -> Result<(), Error> {
-        self.apply(&rules::remove(port))
-    }
-
-    fn restore_shared(&self) -> Result<(), Error> {
-        self.apply(&rules::skeleton())
-    }
-
-    fn state(&self) -> Result<State, Error> {
-        Firewall::state(self)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Mutex;
-
-    use super::*;
-    use crate::network::Mode;
-
-    /// A `Firewall` that keeps the scripts it is given.
-    #[derive(Default)]
-    struct Scripts(Mutex<Vec<String>>);
-
-    impl Firewall for Scripts {
-        fn apply(&self, script: &str) -> Result<(), Error> {
-            self.0.lock().unwrap().push(script.to_string());
-            Ok(())
-        }
-        fn state(&self) -> Result<State, Error> {
-            Ok(State::default())
-        }
-    }
-
-    #[test]
-    fn host_nft_turns_each_call_into_one_script() {
-        let fw = Scripts::default();
-        let r = PortRules {
-            port: PortName::random(),
-            mode: Mode::Restricted,
-            bridge: Default::default(),
-            allow4: vec![],
-            allow6: vec![],
-        };
-        let backend: &dyn PolicyBackend = &fw;
-        backend.guard(&r).unwrap();
-        backend.refill(&r).unwrap();
-        backend.release(&r.port).unwrap();
-        backend.restore_shared().unwrap();
-        assert_eq!(
-            *fw.0.lock().unwrap(),
-            [
-                rules::install(&r),
-                rules::fill_allow(&r),
-                rules::remove(&r.port),
-                rules::skeleton(),
-            ]
-        );
-    }
 }

@@ -20,7 +20,6 @@ mod fake;
 mod guard;
 mod hosts;
 pub mod nft;
-pub mod plan_policy;
 mod policy;
 mod port;
 pub mod ready;

@@ -8,7 +8,9 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
+use super::backend::PolicyBackend;
 pub use super::backend::State;
+use super::rules::{self, PortRules};
 use super::{Error, PortName};
 
 /// Applies and reads cci's nftables rules. Every `Firewall` is a
@@ -185,6 +187,29 @@ pub fn parse_state(json: &str) -> Result<State, Error> {
     Ok(state)
 }
 
+/// Host nftables: each call is one atomic `nft -f -` script.
+impl<F: Firewall + ?Sized> PolicyBackend for F {
+    fn guard(&self, r: &PortRules) -> Result<(), Error> {
+        self.apply(&rules::install(r))
+    }
+
+    fn refill(&self, r: &PortRules) -> Result<(), Error> {
+        self.apply(&rules::fill_allow(r))
+    }
+
+    fn release(&self, port: &PortName) -> Result<(), Error> {
+        self.apply(&rules::remove(port))
+    }
+
+    fn restore_shared(&self) -> Result<(), Error> {
+        self.apply(&rules::skeleton())
+    }
+
+    fn state(&self) -> Result<State, Error> {
+        Firewall::state(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,5 +232,54 @@ mod tests {
     fn an_empty_map_means_nothing_guarded() {
         let json = r#"{"nftables":[{"map":{"name":"out_ports","type":"ifname","map":"verdict"}}]}"#;
         assert!(parse_state(json).unwrap().ports.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod backend_tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::network::rules::{self, PortRules};
+    use crate::network::{Mode, PolicyBackend};
+
+    /// A `Firewall` that keeps the scripts it is given.
+    #[derive(Default)]
+    struct Scripts(Mutex<Vec<String>>);
+
+    impl Firewall for Scripts {
+        fn apply(&self, script: &str) -> Result<(), Error> {
+            self.0.lock().unwrap().push(script.to_string());
+            Ok(())
+        }
+        fn state(&self) -> Result<State, Error> {
+            Ok(State::default())
+        }
+    }
+
+    #[test]
+    fn host_nft_turns_each_call_into_one_script() {
+        let fw = Scripts::default();
+        let r = PortRules {
+            port: PortName::random(),
+            mode: Mode::Restricted,
+            bridge: Default::default(),
+            allow4: vec![],
+            allow6: vec![],
+        };
+        let backend: &dyn PolicyBackend = &fw;
+        backend.guard(&r).unwrap();
+        backend.refill(&r).unwrap();
+        backend.release(&r.port).unwrap();
+        backend.restore_shared().unwrap();
+        assert_eq!(
+            *fw.0.lock().unwrap(),
+            [
+                rules::install(&r),
+                rules::fill_allow(&r),
+                rules::remove(&r.port),
+                rules::skeleton(),
+            ]
+        );
     }
 }

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use super::Attachment;
-use crate::incus::{self, Client, InstanceState};
+use crate::incus::{self, Client, InstanceState, InstanceStatus};
 
 /// How long a container may take to come up before cci gives up on it.
 pub const BOUND: Duration = Duration::from_secs(45);
@@ -82,7 +82,7 @@ pub fn tail_of(log: &str) -> Vec<String> {
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
             let l: String = l.chars().take(200).collect();
-            crate::config::printable(&l)
+            crate::terminal::printable(&l)
         })
         .collect();
     lines[lines.len().saturating_sub(CONSOLE_LINES)..].to_vec()
@@ -146,8 +146,8 @@ pub async fn want_of(client: &Client, name: &str) -> Result<Want, incus::Error> 
 /// What is still missing in `state` (`None`: ready).
 pub fn missing(state: &InstanceState, want: &Want) -> Option<String> {
     let iface = want.interface.as_deref()?;
-    if state.status != "Running" {
-        return Some(format!("it is {}", state.status.to_lowercase()));
+    if state.status != InstanceStatus::Running {
+        return Some(format!("it is {}", state.status.as_str().to_lowercase()));
     }
     let nic = state.network.as_ref().and_then(|n| n.get(iface));
     let has = |family: &str| {
@@ -215,7 +215,7 @@ pub async fn wait(
                 Some(what) => what,
             },
         };
-        if start.elapsed() >= bound || state.status == "Stopped" {
+        if start.elapsed() >= bound || state.status == InstanceStatus::Stopped {
             let console = match client.console_log(name).await {
                 Ok(log) => tail_of(&log),
                 Err(e) => vec![format!("(could not read it: {e})")],

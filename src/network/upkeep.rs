@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use super::{Bridge, Error, Mode, Policy, PolicyBackend, PortName, PortRules, State};
 use super::{allow, ensure, hosts, keys, port_of, release};
-use crate::incus::{Client, Instance};
+use crate::incus::{Client, Instance, InstanceStatus};
 
 /// What [`reconcile`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -88,13 +88,17 @@ pub fn plan(state: Result<State, Error>, instances: &[Instance]) -> Result<Upkee
         // Only a running container needs its rules now: every way cci
         // starts one installs them first, and a launch in progress is
         // about to (doing it here as well would only add work).
-        if state.ports.contains_key(&port) || !matches!(inst.status.as_str(), "Running" | "Frozen")
+        if state.ports.contains_key(&port)
+            || !matches!(
+                inst.status,
+                InstanceStatus::Running | InstanceStatus::Frozen
+            )
         {
             continue;
         }
         plan.restore.push(Restore {
             instance: inst,
-            stop_if_failed: inst.status == "Running"
+            stop_if_failed: inst.status == InstanceStatus::Running
                 && matches!(policy_needs_rules(inst), Ok(true)),
         });
     }

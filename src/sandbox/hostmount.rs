@@ -11,7 +11,7 @@ use super::idmap;
 use super::inventory::SandboxInfo;
 use super::mounts::{WHY, plain, resolve};
 use crate::config::Account;
-use crate::incus::Instance;
+use crate::incus::{Instance, InstanceStatus};
 
 /// What to change on the container.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,13 +35,15 @@ pub struct MountPlan {
 /// (the container could swap it for a link), a container path that is not
 /// plain; with `shift`, a source owned by root (uid or gid 0), an owner not
 /// delegated to root in /etc/subuid and /etc/subgid, and an owner other than
-/// the one the container maps already (one host id per account).
+/// the one the container maps already (one host id per account). A
+/// container without a recorded user runs as `account` (the configured one).
 pub fn plan(
     instance: &Instance,
     source: &Path,
     path: &str,
     readonly: bool,
     shift: bool,
+    account: &Account,
 ) -> Result<MountPlan, String> {
     if !plain(path) {
         return Err(format!(
@@ -68,9 +70,9 @@ pub fn plan(
     let Some(source) = host.to_str().map(str::to_string) else {
         return Err(format!("mount source {} is not UTF-8", host.display()));
     };
-    let account = SandboxInfo::from_instance(instance)
+    let account = SandboxInfo::from_instance(instance, account)
         .map(|s| s.account)
-        .unwrap_or_else(|| super::spec::account().clone());
+        .unwrap_or_else(|| account.clone());
     let mut device: HashMap<String, String> =
         [("type", "disk"), ("source", &source), ("path", path)]
             .iter()
@@ -99,7 +101,7 @@ pub fn plan(
         .unwrap_or_default();
     if have.is_empty() {
         plan.idmap = Some(want);
-        plan.restart_needed = instance.status != "Stopped";
+        plan.restart_needed = instance.status != InstanceStatus::Stopped;
     } else if have != want {
         return Err(format!(
             "{} already maps other host ids (raw.idmap {have:?}); the owner of {} ({}:{}) cannot appear as `{}` too: mount a folder owned by the same user, or pass --shift=false (its files then show as nobody)",
@@ -136,6 +138,10 @@ fn mapped_owner(host: &Path, account: &Account) -> Result<(u32, u32), String> {
 mod tests {
     use super::*;
 
+    fn code() -> Account {
+        Account::new(1000, "code")
+    }
+
     fn instance(status: &str, idmap: Option<&str>, devices: &[(&str, &str, bool)]) -> Instance {
         let mut i: Instance = serde_json::from_value(serde_json::json!({
             "name": "c1", "status": status, "config": {}, "devices": {},
@@ -168,6 +174,7 @@ mod tests {
             "/mnt/x",
             true,
             false,
+            &code(),
         )
         .unwrap();
         assert_eq!(p.device["type"], "disk");
@@ -180,7 +187,8 @@ mod tests {
                 dir.path(),
                 "rel",
                 false,
-                false
+                false,
+                &code(),
             )
             .is_err()
         );
@@ -190,7 +198,8 @@ mod tests {
                 dir.path(),
                 "/a/../b",
                 false,
-                false
+                false,
+                &code(),
             )
             .is_err()
         );
@@ -203,10 +212,10 @@ mod tests {
         std::fs::create_dir(&inner).unwrap();
         let outer = dir.path().to_str().unwrap();
         let i = instance("Running", None, &[("workspace", outer, false)]);
-        let e = plan(&i, &inner, "/mnt/x", false, false).unwrap_err();
+        let e = plan(&i, &inner, "/mnt/x", false, false, &code()).unwrap_err();
         assert!(e.contains("device workspace"), "{e}");
         let ro = instance("Running", None, &[("ref", outer, true)]);
-        assert!(plan(&ro, &inner, "/mnt/x", false, false).is_ok());
+        assert!(plan(&ro, &inner, "/mnt/x", false, false, &code()).is_ok());
     }
 
     #[test]
@@ -232,14 +241,14 @@ mod tests {
         let fresh = instance("Running", None, &[]);
         // Where root may delegate uid/gid 1000 (tests/run.sh sets that up).
         if idmap::check_delegated((1000, 1000)).is_ok() {
-            let p = plan(&fresh, dir.path(), "/mnt/x", false, true).unwrap();
+            let p = plan(&fresh, dir.path(), "/mnt/x", false, true, &code()).unwrap();
             assert_eq!(p.idmap.as_deref(), Some("uid 1000 1000\ngid 1000 1000"));
             assert!(p.restart_needed);
             let same = instance("Stopped", Some("uid 1000 1000\ngid 1000 1000"), &[]);
-            let p = plan(&same, dir.path(), "/mnt/x", false, true).unwrap();
+            let p = plan(&same, dir.path(), "/mnt/x", false, true, &code()).unwrap();
             assert_eq!((p.idmap, p.restart_needed), (None, false));
             let other = instance("Stopped", Some("uid 1234 1000\ngid 1234 1000"), &[]);
-            let e = plan(&other, dir.path(), "/mnt/x", false, true).unwrap_err();
+            let e = plan(&other, dir.path(), "/mnt/x", false, true, &code()).unwrap_err();
             assert!(e.contains("already maps"), "{e}");
         }
     }

@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use super::spec::{Kind, keys};
-use crate::incus::{self, Client, Instance};
+use crate::config::Account;
+use crate::host::Host;
+use crate::incus::{self, Instance, InstanceStatus};
 
 /// One cci container as `cci list` and `cci info` show it.
 #[derive(Debug, Clone, Serialize)]
@@ -16,15 +18,16 @@ pub struct SandboxInfo {
     /// Container name.
     pub name: String,
     /// `Running`, `Stopped`...
-    pub state: String,
+    pub state: InstanceStatus,
     /// Slot number (0: none, for a launched container).
     pub slot: u32,
     /// Host path of the workspace (empty for a launched container).
     pub workspace: String,
     /// `shell`, `run` or `container` (made by `cci container launch`).
     pub kind: String,
-    /// `persistent` or `ephemeral`.
-    pub mode: &'static str,
+    /// Kept after its session ends (shown as `mode`: see [`Self::mode`]).
+    #[serde(rename = "mode", serialize_with = "mode_word")]
+    pub persistent: bool,
     /// eth0's IPv4 address while running.
     pub ipv4: Option<String>,
     /// Creation time (RFC 3339).
@@ -57,8 +60,10 @@ pub struct SandboxInfo {
 }
 
 impl SandboxInfo {
-    /// The info for `instance`, or `None` when cci did not create it.
-    pub fn from_instance(instance: &Instance) -> Option<SandboxInfo> {
+    /// The info for `instance`, or `None` when cci did not create it. A
+    /// container without a recorded user is taken to run as `account` (the
+    /// configured one).
+    pub fn from_instance(instance: &Instance, account: &Account) -> Option<SandboxInfo> {
         let key = |k: &str| instance.config.get(k).cloned().unwrap_or_default();
         let workspace = match instance.config.get(keys::WORKSPACE) {
             Some(w) => w.clone(),
@@ -78,11 +83,7 @@ impl SandboxInfo {
             slot: key(keys::SLOT).parse().unwrap_or(0),
             workspace,
             kind: key(keys::KIND),
-            mode: if key(keys::PERSISTENT) == "true" {
-                "persistent"
-            } else {
-                "ephemeral"
-            },
+            persistent: key(keys::PERSISTENT) == "true",
             ipv4: instance.state.as_ref().and_then(|s| s.ipv4("eth0")),
             created: instance.created_at.clone(),
             last_started,
@@ -96,14 +97,18 @@ impl SandboxInfo {
             git_session: key(keys::GIT_SESSION),
             account: key(keys::ACCOUNT)
                 .split_once(':')
-                .and_then(|(uid, name)| Some(crate::config::Account::new(uid.parse().ok()?, name)))
-                .unwrap_or_else(|| super::spec::account().clone()),
+                .and_then(|(uid, name)| Some(Account::new(uid.parse().ok()?, name)))
+                .unwrap_or_else(|| account.clone()),
         })
     }
 
-    /// Kept after its session ends.
-    pub fn persistent(&self) -> bool {
-        self.mode == "persistent"
+    /// `persistent` or `ephemeral`, as `cci list` says it.
+    pub fn mode(&self) -> &'static str {
+        if self.persistent {
+            "persistent"
+        } else {
+            "ephemeral"
+        }
     }
 
     /// Made by `cci container launch` (no workspace, no slot, no session).
@@ -132,17 +137,26 @@ impl SandboxInfo {
     /// An ephemeral session container that was started and has stopped: its
     /// session is over and only the container is left.
     pub fn is_ended_session(&self) -> bool {
-        self.state == "Stopped"
-            && !self.persistent()
+        self.state == InstanceStatus::Stopped
+            && !self.persistent
             && self.kind == "shell"
             && !self.last_started.is_empty()
     }
 }
 
+/// [`SandboxInfo::persistent`] as its word (the JSON has always said `mode`).
+fn mode_word<S: serde::Serializer>(persistent: &bool, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(if *persistent {
+        "persistent"
+    } else {
+        "ephemeral"
+    })
+}
+
 /// Every cci container, by name: sandboxes and launched containers (whose
 /// names are the user's, so every instance is looked at).
-pub async fn list(client: &Client) -> incus::Result<Vec<SandboxInfo>> {
-    list_prefix(client, "", true).await
+pub async fn list(host: &Host) -> incus::Result<Vec<SandboxInfo>> {
+    list_prefix(host, "", true).await
 }
 
 /// A token for one `cci container launch`: this process's id first, so
@@ -172,28 +186,61 @@ pub fn launch_marks(config: &mut HashMap<String, String>, image: &str, launch_to
 /// The cci containers whose names start with `prefix`, by name; with
 /// `with_state` they carry their addresses (which costs more).
 pub async fn list_prefix(
-    client: &Client,
+    host: &Host,
     prefix: &str,
     with_state: bool,
 ) -> incus::Result<Vec<SandboxInfo>> {
-    let mut all: Vec<SandboxInfo> = client
+    let account = &host.config.account;
+    let mut all: Vec<SandboxInfo> = host
+        .client
         .instances(prefix, with_state)
         .await?
         .iter()
-        .filter_map(SandboxInfo::from_instance)
+        .filter_map(|i| SandboxInfo::from_instance(i, account))
         .collect();
     all.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(all)
 }
 
 /// One cci container by name; a container cci did not create is refused.
-pub async fn get(client: &Client, name: &str) -> incus::Result<SandboxInfo> {
-    let (instance, _) = client.instance(name).await?;
-    SandboxInfo::from_instance(&instance).ok_or_else(|| {
+pub async fn get(host: &Host, name: &str) -> incus::Result<SandboxInfo> {
+    let (instance, _) = host.client.instance(name).await?;
+    SandboxInfo::from_instance(&instance, &host.config.account).ok_or_else(|| {
         incus::Error::Forbidden(format!(
             "{name} was not created by cci (it has no {} or {} key); cci leaves it alone",
             keys::WORKSPACE,
             keys::KIND
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_json_says_the_daemons_status_and_the_mode_word() {
+        let i: Instance = serde_json::from_value(serde_json::json!({
+            "name": "cci-ws-2", "status": "Running",
+            "created_at": "2026-01-01T00:00:00Z", "last_used_at": "1970-01-01T00:00:00Z",
+            "config": {
+                keys::WORKSPACE: "/w", keys::SLOT: "2", keys::KIND: "shell",
+                keys::PERSISTENT: "true", keys::IMAGE: "cci",
+            },
+        }))
+        .unwrap();
+        let s = SandboxInfo::from_instance(&i, &Account::new(1000, "code")).unwrap();
+        assert_eq!(
+            serde_json::to_string(&s).unwrap(),
+            r#"{"name":"cci-ws-2","state":"Running","slot":2,"workspace":"/w","kind":"shell","mode":"persistent","ipv4":null,"created":"2026-01-01T00:00:00Z","last_started":"","image":"cci","session":"","agent":"","network":""}"#
+        );
+        let mut off = s.clone();
+        off.state = InstanceStatus::parse("Stopped");
+        off.persistent = false;
+        let v = serde_json::to_value(&off).unwrap();
+        assert_eq!(
+            (&v["state"], &v["mode"]),
+            (&"Stopped".into(), &"ephemeral".into())
+        );
+    }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncWrite;
 
-use super::spec::WORKSPACE_MOUNT;
+use super::mounts::WORKSPACE_MOUNT;
 use crate::config::Account;
 use crate::incus::{self, Client, ExecRequest, FileWrite};
 

@@ -10,103 +10,14 @@ use std::time::Duration;
 
 mod slots;
 
+use super::error::Error;
+
 use super::names::{Slot, container_name, parse_container_name, workspace_prefix};
 use super::spec::{SandboxSpec, keys};
-use crate::incus::{self, Client};
-use crate::network::{self, Attachment, Nft, PolicyBackend, PortName};
-
-/// Why no container could be launched.
-#[derive(Debug, thiserror::Error)]
-pub enum LaunchError {
-    /// Every slot up to the limit is taken.
-    #[error(
-        "all {limit} slots of workspace {workspace} are in use; stop one (`cci list`, then `cci kill NAME`) or raise the slot limit (CCI_SLOT_LIMIT)"
-    )]
-    SlotsExhausted {
-        /// The limit.
-        limit: u32,
-        /// The workspace path.
-        workspace: String,
-    },
-    /// `--slot` above the limit.
-    #[error("slot {slot} is above the slot limit of {limit} (CCI_SLOT_LIMIT)")]
-    SlotAboveLimit {
-        /// Asked for.
-        slot: Slot,
-        /// The limit.
-        limit: u32,
-    },
-    /// `--slot N` names a slot that already has a container.
-    #[error("slot {slot} is in use by container {name}; pick another slot or leave --slot out")]
-    SlotInUse {
-        /// Asked for.
-        slot: Slot,
-        /// The container in it.
-        name: String,
-    },
-    /// The image alias does not exist.
-    #[error(
-        "image {image:?} not found; build it with `cci build --base IMAGE` (or `cci build custom`), or choose an existing one with --image ALIAS"
-    )]
-    ImageMissing {
-        /// The alias.
-        image: String,
-    },
-    /// The isolated git session could not be set up inside.
-    #[error("could not set up the isolated git session: {0}")]
-    Isolated(String),
-    /// The container runs but the session in it could not start.
-    #[error("could not start the session in {container}: {message}")]
-    SessionStart {
-        /// The container (removed again).
-        container: String,
-        /// What the start script said.
-        message: String,
-    },
-    /// The container's network isolation could not be set up (it was not started).
-    #[error(transparent)]
-    Network(#[from] network::Error),
-    /// The saved state or the credentials could not be put into the container.
-    #[error("could not prepare the session in {container}: {source}")]
-    Prepare {
-        /// The container (removed again when new).
-        container: String,
-        /// Why.
-        source: crate::session::Error,
-    },
-    /// The session to resume runs already.
-    #[error("session {id} is running in {container}; `cci attach {container}` returns to it")]
-    ResumeRunning {
-        /// The session id.
-        id: String,
-        /// Its container.
-        container: String,
-    },
-    /// A kept container was asked to run under a looser network policy.
-    #[error(
-        "{container} runs under a stricter network policy ({recorded}) than the one asked for ({asked}); a kept container is never loosened: `cci kill {container}` and start afresh, or leave --network/--allow out"
-    )]
-    LooserPolicy {
-        /// The container.
-        container: String,
-        /// Its mode.
-        recorded: String,
-        /// The mode asked for.
-        asked: String,
-    },
-    /// A mount source changed since it was checked (nothing was created).
-    #[error("{0}")]
-    MountMoved(String),
-    /// The container did not come up in time (it was removed again).
-    #[error(transparent)]
-    NotReady(#[from] network::ready::NotReady),
-    /// The Incus profiles (or the container) would give the agent the host.
-    #[error("{0}")]
-    Unsafe(super::vet::Findings),
-    /// Anything the daemon said.
-    #[error(transparent)]
-    Incus(#[from] incus::Error),
-}
+use super::teardown::remove;
+use crate::host::Host;
+use crate::incus::{Client, InstanceStatus};
+use crate::network::{self, Attachment, PolicyBackend};
 
 /// A running sandbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,14 +67,15 @@ impl Attempt {
     /// After an interrupted launch: remove the container it was creating, if
     /// that container is this launch's. The daemon may still be creating it,
     /// so look again for a short while before concluding there is none.
-    pub async fn abandon(&self, client: &Client) {
+    pub async fn abandon(&self, host: &Host) {
+        let client = &host.client;
         let Some(name) = self.creating.lock().ok().and_then(|a| a.clone()) else {
             return;
         };
         for _ in 0..20 {
             match self.owns(client, &name).await {
                 Some(true) => {
-                    let _ = remove(client, &name).await;
+                    let _ = remove(host, &name).await;
                     return;
                 }
                 Some(false) => return,
@@ -182,17 +94,18 @@ impl Attempt {
     }
 }
 
-pub use super::orphans::launcher_running;
+use super::orphans::launcher_running;
 
 /// Create and start a container for `spec` in `slot`, or in the lowest free
 /// slot up to `limit`. `attempt` holds the name being created meanwhile.
 pub async fn launch(
-    client: &Client,
+    host: &Host,
     spec: &SandboxSpec,
     slot: Option<Slot>,
     limit: u32,
     attempt: &Attempt,
-) -> Result<Launched, LaunchError> {
+) -> Result<Launched, Error> {
+    let client = &host.client;
     super::profile::ensure(client).await?;
     let profiles = [
         "default".to_string(),
@@ -200,23 +113,26 @@ pub async fn launch(
     ];
     vet_profiles(client, spec, &profiles).await?;
     let net = network::prepare(client, &profiles, &spec.network).await?;
-    let fw = Nft::from_env();
     let want = net.readiness();
-    let g = Guarded { net: &net, fw: &fw };
+    let g = Guarded {
+        net: &net,
+        host,
+        fw: host.policy(),
+    };
     let launched = allocate(client, spec, slot, limit, attempt, &g).await?;
     if !spec.extras.no_wait {
         attempt.set(Some(&launched.name));
         // While the container boots: remove run containers whose cci is gone.
         let (ready, _) = tokio::join!(
             network::ready::wait(client, &launched.name, &want, network::ready::bound()),
-            super::orphans::reap_runs(client)
+            super::orphans::reap_runs(host)
         );
         attempt.set(None);
         if let Err(e) = ready
-            .map_err(LaunchError::from)
-            .and_then(|r| r.map_err(LaunchError::from))
+            .map_err(Error::from)
+            .and_then(|r| r.map_err(Error::from))
         {
-            let _ = remove(client, &launched.name).await;
+            let _ = remove(host, &launched.name).await;
             return Err(e);
         }
     }
@@ -232,7 +148,7 @@ async fn allocate(
     limit: u32,
     attempt: &Attempt,
     g: &Guarded<'_>,
-) -> Result<Launched, LaunchError> {
+) -> Result<Launched, Error> {
     let used: BTreeSet<Slot> = match slot {
         // The create request claims the name: nothing to look up.
         Some(_) => BTreeSet::new(),
@@ -257,7 +173,7 @@ async fn allocate(
     // `cci run` leaves its container to the daemon to stop and delete; give
     // it that moment before calling a slot taken.)
     if plan.reap {
-        super::orphans::reap_runs(client).await;
+        super::orphans::reap_runs(g.host).await;
     }
     for retry in &plan.second {
         let name = name_of(retry.slot);
@@ -271,11 +187,11 @@ async fn allocate(
         }
     }
     Err(match plan.asked {
-        Some(slot) => LaunchError::SlotInUse {
+        Some(slot) => Error::SlotInUse {
             slot,
             name: name_of(slot),
         },
-        None => LaunchError::SlotsExhausted {
+        None => Error::SlotsExhausted {
             limit,
             workspace: spec.workspace.path_str().to_string(),
         },
@@ -283,11 +199,7 @@ async fn allocate(
 }
 
 /// Refuse to launch when the profiles would hand the agent the host.
-async fn vet_profiles(
-    client: &Client,
-    spec: &SandboxSpec,
-    names: &[String],
-) -> Result<(), LaunchError> {
+async fn vet_profiles(client: &Client, spec: &SandboxSpec, names: &[String]) -> Result<(), Error> {
     let mut profiles = Vec::with_capacity(names.len());
     for name in names {
         profiles.push(client.profile(name).await?.0);
@@ -296,7 +208,7 @@ async fn vet_profiles(
         return Ok(());
     };
     let own = spec.create_request("vet", slot, "");
-    super::vet::profiles(&profiles, &own.config, &own.devices).map_err(LaunchError::Unsafe)
+    super::vet::profiles(&profiles, &own.config, &own.devices).map_err(Error::Unsafe)
 }
 
 /// Whether `name` is an Incus-ephemeral `cci run` container on its way out
@@ -308,7 +220,7 @@ async fn going_away(client: &Client, name: &str) -> bool {
         match client.instance(name).await {
             Err(e) if e.is_not_found() => return true,
             Ok((i, _)) if i.ephemeral && i.config.get(keys::KIND).is_some_and(|k| k == "run") => {
-                let in_use = i.status == "Running"
+                let in_use = i.status == InstanceStatus::Running
                     && i.config
                         .get(keys::LAUNCH)
                         .is_some_and(|t| launcher_running(t));
@@ -326,6 +238,7 @@ async fn going_away(client: &Client, name: &str) -> bool {
 /// The network side of a launch: the prepared NIC and the firewall.
 struct Guarded<'a> {
     net: &'a Attachment,
+    host: &'a Host,
     fw: &'a dyn PolicyBackend,
 }
 
@@ -339,61 +252,19 @@ async fn create(
     name: &str,
     slot: Slot,
     attempt: &Attempt,
-) -> Result<bool, LaunchError> {
+) -> Result<bool, Error> {
     // As late as cci can look: a mount source swapped for a link since it
     // was planned (by an agent in another slot) mounts nothing.
-    super::mounts::recheck(&spec.extras.mounts).map_err(LaunchError::MountMoved)?;
-    super::mounts::recheck(&spec.extras.protected).map_err(LaunchError::MountMoved)?;
+    super::mounts::recheck(&spec.extras.mounts).map_err(Error::MountMoved)?;
+    super::mounts::recheck(&spec.extras.protected).map_err(Error::MountMoved)?;
     attempt.set(Some(name));
     let req = spec.create_request(name, slot, &attempt.token);
     let result = network::create_guarded(client, g.fw, g.net, req).await;
     if result.is_err() && attempt.owns(client, name).await == Some(true) {
         // Our record exists but its creation failed half-way (or it lost a
         // race with another launch's attempt on the same name): ours to remove.
-        let _ = remove(client, name).await;
+        let _ = remove(g.host, name).await;
     }
     attempt.set(None);
     slots::claimed(result, &spec.image)
-}
-
-/// Stop (force) and delete `name`; gone already is fine. Retries (for up to
-/// 5 s) only while the daemon is still busy with it or it is still running,
-/// e.g. mid-create or mid-start; any other error is returned at once.
-pub async fn remove(client: &Client, name: &str) -> incus::Result<()> {
-    let port = client
-        .instance(name)
-        .await
-        .ok()
-        .and_then(|(i, _)| network::port_of(&i));
-    let released = |port: Option<PortName>| {
-        if let Some(p) = port
-            && let Err(e) = network::release(&Nft::from_env(), &p)
-        {
-            tracing::warn!("removing the firewall rules of {name}: {e}");
-        }
-    };
-    let mut tries = 0;
-    loop {
-        let _ = client
-            .stop_instance(name, Some(Duration::from_secs(0)), true)
-            .await;
-        match client.delete_instance(name).await {
-            Ok(()) => {
-                released(port);
-                return Ok(());
-            }
-            Err(e) if e.is_not_found() => {
-                released(port);
-                return Ok(());
-            }
-            Err(e @ (incus::Error::Conflict(_) | incus::Error::InstanceRunning(_)))
-                if tries < 50 =>
-            {
-                tracing::debug!("deleting {name}: {e}; trying again");
-                tries += 1;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => return Err(e),
-        }
-    }
 }

@@ -7,26 +7,29 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::json;
 
+use super::error::Error;
 use super::inventory::{self, SandboxInfo};
-use super::launch::{launcher_running, remove};
+use super::orphans::launcher_running;
 use super::saving::{self, StateSave};
 use super::shell::{Ended, end};
 use super::spec::keys;
-use crate::incus::{self, Client};
+use super::teardown::remove;
+use crate::host::Host;
+use crate::incus::{self, InstanceStatus};
 
 /// Save the session state of `name`, then stop it cleanly within `grace`
 /// (then by force) and delete it unless it is persistent (or its state
 /// could not be saved).
-pub async fn shutdown(client: &Client, name: &str, grace: Duration) -> incus::Result<Ended> {
-    end(client, name, grace).await
+pub async fn shutdown(host: &Host, name: &str, grace: Duration) -> Result<Ended, Error> {
+    end(host, name, grace).await
 }
 
 /// Stop (force) and delete a cci container at once; a running session's
 /// state is saved first if that takes less than a minute.
-pub async fn kill(client: &Client, name: &str) -> incus::Result<StateSave> {
-    let info = inventory::get(client, name).await?;
-    let state = if info.state == "Running" {
-        let save = saving::save_now(client, name);
+pub async fn kill(host: &Host, name: &str) -> incus::Result<StateSave> {
+    let info = inventory::get(host, name).await?;
+    let state = if info.state == InstanceStatus::Running {
+        let save = saving::save_now(host, name);
         match tokio::time::timeout(Duration::from_secs(60), save).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => StateSave::Failed(e.to_string()),
@@ -35,7 +38,7 @@ pub async fn kill(client: &Client, name: &str) -> incus::Result<StateSave> {
     } else {
         StateSave::Nothing
     };
-    remove(client, name).await?;
+    remove(host, name).await?;
     Ok(state)
 }
 
@@ -43,9 +46,9 @@ pub async fn kill(client: &Client, name: &str) -> incus::Result<StateSave> {
 /// `clean` leaves it stopped. A launched container stops being
 /// Incus-ephemeral too, so a stop no longer deletes it. Returns false when
 /// it already was.
-pub async fn persist(client: &Client, name: &str) -> incus::Result<bool> {
-    let info = inventory::get(client, name).await?;
-    if info.persistent() {
+pub async fn persist(host: &Host, name: &str) -> incus::Result<bool> {
+    let info = inventory::get(host, name).await?;
+    if info.persistent {
         return Ok(false);
     }
     let patch = match info.kind.as_str() {
@@ -57,7 +60,7 @@ pub async fn persist(client: &Client, name: &str) -> incus::Result<bool> {
             )));
         }
     };
-    client.update_instance(name, &patch, None).await?;
+    host.client.update_instance(name, &patch, None).await?;
     Ok(true)
 }
 
@@ -104,14 +107,14 @@ pub fn clean_reason(s: &SandboxInfo, all: bool) -> Option<CleanReason> {
     if !s.is_launched() && !Path::new(&s.workspace).is_dir() {
         return Some(CleanReason::WorkspaceGone);
     }
-    if s.state != "Stopped" {
+    if s.state != InstanceStatus::Stopped {
         return None;
     }
     if s.last_started.is_empty() {
         // Unless the cci that creates it is still at work.
         return (!launcher_running(&s.launch)).then_some(CleanReason::NeverStarted);
     }
-    if s.persistent() {
+    if s.persistent {
         return all.then_some(CleanReason::KeptStopped);
     }
     Some(match s.kind.as_str() {
@@ -127,7 +130,7 @@ pub struct CleanItem {
     /// Its name.
     pub name: String,
     /// `Running`, `Stopped`...
-    pub state: String,
+    pub state: InstanceStatus,
     /// Why it goes.
     pub reason: CleanReason,
 }
@@ -138,8 +141,8 @@ const BUILD_PREFIX: &str = "cci-build-";
 /// The containers `clean` would remove, with the reason for each: cci's
 /// containers (see [`clean_reason`]; `all`: stopped persistent ones too) and
 /// build containers whose cci is gone.
-pub async fn clean_plan(client: &Client, all: bool) -> incus::Result<Vec<CleanItem>> {
-    let mut plan: Vec<CleanItem> = inventory::list(client)
+pub async fn clean_plan(host: &Host, all: bool) -> incus::Result<Vec<CleanItem>> {
+    let mut plan: Vec<CleanItem> = inventory::list(host)
         .await?
         .into_iter()
         .filter_map(|s| {
@@ -150,7 +153,7 @@ pub async fn clean_plan(client: &Client, all: bool) -> incus::Result<Vec<CleanIt
             })
         })
         .collect();
-    for i in client.instances(BUILD_PREFIX, false).await? {
+    for i in host.client.instances(BUILD_PREFIX, false).await? {
         let marked = i.config.get(keys::KIND).is_some_and(|k| k == "build");
         let token = &i.name[BUILD_PREFIX.len()..];
         if marked && !launcher_running(token) {
@@ -175,7 +178,7 @@ mod tests {
             slot: 1,
             workspace: ws.into(),
             kind: kind.into(),
-            mode,
+            persistent: mode == "persistent",
             ipv4: None,
             created: String::new(),
             last_started: if started {

@@ -4,6 +4,7 @@
 //! Talks to Incus only through [`crate::incus::Client`]; prints nothing.
 
 mod agent;
+mod error;
 mod hostmount;
 pub mod idmap;
 mod inventory;
@@ -14,24 +15,28 @@ mod mounts;
 mod names;
 mod orphans;
 pub mod plan_extras;
+pub mod plan_policy;
 mod profile;
 pub mod protect;
 mod run;
 mod saving;
 mod shell;
 mod spec;
+mod teardown;
 mod tmux;
 pub mod tripwire;
 pub mod vet;
 mod workspace;
 
 pub use agent::{AGENTS, Agent, AgentDef, UnknownAgent};
+pub use error::Error;
 pub use hostmount::{MountPlan, plan as plan_host_mount};
 pub use inventory::{SandboxInfo, get as info, launch_marks, launch_token, list, list_prefix};
-pub use launch::{Attempt, LaunchError, Launched, launch, remove};
+pub use launch::{Attempt, Launched, launch};
 pub use lifecycle::{CleanItem, CleanReason, clean_plan, clean_reason, kill, persist, shutdown};
 pub use mounts::{
-    Extras, Mount, STORAGE_MOUNT, parse_mount_arg, plan as plan_mounts, recheck as recheck_mounts,
+    Extras, Mount, STORAGE_MOUNT, WORKSPACE_MOUNT, parse_mount_arg, plan as plan_mounts,
+    recheck as recheck_mounts,
 };
 pub use names::{
     MAX_SLOT, PREFIX, Slot, SlotError, container_name, parse_container_name, workspace_prefix,
@@ -40,11 +45,12 @@ pub use orphans::{reap_runs, reap_runs_after_grace};
 pub use profile::{SANDBOX_PROFILE, ensure as ensure_profile};
 pub use protect::{path_ok as protected_path_ok, sources_unmoved};
 pub use run::{Ending, GitOutcome, RunOutcome, RunRequest, run, sandbox_env};
-pub use saving::{StateSave, limits as session_limits, save_now, store_of};
+pub use saving::{StateSave, save_now, store_of};
 pub use shell::{
-    Ended, Left, Session, ShellRequest, after_detach, end, new_session_id, open, reap, stop,
+    Ended, Left, Session, ShellRequest, after_detach, end, new_session_id, open, reap,
 };
-pub use spec::{KERNEL_DENY, Kind, SandboxSpec, WORKSPACE_MOUNT, account, keys};
+pub use spec::{KERNEL_DENY, Kind, SandboxSpec, keys};
+pub use teardown::{remove, stop};
 pub use tmux::{
     Keys, SESSION as TMUX_SESSION, SessionCommand, TmuxError, alive as session_alive,
     attach_request, capture as capture_session, send as send_keys,

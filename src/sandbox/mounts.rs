@@ -1,11 +1,13 @@
 //! What a sandbox gets besides its workspace: host folders mounted
 //! (`--mount`, `--storage`, `[[mounts]]`), resource limits and a time limit,
-//! all from the configuration and flags.
+//! all from the configuration and flags; and where the workspace and those
+//! folders appear inside.
 
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
-use super::spec::WORKSPACE_MOUNT;
+/// Where the workspace appears inside.
+pub const WORKSPACE_MOUNT: &str = "/workspace";
 
 /// Where `--storage` appears inside.
 pub const STORAGE_MOUNT: &str = "/storage";

@@ -8,9 +8,10 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use super::launch::remove;
 use super::names::PREFIX;
 use super::spec::keys;
+use super::teardown::remove;
+use crate::host::Host;
 use crate::incus::{Client, Instance};
 
 /// Whether the cci process that made launch `token` is still running on
@@ -61,8 +62,8 @@ pub fn orphaned(all: &[Instance], alive: impl Fn(&str) -> bool) -> Vec<String> {
 
 /// Remove the orphaned run containers of this project; returns their names.
 /// Best effort: a failure is logged and the next command tries again.
-pub async fn reap_runs(client: &Client) -> Vec<String> {
-    remove_all(client, find(client).await).await
+pub async fn reap_runs(host: &Host) -> Vec<String> {
+    remove_all(host, find(&host.client).await).await
 }
 
 /// For a background caller that looks again and again (the network
@@ -70,10 +71,10 @@ pub async fn reap_runs(client: &Client) -> Vec<String> {
 /// (`seen` remembers when), so a run that just ended is left to the
 /// daemon's own delete and a foreground command gets there first.
 pub async fn reap_runs_after_grace(
-    client: &Client,
+    host: &Host,
     seen: &std::sync::Mutex<HashMap<String, Instant>>,
 ) -> Vec<String> {
-    let now = find(client).await;
+    let now = find(&host.client).await;
     let ripe = match seen.lock() {
         Ok(mut seen) => {
             seen.retain(|n, _| now.contains(n));
@@ -83,7 +84,7 @@ pub async fn reap_runs_after_grace(
         }
         Err(_) => Vec::new(),
     };
-    remove_all(client, ripe).await
+    remove_all(host, ripe).await
 }
 
 /// How long the watcher leaves an orphan to others.
@@ -99,9 +100,8 @@ async fn find(client: &Client) -> Vec<String> {
     }
 }
 
-async fn remove_all(client: &Client, names: Vec<String>) -> Vec<String> {
-    let results =
-        futures_util::future::join_all(names.iter().map(|name| remove(client, name))).await;
+async fn remove_all(host: &Host, names: Vec<String>) -> Vec<String> {
+    let results = futures_util::future::join_all(names.iter().map(|name| remove(host, name))).await;
     names
         .into_iter()
         .zip(results)

@@ -22,8 +22,8 @@
 
 use std::path::{Component, Path, PathBuf};
 
+use super::mounts::WORKSPACE_MOUNT;
 use super::mounts::{Mount, resolve};
-use super::spec::WORKSPACE_MOUNT;
 use crate::incus::Instance;
 
 /// Device names of protected paths start with this.

@@ -5,11 +5,15 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::launch::{Attempt, LaunchError, launch, remove};
+use super::error::Error;
+use super::launch::{Attempt, launch};
+use super::mounts::WORKSPACE_MOUNT;
 use super::names::Slot;
-use super::spec::{SandboxSpec, WORKSPACE_MOUNT, account};
+use super::spec::SandboxSpec;
+use super::teardown::{remove, stop};
 use crate::config::Account;
 use crate::container::ExecSpec;
+use crate::host::Host;
 use crate::incus::{self, Client, ExecRequest};
 
 /// What to run, where.
@@ -93,51 +97,53 @@ pub fn sandbox_env(a: &Account, extra: &[(String, String)]) -> Vec<(String, Stri
 /// `stderr` attached, and delete the container however the run ends: exit,
 /// timeout, `interrupt`, or an error.
 pub async fn run<I, O, E>(
-    client: &Client,
+    host: &Host,
     req: &RunRequest,
     stdin: Option<I>,
     stdout: O,
     stderr: E,
     interrupt: impl Future<Output = i32>,
-) -> Result<RunOutcome, LaunchError>
+) -> Result<RunOutcome, Error>
 where
     I: AsyncRead + Unpin,
     O: AsyncWrite + Unpin,
     E: AsyncWrite + Unpin,
 {
+    let client = &host.client;
+    let account = &req.spec.account;
     let start = Instant::now();
     let attempt = Attempt::default();
     let ws = std::path::Path::new(req.spec.workspace.path_str());
     let before = super::tripwire::fingerprint(ws);
     tokio::pin!(interrupt);
     let launched = tokio::select! {
-        r = launch(client, &req.spec, req.slot, req.slot_limit, &attempt) => r?,
+        r = launch(host, &req.spec, req.slot, req.slot_limit, &attempt) => r?,
         signal = &mut interrupt => {
-            attempt.abandon(client).await;
+            attempt.abandon(host).await;
             return Ok(RunOutcome { container: String::new(), ending: Ending::Interrupted(signal), duration: start.elapsed(), changed: Vec::new(), git: None });
         }
     };
     let record = match &req.git {
         Some(g) => {
-            match super::isolated::begin(client, &launched.name, launched.slot.get(), account(), g)
+            match super::isolated::begin(client, &launched.name, launched.slot.get(), account, g)
                 .await
             {
                 Ok(r) => Some(r),
                 Err(e) => {
-                    let _ = dispose(client, &launched.name).await;
-                    return Err(LaunchError::Isolated(e));
+                    let _ = dispose(host, &launched.name).await;
+                    return Err(Error::Isolated(e));
                 }
             }
         }
         None => None,
     };
-    let marker = guard_marker();
+    let marker = guard_marker(account);
     let exec = ExecSpec {
         command: once_guarded(&marker, &req.command),
-        user: account().uid,
-        group: account().gid,
+        user: account.uid,
+        group: account.gid,
         cwd: WORKSPACE_MOUNT.into(),
-        env: sandbox_env(account(), &req.env),
+        env: sandbox_env(account, &req.env),
     }
     .request()
     // The guard makes a second start of it harmless.
@@ -149,7 +155,7 @@ where
         }
     };
     let ending = tokio::select! {
-        r = run_guarded(client, &launched.name, &exec, &marker, stdin, stdout, stderr) => r.map(Ending::Exited),
+        r = run_guarded(client, &launched.name, &exec, (&marker, account), stdin, stdout, stderr) => r.map(Ending::Exited),
         _ = timeout => Ok(Ending::TimedOut),
         signal = &mut interrupt => Ok(Ending::Interrupted(signal)),
     };
@@ -159,7 +165,7 @@ where
     let git = match (&req.git, record) {
         (Some(g), Some(record)) => {
             let received =
-                super::isolated::sync(client, &launched.name, account(), &record, g.max_bytes)
+                super::isolated::sync(client, &launched.name, account, &record, g.max_bytes)
                     .await
                     .map_err(|e| e.to_string());
             Some(GitOutcome { record, received })
@@ -179,9 +185,9 @@ where
     }
     // `cci run --persistent`: stopped and kept, not deleted.
     let removed = if req.spec.persistent || keep_commits {
-        super::shell::stop(client, &launched.name, Duration::from_secs(10)).await
+        stop(client, &launched.name, Duration::from_secs(10)).await
     } else {
-        dispose(client, &launched.name).await
+        dispose(host, &launched.name).await
     };
     let ending = ending?;
     removed?;
@@ -197,12 +203,12 @@ where
 /// Get rid of a run's container. It is ephemeral, so a forced stop is all it
 /// takes: the daemon stops and deletes it on its own, and cci need not wait
 /// the ~0.7 s that takes. Should the request fail, remove it the long way.
-async fn dispose(client: &Client, name: &str) -> incus::Result<()> {
-    match client.begin_force_stop(name).await {
+async fn dispose(host: &Host, name: &str) -> incus::Result<()> {
+    match host.client.begin_force_stop(name).await {
         Ok(()) => Ok(()),
         Err(e) => {
             tracing::debug!("stopping {name}: {e}; removing it");
-            remove(client, name).await
+            remove(host, name).await
         }
     }
 }
@@ -233,8 +239,8 @@ done
 cat "$1/status""#;
 
 /// A marker folder unique to one run.
-fn guard_marker() -> String {
-    format!("{}/.cci-run-{}", account().home, uuid::Uuid::new_v4())
+fn guard_marker(account: &Account) -> String {
+    format!("{}/.cci-run-{}", account.home, uuid::Uuid::new_v4())
 }
 
 /// `command` wrapped in [`ONCE_GUARD`] with `marker`.
@@ -245,9 +251,14 @@ fn once_guarded(marker: &str, command: &[String]) -> Vec<String> {
 }
 
 /// What became of a guarded command whose start the daemon lost track of.
-async fn guard_status(client: &Client, name: &str, marker: &str) -> incus::Result<Option<i32>> {
+async fn guard_status(
+    client: &Client,
+    name: &str,
+    marker: &str,
+    account: &Account,
+) -> incus::Result<Option<i32>> {
     let req = ExecRequest::new(&["sh", "-c", GUARD_STATUS, "cci-status", marker])
-        .as_user(account().uid, account().gid)
+        .as_user(account.uid, account.gid)
         .repeatable();
     let out = client.exec_capture(name, &req, None).await?;
     Ok(out.stdout_text().trim().parse().ok())
@@ -257,11 +268,12 @@ async fn guard_status(client: &Client, name: &str, marker: &str) -> incus::Resul
 /// it ("Failed to retrieve PID", seen on busy hosts; it may or may not have
 /// run): the guard makes that safe. When the guard says an earlier start ran
 /// it, wait for that run's exit status, and say that its output was cut.
+/// The guard's marker is checked as its owner, `account`.
 async fn run_guarded<I, O, E>(
     client: &Client,
     name: &str,
     exec: &ExecRequest,
-    marker: &str,
+    (marker, account): (&str, &Account),
     stdin: Option<I>,
     stdout: O,
     mut stderr: E,
@@ -276,7 +288,7 @@ where
     if code != ALREADY_RAN {
         return Ok(code);
     }
-    match guard_status(client, name, marker).await? {
+    match guard_status(client, name, marker, account).await? {
         Some(ran) if ran != ALREADY_RAN => {
             let note = format!(
                 "cci: the Incus daemon lost track of the command as it started it and cut its output streams; it ran and exited with status {ran} (141 means it was killed writing to the cut output)\n"
@@ -299,7 +311,10 @@ mod tests {
 
     #[test]
     fn the_guard_passes_the_command_as_arguments() {
-        let argv = once_guarded(&guard_marker(), &["echo".into(), "a b; $(x)".into()]);
+        let argv = once_guarded(
+            &guard_marker(&Account::new(1000, "code")),
+            &["echo".into(), "a b; $(x)".into()],
+        );
         assert_eq!(argv[..3], ["sh", "-c", ONCE_GUARD]);
         assert!(argv[3].starts_with("/home/code/.cci-run-"));
         assert_eq!(argv[4..], ["echo", "a b; $(x)"]);

@@ -4,22 +4,20 @@
 //! not saved yet is never deleted by upkeep; it is started, saved and stopped.
 
 use std::fs::File;
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::json;
 
 use super::agent::Agent;
+use super::error::Error;
 use super::inventory::{self, SandboxInfo};
-use super::shell::stop;
 use super::spec::keys;
-use crate::incus::{self, Client};
-use crate::network::{self, Nft};
-use crate::session::{self, Limits, Origin, Saved, SessionId, Store};
-
-/// The limits on one saved state (`[session]`, `CCI_SESSION_MAX_*`).
-pub fn limits() -> Result<Limits, String> {
-    Ok(crate::config::current().session)
-}
+use super::teardown::stop;
+use crate::host::Host;
+use crate::incus::{Client, InstanceStatus};
+use crate::network;
+use crate::session::{self, Origin, Saved, SessionId, Store};
 
 /// What became of a session's state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,9 +52,10 @@ fn lock(name: &str, wait: bool) -> Option<File> {
     Some(f)
 }
 
-/// The store of `agent`.
-pub fn store_of(agent: &str) -> Result<Store, String> {
-    Store::open(agent).map_err(|e| format!("opening the session store: {e}"))
+/// The store of `agent` under `sessions_dir` (`[paths] sessions_dir`, else
+/// the default).
+pub fn store_of(sessions_dir: Option<&Path>, agent: &str) -> Result<Store, String> {
+    Store::open(sessions_dir, agent).map_err(|e| format!("opening the session store: {e}"))
 }
 
 /// How a save is asked for.
@@ -72,11 +71,12 @@ pub enum SaveKind {
 /// it and stopped again unless `keep_running`. The outcome is recorded on
 /// the container.
 pub async fn save_state(
-    client: &Client,
+    host: &Host,
     info: &SandboxInfo,
     keep_running: bool,
     kind: SaveKind,
-) -> incus::Result<StateSave> {
+) -> Result<StateSave, Error> {
+    let client = &host.client;
     if kind == SaveKind::Final && !info.state_unsaved() {
         return Ok(StateSave::Nothing);
     }
@@ -89,23 +89,23 @@ pub async fn save_state(
     let mut synced = false;
     let mut tries = 0;
     let outcome = loop {
-        if info.state != "Running" {
-            let (i, _) = client.instance(&info.name).await?;
+        if info.state != InstanceStatus::Running {
+            let (i, _) = host.client.instance(&info.name).await?;
             if let Err(why) = super::protect::sources_unmoved(&i) {
                 return Ok(StateSave::Failed(why));
             }
-            network::start_guarded(client, &Nft::from_env(), &info.name)
+            network::start_guarded(client, host.policy(), &info.name)
                 .await
                 .map_err(|e| match e {
-                    network::Error::Incus(e) => e,
-                    other => incus::Error::BadRequest(other.to_string()),
+                    network::Error::Incus(e) => Error::Incus(e),
+                    other => Error::SaveStart(other),
                 })?;
             started = true;
         }
         // An isolated session's commits come to the host with its state:
         // when they cannot, the container is kept with them.
         if !synced {
-            if let Err(why) = git_sync(client, &info).await {
+            if let Err(why) = git_sync(host, &info).await {
                 break StateSave::Failed(format!(
                     "the isolated session's commits were not brought to the host: {why}"
                 ));
@@ -115,7 +115,7 @@ pub async fn save_state(
         let Some(agent) = &agent else {
             break StateSave::Nothing;
         };
-        match save_running(client, &info, agent).await {
+        match save_running(host, &info, agent).await {
             Ok(outcome) => break outcome,
             // A limit, the host, or a tar that stalls or never ends: trying
             // again changes nothing.
@@ -133,7 +133,7 @@ pub async fn save_state(
                     break StateSave::Failed(e.to_string());
                 }
                 tries += 1;
-                info = inventory::get(client, &info.name).await?;
+                info = inventory::get(host, &info.name).await?;
             }
         }
     };
@@ -157,17 +157,18 @@ pub async fn save_state(
 /// Bring the commits of `info`'s isolated git session (if it has one) into
 /// the host repository. A session whose record is gone (discarded) has
 /// nothing to bring.
-async fn git_sync(client: &Client, info: &SandboxInfo) -> Result<(), String> {
+async fn git_sync(host: &Host, info: &SandboxInfo) -> Result<(), String> {
     if info.git_session.is_empty() {
         return Ok(());
     }
-    let root = session::store_root().map_err(|e| e.to_string())?;
+    let root =
+        session::store_root(host.config.sessions_dir.as_deref()).map_err(|e| e.to_string())?;
     let store = super::isolated::store(&root).map_err(|e| e.to_string())?;
     let Some(rec) = store.load(&info.git_session).map_err(|e| e.to_string())? else {
         return Ok(());
     };
-    let max = limits()?.max_bytes;
-    super::isolated::sync(client, &info.name, &info.account, &rec, max)
+    let max = host.config.session.max_bytes;
+    super::isolated::sync(&host.client, &info.name, &info.account, &rec, max)
         .await
         .map(|_| ())
         .map_err(|e| e.to_string())
@@ -177,7 +178,7 @@ async fn git_sync(client: &Client, info: &SandboxInfo) -> Result<(), String> {
 async fn went_down(client: &Client, name: &str) -> bool {
     for _ in 0..50 {
         match client.instance(name).await {
-            Ok((i, _)) if i.status == "Stopped" => return true,
+            Ok((i, _)) if i.status == InstanceStatus::Stopped => return true,
             Ok(_) => tokio::time::sleep(Duration::from_millis(200)).await,
             Err(_) => return false,
         }
@@ -186,7 +187,7 @@ async fn went_down(client: &Client, name: &str) -> bool {
 }
 
 async fn save_running(
-    client: &Client,
+    host: &Host,
     info: &SandboxInfo,
     agent: &Agent,
 ) -> Result<StateSave, session::Error> {
@@ -198,19 +199,19 @@ async fn save_running(
         .session
         .parse()
         .map_err(|e: session::BadSessionId| bad(e.to_string()))?;
-    let limits = limits().map_err(bad)?;
-    let store = store_of(agent.def.name).map_err(bad)?;
+    let limits = host.config.session;
+    let store = store_of(host.config.sessions_dir.as_deref(), agent.def.name).map_err(bad)?;
     let origin = Origin {
         id,
         tool: agent.def.name.into(),
         workspace: info.workspace.clone(),
         container: info.name.clone(),
         slot: info.slot,
-        persistent: info.persistent(),
+        persistent: info.persistent,
         account: info.account.clone(),
     };
     Ok(
-        match session::save(client, &origin, &agent.def.files, &store, &limits).await? {
+        match session::save(&host.client, &origin, &agent.def.files, &store, &limits).await? {
             Some((saved, tally)) => {
                 for note in &tally.skipped {
                     tracing::info!("{}: left out of the saved state: {note}", info.name);
@@ -226,10 +227,10 @@ async fn save_running(
 }
 
 /// Save `name`'s session state now, under its lifecycle lock (waiting for it).
-pub async fn save_now(client: &Client, name: &str) -> incus::Result<StateSave> {
+pub async fn save_now(host: &Host, name: &str) -> Result<StateSave, Error> {
     let _lock = lock(name, true);
-    let info = inventory::get(client, name).await?;
-    save_state(client, &info, false, SaveKind::Now).await
+    let info = inventory::get(host, name).await?;
+    save_state(host, &info, false, SaveKind::Now).await
 }
 
 /// Hold `name`'s lifecycle lock while `f` runs (other cci processes' upkeep
@@ -242,10 +243,10 @@ pub async fn with_lock<T>(name: &str, f: impl Future<Output = T>) -> T {
 /// Upkeep for the stopped session containers among `all`: save what is
 /// unsaved (each container locked; one being handled elsewhere is skipped),
 /// then delete the ephemeral ones whose state is safe.
-pub async fn settle(client: &Client, all: &[SandboxInfo]) {
+pub async fn settle(host: &Host, all: &[SandboxInfo]) {
     for s in all {
         let ended = s.is_ended_session();
-        let pending = s.state == "Stopped" && s.state_unsaved() && !s.save_failed();
+        let pending = s.state == InstanceStatus::Stopped && s.state_unsaved() && !s.save_failed();
         if !ended && !pending {
             continue;
         }
@@ -253,14 +254,14 @@ pub async fn settle(client: &Client, all: &[SandboxInfo]) {
             continue;
         };
         // Fresh: another cci may have just changed it.
-        let Ok(s) = inventory::get(client, &s.name).await else {
+        let Ok(s) = inventory::get(host, &s.name).await else {
             continue;
         };
-        if s.state != "Stopped" {
+        if s.state != InstanceStatus::Stopped {
             continue;
         }
         if s.state_unsaved() && !s.save_failed() {
-            match save_state(client, &s, false, SaveKind::Final).await {
+            match save_state(host, &s, false, SaveKind::Final).await {
                 Ok(StateSave::Failed(why)) => {
                     tracing::warn!("{}: session state not saved: {why}", s.name)
                 }
@@ -271,11 +272,11 @@ pub async fn settle(client: &Client, all: &[SandboxInfo]) {
                 }
             }
         }
-        let Ok(s) = inventory::get(client, &s.name).await else {
+        let Ok(s) = inventory::get(host, &s.name).await else {
             continue;
         };
         if s.is_ended_session() && !s.state_unsaved() {
-            delete_ended(client, &s.name).await;
+            delete_ended(&host.client, &s.name).await;
         }
     }
 }
@@ -298,22 +299,21 @@ async fn delete_ended(client: &Client, name: &str) {
 /// Push a saved session into the running container `name` and copy the
 /// agent's credentials in: what a session needs before its agent starts.
 pub async fn prepare(
-    client: &Client,
+    host: &Host,
     name: &str,
     agent: &Agent,
     resume: Option<&Saved>,
     account: &crate::config::Account,
 ) -> Result<(), session::Error> {
+    let client = &host.client;
+    let config = host.config;
     if let Some(saved) = resume {
-        let limits = limits().map_err(|e| session::Error::Io {
-            what: "reading the session limits".into(),
-            cause: std::io::Error::other(e),
-        })?;
+        let limits = config.session;
         session::restore(client, name, &agent.def.files, saved, &limits, account).await?;
     }
     // `defaults.mount_claude_config = false`: the agent logs in inside.
-    let home = if crate::config::current().copy_credentials {
-        session::credentials_home()
+    let home = if config.copy_credentials {
+        session::credentials_home(config.credentials_dir.as_deref())
     } else {
         None
     };

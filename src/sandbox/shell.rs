@@ -6,14 +6,17 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::agent::Agent;
+use super::error::Error;
 use super::inventory::{self, SandboxInfo};
-use super::launch::{Attempt, LaunchError, launch, remove};
+use super::launch::{Attempt, launch};
 use super::names::{PREFIX, Slot, container_name, workspace_prefix};
 use super::saving::{self, SaveKind, StateSave};
 use super::spec::{SandboxSpec, keys};
+use super::teardown::{remove, stop};
 use super::tmux::{self, SessionCommand};
-use crate::incus::{self, Client};
-use crate::network::{self, Nft};
+use crate::host::Host;
+use crate::incus::{self, InstanceStatus};
+use crate::network;
 use crate::session::Saved;
 
 /// What `cci shell` asks for.
@@ -78,26 +81,30 @@ pub fn new_session_id() -> String {
 /// session exists when this returns. `attempt` names the container being
 /// made meanwhile, so an interrupted caller can remove it.
 pub async fn open(
-    client: &Client,
+    host: &Host,
     req: &ShellRequest,
     id: &str,
     attempt: &Attempt,
-) -> Result<Session, LaunchError> {
-    reap(client, &workspace_prefix(&req.spec.workspace.id)).await;
+) -> Result<Session, Error> {
+    let client = &host.client;
+    reap(host, &workspace_prefix(&req.spec.workspace.id)).await;
     if req.resume.is_some() {
-        let all = inventory::list_prefix(client, PREFIX, false).await?;
-        if let Some(s) = all.iter().find(|s| s.session == id && s.state == "Running") {
-            return Err(LaunchError::ResumeRunning {
+        let all = inventory::list_prefix(host, PREFIX, false).await?;
+        if let Some(s) = all
+            .iter()
+            .find(|s| s.session == id && s.state == InstanceStatus::Running)
+        {
+            return Err(Error::ResumeRunning {
                 id: id.into(),
                 container: s.name.clone(),
             });
         }
     }
-    if let Some(existing) = reusable(client, req).await? {
+    if let Some(existing) = reusable(host, req).await? {
         let name = existing.name.clone();
         let ws = std::path::Path::new(req.spec.workspace.path_str());
         super::tripwire::arm(&name, &super::tripwire::fingerprint(ws), true);
-        return saving::with_lock(&name, reuse(client, req, existing, id)).await;
+        return saving::with_lock(&name, reuse(host, req, existing, id)).await;
     }
     let ws = std::path::Path::new(req.spec.workspace.path_str());
     let before = super::tripwire::fingerprint(ws);
@@ -108,19 +115,19 @@ pub async fn open(
     // host that can be a fluke of its boot, so a second container is tried.
     let mut tries = 0;
     let launched = loop {
-        let launched = launch(client, &spec, req.slot, req.slot_limit, attempt).await?;
+        let launched = launch(host, &spec, req.slot, req.slot_limit, attempt).await?;
         attempt.set(Some(&launched.name));
-        let account = super::spec::account();
+        let account = &spec.account;
         if let Some(g) = &req.git
             && let Err(e) =
                 super::isolated::begin(client, &launched.name, launched.slot.get(), account, g)
                     .await
         {
             attempt.set(None);
-            let _ = remove(client, &launched.name).await;
-            return Err(LaunchError::Isolated(e));
+            let _ = remove(host, &launched.name).await;
+            return Err(Error::Isolated(e));
         }
-        let started = match prepare(client, &launched.name, req, account).await {
+        let started = match prepare(host, &launched.name, req, account).await {
             Ok(()) => tmux::start(client, &launched.name, &req.command, account).await,
             Err(e) => Err(e),
         };
@@ -131,9 +138,9 @@ pub async fn open(
                 break launched;
             }
             Err(e) => {
-                let _ = remove(client, &launched.name).await;
-                let fluke = matches!(&e, LaunchError::SessionStart { message, .. } if message.starts_with("exit status"));
-                if tries > 0 || !(fluke || matches!(e, LaunchError::Incus(_))) {
+                let _ = remove(host, &launched.name).await;
+                let fluke = matches!(&e, Error::SessionStart { message, .. } if message.starts_with("exit status"));
+                if tries > 0 || !(fluke || matches!(e, Error::Incus(_))) {
                     return Err(e);
                 }
                 tracing::debug!(
@@ -150,7 +157,7 @@ pub async fn open(
         id: id.to_string(),
         persistent: spec.persistent,
         reused: false,
-        account: super::spec::account().clone(),
+        account: spec.account.clone(),
         network: spec.network.mode.to_string(),
     })
 }
@@ -158,17 +165,17 @@ pub async fn open(
 /// Restore the state to resume and copy the credentials into `name`, for
 /// its user (`account`).
 async fn prepare(
-    client: &Client,
+    host: &Host,
     name: &str,
     req: &ShellRequest,
     account: &crate::config::Account,
-) -> Result<(), LaunchError> {
+) -> Result<(), Error> {
     let Some(agent) = &req.agent else {
         return Ok(());
     };
-    saving::prepare(client, name, agent, req.resume.as_ref(), account)
+    saving::prepare(host, name, agent, req.resume.as_ref(), account)
         .await
-        .map_err(|source| LaunchError::Prepare {
+        .map_err(|source| Error::Prepare {
             container: name.into(),
             source,
         })
@@ -176,11 +183,11 @@ async fn prepare(
 
 /// The persistent container this request should reuse, if any: looks up
 /// what [`pick_kept`] chooses from.
-async fn reusable(client: &Client, req: &ShellRequest) -> incus::Result<Option<SandboxInfo>> {
+async fn reusable(host: &Host, req: &ShellRequest) -> incus::Result<Option<SandboxInfo>> {
     let workspace = req.spec.workspace.path_str();
     if let Some(slot) = req.slot {
         let name = container_name(&req.spec.workspace.id, slot);
-        let found = match inventory::get(client, &name).await {
+        let found = match inventory::get(host, &name).await {
             Ok(s) => vec![s],
             Err(e) if e.is_not_found() => vec![],
             // Not cci's: the launch reports the slot as taken.
@@ -193,7 +200,7 @@ async fn reusable(client: &Client, req: &ShellRequest) -> incus::Result<Option<S
         return Ok(None);
     }
     let prefix = workspace_prefix(&req.spec.workspace.id);
-    let found = inventory::list_prefix(client, &prefix, false).await?;
+    let found = inventory::list_prefix(host, &prefix, false).await?;
     Ok(pick_kept(None, workspace, req.slot_limit, found))
 }
 
@@ -210,28 +217,29 @@ fn pick_kept(
 ) -> Option<SandboxInfo> {
     let mut ours = found
         .into_iter()
-        .filter(|s| s.workspace == workspace && s.persistent() && s.kind == "shell");
+        .filter(|s| s.workspace == workspace && s.persistent && s.kind == "shell");
     if asked.is_some() {
         return ours.next();
     }
-    ours.filter(|s| s.state == "Stopped" && s.slot <= limit)
+    ours.filter(|s| s.state == InstanceStatus::Stopped && s.slot <= limit)
         .min_by_key(|s| s.slot)
 }
 
 async fn reuse(
-    client: &Client,
+    host: &Host,
     req: &ShellRequest,
     existing: SandboxInfo,
     id: &str,
-) -> Result<Session, LaunchError> {
+) -> Result<Session, Error> {
+    let client = &host.client;
     let name = existing.name.clone();
     if req.git.is_some() && existing.git_session.is_empty() {
-        return Err(LaunchError::Isolated(format!(
+        return Err(Error::Isolated(format!(
             "the kept container {name} mounts the workspace folder; an isolated session needs a new container (another --slot, or `cci kill {name}` first)"
         )));
     }
-    let network = honour_policy(client, req, &name).await?;
-    let mut running = existing.state == "Running";
+    let network = honour_policy(host, req, &name).await?;
+    let mut running = existing.state == InstanceStatus::Running;
     let mut id = id.to_string();
     let account = existing.account.clone();
     if running && tmux::alive(client, &name, &account).await? {
@@ -239,28 +247,28 @@ async fn reuse(
         id = existing.session.clone();
     } else {
         if !running {
-            network::start_guarded(client, &Nft::from_env(), &name).await?;
+            network::start_guarded(client, host.policy(), &name).await?;
             running = true;
         }
         // The previous session's state first, if nobody saved it yet.
-        let fresh = inventory::get(client, &name).await?;
+        let fresh = inventory::get(host, &name).await?;
         if let StateSave::Failed(why) =
-            saving::save_state(client, &fresh, true, SaveKind::Final).await?
+            saving::save_state(host, &fresh, true, SaveKind::Final).await?
         {
             tracing::warn!("{name}: the previous session's state was not saved: {why}");
         }
         let patch = json!({"config": {keys::SESSION: id, keys::AGENT: req.agent_name()}});
         client.update_instance(&name, &patch, None).await?;
-        prepare(client, &name, req, &fresh.account).await?;
+        prepare(host, &name, req, &fresh.account).await?;
         let mut tries = 0;
         loop {
             if !running || tries > 0 {
-                network::start_guarded(client, &Nft::from_env(), &name).await?;
+                network::start_guarded(client, host.policy(), &name).await?;
             }
             match tmux::start(client, &name, &req.command, &account).await {
                 // Seen when the daemon was still finishing the container's
                 // previous shutdown as it started: start it once more.
-                Err(LaunchError::Incus(incus::Error::InstanceNotRunning(_))) if tries == 0 => {
+                Err(Error::Incus(incus::Error::InstanceNotRunning(_))) if tries == 0 => {
                     tries += 1;
                 }
                 r => break r?,
@@ -283,15 +291,12 @@ async fn reuse(
 /// one asked for on the command line is refused; a looser one that only
 /// comes from the configuration leaves the container's own in force.
 /// Returns the mode in force, said for the user.
-async fn honour_policy(
-    client: &Client,
-    req: &ShellRequest,
-    name: &str,
-) -> Result<String, LaunchError> {
+async fn honour_policy(host: &Host, req: &ShellRequest, name: &str) -> Result<String, Error> {
     use network::reuse::{Change, compare, reapply};
+    let client = &host.client;
     let (instance, _) = client.instance(name).await?;
-    super::vet::instance(&instance).map_err(LaunchError::Unsafe)?;
-    super::protect::sources_unmoved(&instance).map_err(LaunchError::MountMoved)?;
+    super::vet::instance(&instance).map_err(Error::Unsafe)?;
+    super::protect::sources_unmoved(&instance).map_err(Error::MountMoved)?;
     let Some(recorded) = network::Policy::of(&instance).transpose()? else {
         return Ok("not guarded".into());
     };
@@ -299,10 +304,10 @@ async fn honour_policy(
     match compare(&recorded, asked) {
         Change::Same => Ok(recorded.mode.to_string()),
         Change::Stricter => {
-            reapply(client, &Nft::from_env(), name, asked).await?;
+            reapply(client, host.policy(), name, asked).await?;
             Ok(format!("{} (was {}; tightened)", asked.mode, recorded.mode))
         }
-        Change::Looser if req.network_explicit => Err(LaunchError::LooserPolicy {
+        Change::Looser if req.network_explicit => Err(Error::LooserPolicy {
             container: name.into(),
             recorded: recorded.mode.to_string(),
             asked: asked.mode.to_string(),
@@ -338,32 +343,30 @@ pub struct Ended {
 /// After a terminal left `name`'s session: if the session still runs, it was
 /// a detach; otherwise end the container (save its state, then stop a
 /// persistent one or delete an ephemeral one).
-pub async fn after_detach(client: &Client, name: &str) -> incus::Result<Left> {
-    let info = inventory::get(client, name).await?;
-    if tmux::alive(client, name, &info.account).await? {
+pub async fn after_detach(host: &Host, name: &str) -> Result<Left, Error> {
+    let info = inventory::get(host, name).await?;
+    if tmux::alive(&host.client, name, &info.account).await? {
         return Ok(Left::Detached);
     }
-    Ok(Left::Ended(
-        end(client, name, Duration::from_secs(30)).await?,
-    ))
+    Ok(Left::Ended(end(host, name, Duration::from_secs(30)).await?))
 }
 
 /// End a session's container: save its agent state, then stop it within
 /// `grace` (then by force) and delete it unless it is persistent. An
 /// ephemeral container whose state could not be saved is kept, stopped.
-pub async fn end(client: &Client, name: &str, grace: Duration) -> incus::Result<Ended> {
+pub async fn end(host: &Host, name: &str, grace: Duration) -> Result<Ended, Error> {
     saving::with_lock(name, async {
-        let info = inventory::get(client, name).await?;
+        let info = inventory::get(host, name).await?;
         // A stopped container (powered off inside, say) is started to save.
-        let state = saving::save_state(client, &info, true, SaveKind::Final).await?;
-        let keep = info.persistent() || matches!(state, StateSave::Failed(_));
+        let state = saving::save_state(host, &info, true, SaveKind::Final).await?;
+        let keep = info.persistent || matches!(state, StateSave::Failed(_));
         let ws = std::path::Path::new(&info.workspace);
         let changed = super::tripwire::check(name, ws);
         let warning = (!changed.is_empty()).then(|| super::tripwire::warning(ws, &changed));
         if keep {
-            stop(client, name, grace).await?;
+            stop(&host.client, name, grace).await?;
         } else {
-            remove(client, name).await?;
+            remove(host, name).await?;
         }
         Ok(Ended {
             deleted: !keep,
@@ -374,36 +377,20 @@ pub async fn end(client: &Client, name: &str, grace: Duration) -> incus::Result<
     .await
 }
 
-/// Stop cleanly within `grace`, then by force; stopped already is fine, and
-/// so is gone meanwhile (another cci may delete an ended session meanwhile).
-pub async fn stop(client: &Client, name: &str, grace: Duration) -> incus::Result<()> {
-    if client.stop_instance(name, Some(grace), false).await.is_ok() {
-        return Ok(());
-    }
-    match client.stop_instance(name, None, true).await {
-        Ok(()) => Ok(()),
-        Err(e) => match client.instance(name).await {
-            Ok((i, _)) if i.status == "Stopped" => Ok(()),
-            Err(gone) if gone.is_not_found() => Ok(()),
-            _ => Err(e),
-        },
-    }
-}
-
 /// Settle the ended sessions among containers named `prefix*`: save the
 /// state of stopped sessions nobody saved, and delete the stopped ephemeral
 /// session containers that were started once and whose state is safe. A
 /// container another launch is creating right now has never been started,
 /// and one another cci is handling is locked, so neither is touched. Run
 /// containers whose cci is gone (of any workspace) are removed too.
-pub async fn reap(client: &Client, prefix: &str) {
+pub async fn reap(host: &Host, prefix: &str) {
     let ((), _) = tokio::join!(
         async {
-            if let Ok(all) = inventory::list_prefix(client, prefix, false).await {
-                saving::settle(client, &all).await;
+            if let Ok(all) = inventory::list_prefix(host, prefix, false).await {
+                saving::settle(host, &all).await;
             }
         },
-        super::orphans::reap_runs(client)
+        super::orphans::reap_runs(host)
     );
 }
 
@@ -424,7 +411,7 @@ mod tests {
             },
         }))
         .unwrap();
-        SandboxInfo::from_instance(&i).unwrap()
+        SandboxInfo::from_instance(&i, &crate::config::Account::new(1000, "code")).unwrap()
     }
 
     fn slot_of(s: Option<SandboxInfo>) -> Option<u32> {

@@ -2,19 +2,11 @@
 
 use std::collections::HashMap;
 
-use super::mounts::Extras;
+use super::mounts::{Extras, WORKSPACE_MOUNT};
 use super::names::Slot;
 use super::profile::SANDBOX_PROFILE;
 use super::workspace::Workspace;
 use crate::incus::{ImageRef, InstanceCreate};
-
-/// The unprivileged user agents and commands run as (`code`, uid 1000,
-/// unless `[incus] code_user`/`code_uid` say otherwise).
-pub fn account() -> &'static crate::config::Account {
-    &crate::config::current().account
-}
-/// Where the workspace appears inside.
-pub const WORKSPACE_MOUNT: &str = "/workspace";
 
 /// The `user.cci.*` config keys that mark a container as cci's. cci only
 /// ever manages containers that carry [`keys::WORKSPACE`] (sandboxes), or
@@ -126,6 +118,9 @@ pub struct SandboxSpec {
     pub network: crate::network::Policy,
     /// Limits and extra mounts.
     pub extras: Extras,
+    /// The unprivileged user agents and commands run as (`code`, uid 1000,
+    /// unless `[incus] code_user`/`code_uid` say otherwise).
+    pub account: crate::config::Account,
 }
 
 impl SandboxSpec {
@@ -140,7 +135,7 @@ impl SandboxSpec {
         config.insert(keys::IMAGE.into(), self.image.clone());
         config.insert(keys::VERSION.into(), env!("CARGO_PKG_VERSION").into());
         config.insert(keys::LAUNCH.into(), launch_token.into());
-        let a = account();
+        let a = &self.account;
         config.insert(keys::ACCOUNT.into(), format!("{}:{}", a.uid, a.name));
         for (k, v) in &self.marks {
             config.insert((*k).into(), v.clone());
@@ -181,7 +176,7 @@ impl SandboxSpec {
         if let Some(owner) = x.owner {
             config.insert(
                 "raw.idmap".into(),
-                super::idmap::raw_idmap(owner, account()),
+                super::idmap::raw_idmap(owner, &self.account),
             );
         }
         for (key, value) in hardening(&x.kernel_allow) {
@@ -274,6 +269,7 @@ mod tests {
                 owner: Some((1234, 1234)),
                 ..Default::default()
             },
+            account: crate::config::Effective::default().account,
         }
     }
 

@@ -6,8 +6,8 @@
 //! Everything is passed to the container as argv: no user-supplied value
 //! (agent path, arguments, environment) is ever put into a shell string.
 
-use super::launch::LaunchError;
-use super::spec::WORKSPACE_MOUNT;
+use super::error::Error;
+use super::mounts::WORKSPACE_MOUNT;
 use crate::config::Account;
 use crate::container::ExecSpec;
 use crate::incus::{self, Client, ExecRequest};
@@ -119,7 +119,7 @@ pub async fn start(
     container: &str,
     cmd: &SessionCommand,
     a: &Account,
-) -> Result<(), LaunchError> {
+) -> Result<(), Error> {
     let mut argv: Vec<String> = vec![
         "sh".into(),
         "-c".into(),
@@ -164,7 +164,7 @@ pub async fn start(
     if code != 0 {
         // The container's words, quoted printably.
         let message = crate::config::printable(String::from_utf8_lossy(&err).trim());
-        return Err(LaunchError::SessionStart {
+        return Err(Error::SessionStart {
             container: container.into(),
             message: if message.is_empty() {
                 format!("exit status {code}")

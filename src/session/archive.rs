@@ -25,16 +25,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// Caps on what one saved state may hold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Limits {
-    /// Total bytes of file contents.
-    pub max_bytes: u64,
-    /// Files, folders and symlinks together.
-    pub max_files: u64,
-    /// Folder nesting below the state folder.
-    pub max_depth: usize,
-}
+/// Caps on what one saved state may hold: a setting (`[session]`), so the
+/// type lives with the configuration.
+pub use crate::config::SessionLimits as Limits;
 
 impl Limits {
     /// The most bytes one stream may carry in all, read or skipped: the
@@ -44,16 +37,6 @@ impl Limits {
         self.max_bytes
             .saturating_add(self.max_files.saturating_mul(8 << 10))
             .saturating_add(1 << 20)
-    }
-}
-
-impl Default for Limits {
-    fn default() -> Limits {
-        Limits {
-            max_bytes: 2 << 30,
-            max_files: 200_000,
-            max_depth: 64,
-        }
     }
 }
 

@@ -14,12 +14,12 @@ use super::{AgentFiles, Error, io_err};
 use crate::config::Account;
 use crate::incus::{Client, FileWrite};
 
-/// The host folder the agent's credentials are read from: `[tool]
-/// credentials_dir` (or `$CCI_CREDENTIALS_DIR`), else the invoking user's
-/// home under sudo, else `$HOME`.
-pub fn credentials_home() -> Option<PathBuf> {
-    if let Some(d) = &crate::config::current().credentials_dir {
-        return Some(d.clone());
+/// The host folder the agent's credentials are read from: `configured`
+/// (`[tool] credentials_dir` or `$CCI_CREDENTIALS_DIR`), else the invoking
+/// user's home under sudo, else `$HOME`.
+pub fn credentials_home(configured: Option<&Path>) -> Option<PathBuf> {
+    if let Some(d) = configured {
+        return Some(d.to_path_buf());
     }
     if crate::state::is_root()
         && let Some(user) = std::env::var("SUDO_USER").ok().filter(|u| u != "root")

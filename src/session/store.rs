@@ -110,12 +110,12 @@ fn private_dir(path: &Path) -> io::Result<()> {
 }
 
 /// The folder that holds every agent's `sessions-<tool>` folder:
-/// `[paths] sessions_dir` (or `$CCI_SESSIONS_DIR`), else `~/.cci`.
-pub fn root() -> io::Result<PathBuf> {
-    match &crate::config::current().sessions_dir {
+/// `sessions_dir` (`[paths] sessions_dir` or `$CCI_SESSIONS_DIR`), else `~/.cci`.
+pub fn root(sessions_dir: Option<&Path>) -> io::Result<PathBuf> {
+    match sessions_dir {
         Some(d) => {
             fs::create_dir_all(d)?;
-            Ok(d.clone())
+            Ok(d.to_path_buf())
         }
         None => crate::state::dir(""),
     }
@@ -137,10 +137,10 @@ pub fn rfc3339(secs: u64) -> String {
 }
 
 impl Store {
-    /// The store of `tool` under [`root`], made private, with what a crash
-    /// left put right.
-    pub fn open(tool: &str) -> io::Result<Store> {
-        Store::open_in(&root()?, tool)
+    /// The store of `tool` under [`root`] of `sessions_dir`, made private,
+    /// with what a crash left put right.
+    pub fn open(sessions_dir: Option<&Path>, tool: &str) -> io::Result<Store> {
+        Store::open_in(&root(sessions_dir)?, tool)
     }
 
     /// The store of `tool` under `root`.
@@ -157,9 +157,9 @@ impl Store {
         Ok(store)
     }
 
-    /// Every agent's store under [`root`].
-    pub fn all() -> io::Result<Vec<Store>> {
-        let root = root()?;
+    /// Every agent's store under [`root`] of `sessions_dir`.
+    pub fn all(sessions_dir: Option<&Path>) -> io::Result<Vec<Store>> {
+        let root = root(sessions_dir)?;
         let mut stores = Vec::new();
         for e in fs::read_dir(&root)? {
             let name = e?.file_name();

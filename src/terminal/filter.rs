@@ -361,13 +361,26 @@ pub fn strip_controls(s: &str) -> String {
         .collect()
 }
 
+/// `s` with control characters escaped (for the terminal), quotes kept.
+pub fn printable(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
 /// `s` with control characters but newline and tab escaped (`\u{1b}`), for
 /// messages that may quote bytes from a container.
 pub fn printable_lines(s: &str) -> String {
     s.split('\n')
         .map(|line| {
             line.split('\t')
-                .map(crate::config::printable)
+                .map(printable)
                 .collect::<Vec<_>>()
                 .join("\t")
         })

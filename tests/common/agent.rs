@@ -35,9 +35,9 @@ impl Drop for Sessions {
     fn drop(&mut self) {
         let ws = self.0.clone();
         super::block_on_thread(async move {
-            let c = client().await;
+            let host = super::host(client().await);
             for name in containers_of(&ws).await {
-                let _ = cci::sandbox::remove(&c, &name).await;
+                let _ = cci::sandbox::remove(&host, &name).await;
             }
         });
     }
@@ -147,7 +147,7 @@ pub fn send_keys(name: &str, keys: &str) {
 pub async fn end_from_inside(name: &str) {
     let c = client().await;
     for _ in 0..20 {
-        if c.instance(name).await.unwrap().0.status == "Stopped" {
+        if c.instance(name).await.unwrap().0.status.as_str() == "Stopped" {
             return;
         }
         if c.instance(name).await.unwrap().0.is_running() {
@@ -174,7 +174,7 @@ pub async fn wait_state(name: &str, want: impl Fn(Option<&str>) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let state = match c.instance(name).await {
-            Ok((i, _)) => Some(i.status),
+            Ok((i, _)) => Some(i.status.to_string()),
             Err(e) if e.is_not_found() => None,
             Err(e) => panic!("{e}"),
         };

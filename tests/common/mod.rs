@@ -82,11 +82,21 @@ impl TestInstance {
     }
 }
 
+/// `client` with the host's nft and the configuration in force, as the CLI
+/// makes them.
+pub fn host(client: Client) -> cci::host::Host {
+    cci::host::Host::new(
+        client,
+        cci::network::Nft::from_env(),
+        cci::config::current(),
+    )
+}
+
 impl Drop for TestInstance {
     fn drop(&mut self) {
         let (name, client) = (self.name.clone(), self.client.clone());
         block_on_thread(async move {
-            let _ = cci::sandbox::remove(&client, &name).await;
+            let _ = cci::sandbox::remove(&host(client), &name).await;
         });
     }
 }

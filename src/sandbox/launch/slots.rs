@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 
-use super::LaunchError;
+use super::Error;
 use crate::incus;
 use crate::network;
 use crate::sandbox::names::Slot;
@@ -52,10 +52,10 @@ pub(super) fn plan(
     asked: Option<Slot>,
     used: &BTreeSet<Slot>,
     limit: u32,
-) -> Result<SlotPlan, LaunchError> {
+) -> Result<SlotPlan, Error> {
     if let Some(slot) = asked {
         if slot.get() > limit {
-            return Err(LaunchError::SlotAboveLimit { slot, limit });
+            return Err(Error::SlotAboveLimit { slot, limit });
         }
         return Ok(SlotPlan {
             first: vec![slot],
@@ -85,14 +85,11 @@ pub(super) fn plan(
 /// launched; `Ok(false)` another launch claimed the name first (a
 /// conflict), so the next slot; an error ends the launch (a missing image
 /// said as such).
-pub(super) fn claimed(
-    result: Result<(), network::Error>,
-    image: &str,
-) -> Result<bool, LaunchError> {
+pub(super) fn claimed(result: Result<(), network::Error>, image: &str) -> Result<bool, Error> {
     match result {
         Ok(()) => Ok(true),
         Err(network::Error::Incus(e)) if e.is_conflict() => Ok(false),
-        Err(network::Error::Incus(incus::Error::NotFound(_))) => Err(LaunchError::ImageMissing {
+        Err(network::Error::Incus(incus::Error::NotFound(_))) => Err(Error::ImageMissing {
             image: image.to_string(),
         }),
         Err(network::Error::Incus(e)) => Err(e.into()),
@@ -160,10 +157,7 @@ mod tests {
     #[test]
     fn a_slot_above_the_limit_is_refused() {
         let r = plan(Slot::new(5), &used(&[]), 4);
-        assert!(matches!(
-            r,
-            Err(LaunchError::SlotAboveLimit { limit: 4, .. })
-        ));
+        assert!(matches!(r, Err(Error::SlotAboveLimit { limit: 4, .. })));
     }
 
     #[test]
@@ -174,13 +168,10 @@ mod tests {
         let missing = network::Error::Incus(incus::Error::NotFound("no image".into()));
         assert!(matches!(
             claimed(Err(missing), "cci"),
-            Err(LaunchError::ImageMissing { image }) if image == "cci"
+            Err(Error::ImageMissing { image }) if image == "cci"
         ));
         // A refused firewall is no reason to try another slot.
         let nft = network::Error::Nft("refused".into());
-        assert!(matches!(
-            claimed(Err(nft), "cci"),
-            Err(LaunchError::Network(_))
-        ));
+        assert!(matches!(claimed(Err(nft), "cci"), Err(Error::Network(_))));
     }
 }

@@ -4,8 +4,8 @@
 
 use std::net::IpAddr;
 
-use super::{Entry, Mode, Policy};
 use crate::config::{Effective, ModeName};
+use crate::network::{Entry, Mode, Policy};
 
 /// What the command line asked for (`--network`, `--allow`,
 /// `--refresh-minutes`, `--dns-server`); unset ones come from the configuration.
