@@ -332,9 +332,22 @@ async fn what_cannot_start_isolated_says_why_and_starts_nothing() {
         "{}",
         text(&out.stderr)
     );
-    // A bad session branch name.
+    // A bad session branch name; a --repo that is no repository; a branch
+    // option without isolation.
     let out = run_isolated(ws.path(), &["--session-branch", "-x"], "true");
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let out = run_isolated(ws.path(), &["--repo", "/tmp"], "true");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let out = cci_in(ws.path(), "run")
+        .args(["--clean-only", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--isolated"),
+        "{}",
+        text(&out.stderr)
+    );
     assert_eq!(containers_of(ws.path()).await, Vec::<String>::new());
 }
 
@@ -389,4 +402,64 @@ async fn an_isolated_shell_is_reviewed_while_it_runs_and_fetched_when_it_ends() 
         log.contains("agent: y") && log.contains("agent: x"),
         "{log}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn several_repositories_go_in_side_by_side_and_come_back_each_to_its_own() {
+    // The workspace is a plain folder holding two repositories.
+    let ws = agent_workspace();
+    let p = ws.path();
+    let _s = Sessions(p.into());
+    for name in ["api", "web"] {
+        let r = p.join(name);
+        std::fs::create_dir(&r).unwrap();
+        git_ok(&r, &["init", "-q", "-b", "main"]);
+        std::fs::write(r.join("README"), format!("{name}\n")).unwrap();
+        git_ok(&r, &["add", "README"]);
+        git_ok(&r, &["commit", "-qm", &format!("{name}: first")]);
+    }
+    let out = Command::new("chown")
+        .args(["-R", "1000:1000"])
+        .arg(p)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let script = "set -e; for r in api web; do cd /workspace/$r; \
+        test \"$(git branch --show-current)\" = cci/1; echo \"$r changed\" >> README; \
+        git commit -qam \"agent: $r\"; done; test ! -e /workspace/.fake-agent && echo only-repos";
+    let out = cci_in(p, "run")
+        .env("HOME", home())
+        .args(["--slot", "1", "--repos-in"])
+        .arg(p)
+        .args(["--format", "json", "--", "sh", "-c", script])
+        .output()
+        .unwrap();
+    let v = json(&out);
+    assert_eq!(v["exit_code"], 0, "{v}");
+    assert!(v["stdout"].as_str().unwrap().contains("only-repos"), "{v}");
+    let sessions = v["git_sessions"].as_array().unwrap();
+    let folders: Vec<&str> = sessions
+        .iter()
+        .map(|s| s["folder"].as_str().unwrap())
+        .collect();
+    assert_eq!(folders, ["/workspace/api", "/workspace/web"]);
+    assert!(sessions.iter().all(|s| s["new_commits"] == 1), "{v}");
+    let group = sessions[0]["id"].as_str().unwrap().to_string();
+
+    // One command reviews and merges both, each into its own repository.
+    let log = json(&review(p, "log", &[&group, "--format", "json"]));
+    assert_eq!(log.as_array().unwrap().len(), 2, "{log}");
+    ok(&review(p, "merge", &[&group, "--into", "agent"]));
+    for name in ["api", "web"] {
+        let readme = git_ok(&p.join(name), &["show", "agent:README"]);
+        assert_eq!(readme, format!("{name}\n{name} changed\n"));
+        assert_eq!(
+            git_ok(&p.join(name), &["branch", "--show-current"]),
+            "main\n"
+        );
+    }
+    // One repository's own id names only that one.
+    let second = sessions[1]["id"].as_str().unwrap();
+    let log = json(&review(p, "log", &[second, "--format", "json"]));
+    assert_eq!(log[0]["subject"], "agent: web", "{log}");
 }

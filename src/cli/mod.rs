@@ -15,6 +15,7 @@ mod file;
 mod health;
 mod image;
 mod info;
+mod isolate;
 mod kill;
 mod list;
 mod network;

@@ -12,8 +12,9 @@ use clap::Args;
 use serde_json::json;
 
 use super::Format;
+use super::UsageError;
 use crate::config::printable;
-use crate::git::{MergeKind, MergeMode, Repo, SessionRecord, SessionStore};
+use crate::git::{MergeKind, MergeMode, Repo, SessionRecord};
 use crate::host::Host;
 use crate::incus::InstanceStatus;
 use crate::sandbox::isolated;
@@ -102,138 +103,96 @@ pub struct DiscardArgs {
     pub force: bool,
 }
 
-/// The records of isolated sessions: `git-sessions` in the saved-session
-/// folder (`[paths] sessions_dir`, else `~/.cci`), private.
-pub fn store(cfg: &crate::config::Effective) -> anyhow::Result<SessionStore> {
-    Ok(isolated::store(&crate::session::store_root(
-        cfg.sessions_dir.as_deref(),
-    )?)?)
-}
-
-/// An isolated session about to start for `workspace` (`None`: mounted).
-pub fn start(
-    cfg: &crate::config::Effective,
-    workspace: &crate::sandbox::Workspace,
-    git: &super::sandbox_args::GitArgs,
-) -> anyhow::Result<Option<std::sync::Arc<crate::sandbox::isolated::Start>>> {
-    if !git.isolated(cfg) {
-        return Ok(None);
-    }
-    let prepared = isolated::prepare(std::path::Path::new(workspace.path_str()), &git.options())?;
-    if !prepared.carried.is_empty() {
-        eprintln!(
-            "cci: carried {} uncommitted path(s) in as the session's first commit (--clean-only refuses them): {}",
-            prepared.carried.len(),
-            prepared
-                .carried
-                .iter()
-                .take(10)
-                .map(|p| printable(p))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    }
-    for note in &prepared.notes {
-        eprintln!("cci: {note}");
-    }
-    let identity = isolated::host_identity(&prepared.repo);
-    Ok(Some(std::sync::Arc::new(isolated::Start {
-        prepared,
-        id: crate::sandbox::new_session_id(),
-        store: store(cfg)?,
-        max_bytes: cfg.session.max_bytes,
-        identity,
-    })))
-}
-
-/// What to tell the user about a session's commits coming back.
-pub fn report(g: &crate::sandbox::GitOutcome) -> String {
-    let rec = &g.record;
-    match &g.received {
-        Ok(Some(r)) => format!(
-            "cci: session {}: {} new commit(s) on {}; review with `cci diff {}`, merge with `cci merge {}`",
-            rec.id,
-            r.new_commits,
-            printable(&rec.branch),
-            rec.id,
-            rec.id
-        ),
-        Ok(None) => format!(
-            "cci: session {}: no new commits on {}",
-            rec.id,
-            printable(&rec.branch)
-        ),
-        Err(e) => format!(
-            "cci: session {}: its commits could not be brought to the host ({}); they are in container {}, kept stopped: `cci container start {}`, then `cci log {}` fetches them",
-            rec.id,
-            printable_lines(e),
-            rec.container,
-            rec.container,
-            rec.container
-        ),
-    }
-}
-
-/// The repository and the session record `which` names, with the commits
-/// its container has made so far brought over first while it runs.
-async fn resolve_fresh(host: &Host, which: &Which) -> anyhow::Result<(Repo, SessionRecord)> {
-    let (repo, rec) = resolve(host, which)?;
-    if let Ok(info) = crate::sandbox::info(host, &rec.container).await
-        && info.git_session == rec.id
-        && info.state == InstanceStatus::Running
-    {
-        let max = host.config.session.max_bytes;
-        if let Err(e) = isolated::sync(&host.client, &rec.container, &info.account, &rec, max).await
+/// The repositories and session records `which` names, with the commits
+/// the container has made so far brought over first while it runs.
+async fn resolve_fresh(host: &Host, which: &Which) -> anyhow::Result<Vec<(Repo, SessionRecord)>> {
+    let found = resolve(host, which)?;
+    for (_, rec) in &found {
+        if let Ok(info) = crate::sandbox::info(host, &rec.container).await
+            && info.git_session == rec.group()
+            && info.state == InstanceStatus::Running
         {
-            eprintln!(
-                "cci: could not fetch the newest commits of {}: {}",
-                rec.container,
-                printable_lines(&e.to_string())
-            );
+            let max = host.config.session.max_bytes;
+            if let Err(e) =
+                isolated::sync(&host.client, &rec.container, &info.account, rec, max).await
+            {
+                eprintln!(
+                    "cci: could not fetch the newest commits of {}: {}",
+                    rec.container,
+                    printable_lines(&e.to_string())
+                );
+            }
         }
     }
-    Ok((repo, rec))
+    Ok(found)
 }
 
-/// The repository and the session record `which` names.
-fn resolve(host: &Host, which: &Which) -> anyhow::Result<(Repo, SessionRecord)> {
+/// The repositories and session records `which` names: a session id (its
+/// repositories), a container's name (its newest session), or nothing (the
+/// newest session of the repository here).
+fn resolve(host: &Host, which: &Which) -> anyhow::Result<Vec<(Repo, SessionRecord)>> {
     let here = match &which.workspace {
         Some(p) => p.clone(),
         None => std::env::current_dir()?,
     };
-    let all = store(host.config)?.list()?;
-    let rec = match &which.session {
-        Some(s) => all
-            .iter()
-            .find(|r| &r.id == s)
-            .or_else(|| {
+    let all = super::isolate::store(host.config)?.list()?;
+    let recs: Vec<SessionRecord> = match &which.session {
+        // One repository's own id (`ID-2`) names that one; a session id
+        // (or a container's name: its newest session) names all of them.
+        Some(s) => match all.iter().find(|r| &r.id == s && r.group() != r.id) {
+            Some(one) => vec![one.clone()],
+            None => {
+                let group = all
+                    .iter()
+                    .find(|r| r.group() == s)
+                    .or_else(|| {
+                        all.iter()
+                            .filter(|r| &r.container == s)
+                            .max_by_key(|r| r.started)
+                    })
+                    .map(|r| r.group().to_string());
                 all.iter()
-                    .filter(|r| &r.container == s)
-                    .max_by_key(|r| r.started)
-            })
-            .cloned()
-            .ok_or_else(|| {
-                super::UsageError(format!(
-                    "no isolated session {:?}; `cci log` lists the newest, `cci session list` saved agent state",
-                    printable(s)
-                ))
-            })?,
+                    .filter(|r| Some(r.group()) == group.as_deref())
+                    .cloned()
+                    .collect()
+            }
+        },
         None => {
             let repo = Repo::discover(&here)?;
             all.iter()
                 .filter(|r| r.repo_path == repo.top)
                 .max_by_key(|r| r.started)
                 .cloned()
-                .ok_or_else(|| {
-                    super::UsageError(format!(
-                        "no isolated session of {}; start one with `cci shell --isolated` or `cci run --isolated`",
-                        printable(&repo.top.display().to_string())
-                    ))
-                })?
+                .into_iter()
+                .collect()
         }
     };
-    let repo = Repo::discover(&rec.repo_path)?;
-    Ok((repo, rec))
+    if recs.is_empty() {
+        return Err(UsageError(match &which.session {
+            Some(s) => format!(
+                "no isolated session {:?}; `cci log` shows the newest of this repository",
+                printable(s)
+            ),
+            None => "no isolated session of this repository; start one with `cci shell --isolated` or `cci run --isolated`".into(),
+        })
+        .into());
+    }
+    recs.into_iter()
+        .map(|r| Ok((Repo::discover(&r.repo_path)?, r)))
+        .collect()
+}
+
+/// A heading for one repository of a session with several.
+fn heading(many: bool, rec: &SessionRecord) -> String {
+    if many {
+        format!(
+            "== {} ({})\n",
+            isolated::folder(&rec.dir),
+            printable(&rec.repo_path.display().to_string())
+        )
+    } else {
+        String::new()
+    }
 }
 
 fn short(id: &str) -> &str {
@@ -265,39 +224,49 @@ fn page(text: &str) -> anyhow::Result<()> {
 }
 
 pub async fn diff(host: &Host, args: DiffArgs) -> anyhow::Result<i32> {
-    let (repo, rec) = resolve_fresh(host, &args.which).await?;
-    let r = rec.session_ref()?;
-    let report = repo.diff(&r, &rec.base, args.stat)?;
-    match args.format {
-        Format::Json => {
-            let commits = repo.log(&r, &rec.base)?;
-            let v = json!({
+    let found = resolve_fresh(host, &args.which).await?;
+    let many = found.len() > 1;
+    let mut json_out = Vec::new();
+    let mut text = String::new();
+    for (repo, rec) in &found {
+        let r = rec.session_ref()?;
+        let report = repo.diff(&r, &rec.base, args.stat)?;
+        let commits = repo.log(&r, &rec.base)?;
+        match args.format {
+            Format::Json => json_out.push(json!({
                 "session": rec.id,
                 "container": rec.container,
+                "repository": rec.repo_path,
+                "folder": isolated::folder(&rec.dir),
                 "branch": rec.branch,
                 "base": rec.base,
                 "commits": commits.iter().map(commit_json).collect::<Vec<_>>(),
                 "files": report.files,
-            });
-            println!("{}", serde_json::to_string_pretty(&v)?);
-        }
-        Format::Table => {
-            let commits = repo.log(&r, &rec.base)?;
-            let mut out = format!(
-                "session {} ({}, {} commit(s) on {} since {})\n",
-                rec.id,
-                rec.container,
-                commits.len(),
-                printable(&rec.branch),
-                short(&rec.base)
-            );
-            for c in &commits {
-                out.push_str(&format!("  {} {}\n", short(&c.id), printable(&c.subject)));
+            })),
+            Format::Table => {
+                text.push_str(&heading(many, rec));
+                text.push_str(&format!(
+                    "session {} ({}, {} commit(s) on {} since {})\n",
+                    rec.id,
+                    rec.container,
+                    commits.len(),
+                    printable(&rec.branch),
+                    short(&rec.base)
+                ));
+                for c in &commits {
+                    text.push_str(&format!("  {} {}\n", short(&c.id), printable(&c.subject)));
+                }
+                text.push('\n');
+                text.push_str(&printable_lines(&report.text));
+                text.push('\n');
             }
-            out.push('\n');
-            out.push_str(&printable_lines(&report.text));
-            page(&out)?;
         }
+    }
+    match args.format {
+        // One repository: its object; several: a list of them.
+        Format::Json if !many => println!("{}", serde_json::to_string_pretty(&json_out[0])?),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&json_out)?),
+        Format::Table => page(&text)?,
     }
     Ok(0)
 }
@@ -313,24 +282,31 @@ fn commit_json(c: &crate::git::Commit) -> serde_json::Value {
 }
 
 pub async fn log(host: &Host, args: LogArgs) -> anyhow::Result<i32> {
-    let (repo, rec) = resolve_fresh(host, &args.which).await?;
-    let commits = repo.log(&rec.session_ref()?, &rec.base)?;
-    match args.format {
-        Format::Json => {
-            let v: Vec<_> = commits.iter().map(commit_json).collect();
-            println!("{}", serde_json::to_string_pretty(&v)?);
-        }
-        Format::Table => {
-            for c in &commits {
-                println!(
-                    "{}  {}  {}  {}",
-                    short(&c.id),
-                    c.date_utc(),
-                    printable(&c.author_name),
-                    printable(&c.subject)
-                );
+    let found = resolve_fresh(host, &args.which).await?;
+    let many = found.len() > 1;
+    let mut json_out = Vec::new();
+    for (repo, rec) in &found {
+        let commits = repo.log(&rec.session_ref()?, &rec.base)?;
+        match args.format {
+            Format::Json => json_out.push(commits.iter().map(commit_json).collect::<Vec<_>>()),
+            Format::Table => {
+                print!("{}", heading(many, rec));
+                for c in &commits {
+                    println!(
+                        "{}  {}  {}  {}",
+                        short(&c.id),
+                        c.date_utc(),
+                        printable(&c.author_name),
+                        printable(&c.subject)
+                    );
+                }
             }
         }
+    }
+    match args.format {
+        Format::Json if !many => println!("{}", serde_json::to_string_pretty(&json_out[0])?),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&json_out)?),
+        Format::Table => {}
     }
     Ok(0)
 }
@@ -340,25 +316,35 @@ pub async fn files(host: &Host, args: FilesArgs) -> anyhow::Result<i32> {
         session: args.session,
         workspace: args.workspace,
     };
-    let (repo, rec) = resolve_fresh(host, &which).await?;
-    let entries = repo.files(
-        &rec.session_ref()?,
-        args.path.as_deref().unwrap_or(""),
-        args.recursive,
-    )?;
-    match args.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&entries)?),
-        Format::Table => {
-            for e in &entries {
-                let size = e.size.map(|s| s.to_string()).unwrap_or_else(|| "-".into());
-                let name = if e.kind == "tree" {
-                    format!("{}/", e.path)
-                } else {
-                    e.path.clone()
-                };
-                println!("{} {:>10}  {}", e.mode, size, printable(&name));
+    let found = resolve_fresh(host, &which).await?;
+    let many = found.len() > 1;
+    let mut json_out = Vec::new();
+    for (repo, rec) in &found {
+        let entries = repo.files(
+            &rec.session_ref()?,
+            args.path.as_deref().unwrap_or(""),
+            args.recursive,
+        )?;
+        match args.format {
+            Format::Json => json_out.push(entries),
+            Format::Table => {
+                print!("{}", heading(many, rec));
+                for e in &entries {
+                    let size = e.size.map(|s| s.to_string()).unwrap_or_else(|| "-".into());
+                    let name = if e.kind == "tree" {
+                        format!("{}/", e.path)
+                    } else {
+                        e.path.clone()
+                    };
+                    println!("{} {:>10}  {}", e.mode, size, printable(&name));
+                }
             }
         }
+    }
+    match args.format {
+        Format::Json if !many => println!("{}", serde_json::to_string_pretty(&json_out[0])?),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&json_out)?),
+        Format::Table => {}
     }
     Ok(0)
 }
@@ -370,7 +356,7 @@ fn choose(repo: &Repo, rec: &SessionRecord) -> anyhow::Result<Vec<String>> {
         return Ok(Vec::new());
     }
     if !std::io::stdin().is_terminal() {
-        return Err(super::UsageError(
+        return Err(UsageError(
             "--select without commit ids needs a terminal; give them: --select ID,ID".into(),
         )
         .into());
@@ -393,7 +379,7 @@ fn choose(repo: &Repo, rec: &SessionRecord) -> anyhow::Result<Vec<String>> {
             .ok()
             .filter(|n| (1..=oldest_first.len()).contains(n))
             .ok_or_else(|| {
-                super::UsageError(format!("{:?} is not one of the numbers", printable(word)))
+                UsageError(format!("{:?} is not one of the numbers", printable(word)))
             })?;
         picked.push(oldest_first[n - 1].id.clone());
     }
@@ -401,18 +387,55 @@ fn choose(repo: &Repo, rec: &SessionRecord) -> anyhow::Result<Vec<String>> {
 }
 
 pub async fn merge(host: &Host, args: MergeArgs) -> anyhow::Result<i32> {
-    let (repo, rec) = resolve_fresh(host, &args.which).await?;
+    let found = resolve_fresh(host, &args.which).await?;
+    let many = found.len() > 1;
+    if many && args.select.is_some() {
+        let ids: Vec<String> = found
+            .iter()
+            .map(|(_, r)| format!("{} ({})", r.id, isolated::folder(&r.dir)))
+            .collect();
+        return Err(UsageError(format!(
+            "--select picks commits of one repository: name its session, one of {}",
+            ids.join(", ")
+        ))
+        .into());
+    }
+    // Each repository is merged on its own (each all or nothing); the first
+    // failure decides the exit status, and the others are still tried.
+    let mut failed: Option<anyhow::Error> = None;
+    for (repo, rec) in &found {
+        match merge_one(repo, rec, &args) {
+            Ok(line) if many => println!("{}: {line}", isolated::folder(&rec.dir)),
+            Ok(line) => println!("{line}"),
+            Err(e) if many => {
+                eprintln!(
+                    "cci: {}: {}",
+                    isolated::folder(&rec.dir),
+                    printable_lines(&e.to_string())
+                );
+                failed.get_or_insert(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(0),
+    }
+}
+
+/// Merge one repository's session as `args` say; what was done, in words.
+fn merge_one(repo: &Repo, rec: &SessionRecord, args: &MergeArgs) -> anyhow::Result<String> {
     let mode = match (&args.select, args.squash) {
         (Some(ids), _) => {
             let ids: Vec<String> = ids.iter().filter(|s| !s.is_empty()).cloned().collect();
             let ids = if ids.is_empty() {
-                choose(&repo, &rec)?
+                choose(repo, rec)?
             } else {
                 ids
             };
             if ids.is_empty() {
-                eprintln!("nothing picked; nothing changed");
-                return Ok(0);
+                return Ok("nothing picked; nothing changed".into());
             }
             MergeMode::Select(ids)
         }
@@ -432,7 +455,7 @@ pub async fn merge(host: &Host, args: MergeArgs) -> anyhow::Result<i32> {
     } else {
         ""
     };
-    println!(
+    Ok(format!(
         "session {} into {}{made}: {what}; now at {}{}",
         rec.id,
         printable(&out.branch),
@@ -442,25 +465,31 @@ pub async fn merge(host: &Host, args: MergeArgs) -> anyhow::Result<i32> {
         } else {
             ""
         }
-    );
-    Ok(0)
+    ))
 }
 
 pub async fn discard(host: &Host, args: DiscardArgs) -> anyhow::Result<i32> {
-    let (repo, rec) = resolve_fresh(host, &args.which).await?;
-    let commits = repo.log(&rec.session_ref()?, &rec.base).unwrap_or_default();
+    let found = resolve_fresh(host, &args.which).await?;
+    let mut count = 0;
+    for (repo, rec) in &found {
+        count += repo
+            .log(&rec.session_ref()?, &rec.base)
+            .map(|c| c.len())
+            .unwrap_or_default();
+    }
+    let first = &found[0].1;
     if !args.force {
         if !std::io::stdin().is_terminal() {
-            return Err(super::UsageError(
+            return Err(UsageError(
                 "discarding a session needs confirmation: run on a terminal, or add --force".into(),
             )
             .into());
         }
         eprint!(
-            "discard session {} ({} commit(s) on {})? [y/N] ",
-            rec.id,
-            commits.len(),
-            printable(&rec.branch)
+            "discard session {} ({} repositor(ies), {count} commit(s) on {})? [y/N] ",
+            first.group(),
+            found.len(),
+            printable(&first.branch)
         );
         let mut line = String::new();
         std::io::stdin().lock().read_line(&mut line)?;
@@ -469,8 +498,11 @@ pub async fn discard(host: &Host, args: DiscardArgs) -> anyhow::Result<i32> {
             return Ok(1);
         }
     }
-    repo.discard(&rec.id)?;
-    store(host.config)?.remove(&rec.id)?;
-    println!("discarded session {} ({} commit(s))", rec.id, commits.len());
+    let store = super::isolate::store(host.config)?;
+    for (repo, rec) in &found {
+        repo.discard(&rec.id)?;
+        store.remove(&rec.id)?;
+    }
+    println!("discarded session {} ({count} commit(s))", first.group());
     Ok(0)
 }

@@ -51,7 +51,7 @@ pub async fn run(host: &Host, args: RunArgs) -> anyhow::Result<i32> {
     if let Some(code) = args.sandbox.ensure_image(host).await? {
         return Ok(code);
     }
-    let git = super::review::start(host.config, &workspace, &args.sandbox.git)?;
+    let git = super::isolate::start(host.config, &workspace, &args.sandbox.git)?;
     let extras = args.sandbox.extras(host, &workspace, false).await?;
     let marks = match &git {
         Some(g) => vec![(sandbox::keys::GIT_SESSION, g.id.clone())],
@@ -123,8 +123,8 @@ pub async fn run(host: &Host, args: RunArgs) -> anyhow::Result<i32> {
         let ws = std::path::Path::new(req.spec.workspace.path_str());
         eprintln!("{}", sandbox::tripwire::warning(ws, &outcome.changed));
     }
-    if let Some(g) = &outcome.git {
-        eprintln!("{}", super::review::report(g));
+    for g in &outcome.git {
+        eprintln!("{}", super::isolate::report(g));
     }
     if args.format == RunFormat::Json {
         let v = serde_json::json!({
@@ -134,12 +134,14 @@ pub async fn run(host: &Host, args: RunArgs) -> anyhow::Result<i32> {
             "duration_ms": outcome.duration.as_millis() as u64,
             "container": outcome.container,
             "watched_changes": outcome.changed,
-            "git_session": outcome.git.as_ref().map(|g| serde_json::json!({
+            "git_sessions": outcome.git.iter().map(|g| serde_json::json!({
                 "id": g.record.id,
+                "repository": g.record.repo_path,
+                "folder": crate::sandbox::isolated::folder(&g.record.dir),
                 "branch": g.record.branch,
                 "new_commits": g.received.as_ref().ok().map(|r| r.as_ref().map_or(0, |r| r.new_commits)),
                 "error": g.received.as_ref().err(),
-            })),
+            })).collect::<Vec<_>>(),
         });
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "{v}")?;

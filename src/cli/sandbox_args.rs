@@ -60,22 +60,30 @@ pub struct GitArgs {
     #[arg(long)]
     pub isolated: bool,
     /// With --isolated: start from this branch instead of HEAD.
-    #[arg(long, value_name = "NAME", requires = "isolated")]
+    #[arg(long, value_name = "NAME")]
     pub branch: Option<String>,
     /// With --isolated: the session branch's name [default: cci/SLOT]; an
     /// existing branch of that name is continued.
-    #[arg(long, value_name = "NAME", requires = "isolated")]
+    #[arg(long, value_name = "NAME")]
     pub session_branch: Option<String>,
     /// With --isolated: refuse uncommitted changes instead of carrying them
     /// in as the session's first commit.
-    #[arg(long, requires = "isolated")]
+    #[arg(long)]
     pub clean_only: bool,
+    /// Clone this repository into /workspace/NAME (repeatable; implies
+    /// --isolated; the workspace folder itself goes in only when named).
+    #[arg(long = "repo", value_name = "PATH")]
+    pub repos: Vec<std::path::PathBuf>,
+    /// Clone every git repository found in this folder (up to two levels
+    /// down) into /workspace/NAME (implies --isolated).
+    #[arg(long, value_name = "DIR")]
+    pub repos_in: Option<std::path::PathBuf>,
 }
 
 impl GitArgs {
     /// Whether the session is isolated (the flag, else `[git] mode`).
     pub fn isolated(&self, cfg: &crate::config::Effective) -> bool {
-        self.isolated || cfg.git_isolated
+        self.isolated || !self.repos.is_empty() || self.repos_in.is_some() || cfg.git_isolated
     }
 
     /// The options for `sandbox::isolated::prepare`.

@@ -98,7 +98,7 @@ pub async fn shell(host: &Host, args: ShellArgs) -> anyhow::Result<i32> {
         argv.extend(cfg.tool_args.iter().cloned());
         (Some(agent), argv, true)
     };
-    let git = super::review::start(host.config, &workspace, &args.sandbox.git)?;
+    let git = super::isolate::start(host.config, &workspace, &args.sandbox.git)?;
     let extras = args.sandbox.extras(host, &workspace, true).await?;
     let marks = match &git {
         Some(g) => vec![(sandbox::keys::GIT_SESSION, g.id.clone())],
@@ -143,7 +143,6 @@ pub async fn shell(host: &Host, args: ShellArgs) -> anyhow::Result<i32> {
     };
     if let Some(g) = req.git.as_ref().filter(|_| !session.reused) {
         let branch = g
-            .prepared
             .options
             .session_branch
             .clone()

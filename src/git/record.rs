@@ -28,9 +28,36 @@ pub struct SessionRecord {
     pub container: String,
     /// The host repository's top-level folder.
     pub repo_path: PathBuf,
+    /// Where the clone is inside, below /workspace ("" for /workspace
+    /// itself; a folder name when one session holds several repositories).
+    #[serde(default)]
+    pub dir: String,
+    /// The session the container holds, shared by the records of its
+    /// repositories ("": the record's own id).
+    #[serde(default)]
+    pub group: String,
+}
+
+/// A folder name for a repository inside a session: letters, digits, `.`,
+/// `_` and `-`, not starting with `.` or `-`, at most 64 bytes.
+pub fn dir_ok(dir: &str) -> bool {
+    dir.len() <= 64
+        && !dir.starts_with(['.', '-'])
+        && dir
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 impl SessionRecord {
+    /// The container's session this record belongs to.
+    pub fn group(&self) -> &str {
+        if self.group.is_empty() {
+            &self.id
+        } else {
+            &self.group
+        }
+    }
+
     /// The host ref that holds the session's commits.
     pub fn session_ref(&self) -> Result<String, GitError> {
         names::session_ref(&self.id, &self.branch)
@@ -38,6 +65,14 @@ impl SessionRecord {
 
     fn check(&self) -> Result<(), GitError> {
         names::check_session_id(&self.id)?;
+        if !self.group.is_empty() {
+            names::check_session_id(&self.group)?;
+        }
+        if !self.dir.is_empty() && !dir_ok(&self.dir) {
+            return Err(GitError::InvalidSessionId {
+                id: self.dir.clone(),
+            });
+        }
         names::check_branch(&self.branch)?;
         names::check_oid(&self.base)
     }
@@ -153,6 +188,8 @@ mod tests {
             started,
             container: "cci-ws-1".into(),
             repo_path: "/r".into(),
+            dir: String::new(),
+            group: String::new(),
         }
     }
 

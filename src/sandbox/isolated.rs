@@ -16,6 +16,7 @@ pub use inside::{Collected, IsolatedError, collect, seed};
 
 use crate::config::Account;
 use crate::incus::Client;
+use crate::sandbox::mounts::WORKSPACE_MOUNT;
 
 /// The ref name the seed bundle carries; the session branch is made from it
 /// inside.
@@ -177,7 +178,19 @@ pub async fn sync(
         .unwrap_or_else(|| rec.base.clone());
     let path = scratch("session")?;
     let file = TempFile(path.clone());
-    match collect(client, name, account, &rec.branch, &have, &path, max_bytes).await? {
+    let inside = folder(&rec.dir);
+    match collect(
+        client,
+        name,
+        account,
+        &inside,
+        &rec.branch,
+        &have,
+        &path,
+        max_bytes,
+    )
+    .await?
+    {
         Collected::Nothing => Ok(None),
         Collected::Bundle => {
             let got = repo.receive(&rec.id, &file.0, &rec.branch)?;
@@ -197,14 +210,27 @@ pub fn store(root: &Path) -> Result<crate::git::SessionStore, crate::git::GitErr
     Ok(store)
 }
 
+/// One repository of a session about to start.
+#[derive(Debug)]
+pub struct Part {
+    /// Its folder below /workspace ("": /workspace itself).
+    pub dir: String,
+    /// Its record's id.
+    pub id: String,
+    /// The host side, being bundled.
+    pub prepared: Prepared,
+}
+
 /// An isolated session about to start in a new container.
 #[derive(Debug)]
 pub struct Start {
-    /// The host side, bundled.
-    pub prepared: Prepared,
-    /// The session id (the record's and the host refs').
+    /// The repositories (one at /workspace, or several below it).
+    pub parts: Vec<Part>,
+    /// The session id the container is marked with (the first part's id).
     pub id: String,
-    /// Where the record goes.
+    /// Session options (branch names).
+    pub options: Options,
+    /// Where the records go.
     pub store: crate::git::SessionStore,
     /// The most a bundle coming back may hold.
     pub max_bytes: u64,
@@ -212,62 +238,127 @@ pub struct Start {
     pub identity: Option<(String, String)>,
 }
 
-/// Seed container `name` (in `slot`) and record the session; returns the
-/// record. The record is written first, so a session whose cci dies
-/// halfway is still known (and its commits fetchable while the container
-/// lives).
+/// The folder of `dir` inside.
+pub fn folder(dir: &str) -> String {
+    if dir.is_empty() {
+        WORKSPACE_MOUNT.to_string()
+    } else {
+        format!("{WORKSPACE_MOUNT}/{dir}")
+    }
+}
+
+/// Seed container `name` (in `slot`) with every repository of `start` and
+/// record them; returns the records. Each record is written before its
+/// clone, so a session whose cci dies halfway is still known (and its
+/// commits fetchable while the container lives).
 pub async fn begin(
     client: &Client,
     name: &str,
     slot: u32,
     account: &Account,
     start: &Start,
-) -> Result<crate::git::SessionRecord, String> {
-    let p = &start.prepared;
-    let branch = p
+) -> Result<Vec<crate::git::SessionRecord>, String> {
+    let branch = start
         .options
         .session_branch
         .clone()
         .unwrap_or_else(|| format!("cci/{slot}"));
-    let rec = crate::git::SessionRecord {
-        id: start.id.clone(),
-        workspace: name
-            .rsplit_once('-')
-            .map(|(w, _)| w.to_string())
-            .unwrap_or_default(),
-        slot,
-        branch: branch.clone(),
-        base: p.base.clone(),
-        started: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-        container: name.to_string(),
-        repo_path: p.repo.top.clone(),
-    };
-    start.store.save(&rec).map_err(|e| e.to_string())?;
-    let bundling = p
-        .bundle
-        .lock()
-        .ok()
-        .and_then(|mut b| b.take())
-        .ok_or("the repository's bundle was taken already")?;
-    let (file, _bytes) = tokio::task::spawn_blocking(move || bundling.join())
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut out = Vec::new();
+    for part in &start.parts {
+        let p = &part.prepared;
+        let rec = crate::git::SessionRecord {
+            id: part.id.clone(),
+            workspace: name
+                .rsplit_once('-')
+                .map(|(w, _)| w.to_string())
+                .unwrap_or_default(),
+            slot,
+            branch: branch.clone(),
+            base: p.base.clone(),
+            started: now,
+            container: name.to_string(),
+            repo_path: p.repo.top.clone(),
+            dir: part.dir.clone(),
+            group: start.id.clone(),
+        };
+        start.store.save(&rec).map_err(|e| e.to_string())?;
+        let bundling = p
+            .bundle
+            .lock()
+            .ok()
+            .and_then(|mut b| b.take())
+            .ok_or("the repository's bundle was taken already")?;
+        let (file, _bytes) = tokio::task::spawn_blocking(move || bundling.join())
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|_| "packing the repository failed".to_string())?
+            .map_err(|e| e.to_string())?;
+        seed(
+            client,
+            name,
+            account,
+            &file.0,
+            &folder(&part.dir),
+            &branch,
+            start.identity.clone(),
+        )
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(|_| "packing the repository failed".to_string())?
         .map_err(|e| e.to_string())?;
-    seed(
-        client,
-        name,
-        account,
-        &file.0,
-        &branch,
-        start.identity.clone(),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    Ok(rec)
+        out.push(rec);
+    }
+    Ok(out)
+}
+
+/// The records of the session container `name` is marked with (`group`).
+pub fn records_of(
+    store: &crate::git::SessionStore,
+    group: &str,
+) -> Result<Vec<crate::git::SessionRecord>, crate::git::GitError> {
+    Ok(store
+        .list()?
+        .into_iter()
+        .filter(|r| r.group() == group)
+        .collect())
+}
+
+/// Folder names for `repos` inside /workspace: their own names, made
+/// unique, anything outside `[A-Za-z0-9._-]` replaced.
+pub fn dir_names(repos: &[std::path::PathBuf]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for r in repos {
+        let base: String = r
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(56)
+            .collect();
+        let base = base.trim_start_matches(['.', '-']).to_string();
+        let base = if base.is_empty() {
+            "repo".to_string()
+        } else {
+            base
+        };
+        let mut name = base.clone();
+        let mut n = 2;
+        while out.contains(&name) {
+            name = format!("{base}-{n}");
+            n += 1;
+        }
+        out.push(name);
+    }
+    out
 }
 
 /// The host's git identity (`user.name`, `user.email` of the user's own

@@ -67,8 +67,8 @@ pub struct RunOutcome {
     pub duration: Duration,
     /// Workspace files the host runs or obeys that the command changed.
     pub changed: Vec<String>,
-    /// An isolated run's commits.
-    pub git: Option<GitOutcome>,
+    /// An isolated run's commits, per repository.
+    pub git: Vec<GitOutcome>,
 }
 
 /// The environment agents and commands get: who they are (`a`), where, and
@@ -120,10 +120,10 @@ where
         r = launch(host, &req.spec, req.slot, req.slot_limit, &attempt) => r?,
         signal = &mut interrupt => {
             attempt.abandon(host).await;
-            return Ok(RunOutcome { container: String::new(), ending: Ending::Interrupted(signal), duration: start.elapsed(), changed: Vec::new(), git: None });
+            return Ok(RunOutcome { container: String::new(), ending: Ending::Interrupted(signal), duration: start.elapsed(), changed: Vec::new(), git: Vec::new() });
         }
     };
-    let record = match &req.git {
+    let records = match &req.git {
         Some(g) => {
             match super::isolated::begin(client, &launched.name, launched.slot.get(), account, g)
                 .await
@@ -162,23 +162,17 @@ where
     let duration = start.elapsed();
     // An isolated run's commits come out before the container goes; when
     // they cannot, the container is kept (stopped) with them.
-    let git = match (&req.git, record) {
-        (Some(g), Some(record)) => {
+    let mut git = Vec::new();
+    if let (Some(g), Some(records)) = (&req.git, records) {
+        for record in records {
             let received =
                 super::isolated::sync(client, &launched.name, account, &record, g.max_bytes)
                     .await
                     .map_err(|e| e.to_string());
-            Some(GitOutcome { record, received })
+            git.push(GitOutcome { record, received });
         }
-        _ => None,
-    };
-    let keep_commits = matches!(
-        &git,
-        Some(GitOutcome {
-            received: Err(_),
-            ..
-        })
-    );
+    }
+    let keep_commits = git.iter().any(|g| g.received.is_err());
     if keep_commits && !req.spec.persistent {
         let patch = serde_json::json!({"ephemeral": false, "config": {super::spec::keys::PERSISTENT: "true"}});
         client.update_instance(&launched.name, &patch, None).await?;

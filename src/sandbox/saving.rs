@@ -164,14 +164,15 @@ async fn git_sync(host: &Host, info: &SandboxInfo) -> Result<(), String> {
     let root =
         session::store_root(host.config.sessions_dir.as_deref()).map_err(|e| e.to_string())?;
     let store = super::isolated::store(&root).map_err(|e| e.to_string())?;
-    let Some(rec) = store.load(&info.git_session).map_err(|e| e.to_string())? else {
-        return Ok(());
-    };
     let max = host.config.session.max_bytes;
-    super::isolated::sync(&host.client, &info.name, &info.account, &rec, max)
-        .await
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    let records =
+        super::isolated::records_of(&store, &info.git_session).map_err(|e| e.to_string())?;
+    for rec in records.iter().filter(|r| r.container == info.name) {
+        super::isolated::sync(&host.client, &info.name, &info.account, rec, max)
+            .await
+            .map_err(|e| format!("{}: {e}", super::isolated::folder(&rec.dir)))?;
+    }
+    Ok(())
 }
 
 /// Whether `name` stops within a few seconds (it was shutting down).

@@ -80,11 +80,25 @@ shell() {
 }
 run() { (cd "$ws" && HOME=$home CCI_IMAGE=$IMAGE "$CCI" run --isolated -- sh -c 'date > stamp && git add stamp && git commit -qm stamp' 2>/dev/null); }
 
+# Each measurement starts on a quiet host: the containers of the one
+# before are gone (deleting 400 MB on btrfs goes on in the background) and
+# the page cache is written back.
+settle() {
+    for _ in $(seq 100); do
+        [ -z "$(incus list -c n -f csv 2>/dev/null | grep -E '^(cci-bench-iso-|cci-)')" ] && break
+        sleep 0.3
+    done
+    sync
+    sleep 2
+}
 a=() b=() c=()
 for i in $(seq "$ROUNDS"); do
+    settle
     t=$(now); baseline; a+=("$(ms "$t" "$(now)")")
+    settle
     t=$(now); name=$(shell); b+=("$(ms "$t" "$(now)")")
     HOME=$home "$CCI" kill --force "$name" >/dev/null 2>&1
+    settle
     t=$(now); run; c+=("$(ms "$t" "$(now)")")
     echo "round $i: baseline ${a[-1]} ms, shell ${b[-1]} ms, run ${c[-1]} ms" >&2
 done

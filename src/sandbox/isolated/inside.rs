@@ -41,6 +41,7 @@ pub async fn seed(
     name: &str,
     account: &Account,
     bundle: &Path,
+    folder: &str,
     branch: &str,
     identity: Option<(String, String)>,
 ) -> Result<(), IsolatedError> {
@@ -82,15 +83,7 @@ rm -f "$1""#;
         )));
     }
     let req = ExecRequest::new(&[
-        "sh",
-        "-c",
-        script,
-        "cci-seed",
-        SEED,
-        branch,
-        WORKSPACE_MOUNT,
-        &who,
-        &mail,
+        "sh", "-c", script, "cci-seed", SEED, branch, folder, &who, &mail,
     ])
     .as_user(account.uid, account.gid)
     .env("HOME", &account.home);
@@ -119,10 +112,12 @@ const NOTHING: i32 = 3;
 /// Bundle BRANCH of /workspace in `name` (after committing what was left
 /// uncommitted, hooks off) into `out`: only what is not in `base`, unless
 /// the session no longer has `base` (then all of it). At most `max_bytes`.
+#[allow(clippy::too_many_arguments)]
 pub async fn collect(
     client: &Client,
     name: &str,
     account: &Account,
+    folder: &str,
     branch: &str,
     base: &str,
     out: &Path,
@@ -143,17 +138,9 @@ if git cat-file -e "$3^{commit}" 2>/dev/null; then
   git bundle create -q - "refs/heads/$2" "^$3"; exit $?
 fi
 git bundle create -q - "refs/heads/$2""#;
-    let req = ExecRequest::new(&[
-        "sh",
-        "-c",
-        script,
-        "cci-collect",
-        WORKSPACE_MOUNT,
-        branch,
-        base,
-    ])
-    .as_user(account.uid, account.gid)
-    .env("HOME", &account.home);
+    let req = ExecRequest::new(&["sh", "-c", script, "cci-collect", folder, branch, base])
+        .as_user(account.uid, account.gid)
+        .env("HOME", &account.home);
     let file = {
         use std::os::unix::fs::OpenOptionsExt;
         std::fs::OpenOptions::new()
