@@ -18,6 +18,7 @@ mod info;
 mod isolate;
 mod kill;
 mod list;
+mod merge;
 mod network;
 mod output;
 mod persist;
@@ -146,9 +147,9 @@ pub enum Command {
     Files(review::FilesArgs),
     /// Apply an isolated git session's commits to the host repository (the
     /// checked-out branch, or --into BRANCH); a conflict changes nothing.
-    Merge(review::MergeArgs),
+    Merge(merge::MergeArgs),
     /// Drop an isolated git session: its commits on the host and its record.
-    Discard(review::DiscardArgs),
+    Discard(merge::DiscardArgs),
     /// Approve the workspace's .cci.toml as it is now, so its settings that
     /// loosen cci apply (pinned by its SHA-256; a change needs approval again).
     Trust(config::TrustArgs),
@@ -310,8 +311,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Diff(args) => review::diff(&host, args).await,
         Command::Log(args) => review::log(&host, args).await,
         Command::Files(args) => review::files(&host, args).await,
-        Command::Merge(args) => review::merge(&host, args).await,
-        Command::Discard(args) => review::discard(&host, args).await,
+        Command::Merge(args) => merge::merge(&host, args).await,
+        Command::Discard(args) => merge::discard(&host, args).await,
         Command::Persist(args) => persist::persist(&host, args).await,
         Command::Clean(args) => clean::clean(&host, args).await,
         Command::Build(args) => build::build(&host, args).await,
