@@ -308,6 +308,24 @@ async fn a_conflicting_merge_changes_nothing_and_loses_nothing() {
     // Squashed into a new branch instead: fine.
     ok(&review(p, "merge", &["--squash", "--into", "agent-one"]));
     assert!(git_ok(p, &["show", "agent-one:README"]).contains("ONE (agent)"));
+    // --auto-merge: merged into its branch as the run ends.
+    let out = run_isolated(
+        p,
+        &["--auto-merge", "auto"],
+        "echo z > z.txt && git add z.txt && git commit -qm z",
+    );
+    ok(&out);
+    assert!(
+        text(&out.stderr).contains("merged into auto"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(git_ok(p, &["show", "auto:z.txt"]), "z\n");
+    assert_eq!(
+        git_ok(p, &["rev-parse", "HEAD"]),
+        head,
+        "the checked-out branch stays"
+    );
     assert!(!canary.exists());
 }
 

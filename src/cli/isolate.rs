@@ -23,9 +23,13 @@ pub fn start(
     git: &super::sandbox_args::GitArgs,
 ) -> anyhow::Result<Option<std::sync::Arc<crate::sandbox::isolated::Start>>> {
     if !git.isolated(cfg) {
-        if git.branch.is_some() || git.session_branch.is_some() || git.clean_only {
+        if git.branch.is_some()
+            || git.session_branch.is_some()
+            || git.clean_only
+            || git.auto_merge.is_some()
+        {
             return Err(UsageError(
-                "--branch, --session-branch and --clean-only are for isolated sessions: add --isolated".into(),
+                "--branch, --session-branch, --clean-only and --auto-merge are for isolated sessions: add --isolated".into(),
             )
             .into());
         }
@@ -144,6 +148,21 @@ fn begin_parts(
 
 /// What to tell the user about a session's commits coming back.
 pub fn report(g: &crate::sandbox::GitOutcome) -> String {
+    let rec = &g.record;
+    let told = received(g);
+    match &g.merged {
+        Some(Ok(done)) => format!("{told}\ncci: session {}: {done}", rec.id),
+        Some(Err(why)) => format!(
+            "{told}\ncci: session {}: not merged into {} ({}); nothing changed there",
+            rec.id,
+            printable(&rec.auto_merge),
+            printable_lines(why)
+        ),
+        None => told,
+    }
+}
+
+fn received(g: &crate::sandbox::GitOutcome) -> String {
     let rec = &g.record;
     match &g.received {
         Ok(Some(r)) => format!(

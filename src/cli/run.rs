@@ -141,6 +141,10 @@ pub async fn run(host: &Host, args: RunArgs) -> anyhow::Result<i32> {
                 "branch": g.record.branch,
                 "new_commits": g.received.as_ref().ok().map(|r| r.as_ref().map_or(0, |r| r.new_commits)),
                 "error": g.received.as_ref().err(),
+                "merged": g.merged.as_ref().map(|m| match m {
+                    Ok(done) => serde_json::json!({"done": done}),
+                    Err(why) => serde_json::json!({"error": why}),
+                }),
             })).collect::<Vec<_>>(),
         });
         let mut stdout = std::io::stdout().lock();

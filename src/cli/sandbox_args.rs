@@ -70,6 +70,10 @@ pub struct GitArgs {
     /// in as the session's first commit.
     #[arg(long)]
     pub clean_only: bool,
+    /// With --isolated: when the session ends, merge its commits into this
+    /// branch (made when missing; a conflict changes nothing and says so).
+    #[arg(long, value_name = "BRANCH")]
+    pub auto_merge: Option<String>,
     /// Clone this repository into /workspace/NAME (repeatable; implies
     /// --isolated; the workspace folder itself goes in only when named).
     #[arg(long = "repo", value_name = "PATH")]
@@ -92,6 +96,7 @@ impl GitArgs {
             branch: self.branch.clone(),
             session_branch: self.session_branch.clone(),
             clean_only: self.clean_only,
+            auto_merge: self.auto_merge.clone(),
         }
     }
 }

@@ -36,6 +36,10 @@ pub struct SessionRecord {
     /// repositories ("": the record's own id).
     #[serde(default)]
     pub group: String,
+    /// `--auto-merge BRANCH`: merged into this branch when the session ends
+    /// ("": not).
+    #[serde(default)]
+    pub auto_merge: String,
 }
 
 /// A folder name for a repository inside a session: letters, digits, `.`,
@@ -67,6 +71,9 @@ impl SessionRecord {
         names::check_session_id(&self.id)?;
         if !self.group.is_empty() {
             names::check_session_id(&self.group)?;
+        }
+        if !self.auto_merge.is_empty() {
+            names::check_branch(&self.auto_merge)?;
         }
         if !self.dir.is_empty() && !dir_ok(&self.dir) {
             return Err(GitError::InvalidSessionId {
@@ -190,6 +197,7 @@ mod tests {
             repo_path: "/r".into(),
             dir: String::new(),
             group: String::new(),
+            auto_merge: String::new(),
         }
     }
 

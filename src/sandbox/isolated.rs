@@ -32,6 +32,8 @@ pub struct Options {
     pub session_branch: Option<String>,
     /// Refuse uncommitted changes instead of carrying them in.
     pub clean_only: bool,
+    /// Merge the session into this branch when it ends.
+    pub auto_merge: Option<String>,
 }
 
 /// The host side of a session about to start.
@@ -93,7 +95,10 @@ fn scratch(tag: &str) -> Result<std::path::PathBuf, crate::git::GitError> {
 pub fn prepare(ws: &Path, options: &Options) -> Result<Prepared, crate::git::GitError> {
     use crate::git::{GitError, Repo, names};
     let repo = Repo::discover(ws)?;
-    if let Some(b) = &options.session_branch {
+    for b in [&options.session_branch, &options.auto_merge]
+        .into_iter()
+        .flatten()
+    {
         names::check_branch(b)?;
     }
     let named = options.branch.clone().or_else(|| {
@@ -199,6 +204,35 @@ pub async fn sync(
     }
 }
 
+/// `--auto-merge BRANCH`, once the session has ended and its commits are
+/// on the host: merge them into BRANCH (as `cci merge --into BRANCH`; a
+/// conflict changes nothing). `None`: not asked for; else what was done.
+pub fn auto_merge(rec: &crate::git::SessionRecord) -> Option<Result<String, String>> {
+    if rec.auto_merge.is_empty() {
+        return None;
+    }
+    let merged = (|| -> Result<crate::git::MergeOutcome, crate::git::GitError> {
+        let repo = crate::git::Repo::discover(&rec.repo_path)?;
+        repo.merge(
+            &rec.session_ref()?,
+            &rec.base,
+            Some(&rec.auto_merge),
+            crate::git::MergeMode::Merge,
+        )
+    })();
+    Some(
+        merged
+            .map(|m| {
+                format!(
+                    "merged into {} (now at {})",
+                    crate::config::printable(&m.branch),
+                    &m.tip[..m.tip.len().min(12)]
+                )
+            })
+            .map_err(|e| e.to_string()),
+    )
+}
+
 /// The records of isolated sessions: `git-sessions` under `root` (the
 /// saved-session folder), private.
 pub fn store(root: &Path) -> Result<crate::git::SessionStore, crate::git::GitError> {
@@ -284,6 +318,7 @@ pub async fn begin(
             repo_path: p.repo.top.clone(),
             dir: part.dir.clone(),
             group: start.id.clone(),
+            auto_merge: start.options.auto_merge.clone().unwrap_or_default(),
         };
         start.store.save(&rec).map_err(|e| e.to_string())?;
         let bundling = p

@@ -43,6 +43,8 @@ pub struct GitOutcome {
     /// Brought to the host (`None`: no new commits), or why not (the
     /// container is then kept, stopped, with them).
     pub received: Result<Option<crate::git::Received>, String>,
+    /// `--auto-merge`: what the merge did, or why it did not.
+    pub merged: Option<Result<String, String>>,
 }
 
 /// How a run ended.
@@ -169,7 +171,15 @@ where
                 super::isolated::sync(client, &launched.name, account, &record, g.max_bytes)
                     .await
                     .map_err(|e| e.to_string());
-            git.push(GitOutcome { record, received });
+            let merged = match &received {
+                Ok(_) => super::isolated::auto_merge(&record),
+                Err(_) => None,
+            };
+            git.push(GitOutcome {
+                record,
+                received,
+                merged,
+            });
         }
     }
     let keep_commits = git.iter().any(|g| g.received.is_err());

@@ -171,6 +171,17 @@ async fn git_sync(host: &Host, info: &SandboxInfo) -> Result<(), String> {
         super::isolated::sync(&host.client, &info.name, &info.account, rec, max)
             .await
             .map_err(|e| format!("{}: {e}", super::isolated::folder(&rec.dir)))?;
+        match super::isolated::auto_merge(rec) {
+            Some(Ok(done)) => tracing::info!("{}: session {} {done}", info.name, rec.id),
+            Some(Err(why)) => tracing::warn!(
+                "{}: session {} was not merged into {} ({why}); `cci merge {}` when ready",
+                info.name,
+                rec.id,
+                rec.auto_merge,
+                rec.id
+            ),
+            None => {}
+        }
     }
     Ok(())
 }
