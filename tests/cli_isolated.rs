@@ -242,6 +242,28 @@ echo "left uncommitted" > wip.txt
     let readme = git_ok(p, &["show", "review/agent:README"]);
     assert!(readme.contains("TWO (agent)"), "{readme}");
 
+    // Pick one commit only, into another new branch.
+    let shout = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["subject"] == "agent: shout two")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let picked = ok(&review(
+        p,
+        "merge",
+        &["--select", &shout, "--into", "picked"],
+    ));
+    assert!(picked.contains("1 commit(s) picked"), "{picked}");
+    assert!(git_ok(p, &["show", "picked:README"]).contains("TWO (agent)"));
+    assert!(
+        !git(p, &["show", "picked:wip.txt"]).status.success(),
+        "only the picked commit"
+    );
+
     // Merge into the checked-out branch once the host's own work is put
     // away: a fast-forward that updates the working tree.
     git_ok(p, &["checkout", "-q", "--", "README"]);
@@ -480,4 +502,40 @@ async fn several_repositories_go_in_side_by_side_and_come_back_each_to_its_own()
     let second = sessions[1]["id"].as_str().unwrap();
     let log = json(&review(p, "log", &[second, "--format", "json"]));
     assert_eq!(log[0]["subject"], "agent: web", "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn commits_that_cannot_come_back_stay_in_a_kept_container_and_come_later() {
+    let (ws, _canary) = repo("kept");
+    let p = ws.path();
+    let _s = Sessions(p.into());
+    // A bound the session's bundle exceeds (as a full disk would stop it).
+    let out = cci_in(p, "run")
+        .env("HOME", home())
+        .env("CCI_SESSION_MAX_BYTES", "1024")
+        .args(["--isolated", "--clean-only", "--", "sh", "-c"])
+        .arg("head -c 20000 /dev/urandom > big && git add big && git commit -qm big")
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("could not be brought to the host") && err.contains("kept stopped"),
+        "{err}"
+    );
+    let kept = containers_of(p).await;
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(
+        git_ok(p, &["for-each-ref", "refs/cci/"]),
+        "",
+        "nothing half-received"
+    );
+    // Started again, reviewing fetches them.
+    ok(&cci()
+        .env("HOME", home())
+        .args(["container", "start", &kept[0]])
+        .output()
+        .unwrap());
+    let log = ok(&review(p, "log", &[&kept[0]]));
+    assert!(log.contains("big"), "{log}");
 }
