@@ -327,6 +327,23 @@ async fn a_conflicting_merge_changes_nothing_and_loses_nothing() {
     );
     assert_eq!(std::fs::read(p.join(".git/index")).unwrap(), index);
     assert_eq!(git_ok(p, &["status", "--porcelain"]), "");
+    // Asked for: the conflict is left in git's usual state, and undone.
+    let out = review(p, "merge", &["--leave-conflicts"]);
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("git merge --abort"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(git_ok(p, &["status", "--porcelain"]), "UU README\n");
+    assert!(
+        std::fs::read_to_string(p.join("README"))
+            .unwrap()
+            .contains("<<<<<<<")
+    );
+    git_ok(p, &["merge", "--abort"]);
+    assert_eq!(git_ok(p, &["rev-parse", "HEAD"]), head);
+    assert_eq!(git_ok(p, &["status", "--porcelain"]), "");
     // Squashed into a new branch instead: fine.
     ok(&review(p, "merge", &["--squash", "--into", "agent-one"]));
     assert!(git_ok(p, &["show", "agent-one:README"]).contains("ONE (agent)"));

@@ -56,6 +56,9 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
     if let Some(e) = err.downcast_ref::<crate::git::GitError>() {
         return git_exit_code(e);
     }
+    if err.downcast_ref::<super::merge::LeftConflicts>().is_some() {
+        return EXIT_CONFLICT;
+    }
     if let Some(crate::image::BuildError::Network(e)) = err.downcast_ref() {
         return network_exit_code(e);
     }

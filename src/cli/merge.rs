@@ -27,6 +27,11 @@ pub struct MergeArgs {
     /// One commit with all of the session's changes.
     #[arg(long, conflicts_with = "select")]
     pub squash: bool,
+    /// On a conflict, leave it in the checked-out branch in git's usual
+    /// state (resolve, `git add`, `git commit`; `git merge --abort` undoes
+    /// it) instead of changing nothing.
+    #[arg(long, conflicts_with_all = ["into", "squash", "select"])]
+    pub leave_conflicts: bool,
     /// Pick commits: these ids (comma-separated), or chosen on the terminal
     /// when none are given.
     #[arg(long, value_name = "IDS", num_args = 0..=1, default_missing_value = "", value_delimiter = ',')]
@@ -136,7 +141,23 @@ fn merge_one(repo: &Repo, rec: &SessionRecord, args: &MergeArgs) -> anyhow::Resu
         (None, true) => MergeMode::Squash,
         (None, false) => MergeMode::Merge,
     };
-    let out = repo.merge(&rec.session_ref()?, &rec.base, args.into.as_deref(), mode)?;
+    let out = match repo.merge(&rec.session_ref()?, &rec.base, args.into.as_deref(), mode) {
+        Err(crate::git::GitError::Conflict { .. }) if args.leave_conflicts => {
+            let paths = repo.merge_leaving_conflicts(&rec.session_ref()?)?;
+            if paths.is_empty() {
+                return Ok(format!("session {} merged by git", rec.id));
+            }
+            return Err(LeftConflicts(
+                paths
+                    .iter()
+                    .map(|p| printable(p))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            )
+            .into());
+        }
+        r => r?,
+    };
     let what = match out.kind {
         MergeKind::UpToDate => "already up to date".to_string(),
         MergeKind::FastForward => "fast-forwarded".into(),
@@ -200,3 +221,10 @@ pub async fn discard(host: &Host, args: DiscardArgs) -> anyhow::Result<i32> {
     println!("discarded session {} ({count} commit(s))", first.group());
     Ok(0)
 }
+
+/// `--leave-conflicts`: the merge stopped with conflicts left to resolve.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the merge conflicts in: {0}; left in git's conflict state as asked: resolve them, `git add` and `git commit` (or `git merge --abort` undoes it)"
+)]
+pub struct LeftConflicts(pub String);

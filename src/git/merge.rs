@@ -392,3 +392,62 @@ impl Repo {
         Ok(())
     }
 }
+
+impl Repo {
+    /// Merge the session `session_ref` into the checked-out branch with
+    /// git's own `merge`, leaving a conflict in git's usual state (markers in
+    /// the files, `git merge --abort` undoes it) instead of changing nothing.
+    /// Only on the user's request (`cci merge --leave-conflicts`), through
+    /// the same runner: no hook or fsmonitor runs; drivers are the user's
+    /// own. The working tree must have no uncommitted changes to tracked
+    /// files. Returns the conflicting paths (empty: merged cleanly).
+    pub fn merge_leaving_conflicts(&self, session_ref: &str) -> Result<Vec<String>, GitError> {
+        let (sid, sbranch) = names::parse_session_ref(session_ref)?;
+        let session = self
+            .resolve_commit(session_ref)?
+            .ok_or_else(|| GitError::InvalidBranch {
+                name: session_ref.to_string(),
+                reason: "no such session ref",
+            })?;
+        if self.current_branch()?.is_none() {
+            return Err(GitError::DetachedHead);
+        }
+        let dirty = self
+            .cmd()
+            .args(["status", "--porcelain", "--untracked-files=no"])
+            .ok_text()?;
+        if !dirty.is_empty() {
+            return Err(GitError::WouldOverwrite { detail: dirty });
+        }
+        let msg = format!("Merge cci session {sid}/{sbranch}");
+        let out = self
+            .cmd()
+            .args([
+                "merge",
+                "--no-ff",
+                "--no-edit",
+                "-m",
+                &msg,
+                "--end-of-options",
+            ])
+            .arg(&session)
+            .run()?;
+        if out.success() {
+            return Ok(Vec::new());
+        }
+        let unmerged = self
+            .cmd()
+            .args(["diff", "--name-only", "--diff-filter=U", "-z"])
+            .ok()?;
+        let paths: Vec<String> = unmerged
+            .stdout
+            .split(|&b| b == 0)
+            .filter(|p| !p.is_empty())
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect();
+        if paths.is_empty() {
+            return Err(super::run::failed("merge", &out));
+        }
+        Ok(paths)
+    }
+}
