@@ -177,12 +177,12 @@ impl Effective {
             profile: None,
             image: d
                 .image
-                .unwrap_or_else(|| crate::image::DEFAULT_ALIAS.into()),
+                .unwrap_or_else(|| crate::config::DEFAULT_ALIAS.into()),
             persistent: d.persistent.unwrap_or(false),
             slot_limit: d.slot_limit.map_or(10, |n| n as u32),
             tool: t
                 .name
-                .unwrap_or_else(|| crate::sandbox::AGENTS[0].name.into()),
+                .unwrap_or_else(|| crate::config::AGENT_NAMES[0].into()),
             tool_binary: t.binary,
             tool_args: t.args.unwrap_or_default(),
             credentials_dir: path(t.credentials_dir),
@@ -210,7 +210,7 @@ impl Effective {
             allowed: n.allowed_domains.unwrap_or_default(),
             refresh_minutes: n
                 .refresh_interval_minutes
-                .unwrap_or(crate::network::DEFAULT_REFRESH_MINUTES),
+                .unwrap_or(crate::config::DEFAULT_REFRESH_MINUTES),
             dns_servers: n
                 .dns_servers
                 .unwrap_or_default()

@@ -7,12 +7,14 @@
 //!
 //! Pure but for reading the files and the environment; prints nothing.
 
+mod allow_entry;
 mod effective;
 mod env;
 mod file;
 pub mod schema;
 pub mod trust;
 mod values;
+mod vocab;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,12 +25,17 @@ use serde_json::{Map, Value};
 /// Escaping for the terminal (owned by [`crate::terminal`]; kept here for
 /// the configuration's messages and its callers).
 pub use crate::terminal::printable;
+pub use allow_entry::{BadAllowEntry, Entry as AllowEntry};
 pub use effective::{
     Account, DEFAULT_MEMORY, DEFAULT_PROCESSES, Effective, MountSpec, SessionLimits,
 };
 pub use file::{FileLayer, Layer, line_of, parse, read_file};
 pub use schema::{Document, KEYS, ModeName, Settings};
 pub use values::{expand_home, parse_duration, parse_size};
+pub use vocab::{
+    AGENT_NAMES, BLOCKED_V4, BLOCKED_V6, DEFAULT_ALIAS, DEFAULT_REFRESH_MINUTES, KERNEL_DENY,
+    parse_minutes, protected_path_ok,
+};
 
 /// Where a value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]

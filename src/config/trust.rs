@@ -167,9 +167,9 @@ pub fn special(net: ipnet::IpNet) -> bool {
         r.parse::<ipnet::IpNet>()
             .is_ok_and(|r| r.contains(&net.network()) || net.contains(&r.network()))
     };
-    wide || crate::network::rules::BLOCKED_V4
+    wide || crate::config::BLOCKED_V4
         .iter()
-        .chain(crate::network::rules::BLOCKED_V6)
+        .chain(crate::config::BLOCKED_V6)
         .chain(SPECIAL)
         .any(|r| overlaps(r))
 }

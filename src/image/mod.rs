@@ -38,8 +38,9 @@ pub async fn default_base(client: &Client) -> String {
         REMOTE_BASE.into()
     }
 }
-/// The alias of the default image sessions start from.
-pub const DEFAULT_ALIAS: &str = "cci";
+// The alias of the default image sessions start from: owned by the
+// configuration, whose default it is.
+pub use crate::config::DEFAULT_ALIAS;
 
 /// The build script of the default `cci` image.
 pub const DEFAULT_SCRIPT: &str = include_str!("../../image-scripts/build-cci.sh");

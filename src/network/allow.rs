@@ -16,47 +16,13 @@ use serde::{Deserialize, Serialize};
 use super::rules::{BLOCKED_V4, BLOCKED_V6};
 use super::{Error, PortName};
 
-/// One allowlist entry as the user wrote it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Entry {
-    /// A domain name, resolved on the host.
-    Domain(String),
-    /// A literal address or CIDR, admitted as written (the user's choice).
-    Net(IpNet),
-}
+// One allowlist entry as the user wrote it: owned by the configuration,
+// which validates every layer's entries.
+pub use crate::config::AllowEntry as Entry;
 
-impl Entry {
-    /// Parse `example.com`, `198.51.100.7`, `198.51.100.0/24` or `2001:db8::/32`.
-    pub fn parse(text: &str) -> Result<Entry, Error> {
-        let t = text.trim();
-        if let Ok(net) = t.parse::<IpNet>() {
-            return Ok(Entry::Net(net.trunc()));
-        }
-        if let Ok(ip) = t.parse::<IpAddr>() {
-            return Ok(Entry::Net(IpNet::from(ip)));
-        }
-        let name = t.trim_end_matches('.').to_ascii_lowercase();
-        let label_ok = |l: &str| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        };
-        if name.len() <= 253 && name.contains('.') && name.split('.').all(label_ok) {
-            return Ok(Entry::Domain(name));
-        }
-        Err(Error::BadAllowEntry(text.to_string()))
-    }
-}
-
-impl std::fmt::Display for Entry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Entry::Domain(d) => f.write_str(d),
-            Entry::Net(n) => write!(f, "{n}"),
-        }
+impl From<crate::config::BadAllowEntry> for Error {
+    fn from(e: crate::config::BadAllowEntry) -> Error {
+        Error::BadAllowEntry(e.0)
     }
 }
 
@@ -64,7 +30,7 @@ impl std::fmt::Display for Entry {
 pub fn parse_list(text: &str) -> Result<Vec<Entry>, Error> {
     text.split([',', ' ', '\n'])
         .filter(|s| !s.trim().is_empty())
-        .map(Entry::parse)
+        .map(|t| Entry::parse(t).map_err(Error::from))
         .collect()
 }
 

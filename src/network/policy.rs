@@ -22,8 +22,9 @@ pub mod keys {
     pub const METADATA: &str = "user.cci.network.metadata";
 }
 
-/// Allowlists are resolved again this often unless configured otherwise.
-pub const DEFAULT_REFRESH_MINUTES: f64 = 30.0;
+// How often allowlists are resolved again, and what a refresh interval may
+// be: owned by the configuration, which validates and defaults it.
+pub use crate::config::{DEFAULT_REFRESH_MINUTES, parse_minutes};
 
 /// A container's network mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -130,14 +131,6 @@ pub fn parse_servers(text: &str) -> Result<Vec<std::net::IpAddr>, Error> {
                 .map_err(|_| Error::Resolver(format!("{s:?} is not a DNS server address")))
         })
         .collect()
-}
-
-/// A refresh interval in minutes: positive and finite (fractions allowed).
-pub fn parse_minutes(text: &str) -> Option<f64> {
-    text.trim()
-        .parse::<f64>()
-        .ok()
-        .filter(|m| m.is_finite() && *m > 0.0 && *m <= 7.0 * 24.0 * 60.0)
 }
 
 #[cfg(test)]

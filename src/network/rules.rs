@@ -30,36 +30,9 @@ use super::{Mode, PORT_PREFIX, PortName};
 /// destination" between the bridge and the inet prerouting hook.
 pub const MARK: u32 = 0x0cc1_0000;
 
-/// Destinations restricted and allowlist modes never reach (IPv4): "this"
-/// network, private ranges, shared address space (CGNAT), loopback,
-/// link-local (cloud metadata), IETF protocol assignments, benchmarking,
-/// multicast and reserved.
-pub const BLOCKED_V4: &[&str] = &[
-    "0.0.0.0/8",
-    "10.0.0.0/8",
-    "100.64.0.0/10",
-    "127.0.0.0/8",
-    "169.254.0.0/16",
-    "172.16.0.0/12",
-    "192.0.0.0/24",
-    "192.168.0.0/16",
-    "198.18.0.0/15",
-    "224.0.0.0/3",
-];
-
-/// The IPv6 equivalents: unspecified, loopback, IPv4-mapped, NAT64 (the
-/// well-known prefix: a DNS64 answer for a private IPv4 address), local-use
-/// NAT64, discard, unique local (ULA), link-local, multicast.
-pub const BLOCKED_V6: &[&str] = &[
-    "::/127",
-    "::ffff:0:0/96",
-    "64:ff9b::/96",
-    "64:ff9b:1::/48",
-    "100::/64",
-    "fc00::/7",
-    "fe80::/10",
-    "ff00::/8",
-];
+// Destinations restricted and allowlist modes never reach (IPv4, IPv6):
+// owned by the configuration, whose trust checks refuse them too.
+pub use crate::config::{BLOCKED_V4, BLOCKED_V6};
 
 /// The host's side of the bridge the containers sit on.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -156,6 +156,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn agent_names_match_the_configuration_vocabulary_in_order() {
+        let names: Vec<&str> = AGENTS.iter().map(|a| a.name).collect();
+        assert_eq!(names, crate::config::AGENT_NAMES);
+    }
+
+    #[test]
     fn claude_runs_unattended_with_the_session_id() {
         let a = Agent::default_agent();
         assert_eq!(a.def.name, "claude");

@@ -20,7 +20,7 @@
 //! swapped `.git/hooks` for a link to `~/.ssh` between two sessions would
 //! otherwise have it mounted.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use super::mounts::WORKSPACE_MOUNT;
 use super::mounts::{Mount, resolve};
@@ -39,20 +39,9 @@ pub struct Plan {
     pub missing: Vec<String>,
 }
 
-/// A configured protected path is plain and relative (checked for every
-/// configuration layer).
-pub fn path_ok(rel: &str) -> Result<(), String> {
-    let p = Path::new(rel);
-    if rel.is_empty()
-        || p.is_absolute()
-        || !p.components().all(|c| matches!(c, Component::Normal(_)))
-    {
-        return Err(format!(
-            "{rel:?} must be a path inside the workspace: relative, without `.` or `..`"
-        ));
-    }
-    Ok(())
-}
+// A configured protected path is plain and relative: owned by the
+// configuration, which checks it for every layer.
+pub use crate::config::protected_path_ok as path_ok;
 
 fn mount(ws: &Path, rel: &str, readonly: bool) -> Mount {
     Mount {

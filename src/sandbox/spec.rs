@@ -44,19 +44,10 @@ pub mod keys {
     pub const GIT_SESSION: &str = "user.cci.git_session";
 }
 
-/// Kernel interfaces a sandbox goes without unless the configuration opts
-/// back in (`[incus] allow_syscalls`): each name stands for its system calls,
-/// which answer ENOSYS inside (so programs take their fallback paths).
-pub const KERNEL_DENY: &[(&str, &[&str])] = &[
-    (
-        "io_uring",
-        &["io_uring_setup", "io_uring_enter", "io_uring_register"],
-    ),
-    ("bpf", &["bpf"]),
-    ("userfaultfd", &["userfaultfd"]),
-    ("keyctl", &["keyctl", "add_key", "request_key"]),
-    ("perf_event_open", &["perf_event_open"]),
-];
+// Kernel interfaces a sandbox goes without unless the configuration opts
+// back in (`[incus] allow_syscalls`): owned by the configuration, which
+// validates the names.
+pub use crate::config::KERNEL_DENY;
 
 /// The instance keys that shrink what a sandbox can reach of the host: its
 /// own uid range, no guest API (`/dev/incus`), and the kernel interfaces of

@@ -195,7 +195,7 @@ pub(super) const RULES: &[Rule] = &[
                     .map(|w| all(&w.protected_paths))
                     .unwrap_or_default()
             },
-            check: crate::sandbox::protected_path_ok,
+            check: crate::config::protected_path_ok,
         },
     },
     Rule {
@@ -222,7 +222,7 @@ pub(super) const RULES: &[Rule] = &[
                     .unwrap_or_default()
             },
             check: |a| {
-                crate::network::Entry::parse(a)
+                crate::config::AllowEntry::parse(a)
                     .map(|_| ())
                     .map_err(|e| e.to_string())
             },
@@ -368,13 +368,12 @@ fn environment_ok(s: &Settings) -> Result<(), String> {
 
 /// `tool.name`: one of the agents cci knows.
 fn agent_ok(name: &str) -> Result<(), String> {
-    if crate::sandbox::AGENTS.iter().any(|a| a.name == name) {
+    if crate::config::AGENT_NAMES.contains(&name) {
         return Ok(());
     }
-    let names: Vec<&str> = crate::sandbox::AGENTS.iter().map(|a| a.name).collect();
     Err(format!(
         "unknown agent {name:?}; known agents: {}",
-        names.join(", ")
+        crate::config::AGENT_NAMES.join(", ")
     ))
 }
 
@@ -407,20 +406,17 @@ fn group_ok(g: &str) -> Result<(), String> {
 
 /// `incus.allow_syscalls`: one of the calls cci denies by default.
 fn syscall_ok(name: &str) -> Result<(), String> {
-    if crate::sandbox::KERNEL_DENY.iter().any(|(n, _)| *n == name) {
+    if crate::config::KERNEL_DENY.iter().any(|(n, _)| *n == name) {
         return Ok(());
     }
-    let names: Vec<&str> = crate::sandbox::KERNEL_DENY
-        .iter()
-        .map(|(n, _)| *n)
-        .collect();
+    let names: Vec<&str> = crate::config::KERNEL_DENY.iter().map(|(n, _)| *n).collect();
     Err(format!("{name:?} is not one of {}", names.join(", ")))
 }
 
 /// `network.refresh_interval_minutes`: minutes as the watcher takes them.
 fn refresh_ok(s: &Settings) -> Result<(), String> {
     match s.network.as_ref().and_then(|n| n.refresh_interval_minutes) {
-        Some(m) if crate::network::parse_minutes(&m.to_string()).is_none() => Err(format!(
+        Some(m) if crate::config::parse_minutes(&m.to_string()).is_none() => Err(format!(
             "{m} is not a number of minutes between 0 and 10080"
         )),
         _ => Ok(()),
