@@ -515,6 +515,38 @@ async fn several_repositories_go_in_side_by_side_and_come_back_each_to_its_own()
             "main\n"
         );
     }
+    // `[git] repos` in the workspace's .cci.toml: ignored until trusted,
+    // then the same session.
+    std::fs::write(p.join(".cci.toml"), "[git]\nrepos = [\"web\"]\n").unwrap();
+    let ls = "ls /workspace";
+    let out = cci_in(p, "run")
+        .env("HOME", home())
+        .args(["--", "sh", "-c", ls])
+        .output()
+        .unwrap();
+    assert!(
+        ok(&out).contains(".fake-agent"),
+        "the folder is mounted: {}",
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stderr).contains("git.repos"),
+        "{}",
+        text(&out.stderr)
+    );
+    ok(&cci()
+        .env("HOME", home())
+        .arg("trust")
+        .arg("-w")
+        .arg(p)
+        .output()
+        .unwrap());
+    let out = cci_in(p, "run")
+        .env("HOME", home())
+        .args(["--", "sh", "-c", ls])
+        .output()
+        .unwrap();
+    assert_eq!(ok(&out), "web\n", "{}", text(&out.stderr));
     // One repository's own id names only that one.
     let second = sessions[1]["id"].as_str().unwrap();
     let log = json(&review(p, "log", &[second, "--format", "json"]));

@@ -35,8 +35,22 @@ pub fn start(
         }
         return Ok(None);
     }
+    let ws = std::path::Path::new(workspace.path_str());
+    // `[git] repos`, relative to the workspace, when no flag names any.
+    let configured: Vec<std::path::PathBuf> = cfg
+        .git_repos
+        .iter()
+        .map(|r| ws.join(crate::config::expand_home(r)))
+        .collect();
+    let git = &if git.repos.is_empty() && git.repos_in.is_none() && !configured.is_empty() {
+        super::sandbox_args::GitArgs {
+            repos: configured,
+            ..git.clone()
+        }
+    } else {
+        git.clone()
+    };
     if git.repos.is_empty() && git.repos_in.is_none() {
-        let ws = std::path::Path::new(workspace.path_str());
         return Ok(Some(std::sync::Arc::new(begin_parts(
             cfg,
             git,

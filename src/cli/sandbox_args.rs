@@ -87,7 +87,11 @@ pub struct GitArgs {
 impl GitArgs {
     /// Whether the session is isolated (the flag, else `[git] mode`).
     pub fn isolated(&self, cfg: &crate::config::Effective) -> bool {
-        self.isolated || !self.repos.is_empty() || self.repos_in.is_some() || cfg.git_isolated
+        self.isolated
+            || !self.repos.is_empty()
+            || self.repos_in.is_some()
+            || cfg.git_isolated
+            || !cfg.git_repos.is_empty()
     }
 
     /// The options for `sandbox::isolated::prepare`.

@@ -146,6 +146,8 @@ pub struct Effective {
     pub writable_git_hooks: bool,
     /// `[git] mode = "isolated"`.
     pub git_isolated: bool,
+    /// `[git] repos`: repositories cloned into /workspace/NAME.
+    pub git_repos: Vec<String>,
 }
 
 /// Memory limit when nothing is configured.
@@ -242,6 +244,7 @@ impl Effective {
             protected_paths: w.protected_paths.unwrap_or_default(),
             writable_git_hooks: w.writable_git_hooks.unwrap_or(false),
             git_isolated: g.mode == Some(super::schema::GitMode::Isolated),
+            git_repos: g.repos.unwrap_or_default(),
         }
     }
 }
@@ -287,6 +290,7 @@ impl Effective {
                 "git.mode",
                 json!(if self.git_isolated { "isolated" } else { "mounted" }),
             ),
+            ("git.repos", json!(self.git_repos)),
             ("network.mode", json!(mode)),
             ("network.allowed_domains", json!(self.allowed)),
             ("network.refresh_interval_minutes", json!(self.refresh_minutes)),

@@ -111,6 +111,9 @@ pub struct Workspace {
 pub struct Git {
     /// `mounted` (the workspace folder) or `isolated` (a clone inside).
     pub mode: Option<GitMode>,
+    /// Repositories cloned into /workspace/NAME (paths relative to the
+    /// workspace; `~` expands); implies isolated.
+    pub repos: Option<Vec<String>>,
 }
 
 /// How the workspace's repository reaches the container.
@@ -353,6 +356,10 @@ pub const KEYS: &[(&str, &str)] = &[
     (
         "workspace.writable_git_hooks",
         "leave .git/hooks, .git/config and .git/info writable inside (default false; the same as --writable-git-hooks)",
+    ),
+    (
+        "git.repos",
+        "repositories an isolated session clones into /workspace/NAME, e.g. [\"../api\", \"../web\"] (relative to the workspace; implies isolated; the same as --repo)",
     ),
     (
         "git.mode",

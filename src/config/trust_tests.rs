@@ -375,6 +375,18 @@ fn protected_paths_are_only_added_and_git_hooks_only_kept_read_only() {
         .filter_map(|v| v.as_str())
         .collect();
     assert_eq!(got, [".envrc", ".vscode"], "added to, never replacing");
+    // Other repositories sent into the container: only once trusted.
+    assert!(!applies(
+        "",
+        "[git]\nrepos = [\"/home/me/private\"]\n",
+        "git.repos"
+    ));
+    assert!(applies("", "[git]\nmode = \"isolated\"\n", "git.mode"));
+    assert!(!applies(
+        "[git]\nmode = \"isolated\"\n",
+        "[git]\nmode = \"mounted\"\n",
+        "git.mode"
+    ));
     // An empty list removes nothing.
     let (flat, _) = gated(
         "[workspace]\nprotected_paths = [\".envrc\"]\n",

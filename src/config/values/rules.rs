@@ -186,6 +186,20 @@ pub(super) const RULES: &[Rule] = &[
         },
     },
     Rule {
+        section: "git",
+        key: "repos",
+        check: Check::Each {
+            get: |s| s.git.as_ref().map(|g| all(&g.repos)).unwrap_or_default(),
+            check: |p| {
+                if p.trim().is_empty() || p.chars().any(char::is_control) {
+                    Err(format!("{p:?} is not a folder path"))
+                } else {
+                    Ok(())
+                }
+            },
+        },
+    },
+    Rule {
         section: "workspace",
         key: "protected_paths",
         check: Check::Each {
