@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use common::agent::{Sessions, cci_in, json, ok, sh_in, text};
+use common::pty::{Screen, on_terminal, openpty, wait_exit};
 use common::{agent_workspace, cci, containers_left, containers_of};
 
 /// Host `git` in `ws` (the tests run as root in a folder owned by 1000).
@@ -262,6 +263,28 @@ echo "left uncommitted" > wip.txt
     assert!(
         !git(p, &["show", "picked:wip.txt"]).status.success(),
         "only the picked commit"
+    );
+
+    // On a terminal, --select asks which (oldest first): the second.
+    let (master, slave) = openpty(100, 30);
+    let mut cmd = cci();
+    cmd.env("HOME", home())
+        .args(["merge", "--select", "--into", "asked", "-w"])
+        .arg(p);
+    on_terminal(&mut cmd, &slave);
+    let mut child = cmd.spawn().unwrap();
+    drop(slave);
+    let mut screen = Screen::new(&master);
+    screen.expect("2  ");
+    screen.expect("agent: shout two");
+    screen.expect("commits to pick");
+    let mut tty = std::fs::File::from(master.try_clone().unwrap());
+    std::io::Write::write_all(&mut tty, b"2\n").unwrap();
+    screen.expect("1 commit(s) picked");
+    assert_eq!(wait_exit(&mut child, &mut screen).code(), Some(0));
+    assert_eq!(
+        git_ok(p, &["show", "asked:README"]),
+        git_ok(p, &["show", "picked:README"])
     );
 
     // Merge into the checked-out branch once the host's own work is put

@@ -284,7 +284,8 @@ pub fn folder(dir: &str) -> String {
 /// Seed container `name` (in `slot`) with every repository of `start` and
 /// record them; returns the records. Each record is written before its
 /// clone, so a session whose cci dies halfway is still known (and its
-/// commits fetchable while the container lives).
+/// commits fetchable while the container lives); a failed clone removes
+/// the records again (its container goes).
 pub async fn begin(
     client: &Client,
     name: &str,
@@ -301,7 +302,7 @@ pub async fn begin(
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let mut out = Vec::new();
+    let mut out: Vec<crate::git::SessionRecord> = Vec::new();
     for part in &start.parts {
         let p = &part.prepared;
         let rec = crate::git::SessionRecord {
@@ -320,32 +321,52 @@ pub async fn begin(
             group: start.id.clone(),
             auto_merge: start.options.auto_merge.clone().unwrap_or_default(),
         };
-        start.store.save(&rec).map_err(|e| e.to_string())?;
-        let bundling = p
-            .bundle
-            .lock()
-            .ok()
-            .and_then(|mut b| b.take())
-            .ok_or("the repository's bundle was taken already")?;
-        let (file, _bytes) = tokio::task::spawn_blocking(move || bundling.join())
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|_| "packing the repository failed".to_string())?
-            .map_err(|e| e.to_string())?;
-        seed(
-            client,
-            name,
-            account,
-            &file.0,
-            &folder(&part.dir),
-            &branch,
-            start.identity.clone(),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+        if let Err(e) = seed_part(client, name, account, start, part, &rec, &branch).await {
+            // The container goes: its records must not outlive it empty.
+            for r in out.iter().chain(std::iter::once(&rec)) {
+                let _ = start.store.remove(&r.id);
+            }
+            return Err(e);
+        }
         out.push(rec);
     }
     Ok(out)
+}
+
+/// Wait for one repository's bundle, record it, and clone it inside.
+async fn seed_part(
+    client: &Client,
+    name: &str,
+    account: &Account,
+    start: &Start,
+    part: &Part,
+    rec: &crate::git::SessionRecord,
+    branch: &str,
+) -> Result<(), String> {
+    let bundling = part
+        .prepared
+        .bundle
+        .lock()
+        .ok()
+        .and_then(|mut b| b.take())
+        .ok_or("the repository's bundle was taken already")?;
+    let (file, _bytes) = tokio::task::spawn_blocking(move || bundling.join())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|_| "packing the repository failed".to_string())?
+        .map_err(|e| e.to_string())?;
+    start.store.save(rec).map_err(|e| e.to_string())?;
+    seed(
+        client,
+        name,
+        account,
+        &file.0,
+        &folder(&part.dir),
+        branch,
+        start.identity.clone(),
+    )
+    .await
+    .map_err(|e| e.to_string())
 }
 
 /// The records of the session container `name` is marked with (`group`).
