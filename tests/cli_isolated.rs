@@ -541,7 +541,7 @@ async fn several_repositories_go_in_side_by_side_and_come_back_each_to_its_own()
     // `[git] repos` in the workspace's .cci.toml: ignored until trusted,
     // then the same session.
     std::fs::write(p.join(".cci.toml"), "[git]\nrepos = [\"web\"]\n").unwrap();
-    let ls = "ls /workspace";
+    let ls = "ls -A /workspace";
     let out = cci_in(p, "run")
         .env("HOME", home())
         .args(["--", "sh", "-c", ls])
