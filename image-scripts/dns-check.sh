@@ -44,15 +44,19 @@ local_stub() {
         grep -qE '^nameserver[[:space:]]+(127\.|::1)' /etc/resolv.conf 2>/dev/null
 }
 # systemd-resolved is on its way up (the container is still booting).
+# systemd-resolved is on its way up (the container is still booting): not
+# up yet (inactive, or systemd does not answer on its bus yet, as under
+# load) while the boot goes on. Only with systemd as init.
 resolved_starting() {
-    state=$(systemctl is-active systemd-resolved 2>/dev/null)
-    [ "$state" = activating ] && return 0
-    [ "$state" = inactive ] || return 1
-    [ "$(systemctl is-enabled systemd-resolved 2>/dev/null)" = enabled ] || return 1
-    case $(systemctl is-system-running 2>/dev/null) in
-    initializing | starting) return 0 ;;
+    [ -d /run/systemd/system ] || return 1
+    case $(systemctl is-active systemd-resolved 2>/dev/null) in
+    activating) return 0 ;;
+    active | failed) return 1 ;;
     esac
-    return 1
+    case $(systemctl is-system-running 2>/dev/null) in
+    running | degraded | maintenance | stopping) return 1 ;;
+    esac
+    return 0
 }
 
 was=$(servers)
