@@ -8,7 +8,7 @@ use super::Format;
 use super::output::{Col, Fixed, print_json};
 use crate::host::Host;
 use crate::image;
-use crate::incus::{self, Image, Publish};
+use crate::image::manage::{self, Cleaned, versions_prefix};
 
 /// `cci image` subcommands.
 #[derive(Debug, Subcommand)]
@@ -80,27 +80,13 @@ fn parse_keep(arg: &str) -> Result<usize, String> {
     }
 }
 
-/// The prefix versions are named after: `claudeyard-node-42-` (as the
-/// original's example wrote it) is `claudeyard-node-42`, whose versions are
-/// `claudeyard-node-42-YYYYMMDD-HHMMSS`.
-fn versions_prefix(given: &str) -> &str {
-    given.strip_suffix('-').unwrap_or(given)
-}
-
 pub async fn run(host: &Host, cmd: ImageCommand) -> anyhow::Result<i32> {
     let client = &host.client;
     match cmd {
         ImageCommand::List(args) => list(host, args).await,
         ImageCommand::Publish(args) => {
-            let mut p = Publish {
-                aliases: vec![args.alias.clone()],
-                ..Default::default()
-            };
-            let description = args
-                .description
-                .unwrap_or_else(|| format!("published from {} by cci", args.container));
-            p.properties.insert("description".into(), description);
-            let fingerprint = client.publish_instance(&args.container, &p).await?;
+            let fingerprint =
+                manage::publish(client, &args.container, &args.alias, args.description).await?;
             println!(
                 "published {} as {} ({fingerprint})",
                 args.container, args.alias
@@ -108,8 +94,7 @@ pub async fn run(host: &Host, cmd: ImageCommand) -> anyhow::Result<i32> {
             Ok(0)
         }
         ImageCommand::Delete(arg) => {
-            let fingerprint = resolve(host, &arg.name).await?;
-            client.delete_image(&fingerprint).await?;
+            let fingerprint = manage::delete(client, &arg.name).await?;
             println!("deleted image {} ({fingerprint})", arg.name);
             Ok(0)
         }
@@ -122,35 +107,8 @@ pub async fn run(host: &Host, cmd: ImageCommand) -> anyhow::Result<i32> {
     }
 }
 
-/// The fingerprint an alias (or a unique fingerprint prefix) names.
-async fn resolve(host: &Host, name: &str) -> anyhow::Result<String> {
-    let client = &host.client;
-    match client.image_alias(name).await {
-        Ok(a) => return Ok(a.target),
-        Err(e) if !e.is_not_found() => return Err(e.into()),
-        Err(_) => {}
-    }
-    let all = client.images().await?;
-    let found: Vec<&Image> = all
-        .iter()
-        .filter(|i| name.len() >= 12 && i.fingerprint.starts_with(name))
-        .collect();
-    match found[..] {
-        [one] => Ok(one.fingerprint.clone()),
-        _ => Err(incus::Error::NotFound(format!("image {name:?}")).into()),
-    }
-}
-
 async fn list(host: &Host, args: ImageListArgs) -> anyhow::Result<i32> {
-    let client = &host.client;
-    let prefix = args.prefix.unwrap_or_else(|| "cci".into());
-    let mut images: Vec<Image> = client
-        .images()
-        .await?
-        .into_iter()
-        .filter(|i| args.all || i.aliases.iter().any(|a| a.name.starts_with(&prefix)))
-        .collect();
-    images.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    let images = manage::list(&host.client, args.prefix.as_deref(), args.all).await?;
     match args.format {
         Format::Json => {
             let v: Vec<_> = images
@@ -209,7 +167,6 @@ async fn list(host: &Host, args: ImageListArgs) -> anyhow::Result<i32> {
 }
 
 async fn cleanup(host: &Host, args: CleanupArgs) -> anyhow::Result<i32> {
-    let client = &host.client;
     let prefix = versions_prefix(&args.prefix);
     if prefix.is_empty() {
         return Err(super::UsageError(format!(
@@ -218,29 +175,12 @@ async fn cleanup(host: &Host, args: CleanupArgs) -> anyhow::Result<i32> {
         ))
         .into());
     }
-    let current = match client.image_alias(prefix).await {
-        Ok(a) => Some(a.target),
-        Err(e) if e.is_not_found() => None,
-        Err(e) => return Err(e.into()),
-    };
-    let mut versions: Vec<(String, String, String)> = Vec::new();
-    for i in client.images().await? {
-        for a in &i.aliases {
-            if let Some(stamp) = image::version_stamp(prefix, &a.name) {
-                versions.push((stamp.to_string(), a.name.clone(), i.fingerprint.clone()));
-            }
-        }
-    }
-    versions.sort_by(|a, b| b.0.cmp(&a.0));
     let mut code = 0;
-    for (_, alias, fingerprint) in versions.into_iter().skip(args.keep) {
-        if current.as_deref() == Some(fingerprint.as_str()) {
-            println!("kept {alias}: `{prefix}` points to it");
-            continue;
-        }
-        match client.delete_image(&fingerprint).await {
-            Ok(()) => println!("deleted {alias}"),
-            Err(e) => {
+    for step in manage::cleanup(&host.client, prefix, args.keep).await? {
+        match step {
+            Cleaned::Current(alias) => println!("kept {alias}: `{prefix}` points to it"),
+            Cleaned::Deleted(alias) => println!("deleted {alias}"),
+            Cleaned::Failed(alias, e) => {
                 eprintln!("cci: {alias}: {e}");
                 code = 1;
             }

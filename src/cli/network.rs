@@ -2,12 +2,10 @@
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Subcommand};
-use serde::Serialize;
 
 use super::output::{Col, Fixed, print_json};
 use super::{Format, UsageError};
 use crate::host::Host;
-use crate::incus::InstanceStatus;
 use crate::network::{self, Mode, Policy};
 use crate::sandbox::plan_policy;
 
@@ -84,16 +82,6 @@ pub struct StatusArgs {
     pub format: Format,
 }
 
-#[derive(Debug, Serialize)]
-struct Row {
-    container: String,
-    state: InstanceStatus,
-    mode: String,
-    port: String,
-    rules: bool,
-    dropped: u64,
-}
-
 pub async fn run(host: &Host, cmd: NetworkCommand) -> anyhow::Result<i32> {
     let client = &host.client;
     let fw = &host.firewall;
@@ -135,24 +123,7 @@ pub fn report(r: &network::Reconciled) {
 }
 
 async fn status(host: &Host, a: StatusArgs) -> anyhow::Result<i32> {
-    let client = &host.client;
-    let state = host.policy().state()?;
-    let mut rows = Vec::new();
-    for i in client.instances("", false).await? {
-        let Some(policy) = Policy::of(&i) else {
-            continue;
-        };
-        let port = network::port_of(&i);
-        let dropped = port.as_ref().and_then(|p| state.ports.get(p).copied());
-        rows.push(Row {
-            container: i.name.clone(),
-            state: i.status.clone(),
-            mode: policy.map_or_else(|e| format!("invalid ({e})"), |p| p.mode.to_string()),
-            port: port.map(|p| p.to_string()).unwrap_or_default(),
-            rules: dropped.is_some(),
-            dropped: dropped.unwrap_or(0),
-        });
-    }
+    let (rows, state) = network::status(&host.client, host.policy()).await?;
     match a.format {
         Format::Json => print_json(&serde_json::json!({
             "containers": rows,

@@ -7,6 +7,7 @@
 mod base;
 pub mod dns;
 pub mod ensure;
+pub mod manage;
 
 use std::time::Duration;
 

@@ -25,6 +25,7 @@ mod port;
 pub mod ready;
 pub mod reuse;
 pub mod rules;
+mod status;
 mod upkeep;
 mod watch;
 
@@ -38,6 +39,7 @@ pub use nft::{Firewall, Nft, State};
 pub use policy::{DEFAULT_REFRESH_MINUTES, Mode, Policy, keys, parse_minutes, parse_servers};
 pub use port::{PORT_PREFIX, PortName, port_of};
 pub use rules::{Bridge, PortRules};
+pub use status::{StatusRow, status};
 pub use upkeep::{Reconciled, reconcile, refresh};
 pub use watch::{spawn_watcher, watch, watcher_running};
 
