@@ -11,9 +11,7 @@ use crate::terminal::printable_lines;
 /// The records of isolated sessions: `git-sessions` in the saved-session
 /// folder (`[paths] sessions_dir`, else `~/.cci`), private.
 pub fn store(cfg: &crate::config::Effective) -> anyhow::Result<SessionStore> {
-    Ok(isolated::store(&crate::session::store_root(
-        cfg.sessions_dir.as_deref(),
-    )?)?)
+    Ok(isolated::store(cfg.sessions_dir.as_deref())?)
 }
 
 /// An isolated session about to start for `workspace` (`None`: mounted).

@@ -82,8 +82,14 @@ pub(super) async fn resolve_fresh(
     which: &Which,
 ) -> anyhow::Result<Vec<(Repo, SessionRecord)>> {
     let found = resolve(host, which)?;
+    // The repositories of one session share its container: look it up once.
+    let mut looked: Option<(String, Option<crate::sandbox::SandboxInfo>)> = None;
     for (_, rec) in &found {
-        if let Ok(info) = crate::sandbox::info(host, &rec.container).await
+        if looked.as_ref().map(|(n, _)| n) != Some(&rec.container) {
+            let info = crate::sandbox::info(host, &rec.container).await.ok();
+            looked = Some((rec.container.clone(), info));
+        }
+        if let Some((_, Some(info))) = &looked
             && info.git_session == rec.group()
             && info.state == InstanceStatus::Running
         {

@@ -179,14 +179,8 @@ impl Repo {
         into: Option<&str>,
         mode: MergeMode,
     ) -> Result<MergeOutcome, GitError> {
-        let (sid, sbranch) = names::parse_session_ref(session_ref)?;
+        let (sid, sbranch, session) = self.session_tip(session_ref)?;
         names::check_oid(base)?;
-        let session = self
-            .resolve_commit(session_ref)?
-            .ok_or_else(|| GitError::InvalidBranch {
-                name: session_ref.to_string(),
-                reason: "no such session ref",
-            })?;
         let current = self.current_branch()?;
         let (branch, is_current) = match into {
             None => (current.clone().ok_or(GitError::DetachedHead)?, true),
@@ -394,6 +388,21 @@ impl Repo {
 }
 
 impl Repo {
+    /// The session id, branch and tip commit of `session_ref`.
+    fn session_tip<'a>(
+        &self,
+        session_ref: &'a str,
+    ) -> Result<(&'a str, &'a str, String), GitError> {
+        let (sid, sbranch) = names::parse_session_ref(session_ref)?;
+        let tip = self
+            .resolve_commit(session_ref)?
+            .ok_or_else(|| GitError::InvalidBranch {
+                name: session_ref.to_string(),
+                reason: "no such session ref",
+            })?;
+        Ok((sid, sbranch, tip))
+    }
+
     /// Merge the session `session_ref` into the checked-out branch with
     /// git's own `merge`, leaving a conflict in git's usual state (markers in
     /// the files, `git merge --abort` undoes it) instead of changing nothing.
@@ -402,13 +411,7 @@ impl Repo {
     /// own. The working tree must have no uncommitted changes to tracked
     /// files. Returns the conflicting paths (empty: merged cleanly).
     pub fn merge_leaving_conflicts(&self, session_ref: &str) -> Result<Vec<String>, GitError> {
-        let (sid, sbranch) = names::parse_session_ref(session_ref)?;
-        let session = self
-            .resolve_commit(session_ref)?
-            .ok_or_else(|| GitError::InvalidBranch {
-                name: session_ref.to_string(),
-                reason: "no such session ref",
-            })?;
+        let (sid, sbranch, session) = self.session_tip(session_ref)?;
         if self.current_branch()?.is_none() {
             return Err(GitError::DetachedHead);
         }

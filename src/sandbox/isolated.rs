@@ -233,9 +233,13 @@ pub fn auto_merge(rec: &crate::git::SessionRecord) -> Option<Result<String, Stri
     )
 }
 
-/// The records of isolated sessions: `git-sessions` under `root` (the
-/// saved-session folder), private.
-pub fn store(root: &Path) -> Result<crate::git::SessionStore, crate::git::GitError> {
+/// The records of isolated sessions: `git-sessions` in the saved-session
+/// folder (`[paths] sessions_dir`, else `~/.cci`), private.
+pub fn store(
+    sessions_dir: Option<&Path>,
+) -> Result<crate::git::SessionStore, crate::git::GitError> {
+    let root = crate::session::store_root(sessions_dir)
+        .map_err(|e| crate::git::GitError::io("cannot open the saved-session folder", e))?;
     let dir = root.join("git-sessions");
     let store = crate::git::SessionStore::at(&dir)?;
     use std::os::unix::fs::PermissionsExt;
@@ -421,15 +425,14 @@ pub fn dir_names(repos: &[std::path::PathBuf]) -> Vec<String> {
 /// configuration), for commits made inside.
 pub fn host_identity(repo: &crate::git::Repo) -> Option<(String, String)> {
     let get = |key: &str| -> Option<String> {
-        let out = std::process::Command::new("git")
-            .arg("-C")
-            .arg(&repo.top)
+        let out = repo
+            .git()
+            .cmd(Some(&repo.top))
             .args(["config", "--get", key])
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .output()
+            .run()
             .ok()?;
-        let v = String::from_utf8(out.stdout).ok()?.trim().to_string();
-        (!v.is_empty() && !v.chars().any(char::is_control)).then_some(v)
+        let v = out.text().trim().to_string();
+        (out.success() && !v.is_empty() && !v.chars().any(char::is_control)).then_some(v)
     };
     Some((get("user.name")?, get("user.email")?))
 }

@@ -161,9 +161,8 @@ async fn git_sync(host: &Host, info: &SandboxInfo) -> Result<(), String> {
     if info.git_session.is_empty() {
         return Ok(());
     }
-    let root =
-        session::store_root(host.config.sessions_dir.as_deref()).map_err(|e| e.to_string())?;
-    let store = super::isolated::store(&root).map_err(|e| e.to_string())?;
+    let store =
+        super::isolated::store(host.config.sessions_dir.as_deref()).map_err(|e| e.to_string())?;
     let max = host.config.session.max_bytes;
     let records =
         super::isolated::records_of(&store, &info.git_session).map_err(|e| e.to_string())?;
