@@ -538,9 +538,13 @@ async fn several_repositories_go_in_side_by_side_and_come_back_each_to_its_own()
             "main\n"
         );
     }
-    // `[git] repos` in the workspace's .cci.toml: ignored until trusted,
-    // then the same session.
-    std::fs::write(p.join(".cci.toml"), "[git]\nrepos = [\"web\"]\n").unwrap();
+    // `[git] repos` and `[[repos]]` in the workspace's .cci.toml: ignored
+    // until trusted, then the same session.
+    std::fs::write(
+        p.join(".cci.toml"),
+        "[git]\nrepos = [\"web\"]\n[[repos]]\npath = \"api\"\n",
+    )
+    .unwrap();
     let ls = "ls -A /workspace";
     let out = cci_in(p, "run")
         .env("HOME", home())
@@ -569,7 +573,7 @@ async fn several_repositories_go_in_side_by_side_and_come_back_each_to_its_own()
         .args(["--", "sh", "-c", ls])
         .output()
         .unwrap();
-    assert_eq!(ok(&out), "web\n", "{}", text(&out.stderr));
+    assert_eq!(ok(&out), "api\nweb\n", "{}", text(&out.stderr));
     // One repository's own id names only that one.
     let second = sessions[1]["id"].as_str().unwrap();
     let log = json(&review(p, "log", &[second, "--format", "json"]));
@@ -610,4 +614,160 @@ async fn commits_that_cannot_come_back_stay_in_a_kept_container_and_come_later()
         .unwrap());
     let log = ok(&review(p, "log", &[&kept[0]]));
     assert!(log.contains("big"), "{log}");
+}
+
+/// The seed mirror of `ws`'s repository in the tests' home (the one that
+/// holds `commit`).
+fn mirror_of(commit: &str) -> std::path::PathBuf {
+    let root = home().join(".cci/git-mirrors");
+    std::fs::read_dir(&root)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|m| {
+            m.extension().is_some_and(|x| x == "git")
+                && Command::new("git")
+                    .arg(format!("--git-dir={}", m.display()))
+                    .args(["-c", "safe.directory=*", "cat-file", "-e"])
+                    .arg(format!("{commit}^{{commit}}"))
+                    .status()
+                    .unwrap()
+                    .success()
+        })
+        .unwrap_or_else(|| panic!("no mirror in {} holds {commit}", root.display()))
+}
+
+/// Each pack of a mirror and its size.
+fn packs(mirror: &Path) -> std::collections::BTreeMap<String, u64> {
+    std::fs::read_dir(mirror.join("objects/pack"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "pack"))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                e.metadata().unwrap().len(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_session_brings_only_what_changed_and_cannot_change_what_the_next_gets() {
+    let (ws, _canary) = repo("mirror");
+    let p = ws.path();
+    let _s = Sessions(p.into());
+    // 1.7 MB of random hex (about 1 MB packed).
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let big: String = (0..100_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            format!("{x:016x}\n")
+        })
+        .collect();
+    std::fs::write(p.join("big.txt"), big).unwrap();
+    git_ok(p, &["add", "big.txt"]);
+    git_ok(p, &["commit", "-qm", "big"]);
+    let first = git_ok(p, &["rev-parse", "HEAD"]).trim().to_string();
+    // The first session: the agent, root inside, tries to change what the
+    // next session is given. Positive control: it still reads the
+    // repository and commits to its own clone.
+    let attack = r#"m=/var/lib/cci-git/0
+test -f "$m/HEAD" || echo NO-MIRROR
+grep -q "$m/objects" /workspace/.git/objects/info/alternates && echo BORROWS
+wc -l < /workspace/big.txt
+for f in HEAD objects/evil refs/heads/main config; do
+  if ( echo x > "$m/$f" ) 2>/dev/null; then echo "WROTE $f"; fi
+done
+for p in "$m"/objects/pack/*.pack; do
+  if ( printf x | dd of="$p" bs=1 seek=100 conv=notrunc ) 2>/dev/null; then echo "WROTE pack"; fi
+done
+if mount -o remount,rw "$m" 2>/dev/null; then echo REMOUNTED; fi
+if mount -o remount,rw,bind "$m" 2>/dev/null && ( echo x > "$m/evil" ) 2>/dev/null; then echo REMOUNTED-BIND; fi"#;
+    let out = run_isolated(
+        p,
+        &["--clean-only"],
+        &format!(
+            "sudo sh -c '{}'; git commit -q --allow-empty -m inside && echo COMMITTED",
+            attack.replace('\'', "'\\''")
+        ),
+    );
+    let said = ok(&out);
+    assert!(!said.contains("NO-MIRROR"), "{said}");
+    assert!(
+        said.contains("BORROWS"),
+        "the clone borrows the mirror: {said}"
+    );
+    assert!(said.contains("100000"), "{said}");
+    assert!(said.contains("COMMITTED"), "positive control: {said}");
+    for bad in ["WROTE", "REMOUNTED"] {
+        assert!(!said.contains(bad), "{said}");
+    }
+    let mirror = mirror_of(&first);
+    let after_first = packs(&mirror);
+    let whole: u64 = after_first.values().sum();
+    assert!(
+        whole > 500_000,
+        "the first session brought it all: {after_first:?}"
+    );
+    // A small change on the host: the second session brings only it.
+    std::fs::write(p.join("small.txt"), "a small change\n").unwrap();
+    git_ok(p, &["add", "small.txt"]);
+    git_ok(p, &["commit", "-qm", "small"]);
+    let out = run_isolated(
+        p,
+        &["--clean-only"],
+        "cat /workspace/small.txt; wc -l < /workspace/big.txt; git log --format=%s | head -3",
+    );
+    let said = ok(&out);
+    assert!(
+        said.contains("a small change") && said.contains("100000"),
+        "{said}"
+    );
+    let after_second = packs(&mirror);
+    for (name, size) in &after_first {
+        assert_eq!(
+            after_second.get(name),
+            Some(size),
+            "packs are never rewritten"
+        );
+    }
+    let new: Vec<u64> = after_second
+        .iter()
+        .filter(|(n, _)| !after_first.contains_key(*n))
+        .map(|(_, s)| *s)
+        .collect();
+    assert_eq!(new.len(), 1, "{after_second:?}");
+    assert!(new[0] < 4_096, "only what changed: {new:?} bytes");
+    eprintln!("seed bytes: first {whole}, second {}", new[0]);
+    // The mirror is cci's: the host user owns it and nothing of the agent's
+    // is in it.
+    let refs = Command::new("git")
+        .arg(format!("--git-dir={}", mirror.display()))
+        .args([
+            "-c",
+            "safe.directory=*",
+            "for-each-ref",
+            "--format=%(refname)",
+        ])
+        .output()
+        .unwrap();
+    let refs = text(&refs.stdout);
+    assert!(
+        refs.lines().all(|r| r.starts_with("refs/heads/cci-seed-")),
+        "{refs}"
+    );
+    // Not used by any container and not recently: removable; used
+    // recently: kept.
+    let dry = ok(&cci()
+        .env("HOME", home())
+        .args(["clean", "--git-mirrors", "--dry-run"])
+        .output()
+        .unwrap());
+    assert!(
+        !dry.contains(&*mirror.to_string_lossy()),
+        "in use this hour: {dry}"
+    );
 }

@@ -29,6 +29,10 @@ pub struct CleanArgs {
     /// Remove saved sessions (agent states on the host) instead of containers.
     #[arg(long)]
     pub sessions: bool,
+    /// Remove the seed mirrors of isolated git sessions that no container
+    /// uses (they are made again, whole, by the next session).
+    #[arg(long, conflicts_with_all = ["orphans", "sessions", "all"])]
+    pub git_mirrors: bool,
     /// With --sessions: only those saved more than DAYS days ago.
     #[arg(long, value_name = "DAYS", requires = "sessions")]
     pub older_than: Option<u64>,
@@ -38,6 +42,9 @@ pub async fn clean(host: &Host, args: CleanArgs) -> anyhow::Result<i32> {
     let client = &host.client;
     if args.sessions {
         return super::session::clean(args.older_than, args.dry_run, args.force);
+    }
+    if args.git_mirrors {
+        return git_mirrors(host, &args).await;
     }
     if args.orphans {
         let r = crate::network::reconcile(client, host.policy()).await?;
@@ -56,6 +63,40 @@ pub async fn clean(host: &Host, args: CleanArgs) -> anyhow::Result<i32> {
     // --all: the saved sessions too, as the original's `clean --all` did.
     println!();
     super::session::clean(None, args.dry_run, args.force)
+}
+
+/// `cci clean --git-mirrors`.
+async fn git_mirrors(host: &Host, args: &CleanArgs) -> anyhow::Result<i32> {
+    use crate::sandbox::isolated::mirror;
+    let unused = mirror::unused(&host.client).await?;
+    if unused.is_empty() {
+        println!("no unused git mirror");
+        return Ok(0);
+    }
+    for m in &unused {
+        println!(
+            "{}  ({:.1} MB)",
+            crate::config::printable(&m.dir.display().to_string()),
+            m.bytes as f64 / 1e6
+        );
+    }
+    if args.dry_run {
+        return Ok(0);
+    }
+    if !confirm(
+        &format!("remove these {} git mirrors", unused.len()),
+        args.force,
+    )? {
+        return Ok(1);
+    }
+    let mut code = 0;
+    for m in &unused {
+        if let Err(e) = mirror::remove(&m.dir) {
+            eprintln!("cci: cannot remove {}: {e}", m.dir.display());
+            code = 1;
+        }
+    }
+    Ok(code)
 }
 
 /// The container part of `cci clean` (`--all`: stopped persistent ones too).

@@ -52,7 +52,9 @@ pub async fn run(host: &Host, args: RunArgs) -> anyhow::Result<i32> {
         return Ok(code);
     }
     let git = super::isolate::start(host.config, &workspace, &args.sandbox.git)?;
-    let extras = args.sandbox.extras(host, &workspace, false).await?;
+    let mut extras = args.sandbox.extras(host, &workspace, false).await?;
+    // An isolated session's repositories come from their seed mirrors.
+    extras.mounts.extend(git.iter().flat_map(|g| g.mounts()));
     let marks = match &git {
         Some(g) => vec![(sandbox::keys::GIT_SESSION, g.id.clone())],
         None => Vec::new(),

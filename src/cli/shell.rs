@@ -99,7 +99,9 @@ pub async fn shell(host: &Host, args: ShellArgs) -> anyhow::Result<i32> {
         (Some(agent), argv, true)
     };
     let git = super::isolate::start(host.config, &workspace, &args.sandbox.git)?;
-    let extras = args.sandbox.extras(host, &workspace, true).await?;
+    let mut extras = args.sandbox.extras(host, &workspace, true).await?;
+    // An isolated session's repositories come from their seed mirrors.
+    extras.mounts.extend(git.iter().flat_map(|g| g.mounts()));
     let marks = match &git {
         Some(g) => vec![(sandbox::keys::GIT_SESSION, g.id.clone())],
         None => Vec::new(),

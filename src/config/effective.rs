@@ -244,7 +244,12 @@ impl Effective {
             protected_paths: w.protected_paths.unwrap_or_default(),
             writable_git_hooks: w.writable_git_hooks.unwrap_or(false),
             git_isolated: g.mode == Some(super::schema::GitMode::Isolated),
-            git_repos: g.repos.unwrap_or_default(),
+            git_repos: g
+                .repos
+                .unwrap_or_default()
+                .into_iter()
+                .chain(s.repos.unwrap_or_default().into_iter().map(|r| r.path))
+                .collect(),
         }
     }
 }

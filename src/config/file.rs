@@ -195,7 +195,14 @@ pub fn line_of(text: &str, section: &str, key: Option<&str>) -> Option<usize> {
 
 /// The line of flat key `k` in `text`.
 pub(super) fn key_line(text: &str, k: &str) -> Option<usize> {
-    if k == "mounts" || k.ends_with(".mounts") {
+    // `[[mounts]]`, `[[repos]]`, and the same in a profile.
+    let table_list = |name: &str| {
+        k == name
+            || k.strip_prefix("profiles.")
+                .and_then(|r| r.split_once('.'))
+                .is_some_and(|(_, rest)| rest == name)
+    };
+    if table_list("mounts") || table_list("repos") {
         let section = k.to_string();
         return text
             .lines()

@@ -167,6 +167,15 @@ pub struct Mount {
     pub readonly: bool,
 }
 
+/// One `[[repos]]` entry: a repository an isolated session clones in (the
+/// table form of `[git] repos`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoEntry {
+    /// Its folder (relative to the workspace; `~` expands).
+    pub path: String,
+}
+
 /// A network mode name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -253,6 +262,8 @@ sections! {
     session: Session,
     /// `[[mounts]]`
     mounts: Vec<Mount>,
+    /// `[[repos]]`
+    repos: Vec<RepoEntry>,
 }
 
 /// `[profiles.*]` in either form, as settings.
@@ -415,5 +426,9 @@ pub const KEYS: &[(&str, &str)] = &[
     (
         "mounts",
         "[[mounts]] host = PATH, container = PATH, readonly = BOOL",
+    ),
+    (
+        "repos",
+        "[[repos]] path = PATH: a repository an isolated session clones into /workspace/NAME (the same as an entry of git.repos, which it adds to)",
     ),
 ];

@@ -277,6 +277,9 @@ pub fn gate(flat: &mut Flat, lower: &Merged) -> Verdict {
                 Some("profile definitions need `cci trust`".into())
             }
             None if key == "mounts" => Some("an untrusted file may add no mounts".into()),
+            None if key == "repos" => {
+                Some("an untrusted file may send no other repository in".into())
+            }
             None => Some("not a key an untrusted file may set".into()),
             Some(Rule::Stricter) => {
                 let b = below(&key);

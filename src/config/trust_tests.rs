@@ -381,6 +381,11 @@ fn protected_paths_are_only_added_and_git_hooks_only_kept_read_only() {
         "[git]\nrepos = [\"/home/me/private\"]\n",
         "git.repos"
     ));
+    assert!(!applies(
+        "",
+        "[[repos]]\npath = \"/home/me/private\"\n",
+        "repos"
+    ));
     assert!(applies("", "[git]\nmode = \"isolated\"\n", "git.mode"));
     assert!(!applies(
         "[git]\nmode = \"isolated\"\n",

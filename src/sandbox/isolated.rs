@@ -1,6 +1,7 @@
 //! The container side of an isolated git session (`--isolated`): the
-//! repository goes in as one bundle and is cloned at /workspace on the
-//! session branch, with no remote; at the end the session's new commits come
+//! repository's start commit goes into its seed mirror (only what the
+//! mirror lacks, see [`mirror`]), which the container mounts read-only and
+//! clones at /workspace on the session branch, with no remote; at the end the session's new commits come
 //! out as one bundle, which the host side ([`crate::git`]) verifies and
 //! fetches with nothing of the session's config, hooks or filters.
 //!
@@ -11,16 +12,20 @@
 use std::path::Path;
 
 mod inside;
+pub mod mirror;
 
 pub use inside::{Collected, IsolatedError, collect, seed};
+pub use mirror::Mirror;
 
 use crate::config::Account;
 use crate::incus::Client;
 use crate::sandbox::mounts::WORKSPACE_MOUNT;
 
-/// The ref name the seed bundle carries; the session branch is made from it
-/// inside.
-pub const START_BRANCH: &str = "cci-start";
+/// Where the seed mirror of a session's `n`th repository appears inside
+/// (read-only).
+pub fn mirror_at(n: usize) -> String {
+    format!("/var/lib/cci-git/{n}")
+}
 
 /// How an isolated session starts (`--branch`, `--session-branch`,
 /// `--clean-only`).
@@ -43,20 +48,24 @@ pub struct Prepared {
     pub repo: crate::git::Repo,
     /// The host commit the session starts from.
     pub base: String,
+    /// The session's first commit (`base`, or the commit carrying
+    /// uncommitted changes on top of it).
+    pub start: String,
     /// Paths of uncommitted changes carried in as the first commit.
     pub carried: Vec<String>,
-    /// The bundle to clone inside, being made meanwhile (it is ready by
-    /// the time the container is, usually): its file (removed when
-    /// dropped) and size.
-    pub bundle: std::sync::Mutex<Option<Bundling>>,
+    /// The repository's seed mirror.
+    pub mirror: Mirror,
+    /// The start going into the mirror meanwhile (it is there by the time
+    /// the container is, usually): the bytes that went in.
+    pub seeding: std::sync::Mutex<Option<Seeding>>,
     /// What is not carried (submodules, LFS content), said to the user.
     pub notes: Vec<String>,
     /// The options.
     pub options: Options,
 }
 
-/// The thread making a session's bundle.
-pub type Bundling = std::thread::JoinHandle<Result<(TempFile, u64), crate::git::GitError>>;
+/// The thread adding a session's start to the mirror.
+pub type Seeding = std::thread::JoinHandle<Result<u64, crate::git::GitError>>;
 
 /// A host file removed when dropped.
 #[derive(Debug)]
@@ -137,20 +146,20 @@ pub fn prepare(ws: &Path, options: &Options) -> Result<Prepared, crate::git::Git
     if repo.uses_lfs {
         notes.push("Git LFS files go in as their pointer files, not their content".into());
     }
-    // Packing a large repository takes a while: it runs while the container
-    // is made, and `begin` waits for it.
+    // Packing what the mirror lacks takes a while for a new large
+    // repository: it runs while the container is made; `begin` waits.
     let path = scratch("seed")?;
-    let packer = repo.clone();
-    let bundling = std::thread::spawn(move || {
-        let file = TempFile(path.clone());
-        let info = packer.bundle_to(&start, START_BRANCH, &[], &path)?;
-        Ok((file, info.bytes))
-    });
+    let mirror = Mirror::of(&repo)?;
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let (packer, into, first) = (repo.clone(), mirror.clone(), start.clone());
+    let seeding = std::thread::spawn(move || into.add(&packer, &first, &id, &path));
     Ok(Prepared {
         repo,
         base,
+        start,
         carried,
-        bundle: std::sync::Mutex::new(Some(bundling)),
+        mirror,
+        seeding: std::sync::Mutex::new(Some(seeding)),
         notes,
         options: options.clone(),
     })
@@ -276,6 +285,21 @@ pub struct Start {
     pub identity: Option<(String, String)>,
 }
 
+impl Start {
+    /// The seed mirrors to mount, read-only, one per repository.
+    pub fn mounts(&self) -> Vec<crate::sandbox::Mount> {
+        self.parts
+            .iter()
+            .enumerate()
+            .map(|(n, p)| crate::sandbox::Mount {
+                host: p.prepared.mirror.dir.clone(),
+                container: mirror_at(n),
+                readonly: true,
+            })
+            .collect()
+    }
+}
+
 /// The folder of `dir` inside.
 pub fn folder(dir: &str) -> String {
     if dir.is_empty() {
@@ -307,7 +331,7 @@ pub async fn begin(
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let mut out: Vec<crate::git::SessionRecord> = Vec::new();
-    for part in &start.parts {
+    for (n, part) in start.parts.iter().enumerate() {
         let p = &part.prepared;
         let rec = crate::git::SessionRecord {
             id: part.id.clone(),
@@ -325,7 +349,7 @@ pub async fn begin(
             group: start.id.clone(),
             auto_merge: start.options.auto_merge.clone().unwrap_or_default(),
         };
-        if let Err(e) = seed_part(client, name, account, start, part, &rec, &branch).await {
+        if let Err(e) = seed_part(client, name, account, start, n, &rec, &branch).await {
             // The container goes: its records must not outlive it empty.
             for r in out.iter().chain(std::iter::once(&rec)) {
                 let _ = start.store.remove(&r.id);
@@ -337,34 +361,42 @@ pub async fn begin(
     Ok(out)
 }
 
-/// Wait for one repository's bundle, record it, and clone it inside.
+/// Wait for one repository's start to be in its mirror, record it, and
+/// clone it inside.
 async fn seed_part(
     client: &Client,
     name: &str,
     account: &Account,
     start: &Start,
-    part: &Part,
+    n: usize,
     rec: &crate::git::SessionRecord,
     branch: &str,
 ) -> Result<(), String> {
-    let bundling = part
+    let part = &start.parts[n];
+    let seeding = part
         .prepared
-        .bundle
+        .seeding
         .lock()
         .ok()
         .and_then(|mut b| b.take())
-        .ok_or("the repository's bundle was taken already")?;
-    let (file, _bytes) = tokio::task::spawn_blocking(move || bundling.join())
+        .ok_or("the repository's start was taken already")?;
+    let bytes = tokio::task::spawn_blocking(move || seeding.join())
         .await
         .map_err(|e| e.to_string())?
         .map_err(|_| "packing the repository failed".to_string())?
         .map_err(|e| e.to_string())?;
+    tracing::info!(
+        "{}: {bytes} bytes went into the seed mirror {}",
+        folder(&part.dir),
+        part.prepared.mirror.dir.display()
+    );
     start.store.save(rec).map_err(|e| e.to_string())?;
     seed(
         client,
         name,
         account,
-        &file.0,
+        &mirror_at(n),
+        &part.prepared.start,
         &folder(&part.dir),
         branch,
         start.identity.clone(),

@@ -10,11 +10,8 @@ use std::time::Duration;
 use tokio::io::AsyncWrite;
 
 use crate::config::Account;
-use crate::incus::{self, Client, ExecRequest, FileWrite};
+use crate::incus::{self, Client, ExecRequest};
 use crate::sandbox::mounts::WORKSPACE_MOUNT;
-
-/// Where the bundle waits inside until it is cloned.
-const SEED: &str = "/tmp/.cci-seed.bundle";
 
 /// The longest cci waits for the session's commits to be bundled.
 const COLLECT_TIME: Duration = Duration::from_secs(300);
@@ -33,39 +30,36 @@ pub enum IsolatedError {
     Io(String, std::io::Error),
 }
 
-/// Clone `bundle` (holding `refs/heads/cci-start`, [`START_BRANCH`]) at
-/// /workspace in `name`, as `account`, on a new branch `branch`, with no
-/// remote left and `identity` (name, email) as the repository's committer.
+/// Make the repository of `folder` in `name`, as `account`, on a new branch
+/// `branch` at commit `start`, borrowing its objects from the read-only
+/// seed mirror mounted at `mirror` (nothing is copied), with no remote and
+/// `identity` (name, email) as the repository's committer.
+#[allow(clippy::too_many_arguments)]
 pub async fn seed(
     client: &Client,
     name: &str,
     account: &Account,
-    bundle: &Path,
+    mirror: &str,
+    start: &str,
     folder: &str,
     branch: &str,
     identity: Option<(String, String)>,
 ) -> Result<(), IsolatedError> {
-    let file = tokio::fs::File::open(bundle)
-        .await
-        .map_err(|e| IsolatedError::Io(bundle.display().to_string(), e))?;
-    let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
-    let owner = FileWrite {
-        uid: account.uid,
-        gid: account.gid,
-        mode: 0o600,
-    };
-    client.write_file(name, SEED, body, owner).await?;
+    crate::git::names::check_oid(start).map_err(|e| IsolatedError::Inside(e.to_string()))?;
     let (who, mail) = identity.unwrap_or_else(|| ("cci agent".into(), "agent@cci.invalid".into()));
-    // $1 bundle, $2 branch, $3 folder, $4 name, $5 email.
+    // $1 mirror, $2 branch, $3 folder, $4 name, $5 email, $6 start. No
+    // clone: that would run git's transport in the mirror (which belongs
+    // to the host user, not the account); the objects are borrowed through
+    // `alternates`, the branch set and checked out.
     let script = r#"set -e
-git -c core.fsync=none -c checkout.workers=0 clone -q --branch cci-start "$1" "$3" 2>&1
+git init -q "$3" 2>&1
 cd "$3"
-git checkout -q -b "$2" 2>&1
-git branch -q -D cci-start 2>&1
-git remote remove origin
+printf '%s/objects\n' "$1" > .git/objects/info/alternates
+git symbolic-ref HEAD "refs/heads/$2"
+git update-ref "refs/heads/$2" "$6"
+git -c core.fsync=none -c checkout.workers=0 reset -q --hard 2>&1
 git config user.name "$4"
-git config user.email "$5"
-rm -f "$1""#;
+git config user.email "$5""#;
     let prep = ExecRequest::new(&[
         "install",
         "-d",
@@ -83,7 +77,7 @@ rm -f "$1""#;
         )));
     }
     let req = ExecRequest::new(&[
-        "sh", "-c", script, "cci-seed", SEED, branch, folder, &who, &mail,
+        "sh", "-c", script, "cci-seed", mirror, branch, folder, &who, &mail, start,
     ])
     .as_user(account.uid, account.gid)
     .env("HOME", &account.home);
