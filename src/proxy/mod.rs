@@ -32,5 +32,6 @@
 //! (rules only allow; see [`control`]).
 
 pub mod rules;
+pub mod sni;
 
 pub use rules::{OnUnknown, Policy, Rule, RuleError};
