@@ -31,7 +31,9 @@
 //! the upstream sockets); `Deny` on the control channel removes a rule
 //! (rules only allow; see [`control`]).
 
+pub mod log;
 pub mod rules;
 pub mod sni;
 
+pub use log::{Decision, DecisionLog, Follow, Sink, suggest, to_toml};
 pub use rules::{OnUnknown, Policy, Rule, RuleError};
