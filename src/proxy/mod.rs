@@ -31,9 +31,23 @@
 //! the upstream sockets); `Deny` on the control channel removes a rule
 //! (rules only allow; see [`control`]).
 
+pub mod approvals;
 pub mod log;
+pub mod resolve;
 pub mod rules;
+pub mod server;
 pub mod sni;
 
+pub use approvals::{Approvals, Pending};
 pub use log::{Decision, DecisionLog, Follow, Sink, suggest, to_toml};
+pub use resolve::{Dial, Resolve, SystemResolver, TcpDial};
 pub use rules::{OnUnknown, Policy, Rule, RuleError};
+pub use server::{Context, Limits, Policies, serve};
+
+/// Unix time in milliseconds.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
