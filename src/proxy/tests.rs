@@ -196,6 +196,22 @@ async fn proxy(
     upstream: SocketAddr,
     ask_timeout: Duration,
 ) -> Proxy {
+    let limits = Limits {
+        first_bytes_timeout: Duration::from_secs(2),
+        ..Limits::default()
+    };
+    proxy_with(rules, on_unknown, names, upstream, ask_timeout, limits).await
+}
+
+/// [`proxy`], with these limits.
+async fn proxy_with(
+    rules: &[&str],
+    on_unknown: OnUnknown,
+    names: &[(&str, &str)],
+    upstream: SocketAddr,
+    ask_timeout: Duration,
+    limits: Limits,
+) -> Proxy {
     let registry = Arc::new(Registry::in_memory());
     let rules: Vec<String> = rules.iter().map(|s| s.to_string()).collect();
     registry
@@ -218,10 +234,6 @@ async fn proxy(
         to: upstream,
         asked: Mutex::new(Vec::new()),
     });
-    let limits = Limits {
-        first_bytes_timeout: Duration::from_secs(2),
-        ..Limits::default()
-    };
     let ctx = Context::new(registry.clone(), Arc::new(Fixed(table)), log.clone())
         .with_dial(dial.clone())
         .with_approvals(approvals.clone())
@@ -700,4 +712,66 @@ async fn a_silent_tunnel_times_out() {
     assert!(closed(&mut s).await);
     assert_eq!(p.log.nth(1).await.reason, "timeout");
     assert!(up.received.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_idle_tunnel_is_closed_and_traffic_keeps_it_open() {
+    let (up, _) = echo().await;
+    let limits = Limits {
+        idle_timeout: Duration::from_millis(500),
+        ..Limits::default()
+    };
+    let p = proxy_with(
+        &["api.test", "127.0.0.0/8"],
+        OnUnknown::Deny,
+        LOCAL,
+        up,
+        Duration::from_secs(1),
+        limits,
+    )
+    .await;
+    let (mut s, _) = connect(p.addr, "api.test:443").await;
+    let h = hello(Some("api.test"));
+    assert_eq!(round_trip(&mut s, &h).await, h);
+    // Traffic every 100 ms, for longer than the idle timeout: still open.
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(round_trip(&mut s, b"x").await, b"x");
+    }
+    // Then silence: closed.
+    assert!(closed(&mut s).await);
+    let d = p.log.nth(1).await;
+    assert!(d.allowed);
+    assert_eq!(d.bytes_up, h.len() as u64 + 8);
+}
+
+#[tokio::test]
+async fn one_caller_cannot_hold_more_than_its_share() {
+    let (up, _) = echo().await;
+    let limits = Limits {
+        max_per_caller: 1,
+        ..Limits::default()
+    };
+    let p = proxy_with(
+        &["api.test", "127.0.0.0/8"],
+        OnUnknown::Deny,
+        LOCAL,
+        up,
+        Duration::from_secs(1),
+        limits,
+    )
+    .await;
+    let (mut first, head) = connect(p.addr, "api.test:443").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (mut second, head) = connect(p.addr, "api.test:443").await;
+    assert_eq!(head, "");
+    assert!(closed(&mut second).await);
+    assert_eq!(p.log.nth(1).await.reason, "busy");
+    // The first still works; once it is gone, there is room again.
+    let h = hello(Some("api.test"));
+    assert_eq!(round_trip(&mut first, &h).await, h);
+    drop(first);
+    p.log.nth(2).await;
+    let (_, head) = connect(p.addr, "api.test:443").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
 }
