@@ -775,3 +775,44 @@ async fn one_caller_cannot_hold_more_than_its_share() {
     let (_, head) = connect(p.addr, "api.test:443").await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
 }
+
+#[tokio::test]
+async fn run_serves_the_control_socket_and_keeps_policies_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = RunOptions::new(
+        vec!["127.0.0.1:0".parse().unwrap()],
+        dir.path().join("run").join("proxy.sock"),
+        dir.path().join("state.json"),
+        dir.path().join("decisions.log"),
+    );
+    let sock = opts.control.clone();
+    let ping = |sock: std::path::PathBuf| async move {
+        for _ in 0..500 {
+            if let Ok(r) = request(&sock, &Request::Ping).await {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the proxy never answered");
+    };
+    let first = tokio::spawn(run(opts.clone()));
+    assert_eq!(ping(sock.clone()).await, Response::Ok);
+    let set = Request::SetPolicy {
+        container: "c1".into(),
+        addresses: vec!["10.1.2.3".parse().unwrap()],
+        rules: vec!["a.example.com".into()],
+        on_unknown: OnUnknown::Ask,
+    };
+    assert_eq!(request(&sock, &set).await.unwrap(), Response::Ok);
+    first.abort();
+    let _ = first.await;
+    // A new proxy knows c1 (its rule can be removed).
+    let second = tokio::spawn(run(opts));
+    assert_eq!(ping(sock.clone()).await, Response::Ok);
+    let deny = Request::Deny {
+        container: "c1".into(),
+        rule: "a.example.com".into(),
+    };
+    assert_eq!(request(&sock, &deny).await.unwrap(), Response::Ok);
+    second.abort();
+}
