@@ -1,7 +1,7 @@
 //! cci: run AI coding agents in unprivileged Incus system containers.
 //!
 //! Layers, top to bottom: [`cli`] (argument parsing and output), the domain
-//! modules ([`sandbox`], [`network`], [`image`], [`health`], [`container`], [`terminal`]), and [`incus`], a typed client
+//! modules ([`sandbox`], [`network`], [`proxy`], [`image`], [`health`], [`container`], [`terminal`]), and [`incus`], a typed client
 //! for the Incus REST API that knows nothing about cci.
 //! The CLI builds one [`host::Host`] (client, firewall, configuration) and
 //! hands it down; the domain modules build no side effect of their own.
@@ -15,6 +15,7 @@ pub mod host;
 pub mod image;
 pub mod incus;
 pub mod network;
+pub mod proxy;
 pub mod sandbox;
 pub mod session;
 pub mod state;
