@@ -6,6 +6,7 @@ mod clean;
 mod completion;
 mod config;
 mod container;
+mod egress;
 mod exit;
 pub use exit::{
     EXIT_CONFLICT, EXIT_NETWORK, EXIT_NOT_FOUND, EXIT_PERMISSION, EXIT_UNREACHABLE, EXIT_UNSAFE,

@@ -13,16 +13,19 @@ use crate::sandbox::plan_policy;
 #[derive(Debug, Clone, Args)]
 pub struct NetworkArgs {
     /// Network mode: `restricted` (internet only: no LAN, cloud metadata, host
-    /// or other containers), `allowlist` (only --allow destinations) or `open`.
+    /// or other containers), `allowlist` (only --allow destinations, by
+    /// address), `proxy` (only --allow names, through cci's filtering proxy:
+    /// wildcards, NAME:PORT, a log of every connection) or `open`.
     /// [default: CCI_NETWORK, else `[network] mode`, else restricted]
     #[arg(
         long,
         value_name = "MODE",
-        value_parser = PossibleValuesParser::new(["restricted", "allowlist", "open"])
+        value_parser = PossibleValuesParser::new(["restricted", "allowlist", "proxy", "open"])
             .try_map(|m| m.parse::<Mode>())
     )]
     pub network: Option<Mode>,
-    /// Allowlist mode: a domain, IP address or CIDR the container may reach
+    /// Allowlist and proxy modes: a domain, IP address or CIDR the container
+    /// may reach; proxy mode also takes `*.example.com` and NAME:PORT
     /// (repeatable; replaces CCI_NETWORK_ALLOW and `[network] allowed_domains`).
     #[arg(long = "allow", value_delimiter = ',', value_name = "DOMAIN|IP|CIDR")]
     pub allow: Vec<String>,
@@ -53,7 +56,8 @@ impl NetworkArgs {
         let planned = plan_policy::plan(&flags, crate::config::current()).map_err(UsageError)?;
         if planned.allows_nothing {
             eprintln!(
-                "cci: allowlist mode with no --allow entries: the container gets no network access"
+                "cci: {} mode with no --allow entries: the container gets no network access",
+                planned.policy.mode
             );
         }
         Ok(planned.policy)
@@ -72,6 +76,72 @@ pub enum NetworkCommand {
     /// Keep the firewall in line in the background (started by cci itself).
     #[command(hide = true)]
     Watch,
+    /// The egress proxy of proxy-mode containers (started by cci itself).
+    #[command(hide = true)]
+    Proxy {
+        /// An address to listen on (repeatable).
+        #[arg(long)]
+        listen: Vec<std::net::SocketAddr>,
+        /// A DNS server to resolve with (repeatable; default: the host's).
+        #[arg(long)]
+        dns: Vec<std::net::IpAddr>,
+    },
+    /// Proxy mode: every connection a container asked for, allowed or not.
+    Log(LogArgs),
+    /// Proxy mode: let a running container reach RULE from its next
+    /// connection on (recorded on the container; `--save` also adds it to
+    /// your configuration's `[network] allowed_domains`).
+    Allow {
+        /// The container.
+        name: String,
+        /// A name, `*.example.com`, NAME:PORT, an address or a CIDR.
+        rule: String,
+        /// Also write it into ~/.config/cci/config.toml.
+        #[arg(long)]
+        save: bool,
+    },
+    /// Proxy mode: take RULE away from a running container (from its next
+    /// connection on).
+    Deny {
+        /// The container.
+        name: String,
+        /// A rule it has (as `cci network status` or `log` shows it).
+        rule: String,
+    },
+    /// Proxy mode with `on_unknown = "ask"`: the requests waiting for you.
+    Pending {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Proxy mode: let a waiting request through (`--always`: and every later
+    /// one to the same destination; the rule is recorded on the container).
+    Approve {
+        /// Its id (`cci network pending`).
+        id: String,
+        /// Add a rule for its destination.
+        #[arg(long)]
+        always: bool,
+    },
+    /// Proxy mode: a minimal allowlist from what a container asked for, as
+    /// TOML to paste into a configuration.
+    Suggest {
+        /// The container (or its session's container name).
+        name: String,
+    },
+}
+
+/// Options of `cci network log`.
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Only this container's connections.
+    pub name: Option<String>,
+    /// Keep printing new ones as they come.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Output format (`json`: one object per line).
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
 }
 
 /// Options of `cci network status`.
@@ -98,6 +168,23 @@ pub async fn run(host: &Host, cmd: NetworkCommand) -> anyhow::Result<i32> {
             report(&r);
             Ok(0)
         }
+        NetworkCommand::Proxy { listen, dns } => {
+            let dns = if dns.is_empty() {
+                host.config.dns_servers.clone()
+            } else {
+                dns
+            };
+            crate::network::egress::serve(client.clone(), listen, dns).await?;
+            Ok(0)
+        }
+        NetworkCommand::Log(a) => super::egress::log(a).await,
+        NetworkCommand::Allow { name, rule, save } => {
+            super::egress::allow(host, &name, &rule, save).await
+        }
+        NetworkCommand::Deny { name, rule } => super::egress::deny(host, &name, &rule).await,
+        NetworkCommand::Pending { format } => super::egress::pending(format).await,
+        NetworkCommand::Approve { id, always } => super::egress::approve(&id, always).await,
+        NetworkCommand::Suggest { name } => super::egress::suggest(&name),
         NetworkCommand::Watch => {
             let seen = std::sync::Mutex::default();
             network::watch(client, fw, || {

@@ -116,8 +116,10 @@ pub struct Effective {
     pub environment: Vec<(String, String)>,
     /// Network mode.
     pub network: ModeName,
-    /// Allowlist entries.
+    /// Allowlist entries (proxy mode: its rules).
     pub allowed: Vec<String>,
+    /// Proxy mode: unknown names wait for the user (`on_unknown = "ask"`).
+    pub ask_unknown: bool,
     /// Allowlist refresh minutes.
     pub refresh_minutes: f64,
     /// Allowlist DNS servers.
@@ -210,6 +212,7 @@ impl Effective {
                 .collect(),
             network: n.mode.or(d.network).unwrap_or(ModeName::Restricted),
             allowed: n.allowed_domains.unwrap_or_default(),
+            ask_unknown: n.on_unknown == Some(super::schema::OnUnknownName::Ask),
             refresh_minutes: n
                 .refresh_interval_minutes
                 .unwrap_or(crate::config::DEFAULT_REFRESH_MINUTES),
@@ -262,6 +265,7 @@ impl Effective {
         let mode = match self.network {
             ModeName::Restricted => "restricted",
             ModeName::Allowlist => "allowlist",
+            ModeName::Proxy => "proxy",
             ModeName::Open => "open",
         };
         vec![
@@ -298,6 +302,10 @@ impl Effective {
             ("git.repos", json!(self.git_repos)),
             ("network.mode", json!(mode)),
             ("network.allowed_domains", json!(self.allowed)),
+            (
+                "network.on_unknown",
+                json!(if self.ask_unknown { "ask" } else { "deny" }),
+            ),
             ("network.refresh_interval_minutes", json!(self.refresh_minutes)),
             (
                 "network.dns_servers",

@@ -8,6 +8,7 @@
 //! Pure but for reading the files and the environment; prints nothing.
 
 mod allow_entry;
+pub mod edit;
 mod effective;
 mod env;
 mod file;
@@ -34,7 +35,7 @@ pub use schema::{Document, KEYS, ModeName, Settings};
 pub use values::{expand_home, parse_duration, parse_size};
 pub use vocab::{
     AGENT_NAMES, BLOCKED_V4, BLOCKED_V6, DEFAULT_ALIAS, DEFAULT_REFRESH_MINUTES, KERNEL_DENY,
-    parse_minutes, protected_path_ok,
+    is_public, parse_minutes, protected_path_ok,
 };
 
 /// Where a value came from.

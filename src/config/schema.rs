@@ -80,7 +80,7 @@ pub struct Incus {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Network {
-    /// `restricted`, `allowlist` or `open`.
+    /// `restricted`, `allowlist`, `proxy` or `open`.
     pub mode: Option<ModeName>,
     /// Allowlist entries (domains, IPs, CIDRs).
     pub allowed_domains: Option<Vec<String>>,
@@ -92,6 +92,18 @@ pub struct Network {
     pub block_private_networks: Option<bool>,
     /// Restricted mode: block the cloud metadata endpoint.
     pub block_metadata_endpoint: Option<bool>,
+    /// Proxy mode: what a request to a name no rule allows gets.
+    pub on_unknown: Option<OnUnknownName>,
+}
+
+/// `[network] on_unknown`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnUnknownName {
+    /// Refused (and logged).
+    Deny,
+    /// Held while the user decides (`cci network approve`).
+    Ask,
 }
 
 /// `[workspace]`.
@@ -184,6 +196,8 @@ pub enum ModeName {
     Restricted,
     /// Only the allowed destinations.
     Allowlist,
+    /// Only the allowed names, through cci's filtering proxy.
+    Proxy,
     /// No restriction.
     Open,
 }
@@ -376,10 +390,17 @@ pub const KEYS: &[(&str, &str)] = &[
         "git.mode",
         "mounted (default: the workspace folder) or isolated (a clone inside; the same as --isolated)",
     ),
-    ("network.mode", "restricted (default), allowlist or open"),
+    (
+        "network.mode",
+        "restricted (default), allowlist, proxy or open",
+    ),
     (
         "network.allowed_domains",
-        "allowlist mode: domains, IP addresses or CIDRs",
+        "allowlist and proxy modes: domains, IP addresses or CIDRs; proxy mode also takes wildcards (*.example.com) and NAME:PORT",
+    ),
+    (
+        "network.on_unknown",
+        "proxy mode: deny (default) or ask: a request to a name no rule allows waits for `cci network approve`",
     ),
     (
         "network.refresh_interval_minutes",

@@ -110,6 +110,7 @@ pub enum Measure {
 pub const RULES: &[(&str, Rule)] = &[
     ("network.mode", Rule::Stricter),
     ("network.allowed_domains", Rule::Narrow),
+    ("network.on_unknown", Rule::Only("deny")),
     ("network.block_private_networks", Rule::OnlyTrue),
     ("network.block_metadata_endpoint", Rule::OnlyTrue),
     ("defaults.persistent", Rule::OnlyFalse),
@@ -142,7 +143,7 @@ const SPECIAL: &[&str] = &[
 
 fn strictness(mode: &str) -> u8 {
     match mode {
-        "allowlist" => 2,
+        "allowlist" | "proxy" => 2,
         "restricted" => 1,
         _ => 0,
     }

@@ -70,6 +70,23 @@ pub const BLOCKED_V6: &[&str] = &[
     "ff00::/8",
 ];
 
+/// Whether an address may be reached by name: not private, loopback,
+/// link-local (metadata), multicast, NAT64 (`64:ff9b::/96`, where a DNS64
+/// answer can hide any IPv4 address) or otherwise special (an IPv4-mapped
+/// IPv6 address is judged as its IPv4 address).
+pub fn is_public(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    };
+    let blocked: &[&str] = if ip.is_ipv4() { BLOCKED_V4 } else { BLOCKED_V6 };
+    !blocked
+        .iter()
+        .filter_map(|n| n.parse::<ipnet::IpNet>().ok())
+        .any(|n| n.contains(&ip))
+}
+
 /// A configured protected path is plain and relative (checked for every
 /// configuration layer).
 pub fn protected_path_ok(rel: &str) -> Result<(), String> {

@@ -13,7 +13,6 @@ use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
-use super::rules::{BLOCKED_V4, BLOCKED_V6};
 use super::{Error, PortName};
 
 // One allowlist entry as the user wrote it: owned by the configuration,
@@ -34,20 +33,9 @@ pub fn parse_list(text: &str) -> Result<Vec<Entry>, Error> {
         .collect()
 }
 
-/// Whether a DNS answer may be admitted: not private, loopback, link-local
-/// (metadata), multicast, NAT64 (`64:ff9b::/96`, where a DNS64 answer can
-/// hide any IPv4 address) or otherwise special.
-pub fn is_public(ip: IpAddr) -> bool {
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
-    };
-    let blocked: &[&str] = if ip.is_ipv4() { BLOCKED_V4 } else { BLOCKED_V6 };
-    !blocked
-        .iter()
-        .filter_map(|n| n.parse::<IpNet>().ok())
-        .any(|n| n.contains(&ip))
-}
+// Whether a DNS answer may be admitted: owned by the configuration, next
+// to the blocked ranges.
+pub use crate::config::is_public;
 
 /// What each domain resolved to (public addresses only), as cached on disk.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -31,8 +31,14 @@ pub enum Error {
     #[error("allowlist entry {0:?} is not a domain name, an IP address or a CIDR")]
     BadAllowEntry(String),
     /// An unknown mode.
-    #[error("unknown network mode {0:?} (expected restricted, allowlist or open)")]
+    #[error("unknown network mode {0:?} (expected restricted, allowlist, proxy or open)")]
     BadMode(String),
+    /// A proxy rule that does not parse.
+    #[error("bad proxy rule {0}")]
+    BadRule(String),
+    /// The egress proxy could not be started or asked.
+    #[error("egress proxy: {0}")]
+    Proxy(String),
     /// The resolver could not be set up.
     #[error("DNS resolver: {0}")]
     Resolver(String),

@@ -117,6 +117,25 @@ pub(super) fn the_nic(
     Ok(nics.pop().map(|(key, _, dev)| (key, dev)))
 }
 
+/// The bridge an existing guarded instance's NIC sits on, as it is now.
+pub(super) async fn bridge_of_instance(
+    client: &Client,
+    instance: &Instance,
+) -> Result<Bridge, Error> {
+    let Some(port) = port_of(instance) else {
+        return Ok(Bridge::default());
+    };
+    let network = instance
+        .expanded_devices
+        .values()
+        .find(|d| d.get("host_name").map(String::as_str) == Some(port.as_str()))
+        .and_then(|d| d.get("network").or_else(|| d.get("parent")).cloned());
+    match network {
+        Some(n) => Ok(bridge_of(&client.network(&n).await?.config)),
+        None => Ok(Bridge::default()),
+    }
+}
+
 pub(super) fn bridge_of(config: &StringMap) -> Bridge {
     let addr = |key: &str| {
         config
@@ -153,20 +172,35 @@ impl Attachment {
             let list: Vec<String> = self.policy.allow.iter().map(Entry::to_string).collect();
             req.config.insert(keys::ALLOW.into(), list.join(","));
         }
+        if self.policy.mode == Mode::Proxy {
+            if !self.policy.rules.is_empty() {
+                req.config
+                    .insert(keys::ALLOW.into(), self.policy.rules.join(","));
+            }
+            if self.policy.ask_unknown {
+                req.config.insert(keys::ON_UNKNOWN.into(), "ask".into());
+            }
+            // Its tools find the proxy through the usual variables.
+            for (k, v) in super::egress::environment(&self.bridge) {
+                req.config.insert(k, v);
+            }
+        }
         if self.policy.mode == Mode::Allowlist {
             req.config.insert(
                 keys::REFRESH.into(),
                 self.policy.refresh_minutes.to_string(),
             );
-            if !self.policy.dns_servers.is_empty() {
-                let list: Vec<String> = self
-                    .policy
-                    .dns_servers
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect();
-                req.config.insert(keys::DNS.into(), list.join(","));
-            }
+        }
+        if matches!(self.policy.mode, Mode::Allowlist | Mode::Proxy)
+            && !self.policy.dns_servers.is_empty()
+        {
+            let list: Vec<String> = self
+                .policy
+                .dns_servers
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            req.config.insert(keys::DNS.into(), list.join(","));
         }
         if self.policy.mode == Mode::Restricted {
             if self.policy.lan {
@@ -220,6 +254,8 @@ pub(super) trait Daemon {
     async fn create(&self, req: &InstanceCreate) -> Result<(), Error>;
     /// Write an allowlist container's `/etc/hosts`.
     async fn write_hosts(&self, name: &str, resolved: &allow::Resolved) -> Result<(), Error>;
+    /// Write a proxy-mode container's apt setting.
+    async fn write_apt_conf(&self, name: &str, bridge: &Bridge) -> Result<(), Error>;
     /// Start it.
     async fn start(&self, name: &str) -> Result<(), Error>;
     /// Stop it by force and delete it; failures are ignored.
@@ -233,6 +269,28 @@ impl Daemon for Client {
 
     async fn write_hosts(&self, name: &str, resolved: &allow::Resolved) -> Result<(), Error> {
         hosts::write(self, name, resolved).await
+    }
+
+    async fn write_apt_conf(&self, name: &str, bridge: &Bridge) -> Result<(), Error> {
+        let Some(text) = super::egress::apt_conf(bridge) else {
+            return Ok(());
+        };
+        // An image without apt has no folder for it: nothing to tell.
+        if self
+            .stat_file(name, "/etc/apt/apt.conf.d")
+            .await
+            .is_err_and(|e| e.is_not_found())
+        {
+            return Ok(());
+        }
+        let root = crate::incus::FileWrite {
+            uid: 0,
+            gid: 0,
+            mode: 0o644,
+        };
+        self.write_file(name, super::egress::APT_CONF, text.into_bytes(), root)
+            .await?;
+        Ok(())
     }
 
     async fn start(&self, name: &str) -> Result<(), Error> {
@@ -263,6 +321,9 @@ pub(super) async fn guarded_create<D: Daemon>(
         att.guard(fw, &port)?;
         if att.policy.mode == Mode::Allowlist {
             daemon.write_hosts(&req.name, &att.resolved).await?;
+        }
+        if att.policy.mode == Mode::Proxy {
+            daemon.write_apt_conf(&req.name, &att.bridge).await?;
         }
         daemon.start(&req.name).await?;
         Ok(())

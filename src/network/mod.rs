@@ -14,6 +14,7 @@
 
 pub mod allow;
 pub mod backend;
+pub mod egress;
 mod error;
 #[cfg(test)]
 mod fake;

@@ -20,6 +20,8 @@ pub mod keys {
     pub const LAN: &str = "user.cci.network.lan";
     /// Restricted mode: `open` when the metadata endpoint is reachable.
     pub const METADATA: &str = "user.cci.network.metadata";
+    /// Proxy mode: `ask` when unknown names wait for the user.
+    pub const ON_UNKNOWN: &str = "user.cci.network.on_unknown";
 }
 
 // How often allowlists are resolved again, and what a refresh interval may
@@ -34,6 +36,8 @@ pub enum Mode {
     Restricted,
     /// Only the allowlisted destinations (and DNS through the bridge).
     Allowlist,
+    /// Only cci's filtering proxy, which decides by name (no DNS).
+    Proxy,
     /// No restriction (anti-spoofing still on).
     Open,
 }
@@ -44,6 +48,7 @@ impl Mode {
         match self {
             Mode::Restricted => "restricted",
             Mode::Allowlist => "allowlist",
+            Mode::Proxy => "proxy",
             Mode::Open => "open",
         }
     }
@@ -61,6 +66,7 @@ impl std::str::FromStr for Mode {
         match s {
             "restricted" => Ok(Mode::Restricted),
             "allowlist" => Ok(Mode::Allowlist),
+            "proxy" => Ok(Mode::Proxy),
             "open" => Ok(Mode::Open),
             _ => Err(Error::BadMode(s.to_string())),
         }
@@ -82,6 +88,10 @@ pub struct Policy {
     pub lan: bool,
     /// Restricted mode: the cloud metadata endpoint is reachable.
     pub metadata: bool,
+    /// Proxy mode: its rules (see [`crate::proxy::Rule`]), canonical.
+    pub rules: Vec<String>,
+    /// Proxy mode: unknown names wait for the user.
+    pub ask_unknown: bool,
 }
 
 impl Default for Policy {
@@ -93,6 +103,8 @@ impl Default for Policy {
             dns_servers: Vec::new(),
             lan: false,
             metadata: false,
+            rules: Vec::new(),
+            ask_unknown: false,
         }
     }
 }
@@ -102,9 +114,22 @@ impl Policy {
     pub fn of(instance: &Instance) -> Option<Result<Policy, Error>> {
         let mode = instance.config.get(keys::MODE)?;
         Some((|| {
+            let mode: Mode = mode.parse()?;
+            let listed = instance.config.get(keys::ALLOW).map_or("", |s| s);
+            // Proxy mode keeps its rules as written (wildcards, NAME:PORT).
+            let (allow, rules) = if mode == Mode::Proxy {
+                (Vec::new(), proxy_rules(listed)?)
+            } else {
+                (allow::parse_list(listed)?, Vec::new())
+            };
             Ok(Policy {
-                mode: mode.parse()?,
-                allow: allow::parse_list(instance.config.get(keys::ALLOW).map_or("", |s| s))?,
+                mode,
+                allow,
+                rules,
+                ask_unknown: instance
+                    .config
+                    .get(keys::ON_UNKNOWN)
+                    .is_some_and(|v| v == "ask"),
                 refresh_minutes: instance
                     .config
                     .get(keys::REFRESH)
@@ -119,6 +144,18 @@ impl Policy {
             })
         })())
     }
+}
+
+/// Proxy rules, comma-separated (as cci recorded them: trusted).
+pub fn proxy_rules(text: &str) -> Result<Vec<String>, Error> {
+    text.split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            crate::proxy::Rule::parse(s.trim(), true)
+                .map(|r| r.to_string())
+                .map_err(|e| Error::BadRule(format!("{s:?}: {e}")))
+        })
+        .collect()
 }
 
 /// DNS server addresses, comma-separated.

@@ -211,7 +211,19 @@ pub async fn wait(
         let what = match missing(&state, want) {
             Some(what) => what,
             None => match resolver_missing(client, name).await {
-                None => return Ok(Ok(())),
+                None => {
+                    // A proxy-mode container's network is up once the
+                    // proxy knows it.
+                    if let Err(e) = super::egress::register(client, name).await {
+                        return Ok(Err(NotReady {
+                            container: name.into(),
+                            what: e.to_string(),
+                            after: start.elapsed(),
+                            console: Vec::new(),
+                        }));
+                    }
+                    return Ok(Ok(()));
+                }
                 Some(what) => what,
             },
         };

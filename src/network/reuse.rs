@@ -28,6 +28,14 @@ fn private_literal(entry: &Entry) -> bool {
     }
 }
 
+/// Whether proxy rule `r` names addresses rather than names.
+fn address_rule(r: &str) -> bool {
+    matches!(
+        crate::proxy::Rule::parse(r, true).map(|r| r.target),
+        Ok(crate::proxy::rules::Target::Net(_))
+    )
+}
+
 /// How `requested` compares with `recorded`.
 pub fn compare(recorded: &Policy, requested: &Policy) -> Change {
     if recorded == requested {
@@ -48,6 +56,18 @@ pub fn compare(recorded: &Policy, requested: &Policy) -> Change {
                 || requested.allow.iter().all(|e| matches!(e, Entry::Net(_)));
             same_dns && requested.allow.iter().all(|e| recorded.allow.contains(e))
         }
+        // By name through the proxy: private addresses only by an address
+        // rule.
+        (Mode::Restricted, Mode::Proxy) => {
+            !requested.rules.iter().any(|r| address_rule(r)) || (recorded.lan && recorded.metadata)
+        }
+        (Mode::Proxy, Mode::Proxy) => {
+            requested.rules.iter().all(|r| recorded.rules.contains(r))
+                && (!requested.ask_unknown || recorded.ask_unknown)
+        }
+        // Names resolved ahead and names decided per connection reach
+        // different things: neither is within the other.
+        (Mode::Proxy, _) | (_, Mode::Proxy) => false,
     };
     if not_looser {
         Change::Stricter
@@ -62,11 +82,25 @@ pub fn record(policy: &Policy) -> Vec<(&'static str, String)> {
     let join = |items: Vec<String>| items.join(",");
     let allowlist = policy.mode == Mode::Allowlist;
     let restricted = policy.mode == Mode::Restricted;
+    let proxy = policy.mode == Mode::Proxy;
     vec![
         (keys::MODE, policy.mode.as_str().to_string()),
         (
             keys::ALLOW,
-            join(policy.allow.iter().map(Entry::to_string).collect()),
+            if proxy {
+                join(policy.rules.clone())
+            } else {
+                join(policy.allow.iter().map(Entry::to_string).collect())
+            },
+        ),
+        (
+            keys::ON_UNKNOWN,
+            if proxy && policy.ask_unknown {
+                "ask"
+            } else {
+                ""
+            }
+            .into(),
         ),
         (
             keys::REFRESH,
@@ -78,7 +112,7 @@ pub fn record(policy: &Policy) -> Vec<(&'static str, String)> {
         ),
         (
             keys::DNS,
-            if allowlist {
+            if allowlist || proxy {
                 join(policy.dns_servers.iter().map(IpAddr::to_string).collect())
             } else {
                 String::new()

@@ -220,6 +220,17 @@ pub fn install(r: &PortRules) -> String {
         for body in bridge_services(r, &drop) {
             rule(&mut s, &body);
         }
+        // Proxy mode: cci's proxy on the bridge, the one local destination
+        // let through untagged (nothing else of the host).
+        if r.mode == Mode::Proxy {
+            let port = super::egress::PORT;
+            if let Some(v4) = r.bridge.v4 {
+                rule(&mut s, &format!("ip daddr {v4} tcp dport {port} accept"));
+            }
+            if let Some(v6) = r.bridge.v6 {
+                rule(&mut s, &format!("ip6 daddr {v6} tcp dport {port} accept"));
+            }
+        }
         // Everything else going up gets the local-destination check.
         rule(&mut s, &format!("meta mark set meta mark | {MARK:#010x}"));
         if let Some(v4) = r.bridge.v4 {
@@ -253,6 +264,8 @@ pub fn install(r: &PortRules) -> String {
             // `from_containers` would meet its final drop.
             rule(&mut s, "accept");
         }
+        // Nothing but the proxy (above): no DNS, no address at all.
+        Mode::Proxy => rule(&mut s, &drop),
         Mode::Allowlist => {
             // No DNS (or DNS over TLS) to any server, allowed or not.
             rule(
@@ -302,9 +315,9 @@ pub fn install(r: &PortRules) -> String {
 /// bridge neighbour discovery and DHCPv6 to the link's multicast groups or
 /// the bridge (IPv6 is dropped outright on a bridge without it), and DNS to
 /// the bridge — except in allowlist mode, which gets no DNS at all (its
-/// names are in its /etc/hosts). None of these reaches any other address.
+/// names are in its /etc/hosts), and proxy mode (the proxy resolves). None of these reaches any other address.
 fn bridge_services(r: &PortRules, drop: &str) -> Vec<String> {
-    let dns = r.mode != Mode::Allowlist;
+    let dns = !matches!(r.mode, Mode::Allowlist | Mode::Proxy);
     let mut out = vec![
         format!("ether type != {{ arp, ip, ip6 }} {drop}"),
         "ether type arp accept".to_string(),

@@ -155,6 +155,10 @@ impl Daemon for FakeDaemon {
         self.step(format!("hosts {name}"), false)
     }
 
+    async fn write_apt_conf(&self, name: &str, _: &Bridge) -> Result<(), Error> {
+        self.step(format!("apt {name}"), false)
+    }
+
     async fn start(&self, name: &str) -> Result<(), Error> {
         self.step(format!("start {name}"), self.fail_start)
     }

@@ -136,6 +136,13 @@ where
         for n in upkeep().await {
             tracing::info!("[watch] removed {n}: a run container whose cci is gone");
         }
+        // Proxy-mode containers need their proxy: started again when gone.
+        if idle_ticks == 0 && !super::egress::proxy_running() {
+            match client.instances("", true).await {
+                Ok(all) => super::egress::upkeep(client, &all).await,
+                Err(e) => tracing::error!("[watch] {e}"),
+            }
+        }
         if idle_ticks >= 2 {
             // Let go, then look once more: a launch that found the lock
             // held just now counted on this watcher.

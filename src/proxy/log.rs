@@ -342,7 +342,7 @@ fn with_port(host: &str, port: Option<u16>, is_name: bool) -> String {
 
 /// `rules` as a configuration snippet to paste.
 pub fn to_toml(rules: &[String]) -> String {
-    let mut s = String::from("[network]\nallow = [\n");
+    let mut s = String::from("[network]\nallowed_domains = [\n");
     for r in rules {
         s.push_str(&format!("    {},\n", toml_string(r)));
     }
@@ -530,7 +530,13 @@ mod tests {
         }
         let toml = to_toml(&got);
         let parsed: toml::Value = toml::from_str(&toml).unwrap();
-        assert_eq!(parsed["network"]["allow"].as_array().unwrap().len(), 11);
+        assert_eq!(
+            parsed["network"]["allowed_domains"]
+                .as_array()
+                .unwrap()
+                .len(),
+            11
+        );
     }
 
     #[test]

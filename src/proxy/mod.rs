@@ -80,6 +80,8 @@ pub struct RunOptions {
     pub ask_timeout: Duration,
     /// Bounds per connection.
     pub limits: Limits,
+    /// DNS servers names are resolved with (empty: the host's).
+    pub dns: Vec<std::net::IpAddr>,
 }
 
 impl RunOptions {
@@ -93,6 +95,7 @@ impl RunOptions {
             log_max_bytes: log::DEFAULT_MAX_BYTES,
             ask_timeout: approvals::DEFAULT_ASK_TIMEOUT,
             limits: Limits::default(),
+            dns: Vec::new(),
         }
     }
 }
@@ -101,6 +104,16 @@ impl RunOptions {
 /// socket, and serve until a listener fails or SIGTERM/SIGINT comes (the
 /// control socket is removed then).
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
+    run_with(opts, |_| std::future::pending::<()>()).await
+}
+
+/// [`run`], with `beside` running alongside on the live policy table (cci's
+/// upkeep of it from the daemon); the proxy stops when `beside` ends.
+pub async fn run_with<F, Fut>(opts: RunOptions, beside: F) -> anyhow::Result<()>
+where
+    F: FnOnce(Arc<Registry>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     use anyhow::Context as _;
     let registry = Arc::new(
         Registry::load(&opts.state).with_context(|| format!("loading {}", opts.state.display()))?,
@@ -118,7 +131,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             }
         }),
     ));
-    let resolver = Arc::new(SystemResolver::new().context("reading the host's DNS configuration")?);
+    let resolver = Arc::new(
+        SystemResolver::with_servers(&opts.dns).context("reading the host's DNS configuration")?,
+    );
     let ctx = Arc::new(
         Context::new(registry.clone(), resolver, decisions)
             .with_approvals(approvals.clone())
@@ -134,7 +149,12 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     }
     let control = control::bind(&opts.control)
         .with_context(|| format!("control socket {}", opts.control.display()))?;
-    tasks.spawn(control::serve_control(control, registry, approvals));
+    tasks.spawn(control::serve_control(control, registry.clone(), approvals));
+    let beside = beside(registry);
+    tasks.spawn(async move {
+        beside.await;
+        Ok(())
+    });
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let result = tokio::select! {
         done = tasks.join_next() => match done {

@@ -47,11 +47,29 @@ pub struct SystemResolver {
 impl SystemResolver {
     /// Read the host's configuration.
     pub fn new() -> io::Result<SystemResolver> {
+        SystemResolver::with_servers(&[])
+    }
+
+    /// Ask `servers` (`network.dns_servers`), or the host's configuration
+    /// when empty.
+    pub fn with_servers(servers: &[IpAddr]) -> io::Result<SystemResolver> {
+        use hickory_resolver::config::{NameServerConfig, ResolverConfig};
         let mut opts = ResolverOpts::default();
         opts.timeout = Duration::from_secs(3);
         opts.attempts = 2;
         opts.cache_size = 0;
-        let mut builder = Resolver::builder_tokio().map_err(io::Error::other)?;
+        let mut builder = if servers.is_empty() {
+            Resolver::builder_tokio().map_err(io::Error::other)?
+        } else {
+            let config = ResolverConfig::from_name_servers(
+                servers
+                    .iter()
+                    .copied()
+                    .map(NameServerConfig::udp_and_tcp)
+                    .collect(),
+            );
+            Resolver::builder_with_config(config, TokioRuntimeProvider::default())
+        };
         *builder.options_mut() = opts;
         let resolver = builder.build().map_err(io::Error::other)?;
         Ok(SystemResolver { resolver })

@@ -26,7 +26,7 @@ use super::log::{Decision, Sink, clean};
 use super::resolve::{Dial, Resolve, TcpDial};
 use super::rules::{OnUnknown, Policy, Rule, canonical_ip, normalize_name};
 use super::sni::{self, Hello};
-use crate::network::allow::is_public;
+use crate::config::is_public;
 
 /// The largest request head read from a client.
 pub const MAX_HEAD: usize = 16 * 1024;
@@ -608,6 +608,7 @@ async fn tunnel(
     let deadline = tokio::time::Instant::now() + ctx.limits.first_bytes_timeout;
     let mut chunk = [0u8; 4096];
     let mut from_server = [0u8; 4096];
+    let mut client_done = false;
     loop {
         let verdict = sni::parse(&first);
         match verdict {
@@ -629,7 +630,10 @@ async fn tunnel(
         let room = (sni::MAX_BUFFER - first.len()).min(chunk.len());
         let server_first = rule.names_port() && first.is_empty();
         tokio::select! {
-            r = client.read(&mut chunk[..room]) => match r {
+            r = client.read(&mut chunk[..room]), if !client_done => match r {
+                // Done sending before a byte: the server may still speak
+                // first (its greeting is what the client waits for).
+                Ok(0) if server_first => client_done = true,
                 Ok(0) | Err(_) => return Ok(via), // gone before a byte: nothing passed
                 Ok(n) => first.extend_from_slice(&chunk[..n]),
             },

@@ -36,27 +36,55 @@ pub fn plan(flags: &Flags, cfg: &Effective) -> Result<Planned, String> {
     let mode = flags.mode.unwrap_or(match cfg.network {
         ModeName::Restricted => Mode::Restricted,
         ModeName::Allowlist => Mode::Allowlist,
+        ModeName::Proxy => Mode::Proxy,
         ModeName::Open => Mode::Open,
     });
     // The configured allowlist serves when no --allow is given.
-    let given: &[String] = if !flags.allow.is_empty() {
-        flags.allow
-    } else if mode == Mode::Allowlist {
-        &cfg.allowed
+    let given: Vec<&String> = if !flags.allow.is_empty() {
+        flags.allow.iter()
+    } else if matches!(mode, Mode::Allowlist | Mode::Proxy) {
+        cfg.allowed.iter()
     } else {
-        &[]
-    };
-    let allow: Vec<Entry> = given
-        .iter()
-        .filter(|a| !a.trim().is_empty())
-        .map(|a| Entry::parse(a).map_err(|e| e.to_string()))
-        .collect::<Result<_, _>>()?;
-    if !allow.is_empty() && mode != Mode::Allowlist {
+        [].iter()
+    }
+    .filter(|a| !a.trim().is_empty())
+    .collect();
+    if !given.is_empty() && !matches!(mode, Mode::Allowlist | Mode::Proxy) {
         return Err(format!(
-            "--allow only applies to --network allowlist (the mode is {mode})"
+            "--allow only applies to --network allowlist or proxy (the mode is {mode})"
         ));
     }
-    let allows_nothing = allow.is_empty() && mode == Mode::Allowlist;
+    // Proxy mode decides by name: wildcards and NAME:PORT too (the
+    // configuration's trust checks have narrowed an untrusted list).
+    let (allow, rules) = if mode == Mode::Proxy {
+        let rules: Vec<String> = given
+            .iter()
+            .map(|a| {
+                crate::proxy::Rule::parse(a.trim(), true)
+                    .map(|r| r.to_string())
+                    .map_err(|e| format!("--allow {a:?}: {e}"))
+            })
+            .collect::<Result<_, _>>()?;
+        (Vec::new(), rules)
+    } else {
+        let allow: Vec<Entry> = given
+            .iter()
+            .map(|a| {
+                Entry::parse(a).map_err(|e| {
+                    if a.contains('*') || a.contains(':') && !a.contains("::") {
+                        format!("{e} (wildcards and NAME:PORT need --network proxy)")
+                    } else {
+                        e.to_string()
+                    }
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        (allow, Vec::new())
+    };
+    let allows_nothing = allow.is_empty()
+        && rules.is_empty()
+        && matches!(mode, Mode::Allowlist | Mode::Proxy)
+        && !cfg.ask_unknown;
     let dns_servers = if flags.dns_servers.is_empty() {
         cfg.dns_servers.clone()
     } else {
@@ -70,6 +98,8 @@ pub fn plan(flags: &Flags, cfg: &Effective) -> Result<Planned, String> {
             dns_servers,
             lan: !cfg.block_private,
             metadata: !cfg.block_metadata,
+            rules,
+            ask_unknown: mode == Mode::Proxy && cfg.ask_unknown,
         },
         allows_nothing,
     })

@@ -236,9 +236,15 @@ pub(super) const RULES: &[Rule] = &[
                     .unwrap_or_default()
             },
             check: |a| {
+                // An address, range or name (both modes), or a wildcard or
+                // NAME:PORT (proxy mode).
                 crate::config::AllowEntry::parse(a)
                     .map(|_| ())
-                    .map_err(|e| e.to_string())
+                    .or_else(|e| {
+                        crate::proxy::Rule::parse(a, true)
+                            .map(|_| ())
+                            .map_err(|_| e.to_string())
+                    })
             },
         },
     },

@@ -1,0 +1,236 @@
+//! Proxy mode against the real daemon and nftables, with the fake world of
+//! network namespaces (`tests/fixtures/fakenet.sh`, names from its DNS
+//! server): a container reaches only cci's proxy, which decides each
+//! connection by name, logs it, and takes live changes. Every refusal has
+//! a positive control through the same proxy.
+
+mod common;
+
+use std::process::Command;
+
+use common::net::*;
+use serde_json::Value;
+
+/// Ask the proxy for a tunnel to HOST:PORT from `name` (the proxy address
+/// from the container's own `HTTPS_PROXY`) and say what came back: the
+/// status line and the first bytes through.
+fn connect(name: &str, target: &str) -> String {
+    let script = format!(
+        r#"p=${{HTTPS_PROXY#http://}}; h=${{p%:*}}; port=${{p##*:}}
+printf 'CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n' | timeout 8 nc -q 3 "$h" "$port" | tr -d '\r' | head -c 300"#
+    );
+    sh(name, &script).1
+}
+
+fn through(out: &str) -> bool {
+    out.contains(" 200 ") && out.contains("hello-cci")
+}
+
+fn log_of(name: &str) -> Vec<Value> {
+    ok(&["network", "log", name, "--format", "json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn proxy_running() -> bool {
+    Command::new("pgrep")
+        .args(["-f", "cci network proxy"])
+        .status()
+        .unwrap()
+        .success()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn proxy_mode_reaches_allowed_names_only_logs_them_and_takes_live_changes() {
+    let _turn = world().await;
+    fakenet(&[
+        "dns",
+        "api.proxy.test=198.51.100.20",
+        "a.cdn.proxy.test=198.51.100.30",
+        "cdn.proxy.test=198.51.100.30",
+        "other.proxy.test=198.51.100.10",
+        "private.proxy.test=10.99.0.10",
+    ]);
+    let dns = format!("--dns-server={DNS}");
+    let c = launch(
+        "net-px1",
+        &[
+            "--network",
+            "proxy",
+            "--allow",
+            "api.proxy.test:8080,*.cdn.proxy.test:8080,private.proxy.test:8080",
+            &dns,
+        ],
+    )
+    .await;
+    let name = c.name.as_str();
+    // Its tools are pointed at the proxy.
+    let env = sh(
+        name,
+        "echo $HTTPS_PROXY $http_proxy; cat /etc/apt/apt.conf.d/90cci-proxy",
+    )
+    .1;
+    assert!(env.contains(":47128"), "{env}");
+    assert!(env.contains("Acquire::https::Proxy"), "{env}");
+
+    // Allowed names, through the proxy (positive controls).
+    let since = lines(HITS).len();
+    let out = connect(name, "api.proxy.test:8080");
+    assert!(through(&out), "{out}");
+    assert!(through(&connect(name, "a.cdn.proxy.test:8080")));
+    let hits = hits_since(HITS, since);
+    assert!(
+        hits.iter().any(|h| h.starts_with("tcp 198.51.100.20:8080")),
+        "{hits:?}"
+    );
+    // Refused: another name, the wildcard's bare parent, a name that
+    // leads to a private address, an address literal.
+    let since = lines(HITS).len();
+    for target in [
+        "other.proxy.test:8080",
+        "cdn.proxy.test:8080",
+        "private.proxy.test:8080",
+        "198.51.100.20:8080",
+        "api.proxy.test:9999",
+    ] {
+        let out = connect(name, target);
+        assert!(out.contains(" 403 "), "{target}: {out}");
+    }
+    assert_eq!(hits_since(HITS, since), Vec::<String>::new());
+    // Nothing around the proxy: direct TCP, UDP, ICMP and DNS.
+    expect(
+        name,
+        &[
+            (p("tcp", INTERNET, 8080), false),
+            (p("udp", INTERNET, 9999), false),
+            (p("icmp", INTERNET, 0), false),
+        ],
+    );
+    let out = cci_out(&[
+        "container",
+        "exec",
+        name,
+        "--",
+        "timeout",
+        "5",
+        "getent",
+        "hosts",
+        "api.proxy.test",
+    ]);
+    assert_ne!(out.status.code(), Some(0), "names do not resolve inside");
+
+    // Every decision is logged with its reason and rule.
+    let log = log_of(name);
+    let find = |host: &str| {
+        log.iter()
+            .find(|d| d["host"] == host)
+            .unwrap_or_else(|| panic!("{host} not logged: {log:?}"))
+            .clone()
+    };
+    let api = find("api.proxy.test");
+    assert_eq!(api["allowed"], true, "{api}");
+    assert_eq!(api["rule"], "api.proxy.test:8080", "{api}");
+    assert!(api["bytes_down"].as_u64().unwrap() >= 9, "{api}");
+    assert_eq!(find("other.proxy.test")["reason"], "no-rule");
+    assert_eq!(find("cdn.proxy.test")["allowed"], false);
+    assert_eq!(find("private.proxy.test")["reason"], "private-address");
+    let table = ok(&["network", "log", name]);
+    assert!(
+        table.contains("other.proxy.test:8080") && table.contains("refused"),
+        "{table}"
+    );
+    let suggested = ok(&["network", "suggest", name]);
+    assert!(
+        suggested.contains("allowed_domains") && suggested.contains("proxy.test:8080"),
+        "{suggested}"
+    );
+
+    // Live: allowed from the next connection on, then taken away again.
+    ok(&["network", "allow", name, "other.proxy.test:8080"]);
+    assert!(through(&connect(name, "other.proxy.test:8080")));
+    ok(&["network", "deny", name, "other.proxy.test:8080"]);
+    assert!(connect(name, "other.proxy.test:8080").contains(" 403 "));
+    let bad = cci_out(&["network", "allow", name, "*"]);
+    assert!(
+        bad.status.success(),
+        "the user may allow anything: {}",
+        text(&bad.stderr)
+    );
+    ok(&["network", "deny", name, "*"]);
+    let bad = cci_out(&["network", "deny", name, "never.allowed.test"]);
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad.stderr).contains("has no rule"),
+        "{}",
+        text(&bad.stderr)
+    );
+
+    // The proxy killed: no egress at all; the watcher brings it back.
+    assert!(proxy_running());
+    let _ = Command::new("pkill")
+        .args(["-KILL", "-f", "cci network proxy"])
+        .status();
+    eventually("the proxy is gone", 10, || !proxy_running());
+    let since = lines(HITS).len();
+    assert!(!through(&connect(name, "api.proxy.test:8080")));
+    expect(name, &[(p("tcp", INTERNET, 8080), false)]);
+    assert_eq!(hits_since(HITS, since), Vec::<String>::new());
+    eventually("the proxy is back", 30, proxy_running);
+    eventually("the container goes through it again", 30, || {
+        through(&connect(name, "api.proxy.test:8080"))
+    });
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_must_name_the_host_it_tunnels_to_and_other_modes_cannot_use_the_proxy() {
+    let _turn = world().await;
+    fakenet(&["dns", "api.proxy.test=198.51.100.20"]);
+    let dns = format!("--dns-server={DNS}");
+    // A name without a port: HTTPS (443) and HTTP (80) only, TLS checked.
+    let c = launch(
+        "net-px2",
+        &["--network", "proxy", "--allow", "api.proxy.test", &dns],
+    )
+    .await;
+    let name = c.name.as_str();
+    // A TLS ClientHello naming another server through an allowed tunnel:
+    // refused; naming the tunnel's host: let through (the fake host is
+    // no TLS server, so the handshake fails there, after the proxy).
+    let hello = |sni: &str| {
+        sh(
+            name,
+            &format!(
+                "p=${{HTTPS_PROXY#http://}}; timeout 8 openssl s_client -proxy \"$p\" -connect api.proxy.test:443 -servername {sni} </dev/null >/dev/null 2>&1; true"
+            ),
+        )
+    };
+    hello("evil.example");
+    hello("api.proxy.test");
+    let log = log_of(name);
+    assert!(
+        log.iter()
+            .any(|d| d["reason"] == "sni-mismatch" && d["allowed"] == false),
+        "{log:?}"
+    );
+    assert!(
+        log.iter()
+            .any(|d| d["allowed"] == true && d["host"] == "api.proxy.test"),
+        "{log:?}"
+    );
+    // A restricted container on the same bridge cannot reach the proxy.
+    let r = launch("net-px3", &[]).await;
+    let proxy = sh(name, "echo ${HTTPS_PROXY#http://}").1.trim().to_string();
+    let (host, port) = proxy.rsplit_once(':').unwrap();
+    let reach = |from: &str| {
+        sh(
+            from,
+            &format!("timeout 4 bash -c 'exec 3<>/dev/tcp/{host}/{port}' && echo REACHED; true"),
+        )
+        .1
+        .contains("REACHED")
+    };
+    assert!(!reach(&r.name), "a restricted container reached the proxy");
+    // Positive control: the proxy-mode container does.
+    assert!(reach(name));
+}
