@@ -233,4 +233,110 @@ async fn tls_must_name_the_host_it_tunnels_to_and_other_modes_cannot_use_the_pro
     assert!(!reach(&r.name), "a restricted container reached the proxy");
     // Positive control: the proxy-mode container does.
     assert!(reach(name));
+    // Another proxy-mode container, with no rules, taking the first one's
+    // address as its source gets nothing (Incus' anti-spoofing); from its
+    // own address it is refused.
+    let b = launch("net-px5", &["--network", "proxy", &dns]).await;
+    let a_ip = ip_of(name);
+    let spoof = format!(
+        "ip addr add {a_ip}/32 dev eth0 2>&1; printf 'CONNECT api.proxy.test:443 HTTP/1.1\r\nHost: api.proxy.test:443\r\n\r\n' | timeout 6 nc -q 2 -s {a_ip} {host} {port} | head -c 100; true"
+    );
+    let (_, out) = sh(&b.name, &spoof);
+    assert!(!out.contains(" 200 "), "a spoofed source was served: {out}");
+    let own = connect(&b.name, "api.proxy.test:443");
+    assert!(own.contains(" 403 "), "{own}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_on_unknown_ask_an_unknown_name_waits_for_approval() {
+    let _turn = world().await;
+    fakenet(&[
+        "dns",
+        "api.proxy.test=198.51.100.20",
+        "asked.proxy.test=198.51.100.10",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "[network]\non_unknown = \"ask\"\n").unwrap();
+    let name = common::unique_name("net-px4");
+    let _guard = common::TestInstance {
+        name: name.clone(),
+        client: common::client().await,
+    };
+    let out = common::cci()
+        .env("CCI_CONFIG", &config)
+        .args(["container", "launch", &common::test_image(), &name])
+        .args(["--network", "proxy", "--allow", "api.proxy.test:8080"])
+        .arg(format!("--dns-server={DNS}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The request waits while the user is asked.
+    let waiting = {
+        let name = name.clone();
+        std::thread::spawn(move || connect(&name, "asked.proxy.test:8080"))
+    };
+    let mut id = String::new();
+    eventually("the request is pending", 20, || {
+        let v: Value =
+            serde_json::from_str(&ok(&["network", "pending", "--format", "json"])).unwrap();
+        match v
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["container"] == name.as_str() && p["host"] == "asked.proxy.test")
+        {
+            Some(p) => {
+                id = p["id"].as_str().unwrap().to_string();
+                true
+            }
+            None => false,
+        }
+    });
+    let table = ok(&["network", "pending"]);
+    assert!(table.contains("asked.proxy.test:8080"), "{table}");
+    ok(&["network", "approve", &id, "--always"]);
+    let out = waiting.join().unwrap();
+    assert!(through(&out), "approved: {out}");
+    // `--always`: the next one goes through without asking, and the rule
+    // is the container's.
+    assert!(through(&connect(&name, "asked.proxy.test:8080")));
+    let approved = log_of(&name);
+    assert!(
+        approved.iter().any(|d| d["reason"] == "approved"),
+        "{approved:?}"
+    );
+    let bad = cci_out(&["network", "approve", "no-such-id"]);
+    assert_ne!(bad.status.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_an_ipv6_bridge_the_proxy_listens_there_too_and_nothing_goes_around_it() {
+    let _turn = world().await;
+    fakenet(&["dns", "v6.proxy.test=2001:db8:99::10"]);
+    let dns = format!("--dns-server={DNS}");
+    let c = launch_v6(
+        "net-px6",
+        &["--network", "proxy", "--allow", "v6.proxy.test:8080", &dns],
+    )
+    .await;
+    let name = c.name.as_str();
+    let since = lines(HITS).len();
+    let out = connect(name, "v6.proxy.test:8080");
+    assert!(through(&out), "{out}");
+    let hits = hits_since(HITS, since);
+    assert!(
+        hits.iter().any(|h| h.contains("2001:db8:99::10")),
+        "{hits:?}"
+    );
+    // Around it: nothing, IPv6 or IPv4.
+    expect(
+        name,
+        &[
+            (p("tcp", "2001:db8:99::10", 8080), false),
+            (p("udp", "2001:db8:99::10", 9999), false),
+            (p("icmp", "2001:db8:99::10", 0), false),
+            (p("tcp", INTERNET, 8080), false),
+        ],
+    );
 }

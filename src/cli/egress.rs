@@ -134,11 +134,25 @@ pub async fn pending(format: Format) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// `cci network approve ID [--always]`.
-pub async fn approve(id: &str, always: bool) -> anyhow::Result<i32> {
+/// `cci network approve ID [--always]`. With `--always` the rule for its
+/// destination is recorded on the container first (as `cci network
+/// allow`), so it lasts as long as the container.
+pub async fn approve(host: &Host, id: &str, always: bool) -> anyhow::Result<i32> {
+    if always {
+        let waiting = match egress::ask(Request::Pending).await? {
+            Response::Pending { requests } => requests,
+            _ => Vec::new(),
+        };
+        if let Some(p) = waiting.iter().find(|p| p.id == id)
+            && let Some(rule) = crate::proxy::approvals::rule_for(&p.host, p.port)
+        {
+            let rule = egress::allow_live(&host.client, &p.container, &rule.to_string()).await?;
+            println!("{} may reach {rule} from now on", p.container);
+        }
+    }
     match egress::ask(Request::Approve {
         id: id.to_string(),
-        always,
+        always: false,
     })
     .await?
     {

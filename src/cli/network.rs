@@ -183,7 +183,7 @@ pub async fn run(host: &Host, cmd: NetworkCommand) -> anyhow::Result<i32> {
         }
         NetworkCommand::Deny { name, rule } => super::egress::deny(host, &name, &rule).await,
         NetworkCommand::Pending { format } => super::egress::pending(format).await,
-        NetworkCommand::Approve { id, always } => super::egress::approve(&id, always).await,
+        NetworkCommand::Approve { id, always } => super::egress::approve(host, &id, always).await,
         NetworkCommand::Suggest { name } => super::egress::suggest(&name),
         NetworkCommand::Watch => {
             let seen = std::sync::Mutex::default();

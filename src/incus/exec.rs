@@ -183,6 +183,7 @@ impl Client {
 
     async fn exit_code(&self, op: &Operation) -> Result<i32> {
         let done = self.wait_operation(&op.id, Some(FINISH_TIMEOUT)).await?;
+        tracing::debug!("exec operation {}: {:?}", op.id, done.metadata);
         done.metadata
             .as_ref()
             .and_then(|m| m.get("return"))
@@ -252,6 +253,7 @@ impl Client {
         req.wait_for_websocket = true;
         req.record_output = false;
         let op = self.start_exec(instance, &req).await?;
+        tracing::debug!("exec in {instance}: operation {}", op.id);
         let mut control = self.exec_socket(&op, "control").await?;
         let mut ws_in = self.exec_socket(&op, "0").await?;
         let mut ws_out = self.exec_socket(&op, "1").await?;
@@ -288,7 +290,9 @@ impl Client {
         for ws in [&mut ws_in, &mut ws_out, &mut ws_err, &mut control] {
             close(ws).await;
         }
-        match (cut, self.exit_code(&op).await) {
+        let code = self.exit_code(&op).await;
+        tracing::debug!("exec in {instance}: operation {} ended: {code:?}", op.id);
+        match (cut, code) {
             // The command ran, but the daemon cut its output short.
             (Some(e), Ok(_)) => Err(e),
             // The daemon's own account (e.g. it lost track of the command) first.

@@ -196,18 +196,35 @@ pub async fn serve(
         decisions_log()?,
     );
     opts.dns = dns;
-    crate::proxy::run_with(opts, move |registry| async move {
+    let mut bound: std::collections::HashSet<SocketAddr> = opts.listen.iter().copied().collect();
+    crate::proxy::run_with(opts, move |registry, ctx| async move {
         let mut idle_since: Option<std::time::Instant> = None;
         loop {
             match sync(&client, &registry).await {
-                Ok(0) => {
+                Ok((0, _)) => {
                     let since = *idle_since.get_or_insert_with(std::time::Instant::now);
                     if since.elapsed() >= IDLE {
                         tracing::info!("[proxy] no proxy-mode container left: stopping");
                         return;
                     }
                 }
-                Ok(_) => idle_since = None,
+                Ok((_, wanted)) => {
+                    idle_since = None;
+                    // A proxy-mode container on another bridge: listen there too.
+                    for addr in wanted {
+                        if bound.contains(&addr) {
+                            continue;
+                        }
+                        match tokio::net::TcpListener::bind(addr).await {
+                            Ok(l) => {
+                                tracing::info!("[proxy] listening on {addr}");
+                                tokio::spawn(crate::proxy::serve(l, ctx.clone()));
+                                bound.insert(addr);
+                            }
+                            Err(e) => tracing::warn!("[proxy] cannot listen on {addr}: {e}"),
+                        }
+                    }
+                }
                 Err(e) => tracing::warn!("[proxy] reading the daemon: {e}"),
             }
             tokio::time::sleep(SYNC).await;
@@ -220,15 +237,24 @@ pub async fn serve(
 
 /// Bring the live table in line with the daemon: every running proxy-mode
 /// container with its addresses and recorded rules; every other entry
-/// forgotten. Returns how many there are.
-async fn sync(client: &Client, registry: &crate::proxy::Registry) -> Result<usize, Error> {
+/// forgotten. Returns how many there are and where they need the proxy.
+async fn sync(
+    client: &Client,
+    registry: &crate::proxy::Registry,
+) -> Result<(usize, Vec<SocketAddr>), Error> {
     let instances = client.instances("", true).await?;
     let table = registry.list();
     let mut live = Vec::new();
+    let mut wanted = Vec::new();
     for i in &instances {
         let Some((addresses, policy)) = entry(i) else {
             continue;
         };
+        for a in listen_on(&super::guard::bridge_of_instance(client, i).await?) {
+            if !wanted.contains(&a) {
+                wanted.push(a);
+            }
+        }
         // Rules changed live (`cci network allow`/`deny`) are recorded on
         // the instance first, so the record is always the whole truth.
         let same = table
@@ -247,7 +273,7 @@ async fn sync(client: &Client, registry: &crate::proxy::Registry) -> Result<usiz
             let _ = registry.forget(&name);
         }
     }
-    Ok(live.len())
+    Ok((live.len(), wanted))
 }
 
 fn on_unknown(policy: &Policy) -> OnUnknown {
@@ -293,7 +319,18 @@ pub async fn register(client: &Client, name: &str) -> Result<(), Error> {
         return Ok(());
     };
     let bridge = super::guard::bridge_of_instance(client, &instance).await?;
-    ensure_proxy(&listen_on(&bridge), &policy.dns_servers).await?;
+    let listen = listen_on(&bridge);
+    ensure_proxy(&listen, &policy.dns_servers).await?;
+    // A proxy started for another bridge listens here within a sync.
+    let start = std::time::Instant::now();
+    for addr in &listen {
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            if start.elapsed() > Duration::from_secs(10) {
+                return Err(Error::Proxy(format!("it does not listen on {addr}")));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     let socket = control_socket().map_err(|e| Error::Proxy(e.to_string()))?;
     let req = Request::SetPolicy {
         container: name.to_string(),

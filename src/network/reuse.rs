@@ -142,10 +142,21 @@ pub async fn reapply(
     name: &str,
     policy: &Policy,
 ) -> Result<(), Error> {
-    let config: serde_json::Map<String, serde_json::Value> = record(policy)
+    let mut config: serde_json::Map<String, serde_json::Value> = record(policy)
         .into_iter()
         .map(|(k, v)| (k.to_string(), serde_json::Value::String(v)))
         .collect();
+    // Into proxy mode: its tools are pointed at the proxy too.
+    let bridge = if policy.mode == Mode::Proxy {
+        let (instance, _) = client.instance(name).await?;
+        let bridge = super::guard::bridge_of_instance(client, &instance).await?;
+        for (k, v) in super::egress::environment(&bridge) {
+            config.insert(k, serde_json::Value::String(v));
+        }
+        Some(bridge)
+    } else {
+        None
+    };
     // Empty values read as unset (see `Policy::of`).
     client
         .update_instance(name, &serde_json::json!({ "config": config }), None)
@@ -156,6 +167,11 @@ pub async fn reapply(
         && let Some(port) = super::port_of(&instance)
     {
         super::hosts::write(client, name, &super::allow::load_cache(&port)).await?;
+    }
+    if let Some(bridge) = bridge {
+        use super::guard::Daemon;
+        client.write_apt_conf(name, &bridge).await?;
+        super::egress::register(client, name).await?;
     }
     Ok(())
 }

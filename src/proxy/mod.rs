@@ -104,14 +104,15 @@ impl RunOptions {
 /// socket, and serve until a listener fails or SIGTERM/SIGINT comes (the
 /// control socket is removed then).
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
-    run_with(opts, |_| std::future::pending::<()>()).await
+    run_with(opts, |_, _| std::future::pending::<()>()).await
 }
 
-/// [`run`], with `beside` running alongside on the live policy table (cci's
-/// upkeep of it from the daemon); the proxy stops when `beside` ends.
+/// [`run`], with `beside` running alongside on the live policy table and
+/// the proxy's context (cci's upkeep of them from the daemon: policies,
+/// more listeners); the proxy stops when `beside` ends.
 pub async fn run_with<F, Fut>(opts: RunOptions, beside: F) -> anyhow::Result<()>
 where
-    F: FnOnce(Arc<Registry>) -> Fut,
+    F: FnOnce(Arc<Registry>, Arc<Context>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     use anyhow::Context as _;
@@ -150,7 +151,7 @@ where
     let control = control::bind(&opts.control)
         .with_context(|| format!("control socket {}", opts.control.display()))?;
     tasks.spawn(control::serve_control(control, registry.clone(), approvals));
-    let beside = beside(registry);
+    let beside = beside(registry, ctx.clone());
     tasks.spawn(async move {
         beside.await;
         Ok(())

@@ -17,9 +17,24 @@ use crate::incus::transport::WebSocket;
 
 /// Copy frames from a websocket to `out` until the stream ends.
 pub(super) async fn pump_out<O: AsyncWrite + Unpin>(ws: &mut WebSocket, out: &mut O) -> Result<()> {
+    let (mut frames, mut bytes) = (0u64, 0u64);
+    let ended = pump_frames(ws, out, &mut frames, &mut bytes).await;
+    tracing::debug!("exec output stream: {frames} frame(s), {bytes} byte(s), ended: {ended:?}");
+    ended.map(|_| ())
+}
+
+/// [`pump_out`]'s loop; says how the stream ended.
+async fn pump_frames<O: AsyncWrite + Unpin>(
+    ws: &mut WebSocket,
+    out: &mut O,
+    frames: &mut u64,
+    bytes: &mut u64,
+) -> Result<&'static str> {
     while let Some(msg) = ws.next().await {
         match msg {
             Ok(Message::Binary(data)) => {
+                *frames += 1;
+                *bytes += data.len() as u64;
                 out.write_all(&data)
                     .await
                     .map_err(|e| Error::io("writing command output", e))?;
@@ -27,14 +42,14 @@ pub(super) async fn pump_out<O: AsyncWrite + Unpin>(ws: &mut WebSocket, out: &mu
                     .await
                     .map_err(|e| Error::io("writing command output", e))?;
             }
-            Ok(Message::Text(t)) if t.is_empty() => break,
-            Ok(Message::Close(_)) => break,
+            Ok(Message::Text(t)) if t.is_empty() => return Ok("empty text frame"),
+            Ok(Message::Close(_)) => return Ok("close frame"),
             Ok(_) => {}
             // Before the end-of-stream frame: output may be missing, say so.
             Err(e) => return Err(Error::Protocol(format!("{BROKE_OFF}: {e}"))),
         }
     }
-    Ok(())
+    Ok("end of stream")
 }
 
 /// How [`pump_out`]'s error for a stream the daemon cut begins.
