@@ -120,6 +120,20 @@ async fn proxy_mode_reaches_allowed_names_only_logs_them_and_takes_live_changes(
     ]);
     assert_ne!(out.status.code(), Some(0), "names do not resolve inside");
 
+    // What went around the proxy is logged from the firewall.
+    let around: Vec<Value> = log_of(name)
+        .into_iter()
+        .filter(|d| d["reason"] == "firewall")
+        .collect();
+    for (port, proto) in [(8080, "tcp"), (9999, "udp")] {
+        assert!(
+            around
+                .iter()
+                .any(|d| d["host"] == INTERNET && d["port"] == port && d["proto"] == proto),
+            "{port}/{proto}: {around:?}"
+        );
+    }
+
     // Every decision is logged with its reason and rule.
     let log = log_of(name);
     let find = |host: &str| {

@@ -56,16 +56,55 @@ fn print(records: &[Decision], format: Format, head: bool) -> anyhow::Result<()>
     Ok(())
 }
 
-/// `cci network log [NAME] [--follow] [--format json]`.
-pub async fn log(a: LogArgs) -> anyhow::Result<i32> {
+/// `cci network log [NAME] [--follow] [--format json]`: the proxy's
+/// decisions, and for one container also what the firewall dropped on its
+/// way around the proxy.
+pub async fn log(host: &Host, a: LogArgs) -> anyhow::Result<i32> {
     let path = egress::decisions_log()?;
     let records = crate::proxy::log::read(&path, a.name.as_deref())?;
     if !a.follow {
-        if records.is_empty() && a.format == Format::Table {
+        let around = match &a.name {
+            Some(name) => egress::blocked(&host.client, host.policy(), name).await?,
+            None => Vec::new(),
+        };
+        if a.format == Format::Json {
+            print(&records, a.format, true)?;
+            for b in &around {
+                let v = serde_json::json!({
+                    "container": a.name,
+                    "host": b.address,
+                    "port": b.port,
+                    "proto": b.proto,
+                    "allowed": false,
+                    "reason": "firewall",
+                    "packets": b.packets,
+                });
+                println!("{v}");
+            }
+            return Ok(0);
+        }
+        if records.is_empty() && around.is_empty() {
             eprintln!("cci: no connection logged yet (only proxy-mode containers are logged)");
             return Ok(0);
         }
-        print(&records, a.format, true)?;
+        if !records.is_empty() {
+            print(&records, a.format, true)?;
+        }
+        if !around.is_empty() {
+            println!("\naround the proxy, dropped by the firewall (the last hour):");
+            let rows: Vec<[String; 3]> = around
+                .iter()
+                .map(|b| {
+                    let dest = if b.address.contains(':') {
+                        format!("[{}]:{}", b.address, b.port)
+                    } else {
+                        format!("{}:{}", b.address, b.port)
+                    };
+                    [dest, b.proto.clone(), b.packets.to_string()]
+                })
+                .collect();
+            print_rows(&["DESTINATION", "PROTO", "PACKETS"], &rows);
+        }
         return Ok(0);
     }
     let mut follow = crate::proxy::Follow::new(&path, a.name.as_deref(), true);

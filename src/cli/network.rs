@@ -177,7 +177,7 @@ pub async fn run(host: &Host, cmd: NetworkCommand) -> anyhow::Result<i32> {
             crate::network::egress::serve(client.clone(), listen, dns).await?;
             Ok(0)
         }
-        NetworkCommand::Log(a) => super::egress::log(a).await,
+        NetworkCommand::Log(a) => super::egress::log(host, a).await,
         NetworkCommand::Allow { name, rule, save } => {
             super::egress::allow(host, &name, &rule, save).await
         }

@@ -30,6 +30,22 @@ pub struct State {
     pub between_slots: u64,
     /// The shared part of the rules (for nft: both of cci's tables) is in place.
     pub tables: bool,
+    /// Proxy mode: what each port tried to reach around the proxy (TCP
+    /// and UDP destinations the firewall dropped, last hour, bounded).
+    pub blocked: BTreeMap<PortName, Vec<Blocked>>,
+}
+
+/// A destination a proxy-mode container tried to reach directly.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Blocked {
+    /// The address.
+    pub address: String,
+    /// `tcp` or `udp`.
+    pub proto: String,
+    /// The port.
+    pub port: u16,
+    /// Packets dropped.
+    pub packets: u64,
 }
 
 /// Enforces cci's network policy, one guarded port per container.

@@ -468,3 +468,20 @@ pub async fn ask(req: Request) -> Result<Response, Error> {
         .await
         .map_err(|e| Error::Proxy(e.to_string()))
 }
+
+/// What proxy-mode container `name` tried to reach around the proxy, as
+/// the firewall remembers it (the last hour; nothing for other modes).
+pub async fn blocked(
+    client: &Client,
+    fw: &dyn super::PolicyBackend,
+    name: &str,
+) -> Result<Vec<super::backend::Blocked>, Error> {
+    let (instance, _) = client.instance(name).await?;
+    let Some(port) = port_of(&instance) else {
+        return Ok(Vec::new());
+    };
+    let mut state = fw.state()?;
+    let mut list = state.blocked.remove(&port).unwrap_or_default();
+    list.sort_by_key(|b| std::cmp::Reverse(b.packets));
+    Ok(list)
+}

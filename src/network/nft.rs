@@ -159,6 +159,54 @@ fn counters(json: &str) -> Result<BTreeMap<String, u64>, Error> {
         .collect())
 }
 
+/// A proxy-mode port's dropped-traffic set (`seen4_PORT`, `seen6_PORT`)
+/// into `state.blocked`.
+fn seen(set: &Value, state: &mut State) {
+    let Some(name) = set.get("name").and_then(Value::as_str) else {
+        return;
+    };
+    let Some(port) = rules::SEEN_PREFIXES
+        .iter()
+        .find_map(|p| name.strip_prefix(p))
+        .and_then(|p| PortName::parse(p).ok())
+    else {
+        return;
+    };
+    let list = state.blocked.entry(port).or_default();
+    for e in set
+        .get("elem")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let e = e.get("elem").unwrap_or(e);
+        let Some(parts) = e
+            .get("val")
+            .and_then(|v| v.get("concat"))
+            .and_then(Value::as_array)
+        else {
+            continue;
+        };
+        let (Some(address), Some(proto), Some(port)) = (
+            parts.first().and_then(Value::as_str),
+            parts.get(1).and_then(Value::as_str),
+            parts.get(2).and_then(Value::as_u64),
+        ) else {
+            continue;
+        };
+        list.push(super::backend::Blocked {
+            address: address.to_string(),
+            proto: proto.to_string(),
+            port: port as u16,
+            packets: e
+                .get("counter")
+                .and_then(|c| c.get("packets"))
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
+        });
+    }
+}
+
 /// Read the guarded ports and counters out of `nft -j list table bridge cci`.
 pub fn parse_state(json: &str) -> Result<State, Error> {
     let counters = counters(json)?;
@@ -167,6 +215,10 @@ pub fn parse_state(json: &str) -> Result<State, Error> {
         ..State::default()
     };
     for o in objects(json)? {
+        if let Some(set) = o.get("set") {
+            seen(set, &mut state);
+            continue;
+        }
         let Some(map) = o.get("map") else { continue };
         if map.get("name").and_then(Value::as_str) != Some("out_ports") {
             continue;
@@ -226,6 +278,25 @@ mod tests {
         assert_eq!(s.ports.len(), 1);
         assert_eq!(s.ports[&PortName::parse("cci0123456789ab").unwrap()], 7);
         assert_eq!(s.between_slots, 2);
+    }
+
+    #[test]
+    fn reads_what_a_proxy_mode_port_tried_around_the_proxy() {
+        let json = r#"{"nftables":[{"metainfo":{"version":"1.0.6"}},
+          {"set":{"family":"bridge","name":"seen4_cci0123456789ab","table":"cci","type":["ipv4_addr","inet_proto","inet_service"],
+            "elem":[{"elem":{"val":{"concat":["198.51.100.10","tcp",8080]},"expires":3599,"counter":{"packets":3,"bytes":180}}}]}},
+          {"set":{"family":"bridge","name":"allow4_cci0123456789ab","table":"cci","type":"ipv4_addr"}}]}"#;
+        let s = parse_state(json).unwrap();
+        let port = PortName::parse("cci0123456789ab").unwrap();
+        assert_eq!(
+            s.blocked[&port],
+            [crate::network::backend::Blocked {
+                address: "198.51.100.10".into(),
+                proto: "tcp".into(),
+                port: 8080,
+                packets: 3
+            }]
+        );
     }
 
     #[test]

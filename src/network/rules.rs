@@ -185,12 +185,20 @@ pub fn skeleton() -> String {
     s
 }
 
+/// How many destinations a proxy-mode port's dropped-traffic sets hold.
+pub const SEEN_SIZE: u32 = 512;
+
+/// The prefixes of a proxy-mode port's dropped-traffic sets.
+pub const SEEN_PREFIXES: [&str; 2] = ["seen4_", "seen6_"];
+
 /// Names of one port's objects.
 struct Names {
     chain: String,
     counter: String,
     allow4: String,
     allow6: String,
+    seen4: String,
+    seen6: String,
 }
 
 fn names(port: &PortName) -> Names {
@@ -199,6 +207,8 @@ fn names(port: &PortName) -> Names {
         counter: format!("drop_{port}"),
         allow4: format!("allow4_{port}"),
         allow6: format!("allow6_{port}"),
+        seen4: format!("seen4_{port}"),
+        seen6: format!("seen6_{port}"),
     }
 }
 
@@ -264,8 +274,27 @@ pub fn install(r: &PortRules) -> String {
             // `from_containers` would meet its final drop.
             rule(&mut s, "accept");
         }
-        // Nothing but the proxy (above): no DNS, no address at all.
-        Mode::Proxy => rule(&mut s, &drop),
+        // Nothing but the proxy (above): no DNS, no address at all. What
+        // it tries anyway is remembered (bounded, an hour) for
+        // `cci network log`.
+        Mode::Proxy => {
+            for (set, kind, addr) in [
+                (&n.seen4, "ipv4_addr", "ip daddr"),
+                (&n.seen6, "ipv6_addr", "ip6 daddr"),
+            ] {
+                let _ = writeln!(
+                    s,
+                    "add set {b} {set} {{ type {kind} . inet_proto . inet_service ; flags dynamic,timeout ; timeout 1h ; size {SEEN_SIZE} ; counter ; }}"
+                );
+                rule(
+                    &mut s,
+                    &format!(
+                        "meta l4proto {{ tcp, udp }} update @{set} {{ {addr} . meta l4proto . th dport }}"
+                    ),
+                );
+            }
+            rule(&mut s, &drop);
+        }
         Mode::Allowlist => {
             // No DNS (or DNS over TLS) to any server, allowed or not.
             rule(
@@ -389,6 +418,12 @@ pub fn remove(port: &PortName) -> String {
     for (set, kind) in [(&n.allow4, "ipv4_addr"), (&n.allow6, "ipv6_addr")] {
         let _ = writeln!(s, "add set {b} {set} {{ type {kind} ; flags interval ; }}");
     }
+    for (set, kind) in [(&n.seen4, "ipv4_addr"), (&n.seen6, "ipv6_addr")] {
+        let _ = writeln!(
+            s,
+            "add set {b} {set} {{ type {kind} . inet_proto . inet_service ; flags dynamic,timeout ; timeout 1h ; size {SEEN_SIZE} ; counter ; }}"
+        );
+    }
     let _ = writeln!(
         s,
         "add element {b} out_ports {{ \"{p}\" : jump {} }}",
@@ -402,6 +437,8 @@ pub fn remove(port: &PortName) -> String {
     let _ = writeln!(s, "delete counter {b} {}", n.counter);
     let _ = writeln!(s, "delete set {b} {}", n.allow4);
     let _ = writeln!(s, "delete set {b} {}", n.allow6);
+    let _ = writeln!(s, "delete set {b} {}", n.seen4);
+    let _ = writeln!(s, "delete set {b} {}", n.seen6);
     s
 }
 

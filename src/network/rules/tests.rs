@@ -197,7 +197,7 @@ fn removal_adds_then_deletes_every_object_of_exactly_that_port() {
         assert!(s.contains(&format!("delete {obj} bridge cci ")));
     }
     let deletes: Vec<&str> = s.lines().filter(|l| l.starts_with("delete")).collect();
-    assert_eq!(deletes.len(), 6);
+    assert_eq!(deletes.len(), 8);
     assert!(deletes.iter().all(|l| l.contains("cci0123456789ab")));
 }
 
@@ -208,4 +208,31 @@ fn tag_is_checked_and_cleared_in_every_inet_hook() {
     for hook in ["prerouting", "input", "forward"] {
         assert!(s.contains(&format!("hook {hook} priority -160")), "{hook}");
     }
+}
+
+#[test]
+fn proxy_mode_reaches_the_proxy_untagged_and_nothing_else() {
+    let s = install(&rules(Mode::Proxy));
+    let r = chain_rules(&s);
+    let proxy = r
+        .iter()
+        .position(|l| *l == "ip daddr 10.1.2.1 tcp dport 47128 accept")
+        .unwrap_or_else(|| panic!("{r:?}"));
+    let mark = r
+        .iter()
+        .position(|l| l.starts_with("meta mark set"))
+        .unwrap();
+    assert!(proxy < mark, "the proxy is reached before the tag: {r:?}");
+    assert!(
+        !r.iter().any(|l| l.contains("dport 53 accept")),
+        "no DNS: {r:?}"
+    );
+    assert!(!s.contains("@allow4"), "no addresses admitted");
+    // Every port chain ends in a drop, after remembering what was tried.
+    assert_eq!(
+        r.last().copied(),
+        Some("counter name drop_cci0123456789ab drop")
+    );
+    assert!(s.contains("update @seen4_cci0123456789ab { ip daddr . meta l4proto . th dport }"));
+    assert!(s.contains("update @seen6_cci0123456789ab { ip6 daddr . meta l4proto . th dport }"));
 }
