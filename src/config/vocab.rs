@@ -60,7 +60,9 @@ pub const BLOCKED_V4: &[&str] = &[
 /// well-known prefix: a DNS64 answer for a private IPv4 address), local-use
 /// NAT64, discard, unique local (ULA), link-local, multicast.
 pub const BLOCKED_V6: &[&str] = &[
-    "::/127",
+    "::/96",
+    "2001::/32",
+    "2002::/16",
     "::ffff:0:0/96",
     "64:ff9b::/96",
     "64:ff9b:1::/48",

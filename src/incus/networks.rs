@@ -25,6 +25,21 @@ pub struct Network {
     pub status: String,
 }
 
+/// An address the daemon gave out on a managed network (DHCP lease or
+/// static allocation).
+#[derive(Debug, Clone, Deserialize)]
+pub struct NetworkLease {
+    /// The MAC address it belongs to.
+    #[serde(default)]
+    pub hwaddr: String,
+    /// The address.
+    #[serde(default)]
+    pub address: String,
+    /// `static`, `dynamic`, `gateway`.
+    #[serde(default, rename = "type")]
+    pub kind: String,
+}
+
 /// A storage pool.
 #[derive(Debug, Clone, Deserialize)]
 pub struct StoragePool {
@@ -58,6 +73,14 @@ impl Client {
     pub async fn network(&self, name: &str) -> Result<Network> {
         self.transport
             .get(&format!("/1.0/networks/{}", encode(name)))
+            .await
+    }
+
+    /// The addresses a managed network gave out (the daemon's own record,
+    /// not what instances say about themselves).
+    pub async fn network_leases(&self, name: &str) -> Result<Vec<NetworkLease>> {
+        self.transport
+            .get(&format!("/1.0/networks/{}/leases", encode(name)))
             .await
     }
 

@@ -189,6 +189,7 @@ pub async fn serve(
     if lock.try_lock().is_err() {
         return Ok(());
     }
+    raise_open_files();
     let mut opts = crate::proxy::RunOptions::new(
         listen,
         control_socket()?,
@@ -235,6 +236,26 @@ pub async fn serve(
     Ok(())
 }
 
+/// Let the proxy hold as many connections as the system allows it (the
+/// soft limit up to the hard one): with the usual 1024, a few hundred
+/// tunnels of one container would starve every other and the control
+/// socket.
+fn raise_open_files() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain calls with a valid pointer to a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::warn!("[proxy] cannot raise the open-file limit");
+            }
+        }
+    }
+}
+
 /// Bring the live table in line with the daemon: every running proxy-mode
 /// container with its addresses and recorded rules; every other entry
 /// forgotten. Returns how many there are and where they need the proxy.
@@ -242,25 +263,39 @@ async fn sync(
     client: &Client,
     registry: &crate::proxy::Registry,
 ) -> Result<(usize, Vec<SocketAddr>), Error> {
-    let instances = client.instances("", true).await?;
+    let instances = client.instances("", false).await?;
     let table = registry.list();
     let mut live = Vec::new();
     let mut wanted = Vec::new();
+    let mut leases = Leases::default();
     for i in &instances {
-        let Some((addresses, policy)) = entry(i) else {
+        let Some(policy) = proxy_policy_of(i) else {
             continue;
         };
-        for a in listen_on(&super::guard::bridge_of_instance(client, i).await?) {
+        if i.status != crate::incus::InstanceStatus::Running {
+            continue;
+        }
+        let bridge = super::guard::bridge_of_instance(client, i).await?;
+        for a in listen_on(&bridge) {
             if !wanted.contains(&a) {
                 wanted.push(a);
             }
         }
+        let addresses = allocated(client, i, &bridge, &mut leases).await?;
         // Rules changed live (`cci network allow`/`deny`) are recorded on
         // the instance first, so the record is always the whole truth.
-        let same = table
+        let same_rules = table
             .iter()
             .any(|(n, rules)| *n == i.name && *rules == policy.rules);
-        if !same
+        let same_rest = registry.held(&i.name).is_some_and(|(held, ask)| {
+            let mut a = held.clone();
+            let mut b = addresses.clone();
+            a.sort();
+            b.sort();
+            a == b && ask == on_unknown(&policy)
+        });
+        let changed = !(same_rules && same_rest);
+        if changed
             && !addresses.is_empty()
             && let Err(e) = registry.set(&i.name, &addresses, &policy.rules, on_unknown(&policy))
         {
@@ -284,41 +319,101 @@ fn on_unknown(policy: &Policy) -> OnUnknown {
     }
 }
 
-/// A running proxy-mode instance's addresses on its guarded NIC and its
-/// policy (`None`: not one).
-fn entry(i: &Instance) -> Option<(Vec<IpAddr>, Policy)> {
+/// A proxy-mode instance's policy (`None`: another mode, or not cci's).
+fn proxy_policy_of(i: &Instance) -> Option<Policy> {
     let policy = Policy::of(i)?.ok()?;
-    if policy.mode != Mode::Proxy {
-        return None;
-    }
-    let port = port_of(i)?;
-    let state = i.state.as_ref()?;
-    let nic = state
-        .network
-        .as_ref()?
-        .values()
-        .find(|n| n.host_name == port.as_str())?;
-    let addresses = nic
-        .addresses
+    (policy.mode == Mode::Proxy && port_of(i).is_some()).then_some(policy)
+}
+
+/// Leases of each network, asked once per sync.
+#[derive(Default)]
+struct Leases(std::collections::HashMap<String, Vec<crate::incus::networks::NetworkLease>>);
+
+/// The addresses the daemon gave instance `i`'s guarded NIC: a static
+/// address in its config, its DHCP lease, and on an IPv6 bridge its
+/// SLAAC address (derived from its MAC). Never what the container says
+/// about itself: root inside may add any address to its interface (it
+/// cannot send from one Incus' anti-spoofing does not allow, but it could
+/// claim another container's identity with the proxy).
+async fn allocated(
+    client: &Client,
+    i: &Instance,
+    bridge: &Bridge,
+    leases: &mut Leases,
+) -> Result<Vec<IpAddr>, Error> {
+    let Some(port) = port_of(i) else {
+        return Ok(Vec::new());
+    };
+    let Some((key, dev)) = i
+        .expanded_devices
         .iter()
-        .filter_map(|a| a.address.parse().ok())
+        .find(|(_, d)| d.get("host_name").map(String::as_str) == Some(port.as_str()))
+    else {
+        return Ok(Vec::new());
+    };
+    let mut out: Vec<IpAddr> = ["ipv4.address", "ipv6.address"]
+        .iter()
+        .filter_map(|k| dev.get(*k)?.parse().ok())
         .collect();
-    Some((addresses, policy))
+    let hwaddr = i
+        .config
+        .get(&format!("volatile.{key}.hwaddr"))
+        .or_else(|| i.expanded_config.get(&format!("volatile.{key}.hwaddr")))
+        .map(|m| m.to_ascii_lowercase());
+    let Some(hwaddr) = hwaddr else {
+        return Ok(out);
+    };
+    if let Some(network) = dev.get("network").or_else(|| dev.get("parent")) {
+        if !leases.0.contains_key(network) {
+            let got = client.network_leases(network).await?;
+            leases.0.insert(network.clone(), got);
+        }
+        for l in &leases.0[network] {
+            if l.hwaddr.to_ascii_lowercase() == hwaddr
+                && let Ok(a) = l.address.parse::<IpAddr>()
+                && !out.contains(&a)
+            {
+                out.push(a);
+            }
+        }
+    }
+    if let Some(v6) = bridge.v6.and_then(|gw| slaac(gw, &hwaddr))
+        && !out.contains(&IpAddr::V6(v6))
+    {
+        out.push(IpAddr::V6(v6));
+    }
+    Ok(out)
+}
+
+/// The SLAAC (EUI-64) address of MAC `hwaddr` in the /64 of `gateway`.
+fn slaac(gateway: std::net::Ipv6Addr, hwaddr: &str) -> Option<std::net::Ipv6Addr> {
+    let mac: Vec<u8> = hwaddr
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16).ok())
+        .collect::<Option<_>>()?;
+    let [a, b, c, d, e, f] = mac[..] else {
+        return None;
+    };
+    let mut o = gateway.octets();
+    o[8..].copy_from_slice(&[a ^ 0x02, b, c, 0xff, 0xfe, d, e, f]);
+    Some(std::net::Ipv6Addr::from(o))
 }
 
 /// Tell the proxy about proxy-mode container `name` now (it would learn
 /// within [`SYNC`] anyway), starting the proxy when it is not running.
 /// Nothing for other modes.
 pub async fn register(client: &Client, name: &str) -> Result<(), Error> {
-    let (mut instance, _) = client.instance(name).await?;
-    if !matches!(Policy::of(&instance), Some(Ok(p)) if p.mode == Mode::Proxy) {
-        return Ok(());
-    }
-    instance.state = Some(client.instance_state(name).await?);
-    let Some((addresses, policy)) = entry(&instance) else {
+    let (instance, _) = client.instance(name).await?;
+    let Some(policy) = proxy_policy_of(&instance) else {
         return Ok(());
     };
     let bridge = super::guard::bridge_of_instance(client, &instance).await?;
+    let addresses = allocated(client, &instance, &bridge, &mut Leases::default()).await?;
+    if addresses.is_empty() {
+        return Err(Error::Proxy(format!(
+            "the daemon has no address for {name} (no DHCP lease yet)"
+        )));
+    }
     let listen = listen_on(&bridge);
     ensure_proxy(&listen, &policy.dns_servers).await?;
     // A proxy started for another bridge listens here within a sync.
@@ -353,9 +448,12 @@ pub async fn upkeep(client: &Client, instances: &[Instance]) {
         return;
     }
     for i in instances {
-        let Some((_, policy)) = entry(i) else {
+        let Some(policy) = proxy_policy_of(i) else {
             continue;
         };
+        if i.status != crate::incus::InstanceStatus::Running {
+            continue;
+        }
         match super::guard::bridge_of_instance(client, i).await {
             Ok(bridge) => {
                 tracing::info!("the egress proxy is gone: starting it again");
@@ -484,4 +582,40 @@ pub async fn blocked(
     let mut list = state.blocked.remove(&port).unwrap_or_default();
     list.sort_by_key(|b| std::cmp::Reverse(b.packets));
     Ok(list)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slaac_is_the_eui64_address_in_the_bridge_prefix() {
+        let gw: std::net::Ipv6Addr = "fd42:cc1:99::1".parse().unwrap();
+        assert_eq!(
+            slaac(gw, "10:66:6a:5a:1d:fb"),
+            Some("fd42:cc1:99::1266:6aff:fe5a:1dfb".parse().unwrap())
+        );
+        assert_eq!(slaac(gw, "not a mac"), None);
+    }
+
+    #[test]
+    fn containers_are_told_the_proxy_in_every_usual_variable() {
+        let b = Bridge {
+            v4: Some("10.1.2.1".parse().unwrap()),
+            v6: None,
+        };
+        let env = environment(&b);
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(
+            get("environment.HTTPS_PROXY"),
+            Some("http://10.1.2.1:47128")
+        );
+        assert_eq!(get("environment.no_proxy"), Some("localhost,127.0.0.1,::1"));
+        assert!(
+            apt_conf(&b)
+                .unwrap()
+                .contains("Acquire::https::Proxy \"http://10.1.2.1:47128\"")
+        );
+        assert!(environment(&Bridge::default()).is_empty());
+    }
 }

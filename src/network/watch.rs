@@ -138,7 +138,7 @@ where
         }
         // Proxy-mode containers need their proxy: started again when gone.
         if idle_ticks == 0 && !super::egress::proxy_running() {
-            match client.instances("", true).await {
+            match client.instances("", false).await {
                 Ok(all) => super::egress::upkeep(client, &all).await,
                 Err(e) => tracing::error!("[watch] {e}"),
             }

@@ -436,6 +436,14 @@ impl Registry {
         })
     }
 
+    /// `container`'s addresses and what unknown names get (`None`: not
+    /// known).
+    pub fn held(&self, container: &str) -> Option<(Vec<IpAddr>, OnUnknown)> {
+        let t = self.table.read().ok()?;
+        let e = t.state.containers.get(container)?;
+        Some((e.addresses.clone(), e.on_unknown))
+    }
+
     /// The containers known, with their rules (canonical text).
     pub fn list(&self) -> Vec<(String, Vec<String>)> {
         match self.table.read() {

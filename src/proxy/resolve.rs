@@ -26,6 +26,12 @@ pub trait Resolve: Send + Sync {
 pub trait Dial: Send + Sync {
     /// Connect to `addr`.
     fn dial(&self, addr: SocketAddr) -> BoxFuture<'_, io::Result<TcpStream>>;
+
+    /// Whether `ip` is never to be dialled, whatever a rule says: this
+    /// host itself ([`is_host_local`]).
+    fn refuses(&self, ip: IpAddr) -> bool {
+        is_host_local(ip)
+    }
 }
 
 /// Plain TCP connect.
@@ -88,4 +94,72 @@ impl Resolve for SystemResolver {
             Ok(answer.iter().collect())
         })
     }
+}
+
+/// Whether `ip` is this host: loopback, unspecified (`0.0.0.0/8`, `::`) or
+/// an address of one of its interfaces (read at most every few seconds).
+/// The proxy never dials those, whatever a rule says: a connection from the
+/// host to itself would reach services that trust local callers.
+pub fn is_host_local(ip: IpAddr) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    };
+    let special = match ip {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.octets()[0] == 0,
+        IpAddr::V6(v6) => v6.is_loopback() || v6.is_unspecified(),
+    };
+    special || local_addresses().contains(&ip)
+}
+
+fn local_addresses() -> Vec<IpAddr> {
+    use std::sync::Mutex;
+    use std::time::Instant;
+    static CACHE: Mutex<Option<(Instant, Vec<IpAddr>)>> = Mutex::new(None);
+    let Ok(mut cache) = CACHE.lock() else {
+        return interface_addresses();
+    };
+    match &*cache {
+        Some((at, list)) if at.elapsed() < Duration::from_secs(5) => list.clone(),
+        _ => {
+            let list = interface_addresses();
+            *cache = Some((Instant::now(), list.clone()));
+            list
+        }
+    }
+}
+
+/// Every address of every interface of this host (`getifaddrs`).
+fn interface_addresses() -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list we only read and then
+    // free with freeifaddrs, once.
+    unsafe {
+        if libc::getifaddrs(&mut head) != 0 {
+            return out;
+        }
+        let mut p = head;
+        while !p.is_null() {
+            let a = (*p).ifa_addr;
+            if !a.is_null() {
+                match i32::from((*a).sa_family) {
+                    libc::AF_INET => {
+                        let sin = &*(a as *const libc::sockaddr_in);
+                        out.push(IpAddr::V4(std::net::Ipv4Addr::from(u32::from_be(
+                            sin.sin_addr.s_addr,
+                        ))));
+                    }
+                    libc::AF_INET6 => {
+                        let sin6 = &*(a as *const libc::sockaddr_in6);
+                        out.push(IpAddr::V6(std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr)));
+                    }
+                    _ => {}
+                }
+            }
+            p = (*p).ifa_next;
+        }
+        libc::freeifaddrs(head);
+    }
+    out
 }

@@ -74,7 +74,7 @@ impl Default for Limits {
     fn default() -> Limits {
         Limits {
             max_connections: 2048,
-            max_per_caller: 512,
+            max_per_caller: 256,
             head_timeout: Duration::from_secs(10),
             first_bytes_timeout: Duration::from_secs(10),
             resolve_timeout: Duration::from_secs(10),
@@ -572,6 +572,14 @@ async fn open(
             addrs
         }
     };
+    // Never the host itself, whatever a rule says.
+    if let Some(ip) = addrs.iter().find(|ip| ctx.dial.refuses(**ip)) {
+        return Err(Refusal::new(
+            403,
+            "host-address",
+            format!("{shown} is this host ({ip}): never reachable through the proxy"),
+        ));
+    }
     let dial = async {
         for ip in addrs.iter().take(MAX_ADDRESSES) {
             let to = SocketAddr::new(*ip, port);

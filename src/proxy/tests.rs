@@ -43,6 +43,11 @@ impl Dial for ToLocal {
         self.asked.lock().unwrap().push(addr);
         Box::pin(TcpStream::connect(self.to))
     }
+
+    // Every test upstream is on loopback (the real dialer refuses it).
+    fn refuses(&self, _: IpAddr) -> bool {
+        false
+    }
 }
 
 /// Decisions kept in memory.
@@ -815,4 +820,31 @@ async fn run_serves_the_control_socket_and_keeps_policies_across_restarts() {
     };
     assert_eq!(request(&sock, &deny).await.unwrap(), Response::Ok);
     second.abort();
+}
+
+#[test]
+fn the_real_dialer_never_dials_this_host() {
+    let d = crate::proxy::TcpDial;
+    for ip in [
+        "127.0.0.1",
+        "127.3.4.5",
+        "0.0.0.0",
+        "0.1.2.3",
+        "::1",
+        "::",
+        "::ffff:127.0.0.1",
+    ] {
+        assert!(d.refuses(ip.parse().unwrap()), "{ip}");
+    }
+    // An address of one of this host's interfaces.
+    let own = std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.connect("198.51.100.1:9").map(|()| s))
+        .and_then(|s| s.local_addr())
+        .map(|a| a.ip());
+    if let Ok(ip) = own
+        && !ip.is_unspecified()
+    {
+        assert!(d.refuses(ip), "{ip}");
+    }
+    assert!(!d.refuses("198.51.100.77".parse().unwrap()));
 }
