@@ -159,11 +159,20 @@ async fn run_deletes_its_container_on_timeout_and_on_signals() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sixteen_concurrent_runs_get_sixteen_slots() {
     let ws = workspace();
+    // A barrier in the shared workspace: every run holds its slot until all
+    // sixteen run at once (else a run that ended early frees a slot a late
+    // one may rightly take; a slot given twice at once leaves it waiting
+    // for a sixteenth that never comes, and the names below tell).
+    let barrier = ws.path().join(".barrier");
+    std::fs::create_dir(&barrier).unwrap();
+    std::os::unix::fs::chown(&barrier, Some(1000), Some(1000)).unwrap();
+    let script = "touch /workspace/.barrier/$(hostname); \
+        for i in $(seq 900); do [ $(ls /workspace/.barrier | wc -l) -ge 16 ] && break; sleep 0.1; done; id -u";
     let children: Vec<_> = (0..16)
         .map(|_| {
             run_in(ws.path())
                 .env("CCI_SLOT_LIMIT", "20")
-                .args(["--format", "json", "--", "sh", "-c", "sleep 1; id -u"])
+                .args(["--format", "json", "--", "sh", "-c", script])
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
