@@ -32,6 +32,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The proxy of this build, not one a debug build left running.
+pkill -f "cci network proxy" || true
 bash tests/fixtures/fakenet.sh up >/dev/null
 bash tests/fixtures/fakenet.sh dns "bench.proxy.test=$HOST" >/dev/null
 # The server: GET /N answers N bytes (Connection: close).
