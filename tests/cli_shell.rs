@@ -144,7 +144,8 @@ async fn background_attach_detach_and_poweroff_inside() {
     screen.expect("/workspace$");
     keys.write_all(b"until sudo poweroff; do sleep 0.3; done\r")
         .unwrap();
-    assert_eq!(wait_exit(&mut child, &mut screen).code(), Some(0));
+    let status = wait_exit(&mut child, &mut screen);
+    assert_eq!(status.code(), Some(0), "{}", screen.drain());
     wait_state(&name, |s| s.is_none()).await;
 }
 

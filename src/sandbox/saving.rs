@@ -94,12 +94,10 @@ pub async fn save_state(
             if let Err(why) = super::protect::sources_unmoved(&i) {
                 return Ok(StateSave::Failed(why));
             }
-            network::start_guarded(client, host.policy(), &info.name)
-                .await
-                .map_err(|e| match e {
-                    network::Error::Incus(e) => Error::Incus(e),
-                    other => Error::SaveStart(other),
-                })?;
+            start_to_save(host, &info.name).await.map_err(|e| match e {
+                network::Error::Incus(e) => Error::Incus(e),
+                other => Error::SaveStart(other),
+            })?;
             started = true;
         }
         // An isolated session's commits come to the host with its state:
@@ -183,6 +181,23 @@ async fn git_sync(host: &Host, info: &SandboxInfo) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Start `name`, which is not running, to save from it. One powered off
+/// from inside may still be going down (the daemon refuses to start it
+/// then): wait until it is stopped, and try once more if the daemon was
+/// still finishing the stop.
+async fn start_to_save(host: &Host, name: &str) -> Result<(), network::Error> {
+    let client = &host.client;
+    went_down(client, name).await;
+    match network::start_guarded(client, host.policy(), name).await {
+        Err(network::Error::Incus(e)) if !e.is_not_found() => {
+            tracing::debug!("{name}: starting to save failed ({e}); once more when stopped");
+            went_down(client, name).await;
+            network::start_guarded(client, host.policy(), name).await
+        }
+        r => r,
+    }
 }
 
 /// Whether `name` stops within a few seconds (it was shutting down).
