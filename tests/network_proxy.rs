@@ -194,6 +194,29 @@ async fn proxy_mode_reaches_allowed_names_only_logs_them_and_takes_live_changes(
     eventually("the container goes through it again", 30, || {
         through(&connect(name, "api.proxy.test:8080"))
     });
+
+    // A refusal hammered: written once, then counted, not written again;
+    // one record with the count follows (the log's history stays).
+    let hammer = r#"p=${HTTPS_PROXY#http://}; h=${p%:*}; port=${p##*:}
+for i in $(seq 30); do
+  printf 'CONNECT hammer.proxy.test:8080 HTTP/1.1\r\nHost: hammer.proxy.test:8080\r\n\r\n' | timeout 4 nc -q 1 "$h" "$port" >/dev/null &
+done
+wait"#;
+    sh(name, hammer);
+    let hammered = || -> Vec<Value> {
+        log_of(name)
+            .into_iter()
+            .filter(|d| d["host"] == "hammer.proxy.test")
+            .collect()
+    };
+    let first = hammered();
+    assert_eq!(first.len(), 1, "{first:?}");
+    eventually("the folded refusals are recorded", 30, || {
+        hammered().len() == 2
+    });
+    let all = hammered();
+    assert_eq!(all[1]["repeats"], 28, "{all:?}");
+    assert_eq!(all[1]["reason"], "no-rule", "{all:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

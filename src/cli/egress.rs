@@ -19,7 +19,10 @@ fn row(d: &Decision) -> [String; 7] {
         dash(&d.container),
         format!("{}:{}", d.host, d.port),
         if d.allowed { "allowed" } else { "refused" }.to_string(),
-        d.reason.to_string(),
+        match d.repeats {
+            0 => d.reason.to_string(),
+            n => format!("{} ({} times)", d.reason, n + 1),
+        },
         dash(d.rule.as_deref().unwrap_or("")),
         format!("{}/{}", d.bytes_up, d.bytes_down),
     ]

@@ -219,6 +219,7 @@ pub async fn serve(
                         match tokio::net::TcpListener::bind(addr).await {
                             Ok(l) => {
                                 tracing::info!("[proxy] listening on {addr}");
+                                registry.listening_on(addr);
                                 tokio::spawn(crate::proxy::serve(l, ctx.clone()));
                                 bound.insert(addr);
                             }
@@ -416,17 +417,31 @@ pub async fn register(client: &Client, name: &str) -> Result<(), Error> {
     }
     let listen = listen_on(&bridge);
     ensure_proxy(&listen, &policy.dns_servers).await?;
-    // A proxy started for another bridge listens here within a sync.
-    let start = std::time::Instant::now();
-    for addr in &listen {
-        while tokio::net::TcpStream::connect(addr).await.is_err() {
-            if start.elapsed() > Duration::from_secs(10) {
-                return Err(Error::Proxy(format!("it does not listen on {addr}")));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
     let socket = control_socket().map_err(|e| Error::Proxy(e.to_string()))?;
+    // A proxy started for another bridge listens here within a sync. Asked
+    // of the proxy itself, not by connecting: a listener another program
+    // bound there first must not pass for ours.
+    let start = std::time::Instant::now();
+    loop {
+        let bound = match crate::proxy::request(&socket, &Request::Listening).await {
+            Ok(Response::Listening { addresses }) => addresses,
+            Ok(Response::Error { message }) => {
+                return Err(Error::Proxy(format!(
+                    "the running proxy is older than this cci ({message}); it stops a minute after the last proxy-mode container, or now with `pkill -f 'cci network proxy'`"
+                )));
+            }
+            _ => Vec::new(),
+        };
+        let Some(missing) = listen.iter().find(|a| !bound.contains(a)) else {
+            break;
+        };
+        if start.elapsed() > Duration::from_secs(10) {
+            return Err(Error::Proxy(format!(
+                "it does not listen on {missing} (is another program listening there? `ss -ltnp` tells)"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let req = Request::SetPolicy {
         container: name.to_string(),
         addresses,

@@ -81,6 +81,8 @@ pub enum Request {
     },
     /// Is the proxy there?
     Ping,
+    /// The addresses the proxy listens on now.
+    Listening,
 }
 
 /// What the proxy answers.
@@ -93,6 +95,11 @@ pub enum Response {
     Pending {
         /// Oldest first.
         requests: Vec<Pending>,
+    },
+    /// The addresses listened on.
+    Listening {
+        /// Each bound by this proxy.
+        addresses: Vec<std::net::SocketAddr>,
     },
     /// Not done, and why.
     Error {
@@ -241,6 +248,9 @@ pub fn answer(req: Request, registry: &Registry, approvals: &Approvals) -> Respo
     };
     match req {
         Request::Ping => Response::Ok,
+        Request::Listening => Response::Listening {
+            addresses: registry.listening(),
+        },
         Request::Allow { container, rule } => done(registry.allow(&container, &rule)),
         Request::Deny { container, rule } => done(registry.deny(&container, &rule)),
         Request::SetPolicy {
@@ -315,6 +325,8 @@ impl Table {
 pub struct Registry {
     table: RwLock<Table>,
     path: Option<PathBuf>,
+    /// The addresses the proxy has bound (see [`Request::Listening`]).
+    listening: RwLock<Vec<std::net::SocketAddr>>,
 }
 
 impl Registry {
@@ -323,7 +335,22 @@ impl Registry {
         Registry {
             table: RwLock::new(Table::default()),
             path: None,
+            listening: RwLock::default(),
         }
+    }
+
+    /// Note that the proxy listens on `addr`.
+    pub fn listening_on(&self, addr: std::net::SocketAddr) {
+        if let Ok(mut l) = self.listening.write()
+            && !l.contains(&addr)
+        {
+            l.push(addr);
+        }
+    }
+
+    /// The addresses the proxy listens on.
+    pub fn listening(&self) -> Vec<std::net::SocketAddr> {
+        self.listening.read().map(|l| l.clone()).unwrap_or_default()
     }
 
     /// The registry kept at `path`, loaded from it when it exists.
@@ -346,6 +373,7 @@ impl Registry {
         Ok(Registry {
             table: RwLock::new(table),
             path: Some(path.to_path_buf()),
+            listening: RwLock::default(),
         })
     }
 

@@ -4,13 +4,14 @@
 //! and [`suggest`]: a minimal allowlist from what a container did.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -45,7 +46,25 @@ pub struct Decision {
     pub bytes_up: u64,
     /// Bytes sent back (server to client).
     pub bytes_down: u64,
+    /// Further refusals like this one (same container, destination and
+    /// reason) folded into this record; see [`FOLD_WINDOW`].
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub repeats: u64,
 }
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Within this time after a refusal is written, the same refusal again is
+/// counted, not written, and one record with the count follows when the
+/// time is up: an agent hammering a refused name cannot rotate the log's
+/// history away.
+pub const FOLD_WINDOW: Duration = Duration::from_secs(10);
+
+/// The distinct refusals of one container written per window; more are
+/// folded into one record for the container (destination `*`, port 0).
+const MAX_FOLDS_PER_CONTAINER: usize = 64;
 
 /// Where decisions go.
 pub trait Sink: Send + Sync {
@@ -70,10 +89,94 @@ pub fn clean(s: &str) -> String {
 }
 
 /// The log file: appends, and rotates to `<path>.1` past `max_bytes`.
+/// Refusals recorded through [`Sink`] are folded (see [`FOLD_WINDOW`]).
 pub struct DecisionLog {
     path: PathBuf,
     max_bytes: u64,
     file: Mutex<Option<(File, u64)>>,
+    folds: Mutex<Folds>,
+}
+
+/// Refusals written in the current window of each, and what was folded
+/// since: (container, destination, port, reason) → fold.
+#[derive(Default)]
+struct Folds {
+    open: HashMap<(String, String, u16, String), Fold>,
+}
+
+struct Fold {
+    opened: Instant,
+    /// The last refusal folded, `repeats` counting the folded ones less one.
+    folded: Option<Decision>,
+}
+
+impl Folds {
+    /// What to write for `d` now (nothing when folded).
+    fn take(&mut self, mut d: Decision, now: Instant, window: Duration) -> Vec<Decision> {
+        let mut out = self.expire(now, window);
+        let mut key = (
+            d.container.clone(),
+            d.host.clone(),
+            d.port,
+            d.reason.to_string(),
+        );
+        if !self.open.contains_key(&key) {
+            let of_container = self.open.keys().filter(|k| k.0 == d.container).count();
+            if of_container >= MAX_FOLDS_PER_CONTAINER {
+                d.host = "*".into();
+                d.port = 0;
+                key = (d.container.clone(), d.host.clone(), 0, d.reason.to_string());
+            }
+        }
+        match self.open.get_mut(&key) {
+            Some(fold) => {
+                let total = match &fold.folded {
+                    Some(f) => f.repeats + 1,
+                    None => 0,
+                };
+                let (up, down) = fold
+                    .folded
+                    .as_ref()
+                    .map_or((0, 0), |f| (f.bytes_up, f.bytes_down));
+                d.bytes_up += up;
+                d.bytes_down += down;
+                d.repeats += total;
+                fold.folded = Some(d);
+            }
+            None => {
+                self.open.insert(
+                    key,
+                    Fold {
+                        opened: now,
+                        folded: None,
+                    },
+                );
+                out.push(d);
+            }
+        }
+        out
+    }
+
+    /// The folds whose window is over: their records, and room for new ones.
+    fn expire(&mut self, now: Instant, window: Duration) -> Vec<Decision> {
+        let mut out = Vec::new();
+        self.open.retain(|_, fold| {
+            if now.duration_since(fold.opened) < window {
+                return true;
+            }
+            out.extend(fold.folded.take());
+            false
+        });
+        out.sort_by_key(|d| d.time);
+        out
+    }
+
+    /// Everything folded, now (at the end).
+    fn drain(&mut self) -> Vec<Decision> {
+        let mut out: Vec<Decision> = self.open.drain().filter_map(|(_, f)| f.folded).collect();
+        out.sort_by_key(|d| d.time);
+        out
+    }
 }
 
 impl DecisionLog {
@@ -83,6 +186,7 @@ impl DecisionLog {
             path: path.to_path_buf(),
             max_bytes,
             file: Mutex::new(None),
+            folds: Mutex::new(Folds::default()),
         };
         let opened = log.open_file()?;
         if let Ok(mut f) = log.file.lock() {
@@ -133,13 +237,37 @@ impl DecisionLog {
         }
         Ok(())
     }
+
+    /// Write the folded refusals whose window is over (called on a timer),
+    /// or all of them (`all`, at the end).
+    pub fn flush_folds(&self, all: bool) {
+        let due = match self.folds.lock() {
+            Ok(mut f) if all => f.drain(),
+            Ok(mut f) => f.expire(Instant::now(), FOLD_WINDOW),
+            Err(_) => return,
+        };
+        self.write_all(&due);
+    }
+
+    fn write_all(&self, records: &[Decision]) {
+        for d in records {
+            if let Err(e) = self.append(d) {
+                tracing::error!("[proxy] writing the decision log: {e}");
+            }
+        }
+    }
 }
 
 impl Sink for DecisionLog {
     fn record(&self, d: &Decision) {
-        if let Err(e) = self.append(d) {
-            tracing::error!("[proxy] writing the decision log: {e}");
+        if d.allowed {
+            return self.write_all(std::slice::from_ref(d));
         }
+        let due = match self.folds.lock() {
+            Ok(mut f) => f.take(d.clone(), Instant::now(), FOLD_WINDOW),
+            Err(_) => vec![d.clone()],
+        };
+        self.write_all(&due);
     }
 }
 
@@ -383,7 +511,61 @@ mod tests {
             rule: None,
             bytes_up: 0,
             bytes_down: 0,
+            repeats: 0,
         }
+    }
+
+    #[test]
+    fn a_refusal_repeated_is_folded_into_one_record_per_window() {
+        let mut folds = Folds::default();
+        let w = Duration::from_secs(10);
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        // The first is written at once; the next 99 within the window are not.
+        assert_eq!(folds.take(rec("c", "x.com", 443, false), at(0), w).len(), 1);
+        for i in 0..99 {
+            let mut d = rec("c", "x.com", 443, false);
+            d.time = 100 + i;
+            assert!(folds.take(d, at(1), w).is_empty());
+        }
+        // Another destination, or another container, is its own.
+        assert_eq!(folds.take(rec("c", "y.com", 443, false), at(2), w).len(), 1);
+        assert_eq!(folds.take(rec("d", "x.com", 443, false), at(2), w).len(), 1);
+        // Once the window is over, one record says how many were folded.
+        let due = folds.expire(at(11), w);
+        assert_eq!(due.len(), 1);
+        assert_eq!((due[0].repeats, due[0].time), (98, 198));
+        assert_eq!(due[0].host, "x.com");
+        // And the next one is written again.
+        assert_eq!(
+            folds.take(rec("c", "x.com", 443, false), at(12), w).len(),
+            1
+        );
+        assert!(folds.drain().is_empty());
+    }
+
+    #[test]
+    fn many_distinct_refusals_of_one_container_fold_into_a_catch_all() {
+        let mut folds = Folds::default();
+        let w = Duration::from_secs(10);
+        let now = Instant::now();
+        let mut written = 0;
+        for i in 0..1000 {
+            written += folds
+                .take(rec("c", &format!("h{i}.com"), 443, false), now, w)
+                .len();
+        }
+        // 64 names, then one catch-all record, then folded into it.
+        assert_eq!(written, MAX_FOLDS_PER_CONTAINER + 1);
+        let rest = folds.drain();
+        assert_eq!(rest.len(), 1);
+        assert_eq!((rest[0].host.as_str(), rest[0].port), ("*", 0));
+        assert_eq!(
+            rest[0].repeats + 1 + 1,
+            1000 - MAX_FOLDS_PER_CONTAINER as u64
+        );
+        // Another container is not affected.
+        assert_eq!(folds.take(rec("e", "h1.com", 443, false), now, w).len(), 1);
     }
 
     #[test]

@@ -38,6 +38,7 @@ pub mod resolve;
 pub mod rules;
 pub mod server;
 pub mod sni;
+mod zerocopy;
 
 #[cfg(test)]
 mod tests;
@@ -136,7 +137,7 @@ where
         SystemResolver::with_servers(&opts.dns).context("reading the host's DNS configuration")?,
     );
     let ctx = Arc::new(
-        Context::new(registry.clone(), resolver, decisions)
+        Context::new(registry.clone(), resolver, decisions.clone())
             .with_approvals(approvals.clone())
             .with_limits(opts.limits.clone()),
     );
@@ -146,11 +147,20 @@ where
             .await
             .with_context(|| format!("listening on {addr}"))?;
         tracing::info!("[proxy] listening on {addr}");
+        registry.listening_on(*addr);
         tasks.spawn(serve(listener, ctx.clone()));
     }
     let control = control::bind(&opts.control)
         .with_context(|| format!("control socket {}", opts.control.display()))?;
     tasks.spawn(control::serve_control(control, registry.clone(), approvals));
+    let folds = decisions.clone();
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(log::FOLD_WINDOW / 2);
+        loop {
+            tick.tick().await;
+            folds.flush_folds(false);
+        }
+    });
     let beside = beside(registry, ctx.clone());
     tasks.spawn(async move {
         beside.await;
@@ -167,6 +177,7 @@ where
         _ = tokio::signal::ctrl_c() => Ok(()),
     };
     tasks.abort_all();
+    decisions.flush_folds(true);
     let _ = std::fs::remove_file(&opts.control);
     result
 }

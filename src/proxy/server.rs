@@ -26,6 +26,7 @@ use super::log::{Decision, Sink, clean};
 use super::resolve::{Dial, Resolve, TcpDial};
 use super::rules::{OnUnknown, Policy, Rule, canonical_ip, normalize_name};
 use super::sni::{self, Hello};
+use super::zerocopy;
 use crate::config::is_public;
 
 /// The largest request head read from a client.
@@ -220,6 +221,7 @@ impl Record {
             rule: self.rule,
             bytes_up: self.up,
             bytes_down: self.down,
+            repeats: 0,
         };
         tracing::debug!(
             "[proxy] {} {}:{} {} {}",
@@ -685,12 +687,28 @@ const RELAY_BUF: usize = 64 * 1024;
 /// Returns the bytes (client to upstream, upstream to client).
 async fn splice(client: &mut TcpStream, upstream: &mut TcpStream, idle: Duration) -> (u64, u64) {
     let activity = Activity::new();
-    let mut c = Counted::new(client, &activity.up, &activity);
-    let mut u = Counted::new(upstream, &activity.down, &activity);
-    {
-        // 64 KiB each way: bulk downloads run at close to the link's speed.
-        let copy = tokio::io::copy_bidirectional_with_sizes(&mut c, &mut u, RELAY_BUF, RELAY_BUF);
-        activity.until_idle(copy, idle).await;
+    match (zerocopy::Pipe::new(), zerocopy::Pipe::new()) {
+        // In the kernel, socket to pipe to socket (see `zerocopy`).
+        (Ok(p1), Ok(p2)) => {
+            let (c, u) = (&*client, &*upstream);
+            let touch = || activity.touch();
+            let both = async {
+                tokio::try_join!(
+                    zerocopy::one_way(c, u, &p1, &activity.up, touch),
+                    zerocopy::one_way(u, c, &p2, &activity.down, touch)
+                )
+            };
+            activity.until_idle(both, idle).await;
+        }
+        // Out of descriptors for pipes: copy through buffers.
+        _ => {
+            let mut c = Counted::new(client, &activity.up, &activity);
+            let mut u = Counted::new(upstream, &activity.down, &activity);
+            // 64 KiB each way: bulk downloads run close to the link's speed.
+            let copy =
+                tokio::io::copy_bidirectional_with_sizes(&mut c, &mut u, RELAY_BUF, RELAY_BUF);
+            activity.until_idle(copy, idle).await;
+        }
     }
     (
         activity.up.load(Ordering::Relaxed),
@@ -893,13 +911,26 @@ async fn forward(
     let (client_r, mut client_w) = client.split();
     let (upstream_r, mut upstream_w) = upstream.split();
     let mut client_r = Counted::new(client_r, &activity.up, &activity);
-    let mut upstream_r = tokio::io::BufReader::with_capacity(
-        RELAY_BUF,
-        Counted::new(upstream_r, &activity.down, &activity),
-    );
+    let pipe = zerocopy::Pipe::new();
     {
         let upload = send_body(early, &mut client_r, &mut upstream_w, framing, &sent);
-        let download = tokio::io::copy_buf(&mut upstream_r, &mut client_w);
+        // The response passes as it comes (in the kernel when it can).
+        let download = async {
+            match &pipe {
+                Ok(pipe) => {
+                    let (from, to) = (upstream_r.as_ref(), client_w.as_ref());
+                    let _ = zerocopy::one_way(from, to, pipe, &activity.down, || activity.touch())
+                        .await;
+                }
+                Err(_) => {
+                    let mut r = tokio::io::BufReader::with_capacity(
+                        RELAY_BUF,
+                        Counted::new(upstream_r, &activity.down, &activity),
+                    );
+                    let _ = tokio::io::copy_buf(&mut r, &mut client_w).await;
+                }
+            }
+        };
         let both = async {
             tokio::pin!(upload);
             tokio::pin!(download);
