@@ -74,6 +74,33 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     result
 }
 
+/// The lock file `name` in cci's folder `sub` (created 0600): held by the
+/// one process of a kind (the network watcher, the egress proxy) while it
+/// runs.
+pub fn lock_file(sub: &str, name: &str) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(dir(sub)?.join(name))
+}
+
+/// Whether some process holds the lock file `name` of folder `sub`.
+pub fn lock_held(sub: &str, name: &str) -> bool {
+    match lock_file(sub, name) {
+        Ok(lock) => match lock.try_lock() {
+            Ok(()) => {
+                let _ = lock.unlock();
+                false
+            }
+            Err(_) => true,
+        },
+        Err(_) => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -48,27 +48,12 @@ pub fn decisions_log() -> std::io::Result<PathBuf> {
 }
 
 fn lock_file() -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(network_dir()?.join("proxy.lock"))
+    crate::state::lock_file("network", "proxy.lock")
 }
 
 /// Whether this user's proxy runs (it holds the lock).
 pub fn proxy_running() -> bool {
-    match lock_file() {
-        Ok(lock) => match lock.try_lock() {
-            Ok(()) => {
-                let _ = lock.unlock();
-                false
-            }
-            Err(_) => true,
-        },
-        Err(_) => false,
-    }
+    crate::state::lock_held("network", "proxy.lock")
 }
 
 /// Where the proxy listens for containers on `bridge`.

@@ -20,28 +20,12 @@ use crate::incus::{self, Client, Event, Events};
 const TICK: Duration = Duration::from_secs(5);
 
 fn lock_file() -> std::io::Result<File> {
-    let dir = crate::state::dir("network")?;
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(dir.join("watch.lock"))
+    crate::state::lock_file("network", "watch.lock")
 }
 
 /// Whether a watcher runs for this user (it holds the lock).
 pub fn watcher_running() -> bool {
-    match lock_file() {
-        Ok(lock) => match lock.try_lock() {
-            Ok(()) => {
-                let _ = lock.unlock();
-                false
-            }
-            Err(_) => true,
-        },
-        Err(_) => false,
-    }
+    crate::state::lock_held("network", "watch.lock")
 }
 
 /// Start the watcher in the background unless one is running. It outlives
