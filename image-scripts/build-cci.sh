@@ -22,7 +22,7 @@ echo 'export NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt' >/etc/profi
 
 step "packages"
 apt-get install -y -q --no-install-recommends \
-    sudo tmux git curl wget ca-certificates gnupg jq unzip less procps iproute2 \
+    sudo tmux git curl wget ca-certificates gnupg jq unzip less procps iproute2 openssh-client \
     dnsutils build-essential python3 python3-pip python3-venv nodejs npm \
     docker.io
 apt-get install -y -q --no-install-recommends gh 2>/dev/null ||

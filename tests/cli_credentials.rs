@@ -129,3 +129,168 @@ fn help_warns_about_values_on_the_command_line() {
         );
     }
 }
+
+/// `--ssh-agent`: ssh inside signs with a key that stays on the host, the
+/// socket is `code`'s alone, and an untrusted `.cci.toml` cannot turn it on.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_ssh_agent_signs_inside_while_its_key_stays_on_the_host() {
+    use std::process::Command;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("id_cci_test");
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "cci-test-key", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let sock = dir.path().join("agent.sock");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let agent_guard = Kill(
+        Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&sock)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    for _ in 0..100 {
+        if sock.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let added = Command::new("ssh-add")
+        .arg(&key)
+        .env("SSH_AUTH_SOCK", &sock)
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "{}", text(&added.stderr));
+    let private = std::fs::read_to_string(&key).unwrap();
+    // A line from the middle of the private key: it must be nowhere inside.
+    let secret_line = private.lines().nth(2).unwrap().to_string();
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+
+    // Asked without an agent: a clear error, nothing made.
+    let ws = agent_workspace();
+    let _s = Sessions(ws.path().to_path_buf());
+    let out = cci_in(ws.path(), "shell")
+        .args(["--background", "--ssh-agent"])
+        .env_remove("SSH_AUTH_SOCK")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("SSH_AUTH_SOCK is not set"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(common::containers_of(ws.path()).await.is_empty());
+
+    let out = cci_in(ws.path(), "shell")
+        .args(["--background", "--ssh-agent"])
+        .env("SSH_AUTH_SOCK", &sock)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let name = text(&out.stdout).trim().to_string();
+    let script = format!(
+        "set -e; ssh-add -l; stat -c '%U %a' \"$SSH_AUTH_SOCK\"
+printf '%s' '{public}' > /tmp/k.pub; echo signed-inside > /tmp/d
+ssh-keygen -q -Y sign -f /tmp/k.pub -n cci-test /tmp/d; cat /tmp/d.sig"
+    );
+    let got = sh_in(&name, false, &script);
+    let said = text(&got.stdout);
+    assert_eq!(got.status.code(), Some(0), "{said}{}", text(&got.stderr));
+    assert!(said.contains("cci-test-key"), "{said}");
+    assert!(said.contains("code 600"), "{said}");
+    // The signature made inside checks out with the host's public key.
+    let sig = said
+        .find("-----BEGIN SSH SIGNATURE-----")
+        .map(|i| said[i..].to_string())
+        .unwrap_or_else(|| panic!("no signature: {said}"));
+    std::fs::write(dir.path().join("d.sig"), &sig).unwrap();
+    let mut check = Command::new("ssh-keygen")
+        .args(["-Y", "check-novalidate", "-n", "cci-test", "-s"])
+        .arg(dir.path().join("d.sig"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        check
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"signed-inside\n")
+            .unwrap();
+    }
+    let checked = check.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "{}{}",
+        text(&checked.stdout),
+        text(&checked.stderr)
+    );
+    // Another user inside cannot use it; no key file went in.
+    let other = sh_in(
+        &name,
+        true,
+        "su nobody -s /bin/sh -c 'SSH_AUTH_SOCK=/var/lib/cci-ssh-agent.sock ssh-add -l' 2>&1; echo rc=$?",
+    );
+    assert!(
+        !text(&other.stdout).contains("cci-test-key"),
+        "{}",
+        text(&other.stdout)
+    );
+    assert!(
+        text(&other.stdout).contains("rc=2"),
+        "{}",
+        text(&other.stdout)
+    );
+    let find = format!(
+        "grep -rlsF -e '{secret_line}' /home /root /etc /tmp /var /workspace 2>/dev/null; echo searched"
+    );
+    let found = sh_in(&name, true, &find);
+    assert_eq!(
+        text(&found.stdout).trim(),
+        "searched",
+        "{}",
+        text(&found.stdout)
+    );
+
+    // An untrusted .cci.toml cannot turn it on.
+    let ws2 = agent_workspace();
+    let _s2 = Sessions(ws2.path().to_path_buf());
+    std::fs::write(
+        ws2.path().join(".cci.toml"),
+        "[defaults]\nssh_agent = true\n",
+    )
+    .unwrap();
+    let out = cci_in(ws2.path(), "shell")
+        .arg("--background")
+        .env("SSH_AUTH_SOCK", &sock)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let name2 = text(&out.stdout).trim().to_string();
+    let got = sh_in(
+        &name2,
+        false,
+        "echo \"[$SSH_AUTH_SOCK]\"; ls /var/lib/cci-ssh-agent.sock 2>&1",
+    );
+    let said = text(&got.stdout);
+    assert!(
+        said.contains("[]") && said.contains("No such file"),
+        "{said}"
+    );
+    drop(agent_guard);
+}

@@ -43,6 +43,11 @@ pub struct SandboxArgs {
     /// your own git runs) [default: `[workspace] writable_git_hooks`].
     #[arg(long)]
     pub writable_git_hooks: bool,
+    /// Forward your SSH agent ($SSH_AUTH_SOCK): ssh and git inside can use
+    /// your keys, which never enter the container [default: `[defaults]
+    /// ssh_agent`].
+    #[arg(long)]
+    pub ssh_agent: bool,
     /// Isolated git sessions.
     #[command(flatten)]
     pub git: GitArgs,
@@ -222,6 +227,7 @@ impl SandboxArgs {
             no_wait: self.no_wait,
             writable_git_hooks: self.writable_git_hooks,
             isolated: self.git.isolated(crate::config::current()),
+            ssh_agent: self.ssh_agent,
         };
         match plan_extras::extras(&host.client, host.config, workspace, &flags, session).await {
             Ok(extras) => Ok(extras),

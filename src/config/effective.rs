@@ -112,6 +112,8 @@ pub struct Effective {
     pub group: String,
     /// Copy the agent's credentials in (`defaults.mount_claude_config`).
     pub copy_credentials: bool,
+    /// Forward the host's SSH agent (`defaults.ssh_agent`).
+    pub ssh_agent: bool,
     /// Environment every session and run gets (`defaults.environment`).
     pub environment: Vec<(String, String)>,
     /// Network mode.
@@ -204,6 +206,7 @@ impl Effective {
             allow_syscalls: i.allow_syscalls.unwrap_or_default(),
             group: i.group.unwrap_or_else(|| "incus-admin".into()),
             copy_credentials: d.mount_claude_config.unwrap_or(true),
+            ssh_agent: d.ssh_agent.unwrap_or(false),
             environment: d
                 .environment
                 .clone()
@@ -289,6 +292,7 @@ impl Effective {
             ("incus.allow_syscalls", json!(self.allow_syscalls)),
             ("incus.group", json!(self.group)),
             ("defaults.mount_claude_config", json!(self.copy_credentials)),
+            ("defaults.ssh_agent", json!(self.ssh_agent)),
             (
                 "defaults.environment",
                 json!(self.environment.iter().cloned().collect::<std::collections::BTreeMap<_, _>>()),

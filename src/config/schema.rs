@@ -23,6 +23,8 @@ pub struct Defaults {
     /// Copy the agent's host credentials into sessions (the original's
     /// name: it mounted them; cci copies them in).
     pub mount_claude_config: Option<bool>,
+    /// Forward the host's SSH agent into sessions and runs.
+    pub ssh_agent: Option<bool>,
     /// Environment variables every session and run gets.
     pub environment: Option<BTreeMap<String, String>>,
 }
@@ -303,6 +305,10 @@ pub const KEYS: &[(&str, &str)] = &[
     (
         "defaults.mount_claude_config",
         "copy the agent's credentials from your home into sessions (default true; the original tool's name for it)",
+    ),
+    (
+        "defaults.ssh_agent",
+        "forward your SSH agent ($SSH_AUTH_SOCK) into sessions and runs: keys stay on the host, the agent inside can ask it to sign (default false; `--ssh-agent`)",
     ),
     (
         "defaults.environment",

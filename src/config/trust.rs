@@ -114,6 +114,7 @@ pub const RULES: &[(&str, Rule)] = &[
     ("network.block_private_networks", Rule::OnlyTrue),
     ("network.block_metadata_endpoint", Rule::OnlyTrue),
     ("defaults.persistent", Rule::OnlyFalse),
+    ("defaults.ssh_agent", Rule::OnlyFalse),
     ("workspace.protected_paths", Rule::Add),
     ("workspace.writable_git_hooks", Rule::OnlyFalse),
     ("git.mode", Rule::Only("isolated")),

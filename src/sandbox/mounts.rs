@@ -52,6 +52,64 @@ pub struct Extras {
     pub no_wait: bool,
     /// Stop the session after this long.
     pub max_duration: Option<Duration>,
+    /// The host's SSH agent, forwarded (`--ssh-agent`).
+    pub ssh_agent: Option<SshAgent>,
+}
+
+/// Where the forwarded SSH agent appears inside: under /var/lib, which
+/// exists before the container boots and which boot does not mount over
+/// or empty (as it does /run and /tmp).
+pub const SSH_AGENT_SOCKET: &str = "/var/lib/cci-ssh-agent.sock";
+
+/// The host's SSH agent socket and its owner (the identity the daemon's
+/// forwarder connects with: no more than the agent's own user).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshAgent {
+    /// The socket (`$SSH_AUTH_SOCK`, symlinks resolved).
+    pub socket: PathBuf,
+    /// Its owner's uid and gid.
+    pub owner: (u32, u32),
+}
+
+impl SshAgent {
+    /// The agent `$SSH_AUTH_SOCK` names, checked: set, a socket, and
+    /// owned by the user running cci (or root).
+    pub fn from_env() -> Result<SshAgent, String> {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let hint = "start one (`eval $(ssh-agent)`) and add your key (`ssh-add`)";
+        let raw = std::env::var_os("SSH_AUTH_SOCK")
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| {
+                format!("--ssh-agent: SSH_AUTH_SOCK is not set: no SSH agent runs; {hint}")
+            })?;
+        let socket = std::fs::canonicalize(&raw).map_err(|e| {
+            format!(
+                "--ssh-agent: SSH_AUTH_SOCK={}: {e}; {hint}",
+                Path::new(&raw).display()
+            )
+        })?;
+        let meta = std::fs::metadata(&socket)
+            .map_err(|e| format!("--ssh-agent: {}: {e}", socket.display()))?;
+        if !meta.file_type().is_socket() {
+            return Err(format!(
+                "--ssh-agent: SSH_AUTH_SOCK={} is not a socket",
+                socket.display()
+            ));
+        }
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if meta.uid() != me && me != 0 {
+            return Err(format!(
+                "--ssh-agent: {} belongs to uid {}, not to you: not forwarded",
+                socket.display(),
+                meta.uid()
+            ));
+        }
+        Ok(SshAgent {
+            socket,
+            owner: (meta.uid(), meta.gid()),
+        })
+    }
 }
 
 /// `HOST:CONTAINER[:ro|:rw]` -> (host, container, readonly).

@@ -22,6 +22,8 @@ pub struct Flags {
     pub writable_git_hooks: bool,
     /// `--isolated`: no workspace mount (the repository is cloned inside).
     pub isolated: bool,
+    /// `--ssh-agent` (else `[defaults] ssh_agent`).
+    pub ssh_agent: bool,
 }
 
 /// Why the extras cannot be made.
@@ -125,5 +127,10 @@ pub async fn extras(
         kernel_allow: cfg.allow_syscalls.clone(),
         no_wait: flags.no_wait,
         max_duration: if session { cfg.max_duration } else { None },
+        ssh_agent: if flags.ssh_agent || cfg.ssh_agent {
+            Some(super::mounts::SshAgent::from_env().map_err(ExtrasError::Usage)?)
+        } else {
+            None
+        },
     })
 }
