@@ -193,13 +193,17 @@ async fn the_ssh_agent_signs_inside_while_its_key_stays_on_the_host() {
     );
     assert!(common::containers_of(ws.path()).await.is_empty());
 
-    let out = cci_in(ws.path(), "shell")
-        .args(["--background", "--ssh-agent"])
-        .env("SSH_AUTH_SOCK", &sock)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let name = text(&out.stdout).trim().to_string();
+    let shell = |flags: &[&str]| {
+        let out = cci_in(ws.path(), "shell")
+            .args(["--background", "--persistent"])
+            .args(flags)
+            .env("SSH_AUTH_SOCK", &sock)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        text(&out.stdout).trim().to_string()
+    };
+    let name = shell(&["--ssh-agent"]);
     let script = format!(
         "set -e; ssh-add -l; stat -c '%U %a' \"$SSH_AUTH_SOCK\"
 printf '%s' '{public}' > /tmp/k.pub; echo signed-inside > /tmp/d
@@ -265,6 +269,24 @@ ssh-keygen -q -Y sign -f /tmp/k.pub -n cci-test /tmp/d; cat /tmp/d.sig"
         "searched",
         "{}",
         text(&found.stdout)
+    );
+
+    // The kept container's next session without the flag has no agent;
+    // one with it has it again (added to the running container).
+    let out = cci()
+        .args(["shutdown", "--timeout", "10", &name])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(shell(&[]), name);
+    let probe = "echo \"[$SSH_AUTH_SOCK]\"; SSH_AUTH_SOCK=/var/lib/cci-ssh-agent.sock ssh-add -l; echo rc=$?";
+    let said = text(&sh_in(&name, false, probe).stdout);
+    assert!(said.contains("[]") && said.contains("rc=2"), "{said}");
+    assert_eq!(shell(&["--ssh-agent", "--slot", "1"]), name);
+    let said = text(&sh_in(&name, false, probe).stdout);
+    assert!(
+        said.contains("cci-test-key") && said.contains("rc=0"),
+        "{said}"
     );
 
     // An untrusted .cci.toml cannot turn it on.

@@ -383,6 +383,59 @@ impl Client {
         self.finish(req, LIFECYCLE_TIMEOUT).await
     }
 
+    /// Remove `devices` and config `keys` from an instance's own: its whole
+    /// definition is read and written back (a PATCH cannot remove), guarded
+    /// by its ETag so that a change made meanwhile is not lost (a
+    /// `Conflict` instead). Nothing to remove: nothing written.
+    pub async fn remove_from_instance(
+        &self,
+        name: &str,
+        devices: &[&str],
+        keys: &[&str],
+    ) -> Result<()> {
+        let path = format!("/1.0/instances/{}", encode(name));
+        let s = self
+            .transport
+            .sync::<Value>(self.transport.request(Method::GET, &path))
+            .await?;
+        let mut body = s.value;
+        let mut changed = false;
+        for (field, names) in [("devices", devices), ("config", keys)] {
+            if let Some(map) = body.get_mut(field).and_then(Value::as_object_mut) {
+                for n in names {
+                    changed |= map.remove(*n).is_some();
+                }
+            }
+        }
+        if !changed {
+            return Ok(());
+        }
+        // What a PUT takes; the rest (state, expanded views) is the daemon's.
+        let put: serde_json::Map<String, Value> = body
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| {
+                matches!(
+                    k.as_str(),
+                    "architecture"
+                        | "config"
+                        | "devices"
+                        | "ephemeral"
+                        | "profiles"
+                        | "stateful"
+                        | "description"
+                )
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut req = self.transport.request(Method::PUT, &path).json(&put);
+        if let Some(tag) = &s.etag {
+            req = req.header(reqwest::header::IF_MATCH, tag);
+        }
+        self.finish(req, LIFECYCLE_TIMEOUT).await
+    }
+
     /// Delete a stopped instance.
     pub async fn delete_instance(&self, name: &str) -> Result<()> {
         let path = format!("/1.0/instances/{}", encode(name));

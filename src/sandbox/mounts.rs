@@ -71,7 +71,63 @@ pub struct SshAgent {
     pub owner: (u32, u32),
 }
 
+/// The device that forwards it, and the config key that tells processes.
+pub const SSH_AGENT_DEVICE: &str = "ssh-agent";
+/// (see [`SSH_AGENT_DEVICE`])
+pub const SSH_AGENT_ENV: &str = "environment.SSH_AUTH_SOCK";
+
 impl SshAgent {
+    /// The Incus device: a socket only `a` (and root) may use inside; the
+    /// daemon's forwarder connects as the agent's owner.
+    pub fn device(&self, a: &crate::config::Account) -> std::collections::HashMap<String, String> {
+        [
+            ("type", "proxy".to_string()),
+            ("bind", "container".into()),
+            ("connect", format!("unix:{}", self.socket.display())),
+            ("listen", format!("unix:{SSH_AGENT_SOCKET}")),
+            ("uid", a.uid.to_string()),
+            ("gid", a.gid.to_string()),
+            ("mode", "0600".into()),
+            ("security.uid", self.owner.0.to_string()),
+            ("security.gid", self.owner.1.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// Bring a kept container's forwarding in line with this session's
+    /// wish (`want`): added or pointed at the agent of now, or removed — a
+    /// session that did not ask for the agent never gets it.
+    pub async fn reconcile(
+        client: &crate::incus::Client,
+        name: &str,
+        want: Option<&SshAgent>,
+        a: &crate::config::Account,
+    ) -> crate::incus::Result<()> {
+        let (instance, etag) = client.instance(name).await?;
+        let have = instance.devices.get(SSH_AGENT_DEVICE);
+        match want {
+            Some(agent) => {
+                let dev = agent.device(a);
+                if have == Some(&dev) {
+                    return Ok(());
+                }
+                let patch = serde_json::json!({
+                    "devices": {SSH_AGENT_DEVICE: dev},
+                    "config": {SSH_AGENT_ENV: SSH_AGENT_SOCKET},
+                });
+                client.update_instance(name, &patch, etag.as_deref()).await
+            }
+            None if have.is_some() || instance.config.contains_key(SSH_AGENT_ENV) => {
+                client
+                    .remove_from_instance(name, &[SSH_AGENT_DEVICE], &[SSH_AGENT_ENV])
+                    .await
+            }
+            None => Ok(()),
+        }
+    }
+
     /// The agent `$SSH_AUTH_SOCK` names, checked: set, a socket, and
     /// owned by the user running cci (or root).
     pub fn from_env() -> Result<SshAgent, String> {

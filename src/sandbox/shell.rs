@@ -239,6 +239,13 @@ async fn reuse(
         )));
     }
     let network = honour_policy(host, req, &name).await?;
+    super::mounts::SshAgent::reconcile(
+        client,
+        &name,
+        req.spec.extras.ssh_agent.as_ref(),
+        &existing.account,
+    )
+    .await?;
     let mut running = existing.state == InstanceStatus::Running;
     let mut id = id.to_string();
     let account = existing.account.clone();

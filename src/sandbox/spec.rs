@@ -208,31 +208,11 @@ impl SandboxSpec {
             req.devices
                 .insert(format!("{}{i}", super::protect::DEVICE_PREFIX), d);
         }
-        // The host's SSH agent as a socket only `code` (and root) may use
-        // inside; the daemon's forwarder connects as the agent's owner.
         if let Some(agent) = &x.ssh_agent {
-            let socket = agent.socket.display().to_string();
-            let (uid, gid) = (agent.owner.0.to_string(), agent.owner.1.to_string());
-            let (code_uid, code_gid) = (a.uid.to_string(), a.gid.to_string());
-            req.devices.insert(
-                "ssh-agent".into(),
-                dev(&[
-                    ("type", "proxy"),
-                    ("bind", "container"),
-                    ("connect", &format!("unix:{socket}")),
-                    (
-                        "listen",
-                        &format!("unix:{}", super::mounts::SSH_AGENT_SOCKET),
-                    ),
-                    ("uid", &code_uid),
-                    ("gid", &code_gid),
-                    ("mode", "0600"),
-                    ("security.uid", &uid),
-                    ("security.gid", &gid),
-                ]),
-            );
+            req.devices
+                .insert(super::mounts::SSH_AGENT_DEVICE.into(), agent.device(a));
             config.insert(
-                "environment.SSH_AUTH_SOCK".into(),
+                super::mounts::SSH_AGENT_ENV.into(),
                 super::mounts::SSH_AGENT_SOCKET.into(),
             );
         }
