@@ -386,3 +386,84 @@ async fn sigterm_during_launch_leaves_no_container() {
         );
     }
 }
+
+/// `--publish`: what the agent serves inside is reachable on the host's
+/// loopback; a taken port is a clear error before anything is made; a kept
+/// container's next session publishes what it asks for; the port is
+/// released with the container.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_published_port_reaches_what_the_agent_serves_and_is_released() {
+    use std::io::Read;
+    let ws = agent_workspace();
+    let _sessions = Sessions(ws.path().to_path_buf());
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (port, other) = (free(), free());
+    let publish = |p: u16| format!("{p}:8000");
+
+    // Taken: refused, nothing made.
+    let held = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let out = cci_in(ws.path(), "shell")
+        .args(["--background", "--persistent", "--publish", &publish(port)])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("taken"), "{}", text(&out.stderr));
+    assert!(containers_of(ws.path()).await.is_empty());
+    drop(held);
+
+    let name = background(ws.path(), &["--persistent", "--publish", &publish(port)]);
+    let serve = "setsid sh -c 'while true; do printf \"HTTP/1.0 200 OK\\r\\n\\r\\nhello-published\" | nc -l -q 1 127.0.0.1 8000; done' </dev/null >/dev/null 2>&1 &";
+    let fetch = |p: u16| -> Option<String> {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", p)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+        let mut got = String::new();
+        s.read_to_string(&mut got).ok()?;
+        Some(got)
+    };
+    let reached = |p: u16| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if fetch(p).is_some_and(|g| g.contains("hello-published")) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        false
+    };
+    let out = sh_in(&name, false, serve);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(reached(port), "the published port does not answer");
+    // On the host's loopback only.
+    let (inst, _) = client().await.instance(&name).await.unwrap();
+    let listens: Vec<&str> = inst
+        .devices
+        .values()
+        .filter_map(|d| d.get("listen").map(String::as_str))
+        .collect();
+    assert_eq!(listens, [format!("tcp:127.0.0.1:{port}")], "{listens:?}");
+
+    // The kept container's next session asks for another port: the old one
+    // is released, the new one answers.
+    let out = cci()
+        .args(["shutdown", "--timeout", "10", &name])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let again = background(ws.path(), &["--persistent", "--publish", &publish(other)]);
+    assert_eq!(again, name);
+    sh_in(&name, false, serve);
+    assert!(reached(other), "the newly published port does not answer");
+    assert!(fetch(port).is_none(), "the old port is still published");
+
+    // Gone with the container.
+    let out = cci().args(["kill", &name]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(fetch(other).is_none(), "the port outlived its container");
+}

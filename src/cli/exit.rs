@@ -29,7 +29,9 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
         return EXIT_USAGE;
     }
     match err.downcast_ref::<Error>() {
-        Some(Error::SlotAboveLimit { .. } | Error::MountMoved(_)) => return EXIT_USAGE,
+        Some(Error::SlotAboveLimit { .. } | Error::MountMoved(_) | Error::Forward(_)) => {
+            return EXIT_USAGE;
+        }
         Some(Error::ImageMissing { .. }) => return EXIT_NOT_FOUND,
         Some(Error::SlotInUse { .. } | Error::SlotsExhausted { .. }) => {
             return EXIT_CONFLICT;

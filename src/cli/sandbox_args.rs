@@ -48,6 +48,10 @@ pub struct SandboxArgs {
     /// ssh_agent`].
     #[arg(long)]
     pub ssh_agent: bool,
+    /// Publish a port the agent serves: reachable on the host at ADDRESS
+    /// (default 127.0.0.1) and HOST_PORT (repeatable; adds to `[[ports]]`).
+    #[arg(long = "publish", short = 'p', value_name = "[ADDRESS:]HOST_PORT:CONTAINER_PORT", value_parser = sandbox::parse_publish)]
+    pub publish: Vec<crate::config::PortSpec>,
     /// Isolated git sessions.
     #[command(flatten)]
     pub git: GitArgs,
@@ -228,6 +232,7 @@ impl SandboxArgs {
             writable_git_hooks: self.writable_git_hooks,
             isolated: self.git.isolated(crate::config::current()),
             ssh_agent: self.ssh_agent,
+            ports: self.publish.clone(),
         };
         match plan_extras::extras(&host.client, host.config, workspace, &flags, session).await {
             Ok(extras) => Ok(extras),

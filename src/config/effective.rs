@@ -71,6 +71,24 @@ pub struct MountSpec {
     pub readonly: bool,
 }
 
+/// A container port published on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PortSpec {
+    /// The host address listened on.
+    pub address: std::net::IpAddr,
+    /// The host port.
+    pub host: u16,
+    /// The container port (on its loopback).
+    pub container: u16,
+}
+
+impl std::fmt::Display for PortSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let at = std::net::SocketAddr::new(self.address, self.host);
+        write!(f, "{at} -> {}", self.container)
+    }
+}
+
 /// The settings in force, with cci's defaults where nothing was set.
 #[derive(Debug, Clone)]
 pub struct Effective {
@@ -144,6 +162,8 @@ pub struct Effective {
     pub session: SessionLimits,
     /// Extra mounts.
     pub mounts: Vec<MountSpec>,
+    /// Published ports (`[[ports]]`).
+    pub ports: Vec<PortSpec>,
     /// Workspace paths mounted read-only besides git's own.
     pub protected_paths: Vec<String>,
     /// `.git/hooks`, `.git/config` and `.git/info` stay writable.
@@ -247,6 +267,16 @@ impl Effective {
                     readonly: m.readonly,
                 })
                 .collect(),
+            ports: s
+                .ports
+                .unwrap_or_default()
+                .into_iter()
+                .map(|p| PortSpec {
+                    address: p.address.unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()),
+                    host: p.host,
+                    container: p.container,
+                })
+                .collect(),
             protected_paths: w.protected_paths.unwrap_or_default(),
             writable_git_hooks: w.writable_git_hooks.unwrap_or(false),
             git_isolated: g.mode == Some(super::schema::GitMode::Isolated),
@@ -334,6 +364,14 @@ impl Effective {
                     .mounts
                     .iter()
                     .map(|m| json!({"host": m.host.display().to_string(), "container": m.container, "readonly": m.readonly}))
+                    .collect::<Vec<_>>()),
+            ),
+            (
+                "ports",
+                json!(self
+                    .ports
+                    .iter()
+                    .map(|p| json!({"host": p.host, "container": p.container, "address": p.address.to_string()}))
                     .collect::<Vec<_>>()),
             ),
         ]

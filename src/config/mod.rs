@@ -28,7 +28,7 @@ use serde_json::{Map, Value};
 pub use crate::terminal::printable;
 pub use allow_entry::{BadAllowEntry, Entry as AllowEntry};
 pub use effective::{
-    Account, DEFAULT_MEMORY, DEFAULT_PROCESSES, Effective, MountSpec, SessionLimits,
+    Account, DEFAULT_MEMORY, DEFAULT_PROCESSES, Effective, MountSpec, PortSpec, SessionLimits,
 };
 pub use file::{FileLayer, Layer, line_of, parse, read_file};
 pub use schema::{Document, KEYS, ModeName, Settings};
@@ -198,7 +198,7 @@ impl Merged {
     /// Lay `flat` over what is there: each key replaces; `mounts` add up.
     pub fn apply(&mut self, flat: &Flat, origin: impl Fn(&str) -> Origin) {
         for (k, v) in flat {
-            if k == "mounts"
+            if (k == "mounts" || k == "ports")
                 && let Some((Value::Array(have), _)) = self.values.get_mut(k)
                 && let Value::Array(more) = v
             {

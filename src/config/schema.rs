@@ -190,6 +190,18 @@ pub struct RepoEntry {
     pub path: String,
 }
 
+/// One `[[ports]]` entry: a port of the container published on the host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortEntry {
+    /// The host port.
+    pub host: u16,
+    /// The container port.
+    pub container: u16,
+    /// The host address it listens on (default 127.0.0.1).
+    pub address: Option<std::net::IpAddr>,
+}
+
 /// A network mode name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -280,6 +292,8 @@ sections! {
     mounts: Vec<Mount>,
     /// `[[repos]]`
     repos: Vec<RepoEntry>,
+    /// `[[ports]]`
+    ports: Vec<PortEntry>,
 }
 
 /// `[profiles.*]` in either form, as settings.
@@ -457,5 +471,9 @@ pub const KEYS: &[(&str, &str)] = &[
     (
         "repos",
         "[[repos]] path = PATH: a repository an isolated session clones into /workspace/NAME (the same as an entry of git.repos, which it adds to)",
+    ),
+    (
+        "ports",
+        "[[ports]] host = PORT, container = PORT, address = IP (default 127.0.0.1): a port the agent serves, reachable on the host (the same as --publish, which adds to them)",
     ),
 ];

@@ -279,6 +279,7 @@ pub fn gate(flat: &mut Flat, lower: &Merged) -> Verdict {
                 Some("profile definitions need `cci trust`".into())
             }
             None if key == "mounts" => Some("an untrusted file may add no mounts".into()),
+            None if key == "ports" => Some("an untrusted file may open no host ports".into()),
             None if key == "repos" => {
                 Some("an untrusted file may send no other repository in".into())
             }

@@ -250,6 +250,10 @@ max_depth = 2
 [[mounts]]
 host = "/base/sub"
 container = "/sub"
+[[ports]]
+host = 22
+container = 2222
+address = "0.0.0.0"
 [profiles.loose]
 network = { mode = "open" }
 "#;
@@ -268,6 +272,7 @@ network = { mode = "open" }
         "network.dns_servers",
         "session.max_bytes",
         "mounts",
+        "ports",
         "profiles.loose.network.mode",
     ] {
         assert!(v.ignored.iter().any(|l| l.starts_with(key)), "{key}: {v:?}");

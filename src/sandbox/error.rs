@@ -88,6 +88,9 @@ pub enum Error {
     /// A mount source changed since it was checked (nothing was created).
     #[error("{0}")]
     MountMoved(String),
+    /// A port cannot be published (taken, given twice).
+    #[error("{0}")]
+    Forward(String),
     /// The container did not come up in time (it was removed again).
     #[error(transparent)]
     NotReady(#[from] network::ready::NotReady),

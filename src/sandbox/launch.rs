@@ -257,6 +257,7 @@ async fn create(
     // was planned (by an agent in another slot) mounts nothing.
     super::mounts::recheck(&spec.extras.mounts).map_err(Error::MountMoved)?;
     super::mounts::recheck(&spec.extras.protected).map_err(Error::MountMoved)?;
+    super::forward::check_free(&spec.extras.ports, &[]).map_err(Error::Forward)?;
     attempt.set(Some(name));
     let req = spec.create_request(name, slot, &attempt.token);
     let result = network::create_guarded(client, g.fw, g.net, req).await;

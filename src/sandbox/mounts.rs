@@ -54,6 +54,37 @@ pub struct Extras {
     pub max_duration: Option<Duration>,
     /// The host's SSH agent, forwarded (`--ssh-agent`).
     pub ssh_agent: Option<SshAgent>,
+    /// Container ports published on the host (`--publish`, `[[ports]]`).
+    pub ports: Vec<crate::config::PortSpec>,
+}
+
+/// `[ADDRESS:]HOST_PORT:CONTAINER_PORT` (an IPv6 address in brackets);
+/// the address defaults to 127.0.0.1.
+pub fn parse_publish(arg: &str) -> Result<crate::config::PortSpec, String> {
+    let bad = || format!("{arg:?} is not [ADDRESS:]HOST_PORT:CONTAINER_PORT");
+    let (rest, container) = arg.rsplit_once(':').ok_or_else(bad)?;
+    let (address, host) = match rest.rsplit_once(':') {
+        Some((a, h)) => {
+            let a = a
+                .strip_prefix('[')
+                .and_then(|a| a.strip_suffix(']'))
+                .unwrap_or(a);
+            let ip = a
+                .parse()
+                .map_err(|_| format!("{arg:?}: {a:?} is not an IP address"))?;
+            (ip, h)
+        }
+        None => (std::net::Ipv4Addr::LOCALHOST.into(), rest),
+    };
+    let port = |p: &str| match p.parse::<u16>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{arg:?}: {p:?} is not a port (1-65535)")),
+    };
+    Ok(crate::config::PortSpec {
+        address,
+        host: port(host)?,
+        container: port(container)?,
+    })
 }
 
 /// Where the forwarded SSH agent appears inside: under /var/lib, which
@@ -94,38 +125,6 @@ impl SshAgent {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect()
-    }
-
-    /// Bring a kept container's forwarding in line with this session's
-    /// wish (`want`): added or pointed at the agent of now, or removed — a
-    /// session that did not ask for the agent never gets it.
-    pub async fn reconcile(
-        client: &crate::incus::Client,
-        name: &str,
-        want: Option<&SshAgent>,
-        a: &crate::config::Account,
-    ) -> crate::incus::Result<()> {
-        let (instance, etag) = client.instance(name).await?;
-        let have = instance.devices.get(SSH_AGENT_DEVICE);
-        match want {
-            Some(agent) => {
-                let dev = agent.device(a);
-                if have == Some(&dev) {
-                    return Ok(());
-                }
-                let patch = serde_json::json!({
-                    "devices": {SSH_AGENT_DEVICE: dev},
-                    "config": {SSH_AGENT_ENV: SSH_AGENT_SOCKET},
-                });
-                client.update_instance(name, &patch, etag.as_deref()).await
-            }
-            None if have.is_some() || instance.config.contains_key(SSH_AGENT_ENV) => {
-                client
-                    .remove_from_instance(name, &[SSH_AGENT_DEVICE], &[SSH_AGENT_ENV])
-                    .await
-            }
-            None => Ok(()),
-        }
     }
 
     /// The agent `$SSH_AUTH_SOCK` names, checked: set, a socket, and

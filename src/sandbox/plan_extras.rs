@@ -24,6 +24,8 @@ pub struct Flags {
     pub isolated: bool,
     /// `--ssh-agent` (else `[defaults] ssh_agent`).
     pub ssh_agent: bool,
+    /// `--publish` (after the configured `[[ports]]`).
+    pub ports: Vec<crate::config::PortSpec>,
 }
 
 /// Why the extras cannot be made.
@@ -127,6 +129,7 @@ pub async fn extras(
         kernel_allow: cfg.allow_syscalls.clone(),
         no_wait: flags.no_wait,
         max_duration: if session { cfg.max_duration } else { None },
+        ports: cfg.ports.iter().chain(&flags.ports).copied().collect(),
         ssh_agent: if flags.ssh_agent || cfg.ssh_agent {
             Some(super::mounts::SshAgent::from_env().map_err(ExtrasError::Usage)?)
         } else {

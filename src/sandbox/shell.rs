@@ -239,13 +239,18 @@ async fn reuse(
         )));
     }
     let network = honour_policy(host, req, &name).await?;
-    super::mounts::SshAgent::reconcile(
+    super::forward::reconcile(
         client,
         &name,
         req.spec.extras.ssh_agent.as_ref(),
+        &req.spec.extras.ports,
         &existing.account,
     )
-    .await?;
+    .await
+    .map_err(|e| match e {
+        super::forward::Error::Usage(why) => Error::Forward(why),
+        super::forward::Error::Incus(e) => Error::Incus(e),
+    })?;
     let mut running = existing.state == InstanceStatus::Running;
     let mut id = id.to_string();
     let account = existing.account.clone();

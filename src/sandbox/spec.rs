@@ -208,14 +208,10 @@ impl SandboxSpec {
             req.devices
                 .insert(format!("{}{i}", super::protect::DEVICE_PREFIX), d);
         }
-        if let Some(agent) = &x.ssh_agent {
-            req.devices
-                .insert(super::mounts::SSH_AGENT_DEVICE.into(), agent.device(a));
-            config.insert(
-                super::mounts::SSH_AGENT_ENV.into(),
-                super::mounts::SSH_AGENT_SOCKET.into(),
-            );
-        }
+        // The SSH agent in, published ports out (see `forward`).
+        let (devices, env) = super::forward::devices(x.ssh_agent.as_ref(), &x.ports, a);
+        req.devices.extend(devices);
+        config.extend(env);
         if let Some(pool) = &x.pool {
             let mut root = dev(&[("type", "disk"), ("path", "/"), ("pool", pool)]);
             if let Some(size) = &x.disk {

@@ -1,0 +1,193 @@
+//! What cci forwards between the host and a sandbox through Incus proxy
+//! devices: the host's SSH agent into it (`--ssh-agent`), and ports it
+//! serves out to the host (`--publish`, `[[ports]]`). Both are set when the
+//! container is made and brought in line with each later session's wish
+//! on a kept container ([`reconcile`]).
+
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+
+use super::mounts::{SSH_AGENT_DEVICE, SSH_AGENT_ENV, SSH_AGENT_SOCKET, SshAgent};
+use crate::config::{Account, PortSpec};
+use crate::incus::{self, Client};
+
+/// Device names of published ports start so.
+pub const PORT_PREFIX: &str = "port-";
+
+type Device = HashMap<String, String>;
+
+fn device(pairs: &[(&str, String)]) -> Device {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}
+
+/// The device publishing `p`: the daemon listens on the host address and
+/// connects to the container's loopback.
+pub fn port_device(p: &PortSpec) -> (String, Device) {
+    let listen = std::net::SocketAddr::new(p.address, p.host);
+    let name = format!("{PORT_PREFIX}{}-{}", p.host, p.address).replace([':', '.'], "_");
+    let dev = device(&[
+        ("type", "proxy".into()),
+        ("bind", "host".into()),
+        ("listen", format!("tcp:{listen}")),
+        ("connect", format!("tcp:127.0.0.1:{}", p.container)),
+    ]);
+    (name, dev)
+}
+
+/// Every forwarding device and config key a sandbox with `ssh_agent` and
+/// `ports` gets.
+pub fn devices(
+    ssh_agent: Option<&SshAgent>,
+    ports: &[PortSpec],
+    a: &Account,
+) -> (HashMap<String, Device>, HashMap<String, String>) {
+    let mut devices: HashMap<String, Device> = ports.iter().map(port_device).collect();
+    let mut config = HashMap::new();
+    if let Some(agent) = ssh_agent {
+        devices.insert(SSH_AGENT_DEVICE.into(), agent.device(a));
+        config.insert(SSH_AGENT_ENV.into(), SSH_AGENT_SOCKET.into());
+    }
+    (devices, config)
+}
+
+fn ours(name: &str) -> bool {
+    name == SSH_AGENT_DEVICE || name.starts_with(PORT_PREFIX)
+}
+
+/// Check that each port can be listened on now (a clear error rather than
+/// a container that does not start), except those `held` (the container
+/// itself listens there already).
+pub fn check_free(ports: &[PortSpec], held: &[String]) -> Result<(), String> {
+    let mut seen = std::collections::HashSet::new();
+    for p in ports {
+        let at = std::net::SocketAddr::new(p.address, p.host);
+        if !seen.insert(at) {
+            return Err(format!("host port {at} is published twice"));
+        }
+        if held.contains(&port_device(p).0) {
+            continue;
+        }
+        if let Err(e) = std::net::TcpListener::bind(at) {
+            return Err(match e.kind() {
+                std::io::ErrorKind::AddrInUse => format!(
+                    "cannot publish on {at}: the port is taken (another program or cci container listens there; `ss -ltnp` tells which)"
+                ),
+                _ => format!("cannot publish on {at}: {e}"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Bring a kept container's forwarding in line with this session's
+/// wish: missing or changed devices added (to a running container too),
+/// ones not asked for removed — a session that did not ask for the SSH
+/// agent never gets it, a port not asked for is released.
+pub async fn reconcile(
+    client: &Client,
+    name: &str,
+    ssh_agent: Option<&SshAgent>,
+    ports: &[PortSpec],
+    a: &Account,
+) -> Result<(), Error> {
+    let (instance, etag) = client.instance(name).await?;
+    let held: Vec<String> = instance
+        .devices
+        .keys()
+        .filter(|k| k.starts_with(PORT_PREFIX))
+        .cloned()
+        .collect();
+    check_free(ports, &held).map_err(Error::Usage)?;
+    let (want, want_config) = devices(ssh_agent, ports, a);
+    let stale: Vec<&str> = instance
+        .devices
+        .iter()
+        .filter(|(k, d)| ours(k) && want.get(*k) != Some(d))
+        .map(|(k, _)| k.as_str())
+        .collect();
+    let drop_env =
+        !want_config.contains_key(SSH_AGENT_ENV) && instance.config.contains_key(SSH_AGENT_ENV);
+    let etag = if stale.is_empty() && !drop_env {
+        etag
+    } else {
+        let keys: &[&str] = if drop_env { &[SSH_AGENT_ENV] } else { &[] };
+        client.remove_from_instance(name, &stale, keys).await?;
+        None
+    };
+    let missing: serde_json::Map<String, Value> = want
+        .iter()
+        .filter(|(k, d)| instance.devices.get(*k) != Some(d))
+        .map(|(k, d)| (k.clone(), json!(d)))
+        .collect();
+    let config_missing = want_config
+        .iter()
+        .any(|(k, v)| instance.config.get(k) != Some(v));
+    if missing.is_empty() && !config_missing {
+        return Ok(());
+    }
+    let patch = json!({"devices": missing, "config": want_config});
+    client
+        .update_instance(name, &patch, etag.as_deref())
+        .await?;
+    Ok(())
+}
+
+/// Why forwarding could not be brought in line.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A port cannot be published (a usage error).
+    #[error("{0}")]
+    Usage(String),
+    /// The daemon failed.
+    #[error(transparent)]
+    Incus(#[from] incus::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::mounts::parse_publish;
+
+    #[test]
+    fn publish_takes_an_optional_address_and_two_ports() {
+        let p = parse_publish("8080:3000").unwrap();
+        assert_eq!(
+            (p.address.to_string(), p.host, p.container),
+            ("127.0.0.1".into(), 8080, 3000)
+        );
+        let p = parse_publish("0.0.0.0:80:8000").unwrap();
+        assert_eq!((p.address.to_string(), p.host), ("0.0.0.0".into(), 80));
+        let p = parse_publish("[::1]:8080:3000").unwrap();
+        assert_eq!(p.address.to_string(), "::1");
+        for bad in ["8080", "0:3000", "8080:70000", "x:1:2", "a:b", ":1", "1:"] {
+            assert!(parse_publish(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_port_device_listens_on_the_host_and_connects_to_the_loopback() {
+        let p = parse_publish("8080:3000").unwrap();
+        let (name, dev) = port_device(&p);
+        assert_eq!(name, "port-8080-127_0_0_1");
+        assert_eq!(dev["listen"], "tcp:127.0.0.1:8080");
+        assert_eq!(dev["connect"], "tcp:127.0.0.1:3000");
+        assert_eq!(dev["bind"], "host");
+    }
+
+    #[test]
+    fn a_taken_port_or_one_given_twice_is_a_clear_error() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let p = parse_publish(&format!("{port}:80")).unwrap();
+        let e = check_free(&[p], &[]).unwrap_err();
+        assert!(e.contains("taken"), "{e}");
+        // The container's own listener there is not in the way.
+        assert_eq!(check_free(&[p], &[port_device(&p).0]), Ok(()));
+        let e = check_free(&[p, p], &[port_device(&p).0]).unwrap_err();
+        assert!(e.contains("twice"), "{e}");
+    }
+}
