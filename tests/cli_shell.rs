@@ -467,3 +467,62 @@ async fn a_published_port_reaches_what_the_agent_serves_and_is_released() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(fetch(other).is_none(), "the port outlived its container");
 }
+
+/// `[tool] pre_launch`: the commands run inside before the agent, as its
+/// user in the workspace; the first failure stops the list and is shown,
+/// and the agent starts all the same unless `pre_launch_required`.
+#[tokio::test(flavor = "multi_thread")]
+async fn pre_launch_commands_run_before_the_agent_and_a_failure_is_shown() {
+    let ws = agent_workspace();
+    let _sessions = Sessions(ws.path().to_path_buf());
+    let dir = tempfile::tempdir().unwrap();
+    let pre =
+        "pre_launch = [\"echo ran-as-$(id -un) > /tmp/pre-1\", \"false\", \"touch /tmp/never\"]";
+    let start = |required: bool, slot: &str| {
+        let cfg = dir.path().join(format!("{slot}.toml"));
+        std::fs::write(
+            &cfg,
+            format!("[tool]\n{pre}\npre_launch_required = {required}\n"),
+        )
+        .unwrap();
+        let out = cci_in(ws.path(), "shell")
+            .args(["--background", "--slot", slot])
+            .env("CCI_CONFIG", &cfg)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        text(&out.stdout).trim().to_string()
+    };
+    let pane_shows = |name: &str, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = cci().args(["tmux", "capture", name]).output().unwrap();
+            let pane = text(&out.stdout);
+            if pane.contains(what) {
+                return pane;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what:?} not in the pane: {pane}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+
+    let name = start(false, "1");
+    // (tmux's capture drops the prompt's trailing space)
+    let pane = pane_shows(&name, "agent>");
+    assert!(pane.contains("pre_launch failed (status 1)"), "{pane}");
+    let out = sh_in(&name, false, "cat /tmp/pre-1; ls /tmp/never 2>&1");
+    let said = text(&out.stdout);
+    assert!(said.contains("ran-as-code"), "{said}");
+    assert!(
+        said.contains("No such file"),
+        "the list went on after a failure: {said}"
+    );
+
+    let name = start(true, "2");
+    let pane = pane_shows(&name, "did not start");
+    assert!(pane.contains("pre_launch failed (status 1)"), "{pane}");
+    assert!(!pane.contains("agent>"), "{pane}");
+}

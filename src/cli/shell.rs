@@ -127,6 +127,13 @@ pub async fn shell(host: &Host, args: ShellArgs) -> anyhow::Result<i32> {
             env: sandbox::sandbox_env(&host.config.account, &args.sandbox.environment()?),
             size: terminal::size(),
             max_duration: crate::config::current().max_duration,
+            // Before an agent only, not before a plain shell.
+            pre_launch: if shell_after {
+                crate::config::current().pre_launch.clone()
+            } else {
+                Vec::new()
+            },
+            pre_launch_required: crate::config::current().pre_launch_required,
         },
         resume,
         network_explicit: args.sandbox.net.network.is_some() || !args.sandbox.net.allow.is_empty(),

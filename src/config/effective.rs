@@ -106,6 +106,10 @@ pub struct Effective {
     pub tool_binary: Option<String>,
     /// Extra agent arguments.
     pub tool_args: Vec<String>,
+    /// `[tool] pre_launch`.
+    pub pre_launch: Vec<String>,
+    /// `[tool] pre_launch_required`.
+    pub pre_launch_required: bool,
     /// Where credentials are read from.
     pub credentials_dir: Option<PathBuf>,
     /// Where saved sessions live.
@@ -211,6 +215,8 @@ impl Effective {
                 .unwrap_or_else(|| crate::config::AGENT_NAMES[0].into()),
             tool_binary: t.binary,
             tool_args: t.args.unwrap_or_default(),
+            pre_launch: t.pre_launch.unwrap_or_default(),
+            pre_launch_required: t.pre_launch_required.unwrap_or(false),
             credentials_dir: path(t.credentials_dir),
             sessions_dir: path(p.sessions_dir),
             storage_dir: path(p.storage_dir),
@@ -309,6 +315,8 @@ impl Effective {
             ("tool.name", json!(self.tool)),
             ("tool.binary", json!(self.tool_binary)),
             ("tool.args", json!(self.tool_args)),
+            ("tool.pre_launch", json!(self.pre_launch)),
+            ("tool.pre_launch_required", json!(self.pre_launch_required)),
             ("tool.credentials_dir", path(&self.credentials_dir)),
             ("paths.sessions_dir", path(&self.sessions_dir)),
             ("paths.storage_dir", path(&self.storage_dir)),

@@ -41,6 +41,11 @@ pub struct Tool {
     pub args: Option<Vec<String>>,
     /// The host folder its credential files are read from (default: your home).
     pub credentials_dir: Option<String>,
+    /// Commands run inside, in the workspace as the agent's user, before
+    /// the agent starts.
+    pub pre_launch: Option<Vec<String>>,
+    /// A failing `pre_launch` keeps the agent from starting.
+    pub pre_launch_required: Option<bool>,
 }
 
 /// `[paths]`.
@@ -351,6 +356,14 @@ pub const KEYS: &[(&str, &str)] = &[
     (
         "tool.args",
         "extra arguments for the agent, after cci's own",
+    ),
+    (
+        "tool.pre_launch",
+        "commands run inside before the agent starts, e.g. [\"claude update\"] (in the workspace, as the agent's user, shown in its pane; the first failing one stops the list)",
+    ),
+    (
+        "tool.pre_launch_required",
+        "a failing pre_launch command keeps the agent from starting: the pane shows why and a shell (default false: the failure is shown and the agent starts)",
     ),
     (
         "tool.credentials_dir",

@@ -34,9 +34,10 @@ fn for_user(script: &str, a: &Account) -> String {
 /// Creates the session as `code` (with its groups, via runuser) and starts the
 /// supervisor. Arguments: pane script, supervisor script, width, height, what
 /// follows the agent (`shell` or `end`), the time limit in seconds (0: none),
-/// then the agent's argv. Returns once
+/// the commands to run first (a script, empty for none), whether they must
+/// succeed (`stop`) or not (`go`), then the agent's argv. Returns once
 /// the session exists, so readiness needs no waiting.
-const START: &str = r#"pane=$1 supervisor=$2 w=$3 h=$4 after=$5 limit=$6; shift 6
+const START: &str = r#"pane=$1 supervisor=$2 w=$3 h=$4 after=$5 limit=$6 pre=$7 must=$8; shift 8
 as_code() { runuser -u code -- "$@"; }
 tmux() { as_code tmux -S /home/code/.cci-tmux "$@"; }
 if tmux has-session -t cci 2>/dev/null; then exit 0; fi
@@ -46,7 +47,7 @@ if ! as_code sh -c 'command -v "$1"' sh "$1" >/dev/null; then
     exit 3
 fi
 if ! tmux new-session -d -s cci -x "$w" -y "$h" -c /workspace \
-    sh -c "$pane" cci-session "$after" "$@"; then
+    sh -c "$pane" cci-session "$after" "$pre" "$must" "$@"; then
     # Another run of this script (a repeated exec) made it first.
     tmux has-session -t cci 2>/dev/null && exit 0
     exit 1
@@ -61,11 +62,30 @@ fi
 
 /// The session's only pane, as `code`: the agent, then (unless `end`) an
 /// interactive shell; then tell the supervisor the session is over.
-const PANE: &str = r#"after=$1; shift
-"$@"
-status=$?
+const PANE: &str = r#"after=$1 pre=$2 must=$3; shift 3
+run=yes
+if [ -n "$pre" ]; then
+    printf '[cci] pre_launch: running the configured commands first\n'
+    sh -ec "$pre"
+    pre_status=$?
+    if [ "$pre_status" -ne 0 ]; then
+        printf '\n[cci] pre_launch failed (status %s)\n' "$pre_status"
+        if [ "$must" = stop ]; then
+            run=no
+            status=$pre_status
+            printf '[cci] %s was not started (tool.pre_launch_required)\n' "$1"
+        fi
+    fi
+fi
+if [ "$run" = yes ]; then
+    "$@"
+    status=$?
+    what="$1 exited (status $status)"
+else
+    what="$1 did not start"
+fi
 if [ "$after" = shell ]; then
-    printf '\n[cci] %s exited (status %s). This shell is still in the sandbox;\n[cci] `exit` ends the session, Ctrl-b d detaches and leaves it running.\n\n' "$1" "$status"
+    printf '\n[cci] %s. This shell is still in the sandbox;\n[cci] `exit` ends the session, Ctrl-b d detaches and leaves it running.\n\n' "$what"
     bash
 fi
 # Someone is attached: their cci saves the agent's state and stops the
@@ -111,6 +131,11 @@ pub struct SessionCommand {
     pub size: (u16, u16),
     /// End the session after this long.
     pub max_duration: Option<std::time::Duration>,
+    /// Commands run first (`[tool] pre_launch`), and whether they must
+    /// succeed for the program to start.
+    pub pre_launch: Vec<String>,
+    /// (see `pre_launch`)
+    pub pre_launch_required: bool,
 }
 
 /// Start the session in `container` (nothing happens when it already runs).
@@ -132,6 +157,15 @@ pub async fn start(
     argv.push(cmd.size.1.to_string());
     argv.push(if cmd.shell_after { "shell" } else { "end" }.into());
     argv.push(cmd.max_duration.map_or(0, |d| d.as_secs()).to_string());
+    argv.push(cmd.pre_launch.join("\n"));
+    argv.push(
+        if cmd.pre_launch_required {
+            "stop"
+        } else {
+            "go"
+        }
+        .into(),
+    );
     argv.extend(cmd.argv.iter().cloned());
     let spec = ExecSpec {
         command: argv,
