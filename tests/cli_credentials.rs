@@ -278,6 +278,19 @@ ssh-keygen -q -Y sign -f /tmp/k.pub -n cci-test /tmp/d; cat /tmp/d.sig"
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // The forwarding ended with the session: a start for anything else
+    // (`cci container start`, a save) has no agent.
+    let (kept, _) = common::client().await.instance(&name).await.unwrap();
+    assert_eq!(
+        kept.devices
+            .get("ssh-agent")
+            .and_then(|d| d.get("type"))
+            .map(String::as_str),
+        Some("none"),
+        "{:?}",
+        kept.devices
+    );
+    assert!(!kept.config.contains_key("environment.SSH_AUTH_SOCK"));
     assert_eq!(shell(&[]), name);
     let probe = "echo \"[$SSH_AUTH_SOCK]\"; SSH_AUTH_SOCK=/var/lib/cci-ssh-agent.sock ssh-add -l; echo rc=$?";
     let said = text(&sh_in(&name, false, probe).stdout);

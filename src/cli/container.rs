@@ -180,6 +180,8 @@ pub async fn run(host: &Host, cmd: ContainerCommand) -> anyhow::Result<i32> {
         ContainerCommand::Start(a) => {
             let (i, _) = host.client.instance(&a.name).await?;
             crate::sandbox::sources_unmoved(&i).map_err(super::UsageError)?;
+            // What a session asked to forward ended with it.
+            crate::sandbox::forward::strip(client, &a.name).await?;
             network::start_guarded(client, host.policy(), &a.name).await?;
             // Handed back once usable, as a launch is.
             let want = network::ready::want_of(client, &a.name).await?;

@@ -46,8 +46,9 @@ pub struct Decision {
     pub bytes_up: u64,
     /// Bytes sent back (server to client).
     pub bytes_down: u64,
-    /// Further refusals like this one (same container, destination and
-    /// reason) folded into this record; see [`FOLD_WINDOW`].
+    /// Further decisions like this one (same container, destination,
+    /// outcome and reason) folded into this record, their bytes added; see
+    /// [`FOLD_WINDOW`].
     #[serde(default, skip_serializing_if = "is_zero")]
     pub repeats: u64,
 }
@@ -56,13 +57,14 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-/// Within this time after a refusal is written, the same refusal again is
-/// counted, not written, and one record with the count follows when the
-/// time is up: an agent hammering a refused name cannot rotate the log's
-/// history away.
+/// Within this time after a decision is written, the same decision again
+/// (same container, destination, port, outcome and reason) is counted, not
+/// written, and one record with the count and the bytes follows when the
+/// time is up: an agent hammering a name, refused or allowed, cannot rotate
+/// the log's history away.
 pub const FOLD_WINDOW: Duration = Duration::from_secs(10);
 
-/// The distinct refusals of one container written per window; more are
+/// The distinct decisions of one container written per window; more are
 /// folded into one record for the container (destination `*`, port 0).
 const MAX_FOLDS_PER_CONTAINER: usize = 64;
 
@@ -89,7 +91,7 @@ pub fn clean(s: &str) -> String {
 }
 
 /// The log file: appends, and rotates to `<path>.1` past `max_bytes`.
-/// Refusals recorded through [`Sink`] are folded (see [`FOLD_WINDOW`]).
+/// Decisions recorded through [`Sink`] are folded (see [`FOLD_WINDOW`]).
 pub struct DecisionLog {
     path: PathBuf,
     max_bytes: u64,
@@ -97,11 +99,14 @@ pub struct DecisionLog {
     folds: Mutex<Folds>,
 }
 
-/// Refusals written in the current window of each, and what was folded
-/// since: (container, destination, port, reason) → fold.
+/// (container, destination, port, allowed, reason)
+type FoldKey = (String, String, u16, bool, String);
+
+/// Decisions written in the current window of each, and what was folded
+/// since.
 #[derive(Default)]
 struct Folds {
-    open: HashMap<(String, String, u16, String), Fold>,
+    open: HashMap<FoldKey, Fold>,
 }
 
 struct Fold {
@@ -114,18 +119,22 @@ impl Folds {
     /// What to write for `d` now (nothing when folded).
     fn take(&mut self, mut d: Decision, now: Instant, window: Duration) -> Vec<Decision> {
         let mut out = self.expire(now, window);
-        let mut key = (
-            d.container.clone(),
-            d.host.clone(),
-            d.port,
-            d.reason.to_string(),
-        );
+        let key_of = |d: &Decision| -> FoldKey {
+            (
+                d.container.clone(),
+                d.host.clone(),
+                d.port,
+                d.allowed,
+                d.reason.to_string(),
+            )
+        };
+        let mut key = key_of(&d);
         if !self.open.contains_key(&key) {
             let of_container = self.open.keys().filter(|k| k.0 == d.container).count();
             if of_container >= MAX_FOLDS_PER_CONTAINER {
                 d.host = "*".into();
                 d.port = 0;
-                key = (d.container.clone(), d.host.clone(), 0, d.reason.to_string());
+                key = key_of(&d);
             }
         }
         match self.open.get_mut(&key) {
@@ -260,9 +269,6 @@ impl DecisionLog {
 
 impl Sink for DecisionLog {
     fn record(&self, d: &Decision) {
-        if d.allowed {
-            return self.write_all(std::slice::from_ref(d));
-        }
         let due = match self.folds.lock() {
             Ok(mut f) => f.take(d.clone(), Instant::now(), FOLD_WINDOW),
             Err(_) => vec![d.clone()],
@@ -542,6 +548,31 @@ mod tests {
             1
         );
         assert!(folds.drain().is_empty());
+    }
+
+    #[test]
+    fn allowed_connections_repeated_fold_too_with_their_bytes_added() {
+        let mut folds = Folds::default();
+        let w = Duration::from_secs(10);
+        let now = Instant::now();
+        let with_bytes = |up, down| {
+            let mut d = rec("c", "x.com", 443, true);
+            (d.bytes_up, d.bytes_down) = (up, down);
+            d
+        };
+        assert_eq!(folds.take(with_bytes(1, 10), now, w).len(), 1);
+        for _ in 0..3 {
+            assert!(folds.take(with_bytes(2, 20), now, w).is_empty());
+        }
+        // A refusal of the same destination is its own record.
+        assert_eq!(folds.take(rec("c", "x.com", 443, false), now, w).len(), 1);
+        let rest = folds.drain();
+        assert_eq!(rest.len(), 1);
+        assert!(rest[0].allowed);
+        assert_eq!(
+            (rest[0].repeats, rest[0].bytes_up, rest[0].bytes_down),
+            (2, 6, 60)
+        );
     }
 
     #[test]

@@ -687,21 +687,22 @@ const RELAY_BUF: usize = 64 * 1024;
 /// Returns the bytes (client to upstream, upstream to client).
 async fn splice(client: &mut TcpStream, upstream: &mut TcpStream, idle: Duration) -> (u64, u64) {
     let activity = Activity::new();
-    match (zerocopy::Pipe::new(), zerocopy::Pipe::new()) {
+    match zerocopy::Pipes::take() {
         // In the kernel, socket to pipe to socket (see `zerocopy`).
-        (Ok(p1), Ok(p2)) => {
+        Some(pipes) => {
             let (c, u) = (&*client, &*upstream);
             let touch = || activity.touch();
             let both = async {
                 tokio::try_join!(
-                    zerocopy::one_way(c, u, &p1, &activity.up, touch),
-                    zerocopy::one_way(u, c, &p2, &activity.down, touch)
+                    zerocopy::one_way(c, u, &pipes.up, &activity.up, touch),
+                    zerocopy::one_way(u, c, &pipes.down, &activity.down, touch)
                 )
             };
             activity.until_idle(both, idle).await;
         }
-        // Out of descriptors for pipes: copy through buffers.
-        _ => {
+        // Enough relays splice already (or no pipe could be made): copy
+        // through buffers.
+        None => {
             let mut c = Counted::new(client, &activity.up, &activity);
             let mut u = Counted::new(upstream, &activity.down, &activity);
             // 64 KiB each way: bulk downloads run close to the link's speed.
@@ -911,18 +912,19 @@ async fn forward(
     let (client_r, mut client_w) = client.split();
     let (upstream_r, mut upstream_w) = upstream.split();
     let mut client_r = Counted::new(client_r, &activity.up, &activity);
-    let pipe = zerocopy::Pipe::new();
+    let pipes = zerocopy::Pipes::take();
     {
         let upload = send_body(early, &mut client_r, &mut upstream_w, framing, &sent);
         // The response passes as it comes (in the kernel when it can).
         let download = async {
-            match &pipe {
-                Ok(pipe) => {
+            match &pipes {
+                Some(p) => {
                     let (from, to) = (upstream_r.as_ref(), client_w.as_ref());
-                    let _ = zerocopy::one_way(from, to, pipe, &activity.down, || activity.touch())
-                        .await;
+                    let _ =
+                        zerocopy::one_way(from, to, &p.down, &activity.down, || activity.touch())
+                            .await;
                 }
-                Err(_) => {
+                None => {
                     let mut r = tokio::io::BufReader::with_capacity(
                         RELAY_BUF,
                         Counted::new(upstream_r, &activity.down, &activity),

@@ -6,7 +6,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use tokio::io::Interest;
 use tokio::net::TcpStream;
@@ -19,10 +19,52 @@ pub(super) struct Pipe {
 
 /// The pipe size asked for; the kernel's limits may leave the default
 /// (64 KiB), which works too.
-const PIPE_SIZE: libc::c_int = 1024 * 1024;
+const PIPE_SIZE: libc::c_int = 256 * 1024;
+
+/// The most relays spliced at once. The kernel counts pipe memory per user
+/// (`fs.pipe-user-pages-soft`, 64 MiB by default) and, past it, gives every
+/// new pipe of that user one page: a container holding many tunnels open
+/// must not do that to the user's other programs. 32 relays of two 256 KiB
+/// pipes take at most a quarter of it; more relays copy through buffers.
+const MAX_SPLICING: usize = 32;
+
+static SPLICING: AtomicUsize = AtomicUsize::new(0);
+
+/// The two pipes of one spliced relay, while it lasts (see [`MAX_SPLICING`]).
+pub(super) struct Pipes {
+    /// One way.
+    pub up: Pipe,
+    /// The other.
+    pub down: Pipe,
+}
+
+impl Pipes {
+    /// Two pipes, unless as many relays splice already or none can be made.
+    pub(super) fn take() -> Option<Pipes> {
+        let n = SPLICING.fetch_add(1, Ordering::Relaxed);
+        let pipes = (n < MAX_SPLICING)
+            .then(|| {
+                Some(Pipes {
+                    up: Pipe::new().ok()?,
+                    down: Pipe::new().ok()?,
+                })
+            })
+            .flatten();
+        if pipes.is_none() {
+            SPLICING.fetch_sub(1, Ordering::Relaxed);
+        }
+        pipes
+    }
+}
+
+impl Drop for Pipes {
+    fn drop(&mut self) {
+        SPLICING.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 impl Pipe {
-    pub(super) fn new() -> io::Result<Pipe> {
+    fn new() -> io::Result<Pipe> {
         let mut fds = [0 as libc::c_int; 2];
         // SAFETY: `fds` has room for the two descriptors pipe2 writes.
         let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
@@ -109,6 +151,18 @@ mod tests {
         let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
         let (b, _) = l.accept().await.unwrap();
         (a, b)
+    }
+
+    #[test]
+    fn no_more_than_so_many_relays_splice_at_once() {
+        let mut held = Vec::new();
+        while let Some(p) = Pipes::take() {
+            held.push(p);
+            assert!(held.len() <= MAX_SPLICING);
+        }
+        assert!(Pipes::take().is_none());
+        held.clear();
+        assert!(Pipes::take().is_some(), "taken pipes are given back");
     }
 
     #[tokio::test]

@@ -54,8 +54,74 @@ pub fn devices(
     (devices, config)
 }
 
-fn ours(name: &str) -> bool {
-    name == SSH_AGENT_DEVICE || name.starts_with(PORT_PREFIX)
+/// Whether the device `name` is one cci made here: by name *and* shape (a
+/// proxy device as [`devices`] makes them), never a device of the user's or
+/// a guarded NIC that happens to share the name.
+fn ours(name: &str, d: &Device) -> bool {
+    let is = |k: &str, v: &str| d.get(k).map(String::as_str) == Some(v);
+    is("type", "proxy")
+        && if name == SSH_AGENT_DEVICE {
+            is("bind", "container") && is("listen", &format!("unix:{SSH_AGENT_SOCKET}"))
+        } else {
+            name.starts_with(PORT_PREFIX)
+                && is("bind", "host")
+                && d.get("connect")
+                    .is_some_and(|c| c.starts_with("tcp:127.0.0.1:"))
+        }
+}
+
+/// Remove every forwarding cci made from `name` (its session is over, or
+/// it is started for something else than a session that asked for them):
+/// nothing forwarded outlives the session that asked.
+pub async fn strip(client: &Client, name: &str) -> incus::Result<()> {
+    apply(client, name, HashMap::new(), HashMap::new()).await
+}
+
+/// A device that disables the one of the same name a profile may define:
+/// what a device of ours becomes when it goes. Removing it instead would
+/// let such a profile device (unvetted) take its place, at once on a
+/// running container.
+fn masked() -> Device {
+    device(&[("type", "none".into())])
+}
+
+/// Make `name`'s forwarding exactly `want` (devices) and `want_config`.
+async fn apply(
+    client: &Client,
+    name: &str,
+    want: HashMap<String, Device>,
+    want_config: HashMap<String, String>,
+) -> incus::Result<()> {
+    let (instance, etag) = client.instance(name).await?;
+    let mut patch_devices: serde_json::Map<String, Value> = instance
+        .devices
+        .iter()
+        .filter(|(k, d)| ours(k, d) && !want.contains_key(*k))
+        .map(|(k, _)| (k.clone(), json!(masked())))
+        .collect();
+    patch_devices.extend(
+        want.iter()
+            .filter(|(k, d)| instance.devices.get(*k) != Some(d))
+            .map(|(k, d)| (k.clone(), json!(d))),
+    );
+    let config_missing = want_config
+        .iter()
+        .any(|(k, v)| instance.config.get(k) != Some(v));
+    let mut etag = etag;
+    if !patch_devices.is_empty() || config_missing {
+        let patch = json!({"devices": patch_devices, "config": want_config});
+        client
+            .update_instance(name, &patch, etag.as_deref())
+            .await?;
+        etag = None;
+    }
+    let _ = etag;
+    if !want_config.contains_key(SSH_AGENT_ENV) && instance.config.contains_key(SSH_AGENT_ENV) {
+        client
+            .remove_from_instance(name, &[], &[SSH_AGENT_ENV])
+            .await?;
+    }
+    Ok(())
 }
 
 /// Check that each port can be listened on now (a clear error rather than
@@ -85,7 +151,7 @@ pub fn check_free(ports: &[PortSpec], held: &[String]) -> Result<(), String> {
 
 /// Bring a kept container's forwarding in line with this session's
 /// wish: missing or changed devices added (to a running container too),
-/// ones not asked for removed — a session that did not ask for the SSH
+/// ones not asked for disabled — a session that did not ask for the SSH
 /// agent never gets it, a port not asked for is released.
 pub async fn reconcile(
     client: &Client,
@@ -94,45 +160,17 @@ pub async fn reconcile(
     ports: &[PortSpec],
     a: &Account,
 ) -> Result<(), Error> {
-    let (instance, etag) = client.instance(name).await?;
+    let (instance, _) = client.instance(name).await?;
+    // Ports the running container listens on already are not in the way.
     let held: Vec<String> = instance
         .devices
-        .keys()
-        .filter(|k| k.starts_with(PORT_PREFIX))
-        .cloned()
+        .iter()
+        .filter(|(k, d)| instance.is_running() && k.starts_with(PORT_PREFIX) && ours(k, d))
+        .map(|(k, _)| k.clone())
         .collect();
     check_free(ports, &held).map_err(Error::Usage)?;
     let (want, want_config) = devices(ssh_agent, ports, a);
-    let stale: Vec<&str> = instance
-        .devices
-        .iter()
-        .filter(|(k, d)| ours(k) && want.get(*k) != Some(d))
-        .map(|(k, _)| k.as_str())
-        .collect();
-    let drop_env =
-        !want_config.contains_key(SSH_AGENT_ENV) && instance.config.contains_key(SSH_AGENT_ENV);
-    let etag = if stale.is_empty() && !drop_env {
-        etag
-    } else {
-        let keys: &[&str] = if drop_env { &[SSH_AGENT_ENV] } else { &[] };
-        client.remove_from_instance(name, &stale, keys).await?;
-        None
-    };
-    let missing: serde_json::Map<String, Value> = want
-        .iter()
-        .filter(|(k, d)| instance.devices.get(*k) != Some(d))
-        .map(|(k, d)| (k.clone(), json!(d)))
-        .collect();
-    let config_missing = want_config
-        .iter()
-        .any(|(k, v)| instance.config.get(k) != Some(v));
-    if missing.is_empty() && !config_missing {
-        return Ok(());
-    }
-    let patch = json!({"devices": missing, "config": want_config});
-    client
-        .update_instance(name, &patch, etag.as_deref())
-        .await?;
+    apply(client, name, want, want_config).await?;
     Ok(())
 }
 

@@ -190,6 +190,8 @@ async fn git_sync(host: &Host, info: &SandboxInfo) -> Result<(), String> {
 async fn start_to_save(host: &Host, name: &str) -> Result<(), network::Error> {
     let client = &host.client;
     went_down(client, name).await;
+    // Nothing forwarded (the SSH agent, ports) while it only saves.
+    super::forward::strip(client, name).await?;
     match network::start_guarded(client, host.policy(), name).await {
         Err(network::Error::Incus(e)) if !e.is_not_found() => {
             tracing::debug!("{name}: starting to save failed ({e}); once more when stopped");

@@ -238,7 +238,7 @@ async fn reuse(
             "the kept container {name} mounts the workspace folder; an isolated session needs a new container (another --slot, or `cci kill {name}` first)"
         )));
     }
-    let network = honour_policy(host, req, &name).await?;
+    // Forwarding first, so that vetting sees the container as it will run.
     super::forward::reconcile(
         client,
         &name,
@@ -251,6 +251,8 @@ async fn reuse(
         super::forward::Error::Usage(why) => Error::Forward(why),
         super::forward::Error::Incus(e) => Error::Incus(e),
     })?;
+    let network = honour_policy(host, req, &name).await?;
+
     let mut running = existing.state == InstanceStatus::Running;
     let mut id = id.to_string();
     let account = existing.account.clone();
@@ -376,6 +378,13 @@ pub async fn end(host: &Host, name: &str, grace: Duration) -> Result<Ended, Erro
         let changed = super::tripwire::check(name, ws);
         let warning = (!changed.is_empty()).then(|| super::tripwire::warning(ws, &changed));
         if keep {
+            // What the session forwarded ends with it (a kept container
+            // started later, for any reason, has none of it).
+            if let Err(e) = super::forward::strip(&host.client, name).await {
+                tracing::warn!(
+                    "{name}: the forwarded SSH agent and ports stay until its next session: {e}"
+                );
+            }
             stop(&host.client, name, grace).await?;
         } else {
             remove(host, name).await?;

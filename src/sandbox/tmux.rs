@@ -34,20 +34,21 @@ fn for_user(script: &str, a: &Account) -> String {
 /// Creates the session as `code` (with its groups, via runuser) and starts the
 /// supervisor. Arguments: pane script, supervisor script, width, height, what
 /// follows the agent (`shell` or `end`), the time limit in seconds (0: none),
-/// the commands to run first (a script, empty for none), whether they must
-/// succeed (`stop`) or not (`go`), then the agent's argv. Returns once
+/// whether the commands to run first must succeed (`stop`) or not (`go`),
+/// the agent's program, then how many commands to run first, those
+/// commands, and the agent's argv. Returns once
 /// the session exists, so readiness needs no waiting.
-const START: &str = r#"pane=$1 supervisor=$2 w=$3 h=$4 after=$5 limit=$6 pre=$7 must=$8; shift 8
+const START: &str = r#"pane=$1 supervisor=$2 w=$3 h=$4 after=$5 limit=$6 must=$7 program=$8; shift 8
 as_code() { runuser -u code -- "$@"; }
 tmux() { as_code tmux -S /home/code/.cci-tmux "$@"; }
 if tmux has-session -t cci 2>/dev/null; then exit 0; fi
 rm -f /home/code/.cci-attached
-if ! as_code sh -c 'command -v "$1"' sh "$1" >/dev/null; then
-    echo "the program $1 is not in the image (PATH=$PATH)" >&2
+if ! as_code sh -c 'command -v "$1"' sh "$program" >/dev/null; then
+    echo "the program $program is not in the image (PATH=$PATH)" >&2
     exit 3
 fi
 if ! tmux new-session -d -s cci -x "$w" -y "$h" -c /workspace \
-    sh -c "$pane" cci-session "$after" "$pre" "$must" "$@"; then
+    sh -c "$pane" cci-session "$after" "$must" "$@"; then
     # Another run of this script (a repeated exec) made it first.
     tmux has-session -t cci 2>/dev/null && exit 0
     exit 1
@@ -62,12 +63,22 @@ fi
 
 /// The session's only pane, as `code`: the agent, then (unless `end`) an
 /// interactive shell; then tell the supervisor the session is over.
-const PANE: &str = r#"after=$1 pre=$2 must=$3; shift 3
+const PANE: &str = r#"after=$1 must=$2 n=$3; shift 3
 run=yes
-if [ -n "$pre" ]; then
+pre_status=0
+if [ "$n" -gt 0 ]; then
     printf '[cci] pre_launch: running the configured commands first\n'
-    sh -ec "$pre"
-    pre_status=$?
+    # Ctrl-C stops a command, not this pane (children get the default).
+    trap : INT
+    while [ "$n" -gt 0 ]; do
+        if [ "$pre_status" -eq 0 ]; then
+            sh -c "$1"
+            pre_status=$?
+        fi
+        shift
+        n=$((n - 1))
+    done
+    trap - INT
     if [ "$pre_status" -ne 0 ]; then
         printf '\n[cci] pre_launch failed (status %s)\n' "$pre_status"
         if [ "$must" = stop ]; then
@@ -157,7 +168,6 @@ pub async fn start(
     argv.push(cmd.size.1.to_string());
     argv.push(if cmd.shell_after { "shell" } else { "end" }.into());
     argv.push(cmd.max_duration.map_or(0, |d| d.as_secs()).to_string());
-    argv.push(cmd.pre_launch.join("\n"));
     argv.push(
         if cmd.pre_launch_required {
             "stop"
@@ -166,6 +176,9 @@ pub async fn start(
         }
         .into(),
     );
+    argv.push(cmd.argv.first().cloned().unwrap_or_default());
+    argv.push(cmd.pre_launch.len().to_string());
+    argv.extend(cmd.pre_launch.iter().cloned());
     argv.extend(cmd.argv.iter().cloned());
     let spec = ExecSpec {
         command: argv,
