@@ -383,16 +383,11 @@ impl Client {
         self.finish(req, LIFECYCLE_TIMEOUT).await
     }
 
-    /// Remove `devices` and config `keys` from an instance's own: its whole
-    /// definition is read and written back (a PATCH cannot remove), guarded
-    /// by its ETag so that a change made meanwhile is not lost (a
-    /// `Conflict` instead). Nothing to remove: nothing written.
-    pub async fn remove_from_instance(
-        &self,
-        name: &str,
-        devices: &[&str],
-        keys: &[&str],
-    ) -> Result<()> {
+    /// Unset config `keys` of an instance: its whole definition is read and
+    /// written back (a PATCH cannot unset), guarded by its ETag so that a
+    /// change made meanwhile is not lost (a `Conflict` instead). Nothing to
+    /// unset: nothing written.
+    pub async fn unset_config(&self, name: &str, keys: &[&str]) -> Result<()> {
         let path = format!("/1.0/instances/{}", encode(name));
         let s = self
             .transport
@@ -400,11 +395,9 @@ impl Client {
             .await?;
         let mut body = s.value;
         let mut changed = false;
-        for (field, names) in [("devices", devices), ("config", keys)] {
-            if let Some(map) = body.get_mut(field).and_then(Value::as_object_mut) {
-                for n in names {
-                    changed |= map.remove(*n).is_some();
-                }
+        if let Some(config) = body.get_mut("config").and_then(Value::as_object_mut) {
+            for k in keys {
+                changed |= config.remove(*k).is_some();
             }
         }
         if !changed {

@@ -5,12 +5,121 @@
 //! on a kept container ([`reconcile`]).
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use super::mounts::{SSH_AGENT_DEVICE, SSH_AGENT_ENV, SSH_AGENT_SOCKET, SshAgent};
 use crate::config::{Account, PortSpec};
-use crate::incus::{self, Client};
+use crate::incus::{self, Client, Instance};
+
+/// `[ADDRESS:]HOST_PORT:CONTAINER_PORT` (an IPv6 address in brackets);
+/// the address defaults to 127.0.0.1.
+pub fn parse_publish(arg: &str) -> Result<crate::config::PortSpec, String> {
+    let bad = || format!("{arg:?} is not [ADDRESS:]HOST_PORT:CONTAINER_PORT");
+    let (rest, container) = arg.rsplit_once(':').ok_or_else(bad)?;
+    let (address, host) = match rest.rsplit_once(':') {
+        Some((a, h)) => {
+            let a = a
+                .strip_prefix('[')
+                .and_then(|a| a.strip_suffix(']'))
+                .unwrap_or(a);
+            let ip = a
+                .parse()
+                .map_err(|_| format!("{arg:?}: {a:?} is not an IP address"))?;
+            (ip, h)
+        }
+        None => (std::net::Ipv4Addr::LOCALHOST.into(), rest),
+    };
+    let port = |p: &str| match p.parse::<u16>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{arg:?}: {p:?} is not a port (1-65535)")),
+    };
+    Ok(crate::config::PortSpec {
+        address,
+        host: port(host)?,
+        container: port(container)?,
+    })
+}
+
+/// Where the forwarded SSH agent appears inside: under /var/lib, which
+/// exists before the container boots and which boot does not mount over
+/// or empty (as it does /run and /tmp).
+pub const SSH_AGENT_SOCKET: &str = "/var/lib/cci-ssh-agent.sock";
+
+/// The host's SSH agent socket and its owner (the identity the daemon's
+/// forwarder connects with: no more than the agent's own user).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshAgent {
+    /// The socket (`$SSH_AUTH_SOCK`, symlinks resolved).
+    pub socket: PathBuf,
+    /// Its owner's uid and gid.
+    pub owner: (u32, u32),
+}
+
+/// The device that forwards it, and the config key that tells processes.
+pub const SSH_AGENT_DEVICE: &str = "ssh-agent";
+/// (see [`SSH_AGENT_DEVICE`])
+pub const SSH_AGENT_ENV: &str = "environment.SSH_AUTH_SOCK";
+
+impl SshAgent {
+    /// The Incus device: a socket only `a` (and root) may use inside; the
+    /// daemon's forwarder connects as the agent's owner.
+    pub fn device(&self, a: &Account) -> Device {
+        [
+            ("type", "proxy".to_string()),
+            ("bind", "container".into()),
+            ("connect", format!("unix:{}", self.socket.display())),
+            ("listen", format!("unix:{SSH_AGENT_SOCKET}")),
+            ("uid", a.uid.to_string()),
+            ("gid", a.gid.to_string()),
+            ("mode", "0600".into()),
+            ("security.uid", self.owner.0.to_string()),
+            ("security.gid", self.owner.1.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// The agent `$SSH_AUTH_SOCK` names, checked: set, a socket, and
+    /// owned by the user running cci (or root).
+    pub fn from_env() -> Result<SshAgent, String> {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let hint = "start one (`eval $(ssh-agent)`) and add your key (`ssh-add`)";
+        let raw = std::env::var_os("SSH_AUTH_SOCK")
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| {
+                format!("--ssh-agent: SSH_AUTH_SOCK is not set: no SSH agent runs; {hint}")
+            })?;
+        let socket = std::fs::canonicalize(&raw).map_err(|e| {
+            format!(
+                "--ssh-agent: SSH_AUTH_SOCK={}: {e}; {hint}",
+                Path::new(&raw).display()
+            )
+        })?;
+        let meta = std::fs::metadata(&socket)
+            .map_err(|e| format!("--ssh-agent: {}: {e}", socket.display()))?;
+        if !meta.file_type().is_socket() {
+            return Err(format!(
+                "--ssh-agent: SSH_AUTH_SOCK={} is not a socket",
+                socket.display()
+            ));
+        }
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if meta.uid() != me && me != 0 {
+            return Err(format!(
+                "--ssh-agent: {} belongs to uid {}, not to you: not forwarded",
+                socket.display(),
+                meta.uid()
+            ));
+        }
+        Ok(SshAgent {
+            socket,
+            owner: (meta.uid(), meta.gid()),
+        })
+    }
+}
 
 /// Device names of published ports start so.
 pub const PORT_PREFIX: &str = "port-";
@@ -74,7 +183,8 @@ fn ours(name: &str, d: &Device) -> bool {
 /// it is started for something else than a session that asked for them):
 /// nothing forwarded outlives the session that asked.
 pub async fn strip(client: &Client, name: &str) -> incus::Result<()> {
-    apply(client, name, HashMap::new(), HashMap::new()).await
+    let (instance, etag) = client.instance(name).await?;
+    apply(client, &instance, etag, HashMap::new(), HashMap::new()).await
 }
 
 /// A device that disables the one of the same name a profile may define:
@@ -85,14 +195,16 @@ fn masked() -> Device {
     device(&[("type", "none".into())])
 }
 
-/// Make `name`'s forwarding exactly `want` (devices) and `want_config`.
+/// Make `instance`'s forwarding exactly `want` (devices) and `want_config`
+/// (`etag`: as it was read).
 async fn apply(
     client: &Client,
-    name: &str,
+    instance: &Instance,
+    etag: Option<String>,
     want: HashMap<String, Device>,
     want_config: HashMap<String, String>,
 ) -> incus::Result<()> {
-    let (instance, etag) = client.instance(name).await?;
+    let name = &instance.name;
     let mut patch_devices: serde_json::Map<String, Value> = instance
         .devices
         .iter()
@@ -107,19 +219,15 @@ async fn apply(
     let config_missing = want_config
         .iter()
         .any(|(k, v)| instance.config.get(k) != Some(v));
-    let mut etag = etag;
     if !patch_devices.is_empty() || config_missing {
         let patch = json!({"devices": patch_devices, "config": want_config});
         client
             .update_instance(name, &patch, etag.as_deref())
             .await?;
-        etag = None;
     }
-    let _ = etag;
+    // (A PATCH cannot unset a key.)
     if !want_config.contains_key(SSH_AGENT_ENV) && instance.config.contains_key(SSH_AGENT_ENV) {
-        client
-            .remove_from_instance(name, &[], &[SSH_AGENT_ENV])
-            .await?;
+        client.unset_config(name, &[SSH_AGENT_ENV]).await?;
     }
     Ok(())
 }
@@ -160,7 +268,7 @@ pub async fn reconcile(
     ports: &[PortSpec],
     a: &Account,
 ) -> Result<(), Error> {
-    let (instance, _) = client.instance(name).await?;
+    let (instance, etag) = client.instance(name).await?;
     // Ports the running container listens on already are not in the way.
     let held: Vec<String> = instance
         .devices
@@ -170,7 +278,7 @@ pub async fn reconcile(
         .collect();
     check_free(ports, &held).map_err(Error::Usage)?;
     let (want, want_config) = devices(ssh_agent, ports, a);
-    apply(client, name, want, want_config).await?;
+    apply(client, &instance, etag, want, want_config).await?;
     Ok(())
 }
 
@@ -188,7 +296,6 @@ pub enum Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::mounts::parse_publish;
 
     #[test]
     fn publish_takes_an_optional_address_and_two_ports() {

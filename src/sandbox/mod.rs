@@ -6,6 +6,7 @@
 mod agent;
 mod error;
 pub mod forward;
+pub use forward::parse_publish;
 mod hostmount;
 pub mod idmap;
 mod inventory;
@@ -36,8 +37,8 @@ pub use inventory::{SandboxInfo, get as info, launch_marks, launch_token, list, 
 pub use launch::{Attempt, Launched, launch};
 pub use lifecycle::{CleanItem, CleanReason, clean_plan, clean_reason, kill, persist, shutdown};
 pub use mounts::{
-    Extras, Mount, STORAGE_MOUNT, WORKSPACE_MOUNT, parse_mount_arg, parse_publish,
-    plan as plan_mounts, recheck as recheck_mounts,
+    Extras, Mount, STORAGE_MOUNT, WORKSPACE_MOUNT, parse_mount_arg, plan as plan_mounts,
+    recheck as recheck_mounts,
 };
 pub use names::{
     MAX_SLOT, PREFIX, Slot, SlotError, container_name, parse_container_name, workspace_prefix,

@@ -131,7 +131,7 @@ pub async fn extras(
         max_duration: if session { cfg.max_duration } else { None },
         ports: cfg.ports.iter().chain(&flags.ports).copied().collect(),
         ssh_agent: if flags.ssh_agent || cfg.ssh_agent {
-            Some(super::mounts::SshAgent::from_env().map_err(ExtrasError::Usage)?)
+            Some(super::forward::SshAgent::from_env().map_err(ExtrasError::Usage)?)
         } else {
             None
         },
