@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod config;
 pub mod container;
+pub mod forge;
 pub mod git;
 pub mod health;
 pub mod host;

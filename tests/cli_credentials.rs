@@ -329,3 +329,270 @@ ssh-keygen -q -Y sign -f /tmp/k.pub -n cci-test /tmp/d; cat /tmp/d.sig"
     );
     drop(agent_guard);
 }
+
+/// Host-side git for the tests' repositories (owned by another uid).
+fn host_git(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .args([
+            "-c",
+            "safe.directory=*",
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+        ])
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
+    text(&out.stdout).trim().to_string()
+}
+
+/// git inside pushes and fetches the workspace's repository on a git host
+/// while the token stays on the host: an allowed branch goes up; main, a
+/// force push, a deletion, a tag and another repository are refused with
+/// cci's reason; the token is nowhere in the container, its config or
+/// cci's files; every operation is in `cci forge log`.
+#[tokio::test(flavor = "multi_thread")]
+async fn git_pushes_through_the_host_with_the_token_never_inside() {
+    use std::process::Command;
+    let host = tempfile::tempdir().unwrap();
+    let canary = format!("CANARY{}gittoken{}", std::process::id(), uuid_like());
+    let token_file = host.path().join("token");
+    std::fs::write(&token_file, &canary).unwrap();
+    // The git host: me/proj (main with one commit) and other/repo.
+    let root = host.path().join("git");
+    let seed = host.path().join("seed");
+    std::fs::create_dir_all(&seed).unwrap();
+    host_git(&seed, &["init", "-q", "-b", "main"]);
+    std::fs::write(seed.join("README"), "hello\n").unwrap();
+    host_git(&seed, &["add", "README"]);
+    host_git(&seed, &["commit", "-q", "-m", "first"]);
+    for repo in ["me/proj.git", "other/repo.git"] {
+        let to = root.join(repo);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        host_git(
+            host.path(),
+            &[
+                "clone",
+                "-q",
+                "--bare",
+                seed.to_str().unwrap(),
+                to.to_str().unwrap(),
+            ],
+        );
+    }
+    let main_before = host_git(&root.join("me/proj.git"), &["rev-parse", "main"]);
+    let port_file = host.path().join("port");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _server = Kill(
+        Command::new("python3")
+            .arg(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("tests/fixtures/fake-git-host.py"),
+            )
+            .arg(&root)
+            .arg(&token_file)
+            .arg(&port_file)
+            .spawn()
+            .unwrap(),
+    );
+    let mut port = String::new();
+    for _ in 0..200 {
+        if let Ok(p) = std::fs::read_to_string(&port_file) {
+            port = p;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert!(!port.is_empty(), "the fake git host did not start");
+    let config = host.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[git]\nforward_hosts = [\"git.fake.test=http://127.0.0.1:{port}\"]\ntoken_command = \"cat '{}'\"\n",
+            token_file.display()
+        ),
+    )
+    .unwrap();
+
+    // The workspace: a clone of me/proj whose origin is on the git host.
+    let ws = agent_workspace();
+    let _s = Sessions(ws.path().to_path_buf());
+    host_git(ws.path(), &["init", "-q", "-b", "main"]);
+    host_git(
+        ws.path(),
+        &[
+            "remote",
+            "add",
+            "origin",
+            "https://git.fake.test/me/proj.git",
+        ],
+    );
+    // As a user's own repository is: theirs.
+    let chown = Command::new("chown")
+        .args(["-R", "1000:1000"])
+        .arg(ws.path())
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let out = cci_in(ws.path(), "shell")
+        .args(["--background", "--persistent"])
+        .env("CCI_CONFIG", &config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let name = text(&out.stdout).trim().to_string();
+
+    let git = |script: &str| {
+        let full = format!(
+            "{{ cd /workspace && git config --global user.name a && git config --global user.email a@a.invalid && {script}; }} 2>&1; echo rc=$?"
+        );
+        text(&sh_in(&name, false, &full).stdout)
+    };
+    // Fetch, then push an allowed branch: it arrives upstream.
+    let said = git(
+        "git fetch -q origin && git checkout -q -b cci/work origin/main && echo change > f && git add f && git commit -qm change && git push origin cci/work",
+    );
+    assert!(said.ends_with("rc=0\n"), "{said}");
+    let pushed = text(&sh_in(&name, false, "cd /workspace && git rev-parse HEAD").stdout)
+        .trim()
+        .to_string();
+    assert_eq!(
+        host_git(&root.join("me/proj.git"), &["rev-parse", "cci/work"]),
+        pushed
+    );
+    // Refused, each with cci's reason, and nothing changes upstream.
+    for (script, why) in [
+        ("git push origin HEAD:main", "default branch"),
+        (
+            "git commit -q --amend -m other && git push -f origin cci/work",
+            "force pushes are not allowed",
+        ),
+        ("git push origin :cci/work", "deleting a branch"),
+        ("git tag v1 && git push origin v1", "pushing tags"),
+        ("git push origin HEAD:feature", "matches no allowed branch"),
+        (
+            "git ls-remote http://127.0.0.1:47417/git.fake.test/other/repo",
+            "not this workspace's repository",
+        ),
+    ] {
+        let said = git(script);
+        assert!(
+            !said.ends_with("rc=0\n") && said.contains(why),
+            "{script}: {said}"
+        );
+    }
+    assert_eq!(
+        host_git(&root.join("me/proj.git"), &["rev-parse", "cci/work"]),
+        pushed
+    );
+    assert_eq!(
+        host_git(&root.join("me/proj.git"), &["rev-parse", "main"]),
+        main_before
+    );
+    assert!(!host_git(&root.join("me/proj.git"), &["tag"]).contains("v1"));
+
+    // The token is nowhere inside: files, every process's environment and
+    // command line; nor in the container's config and devices.
+    // (Each string is given in two halves, so no command line holds it.)
+    let search = |what: &str| {
+        let (a, b) = what.split_at(what.len() / 2);
+        let look = format!(
+            "pat() {{ printf '%s%s\\n' '{a}' '{b}'; }}
+cat /proc/[0-9]*/environ /proc/[0-9]*/cmdline > /dev/shm/all 2>/dev/null
+pat | grep -rlsFf - /home /root /etc /tmp /var /workspace /run 2>/dev/null
+pat | grep -caFf - /dev/shm/all; rm -f /dev/shm/all; echo searched"
+        );
+        text(&sh_in(&name, true, &look).stdout)
+    };
+    // Positive control: a string planted in a file and a process's
+    // environment is found by the same search.
+    let control = format!("CONTROL{}planted", std::process::id());
+    let (a, b) = control.split_at(4);
+    let plant = format!(
+        "c=$(printf '%s%s' '{a}' '{b}'); echo \"$c\" > /tmp/planted; (export PLANTED=\"$c\"; exec setsid sleep 120 </dev/null >/dev/null 2>&1 &)"
+    );
+    sh_in(&name, true, &plant);
+    let found = search(&control);
+    assert!(
+        found.contains("/tmp/planted\n") && !found.contains("\n0\nsearched"),
+        "the search does not find a planted string: {found}"
+    );
+    let found = search(&canary);
+    assert_eq!(found.trim(), "0\nsearched", "{found}");
+    let (instance, _) = common::client().await.instance(&name).await.unwrap();
+    let json = serde_json::to_string(&(&instance.config, &instance.devices)).unwrap();
+    assert!(!json.contains(&canary), "{json}");
+    assert!(instance.devices.contains_key("cci-git"), "{json}");
+    // Nor in cci's own files (logs, grants, the forwarder's log).
+    let home = std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cci");
+    let grep = Command::new("grep")
+        .args(["-rlsF", &canary])
+        .arg(&home)
+        .arg(common::sessions_dir())
+        .output()
+        .unwrap();
+    assert_eq!(text(&grep.stdout), "", "the token is in cci's files");
+
+    // Every operation is logged, refused ones with why.
+    let log = common::cci_ok(&["forge", "log", &name, "--format", "json"]);
+    let records: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        records
+            .iter()
+            .any(|r| r["op"] == "push" && r["allowed"] == true),
+        "{log}"
+    );
+    assert!(
+        records
+            .iter()
+            .any(|r| r["allowed"] == false && r["reason"].as_str().unwrap_or("").contains("force")),
+        "{log}"
+    );
+    assert!(log.contains("git.fake.test/other/repo"), "{log}");
+
+    // The session's end takes the way out with it.
+    let out = cci()
+        .args(["shutdown", "--timeout", "10", &name])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let (kept, _) = common::client().await.instance(&name).await.unwrap();
+    assert_eq!(
+        kept.devices
+            .get("cci-git")
+            .and_then(|d| d.get("type"))
+            .map(String::as_str),
+        Some("none"),
+        "{:?}",
+        kept.devices
+    );
+    assert!(
+        !kept
+            .config
+            .keys()
+            .any(|k| k.starts_with("environment.GIT_CONFIG_"))
+    );
+}
+
+fn uuid_like() -> String {
+    format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}

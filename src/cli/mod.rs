@@ -13,6 +13,7 @@ pub use exit::{
     EXIT_USAGE, exit_code,
 };
 mod file;
+mod forge;
 mod health;
 mod image;
 mod info;
@@ -131,6 +132,10 @@ pub enum Command {
     /// The containers' firewall: status, allowlist refresh, repair.
     #[command(subcommand)]
     Network(network::NetworkCommand),
+    /// Git through cci's forwarder (no token inside): the log of every
+    /// fetch and push.
+    #[command(subcommand)]
+    Forge(forge::ForgeCommand),
     /// Saved sessions (agent states kept on the host): list, save, restore,
     /// import, export.
     #[command(subcommand)]
@@ -292,6 +297,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Some(Command::Health(_)) => true,
         Some(Command::Network(c)) => !matches!(c, network::NetworkCommand::Status(_)),
         Some(Command::Clean(a)) => a.orphans,
+        Some(Command::Forge(_)) => true,
         _ => false,
     };
     if !own_check {
@@ -326,6 +332,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Container(cmd) => container::run(&host, cmd).await,
         Command::Network(cmd) => network::run(&host, cmd).await,
         Command::Session(cmd) => session::run(&host, cmd).await,
+        Command::Forge(cmd) => forge::run(&host, cmd).await,
         // Handled above, before the configuration is installed.
         Command::Config(_) | Command::Trust(_) => Ok(0),
     }

@@ -176,6 +176,8 @@ pub struct Effective {
     pub git_isolated: bool,
     /// `[git] repos`: repositories cloned into /workspace/NAME.
     pub git_repos: Vec<String>,
+    /// `[git] forward*`, `push_*`, `token_command`.
+    pub git_forward: crate::forge::Settings,
 }
 
 /// Memory limit when nothing is configured.
@@ -286,6 +288,22 @@ impl Effective {
             protected_paths: w.protected_paths.unwrap_or_default(),
             writable_git_hooks: w.writable_git_hooks.unwrap_or(false),
             git_isolated: g.mode == Some(super::schema::GitMode::Isolated),
+            git_forward: crate::forge::Settings {
+                enabled: g.forward.unwrap_or(true),
+                hosts: g
+                    .forward_hosts
+                    .clone()
+                    .unwrap_or_else(|| vec!["github.com".into()]),
+                push: crate::forge::PushRules {
+                    branches: g
+                        .push_branches
+                        .clone()
+                        .unwrap_or_else(|| crate::forge::PushRules::default().branches),
+                    default_branch: g.push_default_branch.unwrap_or(false),
+                    tags: g.push_tags.unwrap_or(false),
+                },
+                token_command: g.token_command.clone(),
+            },
             git_repos: g
                 .repos
                 .unwrap_or_default()
@@ -342,6 +360,15 @@ impl Effective {
                 json!(if self.git_isolated { "isolated" } else { "mounted" }),
             ),
             ("git.repos", json!(self.git_repos)),
+            ("git.forward", json!(self.git_forward.enabled)),
+            ("git.forward_hosts", json!(self.git_forward.hosts)),
+            ("git.push_branches", json!(self.git_forward.push.branches)),
+            (
+                "git.push_default_branch",
+                json!(self.git_forward.push.default_branch),
+            ),
+            ("git.push_tags", json!(self.git_forward.push.tags)),
+            ("git.token_command", json!(self.git_forward.token_command)),
             ("network.mode", json!(mode)),
             ("network.allowed_domains", json!(self.allowed)),
             (

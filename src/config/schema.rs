@@ -133,6 +133,20 @@ pub struct Git {
     /// Repositories cloned into /workspace/NAME (paths relative to the
     /// workspace; `~` expands); implies isolated.
     pub repos: Option<Vec<String>>,
+    /// git fetch/push of the workspace's repositories through cci's
+    /// credential-holding forwarder (default true).
+    pub forward: Option<bool>,
+    /// Hosts forwarded: `NAME` or `NAME=URL` (default github.com).
+    pub forward_hosts: Option<Vec<String>>,
+    /// Branch patterns a push may update (default `cci/**`).
+    pub push_branches: Option<Vec<String>>,
+    /// The default branch (and main, master) may be pushed to.
+    pub push_default_branch: Option<bool>,
+    /// Tags may be pushed (created only).
+    pub push_tags: Option<bool>,
+    /// A host command printing the token (default: `gh auth token`, then
+    /// git's credential helpers).
+    pub token_command: Option<String>,
 }
 
 /// How the workspace's repository reaches the container.
@@ -422,6 +436,30 @@ pub const KEYS: &[(&str, &str)] = &[
     (
         "git.mode",
         "mounted (default: the workspace folder) or isolated (a clone inside; the same as --isolated)",
+    ),
+    (
+        "git.forward",
+        "git fetch/pull/push of the workspace's repositories on forwarded hosts go through cci's forwarder, which holds the credential on the host (default true)",
+    ),
+    (
+        "git.forward_hosts",
+        "hosts whose repositories are forwarded: NAME or NAME=URL, e.g. [\"github.com\", \"git.corp.example=https://git.corp.example\"] (default [\"github.com\"]; http:// to a loopback address only)",
+    ),
+    (
+        "git.push_branches",
+        "branch patterns a forwarded push may update; * within a path segment, ** across (default [\"cci/**\"])",
+    ),
+    (
+        "git.push_default_branch",
+        "a forwarded push may update the default branch, main and master (default false)",
+    ),
+    (
+        "git.push_tags",
+        "a forwarded push may create tags (never move or delete them; default false)",
+    ),
+    (
+        "git.token_command",
+        "a host command that prints the token forwarded pushes and fetches use (default: `gh auth token`, then git's credential helpers); $CCI_GIT_HOST names the host",
     ),
     (
         "network.mode",

@@ -392,6 +392,30 @@ fn protected_paths_are_only_added_and_git_hooks_only_kept_read_only() {
         "repos"
     ));
     assert!(applies("", "[git]\nmode = \"isolated\"\n", "git.mode"));
+    // git through cci: an untrusted file may only turn it and its
+    // allowances off; it cannot widen what may be pushed or run a command.
+    assert!(applies("", "[git]\nforward = false\n", "git.forward"));
+    assert!(!applies(
+        "",
+        "[git]\npush_default_branch = true\n",
+        "git.push_default_branch"
+    ));
+    assert!(!applies("", "[git]\npush_tags = true\n", "git.push_tags"));
+    assert!(!applies(
+        "",
+        "[git]\npush_branches = [\"*\"]\n",
+        "git.push_branches"
+    ));
+    assert!(!applies(
+        "",
+        "[git]\ntoken_command = \"curl evil\"\n",
+        "git.token_command"
+    ));
+    assert!(!applies(
+        "",
+        "[git]\nforward_hosts = [\"evil.example\"]\n",
+        "git.forward_hosts"
+    ));
     assert!(!applies(
         "[git]\nmode = \"isolated\"\n",
         "[git]\nmode = \"mounted\"\n",

@@ -75,3 +75,10 @@ impl Client {
         }
     }
 }
+
+/// Install rustls's crypto provider (ring) for this process: every HTTP
+/// client (the daemon's, the git forwarder's upstream one) is built after
+/// it. Calling it again does nothing.
+pub fn tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

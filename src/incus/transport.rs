@@ -121,6 +121,7 @@ pub struct Transport {
 impl Transport {
     /// A transport over the daemon's Unix socket.
     pub fn unix(socket: PathBuf) -> Result<Self> {
+        super::tls_provider();
         let http = reqwest::Client::builder()
             .unix_socket(socket.as_path())
             .connect_timeout(Duration::from_secs(4))

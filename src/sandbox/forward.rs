@@ -152,10 +152,20 @@ pub fn port_device(p: &PortSpec) -> (String, Device) {
 pub fn devices(
     ssh_agent: Option<&SshAgent>,
     ports: &[PortSpec],
+    forge: Option<&crate::forge::Forward>,
     a: &Account,
 ) -> (HashMap<String, Device>, HashMap<String, String>) {
     let mut devices: HashMap<String, Device> = ports.iter().map(port_device).collect();
     let mut config = HashMap::new();
+    if let Some(f) = forge {
+        match f.device() {
+            Ok(d) => {
+                devices.insert(crate::forge::DEVICE.into(), d);
+                config.extend(f.env());
+            }
+            Err(e) => tracing::warn!("git forwarding: {e}"),
+        }
+    }
     if let Some(agent) = ssh_agent {
         devices.insert(SSH_AGENT_DEVICE.into(), agent.device(a));
         config.insert(SSH_AGENT_ENV.into(), SSH_AGENT_SOCKET.into());
@@ -169,7 +179,10 @@ pub fn devices(
 fn ours(name: &str, d: &Device) -> bool {
     let is = |k: &str, v: &str| d.get(k).map(String::as_str) == Some(v);
     is("type", "proxy")
-        && if name == SSH_AGENT_DEVICE {
+        && if name == crate::forge::DEVICE {
+            is("bind", "container")
+                && is("listen", &format!("tcp:127.0.0.1:{}", crate::forge::PORT))
+        } else if name == SSH_AGENT_DEVICE {
             is("bind", "container") && is("listen", &format!("unix:{SSH_AGENT_SOCKET}"))
         } else {
             name.starts_with(PORT_PREFIX)
@@ -226,8 +239,15 @@ async fn apply(
             .await?;
     }
     // (A PATCH cannot unset a key.)
-    if !want_config.contains_key(SSH_AGENT_ENV) && instance.config.contains_key(SSH_AGENT_ENV) {
-        client.unset_config(name, &[SSH_AGENT_ENV]).await?;
+    let unset: Vec<&str> = instance
+        .config
+        .keys()
+        .filter(|k| *k == SSH_AGENT_ENV || k.starts_with(crate::forge::ENV_PREFIX))
+        .filter(|k| !want_config.contains_key(*k))
+        .map(String::as_str)
+        .collect();
+    if !unset.is_empty() {
+        client.unset_config(name, &unset).await?;
     }
     Ok(())
 }
@@ -266,6 +286,7 @@ pub async fn reconcile(
     name: &str,
     ssh_agent: Option<&SshAgent>,
     ports: &[PortSpec],
+    forge: Option<&crate::forge::Forward>,
     a: &Account,
 ) -> Result<(), Error> {
     let (instance, etag) = client.instance(name).await?;
@@ -277,7 +298,7 @@ pub async fn reconcile(
         .map(|(k, _)| k.clone())
         .collect();
     check_free(ports, &held).map_err(Error::Usage)?;
-    let (want, want_config) = devices(ssh_agent, ports, a);
+    let (want, want_config) = devices(ssh_agent, ports, forge, a);
     apply(client, &instance, etag, want, want_config).await?;
     Ok(())
 }

@@ -92,6 +92,25 @@ pub async fn extras(
         )
         .map_err(ExtrasError::Usage)?
     };
+    // The workspace's remotes decide what git may reach through cci; with
+    // writable git config inside, they are the agent's to choose.
+    let writable_config = !flags.isolated && (flags.writable_git_hooks || cfg.writable_git_hooks);
+    let forge = if writable_config {
+        None
+    } else {
+        crate::forge::Forward::plan(std::path::Path::new(workspace.path_str()), &cfg.git_forward)
+            .map_err(ExtrasError::Usage)?
+    };
+    let forge = match forge {
+        Some(f) => match f.activate().await {
+            Ok(()) => Some(f),
+            Err(e) => {
+                eprintln!("cci: git through cci is off for this session: {e}");
+                None
+            }
+        },
+        None => None,
+    };
     for rel in &protected.missing {
         tracing::info!("protected path {rel} does not exist in the workspace: not protected");
     }
@@ -130,6 +149,7 @@ pub async fn extras(
         no_wait: flags.no_wait,
         max_duration: if session { cfg.max_duration } else { None },
         ports: cfg.ports.iter().chain(&flags.ports).copied().collect(),
+        forge,
         ssh_agent: if flags.ssh_agent || cfg.ssh_agent {
             Some(super::forward::SshAgent::from_env().map_err(ExtrasError::Usage)?)
         } else {

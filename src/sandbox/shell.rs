@@ -244,6 +244,7 @@ async fn reuse(
         &name,
         req.spec.extras.ssh_agent.as_ref(),
         &req.spec.extras.ports,
+        req.spec.extras.forge.as_ref(),
         &existing.account,
     )
     .await

@@ -187,6 +187,41 @@ pub(super) const RULES: &[Rule] = &[
     },
     Rule {
         section: "git",
+        key: "forward_hosts",
+        check: Check::Each {
+            get: |s| {
+                s.git
+                    .as_ref()
+                    .map(|g| all(&g.forward_hosts))
+                    .unwrap_or_default()
+            },
+            check: |h| crate::forge::parse_host_entry(h).map(|_| ()),
+        },
+    },
+    Rule {
+        section: "git",
+        key: "push_branches",
+        check: Check::Each {
+            get: |s| {
+                s.git
+                    .as_ref()
+                    .map(|g| all(&g.push_branches))
+                    .unwrap_or_default()
+            },
+            check: |p| {
+                if p.is_empty()
+                    || p.starts_with("refs/")
+                    || p.chars().any(|c| c.is_whitespace() || c.is_control())
+                {
+                    Err(format!("{p:?} is not a branch pattern (e.g. \"cci/**\")"))
+                } else {
+                    Ok(())
+                }
+            },
+        },
+    },
+    Rule {
+        section: "git",
         key: "repos",
         check: Check::Each {
             get: |s| s.git.as_ref().map(|g| all(&g.repos)).unwrap_or_default(),

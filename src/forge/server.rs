@@ -1,0 +1,830 @@
+//! The git forwarder (`cci forge serve`): one per user, started on demand,
+//! gone a minute after its last grant. It serves each grant's socket,
+//! adds the host's credential to requests for the grant's repositories and
+//! decides every push before a byte of it goes upstream.
+//!
+//! A push is checked in full: the updates against the rules
+//! ([`policy::check`]), then, in a cci-owned bare cache of the repository
+//! (fetched from upstream with the credential), that each updated branch
+//! is where the client thinks it is and that the new commit descends from
+//! it (the pack indexed there first): no force push. The cache is cci's,
+//! never the agent's repository, so no hook or config of the agent's runs
+//! on the host.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited, StreamBody, combinators::BoxBody};
+use hyper::{Request, Response, StatusCode, body::Frame};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use super::policy::{self, Push, Route, Service};
+use super::{Grant, LOCK, Repo};
+use crate::incus::Client;
+
+type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Largest fetch request (wants and haves) and push (with its pack).
+const MAX_FETCH_REQUEST: usize = 64 << 20;
+const MAX_PUSH: usize = 1 << 30;
+/// The log rotates to `log.jsonl.1` past this size.
+const LOG_MAX_BYTES: u64 = 8 << 20;
+/// How long a grant no container uses is kept, and the daemon without any.
+const UNUSED: Duration = Duration::from_secs(60);
+
+/// One forwarded operation (a line of the log).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// Unix ms.
+    pub time_ms: u64,
+    /// The container (when known).
+    pub container: String,
+    /// `host/path`.
+    pub repo: String,
+    /// `fetch` or `push`.
+    pub op: String,
+    /// A push's updates (`REF OLD..NEW`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refs: Vec<String>,
+    /// Whether it went upstream.
+    pub allowed: bool,
+    /// Why not (or what upstream said).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
+/// Every record of the log (a damaged line is skipped).
+pub fn read_log(path: &Path) -> std::io::Result<Vec<Record>> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Ok(s
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// (`token_command`, host).
+type TokenKey = (Option<String>, String);
+
+struct Shared {
+    http: reqwest::Client,
+    client: Client,
+    /// Grant id → container name (from the daemon's devices).
+    names: std::sync::Mutex<HashMap<String, String>>,
+    /// One push or cache update per repository at a time.
+    caches: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    tokens: Mutex<HashMap<TokenKey, (Instant, Option<Credential>)>>,
+    /// When a request last made the daemon be read for a container name.
+    last_lazy_scan: std::sync::Mutex<Option<Instant>>,
+    log: std::sync::Mutex<()>,
+}
+
+#[derive(Clone)]
+struct Credential {
+    user: String,
+    secret: String,
+}
+
+impl Credential {
+    fn basic(&self) -> String {
+        use base64::Engine;
+        let raw = format!("{}:{}", self.user, self.secret);
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        )
+    }
+}
+
+/// Run the daemon until no grant is left for a minute. Returns at once
+/// when another one runs.
+pub async fn serve(client: Client) -> anyhow::Result<()> {
+    let lock = crate::state::lock_file("forge", LOCK)?;
+    if lock.try_lock().is_err() {
+        return Ok(());
+    }
+    crate::incus::tls_provider();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(15))
+        .build()?;
+    let shared = Arc::new(Shared {
+        http,
+        client: client.clone(),
+        names: Default::default(),
+        caches: Default::default(),
+        tokens: Default::default(),
+        last_lazy_scan: Default::default(),
+        log: Default::default(),
+    });
+    let grants = super::grants_dir()?;
+    let sockets = super::sockets_dir()?;
+    let mut served: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+    let mut last_grant = Instant::now();
+    let mut last_scan: Option<Instant> = None;
+    loop {
+        let ids = grant_ids(&grants);
+        if !ids.is_empty() {
+            last_grant = Instant::now();
+        } else if last_grant.elapsed() > UNUSED {
+            tracing::info!("[forge] no grant left: stopping");
+            break;
+        }
+        for id in &ids {
+            if served.contains_key(id) {
+                continue;
+            }
+            let path = sockets.join(format!("{id}.sock"));
+            let _ = std::fs::remove_file(&path);
+            match tokio::net::UnixListener::bind(&path) {
+                Ok(l) => {
+                    tracing::info!("[forge] serving grant {id}");
+                    served.insert(
+                        id.clone(),
+                        tokio::spawn(accept(l, id.clone(), shared.clone())),
+                    );
+                }
+                Err(e) => tracing::warn!("[forge] cannot listen on {}: {e}", path.display()),
+            }
+        }
+        served.retain(|id, task| {
+            let keep = ids.contains(id);
+            if !keep {
+                task.abort();
+                let _ = std::fs::remove_file(sockets.join(format!("{id}.sock")));
+                tracing::info!("[forge] grant {id} ended");
+            }
+            keep
+        });
+        if last_scan.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+            last_scan = Some(Instant::now());
+            if let Err(e) = scan(&client, &shared, &grants, &sockets).await {
+                tracing::warn!("[forge] reading the daemon: {e}");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(lock);
+    Ok(())
+}
+
+fn grant_ids(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            let id = n.strip_suffix(".json")?.to_string();
+            (!id.starts_with('.') && id.chars().all(|c| c.is_ascii_alphanumeric())).then_some(id)
+        })
+        .collect()
+}
+
+/// Learn which container uses which grant; drop grants no container's
+/// device has used for a minute (their session is over).
+async fn scan(
+    client: &Client,
+    shared: &Shared,
+    grants: &Path,
+    sockets: &Path,
+) -> anyhow::Result<()> {
+    let instances = client.instances_all_projects().await?;
+    let mut names = HashMap::new();
+    for i in &instances {
+        for d in i.devices.values() {
+            if let Some(c) = d.get("connect").and_then(|c| c.strip_prefix("unix:")) {
+                let c = Path::new(c);
+                if c.parent() == Some(sockets)
+                    && let Some(id) = c.file_stem()
+                {
+                    names.insert(id.to_string_lossy().into_owned(), i.name.clone());
+                }
+            }
+        }
+    }
+    for id in grant_ids(grants) {
+        if names.contains_key(&id) {
+            continue;
+        }
+        let path = grants.join(format!("{id}.json"));
+        let made = read_grant(grants, &id).map(|g| g.made_ms).unwrap_or(0);
+        if crate::proxy::now_ms().saturating_sub(made) > UNUSED.as_millis() as u64 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    if let Ok(mut n) = shared.names.lock() {
+        *n = names;
+    }
+    Ok(())
+}
+
+fn read_grant(grants: &Path, id: &str) -> Option<Grant> {
+    let data = std::fs::read(grants.join(format!("{id}.json"))).ok()?;
+    serde_json::from_slice(&data).ok()
+}
+
+/// Per session: one push and four fetch requests read at once (each
+/// held in memory), so a session cannot make the daemon hold more.
+struct Slots {
+    push: tokio::sync::Semaphore,
+    fetch: tokio::sync::Semaphore,
+}
+
+async fn accept(listener: tokio::net::UnixListener, id: String, shared: Arc<Shared>) {
+    let slots = Arc::new(Slots {
+        push: tokio::sync::Semaphore::new(1),
+        fetch: tokio::sync::Semaphore::new(4),
+    });
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let (id, shared, slots) = (id.clone(), shared.clone(), slots.clone());
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let (id, shared, slots) = (id.clone(), shared.clone(), slots.clone());
+                async move { Ok::<_, Infallible>(handle(&shared, &slots, &id, req).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(30))
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                tracing::debug!("[forge] connection: {e}");
+            }
+        });
+    }
+}
+
+fn full(status: StatusCode, ctype: &str, data: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(data.into()).map_err(|e| match e {}).boxed());
+    *r.status_mut() = status;
+    if let Ok(v) = ctype.parse() {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+/// A refusal git shows the user (`remote: cci: ...`).
+fn refuse(status: StatusCode, msg: &str) -> Response<Body> {
+    full(status, "text/plain; charset=utf-8", format!("cci: {msg}\n"))
+}
+
+async fn handle(
+    shared: &Shared,
+    slots: &Slots,
+    id: &str,
+    req: Request<hyper::body::Incoming>,
+) -> Response<Body> {
+    let Ok(grants) = super::grants_dir() else {
+        return refuse(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cci's state folder is unreadable",
+        );
+    };
+    let Some(grant) = read_grant(&grants, id) else {
+        return refuse(StatusCode::FORBIDDEN, "this session's git access has ended");
+    };
+    let Some((repo, asked, route)) = policy::route(req.uri().path(), req.uri().query()) else {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            "not a git smart-HTTP request cci forwards",
+        );
+    };
+    let mut container = container_of(shared, id);
+    let due = shared.last_lazy_scan.lock().is_ok_and(|mut t| {
+        let due = t.is_none_or(|t| t.elapsed() > Duration::from_secs(2));
+        if due {
+            *t = Some(Instant::now());
+        }
+        due
+    });
+    if container == "?" && due {
+        // A new session: learn its container now.
+        if let (Ok(g), Ok(s)) = (super::grants_dir(), super::sockets_dir()) {
+            let _ = scan(&shared.client, shared, &g, &s).await;
+        }
+        container = container_of(shared, id);
+    }
+    let op = match route {
+        Route::Refs { service } | Route::Rpc { service } => match service {
+            Service::UploadPack => "fetch",
+            Service::ReceivePack => "push",
+        },
+    };
+    let mut record = Record {
+        time_ms: crate::proxy::now_ms(),
+        container,
+        repo: repo.id(),
+        op: op.into(),
+        refs: Vec::new(),
+        allowed: false,
+        reason: String::new(),
+    };
+    let Some(allowed) = grant.repos.iter().find(|r| r.same(&repo)) else {
+        let msg = format!(
+            "{} is not this workspace's repository; git goes through cci for {} only",
+            repo.id(),
+            grant
+                .repos
+                .iter()
+                .map(Repo::id)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        record.reason = msg.clone();
+        append(shared, &record);
+        return refuse(StatusCode::FORBIDDEN, &msg);
+    };
+    let Some(base) = grant.upstreams.get(&allowed.host) else {
+        return refuse(StatusCode::FORBIDDEN, "that host is no longer forwarded");
+    };
+    let upstream = format!("{base}/{asked}");
+    let want_method = match route {
+        Route::Refs { .. } => hyper::Method::GET,
+        Route::Rpc { .. } => hyper::Method::POST,
+    };
+    if req.method() != want_method {
+        return refuse(StatusCode::METHOD_NOT_ALLOWED, "wrong method");
+    }
+    let cred = credential(shared, &grant, &allowed.host).await;
+    match route {
+        Route::Refs { service } => {
+            let url = format!("{upstream}/info/refs?service={}", service.name());
+            let out = shared.http.get(&url);
+            forward(out, req.headers(), cred.as_ref(), &allowed.host).await
+        }
+        Route::Rpc { service } => {
+            let (limit, slot) = match service {
+                Service::UploadPack => (MAX_FETCH_REQUEST, &slots.fetch),
+                Service::ReceivePack => (MAX_PUSH, &slots.push),
+            };
+            let Ok(_slot) = slot.acquire().await else {
+                return refuse(StatusCode::SERVICE_UNAVAILABLE, "the forwarder is stopping");
+            };
+            let headers = req.headers().clone();
+            let body = match Limited::new(req.into_body(), limit).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(e) => {
+                    return refuse(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        &format!("the request could not be read: {e}"),
+                    );
+                }
+            };
+            let url = format!("{upstream}/{}", service.name());
+            if service == Service::ReceivePack {
+                if headers.contains_key(hyper::header::CONTENT_ENCODING) {
+                    return refuse(
+                        StatusCode::BAD_REQUEST,
+                        "a compressed push cannot be checked",
+                    );
+                }
+                let push = match policy::parse_push(&body) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        record.reason = e.clone();
+                        append(shared, &record);
+                        return refuse(StatusCode::BAD_REQUEST, &e);
+                    }
+                };
+                record.refs = push
+                    .updates
+                    .iter()
+                    .map(|u| format!("{} {}..{}", u.name, short(&u.old), short(&u.new)))
+                    .collect();
+                let reasons = decide(
+                    shared,
+                    &grant,
+                    allowed,
+                    &upstream,
+                    cred.as_ref(),
+                    &push,
+                    &body,
+                )
+                .await;
+                if !reasons.is_empty() {
+                    record.reason = reasons
+                        .iter()
+                        .map(|(r, w)| format!("{r}: {w}"))
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    append(shared, &record);
+                    let msg = format!("cci refused this push: {}\n", record.reason);
+                    let report = policy::refusal_report(&push, &reasons, &msg);
+                    return full(
+                        StatusCode::OK,
+                        "application/x-git-receive-pack-result",
+                        report,
+                    );
+                }
+            }
+            record.allowed = true;
+            append(shared, &record);
+            let out = shared.http.post(&url).body(body);
+            forward(out, &headers, cred.as_ref(), &allowed.host).await
+        }
+    }
+}
+
+fn short(oid: &str) -> &str {
+    &oid[..oid.len().min(10)]
+}
+
+fn container_of(shared: &Shared, id: &str) -> String {
+    shared
+        .names
+        .lock()
+        .ok()
+        .and_then(|n| n.get(id).cloned())
+        .unwrap_or_else(|| "?".into())
+}
+
+fn append(shared: &Shared, r: &Record) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _held = shared.log.lock();
+    let Ok(path) = super::log_path() else { return };
+    let Ok(mut line) = serde_json::to_vec(r) else {
+        return;
+    };
+    line.push(b'\n');
+    // Bounded on the host's disk however often a container asks.
+    if std::fs::metadata(&path).is_ok_and(|m| m.len() > LOG_MAX_BYTES) {
+        let _ = std::fs::rename(&path, path.with_extension("jsonl.1"));
+    }
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut f| f.write_all(&line));
+    if let Err(e) = written {
+        tracing::warn!("[forge] writing {}: {e}", path.display());
+    }
+}
+
+/// Send `out` upstream with the client's git headers and the credential;
+/// stream the answer back. An upstream refusal of the credential becomes
+/// a message that says where credentials come from.
+async fn forward(
+    out: reqwest::RequestBuilder,
+    headers: &hyper::HeaderMap,
+    cred: Option<&Credential>,
+    host: &str,
+) -> Response<Body> {
+    let mut out = out.header("User-Agent", "git/cci-forwarder");
+    for h in ["accept", "content-type", "content-encoding", "git-protocol"] {
+        if let Some(v) = headers.get(h).and_then(|v| v.to_str().ok()) {
+            out = out.header(h, v);
+        }
+    }
+    if let Some(c) = cred {
+        out = out.header("Authorization", c.basic());
+    }
+    let resp = match out.send().await {
+        Ok(r) => r,
+        Err(e) => {
+            return refuse(
+                StatusCode::BAD_GATEWAY,
+                &format!("cannot reach {host}: {}", without_url(&e)),
+            );
+        }
+    };
+    let status = resp.status().as_u16();
+    if status == 401 || status == 403 || (status == 404 && cred.is_none()) {
+        let why = if cred.is_some() {
+            format!("{host} refused the host's credential ({status})")
+        } else {
+            format!("no credential for {host} on the host ({status})")
+        };
+        return refuse(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "{why}: sign in on the host (`gh auth login`, a git credential helper) or set [git] token_command"
+            ),
+        );
+    }
+    let ctype = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream")
+        .to_string();
+    let stream = futures_util::StreamExt::map(resp.bytes_stream(), |c| {
+        c.map(Frame::data)
+            .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+    });
+    let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    if let Ok(v) = ctype.parse() {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    r.headers_mut().insert(
+        hyper::header::CACHE_CONTROL,
+        hyper::header::HeaderValue::from_static("no-cache"),
+    );
+    r
+}
+
+/// A reqwest error without its URL (none holds a secret, but keep the
+/// message short).
+fn without_url(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    if let Some(u) = e.url() {
+        s = s.replace(&format!(" for url ({u})"), "");
+    }
+    let mut src = std::error::Error::source(e);
+    while let Some(c) = src {
+        s = format!("{s}: {c}");
+        src = c.source();
+    }
+    s
+}
+
+/// The host's credential for `host`, cached for a minute (a failure for
+/// ten seconds).
+async fn credential(shared: &Shared, grant: &Grant, host: &str) -> Option<Credential> {
+    let key = (grant.token_command.clone(), host.to_string());
+    let mut tokens = shared.tokens.lock().await;
+    if let Some((at, c)) = tokens.get(&key) {
+        let ttl = if c.is_some() { 60 } else { 10 };
+        if at.elapsed() < Duration::from_secs(ttl) {
+            return c.clone();
+        }
+    }
+    let c = match lookup(grant.token_command.as_deref(), host).await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!("[forge] no credential for {host}: {e}");
+            None
+        }
+    };
+    tokens.insert(key, (Instant::now(), c.clone()));
+    c
+}
+
+async fn run(cmd: &mut tokio::process::Command, input: &[u8]) -> Result<String, String> {
+    use tokio::io::AsyncWriteExt;
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GH_PROMPT_DISABLED", "1")
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|e| e.to_string())?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(input).await;
+    }
+    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .map_err(|_| "took over 20 s".to_string())?
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(format!(
+            "{} ({})",
+            crate::proxy::log::clean(err.lines().next().unwrap_or("").trim()),
+            out.status
+        ));
+    }
+    String::from_utf8(out.stdout).map_err(|_| "it printed no text".into())
+}
+
+/// `[git] token_command`, else `gh auth token`, else git's credential
+/// helpers — all run on the host as the user, never inside.
+async fn lookup(command: Option<&str>, host: &str) -> Result<Credential, String> {
+    let token = |s: String| {
+        let t = s.lines().next().unwrap_or("").trim().to_string();
+        (!t.is_empty()).then_some(Credential {
+            user: "x-access-token".into(),
+            secret: t,
+        })
+    };
+    if let Some(c) = command {
+        let mut cmd = tokio::process::Command::new("sh");
+        cmd.arg("-c").arg(c).env("CCI_GIT_HOST", host);
+        return run(&mut cmd, b"")
+            .await
+            .and_then(|s| token(s).ok_or_else(|| "token_command printed nothing".into()))
+            .map_err(|e| format!("[git] token_command: {e}"));
+    }
+    let mut gh = tokio::process::Command::new("gh");
+    gh.args(["auth", "token", "--hostname", host]);
+    let gh_said = match run(&mut gh, b"").await {
+        Ok(s) => match token(s) {
+            Some(c) => return Ok(c),
+            None => "gh printed nothing".to_string(),
+        },
+        Err(e) => format!("gh: {e}"),
+    };
+    let mut git = tokio::process::Command::new("git");
+    git.args(["credential", "fill"]);
+    let said = run(
+        &mut git,
+        format!("protocol=https\nhost={host}\n\n").as_bytes(),
+    )
+    .await
+    .map_err(|e| format!("{gh_said}; git credential: {e}"))?;
+    let field = |k: &str| {
+        said.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .map(str::to_string)
+    };
+    match (field("username"), field("password")) {
+        (Some(user), Some(secret)) if !secret.is_empty() => Ok(Credential { user, secret }),
+        _ => Err(format!("{gh_said}; git credential gave none")),
+    }
+}
+
+/// Host git on cci's cache (`~/.cci/forge/cache/KEY.git`), with no system
+/// or user config and the credential in its environment (never argv).
+async fn cache_git(
+    cache: &Path,
+    cred: Option<&Credential>,
+    args: &[&str],
+    input: &[u8],
+) -> Result<String, String> {
+    let mut cmd = tokio::process::Command::new("git");
+    cmd.arg("--git-dir")
+        .arg(cache)
+        .args(args)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_WORK_TREE");
+    match cred {
+        Some(c) => cmd
+            .env("GIT_CONFIG_COUNT", "1")
+            .env("GIT_CONFIG_KEY_0", "http.extraHeader")
+            .env(
+                "GIT_CONFIG_VALUE_0",
+                format!("Authorization: {}", c.basic()),
+            ),
+        None => cmd.env_remove("GIT_CONFIG_COUNT"),
+    };
+    run(&mut cmd, input).await
+}
+
+fn cache_path(repo: &Repo) -> std::io::Result<PathBuf> {
+    use sha2::Digest;
+    let key = sha2::Sha256::digest(repo.id().to_ascii_lowercase().as_bytes());
+    let hex: String = key.iter().take(12).map(|b| format!("{b:02x}")).collect();
+    Ok(crate::state::dir("forge/cache")?.join(format!("{hex}.git")))
+}
+
+/// Every reason to refuse `push` (empty: it may go upstream).
+async fn decide(
+    shared: &Shared,
+    grant: &Grant,
+    repo: &Repo,
+    upstream: &str,
+    cred: Option<&Credential>,
+    push: &Push,
+    body: &[u8],
+) -> Vec<(String, String)> {
+    let mut reasons: Vec<(String, String)> = push
+        .updates
+        .iter()
+        .filter_map(|u| {
+            policy::check(u, &grant.push, None)
+                .err()
+                .map(|w| (u.name.clone(), w))
+        })
+        .collect();
+    if !reasons.is_empty() {
+        return reasons;
+    }
+    let all = |w: String| -> Vec<(String, String)> {
+        push.updates
+            .iter()
+            .map(|u| (u.name.clone(), w.clone()))
+            .collect()
+    };
+    let cache = match cache_path(repo) {
+        Ok(c) => c,
+        Err(e) => return all(format!("cci's cache: {e}")),
+    };
+    let lock = {
+        let mut caches = shared.caches.lock().await;
+        caches
+            .entry(repo.id().to_ascii_lowercase())
+            .or_default()
+            .clone()
+    };
+    let _held = lock.lock().await;
+    if !cache.join("HEAD").exists() {
+        let mut init = tokio::process::Command::new("git");
+        init.args(["init", "--bare", "-q"]).arg(&cache);
+        if let Err(e) = run(&mut init, b"").await {
+            return all(format!("cannot make cci's cache: {e}"));
+        }
+    }
+    let host = &repo.host;
+    // Where the remote's branches are now, and its default branch.
+    if let Err(e) = cache_git(
+        &cache,
+        cred,
+        &[
+            "fetch",
+            "--no-tags",
+            "--prune",
+            "-q",
+            upstream,
+            "+refs/heads/*:refs/up/*",
+        ],
+        b"",
+    )
+    .await
+    {
+        return all(format!("cannot read the branches on {host}: {e}"));
+    }
+    let default = cache_git(
+        &cache,
+        cred,
+        &["ls-remote", "--symref", upstream, "HEAD"],
+        b"",
+    )
+    .await
+    .ok()
+    .and_then(|s| {
+        s.lines().find_map(|l| {
+            l.strip_prefix("ref: refs/heads/")
+                .and_then(|r| r.strip_suffix("\tHEAD"))
+                .map(str::to_string)
+        })
+    });
+    reasons = push
+        .updates
+        .iter()
+        .filter_map(|u| {
+            policy::check(u, &grant.push, default.as_deref())
+                .err()
+                .map(|w| (u.name.clone(), w))
+        })
+        .collect();
+    if !reasons.is_empty() {
+        return reasons;
+    }
+    let pack = &body[push.pack_at..];
+    if !pack.is_empty()
+        && let Err(e) =
+            cache_git(&cache, None, &["index-pack", "--stdin", "--fix-thin"], pack).await
+    {
+        return all(format!(
+            "cannot check the push against {host}'s history: {e}"
+        ));
+    }
+    for u in &push.updates {
+        let Some(branch) = u.name.strip_prefix("refs/heads/") else {
+            continue;
+        };
+        let up = format!("refs/up/{branch}");
+        let now = cache_git(&cache, None, &["rev-parse", "-q", "--verify", &up], b"")
+            .await
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default();
+        if u.creates() {
+            if !now.is_empty() {
+                reasons.push((
+                    u.name.clone(),
+                    format!("{branch} exists on {host} already: fetch it first"),
+                ));
+            }
+            continue;
+        }
+        if now != u.old {
+            reasons.push((
+                u.name.clone(),
+                format!("{branch} moved on {host} since you fetched: fetch and try again"),
+            ));
+            continue;
+        }
+        match cache_git(
+            &cache,
+            None,
+            &["merge-base", "--is-ancestor", &u.old, &u.new],
+            b"",
+        )
+        .await
+        {
+            Ok(_) => {}
+            Err(e) if e.contains("exit status: 1") => reasons.push((
+                u.name.clone(),
+                "not a fast-forward: force pushes are not allowed".into(),
+            )),
+            Err(e) => reasons.push((u.name.clone(), format!("cannot check the history: {e}"))),
+        }
+    }
+    reasons
+}
