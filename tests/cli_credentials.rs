@@ -503,31 +503,8 @@ async fn git_pushes_through_the_host_with_the_token_never_inside() {
 
     // The token is nowhere inside: files, every process's environment and
     // command line; nor in the container's config and devices.
-    // (Each string is given in two halves, so no command line holds it.)
-    let search = |what: &str| {
-        let (a, b) = what.split_at(what.len() / 2);
-        let look = format!(
-            "pat() {{ printf '%s%s\\n' '{a}' '{b}'; }}
-cat /proc/[0-9]*/environ /proc/[0-9]*/cmdline > /dev/shm/all 2>/dev/null
-pat | grep -rlsFf - /home /root /etc /tmp /var /workspace /run 2>/dev/null
-pat | grep -caFf - /dev/shm/all; rm -f /dev/shm/all; echo searched"
-        );
-        text(&sh_in(&name, true, &look).stdout)
-    };
-    // Positive control: a string planted in a file and a process's
-    // environment is found by the same search.
-    let control = format!("CONTROL{}planted", std::process::id());
-    let (a, b) = control.split_at(4);
-    let plant = format!(
-        "c=$(printf '%s%s' '{a}' '{b}'); echo \"$c\" > /tmp/planted; (export PLANTED=\"$c\"; exec setsid sleep 120 </dev/null >/dev/null 2>&1 &)"
-    );
-    sh_in(&name, true, &plant);
-    let found = search(&control);
-    assert!(
-        found.contains("/tmp/planted\n") && !found.contains("\n0\nsearched"),
-        "the search does not find a planted string: {found}"
-    );
-    let found = search(&canary);
+    assert_search_finds_a_planted_string(&name);
+    let found = search_inside(&name, &canary);
     assert_eq!(found.trim(), "0\nsearched", "{found}");
     let (instance, _) = common::client().await.instance(&name).await.unwrap();
     let json = serde_json::to_string(&(&instance.config, &instance.devices)).unwrap();
@@ -585,6 +562,186 @@ pat | grep -caFf - /dev/shm/all; rm -f /dev/shm/all; echo searched"
             .keys()
             .any(|k| k.starts_with("environment.GIT_CONFIG_"))
     );
+}
+
+/// Look for `what` in a container's files under the usual folders and in
+/// every process's environment and command line; prints the files, then
+/// the count of process records, then "searched". (`what` goes in as two
+/// halves, so no command line holds it.)
+fn search_inside(name: &str, what: &str) -> String {
+    let (a, b) = what.split_at(what.len() / 2);
+    let look = format!(
+        "pat() {{ printf '%s%s\\n' '{a}' '{b}'; }}
+cat /proc/[0-9]*/environ /proc/[0-9]*/cmdline > /dev/shm/all 2>/dev/null
+pat | grep -rlsFf - /home /root /etc /tmp /var /workspace /run 2>/dev/null
+pat | grep -caFf - /dev/shm/all; rm -f /dev/shm/all; echo searched"
+    );
+    text(&sh_in(name, true, &look).stdout)
+}
+
+/// Positive control of [`search_inside`]: a string planted in a file and
+/// a process's environment is found.
+fn assert_search_finds_a_planted_string(name: &str) {
+    let control = format!("CONTROL{}planted", std::process::id());
+    let (a, b) = control.split_at(4);
+    let plant = format!(
+        "c=$(printf '%s%s' '{a}' '{b}'); echo \"$c\" > /tmp/planted; (export PLANTED=\"$c\"; exec setsid sleep 120 </dev/null >/dev/null 2>&1 &)"
+    );
+    sh_in(name, true, &plant);
+    let found = search_inside(name, &control);
+    assert!(
+        found.contains("/tmp/planted\n") && !found.contains("\n0\nsearched"),
+        "the search does not find a planted string: {found}"
+    );
+}
+
+/// A loopback stand-in server (a fixture script): killed when dropped.
+struct Fixture(std::process::Child);
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Start `tests/fixtures/SCRIPT ARGS... PORT_FILE`; the fixture and its port.
+fn fixture(script: &str, args: &[&std::path::Path], dir: &std::path::Path) -> (Fixture, String) {
+    let port_file = dir.join(format!("{script}.port"));
+    let child = std::process::Command::new("python3")
+        .arg(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures")
+                .join(script),
+        )
+        .args(args)
+        .arg(&port_file)
+        .spawn()
+        .unwrap();
+    let guard = Fixture(child);
+    for _ in 0..400 {
+        if let Ok(p) = std::fs::read_to_string(&port_file) {
+            return (guard, p);
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("{script} did not start");
+}
+
+/// `[tool] credentials = "host"`: the agent reaches its API through cci's
+/// endpoint, which adds the host's key; no key and no credential file goes
+/// in, whatever the agent sends in their place is dropped, and only the
+/// API's /v1/ paths are forwarded.
+#[tokio::test(flavor = "multi_thread")]
+async fn host_credentials_mode_reaches_the_api_with_no_key_inside() {
+    let host = tempfile::tempdir().unwrap();
+    let canary = format!("CANARY{}apikey{}", std::process::id(), uuid_like());
+    let oauth = format!("CANARY{}oauth{}", std::process::id(), uuid_like());
+    let key_file = host.path().join("key");
+    std::fs::write(&key_file, &canary).unwrap();
+    let creds = host.path().join("home");
+    std::fs::create_dir_all(creds.join(".claude")).unwrap();
+    std::fs::write(
+        creds.join(".claude.json"),
+        serde_json::json!({"primaryApiKey": canary, "theme": "solarized", "hasCompletedOnboarding": true})
+            .to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        creds.join(".claude/.credentials.json"),
+        serde_json::json!({"claudeAiOauth": {"accessToken": oauth}}).to_string(),
+    )
+    .unwrap();
+    let (_api, port) = fixture("fake-api.py", &[&key_file], host.path());
+    let config = host.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!("[tool]\ncredentials = \"host\"\napi_url = \"http://127.0.0.1:{port}\"\n"),
+    )
+    .unwrap();
+    let ws = agent_workspace();
+    let _s = Sessions(ws.path().to_path_buf());
+    let out = cci_in(ws.path(), "shell")
+        .args(["--background"])
+        .env("CCI_CONFIG", &config)
+        .env("CCI_CREDENTIALS_DIR", &creds)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let name = text(&out.stdout).trim().to_string();
+
+    // The agent's settings point at the endpoint with a placeholder; a
+    // request with it (and a bogus key besides) reaches the API with the
+    // host's key.
+    let call = r#"base=$(sed -n 's/.*"ANTHROPIC_BASE_URL": *"\([^"]*\)".*/\1/p' ~/.claude/settings.json)
+tok=$(sed -n 's/.*"ANTHROPIC_AUTH_TOKEN": *"\([^"]*\)".*/\1/p' ~/.claude/settings.json)
+echo "base=$base tok=$tok"
+curl -s -H "Authorization: Bearer $tok" -H 'x-api-key: bogus' -H 'anthropic-version: 2023-06-01' -d '{"model":"m"}' "$base/v1/messages"; echo
+curl -s "$base/v1/models?limit=1"; echo
+curl -s -X DELETE "$base/v1/files/x"; echo
+curl -s "$base/admin/keys"; echo"#;
+    let said = text(&sh_in(&name, false, call).stdout);
+    assert!(
+        said.contains("base=http://127.0.0.1:47417/anthropic tok=cci-host-credential"),
+        "{said}"
+    );
+    let answers: Vec<&str> = said.lines().skip(1).filter(|l| !l.is_empty()).collect();
+    let first: serde_json::Value =
+        serde_json::from_str(answers[0]).unwrap_or_else(|e| panic!("{e}: {said}"));
+    assert_eq!(first["ok"], true, "{said}");
+    assert_eq!(first["path"], "/v1/messages");
+    assert_eq!(first["version"], "2023-06-01");
+    assert_eq!(first["body"], r#"{"model":"m"}"#);
+    let second: serde_json::Value =
+        serde_json::from_str(answers[1]).unwrap_or_else(|e| panic!("{e}: {said}"));
+    assert_eq!(second["path"], "/v1/models?limit=1", "{said}");
+    assert!(
+        answers[2].contains("only GET and POST under /v1/"),
+        "{said}"
+    );
+    assert!(
+        answers[3].contains("only GET and POST under /v1/"),
+        "{said}"
+    );
+
+    // No key and no credential file inside; the rest of the agent's
+    // config went in.
+    let config_inside = text(&sh_in(&name, false, "cat ~/.claude.json; ls -a ~/.claude").stdout);
+    assert!(config_inside.contains("solarized"), "{config_inside}");
+    assert!(!config_inside.contains("primaryApiKey"), "{config_inside}");
+    assert!(
+        !config_inside.contains(".credentials.json"),
+        "{config_inside}"
+    );
+    assert_search_finds_a_planted_string(&name);
+    for secret in [&canary, &oauth] {
+        let found = search_inside(&name, secret);
+        assert_eq!(found.trim(), "0\nsearched", "{found}");
+    }
+    let (instance, _) = common::client().await.instance(&name).await.unwrap();
+    let json = serde_json::to_string(&(&instance.config, &instance.devices)).unwrap();
+    assert!(!json.contains(&canary) && !json.contains(&oauth), "{json}");
+    // The session's end saves the agent's state: no key in it, nor in
+    // cci's own files.
+    let out = cci()
+        .args(["shutdown", "--timeout", "10", &name])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let home = std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cci");
+    for secret in [&canary, &oauth] {
+        let grep = std::process::Command::new("grep")
+            .args(["-rlsF", secret.as_str()])
+            .arg(&home)
+            .arg(common::sessions_dir())
+            .output()
+            .unwrap();
+        assert_eq!(
+            text(&grep.stdout),
+            "",
+            "a key is in cci's files or a saved session"
+        );
+    }
 }
 
 fn uuid_like() -> String {

@@ -112,6 +112,12 @@ pub struct Effective {
     pub pre_launch_required: bool,
     /// Where credentials are read from.
     pub credentials_dir: Option<PathBuf>,
+    /// `[tool] credentials = "host"`: the API key stays on the host.
+    pub host_credentials: bool,
+    /// `[tool] api_url`.
+    pub api_url: String,
+    /// `[tool] api_key_command`.
+    pub api_key_command: Option<String>,
     /// Where saved sessions live.
     pub sessions_dir: Option<PathBuf>,
     /// Mounted at /storage.
@@ -220,6 +226,12 @@ impl Effective {
             pre_launch: t.pre_launch.unwrap_or_default(),
             pre_launch_required: t.pre_launch_required.unwrap_or(false),
             credentials_dir: path(t.credentials_dir),
+            host_credentials: t.credentials == Some(super::schema::CredentialsMode::Host),
+            api_url: t
+                .api_url
+                .clone()
+                .unwrap_or_else(|| crate::forge::ANTHROPIC_API.into()),
+            api_key_command: t.api_key_command.clone(),
             sessions_dir: path(p.sessions_dir),
             storage_dir: path(p.storage_dir),
             logs_dir: path(p.logs_dir),
@@ -303,6 +315,18 @@ impl Effective {
                     tags: g.push_tags.unwrap_or(false),
                 },
                 token_command: g.token_command.clone(),
+                api: (t.credentials == Some(super::schema::CredentialsMode::Host)).then(|| {
+                    crate::forge::ApiGrant {
+                        upstream: t
+                            .api_url
+                            .clone()
+                            .unwrap_or_else(|| crate::forge::ANTHROPIC_API.into())
+                            .trim_end_matches('/')
+                            .to_string(),
+                        key_command: t.api_key_command.clone(),
+                        credentials_home: None,
+                    }
+                }),
             },
             git_repos: g
                 .repos
@@ -336,6 +360,12 @@ impl Effective {
             ("tool.pre_launch", json!(self.pre_launch)),
             ("tool.pre_launch_required", json!(self.pre_launch_required)),
             ("tool.credentials_dir", path(&self.credentials_dir)),
+            (
+                "tool.credentials",
+                json!(if self.host_credentials { "host" } else { "copy" }),
+            ),
+            ("tool.api_url", json!(self.api_url)),
+            ("tool.api_key_command", json!(self.api_key_command)),
             ("paths.sessions_dir", path(&self.sessions_dir)),
             ("paths.storage_dir", path(&self.storage_dir)),
             ("paths.logs_dir", path(&self.logs_dir)),

@@ -41,6 +41,13 @@ pub struct Tool {
     pub args: Option<Vec<String>>,
     /// The host folder its credential files are read from (default: your home).
     pub credentials_dir: Option<String>,
+    /// `copy` (default: credential files go in) or `host` (the API key
+    /// stays on the host; the agent's API is reached through cci).
+    pub credentials: Option<CredentialsMode>,
+    /// The API `host` mode forwards to (default https://api.anthropic.com).
+    pub api_url: Option<String>,
+    /// A host command printing the API key for `host` mode.
+    pub api_key_command: Option<String>,
     /// Commands run inside, in the workspace as the agent's user, before
     /// the agent starts.
     pub pre_launch: Option<Vec<String>>,
@@ -101,6 +108,16 @@ pub struct Network {
     pub block_metadata_endpoint: Option<bool>,
     /// Proxy mode: what a request to a name no rule allows gets.
     pub on_unknown: Option<OnUnknownName>,
+}
+
+/// `[tool] credentials`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CredentialsMode {
+    /// The agent's credential files are copied in at every start.
+    Copy,
+    /// They stay on the host; cci's endpoint adds the API key.
+    Host,
 }
 
 /// `[network] on_unknown`.
@@ -382,6 +399,18 @@ pub const KEYS: &[(&str, &str)] = &[
     (
         "tool.credentials_dir",
         "host folder the agent's credential files are read from (default: your home)",
+    ),
+    (
+        "tool.credentials",
+        "copy (default: the agent's credential files go in at every start) or host (Claude Code: the API key stays on the host and cci's endpoint adds it to each request; no credential file goes in)",
+    ),
+    (
+        "tool.api_url",
+        "the API host credentials mode forwards to (default https://api.anthropic.com; http:// to a loopback address only)",
+    ),
+    (
+        "tool.api_key_command",
+        "host credentials mode: a host command printing the API key (default: primaryApiKey of the host's ~/.claude.json, then $ANTHROPIC_API_KEY)",
     ),
     (
         "paths.sessions_dir",

@@ -119,6 +119,7 @@ pub const RULES: &[(&str, Rule)] = &[
     ("workspace.writable_git_hooks", Rule::OnlyFalse),
     ("git.mode", Rule::Only("isolated")),
     ("git.forward", Rule::OnlyFalse),
+    ("tool.credentials", Rule::Only("host")),
     ("git.push_default_branch", Rule::OnlyFalse),
     ("git.push_tags", Rule::OnlyFalse),
     ("defaults.slot_limit", Rule::NotAbove(Measure::Count)),

@@ -35,6 +35,26 @@ pub const DEVICE: &str = "cci-git";
 /// The container config keys cci owns for it start so.
 pub const ENV_PREFIX: &str = "environment.GIT_CONFIG_";
 
+/// The agent's API by default (`[tool] api_url`).
+pub const ANTHROPIC_API: &str = "https://api.anthropic.com";
+/// Where the agent's API is reached inside (`ANTHROPIC_BASE_URL`).
+pub const API_PREFIX: &str = "/anthropic";
+/// What the agent inside holds instead of a key (`ANTHROPIC_AUTH_TOKEN`):
+/// the endpoint drops it and adds the host's key.
+pub const API_PLACEHOLDER: &str = "cci-host-credential";
+
+/// The agent's API through the endpoint (`[tool] credentials = "host"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiGrant {
+    /// Where requests go (`https://api.anthropic.com`).
+    pub upstream: String,
+    /// The command printing the key (else the host's `~/.claude.json`
+    /// `primaryApiKey`, then `$ANTHROPIC_API_KEY`).
+    pub key_command: Option<String>,
+    /// The host folder holding `.claude.json`.
+    pub credentials_home: Option<String>,
+}
+
 /// What one session may do through the endpoint (the grant file).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grant {
@@ -52,6 +72,9 @@ pub struct Grant {
     /// When it was made (Unix ms): a grant no container's device uses is
     /// dropped a minute after.
     pub made_ms: u64,
+    /// The agent's API, in host credentials mode.
+    #[serde(default)]
+    pub api: Option<ApiGrant>,
 }
 
 /// `NAME` or `NAME=URL` (`[git] forward_hosts`): the host and its base
@@ -100,6 +123,8 @@ pub struct Settings {
     pub push: PushRules,
     /// `token_command`.
     pub token_command: Option<String>,
+    /// `[tool] credentials = "host"`: the agent's API through the endpoint.
+    pub api: Option<ApiGrant>,
 }
 
 /// One session's forwarding, planned.
@@ -139,7 +164,7 @@ impl Forward {
     /// Forwarding for a session of `workspace`: its repository's remotes on
     /// a forwarded host. `None` when off or when there are none.
     pub fn plan(workspace: &Path, s: &Settings) -> Result<Option<Forward>, String> {
-        if !s.enabled {
+        if !s.enabled && s.api.is_none() {
             return Ok(None);
         }
         let mut upstreams = BTreeMap::new();
@@ -149,7 +174,7 @@ impl Forward {
             upstreams.insert(name, url);
         }
         let git = workspace.join(".git");
-        let config = if git.is_dir() {
+        let config = if s.enabled && git.is_dir() {
             std::fs::read_to_string(git.join("config")).unwrap_or_default()
         } else {
             String::new()
@@ -161,7 +186,7 @@ impl Forward {
             .collect();
         repos.sort();
         repos.dedup_by(|a, b| a.same(b));
-        if repos.is_empty() {
+        if repos.is_empty() && s.api.is_none() {
             return Ok(None);
         }
         Ok(Some(Forward {
@@ -173,6 +198,7 @@ impl Forward {
                 push: s.push.clone(),
                 token_command: s.token_command.clone(),
                 made_ms: crate::proxy::now_ms(),
+                api: s.api.clone(),
             },
         }))
     }
@@ -211,6 +237,9 @@ impl Forward {
             }
         }
         let mut env = HashMap::new();
+        if pairs.is_empty() {
+            return env;
+        }
         env.insert(format!("{ENV_PREFIX}COUNT"), pairs.len().to_string());
         for (i, (k, v)) in pairs.into_iter().enumerate() {
             env.insert(format!("{ENV_PREFIX}KEY_{i}"), k);
@@ -322,6 +351,7 @@ mod tests {
             hosts: vec!["github.com".into()],
             push: PushRules::default(),
             token_command: None,
+            api: None,
         };
         let f = Forward::plan(dir.path(), &s).unwrap().unwrap();
         assert_eq!(

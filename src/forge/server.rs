@@ -295,6 +295,10 @@ async fn handle(
     let Some(grant) = read_grant(&grants, id) else {
         return refuse(StatusCode::FORBIDDEN, "this session's git access has ended");
     };
+    if let Some(rest) = req.uri().path().strip_prefix(super::API_PREFIX) {
+        let rest = rest.to_string();
+        return api(shared, slots, &grant, &rest, req).await;
+    }
     let Some((repo, asked, route)) = policy::route(req.uri().path(), req.uri().query()) else {
         return refuse(
             StatusCode::NOT_FOUND,
@@ -827,4 +831,147 @@ async fn decide(
         }
     }
     reasons
+}
+
+/// Headers that belong to one hop, or carry the caller's (placeholder)
+/// credential: never passed on.
+const NOT_PASSED: &[&str] = &[
+    "host",
+    "authorization",
+    "x-api-key",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+];
+
+/// The agent's API in host credentials mode: `/anthropic/v1/...` goes to
+/// the configured API with the host's key in place of whatever the caller
+/// sent; the answer (a stream of events, too) comes back as it comes.
+async fn api(
+    shared: &Shared,
+    slots: &Slots,
+    grant: &Grant,
+    rest: &str,
+    req: Request<hyper::body::Incoming>,
+) -> Response<Body> {
+    let Some(api) = &grant.api else {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "this session reaches its API directly ([tool] credentials = \"copy\")",
+        );
+    };
+    let clean = rest.starts_with("/v1/")
+        && rest
+            .split('/')
+            .all(|seg| seg != ".." && seg != "." && seg.bytes().all(|b| b.is_ascii_graphic()));
+    if !clean || !matches!(*req.method(), hyper::Method::GET | hyper::Method::POST) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "only GET and POST under /v1/ reach the API",
+        );
+    }
+    let Ok(_slot) = slots.fetch.acquire().await else {
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "the forwarder is stopping");
+    };
+    let Some(key) = api_key(shared, api).await else {
+        return refuse(
+            StatusCode::BAD_GATEWAY,
+            "no API key on the host: sign Claude Code in with an API key there or set [tool] api_key_command",
+        );
+    };
+    let mut url = format!("{}{rest}", api.upstream);
+    if let Some(q) = req.uri().query() {
+        url = format!("{url}?{q}");
+    }
+    let method = req.method().clone();
+    let headers = req.headers().clone();
+    let body = match Limited::new(req.into_body(), MAX_FETCH_REQUEST)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("the request could not be read: {e}"),
+            );
+        }
+    };
+    let mut out = shared.http.request(method, &url).body(body);
+    for (k, v) in &headers {
+        if !NOT_PASSED.contains(&k.as_str()) {
+            out = out.header(k, v);
+        }
+    }
+    out = out.header("x-api-key", key);
+    let resp = match out.send().await {
+        Ok(r) => r,
+        Err(e) => {
+            return refuse(
+                StatusCode::BAD_GATEWAY,
+                &format!("cannot reach the API: {}", without_url(&e)),
+            );
+        }
+    };
+    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut back = hyper::HeaderMap::new();
+    for (k, v) in resp.headers() {
+        if !NOT_PASSED.contains(&k.as_str()) {
+            back.append(k, v.clone());
+        }
+    }
+    let stream = futures_util::StreamExt::map(resp.bytes_stream(), |c| {
+        c.map(Frame::data)
+            .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+    });
+    let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    *r.status_mut() = status;
+    *r.headers_mut() = back;
+    r
+}
+
+/// The host's API key: `api_key_command`, else `primaryApiKey` of the
+/// host's `.claude.json`; cached as the git credential is.
+async fn api_key(shared: &Shared, api: &super::ApiGrant) -> Option<String> {
+    let key = (
+        api.key_command.clone(),
+        format!("api:{}", api.credentials_home.as_deref().unwrap_or("")),
+    );
+    let mut tokens = shared.tokens.lock().await;
+    if let Some((at, c)) = tokens.get(&key) {
+        let ttl = if c.is_some() { 60 } else { 10 };
+        if at.elapsed() < Duration::from_secs(ttl) {
+            return c.as_ref().map(|c| c.secret.clone());
+        }
+    }
+    let found = match &api.key_command {
+        Some(c) => {
+            let mut cmd = tokio::process::Command::new("sh");
+            cmd.arg("-c").arg(c);
+            run(&mut cmd, b"")
+                .await
+                .map_err(|e| tracing::warn!("[forge] [tool] api_key_command: {e}"))
+                .ok()
+                .and_then(|s| s.lines().next().map(|l| l.trim().to_string()))
+        }
+        None => api.credentials_home.as_ref().and_then(|h| {
+            let data = std::fs::read(Path::new(h).join(".claude.json")).ok()?;
+            let v: serde_json::Value = serde_json::from_slice(&data).ok()?;
+            v["primaryApiKey"].as_str().map(str::to_string)
+        }),
+    }
+    .filter(|k| !k.is_empty())
+    .map(|secret| Credential {
+        user: String::new(),
+        secret,
+    });
+    tokens.insert(key, (Instant::now(), found.clone()));
+    found.map(|c| c.secret)
 }

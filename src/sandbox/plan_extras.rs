@@ -95,12 +95,20 @@ pub async fn extras(
     // The workspace's remotes decide what git may reach through cci; with
     // writable git config inside, they are the agent's to choose.
     let writable_config = !flags.isolated && (flags.writable_git_hooks || cfg.writable_git_hooks);
-    let forge = if writable_config {
-        None
-    } else {
-        crate::forge::Forward::plan(std::path::Path::new(workspace.path_str()), &cfg.git_forward)
-            .map_err(ExtrasError::Usage)?
-    };
+    let mut forge_settings = cfg.git_forward.clone();
+    forge_settings.enabled &= !writable_config;
+    if let Some(api) = &mut forge_settings.api {
+        let home = crate::session::credentials_home(cfg.credentials_dir.as_deref());
+        api.credentials_home = home.as_ref().map(|h| h.display().to_string());
+        if api.key_command.is_none() && !home.as_deref().is_some_and(has_api_key) {
+            return Err(ExtrasError::Usage(
+                "[tool] credentials = \"host\" needs an API key on the host: primaryApiKey in ~/.claude.json (Claude Code signed in with an API key) or [tool] api_key_command".into(),
+            ));
+        }
+    }
+    let forge =
+        crate::forge::Forward::plan(std::path::Path::new(workspace.path_str()), &forge_settings)
+            .map_err(ExtrasError::Usage)?;
     let forge = match forge {
         Some(f) => match f.activate().await {
             Ok(()) => Some(f),
@@ -156,4 +164,12 @@ pub async fn extras(
             None
         },
     })
+}
+
+/// Whether the host's `.claude.json` in `home` holds an API key.
+fn has_api_key(home: &std::path::Path) -> bool {
+    std::fs::read(home.join(".claude.json"))
+        .ok()
+        .and_then(|d| serde_json::from_slice::<serde_json::Value>(&d).ok())
+        .is_some_and(|v| v["primaryApiKey"].as_str().is_some_and(|k| !k.is_empty()))
 }

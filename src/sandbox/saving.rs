@@ -345,6 +345,14 @@ pub async fn prepare(
     } else {
         None
     };
-    session::push_credentials(client, name, &agent.def.files, home.as_deref(), account).await?;
+    session::push_credentials(
+        client,
+        name,
+        &agent.def.files,
+        home.as_deref(),
+        config.host_credentials,
+        account,
+    )
+    .await?;
     Ok(())
 }

@@ -107,6 +107,7 @@ pub async fn push_credentials(
     container: &str,
     files: &AgentFiles,
     host_home: Option<&Path>,
+    host_api: bool,
     a: &Account,
 ) -> Result<Pushed, Error> {
     let mut pushed = Pushed::default();
@@ -120,14 +121,38 @@ pub async fn push_credentials(
         ..private
     };
     let mut written: BTreeSet<&str> = BTreeSet::new();
-    for rel in files.credentials {
+    if host_api {
+        // No credential goes in; one an earlier session left is removed
+        // (the agent's config file is cleaned below instead).
+        for rel in files.credentials {
+            if !files.settings.iter().any(|(r, _)| r == rel) {
+                let _ = client
+                    .delete_file(container, &format!("{}/{rel}", a.home))
+                    .await;
+            }
+        }
+    }
+    // (Host mode: only the agent's config file, without its keys.)
+    let is_settings = |rel: &str| files.settings.iter().any(|(r, _)| *r == rel);
+    for rel in files
+        .credentials
+        .iter()
+        .filter(|r| !host_api || is_settings(r))
+    {
         let Some(home) = host_home else { break };
         let host = home.join(rel);
         let data = match std::fs::metadata(&host) {
             Ok(m) if m.is_file() && m.len() <= MAX_SETTINGS => {
                 let data =
                     std::fs::read(&host).map_err(io_err(format!("reading {}", host.display())))?;
-                minimal(rel, data)
+                let data = minimal(rel, data);
+                if host_api {
+                    let mut v: Value = serde_json::from_slice(&data).unwrap_or(Value::Null);
+                    api_endpoint(rel, &mut v, true);
+                    serde_json::to_vec_pretty(&v).unwrap_or_else(|_| b"{}".to_vec())
+                } else {
+                    data
+                }
             }
             Ok(_) => {
                 tracing::warn!("{} is not a small regular file; not copied", host.display());
@@ -168,6 +193,7 @@ pub async fn push_credentials(
         };
         let ours: Value = serde_json::from_str(ours).unwrap_or(Value::Null);
         merge(&mut value, &ours);
+        api_endpoint(rel, &mut value, host_api);
         let data = serde_json::to_vec_pretty(&value).unwrap_or_default();
         if let Some((parent, _)) = path.rsplit_once('/') {
             client.mkdir_all(container, parent, dir).await?;
@@ -179,6 +205,49 @@ pub async fn push_credentials(
         pushed.settings.push(rel.to_string());
     }
     Ok(pushed)
+}
+
+/// Claude Code's settings for host credentials mode: its API through
+/// cci's endpoint with a placeholder token, and no key of its own in its
+/// config; in copy mode, the endpoint an earlier host-mode session set is
+/// taken out again.
+pub fn api_endpoint(rel: &str, value: &mut Value, host_api: bool) {
+    let Value::Object(v) = value else { return };
+    match rel {
+        ".claude.json" if host_api => {
+            for k in ["primaryApiKey", "oauthAccount"] {
+                v.remove(k);
+            }
+        }
+        ".claude/settings.json" => {
+            let env = v.entry("env").or_insert_with(|| Value::Object(Map::new()));
+            let Value::Object(env) = env else { return };
+            if host_api {
+                env.insert(
+                    "ANTHROPIC_BASE_URL".into(),
+                    format!(
+                        "http://127.0.0.1:{}{}",
+                        crate::forge::PORT,
+                        crate::forge::API_PREFIX
+                    )
+                    .into(),
+                );
+                env.insert(
+                    "ANTHROPIC_AUTH_TOKEN".into(),
+                    crate::forge::API_PLACEHOLDER.into(),
+                );
+            } else if env.get("ANTHROPIC_AUTH_TOKEN").and_then(Value::as_str)
+                == Some(crate::forge::API_PLACEHOLDER)
+            {
+                env.remove("ANTHROPIC_AUTH_TOKEN");
+                env.remove("ANTHROPIC_BASE_URL");
+            }
+            if env.is_empty() {
+                v.remove("env");
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Merge `ours` into `into`: objects key by key, anything else replaced.
@@ -223,6 +292,26 @@ mod tests {
         assert_eq!(minimal(".claude.json", b"not json".to_vec()), b"{}");
         // Other credential files go in whole.
         assert_eq!(minimal(".codex/auth.json", b"raw".to_vec()), b"raw");
+    }
+
+    #[test]
+    fn host_mode_points_the_agent_at_the_endpoint_and_copy_mode_takes_it_back() {
+        let mut settings = serde_json::json!({"env": {"FOO": "1"}});
+        api_endpoint(".claude/settings.json", &mut settings, true);
+        assert_eq!(
+            settings["env"]["ANTHROPIC_AUTH_TOKEN"],
+            crate::forge::API_PLACEHOLDER
+        );
+        assert_eq!(settings["env"]["FOO"], "1");
+        api_endpoint(".claude/settings.json", &mut settings, false);
+        assert_eq!(settings, serde_json::json!({"env": {"FOO": "1"}}));
+        let mut config = serde_json::json!({"primaryApiKey": "k", "theme": "dark"});
+        api_endpoint(".claude.json", &mut config, true);
+        assert_eq!(config, serde_json::json!({"theme": "dark"}));
+        // A user's own endpoint stays in copy mode.
+        let mut own = serde_json::json!({"env": {"ANTHROPIC_BASE_URL": "https://gw", "ANTHROPIC_AUTH_TOKEN": "mine"}});
+        api_endpoint(".claude/settings.json", &mut own, false);
+        assert_eq!(own["env"]["ANTHROPIC_BASE_URL"], "https://gw");
     }
 
     #[test]

@@ -186,6 +186,14 @@ pub(super) const RULES: &[Rule] = &[
         },
     },
     Rule {
+        section: "tool",
+        key: "api_url",
+        check: Check::Each {
+            get: |s| s.tool.as_ref().map(|t| one(&t.api_url)).unwrap_or_default(),
+            check: |u| crate::forge::parse_host_entry(&format!("api={u}")).map(|_| ()),
+        },
+    },
+    Rule {
         section: "git",
         key: "forward_hosts",
         check: Check::Each {
