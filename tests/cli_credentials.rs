@@ -385,6 +385,11 @@ async fn git_pushes_through_the_host_with_the_token_never_inside() {
         );
     }
     let main_before = host_git(&root.join("me/proj.git"), &["rev-parse", "main"]);
+    // (So that git sends push options at all: GitLab-style hosts take them.)
+    host_git(
+        &root.join("me/proj.git"),
+        &["config", "receive.advertisePushOptions", "true"],
+    );
     let port_file = host.path().join("port");
     struct Kill(std::process::Child);
     impl Drop for Kill {
@@ -480,6 +485,14 @@ async fn git_pushes_through_the_host_with_the_token_never_inside() {
         ("git push origin :cci/work", "deleting a branch"),
         ("git tag v1 && git push origin v1", "pushing tags"),
         ("git push origin HEAD:feature", "matches no allowed branch"),
+        (
+            "git push -o merge_request.create origin HEAD:cci/opt",
+            "push options",
+        ),
+        (
+            "git checkout -q -b cci/ci && mkdir -p .github/workflows && echo 'on: push' > .github/workflows/x.yml && git add .github && git commit -qm ci && git push origin cci/ci",
+            "CI runs it with the repository's secrets",
+        ),
         (
             "git ls-remote http://127.0.0.1:47417/git.fake.test/other/repo",
             "not this workspace's repository",

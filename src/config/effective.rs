@@ -313,6 +313,7 @@ impl Effective {
                         .unwrap_or_else(|| crate::forge::PushRules::default().branches),
                     default_branch: g.push_default_branch.unwrap_or(false),
                     tags: g.push_tags.unwrap_or(false),
+                    ci: g.push_ci.unwrap_or(false),
                 },
                 token_command: g.token_command.clone(),
                 api: (t.credentials == Some(super::schema::CredentialsMode::Host)).then(|| {
@@ -398,6 +399,7 @@ impl Effective {
                 json!(self.git_forward.push.default_branch),
             ),
             ("git.push_tags", json!(self.git_forward.push.tags)),
+            ("git.push_ci", json!(self.git_forward.push.ci)),
             ("git.token_command", json!(self.git_forward.token_command)),
             ("network.mode", json!(mode)),
             ("network.allowed_domains", json!(self.allowed)),

@@ -161,6 +161,8 @@ pub struct Git {
     pub push_default_branch: Option<bool>,
     /// Tags may be pushed (created only).
     pub push_tags: Option<bool>,
+    /// Pushed commits may change CI definitions.
+    pub push_ci: Option<bool>,
     /// A host command printing the token (default: `gh auth token`, then
     /// git's credential helpers).
     pub token_command: Option<String>,
@@ -485,6 +487,10 @@ pub const KEYS: &[(&str, &str)] = &[
     (
         "git.push_tags",
         "a forwarded push may create tags (never move or delete them; default false)",
+    ),
+    (
+        "git.push_ci",
+        "a forwarded push may carry commits that change CI definitions (.github/workflows/, .github/actions/, .gitlab-ci.yml, .gitlab/), which CI runs with the repository's secrets (default false)",
     ),
     (
         "git.token_command",

@@ -122,6 +122,7 @@ pub const RULES: &[(&str, Rule)] = &[
     ("tool.credentials", Rule::Only("host")),
     ("git.push_default_branch", Rule::OnlyFalse),
     ("git.push_tags", Rule::OnlyFalse),
+    ("git.push_ci", Rule::OnlyFalse),
     ("defaults.slot_limit", Rule::NotAbove(Measure::Count)),
     ("limits.cpu", Rule::NotAbove(Measure::Count)),
     ("limits.memory", Rule::NotAbove(Measure::Memory)),

@@ -230,6 +230,29 @@ fn pkt(body: &[u8], at: &mut usize) -> Result<Option<Vec<u8>>, String> {
     Ok(Some(data.to_vec()))
 }
 
+/// Most ref updates one push may carry.
+pub const MAX_UPDATES: usize = 256;
+
+/// Whether `name` is a ref name git itself would take (`git
+/// check-ref-format`'s rules, and no more than 255 bytes): never revision
+/// syntax or a path trick when it reaches host git or upstream.
+pub fn ref_name_ok(name: &str) -> bool {
+    name.len() <= 255
+        && name.starts_with("refs/")
+        && !name.ends_with('/')
+        && !name.ends_with('.')
+        && !name.contains("..")
+        && !name.contains("@{")
+        && !name.contains("//")
+        && name != "@"
+        && name
+            .bytes()
+            .all(|b| b > b' ' && b != 0x7f && !b"~^:?*[\\".contains(&b))
+        && name
+            .split('/')
+            .all(|c| !c.is_empty() && !c.starts_with('.') && !c.ends_with(".lock"))
+}
+
 /// Read the commands of a receive-pack request body (the pack follows).
 pub fn parse_push(body: &[u8]) -> Result<Push, String> {
     let mut at = 0;
@@ -265,11 +288,14 @@ pub fn parse_push(body: &[u8]) -> Result<Push, String> {
         };
         let oid =
             |s: &str| (s.len() == 40 || s.len() == 64) && s.bytes().all(|b| b.is_ascii_hexdigit());
-        if !oid(old) || !oid(new) || name.is_empty() || name.chars().any(char::is_control) {
+        if !oid(old) || !oid(new) || !ref_name_ok(name) {
             return Err(format!(
                 "a bad ref update {:?}",
                 crate::proxy::log::clean(cmd)
             ));
+        }
+        if updates.len() == MAX_UPDATES {
+            return Err(format!("a push may update at most {MAX_UPDATES} refs"));
         }
         updates.push(Update {
             old: old.to_ascii_lowercase(),
@@ -280,16 +306,11 @@ pub fn parse_push(body: &[u8]) -> Result<Push, String> {
     if updates.is_empty() {
         return Err("the push asks for nothing".into());
     }
-    let mut push = Push {
+    Ok(Push {
         updates,
         caps,
         pack_at: at,
-    };
-    if push.has("push-options") {
-        while pkt(body, &mut at)?.is_some() {}
-        push.pack_at = at;
-    }
-    Ok(push)
+    })
 }
 
 /// What may be pushed.
@@ -301,6 +322,9 @@ pub struct PushRules {
     pub default_branch: bool,
     /// Tags may be pushed (created; never moved or deleted).
     pub tags: bool,
+    /// Commits may change CI definitions (`.github/workflows/`, ...).
+    #[serde(default)]
+    pub ci: bool,
 }
 
 impl Default for PushRules {
@@ -309,6 +333,7 @@ impl Default for PushRules {
             branches: vec!["cci/**".into()],
             default_branch: false,
             tags: false,
+            ci: false,
         }
     }
 }
@@ -327,6 +352,16 @@ pub fn glob(pattern: &str, name: &str) -> bool {
         }
     }
     go(pattern.as_bytes(), name.as_bytes())
+}
+
+/// Decide the push as a whole: `Err(why)` refuses every update. Push
+/// options reach the host's server-side features (GitLab: create and
+/// auto-merge a merge request, set CI variables): none go through.
+pub fn check_push(p: &Push) -> Result<(), String> {
+    if p.has("push-options") {
+        return Err("push options (git push -o) cannot go through cci".into());
+    }
+    Ok(())
 }
 
 /// Decide one update before anything is fetched: `Err(why)` refuses.
@@ -515,6 +550,39 @@ mod tests {
         assert!(parse_push(&bad).is_err());
         let cert = body(&["push-cert\0report-status"], b"");
         assert!(parse_push(&cert).unwrap_err().contains("signed"));
+        let opts = body(
+            &[&format!(
+                "{A} {B} refs/heads/cci/x\0report-status push-options"
+            )],
+            b"",
+        );
+        assert!(
+            check_push(&parse_push(&opts).unwrap())
+                .unwrap_err()
+                .contains("push options")
+        );
+        for name in [
+            "refs/heads/cci/../main",
+            "refs/heads/cci/x@{-1}",
+            "refs/heads/cci/x~1",
+            "refs/heads/cci/.hidden",
+            "refs/heads/cci/x.lock",
+            "refs/heads/cci//x",
+            "refs/heads/cci/x/",
+            "main",
+        ] {
+            let b = body(&[&format!("{A} {B} {name}\0report-status")], b"");
+            assert!(parse_push(&b).is_err(), "{name}");
+        }
+        let many: Vec<String> = (0..=MAX_UPDATES)
+            .map(|i| format!("{Z} {B} refs/heads/cci/b{i}"))
+            .collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert!(
+            parse_push(&body(&many, b""))
+                .unwrap_err()
+                .contains("at most")
+        );
     }
 
     #[test]

@@ -31,11 +31,19 @@ type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
 /// Largest fetch request (wants and haves) and push (with its pack).
 const MAX_FETCH_REQUEST: usize = 64 << 20;
-const MAX_PUSH: usize = 1 << 30;
+const MAX_PUSH: usize = 512 << 20;
+/// Longest a request body may take to arrive.
+const BODY_TIME: Duration = Duration::from_secs(300);
+/// Most connections one session holds open at once.
+const MAX_CONNECTIONS: usize = 32;
+/// Most refusals of one session logged a minute (the rest are counted).
+const MAX_REFUSALS_LOGGED: u32 = 60;
 /// The log rotates to `log.jsonl.1` past this size.
 const LOG_MAX_BYTES: u64 = 8 << 20;
 /// How long a grant no container uses is kept, and the daemon without any.
 const UNUSED: Duration = Duration::from_secs(60);
+/// How long a grant waits for its container's device to appear.
+const NEVER_USED: Duration = Duration::from_secs(30 * 60);
 
 /// One forwarded operation (a line of the log).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,7 +91,8 @@ struct Shared {
     tokens: Mutex<HashMap<TokenKey, (Instant, Option<Credential>)>>,
     /// When a request last made the daemon be read for a container name.
     last_lazy_scan: std::sync::Mutex<Option<Instant>>,
-    log: std::sync::Mutex<()>,
+    /// Per grant: (window start, refusals in it, refusals not written).
+    log: std::sync::Mutex<HashMap<String, (Instant, u32, u32)>>,
 }
 
 #[derive(Clone)]
@@ -211,13 +220,27 @@ async fn scan(
             }
         }
     }
+    // A grant whose device was seen and is gone ended with its session; one
+    // never seen is kept a while (its container may still be in the
+    // making: an image to pull first).
+    let seen_before: std::collections::HashSet<String> = shared
+        .names
+        .lock()
+        .map(|n| n.keys().cloned().collect())
+        .unwrap_or_default();
     for id in grant_ids(grants) {
         if names.contains_key(&id) {
             continue;
         }
         let path = grants.join(format!("{id}.json"));
         let made = read_grant(grants, &id).map(|g| g.made_ms).unwrap_or(0);
-        if crate::proxy::now_ms().saturating_sub(made) > UNUSED.as_millis() as u64 {
+        let age = crate::proxy::now_ms().saturating_sub(made);
+        let limit = if seen_before.contains(&id) {
+            UNUSED
+        } else {
+            NEVER_USED
+        };
+        if age > limit.as_millis() as u64 {
             let _ = std::fs::remove_file(path);
         }
     }
@@ -244,7 +267,11 @@ async fn accept(listener: tokio::net::UnixListener, id: String, shared: Arc<Shar
         push: tokio::sync::Semaphore::new(1),
         fetch: tokio::sync::Semaphore::new(4),
     });
+    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let Ok(held) = connections.clone().acquire_owned().await else {
+            return;
+        };
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
@@ -262,6 +289,7 @@ async fn accept(listener: tokio::net::UnixListener, id: String, shared: Arc<Shar
             if let Err(e) = conn.await {
                 tracing::debug!("[forge] connection: {e}");
             }
+            drop(held);
         });
     }
 }
@@ -347,7 +375,7 @@ async fn handle(
                 .join(", ")
         );
         record.reason = msg.clone();
-        append(shared, &record);
+        append(shared, id, &record);
         return refuse(StatusCode::FORBIDDEN, &msg);
     };
     let Some(base) = grant.upstreams.get(&allowed.host) else {
@@ -377,7 +405,13 @@ async fn handle(
                 return refuse(StatusCode::SERVICE_UNAVAILABLE, "the forwarder is stopping");
             };
             let headers = req.headers().clone();
-            let body = match Limited::new(req.into_body(), limit).collect().await {
+            let body = match tokio::time::timeout(
+                BODY_TIME,
+                Limited::new(req.into_body(), limit).collect(),
+            )
+            .await
+            .unwrap_or_else(|_| Err("it took too long".into()))
+            {
                 Ok(b) => b.to_bytes(),
                 Err(e) => {
                     return refuse(
@@ -398,7 +432,7 @@ async fn handle(
                     Ok(p) => p,
                     Err(e) => {
                         record.reason = e.clone();
-                        append(shared, &record);
+                        append(shared, id, &record);
                         return refuse(StatusCode::BAD_REQUEST, &e);
                     }
                 };
@@ -423,7 +457,7 @@ async fn handle(
                         .map(|(r, w)| format!("{r}: {w}"))
                         .collect::<Vec<_>>()
                         .join("; ");
-                    append(shared, &record);
+                    append(shared, id, &record);
                     let msg = format!("cci refused this push: {}\n", record.reason);
                     let report = policy::refusal_report(&push, &reasons, &msg);
                     return full(
@@ -434,7 +468,7 @@ async fn handle(
                 }
             }
             record.allowed = true;
-            append(shared, &record);
+            append(shared, id, &record);
             let out = shared.http.post(&url).body(body);
             forward(out, &headers, cred.as_ref(), &allowed.host).await
         }
@@ -454,15 +488,69 @@ fn container_of(shared: &Shared, id: &str) -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-fn append(shared: &Shared, r: &Record) {
+/// Write `r` to the log: bounded in size, and a session's refusals past
+/// [`MAX_REFUSALS_LOGGED`] a minute counted rather than written (one
+/// record says how many when the minute ends), so a container cannot
+/// flood the disk or push its earlier records out of the log.
+fn append(shared: &Shared, id: &str, r: &Record) {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let _held = shared.log.lock();
-    let Ok(path) = super::log_path() else { return };
-    let Ok(mut line) = serde_json::to_vec(r) else {
+    let Ok(mut held) = shared.log.lock() else {
         return;
     };
-    line.push(b'\n');
+    let mut r = r.clone();
+    let mut records = Vec::new();
+    let window = held.entry(id.to_string()).or_insert((Instant::now(), 0, 0));
+    if window.0.elapsed() > Duration::from_secs(60) {
+        if window.2 > 0 {
+            records.push(Record {
+                time_ms: crate::proxy::now_ms(),
+                container: r.container.clone(),
+                repo: String::new(),
+                op: "refusals".into(),
+                refs: Vec::new(),
+                allowed: false,
+                reason: format!(
+                    "{} more refusals in a minute, not logged one by one",
+                    window.2
+                ),
+            });
+        }
+        *window = (Instant::now(), 0, 0);
+    }
+    if !r.allowed {
+        window.1 += 1;
+        if window.1 > MAX_REFUSALS_LOGGED {
+            window.2 += 1;
+            if records.is_empty() {
+                return;
+            }
+        }
+    }
+    if window.1 <= MAX_REFUSALS_LOGGED || r.allowed {
+        if r.refs.len() > 20 {
+            let more = r.refs.len() - 20;
+            r.refs.truncate(20);
+            r.refs.push(format!("... and {more} more"));
+        }
+        if r.reason.len() > 2000 {
+            let mut cut = 2000;
+            while !r.reason.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            r.reason.truncate(cut);
+            r.reason.push_str(" ...");
+        }
+        records.push(r);
+    }
+    let Ok(path) = super::log_path() else { return };
+    let mut line = Vec::new();
+    for r in &records {
+        if let Ok(l) = serde_json::to_vec(r) {
+            line.extend(l);
+            line.push(b'\n');
+        }
+    }
     // Bounded on the host's disk however often a container asks.
     if std::fs::metadata(&path).is_ok_and(|m| m.len() > LOG_MAX_BYTES) {
         let _ = std::fs::rename(&path, path.with_extension("jsonl.1"));
@@ -560,13 +648,13 @@ fn without_url(e: &reqwest::Error) -> String {
 /// ten seconds).
 async fn credential(shared: &Shared, grant: &Grant, host: &str) -> Option<Credential> {
     let key = (grant.token_command.clone(), host.to_string());
-    let mut tokens = shared.tokens.lock().await;
-    if let Some((at, c)) = tokens.get(&key) {
+    if let Some((at, c)) = shared.tokens.lock().await.get(&key) {
         let ttl = if c.is_some() { 60 } else { 10 };
         if at.elapsed() < Duration::from_secs(ttl) {
             return c.clone();
         }
     }
+    // (Looked up without the lock: a slow helper holds up no one else.)
     let c = match lookup(grant.token_command.as_deref(), host).await {
         Ok(c) => Some(c),
         Err(e) => {
@@ -574,11 +662,25 @@ async fn credential(shared: &Shared, grant: &Grant, host: &str) -> Option<Creden
             None
         }
     };
-    tokens.insert(key, (Instant::now(), c.clone()));
+    shared
+        .tokens
+        .lock()
+        .await
+        .insert(key, (Instant::now(), c.clone()));
     c
 }
 
 async fn run(cmd: &mut tokio::process::Command, input: &[u8]) -> Result<String, String> {
+    run_for(cmd, input, Duration::from_secs(20)).await
+}
+
+/// Run `cmd` with `input`, for at most `limit`: its output, or its first
+/// line of complaint and exit status.
+async fn run_for(
+    cmd: &mut tokio::process::Command,
+    input: &[u8],
+    limit: Duration,
+) -> Result<String, String> {
     use tokio::io::AsyncWriteExt;
     cmd.stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -590,9 +692,9 @@ async fn run(cmd: &mut tokio::process::Command, input: &[u8]) -> Result<String, 
     if let Some(mut stdin) = child.stdin.take() {
         let _ = stdin.write_all(input).await;
     }
-    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+    let out = tokio::time::timeout(limit, child.wait_with_output())
         .await
-        .map_err(|_| "took over 20 s".to_string())?
+        .map_err(|_| format!("took over {} s", limit.as_secs()))?
         .map_err(|e| e.to_string())?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
@@ -618,10 +720,15 @@ async fn lookup(command: Option<&str>, host: &str) -> Result<Credential, String>
     if let Some(c) = command {
         let mut cmd = tokio::process::Command::new("sh");
         cmd.arg("-c").arg(c).env("CCI_GIT_HOST", host);
+        // (Its complaint is not repeated: it could hold a secret.)
         return run(&mut cmd, b"")
             .await
-            .and_then(|s| token(s).ok_or_else(|| "token_command printed nothing".into()))
-            .map_err(|e| format!("[git] token_command: {e}"));
+            .map_err(|e| {
+                let status = e.rsplit_once(" (").map_or("", |(_, s)| s);
+                format!("failed ({status}")
+            })
+            .and_then(|s| token(s).ok_or_else(|| "printed nothing".into()))
+            .map_err(|e| format!("[git] token_command {e}"));
     }
     let mut gh = tokio::process::Command::new("gh");
     gh.args(["auth", "token", "--hostname", host]);
@@ -659,7 +766,27 @@ async fn cache_git(
     args: &[&str],
     input: &[u8],
 ) -> Result<String, String> {
+    cache_git_in(cache, None, cred, args, input).await
+}
+
+/// [`cache_git`], with the push's objects in `scratch` (new objects go
+/// there, the cache's are borrowed): a checked pack never stays in the
+/// cache.
+async fn cache_git_in(
+    cache: &Path,
+    scratch: Option<&Path>,
+    cred: Option<&Credential>,
+    args: &[&str],
+    input: &[u8],
+) -> Result<String, String> {
     let mut cmd = tokio::process::Command::new("git");
+    if let Some(s) = scratch {
+        cmd.env("GIT_OBJECT_DIRECTORY", s)
+            .env("GIT_ALTERNATE_OBJECT_DIRECTORIES", cache.join("objects"));
+    } else {
+        cmd.env_remove("GIT_OBJECT_DIRECTORY")
+            .env_remove("GIT_ALTERNATE_OBJECT_DIRECTORIES");
+    }
     cmd.arg("--git-dir")
         .arg(cache)
         .args(args)
@@ -677,7 +804,8 @@ async fn cache_git(
             ),
         None => cmd.env_remove("GIT_CONFIG_COUNT"),
     };
-    run(&mut cmd, input).await
+    // A first fetch of a large repository takes a while.
+    run_for(&mut cmd, input, Duration::from_secs(600)).await
 }
 
 fn cache_path(repo: &Repo) -> std::io::Result<PathBuf> {
@@ -697,6 +825,13 @@ async fn decide(
     push: &Push,
     body: &[u8],
 ) -> Vec<(String, String)> {
+    if let Err(why) = policy::check_push(push) {
+        return push
+            .updates
+            .iter()
+            .map(|u| (u.name.clone(), why.clone()))
+            .collect();
+    }
     let mut reasons: Vec<(String, String)> = push
         .updates
         .iter()
@@ -753,21 +888,22 @@ async fn decide(
     {
         return all(format!("cannot read the branches on {host}: {e}"));
     }
-    let default = cache_git(
+    // (An empty repository has no HEAD to name; a failed ask refuses.)
+    let default = match cache_git(
         &cache,
         cred,
         &["ls-remote", "--symref", upstream, "HEAD"],
         b"",
     )
     .await
-    .ok()
-    .and_then(|s| {
-        s.lines().find_map(|l| {
+    {
+        Ok(s) => s.lines().find_map(|l| {
             l.strip_prefix("ref: refs/heads/")
                 .and_then(|r| r.strip_suffix("\tHEAD"))
                 .map(str::to_string)
-        })
-    });
+        }),
+        Err(e) => return all(format!("cannot learn {host}'s default branch: {e}")),
+    };
     reasons = push
         .updates
         .iter()
@@ -780,57 +916,165 @@ async fn decide(
     if !reasons.is_empty() {
         return reasons;
     }
+    // The pack goes into a scratch object folder that borrows the cache's
+    // objects, removed when the check is done.
+    let scratch = match crate::state::dir("forge/tmp") {
+        Ok(d) => d.join(uuid::Uuid::new_v4().simple().to_string()),
+        Err(e) => return all(format!("cci's scratch folder: {e}")),
+    };
+    if let Err(e) = std::fs::create_dir_all(scratch.join("pack")) {
+        return all(format!("cci's scratch folder: {e}"));
+    }
+    let reasons = check_objects(&cache, &scratch, grant, host, push, body).await;
+    let _ = std::fs::remove_dir_all(&scratch);
+    reasons
+}
+
+/// Paths whose change makes the host run code with the repository's
+/// secrets (CI definitions): refused unless `[git] push_ci` allows.
+const CI_PATHS: &[&str] = &[
+    ".github/workflows/",
+    ".github/actions/",
+    ".gitlab-ci.yml",
+    ".gitlab/",
+];
+
+/// The checks that need the push's objects: each branch is where the
+/// client thinks, moves forward only, and no commit new to the remote
+/// touches CI definitions (unless allowed).
+async fn check_objects(
+    cache: &Path,
+    scratch: &Path,
+    grant: &Grant,
+    host: &str,
+    push: &Push,
+    body: &[u8],
+) -> Vec<(String, String)> {
+    let git = |args: Vec<String>, input: &[u8]| {
+        let input = input.to_vec();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            cache_git_in(cache, Some(scratch), None, &args, &input).await
+        }
+    };
+    let mut reasons = Vec::new();
     let pack = &body[push.pack_at..];
     if !pack.is_empty()
-        && let Err(e) =
-            cache_git(&cache, None, &["index-pack", "--stdin", "--fix-thin"], pack).await
+        && let Err(e) = git(
+            vec!["index-pack".into(), "--stdin".into(), "--fix-thin".into()],
+            pack,
+        )
+        .await
     {
-        return all(format!(
-            "cannot check the push against {host}'s history: {e}"
-        ));
+        return push
+            .updates
+            .iter()
+            .map(|u| {
+                (
+                    u.name.clone(),
+                    format!("cannot check the push against {host}'s history: {e}"),
+                )
+            })
+            .collect();
     }
-    for u in &push.updates {
+    for u in push.updates.iter().filter(|u| !u.deletes()) {
         let Some(branch) = u.name.strip_prefix("refs/heads/") else {
+            // A new tag (the only other kind allowed): what it points at
+            // is checked below.
+            if let Some(why) = ci_change(&git, grant, &u.new).await {
+                reasons.push((u.name.clone(), why));
+            }
             continue;
         };
         let up = format!("refs/up/{branch}");
-        let now = cache_git(&cache, None, &["rev-parse", "-q", "--verify", &up], b"")
-            .await
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default();
-        if u.creates() {
-            if !now.is_empty() {
-                reasons.push((
-                    u.name.clone(),
-                    format!("{branch} exists on {host} already: fetch it first"),
-                ));
-            }
+        let now = git(
+            vec!["rev-parse".into(), "-q".into(), "--verify".into(), up],
+            b"",
+        )
+        .await
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+        if u.creates() && !now.is_empty() {
+            reasons.push((
+                u.name.clone(),
+                format!("{branch} exists on {host} already: fetch it first"),
+            ));
             continue;
         }
-        if now != u.old {
+        if !u.creates() && now != u.old {
             reasons.push((
                 u.name.clone(),
                 format!("{branch} moved on {host} since you fetched: fetch and try again"),
             ));
             continue;
         }
-        match cache_git(
-            &cache,
-            None,
-            &["merge-base", "--is-ancestor", &u.old, &u.new],
-            b"",
-        )
-        .await
-        {
-            Ok(_) => {}
-            Err(e) if e.contains("exit status: 1") => reasons.push((
-                u.name.clone(),
-                "not a fast-forward: force pushes are not allowed".into(),
-            )),
-            Err(e) => reasons.push((u.name.clone(), format!("cannot check the history: {e}"))),
+        if !u.creates() {
+            match git(
+                vec![
+                    "merge-base".into(),
+                    "--is-ancestor".into(),
+                    u.old.clone(),
+                    u.new.clone(),
+                ],
+                b"",
+            )
+            .await
+            {
+                Ok(_) => {}
+                Err(e) if e.contains("exit status: 1") => {
+                    reasons.push((
+                        u.name.clone(),
+                        "not a fast-forward: force pushes are not allowed".into(),
+                    ));
+                    continue;
+                }
+                Err(e) => {
+                    reasons.push((u.name.clone(), format!("cannot check the history: {e}")));
+                    continue;
+                }
+            }
+        }
+        if let Some(why) = ci_change(&git, grant, &u.new).await {
+            reasons.push((u.name.clone(), why));
         }
     }
     reasons
+}
+
+/// Why `new` may not go up because a commit not yet on the remote changes
+/// a CI definition (`None`: it may).
+async fn ci_change<F, Fut>(git: &F, grant: &Grant, new: &str) -> Option<String>
+where
+    F: Fn(Vec<String>, &[u8]) -> Fut,
+    Fut: std::future::Future<Output = Result<String, String>>,
+{
+    if grant.push.ci {
+        return None;
+    }
+    // Every path a commit new to the remote changes (merges against each
+    // parent, so nothing hides in a merge).
+    let args = vec![
+        "log".into(),
+        "-m".into(),
+        "--no-renames".into(),
+        "--name-only".into(),
+        "--format=".into(),
+        new.to_string(),
+        "--not".into(),
+        "--glob=refs/up/*".into(),
+    ];
+    match git(args, b"").await {
+        Ok(out) => out
+            .lines()
+            .find(|p| CI_PATHS.iter().any(|c| p.starts_with(c)))
+            .map(|p| {
+                format!(
+                    "it changes {} (CI runs it with the repository's secrets; [git] push_ci = true allows)",
+                    crate::proxy::log::clean(p)
+                )
+            }),
+        Err(e) => Some(format!("cannot list what it changes: {e}")),
+    }
 }
 
 /// Headers that belong to one hop, or carry the caller's (placeholder)
@@ -944,8 +1188,7 @@ async fn api_key(shared: &Shared, api: &super::ApiGrant) -> Option<String> {
         api.key_command.clone(),
         format!("api:{}", api.credentials_home.as_deref().unwrap_or("")),
     );
-    let mut tokens = shared.tokens.lock().await;
-    if let Some((at, c)) = tokens.get(&key) {
+    if let Some((at, c)) = shared.tokens.lock().await.get(&key) {
         let ttl = if c.is_some() { 60 } else { 10 };
         if at.elapsed() < Duration::from_secs(ttl) {
             return c.as_ref().map(|c| c.secret.clone());
@@ -972,6 +1215,10 @@ async fn api_key(shared: &Shared, api: &super::ApiGrant) -> Option<String> {
         user: String::new(),
         secret,
     });
-    tokens.insert(key, (Instant::now(), found.clone()));
+    shared
+        .tokens
+        .lock()
+        .await
+        .insert(key, (Instant::now(), found.clone()));
     found.map(|c| c.secret)
 }
