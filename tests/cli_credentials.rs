@@ -514,6 +514,78 @@ async fn git_pushes_through_the_host_with_the_token_never_inside() {
     );
     assert!(!host_git(&root.join("me/proj.git"), &["tag"]).contains("v1"));
 
+    // gh (its wire, as gh sends it over its http_unix_socket): reads of the
+    // repository, a pull request and a comment there; nothing else.
+    let gh = |method: &str, path: &str, body: &str| {
+        let script = format!(
+            "curl -s --unix-socket \"$(sed -n 's/^http_unix_socket: //p' \"$GH_CONFIG_DIR/config.yml\")\" -X {method} -H 'Host: git.fake.test' -H \"Authorization: token $GH_TOKEN\" -H 'Content-Type: application/json' --data-binary @- http://x{path} <<'EOF'\n{body}\nEOF"
+        );
+        text(&sh_in(&name, false, &script).stdout)
+    };
+    let pr = |id: &str| {
+        serde_json::json!({
+            "query": "mutation PullRequestCreate($input: CreatePullRequestInput!) { createPullRequest(input: $input) { pullRequest { url } } }",
+            "variables": {"input": {"repositoryId": id, "title": "t", "baseRefName": "main", "headRefName": "cci/work"}}
+        })
+        .to_string()
+    };
+    for (method, path, body, want) in [
+        ("GET", "/api/v3/repos/me/proj/issues", String::new(), "\"ok\": true"),
+        ("POST", "/api/v3/repos/me/proj/pulls", "{}".into(), "\"ok\": true"),
+        ("POST", "/api/v3/repos/me/proj/issues/1/comments", "{}".into(), "\"ok\": true"),
+        ("GET", "/api/v3/repos/other/repo/issues", String::new(), "not this workspace's repository"),
+        ("DELETE", "/api/v3/repos/me/proj/git/refs/heads/main", String::new(), "nothing else"),
+        ("PATCH", "/api/v3/repos/me/proj/pulls/1", "{}".into(), "nothing else"),
+        ("POST", "/api/graphql", r#"{"query": "query { viewer { login } }"}"#.into(), "\"ok\": true"),
+        ("POST", "/api/graphql", pr("R_mine"), "\"ok\": true"),
+        ("POST", "/api/graphql", pr("R_other"), "acts on other/repo"),
+        (
+            "POST",
+            "/api/graphql",
+            r#"{"query": "mutation($i: DeleteRefInput!) { deleteRef(input: $i) { clientMutationId } }", "variables": {"i": {"refId": "x"}}}"#.into(),
+            "not allowed",
+        ),
+    ] {
+        let said = gh(method, path, &body);
+        assert!(said.contains(want), "{method} {path} {body}: {said}");
+    }
+    let env = text(
+        &sh_in(
+            &name,
+            false,
+            "echo \"$GH_TOKEN\"; ls -l /var/lib/cci-gh.sock",
+        )
+        .stdout,
+    );
+    assert!(
+        env.starts_with("cci-host-credential\n") && env.contains(" code "),
+        "{env}"
+    );
+
+    // Identity is the session's socket, never what a request says: another
+    // workspace's session (origin other/repo) reaches other/repo, and this
+    // one still cannot, whatever it claims.
+    let ws2 = agent_workspace();
+    let _s2 = Sessions(ws2.path().to_path_buf());
+    host_git(ws2.path(), &["init", "-q", "-b", "main"]);
+    host_git(ws2.path(), &["remote", "add", "origin", "git@git.fake.test:other/repo.git"]);
+    assert!(Command::new("chown").args(["-R", "1000:1000"]).arg(ws2.path()).status().unwrap().success());
+    let out = cci_in(ws2.path(), "shell")
+        .arg("--background")
+        .env("CCI_CONFIG", &config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let other = text(&out.stdout).trim().to_string();
+    let ls = "git ls-remote git@git.fake.test:other/repo.git main 2>&1; echo rc=$?";
+    let said = text(&sh_in(&other, false, ls).stdout);
+    assert!(said.contains("refs/heads/main") && said.ends_with("rc=0\n"), "{said}");
+    let claim = format!(
+        "git -c http.extraHeader='X-Cci-Container: {other}' -c http.extraHeader='X-Forwarded-For: 127.0.0.1' ls-remote http://127.0.0.1:47417/git.fake.test/other/repo 2>&1; echo rc=$?"
+    );
+    let said = text(&sh_in(&name, false, &claim).stdout);
+    assert!(said.contains("not this workspace's repository") && !said.ends_with("rc=0\n"), "{said}");
+
     // The token is nowhere inside: files, every process's environment and
     // command line; nor in the container's config and devices.
     assert_search_finds_a_planted_string(&name);
@@ -552,6 +624,12 @@ async fn git_pushes_through_the_host_with_the_token_never_inside() {
         "{log}"
     );
     assert!(log.contains("git.fake.test/other/repo"), "{log}");
+    assert!(
+        records.iter().any(|r| r["op"] == "gh"
+            && r["allowed"] == false
+            && r["reason"].as_str().unwrap_or("").contains("other/repo")),
+        "{log}"
+    );
 
     // The session's end takes the way out with it.
     let out = cci()

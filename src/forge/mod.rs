@@ -17,6 +17,7 @@
 //! (`cci forge serve`, [`server`]), the grants (`~/.cci/forge/grants`),
 //! the log (`~/.cci/forge/log.jsonl`, `cci forge log`).
 
+pub mod gh;
 pub mod policy;
 pub mod server;
 
@@ -34,6 +35,25 @@ pub const PORT: u16 = 47417;
 pub const DEVICE: &str = "cci-git";
 /// The container config keys cci owns for it start so.
 pub const ENV_PREFIX: &str = "environment.GIT_CONFIG_";
+
+/// The device that gives `gh` its way out: a socket inside only the
+/// agent's user may use (gh's `http_unix_socket`), leading to the same
+/// session socket on the host.
+pub const GH_DEVICE: &str = "cci-gh";
+/// (see [`GH_DEVICE`])
+pub const GH_SOCKET: &str = "/var/lib/cci-gh.sock";
+/// The read-only folder with gh's config (`GH_CONFIG_DIR`), and its device.
+pub const GH_CONFIG_DIR: &str = "/var/lib/cci-gh-config";
+/// (see [`GH_CONFIG_DIR`])
+pub const GH_CONFIG_DEVICE: &str = "cci-gh-config";
+
+/// Whether the container config key `k` = `v` is one forwarding set (and
+/// takes away again when the session ends).
+pub fn owned_env(k: &str, v: &str) -> bool {
+    k.starts_with(ENV_PREFIX)
+        || (k == "environment.GH_TOKEN" && v == API_PLACEHOLDER)
+        || (k == "environment.GH_CONFIG_DIR" && v == GH_CONFIG_DIR)
+}
 
 /// The agent's API by default (`[tool] api_url`).
 pub const ANTHROPIC_API: &str = "https://api.anthropic.com";
@@ -208,22 +228,60 @@ impl Forward {
         Ok(sockets_dir()?.join(format!("{}.sock", self.id)))
     }
 
-    /// The Incus device: a loopback port inside, this session's socket on
-    /// the host (connected to as the user running cci).
-    pub fn device(&self) -> std::io::Result<HashMap<String, String>> {
+    /// The Incus devices: a loopback port inside (git, the agent's API) and
+    /// a socket only the agent's user may use (gh), both leading to this
+    /// session's socket on the host (connected to as the user running
+    /// cci); gh's read-only config folder.
+    pub fn devices(
+        &self,
+        a: &crate::config::Account,
+    ) -> std::io::Result<Vec<(String, HashMap<String, String>)>> {
         // SAFETY: geteuid/getegid have no preconditions and cannot fail.
         let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
-        Ok([
-            ("type", "proxy".to_string()),
-            ("bind", "container".into()),
-            ("listen", format!("tcp:127.0.0.1:{PORT}")),
-            ("connect", format!("unix:{}", self.socket()?.display())),
-            ("security.uid", uid.to_string()),
-            ("security.gid", gid.to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect())
+        let map = |pairs: &[(&str, String)]| -> HashMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect()
+        };
+        let connect = format!("unix:{}", self.socket()?.display());
+        let mut out = vec![(
+            DEVICE.to_string(),
+            map(&[
+                ("type", "proxy".into()),
+                ("bind", "container".into()),
+                ("listen", format!("tcp:127.0.0.1:{PORT}")),
+                ("connect", connect.clone()),
+                ("security.uid", uid.to_string()),
+                ("security.gid", gid.to_string()),
+            ]),
+        )];
+        if !self.grant.repos.is_empty() {
+            out.push((
+                GH_DEVICE.to_string(),
+                map(&[
+                    ("type", "proxy".into()),
+                    ("bind", "container".into()),
+                    ("listen", format!("unix:{GH_SOCKET}")),
+                    ("connect", connect),
+                    ("uid", a.uid.to_string()),
+                    ("gid", a.gid.to_string()),
+                    ("mode", "0600".into()),
+                    ("security.uid", uid.to_string()),
+                    ("security.gid", gid.to_string()),
+                ]),
+            ));
+            out.push((
+                GH_CONFIG_DEVICE.to_string(),
+                map(&[
+                    ("type", "disk".into()),
+                    ("source", gh_config_dir()?.display().to_string()),
+                    ("path", GH_CONFIG_DIR.into()),
+                    ("readonly", "true".into()),
+                ]),
+            ));
+        }
+        Ok(out)
     }
 
     /// The container config keys that route git there: one
@@ -240,6 +298,10 @@ impl Forward {
         if pairs.is_empty() {
             return env;
         }
+        // gh: a placeholder token (gh refuses to run without one; the
+        // forwarder puts the real one in its place) and cci's config.
+        env.insert("environment.GH_TOKEN".into(), API_PLACEHOLDER.into());
+        env.insert("environment.GH_CONFIG_DIR".into(), GH_CONFIG_DIR.into());
         env.insert(format!("{ENV_PREFIX}COUNT"), pairs.len().to_string());
         for (i, (k, v)) in pairs.into_iter().enumerate() {
             env.insert(format!("{ENV_PREFIX}KEY_{i}"), k);
@@ -252,6 +314,7 @@ impl Forward {
     /// if it is not running), so git works from the session's first
     /// command.
     pub async fn activate(&self) -> Result<(), String> {
+        gh_config_dir().map_err(|e| format!("~/.cci/forge/gh: {e}"))?;
         let grants = grants_dir().map_err(|e| format!("~/.cci/forge: {e}"))?;
         let data = serde_json::to_vec_pretty(&self.grant).map_err(|e| e.to_string())?;
         crate::state::write_atomic(&grants.join(format!("{}.json", self.id)), &data)
@@ -273,6 +336,22 @@ impl Forward {
             socket.display()
         ))
     }
+}
+
+/// `~/.cci/forge/gh`: gh's config for every session (readable by all: it
+/// is mounted read-only inside), written when missing or different.
+pub fn gh_config_dir() -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = crate::state::dir("forge")?.join("gh");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+    let want = format!("http_unix_socket: {GH_SOCKET}\nprompt: disabled\n");
+    let file = dir.join("config.yml");
+    if std::fs::read_to_string(&file).ok().as_deref() != Some(want.as_str()) {
+        crate::state::write_atomic(&file, want.as_bytes())?;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644))?;
+    }
+    Ok(dir)
 }
 
 /// The daemon's lock file (in `~/.cci/forge`).
@@ -360,6 +439,7 @@ mod tests {
         );
         let env = f.env();
         assert_eq!(env["environment.GIT_CONFIG_COUNT"], "3");
+        assert_eq!(env["environment.GH_TOKEN"], API_PLACEHOLDER);
         assert_eq!(
             env["environment.GIT_CONFIG_KEY_1"],
             format!("url.http://127.0.0.1:{PORT}/github.com/Me/Proj.insteadOf")

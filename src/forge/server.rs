@@ -323,6 +323,18 @@ async fn handle(
     let Some(grant) = read_grant(&grants, id) else {
         return refuse(StatusCode::FORBIDDEN, "this session's git access has ended");
     };
+    // gh: its Host header names the API (never the loopback endpoint).
+    let host_header = req
+        .headers()
+        .get(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    if let Some((forge, call)) = super::gh::route(&host_header, req.uri().path())
+        && grant.upstreams.contains_key(&forge)
+    {
+        return gh_call(shared, slots, &grant, id, &forge, call, req).await;
+    }
     if let Some(rest) = req.uri().path().strip_prefix(super::API_PREFIX) {
         let rest = rest.to_string();
         return api(shared, slots, &grant, &rest, req).await;
@@ -1221,4 +1233,162 @@ async fn api_key(shared: &Shared, api: &super::ApiGrant) -> Option<String> {
         .await
         .insert(key, (Instant::now(), found.clone()));
     found.map(|c| c.secret)
+}
+
+/// A `gh` call: decided ([`super::gh`]), a mutation's target checked
+/// upstream, then sent with the host's token in place of gh's placeholder.
+async fn gh_call(
+    shared: &Shared,
+    slots: &Slots,
+    grant: &Grant,
+    id: &str,
+    forge: &str,
+    call: super::gh::Call,
+    req: Request<hyper::body::Incoming>,
+) -> Response<Body> {
+    use super::gh::{self, Call};
+    let method = req.method().clone();
+    let mut record = Record {
+        time_ms: crate::proxy::now_ms(),
+        container: container_of(shared, id),
+        repo: forge.to_string(),
+        op: "gh".into(),
+        refs: vec![match &call {
+            Call::Rest(p) => format!("{method} {}", crate::proxy::log::clean(p)),
+            Call::Graphql => "graphql".into(),
+        }],
+        allowed: false,
+        reason: String::new(),
+    };
+    let repos: Vec<Repo> = grant
+        .repos
+        .iter()
+        .filter(|r| r.host == forge)
+        .cloned()
+        .collect();
+    let Some(base) = grant.upstreams.get(forge) else {
+        return refuse(StatusCode::FORBIDDEN, "that host is not forwarded");
+    };
+    let Ok(_slot) = slots.fetch.acquire().await else {
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "the forwarder is stopping");
+    };
+    let query = req.uri().query().map(str::to_string);
+    let headers = req.headers().clone();
+    let body = match tokio::time::timeout(
+        BODY_TIME,
+        Limited::new(req.into_body(), MAX_FETCH_REQUEST).collect(),
+    )
+    .await
+    .unwrap_or_else(|_| Err("it took too long".into()))
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("the request could not be read: {e}"),
+            );
+        }
+    };
+    let cred = credential(shared, grant, forge).await;
+    let decided: Result<(), String> = match &call {
+        Call::Rest(path) => gh::rest_allowed(forge, method.as_str(), path, &repos),
+        Call::Graphql if method != hyper::Method::POST => Err("GraphQL takes POST".into()),
+        Call::Graphql => {
+            let doc: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let text = doc.get("query").and_then(|q| q.as_str()).unwrap_or("");
+            let vars = doc.get("variables").cloned().unwrap_or_default();
+            match gh::graphql_targets(text, &vars) {
+                Err(e) => Err(e),
+                Ok(targets) => {
+                    if !targets.is_empty() {
+                        record.refs = targets
+                            .iter()
+                            .map(|(m, _)| format!("graphql {m}"))
+                            .collect();
+                    }
+                    let mut result = Ok(());
+                    for (mutation, node) in targets {
+                        let url = gh::upstream(forge, base, &Call::Graphql);
+                        let ask =
+                            serde_json::json!({"query": gh::NODE_QUERY, "variables": {"id": node}});
+                        let mut out = shared
+                            .http
+                            .post(&url)
+                            .json(&ask)
+                            .header("User-Agent", "cci-forwarder");
+                        if let Some(c) = &cred {
+                            out = out.header("Authorization", format!("token {}", c.secret));
+                        }
+                        let named = match out.send().await {
+                            Ok(r) => r
+                                .json::<serde_json::Value>()
+                                .await
+                                .ok()
+                                .and_then(|a| gh::node_repo(&a)),
+                            Err(_) => None,
+                        };
+                        let ours = named
+                            .as_deref()
+                            .and_then(|n| Repo::new(forge, n))
+                            .is_some_and(|r| repos.iter().any(|g| g.same(&r)));
+                        if !ours {
+                            result = Err(format!(
+                                "{mutation} acts on {}, not on this workspace's repository",
+                                named.as_deref().map_or(
+                                    "something cci cannot name".to_string(),
+                                    crate::proxy::log::clean
+                                )
+                            ));
+                            break;
+                        }
+                    }
+                    result
+                }
+            }
+        }
+    };
+    if let Err(why) = decided {
+        record.reason = why.clone();
+        append(shared, id, &record);
+        return refuse(StatusCode::FORBIDDEN, &why);
+    }
+    record.allowed = true;
+    append(shared, id, &record);
+    let mut url = gh::upstream(forge, base, &call);
+    if let Some(q) = query {
+        url = format!("{url}?{q}");
+    }
+    let mut out = shared.http.request(method, &url).body(body);
+    for (k, v) in &headers {
+        if !NOT_PASSED.contains(&k.as_str()) {
+            out = out.header(k, v);
+        }
+    }
+    if let Some(c) = &cred {
+        out = out.header("Authorization", format!("token {}", c.secret));
+    }
+    let resp = match out.send().await {
+        Ok(r) => r,
+        Err(e) => {
+            return refuse(
+                StatusCode::BAD_GATEWAY,
+                &format!("cannot reach {forge}'s API: {}", without_url(&e)),
+            );
+        }
+    };
+    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut back = hyper::HeaderMap::new();
+    for (k, v) in resp.headers() {
+        if !NOT_PASSED.contains(&k.as_str()) && k.as_str() != "location" {
+            back.append(k, v.clone());
+        }
+    }
+    let stream = futures_util::StreamExt::map(resp.bytes_stream(), |c| {
+        c.map(Frame::data)
+            .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+    });
+    let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    *r.status_mut() = status;
+    *r.headers_mut() = back;
+    r
 }

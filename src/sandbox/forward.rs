@@ -158,9 +158,9 @@ pub fn devices(
     let mut devices: HashMap<String, Device> = ports.iter().map(port_device).collect();
     let mut config = HashMap::new();
     if let Some(f) = forge {
-        match f.device() {
+        match f.devices(a) {
             Ok(d) => {
-                devices.insert(crate::forge::DEVICE.into(), d);
+                devices.extend(d);
                 config.extend(f.env());
             }
             Err(e) => tracing::warn!("git forwarding: {e}"),
@@ -178,8 +178,15 @@ pub fn devices(
 /// a guarded NIC that happens to share the name.
 fn ours(name: &str, d: &Device) -> bool {
     let is = |k: &str, v: &str| d.get(k).map(String::as_str) == Some(v);
+    if name == crate::forge::GH_CONFIG_DEVICE {
+        return is("type", "disk")
+            && is("path", crate::forge::GH_CONFIG_DIR)
+            && is("readonly", "true");
+    }
     is("type", "proxy")
-        && if name == crate::forge::DEVICE {
+        && if name == crate::forge::GH_DEVICE {
+            is("bind", "container") && is("listen", &format!("unix:{}", crate::forge::GH_SOCKET))
+        } else if name == crate::forge::DEVICE {
             is("bind", "container")
                 && is("listen", &format!("tcp:127.0.0.1:{}", crate::forge::PORT))
         } else if name == SSH_AGENT_DEVICE {
@@ -241,10 +248,10 @@ async fn apply(
     // (A PATCH cannot unset a key.)
     let unset: Vec<&str> = instance
         .config
-        .keys()
-        .filter(|k| *k == SSH_AGENT_ENV || k.starts_with(crate::forge::ENV_PREFIX))
-        .filter(|k| !want_config.contains_key(*k))
-        .map(String::as_str)
+        .iter()
+        .filter(|(k, v)| *k == SSH_AGENT_ENV || crate::forge::owned_env(k, v))
+        .filter(|(k, _)| !want_config.contains_key(*k))
+        .map(|(k, _)| k.as_str())
         .collect();
     if !unset.is_empty() {
         client.unset_config(name, &unset).await?;
