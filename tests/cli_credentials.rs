@@ -273,23 +273,9 @@ ssh-keygen -q -Y sign -f /tmp/k.pub -n cci-test /tmp/d; cat /tmp/d.sig"
 
     // The kept container's next session without the flag has no agent;
     // one with it has it again (added to the running container).
-    let out = cci()
-        .args(["shutdown", "--timeout", "10", &name])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     // The forwarding ended with the session: a start for anything else
     // (`cci container start`, a save) has no agent.
-    let (kept, _) = common::client().await.instance(&name).await.unwrap();
-    assert_eq!(
-        kept.devices
-            .get("ssh-agent")
-            .and_then(|d| d.get("type"))
-            .map(String::as_str),
-        Some("none"),
-        "{:?}",
-        kept.devices
-    );
+    let kept = shut_down_with_forwarding_gone(&name, &["ssh-agent"]).await;
     assert!(!kept.config.contains_key("environment.SSH_AUTH_SOCK"));
     assert_eq!(shell(&[]), name);
     let probe = "echo \"[$SSH_AUTH_SOCK]\"; SSH_AUTH_SOCK=/var/lib/cci-ssh-agent.sock ssh-add -l; echo rc=$?";
@@ -328,6 +314,29 @@ ssh-keygen -q -Y sign -f /tmp/k.pub -n cci-test /tmp/d; cat /tmp/d.sig"
         "{said}"
     );
     drop(agent_guard);
+}
+
+/// `cci shutdown NAME` (a kept container), then check that each of
+/// `devices` became a `none` device: forwarding ends with its session.
+async fn shut_down_with_forwarding_gone(name: &str, devices: &[&str]) -> cci::incus::Instance {
+    let out = cci()
+        .args(["shutdown", "--timeout", "10", name])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let (kept, _) = common::client().await.instance(name).await.unwrap();
+    for d in devices {
+        assert_eq!(
+            kept.devices
+                .get(*d)
+                .and_then(|d| d.get("type"))
+                .map(String::as_str),
+            Some("none"),
+            "{d}: {:?}",
+            kept.devices
+        );
+    }
+    kept
 }
 
 /// Host-side git for the tests' repositories (owned by another uid).
@@ -390,35 +399,7 @@ async fn git_pushes_through_the_host_with_the_token_never_inside() {
         &root.join("me/proj.git"),
         &["config", "receive.advertisePushOptions", "true"],
     );
-    let port_file = host.path().join("port");
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _server = Kill(
-        Command::new("python3")
-            .arg(
-                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("tests/fixtures/fake-git-host.py"),
-            )
-            .arg(&root)
-            .arg(&token_file)
-            .arg(&port_file)
-            .spawn()
-            .unwrap(),
-    );
-    let mut port = String::new();
-    for _ in 0..200 {
-        if let Ok(p) = std::fs::read_to_string(&port_file) {
-            port = p;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    assert!(!port.is_empty(), "the fake git host did not start");
+    let (_server, port) = fixture("fake-git-host.py", &[&root, &token_file], host.path());
     let config = host.path().join("config.toml");
     std::fs::write(
         &config,
@@ -514,11 +495,11 @@ async fn git_pushes_through_the_host_with_the_token_never_inside() {
     );
     assert!(!host_git(&root.join("me/proj.git"), &["tag"]).contains("v1"));
 
-    // gh (its wire, as gh sends it over its http_unix_socket): reads of the
+    // gh itself (its http_unix_socket, set by cci): reads of the
     // repository, a pull request and a comment there; nothing else.
-    let gh = |method: &str, path: &str, body: &str| {
+    let gh = |args: &str, body: &str| {
         let script = format!(
-            "curl -s --unix-socket \"$(sed -n 's/^http_unix_socket: //p' \"$GH_CONFIG_DIR/config.yml\")\" -X {method} -H 'Host: git.fake.test' -H \"Authorization: token $GH_TOKEN\" -H 'Content-Type: application/json' --data-binary @- http://x{path} <<'EOF'\n{body}\nEOF"
+            "cat > /tmp/body.json <<'EOF'\n{body}\nEOF\nGH_HOST=git.fake.test gh api {args} 2>&1; echo rc=$?"
         );
         text(&sh_in(&name, false, &script).stdout)
     };
@@ -529,25 +510,61 @@ async fn git_pushes_through_the_host_with_the_token_never_inside() {
         })
         .to_string()
     };
-    for (method, path, body, want) in [
-        ("GET", "/api/v3/repos/me/proj/issues", String::new(), "\"ok\": true"),
-        ("POST", "/api/v3/repos/me/proj/pulls", "{}".into(), "\"ok\": true"),
-        ("POST", "/api/v3/repos/me/proj/issues/1/comments", "{}".into(), "\"ok\": true"),
-        ("GET", "/api/v3/repos/other/repo/issues", String::new(), "not this workspace's repository"),
-        ("DELETE", "/api/v3/repos/me/proj/git/refs/heads/main", String::new(), "nothing else"),
-        ("PATCH", "/api/v3/repos/me/proj/pulls/1", "{}".into(), "nothing else"),
-        ("POST", "/api/graphql", r#"{"query": "query { viewer { login } }"}"#.into(), "\"ok\": true"),
-        ("POST", "/api/graphql", pr("R_mine"), "\"ok\": true"),
-        ("POST", "/api/graphql", pr("R_other"), "acts on other/repo"),
+    let delete_ref = r#"{"query": "mutation($i: DeleteRefInput!) { deleteRef(input: $i) { clientMutationId } }", "variables": {"i": {"refId": "x"}}}"#;
+    for (args, body, want) in [
+        ("repos/me/proj/issues", String::new(), "\"ok\":true"),
         (
-            "POST",
-            "/api/graphql",
-            r#"{"query": "mutation($i: DeleteRefInput!) { deleteRef(input: $i) { clientMutationId } }", "variables": {"i": {"refId": "x"}}}"#.into(),
+            "-X POST repos/me/proj/pulls -f title=t",
+            String::new(),
+            "\"ok\":true",
+        ),
+        (
+            "-X POST repos/me/proj/issues/1/comments -f body=b",
+            String::new(),
+            "\"ok\":true",
+        ),
+        (
+            "repos/other/repo/issues",
+            String::new(),
+            "not this workspace's repository",
+        ),
+        (
+            "-X DELETE repos/me/proj/git/refs/heads/main",
+            String::new(),
+            "nothing else",
+        ),
+        (
+            "-X PATCH repos/me/proj/pulls/1 -f state=closed",
+            String::new(),
+            "nothing else",
+        ),
+        (
+            "graphql -f query='query { viewer { login } }'",
+            String::new(),
+            "\"ok\":true",
+        ),
+        (
+            "graphql --input /tmp/body.json",
+            pr("R_mine"),
+            "\"ok\":true",
+        ),
+        (
+            "graphql --input /tmp/body.json",
+            pr("R_other"),
+            "acts on other/repo",
+        ),
+        (
+            "graphql --input /tmp/body.json",
+            delete_ref.to_string(),
             "not allowed",
         ),
     ] {
-        let said = gh(method, path, &body);
-        assert!(said.contains(want), "{method} {path} {body}: {said}");
+        let said = gh(args, &body).replace(": ", ":");
+        let refused = !want.contains("ok");
+        assert!(
+            said.contains(&want.replace(": ", ":")) && said.ends_with("rc=0\n") != refused,
+            "gh api {args} {body}: {said}"
+        );
     }
     let env = text(
         &sh_in(
@@ -568,8 +585,23 @@ async fn git_pushes_through_the_host_with_the_token_never_inside() {
     let ws2 = agent_workspace();
     let _s2 = Sessions(ws2.path().to_path_buf());
     host_git(ws2.path(), &["init", "-q", "-b", "main"]);
-    host_git(ws2.path(), &["remote", "add", "origin", "git@git.fake.test:other/repo.git"]);
-    assert!(Command::new("chown").args(["-R", "1000:1000"]).arg(ws2.path()).status().unwrap().success());
+    host_git(
+        ws2.path(),
+        &[
+            "remote",
+            "add",
+            "origin",
+            "git@git.fake.test:other/repo.git",
+        ],
+    );
+    assert!(
+        Command::new("chown")
+            .args(["-R", "1000:1000"])
+            .arg(ws2.path())
+            .status()
+            .unwrap()
+            .success()
+    );
     let out = cci_in(ws2.path(), "shell")
         .arg("--background")
         .env("CCI_CONFIG", &config)
@@ -579,12 +611,18 @@ async fn git_pushes_through_the_host_with_the_token_never_inside() {
     let other = text(&out.stdout).trim().to_string();
     let ls = "git ls-remote git@git.fake.test:other/repo.git main 2>&1; echo rc=$?";
     let said = text(&sh_in(&other, false, ls).stdout);
-    assert!(said.contains("refs/heads/main") && said.ends_with("rc=0\n"), "{said}");
+    assert!(
+        said.contains("refs/heads/main") && said.ends_with("rc=0\n"),
+        "{said}"
+    );
     let claim = format!(
         "git -c http.extraHeader='X-Cci-Container: {other}' -c http.extraHeader='X-Forwarded-For: 127.0.0.1' ls-remote http://127.0.0.1:47417/git.fake.test/other/repo 2>&1; echo rc=$?"
     );
     let said = text(&sh_in(&name, false, &claim).stdout);
-    assert!(said.contains("not this workspace's repository") && !said.ends_with("rc=0\n"), "{said}");
+    assert!(
+        said.contains("not this workspace's repository") && !said.ends_with("rc=0\n"),
+        "{said}"
+    );
 
     // The token is nowhere inside: files, every process's environment and
     // command line; nor in the container's config and devices.
@@ -632,21 +670,7 @@ async fn git_pushes_through_the_host_with_the_token_never_inside() {
     );
 
     // The session's end takes the way out with it.
-    let out = cci()
-        .args(["shutdown", "--timeout", "10", &name])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let (kept, _) = common::client().await.instance(&name).await.unwrap();
-    assert_eq!(
-        kept.devices
-            .get("cci-git")
-            .and_then(|d| d.get("type"))
-            .map(String::as_str),
-        Some("none"),
-        "{:?}",
-        kept.devices
-    );
+    let kept = shut_down_with_forwarding_gone(&name, &["cci-git", "cci-gh", "cci-gh-config"]).await;
     assert!(
         !kept
             .config
@@ -833,6 +857,84 @@ curl -s "$base/admin/keys"; echo"#;
             "a key is in cci's files or a saved session"
         );
     }
+}
+
+/// The forwarder speaks TLS to a git host and checks its certificate: a
+/// host whose certificate the system trusts (here, as `SSL_CERT_FILE`
+/// says) is reached with the token; one it does not trust is not.
+/// (The daemon alone, in a home of its own; no container.)
+#[tokio::test(flavor = "multi_thread")]
+async fn the_forwarder_reaches_only_https_hosts_it_trusts() {
+    use std::process::Command;
+    let dir = tempfile::tempdir().unwrap();
+    // A certificate authority, and the host's certificate it signed.
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(
+        dir.path().join("ext"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    let script = "set -e
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=cci-test-ca -keyout ca.key -out ca.pem
+openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout key.pem -out leaf.csr
+openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile ext -out cert.pem";
+    let made = Command::new("sh")
+        .args(["-c", script])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let (_tls, port) = fixture("fake-tls-api.py", &[&cert, &key], dir.path());
+    let ask = |trusted: bool| {
+        let home = tempfile::tempdir().unwrap();
+        let id = "tlstest0123456789abc";
+        let grants = home.path().join(".cci/forge/grants");
+        std::fs::create_dir_all(&grants).unwrap();
+        let grant = serde_json::json!({
+            "workspace": "/nowhere",
+            "repos": [{"host": "localhost", "path": "me/proj"}],
+            "upstreams": {"localhost": format!("https://localhost:{port}")},
+            "push": {"branches": ["cci/**"], "default_branch": false, "tags": false},
+            "token_command": "echo tls-test-token",
+            "made_ms": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64,
+        });
+        std::fs::write(grants.join(format!("{id}.json")), grant.to_string()).unwrap();
+        let mut daemon = cci();
+        daemon.args(["forge", "serve"]).env("HOME", home.path());
+        if trusted {
+            daemon.env("SSL_CERT_FILE", &ca);
+        }
+        let _daemon = Fixture(daemon.spawn().unwrap());
+        let sock = home.path().join(format!(".cci/forge/s/{id}.sock"));
+        for _ in 0..400 {
+            if sock.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        let out = Command::new("curl")
+            .args(["-s", "--unix-socket"])
+            .arg(&sock)
+            .args([
+                "-H",
+                "Host: localhost",
+                "http://x/api/v3/repos/me/proj/issues",
+            ])
+            .output()
+            .unwrap();
+        text(&out.stdout)
+    };
+    let said = ask(true);
+    assert!(
+        said.contains("\"ok\": true") && said.contains("token tls-test-token"),
+        "{said}"
+    );
+    let said = ask(false);
+    assert!(
+        said.contains("cannot reach localhost's API") && !said.contains("ok"),
+        "{said}"
+    );
 }
 
 fn uuid_like() -> String {

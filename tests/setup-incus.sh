@@ -14,10 +14,10 @@ MIRROR=${CCI_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SUITE=${CCI_TEST_SUITE:-bookworm}
 # Packages baked into the test base image. udev is needed for systemd-networkd to
 # bring eth0 up; systemd-resolved gives the container a working resolv.conf.
-IMAGE_PACKAGES=systemd-sysv,udev,dbus,systemd-resolved,iproute2,tmux,sudo,git,ca-certificates,curl,procps,less,iputils-ping,netcat-openbsd,openssh-client
+IMAGE_PACKAGES=systemd-sysv,udev,dbus,systemd-resolved,iproute2,tmux,sudo,git,ca-certificates,curl,procps,less,iputils-ping,netcat-openbsd,openssh-client,gh
 # Bump when the recipe below (or image-scripts/rootfs-setup.sh) changes, so a
 # stale cached image is rebuilt.
-IMAGE_RECIPE=6
+IMAGE_RECIPE=7
 
 say() { printf '[setup-incus] %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }

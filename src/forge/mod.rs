@@ -17,9 +17,12 @@
 //! (`cci forge serve`, [`server`]), the grants (`~/.cci/forge/grants`),
 //! the log (`~/.cci/forge/log.jsonl`, `cci forge log`).
 
+mod creds;
 pub mod gh;
 pub mod policy;
+mod push;
 pub mod server;
+mod upstream;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -51,8 +54,10 @@ pub const GH_CONFIG_DEVICE: &str = "cci-gh-config";
 /// takes away again when the session ends).
 pub fn owned_env(k: &str, v: &str) -> bool {
     k.starts_with(ENV_PREFIX)
-        || (k == "environment.GH_TOKEN" && v == API_PLACEHOLDER)
+        || ((k == "environment.GH_TOKEN" || k == "environment.GH_ENTERPRISE_TOKEN")
+            && v == API_PLACEHOLDER)
         || (k == "environment.GH_CONFIG_DIR" && v == GH_CONFIG_DIR)
+        || (k == "environment.GH_NO_UPDATE_NOTIFIER" && v == "1")
 }
 
 /// The agent's API by default (`[tool] api_url`).
@@ -301,7 +306,15 @@ impl Forward {
         // gh: a placeholder token (gh refuses to run without one; the
         // forwarder puts the real one in its place) and cci's config.
         env.insert("environment.GH_TOKEN".into(), API_PLACEHOLDER.into());
+        if self.grant.repos.iter().any(|r| r.host != "github.com") {
+            // (gh's token for any other host: GitHub Enterprise.)
+            env.insert(
+                "environment.GH_ENTERPRISE_TOKEN".into(),
+                API_PLACEHOLDER.into(),
+            );
+        }
         env.insert("environment.GH_CONFIG_DIR".into(), GH_CONFIG_DIR.into());
+        env.insert("environment.GH_NO_UPDATE_NOTIFIER".into(), "1".into());
         env.insert(format!("{ENV_PREFIX}COUNT"), pairs.len().to_string());
         for (i, (k, v)) in pairs.into_iter().enumerate() {
             env.insert(format!("{ENV_PREFIX}KEY_{i}"), k);
