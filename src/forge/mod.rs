@@ -39,16 +39,15 @@ pub const DEVICE: &str = "cci-git";
 /// The container config keys cci owns for it start so.
 pub const ENV_PREFIX: &str = "environment.GIT_CONFIG_";
 
-/// The device that gives `gh` its way out: a socket inside only the
-/// agent's user may use (gh's `http_unix_socket`), leading to the same
-/// session socket on the host.
+/// The device that gives `gh` its way out: the session's own folder on the
+/// host (its socket and gh's config), mounted read-only inside. gh's
+/// `http_unix_socket` names the socket: a bind mount costs nothing at
+/// start, where each Incus proxy device costs a second.
 pub const GH_DEVICE: &str = "cci-gh";
-/// (see [`GH_DEVICE`])
-pub const GH_SOCKET: &str = "/var/lib/cci-gh.sock";
-/// The read-only folder with gh's config (`GH_CONFIG_DIR`), and its device.
-pub const GH_CONFIG_DIR: &str = "/var/lib/cci-gh-config";
-/// (see [`GH_CONFIG_DIR`])
-pub const GH_CONFIG_DEVICE: &str = "cci-gh-config";
+/// Where the session's folder is inside (`GH_CONFIG_DIR`).
+pub const GH_CONFIG_DIR: &str = "/var/lib/cci-forge";
+/// The socket in it.
+pub const SOCKET_NAME: &str = "sock";
 
 /// Whether the container config key `k` = `v` is one forwarding set (and
 /// takes away again when the session ends).
@@ -228,19 +227,20 @@ impl Forward {
         }))
     }
 
-    /// This session's socket on the host.
-    pub fn socket(&self) -> std::io::Result<PathBuf> {
-        Ok(sockets_dir()?.join(format!("{}.sock", self.id)))
+    /// This session's folder on the host (its socket, gh's config).
+    pub fn folder(&self) -> std::io::Result<PathBuf> {
+        Ok(sockets_dir()?.join(&self.id))
     }
 
-    /// The Incus devices: a loopback port inside (git, the agent's API) and
-    /// a socket only the agent's user may use (gh), both leading to this
-    /// session's socket on the host (connected to as the user running
-    /// cci); gh's read-only config folder.
-    pub fn devices(
-        &self,
-        a: &crate::config::Account,
-    ) -> std::io::Result<Vec<(String, HashMap<String, String>)>> {
+    /// This session's socket on the host.
+    pub fn socket(&self) -> std::io::Result<PathBuf> {
+        Ok(self.folder()?.join(SOCKET_NAME))
+    }
+
+    /// The Incus devices: a loopback port inside (git, the agent's API)
+    /// leading to this session's socket on the host (connected to as the
+    /// user running cci), and the session's folder read-only (gh).
+    pub fn devices(&self) -> std::io::Result<Vec<(String, HashMap<String, String>)>> {
         // SAFETY: geteuid/getegid have no preconditions and cannot fail.
         let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
         let map = |pairs: &[(&str, String)]| -> HashMap<String, String> {
@@ -256,7 +256,7 @@ impl Forward {
                 ("type", "proxy".into()),
                 ("bind", "container".into()),
                 ("listen", format!("tcp:127.0.0.1:{PORT}")),
-                ("connect", connect.clone()),
+                ("connect", connect),
                 ("security.uid", uid.to_string()),
                 ("security.gid", gid.to_string()),
             ]),
@@ -265,22 +265,8 @@ impl Forward {
             out.push((
                 GH_DEVICE.to_string(),
                 map(&[
-                    ("type", "proxy".into()),
-                    ("bind", "container".into()),
-                    ("listen", format!("unix:{GH_SOCKET}")),
-                    ("connect", connect),
-                    ("uid", a.uid.to_string()),
-                    ("gid", a.gid.to_string()),
-                    ("mode", "0600".into()),
-                    ("security.uid", uid.to_string()),
-                    ("security.gid", gid.to_string()),
-                ]),
-            ));
-            out.push((
-                GH_CONFIG_DEVICE.to_string(),
-                map(&[
                     ("type", "disk".into()),
-                    ("source", gh_config_dir()?.display().to_string()),
+                    ("source", self.folder()?.display().to_string()),
                     ("path", GH_CONFIG_DIR.into()),
                     ("readonly", "true".into()),
                 ]),
@@ -327,7 +313,8 @@ impl Forward {
     /// if it is not running), so git works from the session's first
     /// command.
     pub async fn activate(&self) -> Result<(), String> {
-        gh_config_dir().map_err(|e| format!("~/.cci/forge/gh: {e}"))?;
+        self.make_folder()
+            .map_err(|e| format!("~/.cci/forge/s: {e}"))?;
         let grants = grants_dir().map_err(|e| format!("~/.cci/forge: {e}"))?;
         let data = serde_json::to_vec_pretty(&self.grant).map_err(|e| e.to_string())?;
         crate::state::write_atomic(&grants.join(format!("{}.json", self.id)), &data)
@@ -351,20 +338,20 @@ impl Forward {
     }
 }
 
-/// `~/.cci/forge/gh`: gh's config for every session (readable by all: it
-/// is mounted read-only inside), written when missing or different.
-pub fn gh_config_dir() -> std::io::Result<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = crate::state::dir("forge")?.join("gh");
-    std::fs::create_dir_all(&dir)?;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
-    let want = format!("http_unix_socket: {GH_SOCKET}\nprompt: disabled\n");
-    let file = dir.join("config.yml");
-    if std::fs::read_to_string(&file).ok().as_deref() != Some(want.as_str()) {
-        crate::state::write_atomic(&file, want.as_bytes())?;
-        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644))?;
+impl Forward {
+    /// The session's folder with gh's config in it (readable by all: it is
+    /// mounted read-only inside; `~/.cci/forge/s` keeps other host users
+    /// out). The daemon adds the socket.
+    fn make_folder(&self) -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = self.folder()?;
+        std::fs::create_dir_all(&dir)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+        let file = dir.join("config.yml");
+        let config = format!("http_unix_socket: {GH_CONFIG_DIR}/{SOCKET_NAME}\nprompt: disabled\n");
+        crate::state::write_atomic(&file, config.as_bytes())?;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644))
     }
-    Ok(dir)
 }
 
 /// The daemon's lock file (in `~/.cci/forge`).

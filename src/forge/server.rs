@@ -151,10 +151,14 @@ pub async fn serve(client: Client) -> anyhow::Result<()> {
             if served.contains_key(id) {
                 continue;
             }
-            let path = sockets.join(format!("{id}.sock"));
+            let path = sockets.join(id).join(super::SOCKET_NAME);
+            let _ = std::fs::create_dir_all(sockets.join(id));
             let _ = std::fs::remove_file(&path);
             match tokio::net::UnixListener::bind(&path) {
                 Ok(l) => {
+                    // (Inside, where it is mounted, everyone is the agent.)
+                    use std::os::unix::fs::PermissionsExt;
+                    let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666));
                     tracing::info!("[forge] serving grant {id}");
                     served.insert(
                         id.clone(),
@@ -168,7 +172,7 @@ pub async fn serve(client: Client) -> anyhow::Result<()> {
             let keep = ids.contains(id);
             if !keep {
                 task.abort();
-                let _ = std::fs::remove_file(sockets.join(format!("{id}.sock")));
+                let _ = std::fs::remove_dir_all(sockets.join(id));
                 tracing::info!("[forge] grant {id} ended");
             }
             keep
@@ -212,9 +216,9 @@ async fn scan(
     for i in &instances {
         for d in i.devices.values() {
             if let Some(c) = d.get("connect").and_then(|c| c.strip_prefix("unix:")) {
-                let c = Path::new(c);
-                if c.parent() == Some(sockets)
-                    && let Some(id) = c.file_stem()
+                let dir = Path::new(c).parent();
+                if dir.and_then(Path::parent) == Some(sockets)
+                    && let Some(id) = dir.and_then(Path::file_name)
                 {
                     names.insert(id.to_string_lossy().into_owned(), i.name.clone());
                 }

@@ -158,7 +158,7 @@ pub fn devices(
     let mut devices: HashMap<String, Device> = ports.iter().map(port_device).collect();
     let mut config = HashMap::new();
     if let Some(f) = forge {
-        match f.devices(a) {
+        match f.devices() {
             Ok(d) => {
                 devices.extend(d);
                 config.extend(f.env());
@@ -178,15 +178,13 @@ pub fn devices(
 /// a guarded NIC that happens to share the name.
 fn ours(name: &str, d: &Device) -> bool {
     let is = |k: &str, v: &str| d.get(k).map(String::as_str) == Some(v);
-    if name == crate::forge::GH_CONFIG_DEVICE {
+    if name == crate::forge::GH_DEVICE {
         return is("type", "disk")
             && is("path", crate::forge::GH_CONFIG_DIR)
             && is("readonly", "true");
     }
     is("type", "proxy")
-        && if name == crate::forge::GH_DEVICE {
-            is("bind", "container") && is("listen", &format!("unix:{}", crate::forge::GH_SOCKET))
-        } else if name == crate::forge::DEVICE {
+        && if name == crate::forge::DEVICE {
             is("bind", "container")
                 && is("listen", &format!("tcp:127.0.0.1:{}", crate::forge::PORT))
         } else if name == SSH_AGENT_DEVICE {
