@@ -120,9 +120,11 @@ impl Error {
     }
 
     /// True when the daemon lost track of a command it started (the command
-    /// may well have run).
+    /// may well have run): "Failed to retrieve PID of executing child
+    /// process", or, the same fault read as garbage, "Invalid PID '...'".
     pub fn is_attach_failure(&self) -> bool {
-        matches!(self, Error::Daemon { message, .. } if message.contains("Failed to retrieve PID"))
+        matches!(self, Error::Daemon { message, .. }
+            if message.contains("Failed to retrieve PID") || message.contains("Invalid PID"))
     }
 
     /// True when the name is taken (or the object changed under us).
@@ -171,5 +173,15 @@ mod tests {
             Error::from_daemon(500, "boom".into()),
             Error::Daemon { status: 500, .. }
         ));
+        // The daemon losing track of a command it started, in both forms.
+        assert!(
+            Error::from_daemon(
+                500,
+                "Failed to retrieve PID of executing child process".into()
+            )
+            .is_attach_failure()
+        );
+        assert!(Error::from_daemon(500, "Invalid PID '\u{fffd}'".into()).is_attach_failure());
+        assert!(!Error::from_daemon(500, "boom".into()).is_attach_failure());
     }
 }
