@@ -74,6 +74,22 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     result
 }
 
+/// Start `cmd` (one of cci's own background processes) detached: its own
+/// process group, no input, its output appended to `~/.cci/logs/LOG`.
+pub fn spawn_daemon(mut cmd: std::process::Command, log: &str) -> std::io::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir("logs")?.join(log))?;
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()?;
+    Ok(())
+}
+
 /// The lock file `name` in cci's folder `sub` (created 0600): held by the
 /// one process of a kind (the network watcher, the egress proxy) while it
 /// runs.

@@ -373,24 +373,12 @@ pub fn log_path() -> std::io::Result<PathBuf> {
 }
 
 fn spawn() -> std::io::Result<()> {
-    use std::os::unix::process::CommandExt;
-    let log = crate::state::dir("logs")?.join("forge.log");
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)?;
-    std::process::Command::new(std::env::current_exe()?)
-        .args(["forge", "serve"])
-        .env(
-            "CCI_LOG",
-            std::env::var("CCI_LOG").unwrap_or_else(|_| "info".into()),
-        )
-        .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .process_group(0)
-        .spawn()?;
-    Ok(())
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.args(["forge", "serve"]).env(
+        "CCI_LOG",
+        std::env::var("CCI_LOG").unwrap_or_else(|_| "info".into()),
+    );
+    crate::state::spawn_daemon(cmd, "forge.log")
 }
 
 #[cfg(test)]

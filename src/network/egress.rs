@@ -14,7 +14,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use super::Error;
@@ -136,12 +136,6 @@ pub async fn ensure_proxy(listen: &[SocketAddr], dns: &[IpAddr]) -> Result<(), E
 }
 
 fn spawn(listen: &[SocketAddr], dns: &[IpAddr]) -> std::io::Result<()> {
-    use std::os::unix::process::CommandExt;
-    let log = crate::state::dir("logs")?.join("network-proxy.log");
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)?;
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.args(["network", "proxy"]);
     for a in listen {
@@ -153,13 +147,8 @@ fn spawn(listen: &[SocketAddr], dns: &[IpAddr]) -> std::io::Result<()> {
     cmd.env(
         "CCI_LOG",
         std::env::var("CCI_LOG").unwrap_or_else(|_| "info".into()),
-    )
-    .stdin(Stdio::null())
-    .stdout(log.try_clone()?)
-    .stderr(log)
-    .process_group(0)
-    .spawn()?;
-    Ok(())
+    );
+    crate::state::spawn_daemon(cmd, "network-proxy.log")
 }
 
 /// Run the proxy (`cci network proxy`, started by [`ensure_proxy`]): one

@@ -8,7 +8,7 @@
 //! [`watch`]), never to a terminal.
 
 use std::fs::File;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use super::nft::Monitor;
@@ -32,30 +32,18 @@ pub fn watcher_running() -> bool {
 /// this process (its own process group, no terminal); its log is
 /// `~/.cci/logs/network-watch.log`.
 pub fn spawn_watcher() -> std::io::Result<()> {
-    use std::os::unix::process::CommandExt;
     {
         let lock = lock_file()?;
         if lock.try_lock().is_err() {
             return Ok(()); // one is running
         }
     }
-    let log = crate::state::dir("logs")?.join("network-watch.log");
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)?;
     // It serves every cci of this user for as long as containers exist, so
     // it takes nothing from this command's environment that would change how
     // it enforces (a `CCI_NFT` meant for one command).
-    Command::new(std::env::current_exe()?)
-        .args(["network", "watch"])
-        .env_remove("CCI_NFT")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .process_group(0)
-        .spawn()?;
-    Ok(())
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args(["network", "watch"]).env_remove("CCI_NFT");
+    crate::state::spawn_daemon(cmd, "network-watch.log")
 }
 
 /// Run the watcher until nothing is guarded. Returns at once when another
