@@ -6,6 +6,7 @@
 //! The CLI builds one [`host::Host`] (client, firewall, configuration) and
 //! hands it down; the domain modules build no side effect of their own.
 
+pub mod attention;
 pub mod cli;
 pub mod config;
 pub mod container;

@@ -28,6 +28,47 @@ pub fn utc(secs: u64) -> (i64, i64, i64, u64, u64, u64) {
     (y, m, d, rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
+/// Seconds since 1970 of an RFC 3339 time (`2026-12-03T14:39:07.5Z`,
+/// `...+01:00`), fractions dropped; `None` when it is not one.
+pub fn parse_rfc3339(s: &str) -> Option<u64> {
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let t = s.get(r)?;
+        t.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| t.parse().ok())?
+    };
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, min, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || h > 23 || min > 59 || sec > 60 {
+        return None;
+    }
+    let mut rest = s.get(19..)?;
+    if let Some(frac) = rest.strip_prefix('.') {
+        rest = frac.trim_start_matches(|c: char| c.is_ascii_digit());
+    }
+    let offset = match rest {
+        "Z" | "z" | "" => 0,
+        o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) => {
+            let (oh, om) = (
+                o.get(1..3)?.parse::<i64>().ok()?,
+                o.get(4..6)?.parse::<i64>().ok()?,
+            );
+            let v = oh * 3600 + om * 60;
+            if o.starts_with('-') { -v } else { v }
+        }
+        _ => return None,
+    };
+    // Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + h * 3600 + min * 60 + sec - offset).ok()
+}
+
 /// `~/.cci/SUB` (or `~/.cci` for an empty `sub`), created private if missing.
 pub fn dir(sub: &str) -> std::io::Result<PathBuf> {
     let home = std::env::var_os("HOME")
@@ -131,5 +172,32 @@ mod tests {
         let mode = std::fs::metadata(&p).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn rfc3339_times_read_back() {
+        for secs in [0u64, 86_399, 951_782_400, 1_764_770_347, 4_102_444_800] {
+            let (y, m, d, h, mi, se) = utc(secs);
+            let t = format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{se:02}Z");
+            assert_eq!(parse_rfc3339(&t), Some(secs), "{t}");
+        }
+        assert_eq!(
+            parse_rfc3339("2026-12-03T14:39:07.123456789Z"),
+            Some(1_796_308_747)
+        );
+        assert_eq!(
+            parse_rfc3339("2026-12-03T15:39:07+01:00"),
+            Some(1_796_308_747)
+        );
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+        for bad in [
+            "",
+            "2026-13-01T00:00:00Z",
+            "2026-12-03 14:39",
+            "2026-12-03T14:39:07Q",
+            "0001-01-01T00:00:00Z",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
     }
 }

@@ -6,6 +6,7 @@ mod clean;
 mod completion;
 mod config;
 mod container;
+mod dashboard;
 mod egress;
 mod exit;
 pub use exit::{
@@ -31,6 +32,7 @@ mod session;
 mod shell;
 mod shutdown;
 mod signals;
+mod status;
 pub use signals::latch_signals;
 mod targets;
 mod tmux;
@@ -99,6 +101,14 @@ pub enum Command {
     List(list::ListArgs),
     /// Show one cci container.
     Info(info::InfoArgs),
+    /// Every slot at a glance: what each agent does (working, waiting for
+    /// you, idle, exited), for how long, CPU, memory, blocked network
+    /// requests, its last line; live on a terminal, `--watch` for plain
+    /// lines, `--format json` for scripts.
+    Status(status::StatusArgs),
+    /// One line per change of any slot (state changes, containers gone,
+    /// refused network requests) until interrupted; `--format json` for tools.
+    Events(status::EventsArgs),
     /// Stop cci containers cleanly (then by force), deleting the ephemeral ones.
     Shutdown(shutdown::ShutdownArgs),
     /// Stop and delete cci containers at once (no grace period).
@@ -313,6 +323,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Run(args) => run::run(&host, args).await,
         Command::List(args) => list::list(&host, args).await,
         Command::Info(args) => info::info(&host, args).await,
+        Command::Status(args) => status::status(&host, args).await,
+        Command::Events(args) => status::events(&host, args).await,
         Command::Shutdown(args) => shutdown::shutdown(&host, args).await,
         Command::Kill(args) => kill::kill(&host, args).await,
         Command::Diff(args) => review::diff(&host, args).await,

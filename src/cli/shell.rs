@@ -22,8 +22,10 @@ pub struct ShellArgs {
     /// the next `cci shell` on its slot reuses it [default: `[defaults] persistent`].
     #[arg(long)]
     pub persistent: bool,
-    /// Start the session detached and print the container name.
-    #[arg(long)]
+    /// Start the session detached (no terminal needed) and print the
+    /// container name; `cci status`, `cci tmux send|capture` and `cci
+    /// attach` drive it.
+    #[arg(long, visible_alias = "headless")]
     pub background: bool,
     /// Start bash instead of the agent.
     #[arg(long)]
@@ -265,7 +267,7 @@ async fn pick(host: &Host, args: &AttachArgs, slot: Option<Slot>) -> anyhow::Res
 
 /// Attach the terminal to `name`'s session; when the terminal leaves, end the
 /// container if the session is over.
-async fn attach_session(
+pub(super) async fn attach_session(
     host: &Host,
     name: &str,
     slot: Slot,

@@ -30,6 +30,9 @@ pub struct ShutdownArgs {
     pub force: bool,
 }
 
+/// The dashboard's wait for a clean stop (the command's default).
+pub const GRACE: Duration = Duration::from_secs(60);
+
 pub async fn shutdown(host: &Host, args: ShutdownArgs) -> anyhow::Result<i32> {
     let Some(names) = targets(host, args.names, args.all, "shut down", args.force).await? else {
         return Ok(0);

@@ -158,6 +158,28 @@ pub struct InstanceState {
     /// Network interfaces by name.
     #[serde(default)]
     pub network: Option<HashMap<String, NetworkState>>,
+    /// CPU time used since the start.
+    #[serde(default)]
+    pub cpu: Option<CpuState>,
+    /// Memory in use.
+    #[serde(default)]
+    pub memory: Option<MemoryState>,
+}
+
+/// An instance's CPU use.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CpuState {
+    /// Nanoseconds of CPU time since it started.
+    #[serde(default)]
+    pub usage: i64,
+}
+
+/// An instance's memory use.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct MemoryState {
+    /// Bytes in use now.
+    #[serde(default)]
+    pub usage: i64,
 }
 
 /// One interface of a running instance.

@@ -265,6 +265,7 @@ mod tests {
             status: "Running".into(),
             pid: 1,
             network: Some([("eth0".to_string(), nic)].into()),
+            ..Default::default()
         }
     }
 

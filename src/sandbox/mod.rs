@@ -55,6 +55,6 @@ pub use spec::{KERNEL_DENY, Kind, SandboxSpec, keys};
 pub use teardown::{remove, stop};
 pub use tmux::{
     Keys, SESSION as TMUX_SESSION, SessionCommand, TmuxError, alive as session_alive,
-    attach_request, capture as capture_session, send as send_keys,
+    attach_request, capture as capture_session, send as send_keys, socket as tmux_socket,
 };
 pub use workspace::{Workspace, WorkspaceError};

@@ -88,13 +88,18 @@ if [ "$n" -gt 0 ]; then
         fi
     fi
 fi
+# The agent's state line (see attention::hooks): started, then exited.
+mark() { printf '%s %s %s\n' "$1" "$(date +%s)" "$2" >/home/code/.cci-agent-state.tmp &&
+    mv -f /home/code/.cci-agent-state.tmp /home/code/.cci-agent-state; } 2>/dev/null
 if [ "$run" = yes ]; then
+    mark started
     "$@"
     status=$?
     what="$1 exited (status $status)"
 else
     what="$1 did not start"
 fi
+mark exited "$status"
 if [ "$after" = shell ]; then
     printf '\n[cci] %s. This shell is still in the sandbox;\n[cci] `exit` ends the session, Ctrl-b d detaches and leaves it running.\n\n' "$what"
     bash
@@ -286,6 +291,9 @@ mod tests {
             assert!(mine.contains("/home/dev/.cci-tmux") && !mine.contains("/home/code"));
         }
         assert!(for_user(START, &a).contains("runuser -u dev "));
+        // The dashboard reads the state line the pane writes.
+        let state = format!("/home/code/{}", crate::attention::hooks::STATE_FILE);
+        assert!(PANE.contains(&format!("{state}.tmp")) && PANE.contains(&format!("{state};")));
         assert!(START.contains(&format!("-s {SESSION} ")));
         assert!(SUPERVISOR.contains(&format!("has-session -t {SESSION}")));
     }

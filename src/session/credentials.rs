@@ -194,6 +194,10 @@ pub async fn push_credentials(
         let ours: Value = serde_json::from_str(ours).unwrap_or(Value::Null);
         merge(&mut value, &ours);
         api_endpoint(rel, &mut value, host_api);
+        if *rel == ".claude/settings.json" {
+            // How the dashboard knows what the agent does.
+            crate::attention::hooks::install(&mut value);
+        }
         let data = serde_json::to_vec_pretty(&value).unwrap_or_default();
         if let Some((parent, _)) = path.rsplit_once('/') {
             client.mkdir_all(container, parent, dir).await?;

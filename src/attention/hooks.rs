@@ -1,0 +1,141 @@
+//! How a session tells what its agent is doing: one line in the agent
+//! user's home, [`STATE_FILE`], `EVENT EPOCH [DETAIL]`. The session's pane
+//! writes `started` before the agent and `exited EPOCH STATUS` after it (for
+//! every agent); Claude Code writes the rest through its own hooks, which
+//! cci merges into its settings at every start ([`install`]): `prompt` when
+//! a prompt is submitted, `tool` before a tool runs, `notify` (with the
+//! notification's JSON) when it needs the user, `stop` when its turn ends.
+//!
+//! The file is the agent's to write: cci reads at most one bounded line of
+//! it, inside the container, and only ever shows what it says (see
+//! [`super::probe`]). Nothing in it reaches a shell or a path on the host.
+
+use serde_json::{Map, Value};
+
+/// The state line's file name in the agent user's home.
+pub const STATE_FILE: &str = ".cci-agent-state";
+
+/// Claude Code hook events and the word each writes.
+pub const EVENTS: &[(&str, &str)] = &[
+    ("UserPromptSubmit", "prompt"),
+    ("PreToolUse", "tool"),
+    ("Notification", "notify"),
+    ("Stop", "stop"),
+];
+
+/// The hook command for `word`: a shell snippet (Claude Code runs hook
+/// commands with a shell) that replaces the state line atomically and never
+/// fails the agent's action. `notify` keeps the event's JSON (its message),
+/// on one line and cut at 2000 bytes. No `"` or `\` in it, so it reads the
+/// same in the JSON of the settings file.
+pub fn command(word: &str) -> String {
+    let detail = if word == "notify" {
+        "head -c 2000 | tr -d '[:cntrl:]'"
+    } else {
+        "cat >/dev/null"
+    };
+    format!(
+        "f=$HOME/{STATE_FILE}; {{ printf '{word} %s ' $(date +%s); {detail}; echo; }} >$f.tmp 2>/dev/null && mv -f $f.tmp $f; exit 0"
+    )
+}
+
+/// Whether a hook command is one of cci's (any version of it).
+fn is_ours(command: &str) -> bool {
+    command.contains(STATE_FILE)
+}
+
+/// Merge cci's hooks into Claude Code's settings `value` (an object): for
+/// each event, the user's own hook groups stay, an earlier cci hook is
+/// replaced, and cci's comes last. A `hooks` value that is not an object is
+/// replaced (the settings merge keeps an invalid file aside already).
+pub fn install(value: &mut Value) {
+    let Value::Object(settings) = value else {
+        return;
+    };
+    let hooks = settings
+        .entry("hooks")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !hooks.is_object() {
+        *hooks = Value::Object(Map::new());
+    }
+    let Value::Object(hooks) = hooks else { return };
+    for (event, word) in EVENTS {
+        let groups = hooks
+            .entry(event.to_string())
+            .or_insert_with(|| Value::Array(Vec::new()));
+        if !groups.is_array() {
+            *groups = Value::Array(Vec::new());
+        }
+        let Value::Array(groups) = groups else {
+            continue;
+        };
+        groups.retain(|g| {
+            !g.get("hooks").and_then(Value::as_array).is_some_and(|hs| {
+                hs.iter().any(|h| {
+                    h.get("command")
+                        .and_then(Value::as_str)
+                        .is_some_and(is_ours)
+                })
+            })
+        });
+        groups.push(serde_json::json!({
+            "hooks": [{"type": "command", "command": command(word)}]
+        }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_need_no_json_escaping_and_write_the_state_file() {
+        for (_, word) in EVENTS {
+            let c = command(word);
+            assert!(!c.contains('"') && !c.contains('\\'), "{c}");
+            assert!(c.contains(STATE_FILE) && c.contains(&format!("'{word} %s '")));
+            assert!(c.ends_with("exit 0"));
+        }
+        assert!(command("notify").contains("head -c 2000"));
+        assert!(command("stop").contains("cat >/dev/null"));
+    }
+
+    #[test]
+    fn the_users_hooks_stay_and_ours_are_replaced_not_repeated() {
+        let mut v = serde_json::json!({
+            "permissions": {"defaultMode": "bypassPermissions"},
+            "hooks": {
+                "Stop": [{"hooks": [{"type": "command", "command": "say done"}]}],
+                "Notification": [{"hooks": [{"type": "command", "command": "old f=$HOME/.cci-agent-state"}]}],
+                "SessionEnd": [{"hooks": [{"type": "command", "command": "mine"}]}],
+            }
+        });
+        install(&mut v);
+        install(&mut v);
+        let stop = v["hooks"]["Stop"].as_array().unwrap();
+        assert_eq!(stop.len(), 2);
+        assert_eq!(stop[0]["hooks"][0]["command"], "say done");
+        assert_eq!(stop[1]["hooks"][0]["command"], command("stop"));
+        let notify = v["hooks"]["Notification"].as_array().unwrap();
+        assert_eq!(notify.len(), 1);
+        assert_eq!(notify[0]["hooks"][0]["command"], command("notify"));
+        assert_eq!(v["hooks"]["SessionEnd"][0]["hooks"][0]["command"], "mine");
+        assert_eq!(v["permissions"]["defaultMode"], "bypassPermissions");
+        for (event, _) in EVENTS {
+            assert_eq!(
+                v["hooks"][event].as_array().unwrap().len(),
+                if *event == "Stop" { 2 } else { 1 }
+            );
+        }
+    }
+
+    #[test]
+    fn a_broken_hooks_value_is_replaced() {
+        let mut v = serde_json::json!({"hooks": "nonsense"});
+        install(&mut v);
+        assert!(v["hooks"]["Stop"].is_array());
+        let mut v = serde_json::json!({"hooks": {"Stop": 3}});
+        install(&mut v);
+        assert_eq!(v["hooks"]["Stop"].as_array().unwrap().len(), 1);
+    }
+}

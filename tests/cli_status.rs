@@ -1,0 +1,219 @@
+//! `cci status` (JSON, `--watch`, the full-screen dashboard) and `cci
+//! events`: which slot needs the user. A stand-in agent
+//! (`tests/fixtures/fake-agent`) runs the Claude Code hooks cci installs, as
+//! Claude Code would, to drive each state; a plain shell session shows the
+//! screen heuristic for agents without hooks.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::agent::{Sessions, background, cci_in, json, ok, send_keys};
+use common::pty::{Screen, on_terminal, openpty, wait_exit};
+use common::{agent_workspace, cci};
+use serde_json::Value;
+
+/// The rows of `cci status --format json`.
+fn rows() -> Vec<Value> {
+    let out = cci()
+        .args(["status", "--format", "json"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    ok(&out);
+    json(&out).as_array().unwrap().clone()
+}
+
+/// Poll `cci status --format json` (20 s at most) until `name`'s row
+/// satisfies `want`; that row.
+fn wait_row(name: &str, what: &str, want: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let row = rows().into_iter().find(|r| r["name"] == name);
+        if let Some(r) = row.as_ref().filter(|r| want(r)) {
+            return r.clone();
+        }
+        assert!(Instant::now() < deadline, "{name} never {what}: {row:?}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// A command's stdout lines, collected on a thread as they come.
+struct Lines {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Lines {
+    fn start(args: &[&str]) -> Lines {
+        let mut child = cci()
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let keep = lines.clone();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                keep.lock().unwrap().push(l);
+            }
+        });
+        Lines { child, lines }
+    }
+
+    fn wait_for(&self, what: &str, want: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.lines.lock().unwrap().iter().any(|l| want(l)) {
+            assert!(
+                Instant::now() < deadline,
+                "never printed {what}: {:?}",
+                self.lines.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Lines {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_and_events_follow_the_agent_through_its_hook_events() {
+    let ws = agent_workspace();
+    let _sessions = Sessions(ws.path().to_path_buf());
+    // Started with no terminal at all.
+    let out = cci_in(ws.path(), "shell")
+        .arg("--headless")
+        .output()
+        .unwrap();
+    let name = ok(&out).trim().to_string();
+    let row = wait_row(&name, "idle at its prompt", |r| {
+        r["state"] == "idle" && r["last_line"] == "agent>"
+    });
+    assert_eq!(
+        (&row["agent"], &row["basis"], &row["kind"], &row["status"]),
+        (
+            &"claude".into(),
+            &"hooks".into(),
+            &"shell".into(),
+            &"Running".into()
+        )
+    );
+    assert!(row["memory_bytes"].as_u64().unwrap() > 0, "{row}");
+    // The JSON says what `cci list` says of every container.
+    let list = json(&cci().args(["list", "--format", "json"]).output().unwrap());
+    let status = rows();
+    for c in list.as_array().unwrap() {
+        let r = status
+            .iter()
+            .find(|r| r["name"] == c["name"])
+            .unwrap_or_else(|| panic!("{} missing from {status:?}", c["name"]));
+        for (a, b) in [
+            ("slot", "slot"),
+            ("workspace", "workspace"),
+            ("kind", "kind"),
+        ] {
+            assert_eq!(r[a], c[b], "{a} of {}", c["name"]);
+        }
+        assert_eq!(r["status"], c["state"]);
+        assert_eq!(r["agent"], c["agent"]);
+        assert_eq!(r["network"], c["network"]);
+    }
+
+    let events = Lines::start(&["events", "--format", "json"]);
+    let watch = Lines::start(&["status", "--watch"]);
+    watch.wait_for("the table", |l| {
+        l.starts_with("NAME ") && l.contains("LAST LINE")
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+
+    send_keys(&name, "prompt fix the bug");
+    let row = wait_row(&name, "working", |r| r["state"] == "working");
+    assert_eq!(row["basis"], "hooks");
+    send_keys(&name, "ask");
+    let row = wait_row(&name, "waiting", |r| r["state"] == "waiting");
+    assert_eq!(row["detail"], "Claude needs your permission to use Bash");
+    events.wait_for("waiting", |l| l.contains("\"event\":\"waiting\""));
+
+    // The dashboard shows it, on a terminal of a fixed size.
+    let (master, slave) = openpty(160, 24);
+    let mut cmd = cci();
+    cmd.arg("status").env("TERM", "xterm");
+    on_terminal(&mut cmd, &slave);
+    let mut child = cmd.spawn().unwrap();
+    let mut screen = Screen::new(&master);
+    let mut keys = std::fs::File::from(master.try_clone().unwrap());
+    // (Blank cells are skipped, not painted: words are matched, not spaces.)
+    screen.expect("containers,");
+    screen.expect(&name);
+    screen.expect("waiting (Claude needs your permission");
+    send_keys(&name, "done");
+    screen.expect("idle");
+    keys.write_all(b"q").unwrap();
+    let exit = wait_exit(&mut child, &mut screen);
+    assert_eq!(exit.code(), Some(0));
+
+    wait_row(&name, "idle after its turn", |r| r["state"] == "idle");
+    send_keys(&name, "exit");
+    let row = wait_row(&name, "exited", |r| r["state"] == "exited");
+    assert_eq!(row["detail"], "status 0");
+
+    // One line per change, in order, with the notification.
+    let want = ["working", "waiting", "idle", "exited"];
+    events.wait_for("the agent's exit", |l| l.contains("\"event\":\"exited\""));
+    let said: Vec<Value> = events
+        .lines
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &Value| e["container"] == name)
+        .collect();
+    let words: Vec<&str> = said.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    assert_eq!(words, want, "{said:?}");
+    assert_eq!(
+        said[1]["detail"],
+        "Claude needs your permission to use Bash"
+    );
+    assert_eq!(said[1]["from"], "working");
+    watch.wait_for("the exit", |l| {
+        l.contains(&name) && l.contains(" exited (was ")
+    });
+    let printed = watch.lines.lock().unwrap().join("\n");
+    assert!(
+        printed.contains(" waiting (was working): Claude needs"),
+        "{printed}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_without_hooks_is_read_from_its_screen() {
+    let ws = agent_workspace();
+    let _sessions = Sessions(ws.path().to_path_buf());
+    // A plain shell: no agent, no hooks.
+    let name = background(ws.path(), &["--debug"]);
+    let row = wait_row(&name, "idle at its prompt", |r| r["state"] == "idle");
+    assert_eq!(
+        (&row["basis"], &row["agent"]),
+        (&"screen".into(), &"".into())
+    );
+    send_keys(&name, "read -p 'Overwrite the file? ' x");
+    wait_row(&name, "waiting at a question", |r| {
+        r["state"] == "waiting" && r["last_line"] == "Overwrite the file?"
+    });
+    send_keys(&name, "y");
+    send_keys(&name, "while :; do echo tick; sleep 0.5; done");
+    wait_row(&name, "working while it prints", |r| {
+        r["state"] == "working"
+    });
+    send_keys(&name, "C-c");
+}
