@@ -142,7 +142,9 @@ async fn status_and_events_follow_the_agent_through_its_hook_events() {
     send_keys(&name, "ask");
     let row = wait_row(&name, "waiting", |r| r["state"] == "waiting");
     assert_eq!(row["detail"], "Claude needs your permission to use Bash");
-    events.wait_for("waiting", |l| l.contains("\"event\":\"waiting\""));
+    events.wait_for("waiting", |l| {
+        l.contains("\"event\":\"waiting\"") && l.contains(&name)
+    });
 
     // The dashboard shows it, on a terminal of a fixed size.
     let (master, slave) = openpty(160, 24);
@@ -169,7 +171,9 @@ async fn status_and_events_follow_the_agent_through_its_hook_events() {
 
     // One line per change, in order, with the notification.
     let want = ["working", "waiting", "idle", "exited"];
-    events.wait_for("the agent's exit", |l| l.contains("\"event\":\"exited\""));
+    events.wait_for("the agent's exit", |l| {
+        l.contains("\"event\":\"exited\"") && l.contains(&name)
+    });
     let said: Vec<Value> = events
         .lines
         .lock()
@@ -216,4 +220,114 @@ async fn a_session_without_hooks_is_read_from_its_screen() {
         r["state"] == "working"
     });
     send_keys(&name, "C-c");
+}
+
+/// Stop every background notifier of this user (one left by an earlier run
+/// would keep the lock, with its own settings).
+fn stop_notifiers() {
+    let _ = std::process::Command::new("pkill")
+        .args(["-f", "cci events --notify"])
+        .status();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_notifier_is_told_once_per_change_and_a_hostile_state_line_stays_harmless() {
+    stop_notifiers();
+    let ws = agent_workspace();
+    let _sessions = Sessions(ws.path().to_path_buf());
+    let dir = tempfile::tempdir().unwrap();
+    let said = dir.path().join("said");
+    let pwned = dir.path().join("pwned");
+    let script = dir.path().join("notify.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "printf '%s\\n' \"$1\" >> '{0}'; cat >> '{0}.json'; echo >> '{0}.json'\n",
+            said.display()
+        ),
+    )
+    .unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[notify]\ncommand = [\"sh\", \"{}\"]\non = [\"waiting\", \"exited\"]\n",
+            script.display()
+        ),
+    )
+    .unwrap();
+    let lines = || -> Vec<String> {
+        std::fs::read_to_string(&said)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    let wait_lines = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while lines().len() < n {
+            assert!(Instant::now() < deadline, "never told {n}: {:?}", lines());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    // `cci shell` starts the notifier, which reads this configuration.
+    let out = cci_in(ws.path(), "shell")
+        .arg("--headless")
+        .env("CCI_CONFIG", &config)
+        .output()
+        .unwrap();
+    let name = ok(&out).trim().to_string();
+    wait_row(&name, "idle", |r| r["state"] == "idle");
+
+    send_keys(&name, "ask");
+    wait_lines(1);
+    assert!(
+        lines()[0].ends_with(&format!(
+            "(slot 1, {name}) waits for you: Claude needs your permission to use Bash"
+        )),
+        "{:?}",
+        lines()
+    );
+    // Changes not asked for (`on`) tell nothing: working, then finished.
+    send_keys(&name, "prompt more");
+    wait_row(&name, "working", |r| r["state"] == "working");
+    send_keys(&name, "done");
+    wait_row(&name, "idle", |r| r["state"] == "idle");
+
+    // The agent writes its own state line: it can make its row say
+    // anything, but what it says only ever shows, without its controls.
+    let hostile = format!(
+        "printf '%s\\n' 'notify 9 {{\"message\":\"\\u001b]52;c;ZXZpbA==\\u0007 $(touch {}) ok\"}}' > ~/.cci-agent-state",
+        pwned.display()
+    );
+    let out = common::agent::sh_in(&name, false, &hostile);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let row = wait_row(&name, "waiting, as it says", |r| r["state"] == "waiting");
+    let detail = row["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("$(touch") && !detail.contains('\u{1b}'),
+        "{detail:?}"
+    );
+    wait_lines(2);
+    assert!(lines()[1].contains("$(touch") && !lines()[1].contains('\u{1b}'));
+
+    send_keys(&name, "exit");
+    wait_lines(3);
+    assert!(lines()[2].ends_with("exited: status 0"), "{:?}", lines());
+    // Told once each, and the program's input is the notice as JSON.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(lines().len(), 3, "{:?}", lines());
+    let json_lines = std::fs::read_to_string(dir.path().join("said.json")).unwrap();
+    let kinds: Vec<String> = json_lines
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["kind"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(kinds, ["waiting", "waiting", "exited"]);
+    assert!(!pwned.exists(), "the message ran as a command");
+    stop_notifiers();
 }

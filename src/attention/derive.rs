@@ -135,7 +135,9 @@ pub fn derive(probe: &Probe, hooks: bool, now: u64) -> Derived {
     };
     if let Some(("exited", t, rest)) = event {
         let status = rest.split_whitespace().next().unwrap_or("");
-        let detail = if status.chars().all(|c| c.is_ascii_digit()) && !status.is_empty() {
+        let detail = if status == "limit" {
+            "the session's time limit ended it".to_string()
+        } else if status.chars().all(|c| c.is_ascii_digit()) && !status.is_empty() {
             format!("status {status}")
         } else {
             String::new()
@@ -211,6 +213,10 @@ mod tests {
         assert_eq!(
             s(r#"notify 980 {"message":"Claude ne"#).state,
             AgentState::Waiting
+        );
+        assert_eq!(
+            s("exited 995 limit").detail,
+            "the session's time limit ended it"
         );
         let e = s("exited 995 3");
         assert_eq!(

@@ -12,6 +12,7 @@
 
 pub mod derive;
 pub mod hooks;
+pub mod notify;
 pub mod probe;
 mod watch;
 

@@ -92,14 +92,18 @@ fn leave(term: &mut Term) {
 pub async fn run(host: &Host, filter: Option<String>) -> anyhow::Result<i32> {
     let (tx, mut rx) = tokio::sync::watch::channel::<Option<Result<Vec<Row>, String>>>(None);
     let mut watch = Watch::new(host);
+    let notify = host.config.notify.clone();
     let ticker = tokio::spawn(async move {
         loop {
-            let r = watch
-                .tick()
-                .await
-                .map(|(rows, _)| rows)
-                .map_err(|e| e.to_string());
-            if tx.send(Some(r)).is_err() {
+            let r = watch.tick().await.map_err(|e| e.to_string());
+            if let Ok((_, events)) = &r
+                && super::status::ring(&notify, events.iter())
+            {
+                // (Between frames: the bell moves nothing on the screen.)
+                let mut out = std::io::stdout();
+                let _ = out.write_all(b"\x07").and_then(|()| out.flush());
+            }
+            if tx.send(Some(r.map(|(rows, _)| rows))).is_err() {
                 return;
             }
             tokio::time::sleep(TICK).await;

@@ -166,6 +166,10 @@ pub async fn shell(host: &Host, args: ShellArgs) -> anyhow::Result<i32> {
             session.name
         );
     }
+    // Told when this slot (or any) wants the user, if so configured.
+    if let Err(e) = crate::attention::notify::spawn(&host.config.notify) {
+        tracing::warn!("could not start the notifier: {e}");
+    }
     if args.background {
         if session.reused {
             eprintln!("cci: {} network: {}", session.name, session.network);

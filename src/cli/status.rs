@@ -34,6 +34,10 @@ pub struct EventsArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+    /// Be the background notifier (`[notify]`) instead of printing; `cci
+    /// shell` starts it.
+    #[arg(long, hide = true)]
+    pub notify: bool,
 }
 
 /// How often the watchers look.
@@ -90,15 +94,30 @@ pub async fn status(host: &Host, args: StatusArgs) -> anyhow::Result<i32> {
         match args.format {
             Format::Json => println!("{}", serde_json::to_string(&rows)?),
             Format::Table => {
-                for e in events {
+                for e in &events {
                     println!("{}", event_line(e));
                 }
             }
         }
+        if ring(&host.config.notify, events.into_iter()) {
+            use std::io::Write;
+            let mut err = std::io::stderr();
+            let _ = err.write_all(b"\x07").and_then(|()| err.flush());
+        }
     }
 }
 
+/// Whether these changes ring the bell (`[notify] bell`, and one of the
+/// kinds `[notify] on` names).
+pub fn ring<'a>(n: &crate::config::Notify, mut events: impl Iterator<Item = &'a Event>) -> bool {
+    n.bell && events.any(|e| attention::notify::kind(e).is_some_and(|k| n.on.contains(&k)))
+}
+
 pub async fn events(host: &Host, args: EventsArgs) -> anyhow::Result<i32> {
+    if args.notify {
+        attention::notify::serve(host).await?;
+        return Ok(0);
+    }
     let mut watch = Watch::new(host);
     watch.tick().await?;
     loop {

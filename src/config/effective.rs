@@ -184,6 +184,29 @@ pub struct Effective {
     pub git_repos: Vec<String>,
     /// `[git] forward*`, `push_*`, `token_command`.
     pub git_forward: crate::forge::Settings,
+    /// `[notify]`.
+    pub notify: Notify,
+}
+
+/// `[notify]` in force.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Notify {
+    /// The program and its arguments (empty: none).
+    pub command: Vec<String>,
+    /// The webhook URL.
+    pub webhook: Option<String>,
+    /// Ring the terminal bell.
+    pub bell: bool,
+    /// Which changes notify.
+    pub on: Vec<super::schema::NotifyOn>,
+}
+
+impl Notify {
+    /// Whether something outside a terminal is to be told (a command or a
+    /// webhook: what the background notifier is for).
+    pub fn has_notifier(&self) -> bool {
+        !self.command.is_empty() || self.webhook.is_some()
+    }
 }
 
 /// Memory limit when nothing is configured.
@@ -209,6 +232,7 @@ impl Effective {
         let x = s.session.unwrap_or_default();
         let w = s.workspace.unwrap_or_default();
         let g = s.git.unwrap_or_default();
+        let nt = s.notify.unwrap_or_default();
         let base = SessionLimits::default();
         let path = |v: Option<String>| v.map(PathBuf::from);
         Effective {
@@ -329,6 +353,14 @@ impl Effective {
                     }
                 }),
             },
+            notify: Notify {
+                command: nt.command.unwrap_or_default(),
+                webhook: nt.webhook,
+                bell: nt.bell.unwrap_or(false),
+                on: nt
+                    .on
+                    .unwrap_or_else(|| super::schema::NotifyOn::ALL.to_vec()),
+            },
             git_repos: g
                 .repos
                 .unwrap_or_default()
@@ -425,6 +457,13 @@ impl Effective {
             ("session.max_bytes", json!(self.session.max_bytes)),
             ("session.max_files", json!(self.session.max_files)),
             ("session.max_depth", json!(self.session.max_depth)),
+            ("notify.command", json!(self.notify.command)),
+            ("notify.webhook", json!(self.notify.webhook)),
+            ("notify.bell", json!(self.notify.bell)),
+            (
+                "notify.on",
+                json!(self.notify.on.iter().map(|o| o.word()).collect::<Vec<_>>()),
+            ),
             (
                 "mounts",
                 json!(self

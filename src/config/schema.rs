@@ -194,6 +194,54 @@ pub struct Limits {
     pub max_duration: Option<String>,
 }
 
+/// `[notify]`: telling the user when a slot wants them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Notify {
+    /// A host program and its arguments, run with the message added last.
+    pub command: Option<Vec<String>>,
+    /// A URL each notification is POSTed to as JSON.
+    pub webhook: Option<String>,
+    /// Ring the terminal bell in `cci status` and `--watch`.
+    pub bell: Option<bool>,
+    /// Which changes notify (default all).
+    pub on: Option<Vec<NotifyOn>>,
+}
+
+/// A change worth a notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifyOn {
+    /// The agent asks the user something.
+    Waiting,
+    /// The agent finished its turn (working, then idle).
+    Finished,
+    /// The agent's program ended (or the time limit ended the session).
+    Exited,
+    /// The container stopped.
+    Stopped,
+}
+
+impl NotifyOn {
+    /// Every kind, in the order the docs list them.
+    pub const ALL: [NotifyOn; 4] = [
+        NotifyOn::Waiting,
+        NotifyOn::Finished,
+        NotifyOn::Exited,
+        NotifyOn::Stopped,
+    ];
+
+    /// Its word.
+    pub fn word(self) -> &'static str {
+        match self {
+            NotifyOn::Waiting => "waiting",
+            NotifyOn::Finished => "finished",
+            NotifyOn::Exited => "exited",
+            NotifyOn::Stopped => "stopped",
+        }
+    }
+}
+
 /// `[session]`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -326,6 +374,8 @@ sections! {
     limits: Limits,
     /// `[session]`
     session: Session,
+    /// `[notify]`
+    notify: Notify,
     /// `[[mounts]]`
     mounts: Vec<Mount>,
     /// `[[repos]]`
@@ -549,6 +599,22 @@ pub const KEYS: &[(&str, &str)] = &[
     (
         "session.max_depth",
         "folder depth of one saved state (default 64)",
+    ),
+    (
+        "notify.command",
+        "a host program run when a slot wants you, e.g. [\"notify-send\", \"cci\"]; the message is added as its last argument, the event as JSON on its input (user configuration only)",
+    ),
+    (
+        "notify.webhook",
+        "a URL each notification is POSTed to as JSON, from the host (user configuration only)",
+    ),
+    (
+        "notify.bell",
+        "ring the terminal bell in cci status and cci status --watch (default false)",
+    ),
+    (
+        "notify.on",
+        "which changes notify: waiting, finished (a turn ended), exited, stopped (default all)",
     ),
     (
         "mounts",

