@@ -331,3 +331,41 @@ async fn a_notifier_is_told_once_per_change_and_a_hostile_state_line_stays_harml
     assert!(!pwned.exists(), "the message ran as a command");
     stop_notifiers();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_prompt_works_headless_and_says_its_session_and_changes() {
+    let ws = agent_workspace();
+    let _sessions = Sessions(ws.path().to_path_buf());
+    let prompt = "fix the bug; $(touch pwned)";
+    let out = cci_in(ws.path(), "run")
+        .args(["--prompt", prompt, "--format", "json"])
+        .output()
+        .unwrap();
+    let v = json(&out);
+    assert_eq!(v["exit_code"], 0, "{v}");
+    assert_eq!(v["stdout"], format!("worked on: {prompt}\n"));
+    assert_eq!(v["files_changed"], serde_json::json!(["answer.txt"]));
+    assert_eq!(
+        std::fs::read_to_string(ws.path().join("answer.txt")).unwrap(),
+        format!("{prompt}\n")
+    );
+    assert!(!ws.path().join("pwned").exists());
+    // The conversation is a saved session of this workspace, to resume.
+    let id = v["session"].as_str().unwrap().to_string();
+    let said = common::agent::text(&out.stderr);
+    assert!(said.contains(&format!("--resume={id}")), "{said}");
+    let sessions = json(
+        &cci()
+            .args(["session", "list", "--format", "json"])
+            .output()
+            .unwrap(),
+    );
+    let saved = sessions
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id.as_str())
+        .unwrap_or_else(|| panic!("{id} not saved: {sessions}"));
+    assert_eq!(saved["workspace"], ws.path().to_str().unwrap());
+    assert!(common::containers_left(ws.path()).await.is_empty());
+}

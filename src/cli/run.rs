@@ -35,15 +35,51 @@ pub struct RunArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = RunFormat::Text)]
     pub format: RunFormat,
+    /// Instead of a command: the agent works on this prompt on its own
+    /// (Claude Code's print mode, and the like of the other agents), its
+    /// output streamed; its conversation is saved as a session (`cci shell
+    /// --resume=ID` continues it). With `--format json` the result says the
+    /// session and the workspace files changed.
+    #[arg(long, value_name = "TEXT", conflicts_with = "command")]
+    pub prompt: Option<String>,
+    /// With --prompt: the agent: claude, opencode, codex, aider [default:
+    /// CCI_TOOL, else `[tool] name`, else claude].
+    #[arg(long, value_name = "NAME", requires = "prompt")]
+    pub tool: Option<String>,
+    /// With --prompt: run the agent from this program [default:
+    /// CCI_TOOL_BINARY, else `[tool] binary`].
+    #[arg(long, value_name = "PROGRAM", requires = "prompt")]
+    pub tool_binary: Option<String>,
     /// The command and its arguments.
     /// (`--` before it is optional; everything from CMD on is the command's.)
     #[arg(
         trailing_var_arg = true,
         allow_hyphen_values = true,
-        required = true,
+        required_unless_present = "prompt",
         value_name = "CMD"
     )]
     pub command: Vec<String>,
+}
+
+/// The agent and command line of `cci run --prompt`, with its session id.
+fn prompt_run(
+    args: &RunArgs,
+    prompt: &str,
+) -> anyhow::Result<(sandbox::Agent, String, Vec<String>)> {
+    let cfg = crate::config::current();
+    let tool = args.tool.clone().unwrap_or_else(|| cfg.tool.clone());
+    // A configured program belongs to the configured agent only.
+    let binary = args.tool_binary.clone().or_else(|| {
+        args.tool
+            .is_none()
+            .then(|| cfg.tool_binary.clone())
+            .flatten()
+    });
+    let agent = sandbox::Agent::named(&tool, binary.as_deref())
+        .map_err(|e| super::UsageError(e.to_string()))?;
+    let id = sandbox::new_session_id();
+    let argv = agent.prompt_command(&id, prompt, &cfg.tool_args);
+    Ok((agent, id, argv))
 }
 
 pub async fn run(host: &Host, args: RunArgs) -> anyhow::Result<i32> {
@@ -55,9 +91,18 @@ pub async fn run(host: &Host, args: RunArgs) -> anyhow::Result<i32> {
     let mut extras = args.sandbox.extras(host, &workspace, false).await?;
     // An isolated session's repositories come from their seed mirrors.
     extras.mounts.extend(git.iter().flat_map(|g| g.mounts()));
-    let marks = match &git {
+    let mut marks = match &git {
         Some(g) => vec![(sandbox::keys::GIT_SESSION, g.id.clone())],
         None => Vec::new(),
+    };
+    let (agent, session, command) = match &args.prompt {
+        Some(p) => {
+            let (agent, id, argv) = prompt_run(&args, p)?;
+            marks.push((sandbox::keys::SESSION, id.clone()));
+            marks.push((sandbox::keys::AGENT, agent.def.name.to_string()));
+            (Some(agent), id, argv)
+        }
+        None => (None, String::new(), args.command.clone()),
     };
     let req = RunRequest {
         spec: SandboxSpec {
@@ -73,10 +118,12 @@ pub async fn run(host: &Host, args: RunArgs) -> anyhow::Result<i32> {
         },
         slot: args.sandbox.slot,
         slot_limit: slot_limit()?,
-        command: args.command,
+        command,
         env: args.sandbox.environment()?,
         timeout: args.timeout.map(Duration::from_secs),
         git,
+        list_changes: agent.is_some() && args.format == RunFormat::Json,
+        agent,
     };
     let interrupt = interrupted();
     let stdin = (!std::io::stdin().is_terminal()).then(tokio::io::stdin);
@@ -117,6 +164,15 @@ pub async fn run(host: &Host, args: RunArgs) -> anyhow::Result<i32> {
         }
         Ending::Interrupted(signal) => 128 + signal,
     };
+    match &outcome.state {
+        Some(sandbox::StateSave::Saved { id, .. }) => eprintln!(
+            "cci: the agent's conversation is saved as session {id} (`cci shell --resume={id}` continues it)"
+        ),
+        Some(sandbox::StateSave::Failed(why)) => {
+            eprintln!("cci: the agent's state was not saved: {why}")
+        }
+        _ => {}
+    }
     if args.persistent && !outcome.container.is_empty() {
         let name = &outcome.container;
         eprintln!("cci: kept {name} (persistent, stopped); `cci kill {name}` removes it");
@@ -135,6 +191,8 @@ pub async fn run(host: &Host, args: RunArgs) -> anyhow::Result<i32> {
             "exit_code": code,
             "duration_ms": outcome.duration.as_millis() as u64,
             "container": outcome.container,
+            "session": (!session.is_empty()).then_some(&session),
+            "files_changed": outcome.files_changed,
             "watched_changes": outcome.changed,
             "git_sessions": outcome.git.iter().map(|g| serde_json::json!({
                 "id": g.record.id,

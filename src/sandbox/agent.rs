@@ -20,7 +20,14 @@ pub struct AgentDef {
     pub new_session: Option<&'static str>,
     /// How a conversation is resumed by id.
     pub resume_session: Option<&'static str>,
+    /// How it works on one prompt and exits (`cci run --prompt`): words
+    /// before its other arguments (a subcommand), and after them, where
+    /// [`PROMPT`] stands for the prompt.
+    pub prompt: (&'static [&'static str], &'static [&'static str]),
 }
+
+/// Stands for the prompt in [`AgentDef::prompt`].
+pub const PROMPT: &str = "{prompt}";
 
 /// Every agent cci knows; the first is the default.
 pub const AGENTS: &[AgentDef] = &[
@@ -56,6 +63,8 @@ pub const AGENTS: &[AgentDef] = &[
         unattended_args: &["--dangerously-skip-permissions"],
         new_session: Some("--session-id"),
         resume_session: Some("--resume"),
+        // Print mode: works on the prompt, prints the answer, exits.
+        prompt: (&[], &["-p", PROMPT]),
     },
     AgentDef {
         name: "opencode",
@@ -68,6 +77,7 @@ pub const AGENTS: &[AgentDef] = &[
         unattended_args: &[],
         new_session: None,
         resume_session: Some("--session"),
+        prompt: (&["run"], &[PROMPT]),
     },
     AgentDef {
         name: "codex",
@@ -80,6 +90,7 @@ pub const AGENTS: &[AgentDef] = &[
         unattended_args: &["--dangerously-bypass-approvals-and-sandbox"],
         new_session: None,
         resume_session: None,
+        prompt: (&["exec"], &[PROMPT]),
     },
     AgentDef {
         name: "aider",
@@ -92,6 +103,7 @@ pub const AGENTS: &[AgentDef] = &[
         unattended_args: &["--yes-always"],
         new_session: None,
         resume_session: None,
+        prompt: (&[], &["--message", PROMPT]),
     },
 ];
 
@@ -132,6 +144,24 @@ impl Agent {
             def: AGENTS[0],
             binary: AGENTS[0].binary.to_string(),
         }
+    }
+
+    /// Its command line for working on `prompt` alone, non-interactively,
+    /// as the new conversation `id`; `extra` (`[tool] args`) before the prompt.
+    pub fn prompt_command(&self, id: &str, prompt: &str, extra: &[String]) -> Vec<String> {
+        let (before, after) = self.def.prompt;
+        let mut argv = vec![self.binary.clone()];
+        argv.extend(before.iter().map(|a| a.to_string()));
+        argv.extend(self.command(id, false).into_iter().skip(1));
+        argv.extend(extra.iter().cloned());
+        argv.extend(after.iter().map(|a| {
+            if *a == PROMPT {
+                prompt.to_string()
+            } else {
+                a.to_string()
+            }
+        }));
+        argv
     }
 
     /// Its command line for session `id`: a new conversation, or a resumed one.
@@ -211,6 +241,42 @@ mod tests {
         let settings = v(".claude/settings.json");
         assert_eq!(settings["skipDangerousModePermissionPrompt"], true);
         assert_eq!(settings["permissions"]["defaultMode"], "bypassPermissions");
+    }
+
+    #[test]
+    fn one_prompt_runs_each_agent_non_interactively() {
+        let p = |name: &str| {
+            Agent::named(name, None)
+                .unwrap()
+                .prompt_command("u-1", "fix it; $(x)", &["--v".into()])
+        };
+        assert_eq!(
+            p("claude"),
+            [
+                "claude",
+                "--dangerously-skip-permissions",
+                "--session-id",
+                "u-1",
+                "--v",
+                "-p",
+                "fix it; $(x)"
+            ]
+        );
+        assert_eq!(p("opencode"), ["opencode", "run", "--v", "fix it; $(x)"]);
+        assert_eq!(
+            p("codex"),
+            [
+                "codex",
+                "exec",
+                "--dangerously-bypass-approvals-and-sandbox",
+                "--v",
+                "fix it; $(x)"
+            ]
+        );
+        assert_eq!(
+            p("aider"),
+            ["aider", "--yes-always", "--v", "--message", "fix it; $(x)"]
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! Talks to Incus only through [`crate::incus::Client`]; prints nothing.
 
 mod agent;
+pub mod changes;
 mod error;
 pub mod forward;
 pub use forward::parse_publish;
@@ -30,7 +31,7 @@ pub mod tripwire;
 pub mod vet;
 mod workspace;
 
-pub use agent::{AGENTS, Agent, AgentDef, UnknownAgent};
+pub use agent::{AGENTS, Agent, AgentDef, PROMPT, UnknownAgent};
 pub use error::Error;
 pub use hostmount::{MountPlan, plan as plan_host_mount};
 pub use inventory::{SandboxInfo, get as info, launch_marks, launch_token, list, list_prefix};

@@ -33,6 +33,13 @@ pub struct RunRequest {
     pub timeout: Option<Duration>,
     /// An isolated git session: the repository cloned in, commits back.
     pub git: Option<std::sync::Arc<super::isolated::Start>>,
+    /// The command is this agent working on a prompt as session `id`
+    /// (`cci run --prompt`): its credentials and settings go in first, its
+    /// state is saved after (marks [`keys::AGENT`](super::spec::keys) and
+    /// `SESSION` on the container say which).
+    pub agent: Option<super::agent::Agent>,
+    /// List the workspace files the command changed.
+    pub list_changes: bool,
 }
 
 /// What became of an isolated run's commits.
@@ -71,6 +78,11 @@ pub struct RunOutcome {
     pub changed: Vec<String>,
     /// An isolated run's commits, per repository.
     pub git: Vec<GitOutcome>,
+    /// An agent run's saved state.
+    pub state: Option<super::saving::StateSave>,
+    /// The workspace files added, changed or removed (when asked, and the
+    /// workspace was not too big to walk).
+    pub files_changed: Option<Vec<String>>,
 }
 
 /// The environment agents and commands get: who they are (`a`), where, and
@@ -117,12 +129,17 @@ where
     let attempt = Attempt::default();
     let ws = std::path::Path::new(req.spec.workspace.path_str());
     let before = super::tripwire::fingerprint(ws);
+    let files_before = if req.list_changes {
+        super::changes::snapshot(ws)
+    } else {
+        None
+    };
     tokio::pin!(interrupt);
     let launched = tokio::select! {
         r = launch(host, &req.spec, req.slot, req.slot_limit, &attempt) => r?,
         signal = &mut interrupt => {
             attempt.abandon(host).await;
-            return Ok(RunOutcome { container: String::new(), ending: Ending::Interrupted(signal), duration: start.elapsed(), changed: Vec::new(), git: Vec::new() });
+            return Ok(RunOutcome { container: String::new(), ending: Ending::Interrupted(signal), duration: start.elapsed(), changed: Vec::new(), git: Vec::new(), state: None, files_changed: None });
         }
     };
     let records = match &req.git {
@@ -139,6 +156,15 @@ where
         }
         None => None,
     };
+    if let Some(agent) = &req.agent
+        && let Err(e) = super::saving::prepare(host, &launched.name, agent, None, account).await
+    {
+        let _ = dispose(host, &launched.name).await;
+        return Err(Error::Prepare {
+            container: launched.name.clone(),
+            source: e,
+        });
+    }
     let marker = guard_marker(account);
     let exec = ExecSpec {
         command: once_guarded(&marker, &req.command),
@@ -182,6 +208,17 @@ where
             });
         }
     }
+    // An agent's conversation is kept as a saved session (`cci shell
+    // --resume=ID` continues it).
+    let state = match &req.agent {
+        Some(_) => Some(match super::inventory::get(host, &launched.name).await {
+            Ok(info) => super::saving::save_state(host, &info, true, super::saving::SaveKind::Now)
+                .await
+                .unwrap_or_else(|e| super::saving::StateSave::Failed(e.to_string())),
+            Err(e) => super::saving::StateSave::Failed(e.to_string()),
+        }),
+        None => None,
+    };
     let keep_commits = git.iter().any(|g| g.received.is_err());
     if keep_commits && !req.spec.persistent {
         let patch = serde_json::json!({"ephemeral": false, "config": {super::spec::keys::PERSISTENT: "true"}});
@@ -201,6 +238,9 @@ where
         duration,
         changed: super::tripwire::changes(&before, &super::tripwire::fingerprint(ws)),
         git,
+        state,
+        files_changed: files_before
+            .and_then(|b| Some(super::changes::diff(&b, &super::changes::snapshot(ws)?))),
     })
 }
 
