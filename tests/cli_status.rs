@@ -368,4 +368,128 @@ async fn run_prompt_works_headless_and_says_its_session_and_changes() {
         .unwrap_or_else(|| panic!("{id} not saved: {sessions}"));
     assert_eq!(saved["workspace"], ws.path().to_str().unwrap());
     assert!(common::containers_left(ws.path()).await.is_empty());
+    // Its record: a run, ended by the agent's exit.
+    let r = record(&id);
+    assert_eq!(
+        (&r["kind"], &r["ended_by"], &r["exit_status"]),
+        (&"run".into(), &"exit".into(), &0.into()),
+        "{r}"
+    );
+}
+
+/// `cci session show ID --format json`.
+fn record(id: &str) -> Value {
+    let out = cci()
+        .args(["session", "show", id, "--format", "json"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    ok(&out);
+    json(&out)
+}
+
+/// Poll (40 s at most, running `cci list` so ended sessions are settled)
+/// until session `id`'s record says it ended.
+fn wait_ended(id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let _ = cci().arg("list").stdin(Stdio::null()).output();
+        let out = cci()
+            .args(["session", "show", id, "--format", "json"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        if out.status.success() {
+            let r = json(&out);
+            if r["ended"].is_string() && !r["running"].as_bool().unwrap_or(true) {
+                return r;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{id} never ended: {}",
+            common::agent::text(&out.stdout)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_is_kept_for_every_way_a_session_ends() {
+    let ws = agent_workspace();
+    let _sessions = Sessions(ws.path().to_path_buf());
+    let dir = tempfile::tempdir().unwrap();
+    let limited = dir.path().join("config.toml");
+    std::fs::write(&limited, "[limits]\nmax_duration = \"6s\"\n").unwrap();
+    let start = |config: Option<&std::path::Path>| -> (String, String) {
+        let mut cmd = cci_in(ws.path(), "shell");
+        cmd.arg("--headless");
+        if let Some(c) = config {
+            cmd.env("CCI_CONFIG", c);
+        }
+        let name = ok(&cmd.output().unwrap()).trim().to_string();
+        let id = common::agent::info(&name)["session"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        (name, id)
+    };
+    let (inside, inside_id) = start(None);
+    let (shut, shut_id) = start(None);
+    let (killed, killed_id) = start(None);
+    let (_limit, limit_id) = start(Some(&limited));
+
+    // A running session's record so far.
+    wait_row(&inside, "idle", |r| r["state"] == "idle");
+    send_keys(&inside, "ask");
+    wait_row(&inside, "waiting", |r| r["state"] == "waiting");
+    std::thread::sleep(Duration::from_secs(2));
+    send_keys(&inside, "done");
+    wait_row(&inside, "idle", |r| r["state"] == "idle");
+    let live = record(&inside_id);
+    assert_eq!(
+        (&live["running"], &live["ended"]),
+        (&true.into(), &Value::Null),
+        "{live}"
+    );
+    assert!(live["waiting_seconds"].as_u64().unwrap() >= 2, "{live}");
+    assert_eq!(live["container"], inside.as_str());
+
+    // Ended from inside: the agent exits, then its shell.
+    send_keys(&inside, "exit");
+    wait_row(&inside, "exited", |r| r["state"] == "exited");
+    send_keys(&inside, "exit");
+    ok(&cci().args(["shutdown", "--force", &shut]).output().unwrap());
+    ok(&cci().args(["kill", "--force", &killed]).output().unwrap());
+
+    let r = wait_ended(&inside_id);
+    assert_eq!(
+        (&r["ended_by"], &r["exit_status"]),
+        (&"exit".into(), &0.into()),
+        "{r}"
+    );
+    assert!(r["waiting_seconds"].as_u64().unwrap() >= 2, "{r}");
+    assert!(r["idle_seconds"].as_u64().is_some(), "{r}");
+    assert!(r["saved_bytes"].as_u64().unwrap() > 0, "{r}");
+    for key in ["workspace", "slot", "image", "agent", "network", "started"] {
+        assert!(!r[key].is_null() && r[key] != "", "{key}: {r}");
+    }
+    assert_eq!(r["saved"]["id"], inside_id.as_str());
+    assert_eq!(wait_ended(&shut_id)["ended_by"], "shutdown");
+    assert_eq!(wait_ended(&killed_id)["ended_by"], "kill");
+    assert_eq!(wait_ended(&limit_id)["ended_by"], "limit");
+    // Listed with the saved sessions.
+    let list = json(
+        &cci()
+            .args(["session", "list", "--format", "json"])
+            .output()
+            .unwrap(),
+    );
+    let listed = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == inside_id.as_str())
+        .unwrap();
+    assert_eq!(listed["record"]["ended_by"], "exit");
 }

@@ -14,6 +14,8 @@ use serde_json::{Map, Value};
 
 /// The state line's file name in the agent user's home.
 pub const STATE_FILE: &str = ".cci-agent-state";
+/// The state changes of the session, `WORD EPOCH` a line, in the home.
+pub const EVENTS_FILE: &str = ".cci-agent-events";
 
 /// Claude Code hook events and the word each writes.
 pub const EVENTS: &[(&str, &str)] = &[
@@ -24,18 +26,24 @@ pub const EVENTS: &[(&str, &str)] = &[
 ];
 
 /// The hook command for `word`: a shell snippet (Claude Code runs hook
-/// commands with a shell) that replaces the state line atomically and never
-/// fails the agent's action. `notify` keeps the event's JSON (its message),
-/// on one line and cut at 2000 bytes. No `"` or `\` in it, so it reads the
-/// same in the JSON of the settings file.
+/// commands with a shell) that replaces the state line atomically, appends
+/// the word to [`EVENTS_FILE`] when it differs from the last one there (the
+/// session record's time waiting and idle; Claude Code's idle reminder is
+/// logged as `stop`), and never fails the agent's action. `notify` keeps
+/// the event's JSON (its message), on one line and cut at 2000 bytes. No `"`
+/// or `\` in it, so it reads the same in the JSON of the settings file.
 pub fn command(word: &str) -> String {
-    let detail = if word == "notify" {
-        "head -c 2000 | tr -d '[:cntrl:]'"
+    let (detail, logged) = if word == "notify" {
+        (
+            "head -c 2000 | tr -d '[:cntrl:]'",
+            "w=notify; grep -q idle_prompt $f && w=stop",
+        )
     } else {
-        "cat >/dev/null"
+        ("cat >/dev/null", "w=WORD")
     };
+    let logged = logged.replace("WORD", word);
     format!(
-        "f=$HOME/{STATE_FILE}; {{ printf '{word} %s ' $(date +%s); {detail}; echo; }} >$f.tmp 2>/dev/null && mv -f $f.tmp $f; exit 0"
+        "f=$HOME/{STATE_FILE}; e=$HOME/{EVENTS_FILE}; {{ printf '{word} %s ' $(date +%s); {detail}; echo; }} >$f.tmp 2>/dev/null && mv -f $f.tmp $f; {logged}; [ $(tail -n 1 $e 2>/dev/null | cut -d ' ' -f 1)x = ${{w}}x ] || echo $w $(date +%s) >>$e 2>/dev/null; exit 0"
     )
 }
 
@@ -127,6 +135,60 @@ mod tests {
                 if *event == "Stop" { 2 } else { 1 }
             );
         }
+    }
+
+    #[test]
+    fn the_commands_keep_the_state_line_and_log_each_change_once() {
+        let home = tempfile::tempdir().unwrap();
+        let run = |word: &str, input: &str| {
+            use std::io::Write;
+            let mut child = std::process::Command::new("sh")
+                .args(["-c", &command(word)])
+                .env("HOME", home.path())
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+            assert!(child.wait().unwrap().success());
+        };
+        run("prompt", "{}");
+        run("tool", "{}");
+        run("tool", "{}");
+        run(
+            "notify",
+            "{\"message\":\"Claude needs\nyou\",\"notification_type\":\"permission_prompt\"}",
+        );
+        let state = std::fs::read_to_string(home.path().join(STATE_FILE)).unwrap();
+        assert!(
+            state.starts_with("notify ")
+                && state.ends_with(
+                    "\"Claude needsyou\",\"notification_type\":\"permission_prompt\"}\n"
+                ),
+            "{state:?}"
+        );
+        run("notify", "{\"notification_type\":\"idle_prompt\"}");
+        run("stop", "{}");
+        let events = std::fs::read_to_string(home.path().join(EVENTS_FILE)).unwrap();
+        let words: Vec<&str> = events
+            .lines()
+            .map(|l| l.split(' ').next().unwrap())
+            .collect();
+        assert_eq!(words, ["prompt", "tool", "notify", "stop"]);
+        assert!(
+            events
+                .lines()
+                .all(|l| l.split(' ').nth(1).unwrap().parse::<u64>().is_ok())
+        );
+        assert!(
+            std::fs::read_to_string(home.path().join(STATE_FILE))
+                .unwrap()
+                .starts_with("stop ")
+        );
     }
 
     #[test]

@@ -155,6 +155,7 @@ impl Watch {
     /// Look at everything now: the rows, and what changed since the last
     /// tick (nothing on the first).
     pub async fn tick(&mut self) -> incus::Result<(Vec<Row>, Vec<Event>)> {
+        let began = Instant::now();
         let all = containers(&self.client, &self.account).await?;
         let mut rows: Vec<Row> = all.iter().map(|(s, i)| base_row(s, i)).collect();
         // Monitors for the sessions; none for the rest.
@@ -263,6 +264,12 @@ impl Watch {
         self.cpu.retain(|n, _| rows.iter().any(|r| &r.name == n));
         self.last = rows.iter().map(|r| (r.name.clone(), r.clone())).collect();
         self.first = false;
+        // (tests/bench/status-20-containers.sh reads this.)
+        tracing::debug!(
+            "attention tick: {} us for {} containers",
+            began.elapsed().as_micros(),
+            rows.len()
+        );
         Ok((rows, events))
     }
 

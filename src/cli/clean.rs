@@ -136,7 +136,7 @@ async fn clean_containers(host: &Host, args: &CleanArgs) -> anyhow::Result<i32> 
         let settle = ended.contains(&name);
         async move {
             if settle {
-                return sandbox::end(host, &name, Duration::from_secs(5)).await;
+                return sandbox::end(host, &name, Duration::from_secs(5), "exit").await;
             }
             sandbox::remove(host, &name).await?;
             Ok(sandbox::Ended {

@@ -20,6 +20,10 @@ pub enum SessionCommand {
     /// List the saved sessions (every workspace, newest first).
     #[command(visible_alias = "ls")]
     List(ListArgs),
+    /// One session's record: where and how it ran, how it ended, the time
+    /// its agent waited for you, its saved state, its network requests (a
+    /// running session's so far).
+    Show(ShowArgs),
     /// Save the agent state of a running session container now.
     Save(SaveArgs),
     /// Push a saved session's state into a running container.
@@ -36,6 +40,17 @@ pub enum SessionCommand {
 /// Options of `cci session list`.
 #[derive(Debug, Args)]
 pub struct ListArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+/// Options of `cci session show`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The session id.
+    #[arg(value_name = "ID")]
+    pub id: SessionId,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
@@ -113,6 +128,9 @@ pub struct SavedInfo {
     pub origin: String,
     /// Its folder on the host.
     pub path: String,
+    /// The session's record, when one was written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record: Option<session::record::Record>,
 }
 
 impl SavedInfo {
@@ -130,6 +148,8 @@ impl SavedInfo {
             slot: m.slot,
             origin: m.origin.clone(),
             path: s.path.display().to_string(),
+            record: records_root()
+                .and_then(|root| session::record::read(&root, &m.id.parse().ok()?)),
         }
     }
 }
@@ -137,6 +157,11 @@ impl SavedInfo {
 /// Where saved sessions live (`[paths] sessions_dir`; `None`: the default).
 fn sessions_dir() -> Option<&'static std::path::Path> {
     crate::config::current().sessions_dir.as_deref()
+}
+
+/// The folder the session records are under.
+fn records_root() -> Option<PathBuf> {
+    session::store_root(sessions_dir()).ok()
 }
 
 /// Every saved session of every agent, newest first.
@@ -306,6 +331,7 @@ pub async fn run(host: &Host, cmd: SessionCommand) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
+        SessionCommand::Show(a) => show(host, &a).await,
         SessionCommand::Save(a) => {
             let state = sandbox::save_now(host, &a.name).await?;
             match &state {
@@ -407,6 +433,87 @@ pub async fn run(host: &Host, cmd: SessionCommand) -> anyhow::Result<i32> {
     }
 }
 
+/// `cci session show ID`: the record (a running session's so far), and
+/// its saved state.
+async fn show(host: &Host, a: &ShowArgs) -> anyhow::Result<i32> {
+    let running = sandbox::list(host)
+        .await?
+        .into_iter()
+        .find(|c| c.session == a.id.to_string() && c.state == InstanceStatus::Running);
+    let record = match (&running, records_root()) {
+        (Some(c), _) => Some(sandbox::records::make(host, c, None, None, None).await),
+        (None, Some(root)) => session::record::read(&root, &a.id),
+        (None, None) => None,
+    };
+    let saved = find(&a.id)?.map(|(_, s)| SavedInfo::of(&s));
+    let Some(record) = record.or_else(|| saved.as_ref().and_then(|s| s.record.clone())) else {
+        if saved.is_some() {
+            // Saved before records were kept (or imported): the saved state only.
+            return info(&a.id.to_string(), a.format).map(|c| c.unwrap_or(0));
+        }
+        return Err(not_found(&a.id));
+    };
+    match a.format {
+        Format::Json => {
+            let mut v = serde_json::to_value(&record)?;
+            v["running"] = serde_json::Value::Bool(running.is_some());
+            v["saved"] = serde_json::to_value(saved.as_ref().map(|s| {
+                let mut s = s.clone();
+                s.record = None;
+                s
+            }))?;
+            print_json(&v)?;
+        }
+        Format::Table => {
+            let secs = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |s| format!("{s} s"));
+            let rows = [
+                ("Session", record.id.clone()),
+                ("Workspace", record.workspace.clone()),
+                (
+                    "Container",
+                    format!(
+                        "{} (slot {}, {})",
+                        record.container, record.slot, record.kind
+                    ),
+                ),
+                ("Image", record.image.clone()),
+                ("Agent", super::output::dash(&record.agent)),
+                ("Network", super::output::dash(&record.network)),
+                ("Started", record.started.clone()),
+                (
+                    "Ended",
+                    match (&record.ended, &record.ended_by) {
+                        (Some(t), Some(how)) => format!("{t} ({how})"),
+                        (Some(t), None) => t.clone(),
+                        (None, _) => "still running".into(),
+                    },
+                ),
+                (
+                    "Exit status",
+                    record
+                        .exit_status
+                        .map_or_else(|| "-".into(), |s| s.to_string()),
+                ),
+                ("Waiting for you", secs(record.waiting_seconds)),
+                ("Idle at its prompt", secs(record.idle_seconds)),
+                (
+                    "Saved state",
+                    record.saved_bytes.map_or_else(|| "-".into(), human),
+                ),
+                (
+                    "Requests",
+                    format!(
+                        "{} allowed, {} blocked (egress proxy)",
+                        record.network_allowed, record.network_blocked
+                    ),
+                ),
+            ];
+            print!("{}", fields(&rows));
+        }
+    }
+    Ok(0)
+}
+
 /// `cci clean --sessions [--older-than DAYS]`.
 pub fn clean(older_than: Option<u64>, dry_run: bool, force: bool) -> anyhow::Result<i32> {
     let now = std::time::SystemTime::now()
@@ -443,6 +550,9 @@ pub fn clean(older_than: Option<u64>, dry_run: bool, force: bool) -> anyhow::Res
     for (store, s) in &plan {
         let id: SessionId = s.id().parse()?;
         store.remove(&id)?;
+        if let Some(root) = records_root() {
+            session::record::remove(&root, &id);
+        }
         println!("removed session {id}");
     }
     Ok(0)

@@ -21,7 +21,7 @@ use crate::incus::{self, InstanceStatus};
 /// (then by force) and delete it unless it is persistent (or its state
 /// could not be saved).
 pub async fn shutdown(host: &Host, name: &str, grace: Duration) -> Result<Ended, Error> {
-    end(host, name, grace).await
+    end(host, name, grace, "shutdown").await
 }
 
 /// Stop (force) and delete a cci container at once; a running session's
@@ -38,6 +38,9 @@ pub async fn kill(host: &Host, name: &str) -> incus::Result<StateSave> {
     } else {
         StateSave::Nothing
     };
+    if info.state == InstanceStatus::Running {
+        super::records::finish(host, &info, "kill", None, Some(&state)).await;
+    }
     remove(host, name).await?;
     Ok(state)
 }

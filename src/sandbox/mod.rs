@@ -21,6 +21,7 @@ pub mod plan_extras;
 pub mod plan_policy;
 mod profile;
 pub mod protect;
+pub mod records;
 mod run;
 mod saving;
 mod shell;

@@ -212,9 +212,19 @@ where
     // --resume=ID` continues it).
     let state = match &req.agent {
         Some(_) => Some(match super::inventory::get(host, &launched.name).await {
-            Ok(info) => super::saving::save_state(host, &info, true, super::saving::SaveKind::Now)
-                .await
-                .unwrap_or_else(|e| super::saving::StateSave::Failed(e.to_string())),
+            Ok(info) => {
+                let state =
+                    super::saving::save_state(host, &info, true, super::saving::SaveKind::Now)
+                        .await
+                        .unwrap_or_else(|e| super::saving::StateSave::Failed(e.to_string()));
+                let (how, status) = match &ending {
+                    Ok(Ending::Exited(code)) => ("exit", Some(*code)),
+                    Ok(Ending::TimedOut) => ("timeout", None),
+                    Ok(Ending::Interrupted(_)) | Err(_) => ("interrupt", None),
+                };
+                super::records::finish(host, &info, how, status, Some(&state)).await;
+                state
+            }
             Err(e) => super::saving::StateSave::Failed(e.to_string()),
         }),
         None => None,

@@ -293,7 +293,8 @@ pub async fn settle(host: &Host, all: &[SandboxInfo]) {
                 Ok(StateSave::Failed(why)) => {
                     tracing::warn!("{}: session state not saved: {why}", s.name)
                 }
-                Ok(_) => {}
+                // The session ended with nobody attached: its record now.
+                Ok(state) => super::records::finish(host, &s, "exit", None, Some(&state)).await,
                 Err(e) => {
                     tracing::debug!("{}: cannot save its session state now: {e}", s.name);
                     continue;

@@ -363,17 +363,25 @@ pub async fn after_detach(host: &Host, name: &str) -> Result<Left, Error> {
     if tmux::alive(&host.client, name, &info.account).await? {
         return Ok(Left::Detached);
     }
-    Ok(Left::Ended(end(host, name, Duration::from_secs(30)).await?))
+    Ok(Left::Ended(
+        end(host, name, Duration::from_secs(30), "exit").await?,
+    ))
 }
 
 /// End a session's container: save its agent state, then stop it within
 /// `grace` (then by force) and delete it unless it is persistent. An
 /// ephemeral container whose state could not be saved is kept, stopped.
-pub async fn end(host: &Host, name: &str, grace: Duration) -> Result<Ended, Error> {
+/// The session's record says it ended `how` (`exit`: from inside).
+pub async fn end(host: &Host, name: &str, grace: Duration, how: &str) -> Result<Ended, Error> {
     saving::with_lock(name, async {
         let info = inventory::get(host, name).await?;
+        let unsaved = info.state_unsaved();
         // A stopped container (powered off inside, say) is started to save.
         let state = saving::save_state(host, &info, true, SaveKind::Final).await?;
+        // Once per session: an earlier end (another cci) wrote it already.
+        if unsaved || info.agent.is_empty() {
+            super::records::finish(host, &info, how, None, Some(&state)).await;
+        }
         let keep = info.persistent || matches!(state, StateSave::Failed(_));
         let ws = std::path::Path::new(&info.workspace);
         let changed = super::tripwire::check(name, ws);

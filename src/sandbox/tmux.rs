@@ -57,6 +57,7 @@ setsid -f sh -c "$supervisor" cci-supervisor </dev/null >/dev/null 2>&1
 # The session's time limit: its end powers the container off, as any end does.
 if [ "$limit" -gt 0 ]; then
     setsid -f sh -c 'sleep "$1"; printf "exited %s limit\n" "$(date +%s)" >/home/code/.cci-agent-state
+        printf "exited %s\n" "$(date +%s)" >>/home/code/.cci-agent-events
         tmux -S /home/code/.cci-tmux kill-server' cci-time-limit "$limit" \
         </dev/null >/dev/null 2>&1
 fi
@@ -89,9 +90,11 @@ if [ "$n" -gt 0 ]; then
         fi
     fi
 fi
-# The agent's state line (see attention::hooks): started, then exited.
+# The state line, and the session's log of changes (attention::hooks).
 mark() { printf '%s %s %s\n' "$1" "$(date +%s)" "$2" >/home/code/.cci-agent-state.tmp &&
-    mv -f /home/code/.cci-agent-state.tmp /home/code/.cci-agent-state; } 2>/dev/null
+    mv -f /home/code/.cci-agent-state.tmp /home/code/.cci-agent-state
+    printf '%s %s\n' "$1" "$(date +%s)" >>/home/code/.cci-agent-events; } 2>/dev/null
+: 2>/dev/null >/home/code/.cci-agent-events
 if [ "$run" = yes ]; then
     mark started
     "$@"
@@ -294,7 +297,9 @@ mod tests {
         assert!(for_user(START, &a).contains("runuser -u dev "));
         // The dashboard reads the state line the pane writes.
         let state = format!("/home/code/{}", crate::attention::hooks::STATE_FILE);
-        assert!(PANE.contains(&format!("{state}.tmp")) && PANE.contains(&format!("{state};")));
+        assert!(PANE.contains(&format!("{state}.tmp")) && PANE.contains(&format!("{state}\n")));
+        let events = format!("/home/code/{}", crate::attention::hooks::EVENTS_FILE);
+        assert!(PANE.contains(&format!(">>{events};")) && START.contains(&format!(">>{events}\n")));
         assert!(START.contains(&format!("-s {SESSION} ")));
         assert!(SUPERVISOR.contains(&format!("has-session -t {SESSION}")));
     }

@@ -13,6 +13,7 @@ mod bound;
 mod credentials;
 mod id;
 mod import;
+pub mod record;
 mod store;
 mod tarstream;
 
@@ -25,7 +26,7 @@ pub use bound::{STALL, TOTAL};
 pub use credentials::{Pushed, credentials_home, merge, push_credentials};
 pub use id::{BadSessionId, SessionId};
 pub use import::{claude_project, import, import_selection};
-pub use store::{Meta, Saved, Store, rfc3339, root as store_root};
+pub use store::{Meta, Saved, Store, now as store_now, rfc3339, root as store_root};
 
 use crate::incus::{self, CappedBuf, Client, ExecRequest, MAX_CAPTURED_STDERR};
 

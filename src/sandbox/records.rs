@@ -1,0 +1,118 @@
+//! Writing a session's record ([`crate::session::record`]) as it ends:
+//! read from the container (the agent's log of state changes and its last
+//! state line, through the file API, bounded, trusted for nothing but
+//! numbers), the egress proxy's log and the saved state. A record that
+//! cannot be written is logged; it never holds up the end of a session.
+
+use super::inventory::SandboxInfo;
+use super::saving::StateSave;
+use crate::attention::hooks::{EVENTS_FILE, STATE_FILE};
+use crate::host::Host;
+use crate::session::record::{self, Record};
+
+/// The most of the agent's files read.
+const MAX_READ: usize = 1 << 20;
+
+/// A file of the agent's home, as text (empty when it cannot be read).
+async fn home_file(host: &Host, info: &SandboxInfo, name: &str) -> String {
+    let path = format!("{}/{name}", info.account.home);
+    match host.client.read_file(&info.name, &path).await {
+        Ok((_, data)) => {
+            let tail = &data[data.len().saturating_sub(MAX_READ)..];
+            String::from_utf8_lossy(tail).into_owned()
+        }
+        Err(_) => String::new(),
+    }
+}
+
+/// The record of `info`'s session now; `ended`: it is over, `how`.
+pub async fn make(
+    host: &Host,
+    info: &SandboxInfo,
+    ended: Option<&str>,
+    exit_status: Option<i32>,
+    saved: Option<&StateSave>,
+) -> Record {
+    let (now_text, now) = crate::session::store_now();
+    let log = home_file(host, info, EVENTS_FILE).await;
+    let state = home_file(host, info, STATE_FILE).await;
+    // `exited EPOCH STATUS`, or `exited EPOCH limit` from the time limit.
+    let mut words = state.split_whitespace();
+    let (mut how, mut status) = (ended.map(str::to_string), exit_status);
+    if words.next() == Some("exited") {
+        let detail = words.nth(1).unwrap_or("");
+        if detail == "limit" && how.as_deref() == Some("exit") {
+            how = Some("limit".into());
+        }
+        if status.is_none() {
+            status = detail.parse().ok();
+        }
+    }
+    let (waiting, idle) = if info.agent == "claude" {
+        let (w, i) = record::waited(&log, now);
+        (Some(w), Some(i))
+    } else {
+        (None, None)
+    };
+    let (mut allowed, mut blocked) = (0, 0);
+    if let Ok(path) = crate::network::egress::decisions_log() {
+        let from = crate::state::parse_rfc3339(&info.last_started).map_or(0, |s| s * 1000);
+        for d in crate::proxy::log::read(&path, Some(&info.name)).unwrap_or_default() {
+            if d.time >= from {
+                let n = 1 + d.repeats;
+                if d.allowed {
+                    allowed += n;
+                } else {
+                    blocked += n;
+                }
+            }
+        }
+    }
+    let saved_bytes = match saved {
+        Some(StateSave::Saved { id, .. }) => saved_bytes(host, &info.agent, id),
+        _ => None,
+    };
+    Record {
+        id: info.session.clone(),
+        container: info.name.clone(),
+        workspace: info.workspace.clone(),
+        slot: info.slot,
+        image: info.image.clone(),
+        agent: info.agent.clone(),
+        kind: info.kind.clone(),
+        network: info.network.clone(),
+        started: info.last_started.clone(),
+        ended: ended.map(|_| now_text),
+        ended_by: how,
+        exit_status: status,
+        waiting_seconds: waiting,
+        idle_seconds: idle,
+        saved_bytes,
+        network_allowed: allowed,
+        network_blocked: blocked,
+    }
+}
+
+fn saved_bytes(host: &Host, agent: &str, id: &str) -> Option<u64> {
+    let store = super::saving::store_of(host.config.sessions_dir.as_deref(), agent).ok()?;
+    Some(store.get(&id.parse().ok()?).ok()??.meta.bytes)
+}
+
+/// Write the record of `info`'s session, ended `how`.
+pub async fn finish(
+    host: &Host,
+    info: &SandboxInfo,
+    how: &str,
+    exit_status: Option<i32>,
+    saved: Option<&StateSave>,
+) {
+    if info.session.is_empty() {
+        return;
+    }
+    let r = make(host, info, Some(how), exit_status, saved).await;
+    let written = crate::session::store_root(host.config.sessions_dir.as_deref())
+        .and_then(|root| record::write(&root, &r));
+    if let Err(e) = written {
+        tracing::warn!("{}: the session's record was not written: {e}", info.name);
+    }
+}

@@ -1,0 +1,171 @@
+//! One record per session: what ran where, how long, how it ended, the time
+//! its agent waited for the user, its saved state and its network requests.
+//! Written when the session ends, next to the saved sessions
+//! (`records/ID.json`, 0600, atomically); read by `cci session list|show`.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::id::SessionId;
+
+/// A session's record.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// The session id.
+    pub id: String,
+    /// Its container.
+    pub container: String,
+    /// Host path of the workspace.
+    pub workspace: String,
+    /// Its slot.
+    pub slot: u32,
+    /// The image it started from.
+    pub image: String,
+    /// The agent (empty: a plain shell).
+    pub agent: String,
+    /// `shell`, or `run` (`cci run --prompt`).
+    pub kind: String,
+    /// Its network mode.
+    pub network: String,
+    /// When it started (RFC 3339).
+    pub started: String,
+    /// When it ended (RFC 3339; `None` while it runs).
+    pub ended: Option<String>,
+    /// How it ended: `exit` (from inside), `limit` (the time limit),
+    /// `shutdown`, `kill`, `timeout` or `interrupt` (`cci run`).
+    pub ended_by: Option<String>,
+    /// The agent's (or the run's) exit status, when known.
+    pub exit_status: Option<i32>,
+    /// Seconds the agent waited for an answer (a permission, a question);
+    /// `None` for agents without hooks.
+    pub waiting_seconds: Option<u64>,
+    /// Seconds it sat idle at its prompt after a turn.
+    pub idle_seconds: Option<u64>,
+    /// Bytes of its saved state, when saved.
+    pub saved_bytes: Option<u64>,
+    /// Network requests cci's egress proxy let through.
+    pub network_allowed: u64,
+    /// Network requests it refused.
+    pub network_blocked: u64,
+}
+
+/// The folder of the records under the sessions root.
+fn dir(root: &Path) -> PathBuf {
+    root.join("records")
+}
+
+/// Write `r` (replacing an earlier one of its id).
+pub fn write(root: &Path, r: &Record) -> io::Result<()> {
+    let id: SessionId =
+        r.id.parse()
+            .map_err(|e: super::BadSessionId| io::Error::other(e.to_string()))?;
+    let d = dir(root);
+    std::fs::create_dir_all(&d)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700))?;
+    let data = serde_json::to_vec_pretty(r).map_err(io::Error::other)?;
+    crate::state::write_atomic(&d.join(format!("{id}.json")), &data)
+}
+
+/// The record of session `id`, if one was written.
+pub fn read(root: &Path, id: &SessionId) -> Option<Record> {
+    let data = std::fs::read(dir(root).join(format!("{id}.json"))).ok()?;
+    serde_json::from_slice(&data).ok()
+}
+
+/// Remove the record of `id` (with its saved session).
+pub fn remove(root: &Path, id: &SessionId) {
+    let _ = std::fs::remove_file(dir(root).join(format!("{id}.json")));
+}
+
+/// Every record, newest start first.
+pub fn all(root: &Path) -> Vec<Record> {
+    let Ok(entries) = std::fs::read_dir(dir(root)) else {
+        return Vec::new();
+    };
+    let mut out: Vec<Record> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let id: SessionId = name.strip_suffix(".json")?.parse().ok()?;
+            read(root, &id)
+        })
+        .collect();
+    out.sort_by(|a, b| b.started.cmp(&a.started));
+    out
+}
+
+/// Seconds spent waiting for an answer and idle at the prompt, from a
+/// session's log of changes (`WORD EPOCH` lines: `notify` waits, `stop`
+/// and `started` sit idle, anything else works) up to `end`. Lines that
+/// do not read are skipped; time never runs backwards.
+pub fn waited(log: &str, end: u64) -> (u64, u64) {
+    let marks: Vec<(&str, u64)> = log
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            Some((w.next()?, w.next()?.parse().ok()?))
+        })
+        .collect();
+    let (mut waiting, mut idle) = (0u64, 0u64);
+    for (i, (word, at)) in marks.iter().enumerate() {
+        let until = marks.get(i + 1).map_or(end, |(_, t)| *t);
+        let span = until.saturating_sub(*at);
+        match *word {
+            "notify" => waiting += span,
+            "stop" | "started" => idle += span,
+            _ => {}
+        }
+    }
+    (waiting, idle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waiting_and_idle_time_add_up_from_the_log() {
+        let log = "started 100\nprompt 110\ntool 115\nnotify 120\ntool 150\nstop 160\nbad line\nprompt 200\nexited 230\n";
+        assert_eq!(waited(log, 300), (30, 10 + 40));
+        // Still waiting at the end: counted to the end.
+        assert_eq!(waited("prompt 10\nnotify 20\n", 50), (30, 0));
+        assert_eq!(waited("", 50), (0, 0));
+        assert_eq!(waited("notify 90\nstop 80\n", 100), (0, 20));
+    }
+
+    #[test]
+    fn records_are_written_private_and_read_back_newest_first() {
+        let d = tempfile::tempdir().unwrap();
+        let a = Record {
+            id: "11111111-1111-4111-8111-111111111111".into(),
+            started: "2026-12-01T00:00:00Z".into(),
+            ..Record::default()
+        };
+        let b = Record {
+            id: "22222222-2222-4222-8222-222222222222".into(),
+            started: "2026-12-02T00:00:00Z".into(),
+            ended_by: Some("kill".into()),
+            ..Record::default()
+        };
+        write(d.path(), &a).unwrap();
+        write(d.path(), &b).unwrap();
+        let ids: Vec<String> = all(d.path()).into_iter().map(|r| r.id).collect();
+        assert_eq!(ids, [b.id.clone(), a.id.clone()]);
+        use std::os::unix::fs::PermissionsExt;
+        let m = std::fs::metadata(d.path().join("records"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(m & 0o777, 0o700);
+        let bad = Record {
+            id: "../evil".into(),
+            ..Record::default()
+        };
+        assert!(write(d.path(), &bad).is_err());
+        remove(d.path(), &a.id.parse().unwrap());
+        assert_eq!(all(d.path()).len(), 1);
+    }
+}
