@@ -493,3 +493,68 @@ async fn a_record_is_kept_for_every_way_a_session_ends() {
         .unwrap();
     assert_eq!(listed["record"]["ended_by"], "exit");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_recorded_session_replays_filtered_and_its_recording_is_capped() {
+    let ws = agent_workspace();
+    let _sessions = Sessions(ws.path().to_path_buf());
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "[session]\nrecord_max_bytes = 65536\n").unwrap();
+    let out = cci_in(ws.path(), "shell")
+        .args(["--headless", "--record"])
+        .env("CCI_CONFIG", &config)
+        .output()
+        .unwrap();
+    let name = ok(&out).trim().to_string();
+    let id = common::agent::info(&name)["session"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_row(&name, "idle", |r| r["state"] == "idle");
+    send_keys(&name, "hello-recorded");
+    common::agent::screen_shows(&name, "HEARD[hello-recorded]");
+    // The agent prints a clipboard write, then far more than the cap.
+    send_keys(&name, "exit");
+    wait_row(&name, "exited", |r| r["state"] == "exited");
+    send_keys(
+        &name,
+        "printf '\\033]52;c;ZXZpbA==\\007'; head -c 400000 /dev/zero | tr '\\0' x; echo END-OF-IT",
+    );
+    common::agent::screen_shows(&name, "END-OF-IT");
+    std::thread::sleep(Duration::from_secs(1));
+    ok(&cci().args(["kill", "--force", &name]).output().unwrap());
+
+    let r = record(&id);
+    let kept = r["recording_bytes"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{r}"));
+    assert!(kept > 100 && kept <= 65536 + 4096, "{kept}");
+    let cast = common::sessions_dir().join(format!("records/{id}.cast"));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&cast).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let out = cci()
+        .args(["session", "replay", &id, "--speed", "1000"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let shown = ok(&out);
+    assert!(shown.contains("HEARD[hello-recorded]"), "{shown}");
+    assert!(
+        !shown.contains("\u{1b}]52"),
+        "the clipboard write reached the terminal"
+    );
+    assert!(!shown.contains("END-OF-IT"), "past the cap");
+    // Never recorded: a clear error.
+    let out = cci()
+        .args(["session", "replay", "no-such-session"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        common::agent::text(&out.stderr)
+    );
+}

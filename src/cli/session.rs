@@ -24,6 +24,9 @@ pub enum SessionCommand {
     /// its agent waited for you, its saved state, its network requests (a
     /// running session's so far).
     Show(ShowArgs),
+    /// Play a recorded session's terminal output (`cci shell --record`)
+    /// again, at its pace or faster.
+    Replay(ReplayArgs),
     /// Save the agent state of a running session container now.
     Save(SaveArgs),
     /// Push a saved session's state into a running container.
@@ -54,6 +57,20 @@ pub struct ShowArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+}
+
+/// Options of `cci session replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The session id.
+    #[arg(value_name = "ID")]
+    pub id: SessionId,
+    /// Play this many times faster.
+    #[arg(long, default_value_t = 1.0, value_name = "FACTOR")]
+    pub speed: f64,
+    /// Never wait longer than this between two outputs (seconds).
+    #[arg(long, default_value_t = 2.0, value_name = "SECONDS")]
+    pub max_wait: f64,
 }
 
 /// Options of `cci session save`.
@@ -332,6 +349,7 @@ pub async fn run(host: &Host, cmd: SessionCommand) -> anyhow::Result<i32> {
             Ok(0)
         }
         SessionCommand::Show(a) => show(host, &a).await,
+        SessionCommand::Replay(a) => replay(&a).await,
         SessionCommand::Save(a) => {
             let state = sandbox::save_now(host, &a.name).await?;
             match &state {
@@ -510,6 +528,42 @@ async fn show(host: &Host, a: &ShowArgs) -> anyhow::Result<i32> {
             ];
             print!("{}", fields(&rows));
         }
+    }
+    Ok(0)
+}
+
+/// `cci session replay ID`: the recording, through the same filter as
+/// what reaches the terminal from a live session.
+async fn replay(a: &ReplayArgs) -> anyhow::Result<i32> {
+    use std::io::Write;
+    if !(a.speed.is_finite() && a.speed > 0.0 && a.max_wait.is_finite() && a.max_wait >= 0.0) {
+        return Err(UsageError("--speed must be above 0 and --max-wait at least 0".into()).into());
+    }
+    let path = records_root().map(|r| session::record::recording_path(&r, &a.id));
+    let cast = match path.as_ref().map(std::fs::read) {
+        Some(Ok(c)) => c,
+        _ => {
+            return Err(crate::incus::Error::NotFound(format!(
+                "a recording of session {} (sessions are recorded with `cci shell --record` or `[session] record = true`)",
+                a.id
+            ))
+            .into());
+        }
+    };
+    let cast = String::from_utf8_lossy(&cast);
+    let mut filter = crate::terminal::EscapeFilter::new();
+    let mut out = std::io::stdout();
+    let mut last = 0.0f64;
+    for (at, text) in session::record::cast_events(&cast) {
+        let wait = ((at - last) / a.speed).clamp(0.0, a.max_wait);
+        last = at;
+        if wait > 0.0 {
+            tokio::time::sleep(std::time::Duration::from_secs_f64(wait)).await;
+        }
+        let mut shown = Vec::new();
+        filter.push(text.as_bytes(), &mut shown);
+        out.write_all(&shown)?;
+        out.flush()?;
     }
     Ok(0)
 }

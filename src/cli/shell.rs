@@ -55,6 +55,10 @@ pub struct ShellArgs {
     /// With --resume=ID: resume a session saved from another workspace.
     #[arg(long, requires = "resume")]
     pub force: bool,
+    /// Keep the session's terminal output with its record (`cci session
+    /// replay ID`) [default: `[session] record`].
+    #[arg(long)]
+    pub record: bool,
 }
 
 /// Options of `cci attach`.
@@ -136,6 +140,8 @@ pub async fn shell(host: &Host, args: ShellArgs) -> anyhow::Result<i32> {
                 Vec::new()
             },
             pre_launch_required: crate::config::current().pre_launch_required,
+            record: (args.record || host.config.session.record)
+                .then_some(host.config.session.record_max_bytes),
         },
         resume,
         network_explicit: args.sandbox.net.network.is_some() || !args.sandbox.net.allow.is_empty(),

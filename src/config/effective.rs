@@ -48,7 +48,14 @@ pub struct SessionLimits {
     pub max_files: u64,
     /// Folder nesting below the state folder.
     pub max_depth: usize,
+    /// Record sessions' terminal output.
+    pub record: bool,
+    /// The most bytes one recording keeps.
+    pub record_max_bytes: u64,
 }
+
+/// The largest recording (and its default size cap).
+pub const MAX_RECORDING: u64 = 16 << 20;
 
 impl Default for SessionLimits {
     fn default() -> SessionLimits {
@@ -56,6 +63,8 @@ impl Default for SessionLimits {
             max_bytes: 2 << 30,
             max_files: 200_000,
             max_depth: 64,
+            record: false,
+            record_max_bytes: MAX_RECORDING,
         }
     }
 }
@@ -300,6 +309,10 @@ impl Effective {
                 max_bytes: x.max_bytes.map_or(base.max_bytes, |n| n as u64),
                 max_files: x.max_files.map_or(base.max_files, |n| n as u64),
                 max_depth: x.max_depth.map_or(base.max_depth, |n| n as usize),
+                record: x.record.unwrap_or(false),
+                record_max_bytes: x
+                    .record_max_bytes
+                    .map_or(base.record_max_bytes, |n| n as u64),
             },
             mounts: s
                 .mounts
@@ -457,6 +470,8 @@ impl Effective {
             ("session.max_bytes", json!(self.session.max_bytes)),
             ("session.max_files", json!(self.session.max_files)),
             ("session.max_depth", json!(self.session.max_depth)),
+            ("session.record", json!(self.session.record)),
+            ("session.record_max_bytes", json!(self.session.record_max_bytes)),
             ("notify.command", json!(self.notify.command)),
             ("notify.webhook", json!(self.notify.webhook)),
             ("notify.bell", json!(self.notify.bell)),

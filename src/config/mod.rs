@@ -28,8 +28,8 @@ use serde_json::{Map, Value};
 pub use crate::terminal::printable;
 pub use allow_entry::{BadAllowEntry, Entry as AllowEntry};
 pub use effective::{
-    Account, DEFAULT_MEMORY, DEFAULT_PROCESSES, Effective, MountSpec, Notify, PortSpec,
-    SessionLimits,
+    Account, DEFAULT_MEMORY, DEFAULT_PROCESSES, Effective, MAX_RECORDING, MountSpec, Notify,
+    PortSpec, SessionLimits,
 };
 pub use file::{FileLayer, Layer, line_of, parse, read_file};
 pub use schema::{Document, KEYS, ModeName, Settings};

@@ -252,6 +252,10 @@ pub struct Session {
     pub max_files: Option<i64>,
     /// Folder depth one saved state may have.
     pub max_depth: Option<i64>,
+    /// Keep each session's terminal output with its record.
+    pub record: Option<bool>,
+    /// The most bytes one recording keeps.
+    pub record_max_bytes: Option<i64>,
 }
 
 /// One `[[mounts]]` entry.
@@ -599,6 +603,14 @@ pub const KEYS: &[(&str, &str)] = &[
     (
         "session.max_depth",
         "folder depth of one saved state (default 64)",
+    ),
+    (
+        "session.record",
+        "keep each session's terminal output with its record, for `cci session replay` (default false; the same as --record)",
+    ),
+    (
+        "session.record_max_bytes",
+        "the most bytes one recording keeps (default and most 16 MiB)",
     ),
     (
         "notify.command",

@@ -90,6 +90,7 @@ pub async fn make(
         saved_bytes,
         network_allowed: allowed,
         network_blocked: blocked,
+        recording_bytes: None,
     }
 }
 
@@ -109,10 +110,35 @@ pub async fn finish(
     if info.session.is_empty() {
         return;
     }
-    let r = make(host, info, Some(how), exit_status, saved).await;
-    let written = crate::session::store_root(host.config.sessions_dir.as_deref())
-        .and_then(|root| record::write(&root, &r));
+    let mut r = make(host, info, Some(how), exit_status, saved).await;
+    let root = match crate::session::store_root(host.config.sessions_dir.as_deref()) {
+        Ok(root) => root,
+        Err(e) => {
+            tracing::warn!("{}: the session's record was not written: {e}", info.name);
+            return;
+        }
+    };
+    r.recording_bytes = keep_recording(host, info, &root).await;
+    let written = record::write(&root, &r);
     if let Err(e) = written {
         tracing::warn!("{}: the session's record was not written: {e}", info.name);
+    }
+}
+
+/// Bring the session's recording (if it was recorded) to the host as
+/// asciicast; its size.
+async fn keep_recording(host: &Host, info: &SandboxInfo, root: &std::path::Path) -> Option<u64> {
+    let path = format!("{}/{}", info.account.home, super::tmux::RECORDING);
+    let (_, raw) = host.client.read_file(&info.name, &path).await.ok()?;
+    let cap = host.config.session.record_max_bytes as usize;
+    let raw = &raw[..raw.len().min(cap)];
+    let cast = record::to_asciicast(raw);
+    let id = info.session.parse().ok()?;
+    match record::write_recording(root, &id, &cast) {
+        Ok(()) => Some(cast.len() as u64),
+        Err(e) => {
+            tracing::warn!("{}: the recording was not kept: {e}", info.name);
+            None
+        }
     }
 }

@@ -35,10 +35,11 @@ fn for_user(script: &str, a: &Account) -> String {
 /// supervisor. Arguments: pane script, supervisor script, width, height, what
 /// follows the agent (`shell` or `end`), the time limit in seconds (0: none),
 /// whether the commands to run first must succeed (`stop`) or not (`go`),
-/// the agent's program, then how many commands to run first, those
+/// the agent's program, the recorder's command (empty: none), then how many
+/// commands to run first, those
 /// commands, and the agent's argv. Returns once
 /// the session exists, so readiness needs no waiting.
-const START: &str = r#"pane=$1 supervisor=$2 w=$3 h=$4 after=$5 limit=$6 must=$7 program=$8; shift 8
+const START: &str = r#"pane=$1 supervisor=$2 w=$3 h=$4 after=$5 limit=$6 must=$7 program=$8 record=$9; shift 9
 as_code() { runuser -u code -- "$@"; }
 tmux() { as_code tmux -S /home/code/.cci-tmux "$@"; }
 if tmux has-session -t cci 2>/dev/null; then exit 0; fi
@@ -53,6 +54,8 @@ if ! tmux new-session -d -s cci -x "$w" -y "$h" -c /workspace \
     tmux has-session -t cci 2>/dev/null && exit 0
     exit 1
 fi
+# The session's output, kept for its record (`--record`).
+if [ -n "$record" ]; then tmux pipe-pane -t cci "$record"; fi
 setsid -f sh -c "$supervisor" cci-supervisor </dev/null >/dev/null 2>&1
 # The session's time limit: its end powers the container off, as any end does.
 if [ "$limit" -gt 0 ]; then
@@ -156,6 +159,25 @@ pub struct SessionCommand {
     pub pre_launch: Vec<String>,
     /// (see `pre_launch`)
     pub pre_launch_required: bool,
+    /// Record the pane's output, at most this many bytes (`--record`).
+    pub record: Option<u64>,
+}
+
+/// The session's recording in the user's home: `size W H`, then
+/// `SECONDS.NANOS BASE64` a line, one per chunk of output.
+pub const RECORDING: &str = ".cci-recording";
+
+/// The recorder `tmux pipe-pane` runs (as the session's user, the pane's
+/// output on its input): each chunk of output, timed, base64 on one line;
+/// past `cap` bytes the output is read and dropped, so the pane never waits.
+fn recorder(a: &Account, cap: u64, (w, h): (u16, u16)) -> String {
+    // A line may pass the cap by a chunk (the host cuts at the cap); the
+    // file stays within what the host reads.
+    let cap = cap.min(crate::config::MAX_RECORDING - (128 << 10));
+    format!(
+        "f={}/{RECORDING}; echo size {w} {h} >$f; while c=$(dd bs=65536 count=1 status=none | base64 -w0) && [ -n \"$c\" ]; do [ $(stat -c %s $f) -lt {cap} ] && echo $(date +%s.%N) $c >>$f; done",
+        a.home
+    )
 }
 
 /// Start the session in `container` (nothing happens when it already runs).
@@ -186,6 +208,11 @@ pub async fn start(
         .into(),
     );
     argv.push(cmd.argv.first().cloned().unwrap_or_default());
+    argv.push(
+        cmd.record
+            .map(|cap| recorder(a, cap, cmd.size))
+            .unwrap_or_default(),
+    );
     argv.push(cmd.pre_launch.len().to_string());
     argv.extend(cmd.pre_launch.iter().cloned());
     argv.extend(cmd.argv.iter().cloned());

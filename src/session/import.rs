@@ -137,6 +137,7 @@ fn import_parts(
             max_depth: limits
                 .max_depth
                 .saturating_sub(rel.matches('/').count() + 1),
+            ..*limits
         };
         if m.is_dir() {
             let t = archive::copy_tree(&from, &to, &left, &executables_in(&from), &[])?;

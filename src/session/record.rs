@@ -49,6 +49,9 @@ pub struct Record {
     pub network_allowed: u64,
     /// Network requests it refused.
     pub network_blocked: u64,
+    /// Bytes of its terminal recording (`--record`), when kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording_bytes: Option<u64>,
 }
 
 /// The folder of the records under the sessions root.
@@ -78,6 +81,7 @@ pub fn read(root: &Path, id: &SessionId) -> Option<Record> {
 /// Remove the record of `id` (with its saved session).
 pub fn remove(root: &Path, id: &SessionId) {
     let _ = std::fs::remove_file(dir(root).join(format!("{id}.json")));
+    let _ = std::fs::remove_file(recording_path(root, id));
 }
 
 /// Every record, newest start first.
@@ -95,6 +99,97 @@ pub fn all(root: &Path) -> Vec<Record> {
         .collect();
     out.sort_by(|a, b| b.started.cmp(&a.started));
     out
+}
+
+/// The recording of session `id` (asciicast v2), where it is kept.
+pub fn recording_path(root: &Path, id: &SessionId) -> PathBuf {
+    dir(root).join(format!("{id}.cast"))
+}
+
+/// Keep `cast` as the recording of `id` (0600, atomically).
+pub fn write_recording(root: &Path, id: &SessionId, cast: &[u8]) -> io::Result<()> {
+    std::fs::create_dir_all(dir(root))?;
+    crate::state::write_atomic(&recording_path(root, id), cast)
+}
+
+/// A session's raw recording (`size W H`, then `SECONDS.NANOS BASE64`
+/// lines, written inside the container: untrusted) as asciicast v2: a
+/// header line, then `[seconds, "o", text]` per chunk. Lines that do not
+/// read are skipped; time never runs backwards; a character split between
+/// chunks is joined.
+pub fn to_asciicast(raw: &[u8]) -> Vec<u8> {
+    use base64::Engine;
+    let text = String::from_utf8_lossy(raw);
+    let (mut w, mut h) = (80u32, 24u32);
+    let mut out = Vec::new();
+    let mut t0: Option<f64> = None;
+    let mut last = 0f64;
+    let mut carry: Vec<u8> = Vec::new();
+    for line in text.lines() {
+        let mut parts = line.split_whitespace();
+        let (Some(a), Some(b)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        if a == "size" {
+            w = b.parse().unwrap_or(80).clamp(1, 1000);
+            h = parts
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(24)
+                .clamp(1, 1000);
+            continue;
+        }
+        let Ok(at) = a.parse::<f64>() else { continue };
+        if !at.is_finite() {
+            continue;
+        }
+        let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(b) else {
+            continue;
+        };
+        let start = *t0.get_or_insert(at);
+        last = (at - start).max(last);
+        carry.extend_from_slice(&bytes);
+        let (chunk, rest) = match std::str::from_utf8(&carry) {
+            Ok(_) => (std::mem::take(&mut carry), Vec::new()),
+            Err(e) if e.error_len().is_none() => {
+                let cut = e.valid_up_to();
+                (carry[..cut].to_vec(), carry[cut..].to_vec())
+            }
+            Err(_) => (std::mem::take(&mut carry), Vec::new()),
+        };
+        carry = rest;
+        if chunk.is_empty() {
+            continue;
+        }
+        let event = serde_json::json!([
+            (last * 1000.0).round() / 1000.0,
+            "o",
+            String::from_utf8_lossy(&chunk)
+        ]);
+        out.extend_from_slice(event.to_string().as_bytes());
+        out.push(b'\n');
+    }
+    let header = serde_json::json!({
+        "version": 2, "width": w, "height": h,
+        "timestamp": t0.map_or(0, |t| t as u64),
+    });
+    let mut cast = header.to_string().into_bytes();
+    cast.push(b'\n');
+    cast.extend(out);
+    cast
+}
+
+/// The output events of an asciicast v2 recording: (seconds, text).
+pub fn cast_events(cast: &str) -> Vec<(f64, String)> {
+    cast.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            let a = v.as_array()?;
+            (a.get(1)?.as_str()? == "o").then_some(())?;
+            Some((a.first()?.as_f64()?, a.get(2)?.as_str()?.to_string()))
+        })
+        .collect()
 }
 
 /// Seconds spent waiting for an answer and idle at the prompt, from a
@@ -134,6 +229,44 @@ mod tests {
         assert_eq!(waited("prompt 10\nnotify 20\n", 50), (30, 0));
         assert_eq!(waited("", 50), (0, 0));
         assert_eq!(waited("notify 90\nstop 80\n", 100), (0, 20));
+    }
+
+    #[test]
+    fn a_recording_becomes_asciicast_with_split_characters_joined() {
+        use base64::Engine;
+        let b = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
+        let u = "ü".as_bytes();
+        let raw = format!(
+            "size 100 30\n1000.5 {}\n1001.0 {}\n999.0 {}\nnot a line\n1002.25 !!!\n1003.0 {}\n",
+            b(b"hello \x1b[31m"),
+            b(&[u[0]]),
+            b(&[u[1], b'!']),
+            b(b"bye")
+        );
+        let cast = String::from_utf8(to_asciicast(raw.as_bytes())).unwrap();
+        let mut lines = cast.lines();
+        let header: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+        assert_eq!(
+            (
+                header["version"].as_u64(),
+                header["width"].as_u64(),
+                header["height"].as_u64()
+            ),
+            (Some(2), Some(100), Some(30))
+        );
+        let events = cast_events(&cast);
+        assert_eq!(
+            events,
+            [
+                (0.0, "hello \u{1b}[31m".to_string()),
+                (0.5, "ü!".to_string()),
+                (2.5, "bye".to_string())
+            ]
+        );
+        assert_eq!(
+            cast_events(&String::from_utf8(to_asciicast(b"")).unwrap()),
+            []
+        );
     }
 
     #[test]

@@ -439,6 +439,16 @@ pub(super) const RULES: &[Rule] = &[
             what: "a number from 1 to 4096",
         },
     },
+    Rule {
+        section: "session",
+        key: "record_max_bytes",
+        check: Check::Number {
+            get: |s| s.session.as_ref()?.record_max_bytes,
+            lo: 4096,
+            hi: 16 << 20,
+            what: "a number from 4096 to 16777216",
+        },
+    },
 ];
 
 /// `defaults.environment`: variable names (letters, digits and '_', not

@@ -193,6 +193,7 @@ fn the_whole_stream_is_capped_not_only_what_is_kept() {
         max_bytes: 1000,
         max_files: 10,
         max_depth: 8,
+        ..Limits::default()
     };
     let mut tar = Vec::new();
     // Data of entries left out is read but never kept.
