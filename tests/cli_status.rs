@@ -160,6 +160,20 @@ async fn status_and_events_follow_the_agent_through_its_hook_events() {
     screen.expect("waiting (Claude needs your permission");
     send_keys(&name, "done");
     screen.expect("idle");
+    // `/` filters by workspace (other tests' containers run meanwhile), `s`
+    // types a line into the selected session, Enter attaches and a detach
+    // comes back.
+    let path = ws.path().to_str().unwrap();
+    let suffix = &path[path.len() - 6..];
+    keys.write_all(format!("/{suffix}\r").as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    keys.write_all(b"shello-dash\r").unwrap();
+    common::agent::screen_shows(&name, "HEARD[hello-dash]");
+    keys.write_all(b"\r").unwrap();
+    screen.expect("HEARD[hello-dash]");
+    std::thread::sleep(Duration::from_millis(500));
+    keys.write_all(b"\x02d").unwrap();
+    screen.expect("backfrom");
     keys.write_all(b"q").unwrap();
     let exit = wait_exit(&mut child, &mut screen);
     assert_eq!(exit.code(), Some(0));

@@ -155,7 +155,13 @@ pub async fn snapshot(host: &Host) -> incus::Result<Vec<Row>> {
         let want = row.has_session();
         async move {
             if want {
-                probe::once(&client, &s.name, &s.account).await.ok()
+                // A session that does not answer (its agent stalls the
+                // look) shows no state rather than holding up the rest.
+                let look = probe::once(&client, &s.name, &s.account);
+                tokio::time::timeout(std::time::Duration::from_secs(5), look)
+                    .await
+                    .ok()?
+                    .ok()
             } else {
                 None
             }

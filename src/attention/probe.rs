@@ -26,7 +26,8 @@ while :; do
     else
         a=none l=
     fi
-    e=$(head -c 2200 "$HOME/STATE" 2>/dev/null | head -n 1)
+    e=
+    [ -f "$HOME/STATE" ] && e=$(head -c 2200 "$HOME/STATE" 2>/dev/null | head -n 1)
     cur="A $a
 E $e
 L $l"

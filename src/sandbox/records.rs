@@ -13,15 +13,19 @@ use crate::session::record::{self, Record};
 /// The most of the agent's files read.
 const MAX_READ: usize = 1 << 20;
 
+/// How long reading one of the agent's files may take: the agent can make
+/// it a FIFO that never answers, and the end of a session must not wait.
+const READ_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A file of the agent's home, as text (empty when it cannot be read).
 async fn home_file(host: &Host, info: &SandboxInfo, name: &str) -> String {
     let path = format!("{}/{name}", info.account.home);
-    match host.client.read_file(&info.name, &path).await {
-        Ok((_, data)) => {
+    match tokio::time::timeout(READ_TIME, host.client.read_file(&info.name, &path)).await {
+        Ok(Ok((_, data))) => {
             let tail = &data[data.len().saturating_sub(MAX_READ)..];
             String::from_utf8_lossy(tail).into_owned()
         }
-        Err(_) => String::new(),
+        Ok(Err(_)) | Err(_) => String::new(),
     }
 }
 
@@ -129,7 +133,8 @@ pub async fn finish(
 /// asciicast; its size.
 async fn keep_recording(host: &Host, info: &SandboxInfo, root: &std::path::Path) -> Option<u64> {
     let path = format!("{}/{}", info.account.home, super::tmux::RECORDING);
-    let (_, raw) = host.client.read_file(&info.name, &path).await.ok()?;
+    let read = host.client.read_file(&info.name, &path);
+    let (_, raw) = tokio::time::timeout(READ_TIME * 3, read).await.ok()?.ok()?;
     let cap = host.config.session.record_max_bytes as usize;
     let raw = &raw[..raw.len().min(cap)];
     let cast = record::to_asciicast(raw);
