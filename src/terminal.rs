@@ -4,6 +4,7 @@
 //! ([`filter`]).
 
 mod filter;
+mod stdin;
 
 use std::io::IsTerminal;
 use std::pin::Pin;
@@ -137,7 +138,7 @@ pub async fn run_interactive(
     // attached execs to end, and one killed while serving an exec cannot exec
     // into that container again: let go as soon as it starts to go away.
     let result = tokio::select! {
-        r = client.exec_interactive(instance, &req, tokio::io::stdin(), Filtered::new(tokio::io::stdout()), rx) => r,
+        r = client.exec_interactive(instance, &req, stdin::Stdin::new(), Filtered::new(tokio::io::stdout()), rx) => r,
         _ = daemon_going_away(client) => Err(incus::Error::ShuttingDown),
     };
     drop(raw);

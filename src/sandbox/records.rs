@@ -137,7 +137,7 @@ async fn keep_recording(host: &Host, info: &SandboxInfo, root: &std::path::Path)
     let (_, raw) = tokio::time::timeout(READ_TIME * 3, read).await.ok()?.ok()?;
     let cap = host.config.session.record_max_bytes as usize;
     let raw = &raw[..raw.len().min(cap)];
-    let cast = record::to_asciicast(raw);
+    let cast = record::to_asciicast(raw, cap);
     let id = info.session.parse().ok()?;
     match record::write_recording(root, &id, &cast) {
         Ok(()) => Some(cast.len() as u64),

@@ -174,8 +174,9 @@ fn recorder(a: &Account, cap: u64, (w, h): (u16, u16)) -> String {
     // A line may pass the cap by a chunk (the host cuts at the cap); the
     // file stays within what the host reads.
     let cap = cap.min(crate::config::MAX_RECORDING - (128 << 10));
+    // (tmux expands `%` in the command as strftime does: `%%` is one.)
     format!(
-        "f={}/{RECORDING}; echo size {w} {h} >$f; while c=$(dd bs=65536 count=1 status=none | base64 -w0) && [ -n \"$c\" ]; do [ $(stat -c %s $f) -lt {cap} ] && echo $(date +%s.%N) $c >>$f; done",
+        "f={}/{RECORDING}; echo size {w} {h} >$f; while c=$(dd bs=65536 count=1 status=none | base64 -w0) && [ -n \"$c\" ]; do [ $(stat -c %%s $f) -lt {cap} ] && echo $(date +%%s.%%N) $c >>$f; done",
         a.home
     )
 }

@@ -116,8 +116,8 @@ pub fn write_recording(root: &Path, id: &SessionId, cast: &[u8]) -> io::Result<(
 /// lines, written inside the container: untrusted) as asciicast v2: a
 /// header line, then `[seconds, "o", text]` per chunk. Lines that do not
 /// read are skipped; time never runs backwards; a character split between
-/// chunks is joined.
-pub fn to_asciicast(raw: &[u8]) -> Vec<u8> {
+/// chunks is joined; events that would take it past `max` bytes are left out.
+pub fn to_asciicast(raw: &[u8], max: usize) -> Vec<u8> {
     use base64::Engine;
     let text = String::from_utf8_lossy(raw);
     let (mut w, mut h) = (80u32, 24u32);
@@ -165,8 +165,12 @@ pub fn to_asciicast(raw: &[u8]) -> Vec<u8> {
             (last * 1000.0).round() / 1000.0,
             "o",
             String::from_utf8_lossy(&chunk)
-        ]);
-        out.extend_from_slice(event.to_string().as_bytes());
+        ])
+        .to_string();
+        if out.len() + event.len() + 1 > max.saturating_sub(HEADER_ROOM) {
+            break;
+        }
+        out.extend_from_slice(event.as_bytes());
         out.push(b'\n');
     }
     let header = serde_json::json!({
@@ -178,6 +182,9 @@ pub fn to_asciicast(raw: &[u8]) -> Vec<u8> {
     cast.extend(out);
     cast
 }
+
+/// Room kept for the asciicast header line.
+const HEADER_ROOM: usize = 256;
 
 /// The output events of an asciicast v2 recording: (seconds, text).
 pub fn cast_events(cast: &str) -> Vec<(f64, String)> {
@@ -243,7 +250,7 @@ mod tests {
             b(&[u[1], b'!']),
             b(b"bye")
         );
-        let cast = String::from_utf8(to_asciicast(raw.as_bytes())).unwrap();
+        let cast = String::from_utf8(to_asciicast(raw.as_bytes(), 1 << 20)).unwrap();
         let mut lines = cast.lines();
         let header: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
         assert_eq!(
@@ -264,9 +271,13 @@ mod tests {
             ]
         );
         assert_eq!(
-            cast_events(&String::from_utf8(to_asciicast(b"")).unwrap()),
+            cast_events(&String::from_utf8(to_asciicast(b"", 1 << 20)).unwrap()),
             []
         );
+        // Capped: the events that fit, whole.
+        let small = String::from_utf8(to_asciicast(raw.as_bytes(), 256 + 40)).unwrap();
+        assert!(small.len() <= 256 + 40, "{small}");
+        assert_eq!(cast_events(&small), [(0.0, "hello \u{1b}[31m".to_string())]);
     }
 
     #[test]
