@@ -108,10 +108,15 @@ pub async fn shell(host: &Host, args: ShellArgs) -> anyhow::Result<i32> {
     let mut extras = args.sandbox.extras(host, &workspace, true).await?;
     // An isolated session's repositories come from their seed mirrors.
     extras.mounts.extend(git.iter().flat_map(|g| g.mounts()));
-    let marks = match &git {
+    let mut marks = match &git {
         Some(g) => vec![(sandbox::keys::GIT_SESSION, g.id.clone())],
         None => Vec::new(),
     };
+    let record = (args.record || host.config.session.record)
+        .then_some(host.config.session.record_max_bytes);
+    if let Some(cap) = record {
+        marks.push((sandbox::keys::RECORD, cap.to_string()));
+    }
     let req = ShellRequest {
         spec: SandboxSpec {
             workspace,
@@ -140,8 +145,7 @@ pub async fn shell(host: &Host, args: ShellArgs) -> anyhow::Result<i32> {
                 Vec::new()
             },
             pre_launch_required: crate::config::current().pre_launch_required,
-            record: (args.record || host.config.session.record)
-                .then_some(host.config.session.record_max_bytes),
+            record,
         },
         resume,
         network_explicit: args.sandbox.net.network.is_some() || !args.sandbox.net.allow.is_empty(),

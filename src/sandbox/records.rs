@@ -135,7 +135,14 @@ async fn keep_recording(host: &Host, info: &SandboxInfo, root: &std::path::Path)
     let path = format!("{}/{}", info.account.home, super::tmux::RECORDING);
     let read = host.client.read_file(&info.name, &path);
     let (_, raw) = tokio::time::timeout(READ_TIME * 3, read).await.ok()?.ok()?;
-    let cap = host.config.session.record_max_bytes as usize;
+    // The cap the session was started with (the configuration may have
+    // changed since).
+    let cap = match host.client.instance(&info.name).await {
+        Ok((i, _)) => i.config.get(super::spec::keys::RECORD).and_then(|c| c.parse().ok()),
+        Err(_) => None,
+    }
+    .unwrap_or(host.config.session.record_max_bytes)
+    .min(crate::config::MAX_RECORDING) as usize;
     let raw = &raw[..raw.len().min(cap)];
     let cast = record::to_asciicast(raw, cap);
     let id = info.session.parse().ok()?;

@@ -42,6 +42,8 @@ pub mod keys {
     /// The isolated git session whose repository is at /workspace (its id;
     /// no host folder is mounted there).
     pub const GIT_SESSION: &str = "user.cci.git_session";
+    /// The session's output is recorded, at most this many bytes kept.
+    pub const RECORD: &str = "user.cci.record_max_bytes";
 }
 
 // Kernel interfaces a sandbox goes without unless the configuration opts
