@@ -1,7 +1,8 @@
 //! Attention: which slot needs the user. One row per cci container (its
 //! agent's state, for how long, CPU, memory, network requests blocked since
 //! it started, the last line of its screen), taken with one batched daemon
-//! query for all containers plus a look into each session ([`probe`]);
+//! query for all containers (with their CPU and memory, which cost the
+//! daemon far more, every few ticks) plus a look into each session ([`probe`]);
 //! the state decided by [`derive`] from the agent's hook events
 //! ([`hooks`]) or its screen. [`snapshot`] looks once; [`Watch`] keeps one
 //! monitor per session and reports every change as an [`Event`].
@@ -128,9 +129,10 @@ fn apply(row: &mut Row, probe: &probe::Probe, now: u64) {
 async fn containers(
     client: &crate::incus::Client,
     account: &crate::config::Account,
+    with_state: bool,
 ) -> incus::Result<Vec<(SandboxInfo, Instance)>> {
     let mut all: Vec<(SandboxInfo, Instance)> = client
-        .instances("", true)
+        .instances("", with_state)
         .await?
         .into_iter()
         .filter_map(|i| Some((SandboxInfo::from_instance(&i, account)?, i)))
@@ -148,7 +150,7 @@ pub fn now() -> u64 {
 
 /// Every cci container's row, looked at once (sessions concurrently).
 pub async fn snapshot(host: &Host) -> incus::Result<Vec<Row>> {
-    let all = containers(&host.client, &host.config.account).await?;
+    let all = containers(&host.client, &host.config.account, true).await?;
     let mut rows: Vec<Row> = all.iter().map(|(s, i)| base_row(s, i)).collect();
     let looks = futures_util::future::join_all(all.iter().zip(&rows).map(|((s, _), row)| {
         let client = host.client.clone();

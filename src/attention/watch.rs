@@ -20,6 +20,10 @@ const LOOK_EVERY: u32 = 1;
 const FIRST_LOOK: Duration = Duration::from_millis(1500);
 /// How soon a monitor that ended is started again.
 const RESTART_AFTER: Duration = Duration::from_secs(3);
+/// Every this many ticks the containers' CPU and memory are asked for too
+/// (the daemon gathers every container's whole state for it: ten times
+/// the cost of the list alone); the ticks between show the last figures.
+const STATE_EVERY: u32 = 5;
 
 /// One change of one slot.
 #[derive(Debug, Clone, Serialize)]
@@ -63,6 +67,9 @@ pub struct Watch {
     account: crate::config::Account,
     monitors: HashMap<String, (Arc<Mutex<Seen>>, tokio::task::JoinHandle<()>)>,
     cpu: HashMap<String, (f64, Instant)>,
+    /// The last CPU and memory figures: (cpu seconds, percent, memory).
+    usage: HashMap<String, (f64, Option<f64>, u64)>,
+    ticks: u32,
     last: HashMap<String, Row>,
     blocked: Blocked,
     follow: Option<crate::proxy::log::Follow>,
@@ -90,6 +97,8 @@ impl Watch {
             account: host.config.account.clone(),
             monitors: HashMap::new(),
             cpu: HashMap::new(),
+            usage: HashMap::new(),
+            ticks: 0,
             last: HashMap::new(),
             blocked,
             follow: path.map(|p| crate::proxy::log::Follow::new(&p, None, false)),
@@ -156,7 +165,19 @@ impl Watch {
     /// tick (nothing on the first).
     pub async fn tick(&mut self) -> incus::Result<(Vec<Row>, Vec<Event>)> {
         let began = Instant::now();
-        let all = containers(&self.client, &self.account).await?;
+        // Fresh figures now and then, and whenever a container is new.
+        let with_state = self.ticks.is_multiple_of(STATE_EVERY);
+        self.ticks = self.ticks.wrapping_add(1);
+        let mut all = containers(&self.client, &self.account, with_state).await?;
+        if !with_state
+            && all.iter().any(|(s, _)| {
+                s.state == crate::incus::InstanceStatus::Running
+                    && !self.usage.contains_key(&s.name)
+            })
+        {
+            all = containers(&self.client, &self.account, true).await?;
+        }
+        let with_state = with_state || all.iter().any(|(_, i)| i.state.is_some());
         let mut rows: Vec<Row> = all.iter().map(|(s, i)| base_row(s, i)).collect();
         // Monitors for the sessions; none for the rest.
         let wanted: Vec<usize> = (0..rows.len()).filter(|i| rows[*i].has_session()).collect();
@@ -225,12 +246,27 @@ impl Watch {
             }
             change(row, &mut prev);
             row.blocked = self.blocked.since(&row.name, &info.last_started);
-            let at = Instant::now();
-            if let Some((cpu, when)) = self.cpu.insert(row.name.clone(), (row.cpu_seconds, at)) {
-                let wall = at.duration_since(when).as_secs_f64();
-                if wall > 0.05 && row.cpu_seconds >= cpu {
-                    row.cpu_percent = Some((row.cpu_seconds - cpu) / wall * 100.0);
+            if with_state {
+                let at = Instant::now();
+                if let Some((cpu, when)) = self.cpu.insert(row.name.clone(), (row.cpu_seconds, at))
+                {
+                    let wall = at.duration_since(when).as_secs_f64();
+                    if wall > 0.05 && row.cpu_seconds >= cpu {
+                        row.cpu_percent = Some((row.cpu_seconds - cpu) / wall * 100.0);
+                    }
                 }
+                if row.status == crate::incus::InstanceStatus::Running {
+                    self.usage.insert(
+                        row.name.clone(),
+                        (row.cpu_seconds, row.cpu_percent, row.memory_bytes),
+                    );
+                } else {
+                    self.usage.remove(&row.name);
+                }
+            } else if let Some((cpu, pct, mem)) = self.usage.get(&row.name) {
+                row.cpu_seconds = *cpu;
+                row.cpu_percent = *pct;
+                row.memory_bytes = *mem;
             }
         }
         for (name, gone) in &self.last {
@@ -262,6 +298,7 @@ impl Watch {
             }
         }
         self.cpu.retain(|n, _| rows.iter().any(|r| &r.name == n));
+        self.usage.retain(|n, _| rows.iter().any(|r| &r.name == n));
         self.last = rows.iter().map(|r| (r.name.clone(), r.clone())).collect();
         self.first = false;
         // (tests/bench/status-20-containers.sh reads this.)

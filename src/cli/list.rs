@@ -21,7 +21,7 @@ pub struct ListArgs {
 
 pub async fn list(host: &Host, args: ListArgs) -> anyhow::Result<i32> {
     sandbox::reap(host, sandbox::PREFIX).await;
-    let all = sandbox::list(host).await?;
+    let all = sandbox::list_quick(host).await?;
     let saved = if args.all {
         Some(super::session::saved_infos()?)
     } else {

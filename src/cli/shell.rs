@@ -112,8 +112,8 @@ pub async fn shell(host: &Host, args: ShellArgs) -> anyhow::Result<i32> {
         Some(g) => vec![(sandbox::keys::GIT_SESSION, g.id.clone())],
         None => Vec::new(),
     };
-    let record = (args.record || host.config.session.record)
-        .then_some(host.config.session.record_max_bytes);
+    let record =
+        (args.record || host.config.session.record).then_some(host.config.session.record_max_bytes);
     if let Some(cap) = record {
         marks.push((sandbox::keys::RECORD, cap.to_string()));
     }

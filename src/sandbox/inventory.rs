@@ -159,6 +159,61 @@ pub async fn list(host: &Host) -> incus::Result<Vec<SandboxInfo>> {
     list_prefix(host, "", true).await
 }
 
+/// Every cci container, by name, as [`list`] gives them but with each
+/// running one's IPv4 address from its network's DHCP leases (matched by
+/// the NIC's MAC address, which Incus filters) instead of every container's
+/// full state: what `cci list` shows, for a fraction of the daemon's time.
+/// Containers on a network without leases fall back to [`list`].
+pub async fn list_quick(host: &Host) -> incus::Result<Vec<SandboxInfo>> {
+    let account = &host.config.account;
+    let instances = host.client.instances("", false).await?;
+    let ours: Vec<(SandboxInfo, &Instance)> = instances
+        .iter()
+        .filter_map(|i| Some((SandboxInfo::from_instance(i, account)?, i)))
+        .collect();
+    let nic = |i: &Instance| -> Option<(String, String)> {
+        let network = i.expanded_devices.get("eth0")?.get("network")?.clone();
+        let mac = i.config.get("volatile.eth0.hwaddr")?.to_ascii_lowercase();
+        Some((network, mac))
+    };
+    let running: Vec<&Instance> = ours
+        .iter()
+        .filter(|(s, _)| s.state == InstanceStatus::Running)
+        .map(|(_, i)| *i)
+        .collect();
+    let mut networks: Vec<String> = Vec::new();
+    for i in &running {
+        match nic(i) {
+            Some((n, _)) if !networks.contains(&n) => networks.push(n),
+            Some(_) => {}
+            None => return list(host).await,
+        }
+    }
+    let leases =
+        futures_util::future::join_all(networks.iter().map(|n| host.client.network_leases(n)))
+            .await;
+    let mut by_mac: HashMap<String, String> = HashMap::new();
+    for l in leases {
+        let Ok(l) = l else { return list(host).await };
+        for lease in l.into_iter().filter(|l| l.kind != "gateway") {
+            if lease.address.parse::<std::net::Ipv4Addr>().is_ok() {
+                by_mac.insert(lease.hwaddr.to_ascii_lowercase(), lease.address);
+            }
+        }
+    }
+    let mut all: Vec<SandboxInfo> = ours
+        .into_iter()
+        .map(|(mut s, i)| {
+            if s.state == InstanceStatus::Running {
+                s.ipv4 = nic(i).and_then(|(_, mac)| by_mac.get(&mac).cloned());
+            }
+            s
+        })
+        .collect();
+    all.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(all)
+}
+
 /// A token for one `cci container launch`: this process's id first, so
 /// `clean` can tell whether the launch is still under way.
 pub fn launch_token() -> String {

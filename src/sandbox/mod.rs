@@ -35,7 +35,9 @@ mod workspace;
 pub use agent::{AGENTS, Agent, AgentDef, PROMPT, UnknownAgent};
 pub use error::Error;
 pub use hostmount::{MountPlan, plan as plan_host_mount};
-pub use inventory::{SandboxInfo, get as info, launch_marks, launch_token, list, list_prefix};
+pub use inventory::{
+    SandboxInfo, get as info, launch_marks, launch_token, list, list_prefix, list_quick,
+};
 pub use launch::{Attempt, Launched, launch};
 pub use lifecycle::{CleanItem, CleanReason, clean_plan, clean_reason, kill, persist, shutdown};
 pub use mounts::{

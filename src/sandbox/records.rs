@@ -138,7 +138,10 @@ async fn keep_recording(host: &Host, info: &SandboxInfo, root: &std::path::Path)
     // The cap the session was started with (the configuration may have
     // changed since).
     let cap = match host.client.instance(&info.name).await {
-        Ok((i, _)) => i.config.get(super::spec::keys::RECORD).and_then(|c| c.parse().ok()),
+        Ok((i, _)) => i
+            .config
+            .get(super::spec::keys::RECORD)
+            .and_then(|c| c.parse().ok()),
         Err(_) => None,
     }
     .unwrap_or(host.config.session.record_max_bytes)
