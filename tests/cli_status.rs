@@ -112,11 +112,12 @@ async fn status_and_events_follow_the_agent_through_its_hook_events() {
     // The JSON says what `cci list` says of every container.
     let list = json(&cci().args(["list", "--format", "json"]).output().unwrap());
     let status = rows();
+    assert!(status.iter().any(|r| r["name"] == name), "{status:?}");
     for c in list.as_array().unwrap() {
-        let r = status
-            .iter()
-            .find(|r| r["name"] == c["name"])
-            .unwrap_or_else(|| panic!("{} missing from {status:?}", c["name"]));
+        // (Other tests' containers come and go meanwhile.)
+        let Some(r) = status.iter().find(|r| r["name"] == c["name"]) else {
+            continue;
+        };
         for (a, b) in [
             ("slot", "slot"),
             ("workspace", "workspace"),
@@ -128,6 +129,21 @@ async fn status_and_events_follow_the_agent_through_its_hook_events() {
         assert_eq!(r["agent"], c["agent"]);
         assert_eq!(r["network"], c["network"]);
     }
+    // `cci list` takes addresses from the network's leases: the same as
+    // the container's own state says.
+    let ours = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap();
+    let state = common::client().await.instance_state(&name).await.unwrap();
+    assert_eq!(
+        ours["ipv4"].as_str(),
+        state.ipv4("eth0").as_deref(),
+        "{ours}"
+    );
+    assert!(ours["ipv4"].is_string(), "{ours}");
 
     let events = Lines::start(&["events", "--format", "json"]);
     let watch = Lines::start(&["status", "--watch"]);
@@ -270,10 +286,14 @@ async fn a_notifier_is_told_once_per_change_and_a_hostile_state_line_stays_harml
         ),
     )
     .unwrap();
+    // The notifier is every slot's: other tests' containers are told too.
+    let mine = std::sync::Mutex::new(String::new());
     let lines = || -> Vec<String> {
+        let name = mine.lock().unwrap().clone();
         std::fs::read_to_string(&said)
             .unwrap_or_default()
             .lines()
+            .filter(|l| l.contains(&format!(", {name})")))
             .map(str::to_string)
             .collect()
     };
@@ -291,6 +311,7 @@ async fn a_notifier_is_told_once_per_change_and_a_hostile_state_line_stays_harml
         .output()
         .unwrap();
     let name = ok(&out).trim().to_string();
+    *mine.lock().unwrap() = name.clone();
     wait_row(&name, "idle", |r| r["state"] == "idle");
 
     send_keys(&name, "ask");
@@ -334,12 +355,9 @@ async fn a_notifier_is_told_once_per_change_and_a_hostile_state_line_stays_harml
     let json_lines = std::fs::read_to_string(dir.path().join("said.json")).unwrap();
     let kinds: Vec<String> = json_lines
         .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["kind"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|n| n["event"]["container"] == name.as_str())
+        .map(|n| n["kind"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(kinds, ["waiting", "waiting", "exited"]);
     assert!(!pwned.exists(), "the message ran as a command");

@@ -150,7 +150,12 @@ pub fn now() -> u64 {
 
 /// Every cci container's row, looked at once (sessions concurrently).
 pub async fn snapshot(host: &Host) -> incus::Result<Vec<Row>> {
-    let all = containers(&host.client, &host.config.account, true).await?;
+    // (The daemon fails the whole stateful list when one container goes
+    // while it gathers: the list alone then, without CPU and memory.)
+    let all = match containers(&host.client, &host.config.account, true).await {
+        Ok(all) => all,
+        Err(_) => containers(&host.client, &host.config.account, false).await?,
+    };
     let mut rows: Vec<Row> = all.iter().map(|(s, i)| base_row(s, i)).collect();
     let looks = futures_util::future::join_all(all.iter().zip(&rows).map(|((s, _), row)| {
         let client = host.client.clone();

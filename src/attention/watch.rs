@@ -168,14 +168,24 @@ impl Watch {
         // Fresh figures now and then, and whenever a container is new.
         let with_state = self.ticks.is_multiple_of(STATE_EVERY);
         self.ticks = self.ticks.wrapping_add(1);
-        let mut all = containers(&self.client, &self.account, with_state).await?;
+        let mut all = match containers(&self.client, &self.account, with_state).await {
+            Ok(all) => all,
+            // The daemon fails the whole stateful list when one container
+            // goes while it gathers: the list alone then.
+            Err(e) if with_state => {
+                tracing::debug!("the containers' state: {e}");
+                containers(&self.client, &self.account, false).await?
+            }
+            Err(e) => return Err(e),
+        };
         if !with_state
             && all.iter().any(|(s, _)| {
                 s.state == crate::incus::InstanceStatus::Running
                     && !self.usage.contains_key(&s.name)
             })
+            && let Ok(fresh) = containers(&self.client, &self.account, true).await
         {
-            all = containers(&self.client, &self.account, true).await?;
+            all = fresh;
         }
         let with_state = with_state || all.iter().any(|(_, i)| i.state.is_some());
         let mut rows: Vec<Row> = all.iter().map(|(s, i)| base_row(s, i)).collect();
