@@ -277,11 +277,51 @@ async fn a_notifier_is_told_once_per_change_and_a_hostile_state_line_stays_harml
         ),
     )
     .unwrap();
+    // A webhook on this machine: each POST's body kept.
+    let hook = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = hook.local_addr().unwrap().port();
+    let posted = std::sync::Arc::new(Mutex::new(Vec::<Value>::new()));
+    let keep = posted.clone();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        for conn in hook.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut data = Vec::new();
+            let mut buf = [0u8; 4096];
+            // Headers, then as many body bytes as Content-Length says.
+            while let Ok(n) = conn.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                data.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&data).to_string();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len: usize = text
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if data.len() >= end + 4 + len {
+                        let body = &data[end + 4..end + 4 + len];
+                        if let Ok(v) = serde_json::from_slice(body) {
+                            keep.lock().unwrap().push(v);
+                        }
+                        let _ =
+                            conn.write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n");
+                        break;
+                    }
+                }
+            }
+        }
+    });
     let config = dir.path().join("config.toml");
     std::fs::write(
         &config,
         format!(
-            "[notify]\ncommand = [\"sh\", \"{}\"]\non = [\"waiting\", \"exited\"]\n",
+            "[notify]\ncommand = [\"sh\", \"{}\"]\nwebhook = \"http://127.0.0.1:{port}/hook?token=hook-secret\"\non = [\"waiting\", \"exited\"]\n",
             script.display()
         ),
     )
@@ -360,6 +400,15 @@ async fn a_notifier_is_told_once_per_change_and_a_hostile_state_line_stays_harml
         .map(|n| n["kind"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(kinds, ["waiting", "waiting", "exited"]);
+    // The webhook got the same notices.
+    let hooked: Vec<String> = posted
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|n| n["event"]["container"] == name.as_str())
+        .map(|n| n["kind"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(hooked, kinds);
     assert!(!pwned.exists(), "the message ran as a command");
     stop_notifiers();
 }

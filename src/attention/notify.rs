@@ -73,10 +73,18 @@ pub struct Notice {
     pub event: Event,
 }
 
-/// Debounce bookkeeping: the pending notice of each container.
+/// The most notices one container sends per [`RATE_WINDOW`] (an agent
+/// making its state flicker cannot flood the user).
+pub const RATE: usize = 6;
+/// (see [`RATE`])
+pub const RATE_WINDOW: Duration = Duration::from_secs(60);
+
+/// Debounce bookkeeping: the pending notice of each container, and when
+/// each sent its last ones.
 #[derive(Debug, Default)]
 pub struct Debounce {
     pending: HashMap<String, (Notice, Instant)>,
+    sent: HashMap<String, Vec<Instant>>,
 }
 
 impl Debounce {
@@ -111,10 +119,20 @@ impl Debounce {
             .filter(|(_, (_, at))| now.duration_since(*at) >= DEBOUNCE)
             .map(|(k, _)| k.clone())
             .collect();
-        let mut out: Vec<Notice> = ready
-            .iter()
-            .filter_map(|k| self.pending.remove(k).map(|(n, _)| n))
-            .collect();
+        let mut out: Vec<Notice> = Vec::new();
+        for k in &ready {
+            let Some((n, _)) = self.pending.remove(k) else {
+                continue;
+            };
+            let sent = self.sent.entry(k.clone()).or_default();
+            sent.retain(|t| now.duration_since(*t) < RATE_WINDOW);
+            if sent.len() < RATE {
+                sent.push(now);
+                out.push(n);
+            } else {
+                tracing::info!("{k}: more than {RATE} notices a minute; this one dropped");
+            }
+        }
         out.sort_by_key(|n| n.event.time);
         out
     }
@@ -311,6 +329,16 @@ mod tests {
         let due = d.due(t0 + DEBOUNCE);
         assert_eq!(due.len(), 2);
         assert!(d.due(t0 + DEBOUNCE * 3).is_empty(), "told once");
+        // At most RATE a minute from one container.
+        let mut d = Debounce::default();
+        let mut told = 0;
+        for i in 0..20u32 {
+            let at = t0 + Duration::from_secs(u64::from(i) * 3);
+            d.observe(&[ev("f", "waiting", Some(Working))], &all, at);
+            told += d.due(at + DEBOUNCE).len();
+        }
+        assert_eq!(told, RATE);
+        let mut d = Debounce::default();
         // Kinds not wanted are not told.
         d.observe(
             &[ev("a", "waiting", Some(Working))],

@@ -24,12 +24,14 @@ use crate::sandbox::{self, Keys};
 enum Mode {
     /// Moving about.
     Browse,
-    /// Typing a line to send to the selected session.
-    Send(String),
+    /// Typing a line to send to this container's session (named when the
+    /// key was pressed: rows move as containers come and go).
+    Send(String, String),
     /// Typing the workspace filter.
     Filter(String),
-    /// Asking before shutting down (`false`) or killing (`true`).
-    Confirm(bool),
+    /// Asking before shutting down (`false`) or killing (`true`) this
+    /// container.
+    Confirm(bool, String),
     /// Showing the selected container's network log.
     Log(Vec<String>),
 }
@@ -192,23 +194,19 @@ async fn session(
 async fn key(host: &Host, ui: &mut Ui, k: KeyEvent) -> Option<Leave> {
     let ctrl_c = k.code == KeyCode::Char('c') && k.modifiers.contains(KeyModifiers::CONTROL);
     match std::mem::replace(&mut ui.mode, Mode::Browse) {
-        Mode::Send(mut text) => match k.code {
-            KeyCode::Enter => {
-                if let Some(r) = ui.current() {
-                    ui.message = send(host, &r, text).await;
-                }
-            }
+        Mode::Send(name, mut text) => match k.code {
+            KeyCode::Enter => ui.message = send(host, &name, text).await,
             KeyCode::Esc => {}
             _ if ctrl_c => {}
             KeyCode::Backspace => {
                 text.pop();
-                ui.mode = Mode::Send(text);
+                ui.mode = Mode::Send(name, text);
             }
             KeyCode::Char(c) => {
                 text.push(c);
-                ui.mode = Mode::Send(text);
+                ui.mode = Mode::Send(name, text);
             }
-            _ => ui.mode = Mode::Send(text),
+            _ => ui.mode = Mode::Send(name, text),
         },
         Mode::Filter(mut text) => match k.code {
             KeyCode::Enter => ui.filter = text,
@@ -224,9 +222,9 @@ async fn key(host: &Host, ui: &mut Ui, k: KeyEvent) -> Option<Leave> {
             }
             _ => ui.mode = Mode::Filter(text),
         },
-        Mode::Confirm(kill) => {
-            if let (KeyCode::Char('y' | 'Y'), Some(r)) = (k.code, ui.current()) {
-                ui.message = end(host, &r.name, kill).await;
+        Mode::Confirm(kill, name) => {
+            if let KeyCode::Char('y' | 'Y') = k.code {
+                ui.message = end(host, &name, kill).await;
             } else {
                 ui.message = "nothing done".into();
             }
@@ -252,9 +250,15 @@ fn browse(ui: &mut Ui, k: KeyEvent, ctrl_c: bool) -> Option<Leave> {
             Some(r) => ui.message = format!("{} has no session to attach to", r.name),
             None => {}
         },
-        KeyCode::Char('s') if ui.current().is_some() => ui.mode = Mode::Send(String::new()),
-        KeyCode::Char('d') if ui.current().is_some() => ui.mode = Mode::Confirm(false),
-        KeyCode::Char('k') if ui.current().is_some() => ui.mode = Mode::Confirm(true),
+        KeyCode::Char(c @ ('s' | 'd' | 'k')) => {
+            if let Some(r) = ui.current() {
+                ui.mode = match c {
+                    's' => Mode::Send(r.name, String::new()),
+                    'd' => Mode::Confirm(false, r.name),
+                    _ => Mode::Confirm(true, r.name),
+                };
+            }
+        }
         KeyCode::Char('/') => ui.mode = Mode::Filter(ui.filter.clone()),
         KeyCode::Char('n') => {
             if let Some(r) = ui.current() {
@@ -266,21 +270,35 @@ fn browse(ui: &mut Ui, k: KeyEvent, ctrl_c: bool) -> Option<Leave> {
     None
 }
 
-/// Type `text` and Enter into `r`'s session.
-async fn send(host: &Host, r: &Row, text: String) -> String {
-    let account = match sandbox::info(host, &r.name).await {
-        Ok(t) => t.account,
-        Err(e) => return format!("{}: {e}", r.name),
+/// How long typing into a session may take (its tmux may never answer).
+const SEND_TIME: Duration = Duration::from_secs(10);
+/// How long a shutdown or kill may take here (each is bounded inside too).
+const END_TIME: Duration = Duration::from_secs(180);
+
+/// Type `text` and Enter into `name`'s session.
+async fn send(host: &Host, name: &str, text: String) -> String {
+    let typed = async {
+        let account = sandbox::info(host, name).await?.account;
+        let keys = Keys::Text { text, enter: true };
+        sandbox::send_keys(&host.client, name, &keys, &account)
+            .await
+            .map_err(anyhow::Error::from)
     };
-    let keys = Keys::Text { text, enter: true };
-    match sandbox::send_keys(&host.client, &r.name, &keys, &account).await {
-        Ok(()) => format!("sent to {}", r.name),
-        Err(e) => format!("{e}"),
+    match tokio::time::timeout(SEND_TIME, typed).await {
+        Ok(Ok(())) => format!("sent to {name}"),
+        Ok(Err(e)) => format!("{name}: {e}"),
+        Err(_) => format!("{name}: its session did not answer"),
     }
 }
 
 /// Shut down (or kill) `name`, as `cci shutdown` / `cci kill` do.
 async fn end(host: &Host, name: &str, kill: bool) -> String {
+    tokio::time::timeout(END_TIME, end_now(host, name, kill))
+        .await
+        .unwrap_or_else(|_| format!("{name}: gave up after {} s", END_TIME.as_secs()))
+}
+
+async fn end_now(host: &Host, name: &str, kill: bool) -> String {
     if kill {
         match sandbox::kill(host, name).await {
             Ok(state) => match super::session::describe(&state) {
@@ -379,13 +397,11 @@ fn draw(f: &mut ratatui::Frame, ui: &mut Ui) {
             "Enter attach  s send a line  d shut down  k kill  n network log  / filter  q quit"
                 .to_string()
         }
-        Mode::Send(t) => format!("send> {t}_   (Enter sends, Esc cancels)"),
+        Mode::Send(name, t) => format!("send to {name}> {t}_   (Enter sends, Esc cancels)"),
         Mode::Filter(t) => format!("workspace filter> {t}_   (Enter applies, Esc cancels)"),
-        Mode::Confirm(kill) => format!(
-            "{} {}? y/n",
-            if *kill { "kill" } else { "shut down" },
-            ui.current().map(|r| r.name).unwrap_or_default()
-        ),
+        Mode::Confirm(kill, name) => {
+            format!("{} {name}? y/n", if *kill { "kill" } else { "shut down" })
+        }
         Mode::Log(_) => "any key closes the log".into(),
     };
     let status = match &ui.error {

@@ -8,6 +8,7 @@ use clap::{Args, ValueEnum};
 use super::sandbox_args::{SandboxArgs, slot_limit};
 use super::signals::interrupted;
 use crate::host::Host;
+use crate::incus::CappedBuf;
 use crate::sandbox::{self, Ending, Kind, RunRequest, SandboxSpec};
 
 /// How `cci run` reports.
@@ -141,9 +142,11 @@ pub async fn run(host: &Host, args: RunArgs) -> anyhow::Result<i32> {
             (o, Vec::new(), Vec::new())
         }
         RunFormat::Json => {
-            let (mut out, mut err) = (Vec::new(), Vec::new());
+            // Held in memory for the JSON: bounded (what is cut is said).
+            let cap = crate::incus::MAX_CAPTURED_STDOUT;
+            let (mut out, mut err) = (CappedBuf::new(cap), CappedBuf::new(cap));
             let o = sandbox::run(host, &req, stdin, &mut out, &mut err, interrupt).await?;
-            (o, out, err)
+            (o, out.into_noted(), err.into_noted())
         }
     };
     let fate = if args.persistent {

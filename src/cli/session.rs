@@ -565,6 +565,14 @@ async fn replay(a: &ReplayArgs) -> anyhow::Result<i32> {
         out.write_all(&shown)?;
         out.flush()?;
     }
+    // What the recording switched on goes off again: a soft reset, the
+    // normal screen, mouse and paste reporting off, the cursor shown.
+    if std::io::IsTerminal::is_terminal(&out) {
+        out.write_all(
+            b"\x1b[0m\x1b[!p\x1b[?1049l\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1006l\x1b[?2004l\x1b[?25h\r\n",
+        )?;
+        out.flush()?;
+    }
     Ok(0)
 }
 

@@ -24,7 +24,9 @@ use std::time::Duration;
 
 pub use error::{Error, Result};
 pub use events::{Event, Events};
-pub use exec::{CappedBuf, ExecOutput, ExecRequest, MAX_CAPTURED_STDERR, TerminalControl};
+pub use exec::{
+    CappedBuf, ExecOutput, ExecRequest, MAX_CAPTURED_STDERR, MAX_CAPTURED_STDOUT, TerminalControl,
+};
 pub use files::{FileInfo, FileKind, FileWrite};
 pub use images::{Image, ImageAlias, Publish};
 pub use instances::{ImageRef, Instance, InstanceCreate, InstanceState, StateChange};

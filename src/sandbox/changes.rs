@@ -9,25 +9,42 @@ use std::path::Path;
 
 /// The most entries walked; past it the change list is not made.
 pub const MAX_ENTRIES: usize = 200_000;
+/// The most bytes of path names kept (the agent chooses their lengths).
+pub const MAX_PATH_BYTES: usize = 32 << 20;
 
 /// What each file looked like: relative path -> (size, mtime ns, mode).
 pub type Snapshot = BTreeMap<String, (u64, i128, u32)>;
 
-/// The workspace's files now, or `None` past [`MAX_ENTRIES`] (or when the
-/// workspace cannot be read).
+/// The workspace's files now, or `None` past [`MAX_ENTRIES`] or
+/// [`MAX_PATH_BYTES`] (or when the workspace itself cannot be read). A
+/// folder that cannot be read is one entry (`path/`, so that it shows when
+/// it becomes unreadable); a folder is entered only while it is still a
+/// folder on the workspace's device (never through a link).
 pub fn snapshot(ws: &Path) -> Option<Snapshot> {
+    let dev = std::fs::symlink_metadata(ws).ok()?.dev();
     let mut out = Snapshot::new();
     let mut stack = vec![(ws.to_path_buf(), String::new())];
-    let mut seen = 0usize;
+    let (mut seen, mut bytes) = (0usize, 0usize);
     while let Some((dir, rel)) = stack.pop() {
-        let entries = std::fs::read_dir(&dir).ok()?;
-        for e in entries {
-            let e = e.ok()?;
-            seen += 1;
-            if seen > MAX_ENTRIES {
+        let entries = match std::fs::symlink_metadata(&dir) {
+            Ok(m) if m.is_dir() && m.dev() == dev => std::fs::read_dir(&dir).ok(),
+            _ => None,
+        };
+        let Some(entries) = entries else {
+            if rel.is_empty() {
                 return None;
             }
+            out.insert(format!("{rel}/"), (0, 0, 0));
+            continue;
+        };
+        for e in entries {
+            let Ok(e) = e else { continue };
+            seen += 1;
             let name = e.file_name().to_string_lossy().into_owned();
+            bytes += rel.len() + name.len() + 1;
+            if seen > MAX_ENTRIES || bytes > MAX_PATH_BYTES {
+                return None;
+            }
             if rel.is_empty() && name == ".git" {
                 continue;
             }

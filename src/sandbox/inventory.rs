@@ -192,20 +192,29 @@ pub async fn list_quick(host: &Host) -> incus::Result<Vec<SandboxInfo>> {
     let leases =
         futures_util::future::join_all(networks.iter().map(|n| host.client.network_leases(n)))
             .await;
-    let mut by_mac: HashMap<String, String> = HashMap::new();
-    for l in leases {
+    // By (network, MAC); a MAC with two IPv4 leases on one network is
+    // trusted with neither (the full state says then).
+    let mut by_mac: HashMap<(String, String), Option<String>> = HashMap::new();
+    for (network, l) in networks.iter().zip(leases) {
         let Ok(l) = l else { return list(host).await };
         for lease in l.into_iter().filter(|l| l.kind != "gateway") {
             if lease.address.parse::<std::net::Ipv4Addr>().is_ok() {
-                by_mac.insert(lease.hwaddr.to_ascii_lowercase(), lease.address);
+                let key = (network.clone(), lease.hwaddr.to_ascii_lowercase());
+                by_mac
+                    .entry(key)
+                    .and_modify(|a| *a = None)
+                    .or_insert(Some(lease.address));
             }
         }
+    }
+    if by_mac.values().any(Option::is_none) {
+        return list(host).await;
     }
     let mut all: Vec<SandboxInfo> = ours
         .into_iter()
         .map(|(mut s, i)| {
             if s.state == InstanceStatus::Running {
-                s.ipv4 = nic(i).and_then(|(_, mac)| by_mac.get(&mac).cloned());
+                s.ipv4 = nic(i).and_then(|key| by_mac.get(&key).cloned().flatten());
             }
             s
         })

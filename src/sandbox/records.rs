@@ -14,8 +14,9 @@ use crate::session::record::{self, Record};
 const MAX_READ: usize = 1 << 20;
 
 /// How long reading one of the agent's files may take: the agent can make
-/// it a FIFO that never answers, and the end of a session must not wait.
-const READ_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+/// it a FIFO that never answers, and the end of a session must not wait
+/// long (the two small files are read at once).
+const READ_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A file of the agent's home, as text (empty when it cannot be read).
 async fn home_file(host: &Host, info: &SandboxInfo, name: &str) -> String {
@@ -38,8 +39,10 @@ pub async fn make(
     saved: Option<&StateSave>,
 ) -> Record {
     let (now_text, now) = crate::session::store_now();
-    let log = home_file(host, info, EVENTS_FILE).await;
-    let state = home_file(host, info, STATE_FILE).await;
+    let (log, state) = tokio::join!(
+        home_file(host, info, EVENTS_FILE),
+        home_file(host, info, STATE_FILE)
+    );
     // `exited EPOCH STATUS`, or `exited EPOCH limit` from the time limit.
     let mut words = state.split_whitespace();
     let (mut how, mut status) = (ended.map(str::to_string), exit_status);
@@ -53,7 +56,8 @@ pub async fn make(
         }
     }
     let (waiting, idle) = if info.agent == "claude" {
-        let (w, i) = record::waited(&log, now);
+        let started = crate::state::parse_rfc3339(&info.last_started).unwrap_or(0);
+        let (w, i) = record::waited(&log, started, now);
         (Some(w), Some(i))
     } else {
         (None, None)
@@ -132,20 +136,17 @@ pub async fn finish(
 /// Bring the session's recording (if it was recorded) to the host as
 /// asciicast; its size.
 async fn keep_recording(host: &Host, info: &SandboxInfo, root: &std::path::Path) -> Option<u64> {
+    // Only a session started to be recorded (an agent could write a
+    // recording of its own otherwise), with the cap it started with.
+    let (i, _) = tokio::time::timeout(READ_TIME, host.client.instance(&info.name))
+        .await
+        .ok()?
+        .ok()?;
+    let cap: u64 = i.config.get(super::spec::keys::RECORD)?.parse().ok()?;
+    let cap = cap.min(crate::config::MAX_RECORDING) as usize;
     let path = format!("{}/{}", info.account.home, super::tmux::RECORDING);
     let read = host.client.read_file(&info.name, &path);
-    let (_, raw) = tokio::time::timeout(READ_TIME * 3, read).await.ok()?.ok()?;
-    // The cap the session was started with (the configuration may have
-    // changed since).
-    let cap = match host.client.instance(&info.name).await {
-        Ok((i, _)) => i
-            .config
-            .get(super::spec::keys::RECORD)
-            .and_then(|c| c.parse().ok()),
-        Err(_) => None,
-    }
-    .unwrap_or(host.config.session.record_max_bytes)
-    .min(crate::config::MAX_RECORDING) as usize;
+    let (_, raw) = tokio::time::timeout(READ_TIME * 2, read).await.ok()?.ok()?;
     let raw = &raw[..raw.len().min(cap)];
     let cast = record::to_asciicast(raw, cap);
     let id = info.session.parse().ok()?;

@@ -201,14 +201,18 @@ pub fn cast_events(cast: &str) -> Vec<(f64, String)> {
 
 /// Seconds spent waiting for an answer and idle at the prompt, from a
 /// session's log of changes (`WORD EPOCH` lines: `notify` waits, `stop`
-/// and `started` sit idle, anything else works) up to `end`. Lines that
-/// do not read are skipped; time never runs backwards.
-pub fn waited(log: &str, end: u64) -> (u64, u64) {
+/// and `started` sit idle, anything else works) between `start` and `end`.
+/// The log is the agent's to write: lines that do not read are skipped,
+/// times are held within the session, and the sums never pass its length.
+pub fn waited(log: &str, start: u64, end: u64) -> (u64, u64) {
+    let end = end.max(start);
     let marks: Vec<(&str, u64)> = log
         .lines()
         .filter_map(|l| {
             let mut w = l.split_whitespace();
-            Some((w.next()?, w.next()?.parse().ok()?))
+            let word = w.next()?;
+            let at: u64 = w.next()?.parse().ok()?;
+            Some((word, at.clamp(start, end)))
         })
         .collect();
     let (mut waiting, mut idle) = (0u64, 0u64);
@@ -216,12 +220,13 @@ pub fn waited(log: &str, end: u64) -> (u64, u64) {
         let until = marks.get(i + 1).map_or(end, |(_, t)| *t);
         let span = until.saturating_sub(*at);
         match *word {
-            "notify" => waiting += span,
-            "stop" | "started" => idle += span,
+            "notify" => waiting = waiting.saturating_add(span),
+            "stop" | "started" => idle = idle.saturating_add(span),
             _ => {}
         }
     }
-    (waiting, idle)
+    let most = end - start;
+    (waiting.min(most), idle.min(most))
 }
 
 #[cfg(test)]
@@ -231,11 +236,18 @@ mod tests {
     #[test]
     fn waiting_and_idle_time_add_up_from_the_log() {
         let log = "started 100\nprompt 110\ntool 115\nnotify 120\ntool 150\nstop 160\nbad line\nprompt 200\nexited 230\n";
-        assert_eq!(waited(log, 300), (30, 10 + 40));
+        assert_eq!(waited(log, 0, 300), (30, 10 + 40));
         // Still waiting at the end: counted to the end.
-        assert_eq!(waited("prompt 10\nnotify 20\n", 50), (30, 0));
-        assert_eq!(waited("", 50), (0, 0));
-        assert_eq!(waited("notify 90\nstop 80\n", 100), (0, 20));
+        assert_eq!(waited("prompt 10\nnotify 20\n", 0, 50), (30, 0));
+        assert_eq!(waited("", 0, 50), (0, 0));
+        assert_eq!(waited("notify 90\nstop 80\n", 0, 100), (0, 20));
+        // Forged times stay within the session and never overflow.
+        let forged =
+            "notify 0\nprompt 18446744073709551615\nnotify 0\nprompt 18446744073709551615\n";
+        let (w, i) = waited(forged, 1000, 1100);
+        assert!(w <= 100 && i == 0, "{w} {i}");
+        // The pane's `exited EPOCH STATUS` lines read too.
+        assert_eq!(waited("stop 10\nexited 30 0\n", 0, 40), (0, 20));
     }
 
     #[test]

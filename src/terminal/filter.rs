@@ -353,20 +353,31 @@ pub fn filter_all(input: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Invisible characters that change how the text around them reads:
+/// bidirectional overrides and isolates, zero-width characters.
+fn is_disguise(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+}
+
 /// `s` without any control character but newline and tab (escape sequences
-/// lose their ESC and show as harmless text).
+/// lose their ESC and show as harmless text), nor bidirectional or
+/// zero-width characters.
 pub fn strip_controls(s: &str) -> String {
     s.chars()
-        .filter(|&c| c == '\n' || c == '\t' || !c.is_control())
+        .filter(|&c| c == '\n' || c == '\t' || !(c.is_control() || is_disguise(c)))
         .collect()
 }
 
-/// `s` with control characters escaped (for the terminal), quotes kept.
+/// `s` with control characters escaped (for the terminal), quotes kept;
+/// bidirectional and zero-width characters escaped too (`\u{202e}`).
 pub fn printable(s: &str) -> String {
     s.chars()
         .flat_map(|c| {
             if c.is_control() {
                 c.escape_default().collect::<Vec<_>>()
+            } else if is_disguise(c) {
+                c.escape_unicode().collect::<Vec<_>>()
             } else {
                 vec![c]
             }

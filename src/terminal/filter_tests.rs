@@ -214,3 +214,11 @@ proptest! {
         prop_assert_eq!(filter_all(&out), out);
     }
 }
+
+#[test]
+fn bidirectional_and_zero_width_characters_are_shown_or_dropped() {
+    let s = "ok\u{202e}txt.exe\u{200b}!";
+    assert_eq!(strip_controls(s), "oktxt.exe!");
+    assert_eq!(printable(s), "ok\\u{202e}txt.exe\\u{200b}!");
+    assert_eq!(printable("ü ñ 日本"), "ü ñ 日本");
+}
