@@ -146,8 +146,8 @@ pub enum Command {
     /// fetch and push.
     #[command(subcommand)]
     Forge(forge::ForgeCommand),
-    /// Saved sessions (agent states kept on the host): list, save, restore,
-    /// import, export.
+    /// Sessions: their records and recordings, and their saved agent states
+    /// (list, show, replay, save, restore, import, export).
     #[command(subcommand)]
     Session(session::SessionCommand),
     /// The configuration: what is in force and where from, checking a file,
