@@ -68,16 +68,7 @@ fn prompt_run(
     prompt: &str,
 ) -> anyhow::Result<(sandbox::Agent, String, Vec<String>)> {
     let cfg = crate::config::current();
-    let tool = args.tool.clone().unwrap_or_else(|| cfg.tool.clone());
-    // A configured program belongs to the configured agent only.
-    let binary = args.tool_binary.clone().or_else(|| {
-        args.tool
-            .is_none()
-            .then(|| cfg.tool_binary.clone())
-            .flatten()
-    });
-    let agent = sandbox::Agent::named(&tool, binary.as_deref())
-        .map_err(|e| super::UsageError(e.to_string()))?;
+    let agent = super::shell::agent_of(args.tool.as_deref(), args.tool_binary.as_deref())?;
     let id = sandbox::new_session_id();
     let argv = agent.prompt_command(&id, prompt, &cfg.tool_args);
     Ok((agent, id, argv))

@@ -78,6 +78,18 @@ pub struct AttachArgs {
     pub bash: bool,
 }
 
+/// The agent `--tool` and `--tool-binary` name, else the configured one
+/// (a configured program belongs to the configured agent only).
+pub(super) fn agent_of(tool: Option<&str>, binary: Option<&str>) -> anyhow::Result<Agent> {
+    let cfg = crate::config::current();
+    let name = tool.unwrap_or(&cfg.tool);
+    let binary = binary.or(tool
+        .is_none()
+        .then_some(cfg.tool_binary.as_deref())
+        .flatten());
+    Ok(Agent::named(name, binary).map_err(|e| UsageError(e.to_string()))?)
+}
+
 pub async fn shell(host: &Host, args: ShellArgs) -> anyhow::Result<i32> {
     let workspace = args.sandbox.workspace()?;
     let mut id = sandbox::new_session_id();
@@ -86,15 +98,7 @@ pub async fn shell(host: &Host, args: ShellArgs) -> anyhow::Result<i32> {
         (None, vec!["bash".to_string()], false)
     } else {
         let cfg = crate::config::current();
-        let tool = args.tool.clone().unwrap_or_else(|| cfg.tool.clone());
-        // A configured program belongs to the configured agent only.
-        let binary = args.tool_binary.clone().or_else(|| {
-            (args.tool.is_none())
-                .then(|| cfg.tool_binary.clone())
-                .flatten()
-        });
-        let agent =
-            Agent::named(&tool, binary.as_deref()).map_err(|e| UsageError(e.to_string()))?;
+        let agent = agent_of(args.tool.as_deref(), args.tool_binary.as_deref())?;
         if let Some(want) = &args.resume {
             let saved = super::session::to_resume(&agent, want, workspace.path_str(), args.force)?;
             id = saved.id().to_string();
