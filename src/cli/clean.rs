@@ -141,6 +141,7 @@ async fn clean_containers(host: &Host, args: &CleanArgs) -> anyhow::Result<i32> 
             sandbox::remove(host, &name).await?;
             Ok(sandbox::Ended {
                 deleted: true,
+                elsewhere: false,
                 state: StateSave::Nothing,
                 warning: None,
             })

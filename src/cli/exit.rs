@@ -29,7 +29,12 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
         return EXIT_USAGE;
     }
     match err.downcast_ref::<Error>() {
-        Some(Error::SlotAboveLimit { .. } | Error::MountMoved(_) | Error::Forward(_)) => {
+        Some(
+            Error::SlotAboveLimit { .. }
+            | Error::MountMoved(_)
+            | Error::Forward(_)
+            | Error::Usage(_),
+        ) => {
             return EXIT_USAGE;
         }
         Some(Error::ImageMissing { .. }) => return EXIT_NOT_FOUND,

@@ -32,6 +32,7 @@ mod session;
 mod shell;
 mod shutdown;
 mod signals;
+mod snapshot;
 mod status;
 pub use signals::latch_signals;
 mod targets;
@@ -166,6 +167,12 @@ pub enum Command {
     Merge(merge::MergeArgs),
     /// Drop an isolated git session: its commits on the host and its record.
     Discard(merge::DiscardArgs),
+    /// Checkpoints of a container: take, list, restore and delete snapshots.
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCommand),
+    /// A new slot of the workspace from a copy of a container (its
+    /// packages, home and agent state), to try another approach beside it.
+    Fork(snapshot::ForkArgs),
     /// Approve the workspace's .cci.toml as it is now, so its settings that
     /// loosen cci apply (pinned by its SHA-256; a change needs approval again).
     Trust(config::TrustArgs),
@@ -345,6 +352,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Network(cmd) => network::run(&host, cmd).await,
         Command::Session(cmd) => session::run(&host, cmd).await,
         Command::Forge(cmd) => forge::run(&host, cmd).await,
+        Command::Snapshot(cmd) => snapshot::snapshot(&host, cmd).await,
+        Command::Fork(args) => snapshot::fork(&host, args).await,
         // Handled above, before the configuration is installed.
         Command::Config(_) | Command::Trust(_) => Ok(0),
     }

@@ -154,6 +154,7 @@ pub async fn shell(host: &Host, args: ShellArgs) -> anyhow::Result<i32> {
         resume,
         network_explicit: args.sandbox.net.network.is_some() || !args.sandbox.net.allow.is_empty(),
         git,
+        auto_snapshots: crate::config::current().auto_snapshots,
     };
     if let Some(code) = args.sandbox.ensure_image(host).await? {
         return Ok(code);
@@ -316,6 +317,12 @@ pub(super) async fn attach_session(
     let ended = match left {
         Left::Detached => {
             eprintln!("cci: detached; {name} keeps running (`cci attach {name}`)");
+            return Ok(0);
+        }
+        Left::Ended(e) if e.elsewhere => {
+            eprintln!(
+                "cci: the session in {name} was ended from outside (a snapshot restore?); the container runs on (`cci shell --slot {slot}` starts a new session)"
+            );
             return Ok(0);
         }
         Left::Ended(e) => e,

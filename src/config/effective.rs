@@ -80,6 +80,18 @@ pub struct MountSpec {
     pub readonly: bool,
 }
 
+/// A host Unix socket forwarded into the container.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SocketSpec {
+    /// The host socket (`~` expanded).
+    pub host: PathBuf,
+    /// Where it appears inside (absolute).
+    pub container: String,
+}
+
+/// Automatic snapshots kept per container when `[snapshots] keep` is unset.
+pub const DEFAULT_SNAPSHOT_KEEP: u32 = 5;
+
 /// A container port published on the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PortSpec {
@@ -183,6 +195,10 @@ pub struct Effective {
     pub mounts: Vec<MountSpec>,
     /// Published ports (`[[ports]]`).
     pub ports: Vec<PortSpec>,
+    /// Forwarded host sockets (`[[sockets]]`).
+    pub sockets: Vec<SocketSpec>,
+    /// `[snapshots]`: how many automatic snapshots to keep, when on.
+    pub auto_snapshots: Option<u32>,
     /// Workspace paths mounted read-only besides git's own.
     pub protected_paths: Vec<String>,
     /// `.git/hooks`, `.git/config` and `.git/info` stay writable.
@@ -334,6 +350,21 @@ impl Effective {
                     container: p.container,
                 })
                 .collect(),
+            sockets: s
+                .sockets
+                .unwrap_or_default()
+                .into_iter()
+                .map(|k| SocketSpec {
+                    host: super::values::expand_home(&k.host),
+                    container: k.container,
+                })
+                .collect(),
+            auto_snapshots: {
+                let sn = s.snapshots.unwrap_or_default();
+                sn.auto
+                    .unwrap_or(false)
+                    .then(|| sn.keep.map_or(DEFAULT_SNAPSHOT_KEEP, |n| n as u32))
+            },
             protected_paths: w.protected_paths.unwrap_or_default(),
             writable_git_hooks: w.writable_git_hooks.unwrap_or(false),
             git_isolated: g.mode == Some(super::schema::GitMode::Isolated),
@@ -486,6 +517,19 @@ impl Effective {
                     .iter()
                     .map(|m| json!({"host": m.host.display().to_string(), "container": m.container, "readonly": m.readonly}))
                     .collect::<Vec<_>>()),
+            ),
+            (
+                "sockets",
+                json!(self
+                    .sockets
+                    .iter()
+                    .map(|k| json!({"host": k.host.display().to_string(), "container": k.container}))
+                    .collect::<Vec<_>>()),
+            ),
+            ("snapshots.auto", json!(self.auto_snapshots.is_some())),
+            (
+                "snapshots.keep",
+                json!(self.auto_snapshots.unwrap_or(DEFAULT_SNAPSHOT_KEEP)),
             ),
             (
                 "ports",

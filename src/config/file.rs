@@ -202,7 +202,7 @@ pub(super) fn key_line(text: &str, k: &str) -> Option<usize> {
                 .and_then(|r| r.split_once('.'))
                 .is_some_and(|(_, rest)| rest == name)
     };
-    if table_list("mounts") || table_list("repos") || table_list("ports") {
+    if table_list("mounts") || table_list("repos") || table_list("ports") || table_list("sockets") {
         let section = k.to_string();
         return text
             .lines()

@@ -28,8 +28,8 @@ use serde_json::{Map, Value};
 pub use crate::terminal::printable;
 pub use allow_entry::{BadAllowEntry, Entry as AllowEntry};
 pub use effective::{
-    Account, DEFAULT_MEMORY, DEFAULT_PROCESSES, Effective, MAX_RECORDING, MountSpec, Notify,
-    PortSpec, SessionLimits,
+    Account, DEFAULT_MEMORY, DEFAULT_PROCESSES, DEFAULT_SNAPSHOT_KEEP, Effective, MAX_RECORDING,
+    MountSpec, Notify, PortSpec, SessionLimits, SocketSpec,
 };
 pub use file::{FileLayer, Layer, line_of, parse, read_file};
 pub use schema::{Document, KEYS, ModeName, Settings};
@@ -199,7 +199,7 @@ impl Merged {
     /// Lay `flat` over what is there: each key replaces; `mounts` add up.
     pub fn apply(&mut self, flat: &Flat, origin: impl Fn(&str) -> Origin) {
         for (k, v) in flat {
-            if (k == "mounts" || k == "ports")
+            if (k == "mounts" || k == "ports" || k == "sockets")
                 && let Some((Value::Array(have), _)) = self.values.get_mut(k)
                 && let Value::Array(more) = v
             {

@@ -292,6 +292,26 @@ pub struct PortEntry {
     pub address: Option<std::net::IpAddr>,
 }
 
+/// `[snapshots]`: automatic checkpoints of kept containers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Snapshots {
+    /// Take a snapshot before each session of a kept container.
+    pub auto: Option<bool>,
+    /// How many automatic snapshots each container keeps.
+    pub keep: Option<i64>,
+}
+
+/// One `[[sockets]]` entry: a host Unix socket forwarded into the container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SocketEntry {
+    /// The host socket (`~` expands).
+    pub host: String,
+    /// Where it appears in the container (absolute).
+    pub container: String,
+}
+
 /// A network mode name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -380,12 +400,16 @@ sections! {
     session: Session,
     /// `[notify]`
     notify: Notify,
+    /// `[snapshots]`
+    snapshots: Snapshots,
     /// `[[mounts]]`
     mounts: Vec<Mount>,
     /// `[[repos]]`
     repos: Vec<RepoEntry>,
     /// `[[ports]]`
     ports: Vec<PortEntry>,
+    /// `[[sockets]]`
+    sockets: Vec<SocketEntry>,
 }
 
 /// `[profiles.*]` in either form, as settings.
@@ -629,6 +653,14 @@ pub const KEYS: &[(&str, &str)] = &[
         "which changes notify: waiting, finished (a turn ended), exited, stopped (default all)",
     ),
     (
+        "snapshots.auto",
+        "take a snapshot of a kept container before each of its sessions, named auto-TIME (default false; user configuration or a trusted .cci.toml)",
+    ),
+    (
+        "snapshots.keep",
+        "how many automatic snapshots each container keeps, the oldest removed first (default 5)",
+    ),
+    (
         "mounts",
         "[[mounts]] host = PATH, container = PATH, readonly = BOOL",
     ),
@@ -639,5 +671,9 @@ pub const KEYS: &[(&str, &str)] = &[
     (
         "ports",
         "[[ports]] host = PORT, container = PORT, address = IP (default 127.0.0.1): a port the agent serves, reachable on the host (the same as --publish, which adds to them)",
+    ),
+    (
+        "sockets",
+        "[[sockets]] host = PATH, container = PATH: a host Unix socket (a local model server, a Docker socket you choose) forwarded into the container, connected to as you (never from an untrusted .cci.toml)",
     ),
 ];

@@ -285,6 +285,7 @@ pub fn gate(flat: &mut Flat, lower: &Merged) -> Verdict {
             }
             None if key == "mounts" => Some("an untrusted file may add no mounts".into()),
             None if key == "ports" => Some("an untrusted file may open no host ports".into()),
+            None if key == "sockets" => Some("an untrusted file may forward no host socket".into()),
             None if key == "repos" => {
                 Some("an untrusted file may send no other repository in".into())
             }

@@ -254,6 +254,12 @@ container = "/sub"
 host = 22
 container = 2222
 address = "0.0.0.0"
+[[sockets]]
+host = "/var/run/docker.sock"
+container = "/var/lib/docker.sock"
+[snapshots]
+auto = true
+keep = 1000
 [profiles.loose]
 network = { mode = "open" }
 "#;
@@ -273,6 +279,8 @@ network = { mode = "open" }
         "session.max_bytes",
         "mounts",
         "ports",
+        "sockets",
+        "snapshots.auto",
         "profiles.loose.network.mode",
     ] {
         assert!(v.ignored.iter().any(|l| l.starts_with(key)), "{key}: {v:?}");

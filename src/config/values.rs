@@ -108,6 +108,19 @@ pub fn validate(s: &Settings, text: &str, source: &str, prefix: &str) -> Result<
             });
         }
     }
+    for k in s.sockets.iter().flatten() {
+        if let Err(why) = check_socket(&k.host, &k.container) {
+            return Err(ConfigError {
+                file: source.into(),
+                line: text
+                    .lines()
+                    .position(|l| l.contains(&k.container) || l.contains(&k.host))
+                    .map(|i| i + 1),
+                key: Some(format!("{prefix}sockets")),
+                message: why,
+            });
+        }
+    }
     for m in s.mounts.iter().flatten() {
         let at = || ConfigError {
             file: source.into(),
@@ -138,6 +151,35 @@ fn memory_ok(m: &str) -> bool {
     }
 }
 
+/// The folders a forwarded socket may appear in.
+pub const SOCKET_FOLDERS: &[&str] = &["/var/lib", "/opt", "/srv", "/mnt", "/var/tmp"];
+
+/// A forwarded socket's paths are usable: a host path, and a plain
+/// absolute container path where the socket stays visible (not under a
+/// folder boot mounts over or the kernel's, not in the workspace, which is
+/// the host's folder).
+pub fn check_socket(host: &str, container: &str) -> Result<(), String> {
+    if host.trim().is_empty() {
+        return Err("a socket needs a host path".into());
+    }
+    check_mount(host, container).map_err(|_| {
+        format!("container path {container:?} must be absolute, without `..`, and not /")
+    })?;
+    // The daemon makes the socket but not its folder, and boot mounts over
+    // /run and /tmp after it is made: only folders every system has and
+    // keeps.
+    let c = Path::new(container);
+    let parent = c.parent().and_then(Path::to_str).unwrap_or("/");
+    if !SOCKET_FOLDERS.contains(&parent) {
+        return Err(format!(
+            "container path {container:?}: a socket goes directly in one of {} (e.g. /var/lib/{})",
+            SOCKET_FOLDERS.join(", "),
+            c.file_name().and_then(|n| n.to_str()).unwrap_or("app.sock")
+        ));
+    }
+    Ok(())
+}
+
 /// A mount's paths are usable: a host path and an absolute, plain container path.
 pub fn check_mount(host: &str, container: &str) -> Result<(), String> {
     if host.trim().is_empty() {
@@ -158,4 +200,30 @@ pub fn check_mount(host: &str, container: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod socket_tests {
+    use super::*;
+
+    #[test]
+    fn a_socket_appears_directly_in_a_folder_every_system_keeps() {
+        for good in ["/var/lib/ollama.sock", "/opt/x.sock", "/var/tmp/a"] {
+            assert!(check_socket("/run/x.sock", good).is_ok(), "{good}");
+        }
+        for bad in [
+            "/run/x.sock",
+            "/var/run/docker.sock",
+            "/tmp/x.sock",
+            "/workspace/x.sock",
+            "/var/lib/deeper/x.sock",
+            "/dev/x",
+            "var/lib/x.sock",
+            "/var/lib/../run/x.sock",
+            "/",
+        ] {
+            assert!(check_socket("/run/x.sock", bad).is_err(), "{bad}");
+        }
+        assert!(check_socket(" ", "/var/lib/x.sock").is_err());
+    }
 }

@@ -410,12 +410,7 @@ impl Client {
     /// change made meanwhile is not lost (a `Conflict` instead). Nothing to
     /// unset: nothing written.
     pub async fn unset_config(&self, name: &str, keys: &[&str]) -> Result<()> {
-        let path = format!("/1.0/instances/{}", encode(name));
-        let s = self
-            .transport
-            .sync::<Value>(self.transport.request(Method::GET, &path))
-            .await?;
-        let mut body = s.value;
+        let (mut body, etag) = self.instance_raw(name).await?;
         let mut changed = false;
         if let Some(config) = body.get_mut("config").and_then(Value::as_object_mut) {
             for k in keys {
@@ -425,30 +420,7 @@ impl Client {
         if !changed {
             return Ok(());
         }
-        // What a PUT takes; the rest (state, expanded views) is the daemon's.
-        let put: serde_json::Map<String, Value> = body
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter(|(k, _)| {
-                matches!(
-                    k.as_str(),
-                    "architecture"
-                        | "config"
-                        | "devices"
-                        | "ephemeral"
-                        | "profiles"
-                        | "stateful"
-                        | "description"
-                )
-            })
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let mut req = self.transport.request(Method::PUT, &path).json(&put);
-        if let Some(tag) = &s.etag {
-            req = req.header(reqwest::header::IF_MATCH, tag);
-        }
-        self.finish(req, LIFECYCLE_TIMEOUT).await
+        self.put_instance(name, &body, etag.as_deref()).await
     }
 
     /// Delete a stopped instance.

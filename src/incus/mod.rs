@@ -15,6 +15,7 @@ pub mod operations;
 pub mod profiles;
 pub mod pull;
 pub mod server;
+pub mod snapshots;
 pub mod status;
 pub mod transport;
 mod wire;
@@ -33,6 +34,7 @@ pub use instances::{ImageRef, Instance, InstanceCreate, InstanceState, StateChan
 pub use operations::Operation;
 pub use profiles::Profile;
 pub use server::ServerInfo;
+pub use snapshots::Snapshot;
 pub use status::InstanceStatus;
 pub use transport::{Endpoint, Transport, discover_socket};
 

@@ -88,6 +88,9 @@ pub enum Error {
     /// A mount source changed since it was checked (nothing was created).
     #[error("{0}")]
     MountMoved(String),
+    /// What was asked cannot be done to this container (a usage error).
+    #[error("{0}")]
+    Usage(String),
     /// A port cannot be published (taken, given twice).
     #[error("{0}")]
     Forward(String),

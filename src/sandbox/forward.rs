@@ -121,6 +121,85 @@ impl SshAgent {
     }
 }
 
+/// Device names of forwarded host sockets start so.
+pub const SOCKET_PREFIX: &str = "sock-";
+
+/// A host Unix socket forwarded in (`[[sockets]]`), checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostSocket {
+    /// The host socket, symlinks resolved.
+    pub socket: PathBuf,
+    /// Where it appears inside.
+    pub container: String,
+    /// Who the daemon's forwarder connects as: the user running cci, with
+    /// the socket's group when the user is in it.
+    pub connect_as: (u32, u32),
+}
+
+impl HostSocket {
+    /// `spec` checked now: the host path is a socket. The forwarder will
+    /// connect as the user running cci (never with more rights).
+    pub fn from_spec(spec: &crate::config::SocketSpec) -> Result<HostSocket, String> {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let shown = spec.host.display();
+        let socket =
+            std::fs::canonicalize(&spec.host).map_err(|e| format!("[[sockets]] {shown}: {e}"))?;
+        let meta = std::fs::metadata(&socket).map_err(|e| format!("[[sockets]] {shown}: {e}"))?;
+        if !meta.file_type().is_socket() {
+            return Err(format!("[[sockets]] {shown} is not a Unix socket"));
+        }
+        // SAFETY: these have no preconditions and cannot fail.
+        let (uid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        let gid = if in_group(meta.gid()) {
+            meta.gid()
+        } else {
+            egid
+        };
+        Ok(HostSocket {
+            socket,
+            container: spec.container.clone(),
+            connect_as: (uid, gid),
+        })
+    }
+
+    /// The device's name: fixed by where the socket appears inside.
+    pub fn device_name(&self) -> String {
+        use sha2::Digest;
+        let h = sha2::Sha256::digest(self.container.as_bytes());
+        let hex: String = h.iter().take(6).map(|b| format!("{b:02x}")).collect();
+        format!("{SOCKET_PREFIX}{hex}")
+    }
+
+    /// The Incus device: a socket inside for the session user (and root),
+    /// which the daemon's forwarder connects to the host socket as
+    /// [`HostSocket::connect_as`].
+    pub fn device(&self, a: &Account) -> Device {
+        device(&[
+            ("type", "proxy".into()),
+            ("bind", "container".into()),
+            ("connect", format!("unix:{}", self.socket.display())),
+            ("listen", format!("unix:{}", self.container)),
+            ("uid", a.uid.to_string()),
+            ("gid", a.gid.to_string()),
+            ("mode", "0660".into()),
+            ("security.uid", self.connect_as.0.to_string()),
+            ("security.gid", self.connect_as.1.to_string()),
+        ])
+    }
+}
+
+/// Whether the calling process is in group `gid` (its own or a supplementary one).
+fn in_group(gid: u32) -> bool {
+    // SAFETY: getegid has no preconditions.
+    if unsafe { libc::getegid() } == gid {
+        return true;
+    }
+    let mut groups = vec![0 as libc::gid_t; 1024];
+    // SAFETY: the buffer holds `groups.len()` entries.
+    let n = unsafe { libc::getgroups(groups.len() as libc::c_int, groups.as_mut_ptr()) };
+    n > 0 && groups[..n as usize].contains(&gid)
+}
+
 /// Device names of published ports start so.
 pub const PORT_PREFIX: &str = "port-";
 
@@ -152,10 +231,12 @@ pub fn port_device(p: &PortSpec) -> (String, Device) {
 pub fn devices(
     ssh_agent: Option<&SshAgent>,
     ports: &[PortSpec],
+    sockets: &[HostSocket],
     forge: Option<&crate::forge::Forward>,
     a: &Account,
 ) -> (HashMap<String, Device>, HashMap<String, String>) {
     let mut devices: HashMap<String, Device> = ports.iter().map(port_device).collect();
+    devices.extend(sockets.iter().map(|s| (s.device_name(), s.device(a))));
     let mut config = HashMap::new();
     if let Some(f) = forge {
         match f.devices() {
@@ -189,6 +270,10 @@ fn ours(name: &str, d: &Device) -> bool {
                 && is("listen", &format!("tcp:127.0.0.1:{}", crate::forge::PORT))
         } else if name == SSH_AGENT_DEVICE {
             is("bind", "container") && is("listen", &format!("unix:{SSH_AGENT_SOCKET}"))
+        } else if name.starts_with(SOCKET_PREFIX) {
+            is("bind", "container")
+                && d.get("listen").is_some_and(|l| l.starts_with("unix:"))
+                && d.get("connect").is_some_and(|c| c.starts_with("unix:"))
         } else {
             name.starts_with(PORT_PREFIX)
                 && is("bind", "host")
@@ -291,6 +376,7 @@ pub async fn reconcile(
     name: &str,
     ssh_agent: Option<&SshAgent>,
     ports: &[PortSpec],
+    sockets: &[HostSocket],
     forge: Option<&crate::forge::Forward>,
     a: &Account,
 ) -> Result<(), Error> {
@@ -303,7 +389,7 @@ pub async fn reconcile(
         .map(|(k, _)| k.clone())
         .collect();
     check_free(ports, &held).map_err(Error::Usage)?;
-    let (want, want_config) = devices(ssh_agent, ports, forge, a);
+    let (want, want_config) = devices(ssh_agent, ports, sockets, forge, a);
     apply(client, &instance, etag, want, want_config).await?;
     Ok(())
 }
@@ -322,6 +408,34 @@ pub enum Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_forwarded_socket_is_checked_and_connected_to_as_the_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let _l = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let spec = |host: &Path| crate::config::SocketSpec {
+            host: host.to_path_buf(),
+            container: "/var/lib/s.sock".into(),
+        };
+        let s = HostSocket::from_spec(&spec(&path)).unwrap();
+        // SAFETY: no preconditions.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        assert_eq!(s.connect_as, (uid, gid));
+        let a = Account::new(1000, "code");
+        let d = s.device(&a);
+        assert_eq!(d["security.uid"], uid.to_string());
+        assert_eq!(d["listen"], "unix:/var/lib/s.sock");
+        assert_eq!(d["uid"], "1000");
+        assert!(ours(&s.device_name(), &d));
+        // Not a socket, or missing: said before anything is made.
+        let err = HostSocket::from_spec(&spec(dir.path())).unwrap_err();
+        assert!(err.contains("not a Unix socket"), "{err}");
+        assert!(HostSocket::from_spec(&spec(&dir.path().join("no"))).is_err());
+        // A socket the user is not in the group of: connected to with the
+        // user's own group, never the socket's.
+        assert!(!in_group(u32::MAX - 7));
+    }
 
     #[test]
     fn publish_takes_an_optional_address_and_two_ports() {

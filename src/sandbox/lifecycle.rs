@@ -113,8 +113,9 @@ pub fn clean_reason(s: &SandboxInfo, all: bool) -> Option<CleanReason> {
     if s.state != InstanceStatus::Stopped {
         return None;
     }
-    if s.last_started.is_empty() {
-        // Unless the cci that creates it is still at work.
+    if s.last_started.is_empty() && s.launch != super::snapshots::FORKED {
+        // Unless the cci that creates it is still at work (a fork is
+        // complete when made: it is kept like any kept container).
         return (!launcher_running(&s.launch)).then_some(CleanReason::NeverStarted);
     }
     if s.persistent {

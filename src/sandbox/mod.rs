@@ -25,6 +25,7 @@ pub mod records;
 mod run;
 mod saving;
 mod shell;
+pub mod snapshots;
 mod spec;
 mod teardown;
 mod tmux;

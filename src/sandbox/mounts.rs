@@ -58,6 +58,8 @@ pub struct Extras {
     pub forge: Option<crate::forge::Forward>,
     /// Container ports published on the host (`--publish`, `[[ports]]`).
     pub ports: Vec<crate::config::PortSpec>,
+    /// Host sockets forwarded in (`[[sockets]]`).
+    pub sockets: Vec<super::forward::HostSocket>,
 }
 
 /// `HOST:CONTAINER[:ro|:rw]` -> (host, container, readonly).

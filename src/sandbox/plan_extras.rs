@@ -157,6 +157,12 @@ pub async fn extras(
         no_wait: flags.no_wait,
         max_duration: if session { cfg.max_duration } else { None },
         ports: cfg.ports.iter().chain(&flags.ports).copied().collect(),
+        sockets: cfg
+            .sockets
+            .iter()
+            .map(super::forward::HostSocket::from_spec)
+            .collect::<Result<_, _>>()
+            .map_err(ExtrasError::Usage)?,
         forge,
         ssh_agent: if flags.ssh_agent || cfg.ssh_agent {
             Some(super::forward::SshAgent::from_env().map_err(ExtrasError::Usage)?)

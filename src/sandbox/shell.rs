@@ -40,6 +40,9 @@ pub struct ShellRequest {
     pub network_explicit: bool,
     /// An isolated git session: the repository is cloned in.
     pub git: Option<std::sync::Arc<super::isolated::Start>>,
+    /// `[snapshots] auto`: a kept container is snapshotted before each
+    /// session, and this many automatic snapshots kept.
+    pub auto_snapshots: Option<u32>,
 }
 
 impl ShellRequest {
@@ -244,6 +247,7 @@ async fn reuse(
         &name,
         req.spec.extras.ssh_agent.as_ref(),
         &req.spec.extras.ports,
+        &req.spec.extras.sockets,
         req.spec.extras.forge.as_ref(),
         &existing.account,
     )
@@ -261,6 +265,16 @@ async fn reuse(
         // Attach to the session that runs there rather than start another.
         id = existing.session.clone();
     } else {
+        if let Some(keep) = req.auto_snapshots {
+            // A checkpoint to come back to; a session is not refused for
+            // want of one.
+            match super::snapshots::auto(host, &name, keep).await {
+                Ok(snap) => tracing::info!("{name}: snapshot {snap} taken before the session"),
+                Err(e) => eprintln!(
+                    "cci: warning: {name}: no automatic snapshot before this session: {e}"
+                ),
+            }
+        }
         if !running {
             network::start_guarded(client, host.policy(), &name).await?;
             running = true;
@@ -348,6 +362,9 @@ pub enum Left {
 pub struct Ended {
     /// The container was deleted (ephemeral); otherwise it is stopped.
     pub deleted: bool,
+    /// The session had been ended elsewhere (a snapshot restore): the
+    /// container was left as it is.
+    pub elsewhere: bool,
     /// What became of the agent's state.
     pub state: StateSave,
     /// The warning when the session changed workspace files the host runs
@@ -364,7 +381,14 @@ pub async fn after_detach(host: &Host, name: &str) -> Result<Left, Error> {
         return Ok(Left::Detached);
     }
     Ok(Left::Ended(
-        end(host, name, Duration::from_secs(30), "exit").await?,
+        end_session(
+            host,
+            name,
+            Duration::from_secs(30),
+            "exit",
+            Some(&info.session),
+        )
+        .await?,
     ))
 }
 
@@ -373,8 +397,32 @@ pub async fn after_detach(host: &Host, name: &str) -> Result<Left, Error> {
 /// ephemeral container whose state could not be saved is kept, stopped.
 /// The session's record says it ended `how` (`exit`: from inside).
 pub async fn end(host: &Host, name: &str, grace: Duration, how: &str) -> Result<Ended, Error> {
+    end_session(host, name, grace, how, None).await
+}
+
+/// [`end`], but with `session` only if that session is still the
+/// container's: one ended elsewhere meanwhile (a snapshot restore ends it
+/// and starts the container again) leaves the container alone.
+async fn end_session(
+    host: &Host,
+    name: &str,
+    grace: Duration,
+    how: &str,
+    session: Option<&str>,
+) -> Result<Ended, Error> {
     saving::with_lock(name, async {
         let info = inventory::get(host, name).await?;
+        if let Some(s) = session
+            && info.kind == "shell"
+            && (s.is_empty() || info.session != s)
+        {
+            return Ok(Ended {
+                deleted: false,
+                elsewhere: true,
+                state: StateSave::Nothing,
+                warning: None,
+            });
+        }
         let unsaved = info.state_unsaved();
         // A stopped container (powered off inside, say) is started to save.
         let state = saving::save_state(host, &info, true, SaveKind::Final).await?;
@@ -400,6 +448,7 @@ pub async fn end(host: &Host, name: &str, grace: Duration, how: &str) -> Result<
         }
         Ok(Ended {
             deleted: !keep,
+            elsewhere: false,
             state,
             warning,
         })

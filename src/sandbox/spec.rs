@@ -211,8 +211,13 @@ impl SandboxSpec {
                 .insert(format!("{}{i}", super::protect::DEVICE_PREFIX), d);
         }
         // The SSH agent in, published ports out (see `forward`).
-        let (devices, env) =
-            super::forward::devices(x.ssh_agent.as_ref(), &x.ports, x.forge.as_ref(), a);
+        let (devices, env) = super::forward::devices(
+            x.ssh_agent.as_ref(),
+            &x.ports,
+            &x.sockets,
+            x.forge.as_ref(),
+            a,
+        );
         req.devices.extend(devices);
         config.extend(env);
         if let Some(pool) = &x.pool {

@@ -440,6 +440,16 @@ pub(super) const RULES: &[Rule] = &[
         },
     },
     Rule {
+        section: "snapshots",
+        key: "keep",
+        check: Check::Number {
+            get: |s| s.snapshots.as_ref()?.keep,
+            lo: 1,
+            hi: 1000,
+            what: "a number from 1 to 1000",
+        },
+    },
+    Rule {
         section: "session",
         key: "record_max_bytes",
         check: Check::Number {
