@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The default `cci` image, run as root inside a build container started from a
 # Debian or Ubuntu base (cci build pushes this script and code-user.sh next to
-# it): the code user, tmux, git, build tools, Python 3, Node.js with Claude
-# Code from the npm registry, the GitHub CLI where the distribution has it,
-# Docker for nested use, and shutdown/poweroff that end the session.
+# it): the code user, tmux, git, build tools, Python 3, Node.js, the agents
+# named in CCI_AGENTS (cci build --agent; default Claude Code) from their
+# package registries, the GitHub CLI where the distribution has it, Docker
+# for nested use, and shutdown/poweroff that end the session.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 export DEBIAN_FRONTEND=noninteractive
@@ -23,19 +24,41 @@ echo 'export NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt' >/etc/profi
 step "packages"
 apt-get install -y -q --no-install-recommends \
     sudo tmux git curl wget ca-certificates gnupg jq unzip less procps iproute2 openssh-client \
-    dnsutils build-essential python3 python3-pip python3-venv nodejs npm \
+    dnsutils build-essential python3 python3-pip python3-venv pipx nodejs npm \
     docker.io
 apt-get install -y -q --no-install-recommends gh 2>/dev/null ||
     echo "GitHub CLI (gh) is not in this distribution's archive; skipped"
 
-step "Claude Code (npm)"
-npm install -g --no-audit --no-fund @anthropic-ai/claude-code
-command -v claude
+agents=${CCI_AGENTS:-claude}
+for agent in $agents; do
+    case $agent in
+        claude)
+            step "Claude Code (npm)"
+            npm install -g --no-audit --no-fund @anthropic-ai/claude-code ;;
+        opencode)
+            step "opencode (npm)"
+            npm install -g --no-audit --no-fund opencode-ai ;;
+        codex)
+            step "Codex CLI (npm)"
+            npm install -g --no-audit --no-fund @openai/codex ;;
+        aider)
+            step "aider (PyPI, in its own environment)"
+            PIPX_HOME=/opt/pipx PIPX_BIN_DIR=/usr/local/bin pipx install aider-chat ;;
+        *)
+            echo "unknown agent $agent" >&2
+            exit 2 ;;
+    esac
+    command -v "$agent"
+done
 
 step "code user"
 bash "$here/code-user.sh" /
 usermod -aG docker code
-install -d -o code -g code -m 0700 /home/code/.claude
+# The agents' state folders, so that a saved state is restored into a
+# folder of code's own.
+install -d -o code -g code -m 0700 /home/code/.claude /home/code/.codex /home/code/.aider
+install -d -o code -g code -m 0755 /home/code/.local /home/code/.local/share
+install -d -o code -g code -m 0700 /home/code/.local/share/opencode
 
 step "poweroff and shutdown end the session"
 for cmd in poweroff shutdown; do

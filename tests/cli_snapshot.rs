@@ -82,6 +82,8 @@ async fn a_restore_puts_files_back_and_keeps_the_settings_of_now() {
     let out = in_ws(ws.path(), &["snapshot", "create", "--name", "a/b"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("not a snapshot name"));
+    let out = in_ws(ws.path(), &["snapshot", "create", "--name", "auto-x"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     let out = in_ws(ws.path(), &["snapshot", "create", "--name", "s1"]);
     assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
     assert!(
@@ -107,7 +109,17 @@ async fn a_restore_puts_files_back_and_keeps_the_settings_of_now() {
 
     // The session moves on: tighter network (asked on the command line),
     // more files.
-    let again = background(ws.path(), &["--slot", "1", "--network", "restricted"]);
+    let again = background(
+        ws.path(),
+        &[
+            "--slot",
+            "1",
+            "--network",
+            "restricted",
+            "--publish",
+            "127.0.0.1:18931:8000",
+        ],
+    );
     assert_eq!(again, name);
     assert_eq!(config_of(&name).await["user.cci.network"], "restricted");
     ok(&sh_in(
@@ -143,6 +155,14 @@ async fn a_restore_puts_files_back_and_keeps_the_settings_of_now() {
     assert!(home_file(&name, "extra").contains("No such file"));
     assert_eq!(i.config["user.cci.network"], "restricted");
     assert_eq!(i.config["user.cci.persistent"], "true");
+    // What the ended session forwarded is gone (the published port).
+    assert!(
+        !i.expanded_devices
+            .values()
+            .any(|d| d.get("type").map(String::as_str) == Some("proxy")),
+        "{:?}",
+        i.expanded_devices
+    );
     let row = firewall_row(&name);
     assert_eq!(row["mode"], "restricted", "{row}");
     assert_eq!(row["rules"], true, "{row}");
@@ -387,5 +407,28 @@ async fn a_host_socket_is_forwarded_when_configured_and_only_to_the_session_user
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("not a Unix socket"));
+    // A socket in the workspace: the agent could swap it for a link to
+    // another, which the daemon would follow. Refused.
+    let inside = ws3.path().join("app.sock");
+    let _l = std::os::unix::net::UnixListener::bind(&inside).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "[[sockets]]\nhost = {:?}\ncontainer = \"/var/lib/x.sock\"\n",
+            inside.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = cci_in(ws3.path(), "shell")
+        .env("CCI_CONFIG", &config)
+        .arg("--background")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("the agent can change"),
+        "{}",
+        text(&out.stderr)
+    );
     assert!(common::containers_of(ws3.path()).await.is_empty());
 }

@@ -33,6 +33,11 @@ pub struct BuildArgs {
     /// Show the build script's output as it runs (otherwise it goes to a log file).
     #[arg(long, short)]
     pub verbose: bool,
+    /// An agent to install (repeatable, or comma-separated): claude,
+    /// opencode, codex, aider [default: claude].
+    #[arg(long = "agent", value_name = "NAME", value_delimiter = ',',
+          value_parser = clap::builder::PossibleValuesParser::new(crate::config::AGENT_NAMES))]
+    pub agents: Vec<String>,
     /// The build container's network isolation (default restricted).
     #[command(flatten)]
     pub net: super::network::NetworkArgs,
@@ -84,6 +89,7 @@ pub async fn build(host: &Host, args: BuildArgs) -> anyhow::Result<i32> {
                 force: c.force,
                 versioned: false,
                 network: c.net.policy()?,
+                agents: Vec::new(),
             };
             (req, c.verbose, Says::Json)
         }
@@ -102,6 +108,14 @@ pub async fn build(host: &Host, args: BuildArgs) -> anyhow::Result<i32> {
                 force: args.force,
                 versioned: true,
                 network: args.net.policy()?,
+                agents: {
+                    let mut a = args.agents.clone();
+                    if a.is_empty() {
+                        a.push("claude".into());
+                    }
+                    a.dedup();
+                    a
+                },
             };
             (req, args.verbose, Says::Text)
         }

@@ -177,6 +177,9 @@ pub async fn snapshot(host: &Host, cmd: SnapshotCommand) -> anyhow::Result<i32> 
                     "{name} restored to {}: it was running, so its session was ended{saved}, and the container restarted; `cci shell` in its slot starts a new session",
                     a.snap
                 );
+                if let Some(w) = &r.warning {
+                    eprintln!("{w}");
+                }
             } else {
                 println!("{name} restored to {}", a.snap);
             }

@@ -89,6 +89,22 @@ pub struct SocketSpec {
     pub container: String,
 }
 
+/// `[caches]` in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheSettings {
+    /// Which caches are shared (none: the feature is off).
+    pub enabled: Vec<super::schema::CacheKind>,
+    /// The host folder they live in.
+    pub dir: PathBuf,
+    /// Who shares them.
+    pub scope: super::schema::CacheScope,
+    /// The most one cache folder keeps.
+    pub max_bytes: u64,
+}
+
+/// The size cap of one cache when `[caches] max_size` is unset.
+pub const DEFAULT_CACHE_BYTES: u64 = 10 << 30;
+
 /// Automatic snapshots kept per container when `[snapshots] keep` is unset.
 pub const DEFAULT_SNAPSHOT_KEEP: u32 = 5;
 
@@ -197,6 +213,8 @@ pub struct Effective {
     pub ports: Vec<PortSpec>,
     /// Forwarded host sockets (`[[sockets]]`).
     pub sockets: Vec<SocketSpec>,
+    /// `[caches]`.
+    pub caches: CacheSettings,
     /// `[snapshots]`: how many automatic snapshots to keep, when on.
     pub auto_snapshots: Option<u32>,
     /// Workspace paths mounted read-only besides git's own.
@@ -359,6 +377,22 @@ impl Effective {
                     container: k.container,
                 })
                 .collect(),
+            caches: {
+                let c = s.caches.unwrap_or_default();
+                let mut enabled = c.enabled.unwrap_or_default();
+                enabled.sort();
+                enabled.dedup();
+                CacheSettings {
+                    enabled,
+                    dir: super::values::expand_home(c.dir.as_deref().unwrap_or("~/.cache/cci")),
+                    scope: c.scope.unwrap_or_default(),
+                    max_bytes: c
+                        .max_size
+                        .as_deref()
+                        .and_then(super::values::parse_size)
+                        .unwrap_or(DEFAULT_CACHE_BYTES),
+                }
+            },
             auto_snapshots: {
                 let sn = s.snapshots.unwrap_or_default();
                 sn.auto
@@ -526,6 +560,19 @@ impl Effective {
                     .map(|k| json!({"host": k.host.display().to_string(), "container": k.container}))
                     .collect::<Vec<_>>()),
             ),
+            (
+                "caches.enabled",
+                json!(self.caches.enabled.iter().map(|k| k.word()).collect::<Vec<_>>()),
+            ),
+            ("caches.dir", json!(self.caches.dir.display().to_string())),
+            (
+                "caches.scope",
+                json!(match self.caches.scope {
+                    super::schema::CacheScope::Workspace => "workspace",
+                    super::schema::CacheScope::User => "user",
+                }),
+            ),
+            ("caches.max_size", json!(self.caches.max_bytes)),
             ("snapshots.auto", json!(self.auto_snapshots.is_some())),
             (
                 "snapshots.keep",

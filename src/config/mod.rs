@@ -28,11 +28,12 @@ use serde_json::{Map, Value};
 pub use crate::terminal::printable;
 pub use allow_entry::{BadAllowEntry, Entry as AllowEntry};
 pub use effective::{
-    Account, DEFAULT_MEMORY, DEFAULT_PROCESSES, DEFAULT_SNAPSHOT_KEEP, Effective, MAX_RECORDING,
-    MountSpec, Notify, PortSpec, SessionLimits, SocketSpec,
+    Account, CacheSettings, DEFAULT_CACHE_BYTES, DEFAULT_MEMORY, DEFAULT_PROCESSES,
+    DEFAULT_SNAPSHOT_KEEP, Effective, MAX_RECORDING, MountSpec, Notify, PortSpec, SessionLimits,
+    SocketSpec,
 };
 pub use file::{FileLayer, Layer, line_of, parse, read_file};
-pub use schema::{Document, KEYS, ModeName, Settings};
+pub use schema::{CacheKind, CacheScope, Document, KEYS, ModeName, Settings};
 pub use values::{expand_home, parse_duration, parse_size};
 pub use vocab::{
     AGENT_NAMES, BLOCKED_V4, BLOCKED_V6, DEFAULT_ALIAS, DEFAULT_REFRESH_MINUTES, KERNEL_DENY,

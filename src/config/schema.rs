@@ -302,6 +302,54 @@ pub struct Snapshots {
     pub keep: Option<i64>,
 }
 
+/// `[caches]`: package caches shared between a workspace's sandboxes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Caches {
+    /// Which caches are shared.
+    pub enabled: Option<Vec<CacheKind>>,
+    /// The host folder they live in (`~` expands).
+    pub dir: Option<String>,
+    /// Shared by one workspace's sandboxes, or by all of the user's.
+    pub scope: Option<CacheScope>,
+    /// The most one cache folder keeps (oldest files removed first).
+    pub max_size: Option<String>,
+}
+
+/// A package cache cci can share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheKind {
+    /// npm's (`npm_config_cache`).
+    Npm,
+    /// pip's (`PIP_CACHE_DIR`).
+    Pip,
+    /// Go's module cache (`GOMODCACHE`).
+    Go,
+}
+
+impl CacheKind {
+    /// Its name in the configuration.
+    pub fn word(self) -> &'static str {
+        match self {
+            CacheKind::Npm => "npm",
+            CacheKind::Pip => "pip",
+            CacheKind::Go => "go",
+        }
+    }
+}
+
+/// Who shares a cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheScope {
+    /// The slots and sessions of one workspace.
+    #[default]
+    Workspace,
+    /// Every workspace of the user.
+    User,
+}
+
 /// One `[[sockets]]` entry: a host Unix socket forwarded into the container.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -402,6 +450,8 @@ sections! {
     notify: Notify,
     /// `[snapshots]`
     snapshots: Snapshots,
+    /// `[caches]`
+    caches: Caches,
     /// `[[mounts]]`
     mounts: Vec<Mount>,
     /// `[[repos]]`
@@ -659,6 +709,22 @@ pub const KEYS: &[(&str, &str)] = &[
     (
         "snapshots.keep",
         "how many automatic snapshots each container keeps, the oldest removed first (default 5)",
+    ),
+    (
+        "caches.enabled",
+        "package caches shared between the workspace's sandboxes: npm, pip, go (default none)",
+    ),
+    (
+        "caches.dir",
+        "the host folder the shared caches live in (default ~/.cache/cci)",
+    ),
+    (
+        "caches.scope",
+        "workspace (its slots and sessions share them; the default) or user (every workspace shares them)",
+    ),
+    (
+        "caches.max_size",
+        "the most one cache keeps, the oldest files removed first at each start (default 10GiB)",
     ),
     (
         "mounts",

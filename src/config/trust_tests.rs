@@ -260,6 +260,9 @@ container = "/var/lib/docker.sock"
 [snapshots]
 auto = true
 keep = 1000
+[caches]
+enabled = ["npm"]
+dir = "/etc"
 [profiles.loose]
 network = { mode = "open" }
 "#;
@@ -281,6 +284,8 @@ network = { mode = "open" }
         "ports",
         "sockets",
         "snapshots.auto",
+        "caches.enabled",
+        "caches.dir",
         "profiles.loose.network.mode",
     ] {
         assert!(v.ignored.iter().any(|l| l.starts_with(key)), "{key}: {v:?}");

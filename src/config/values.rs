@@ -162,6 +162,11 @@ pub fn check_socket(host: &str, container: &str) -> Result<(), String> {
     if host.trim().is_empty() {
         return Err("a socket needs a host path".into());
     }
+    if !(host.starts_with('/') || host == "~" || host.starts_with("~/")) {
+        return Err(format!(
+            "host path {host:?} must be absolute (or start with ~/)"
+        ));
+    }
     check_mount(host, container).map_err(|_| {
         format!("container path {container:?} must be absolute, without `..`, and not /")
     })?;
@@ -225,5 +230,7 @@ mod socket_tests {
             assert!(check_socket("/run/x.sock", bad).is_err(), "{bad}");
         }
         assert!(check_socket(" ", "/var/lib/x.sock").is_err());
+        assert!(check_socket("run/x.sock", "/var/lib/x.sock").is_err());
+        assert!(check_socket("~/x.sock", "/var/lib/x.sock").is_ok());
     }
 }

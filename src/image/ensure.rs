@@ -36,5 +36,7 @@ pub async fn default_request(client: &Client, network: crate::network::Policy) -
         force: false,
         versioned: true,
         network,
+        // The agent sessions start by default.
+        agents: vec![crate::config::current().tool.clone()],
     }
 }

@@ -70,6 +70,10 @@ pub struct BuildRequest {
     pub versioned: bool,
     /// The build container's network policy.
     pub network: crate::network::Policy,
+    /// The agents the default script installs (`cci build --agent`; the
+    /// script reads them from `CCI_AGENTS`), recorded on the image as
+    /// `cci.agents`. Empty for a custom script.
+    pub agents: Vec<String>,
 }
 
 /// What a build produced.
@@ -247,7 +251,8 @@ async fn build_in<W: AsyncWrite + Unpin>(
         .env(
             "PATH",
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        );
+        )
+        .env("CCI_AGENTS", &req.agents.join(" "));
     let mut err = Vec::new();
     let code = client
         .exec(
@@ -283,6 +288,11 @@ async fn build_in<W: AsyncWrite + Unpin>(
     publish
         .properties
         .insert("cci.version".into(), env!("CARGO_PKG_VERSION").into());
+    if !req.agents.is_empty() {
+        publish
+            .properties
+            .insert("cci.agents".into(), req.agents.join(","));
+    }
     let version = req.versioned.then(|| format!("{}-{stamp}", req.alias));
     publish.aliases.extend(version.clone());
     let fingerprint = match client.publish_instance(container, &publish).await {

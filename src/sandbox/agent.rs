@@ -20,6 +20,10 @@ pub struct AgentDef {
     pub new_session: Option<&'static str>,
     /// How a conversation is resumed by id.
     pub resume_session: Option<&'static str>,
+    /// How an agent that picks its own conversation ids continues its
+    /// latest one (its state folder restored): words before its other
+    /// arguments (a subcommand) and after them.
+    pub resume_latest: (&'static [&'static str], &'static [&'static str]),
     /// How it works on one prompt and exits (`cci run --prompt`): words
     /// before its other arguments (a subcommand), and after them, where
     /// [`PROMPT`] stands for the prompt.
@@ -63,6 +67,7 @@ pub const AGENTS: &[AgentDef] = &[
         unattended_args: &["--dangerously-skip-permissions"],
         new_session: Some("--session-id"),
         resume_session: Some("--resume"),
+        resume_latest: (&[], &[]),
         // Print mode: works on the prompt, prints the answer, exits.
         prompt: (&[], &["-p", PROMPT]),
     },
@@ -76,7 +81,10 @@ pub const AGENTS: &[AgentDef] = &[
         },
         unattended_args: &[],
         new_session: None,
-        resume_session: Some("--session"),
+        // Its own ids (not cci's): the latest conversation of the restored
+        // state folder.
+        resume_session: None,
+        resume_latest: (&[], &["--continue"]),
         prompt: (&["run"], &[PROMPT]),
     },
     AgentDef {
@@ -90,6 +98,7 @@ pub const AGENTS: &[AgentDef] = &[
         unattended_args: &["--dangerously-bypass-approvals-and-sandbox"],
         new_session: None,
         resume_session: None,
+        resume_latest: (&["resume"], &["--last"]),
         prompt: (&["exec"], &[PROMPT]),
     },
     AgentDef {
@@ -103,6 +112,8 @@ pub const AGENTS: &[AgentDef] = &[
         unattended_args: &["--yes-always"],
         new_session: None,
         resume_session: None,
+        // Its chat history lives in the workspace (.aider.chat.history.md).
+        resume_latest: (&[], &["--restore-chat-history"]),
         prompt: (&[], &["--message", PROMPT]),
     },
 ];
@@ -166,8 +177,13 @@ impl Agent {
 
     /// Its command line for session `id`: a new conversation, or a resumed one.
     pub fn command(&self, id: &str, resume: bool) -> Vec<String> {
+        let words = |w: &[&str]| w.iter().map(|a| a.to_string()).collect::<Vec<_>>();
         let mut argv = vec![self.binary.clone()];
-        argv.extend(self.def.unattended_args.iter().map(|a| a.to_string()));
+        let latest = resume && self.def.resume_session.is_none();
+        if latest {
+            argv.extend(words(self.def.resume_latest.0));
+        }
+        argv.extend(words(self.def.unattended_args));
         let flag = if resume {
             self.def.resume_session
         } else {
@@ -176,6 +192,9 @@ impl Agent {
         if let Some(flag) = flag {
             argv.push(flag.to_string());
             argv.push(id.to_string());
+        }
+        if latest {
+            argv.extend(words(self.def.resume_latest.1));
         }
         argv
     }
@@ -241,6 +260,39 @@ mod tests {
         let settings = v(".claude/settings.json");
         assert_eq!(settings["skipDangerousModePermissionPrompt"], true);
         assert_eq!(settings["permissions"]["defaultMode"], "bypassPermissions");
+    }
+
+    #[test]
+    fn the_default_image_script_installs_every_agent() {
+        let script = crate::image::DEFAULT_SCRIPT;
+        for a in AGENTS {
+            assert!(
+                script.contains(&format!("        {})\n", a.name)),
+                "build-cci.sh has no case for {}",
+                a.name
+            );
+        }
+    }
+
+    #[test]
+    fn agents_with_ids_of_their_own_continue_their_latest_conversation() {
+        let c = |name: &str, resume: bool| Agent::named(name, None).unwrap().command("u-1", resume);
+        assert_eq!(c("opencode", false), ["opencode"]);
+        assert_eq!(c("opencode", true), ["opencode", "--continue"]);
+        assert_eq!(
+            c("codex", true),
+            [
+                "codex",
+                "resume",
+                "--dangerously-bypass-approvals-and-sandbox",
+                "--last"
+            ]
+        );
+        assert_eq!(
+            c("aider", true),
+            ["aider", "--yes-always", "--restore-chat-history"]
+        );
+        assert_eq!(c("aider", false), ["aider", "--yes-always"]);
     }
 
     #[test]

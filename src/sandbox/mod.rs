@@ -4,6 +4,7 @@
 //! Talks to Incus only through [`crate::incus::Client`]; prints nothing.
 
 mod agent;
+pub mod caches;
 pub mod changes;
 mod error;
 pub mod forward;

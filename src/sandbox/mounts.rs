@@ -60,6 +60,8 @@ pub struct Extras {
     pub ports: Vec<crate::config::PortSpec>,
     /// Host sockets forwarded in (`[[sockets]]`).
     pub sockets: Vec<super::forward::HostSocket>,
+    /// Variables pointing the tools at the shared caches (`[caches]`).
+    pub cache_env: Vec<(String, String)>,
 }
 
 /// `HOST:CONTAINER[:ro|:rw]` -> (host, container, readonly).

@@ -75,6 +75,9 @@ pub async fn extras(
         let m = std::fs::metadata(workspace.path_str()).ok()?;
         Some((m.uid(), m.gid()))
     });
+    let caches = super::caches::plan(&cfg.caches, &workspace.id, storage_owner)
+        .map_err(ExtrasError::Usage)?;
+    mounts.extend(caches.mounts);
     let mounts = super::plan_mounts(
         std::path::Path::new(workspace.path_str()),
         storage.as_deref(),
@@ -143,6 +146,7 @@ pub async fn extras(
         }
         (None, None) => None,
     };
+    let sockets = sockets(cfg, workspace, &mounts).map_err(ExtrasError::Usage)?;
     Ok(Extras {
         cpu: cfg.cpu,
         memory: Some(cfg.memory.clone()),
@@ -157,12 +161,8 @@ pub async fn extras(
         no_wait: flags.no_wait,
         max_duration: if session { cfg.max_duration } else { None },
         ports: cfg.ports.iter().chain(&flags.ports).copied().collect(),
-        sockets: cfg
-            .sockets
-            .iter()
-            .map(super::forward::HostSocket::from_spec)
-            .collect::<Result<_, _>>()
-            .map_err(ExtrasError::Usage)?,
+        cache_env: caches.env,
+        sockets,
         forge,
         ssh_agent: if flags.ssh_agent || cfg.ssh_agent {
             Some(super::forward::SshAgent::from_env().map_err(ExtrasError::Usage)?)
@@ -170,6 +170,47 @@ pub async fn extras(
             None
         },
     })
+}
+
+/// The configured host sockets, checked: each a socket now, none reached
+/// through a folder the agent can change (the workspace, a writable mount:
+/// it could put a link there to another socket, which the daemon would
+/// follow at the next connection), no two at one place inside.
+fn sockets(
+    cfg: &Effective,
+    workspace: &Workspace,
+    mounts: &[super::Mount],
+) -> Result<Vec<super::forward::HostSocket>, String> {
+    let ws = std::fs::canonicalize(workspace.path_str())
+        .unwrap_or_else(|_| PathBuf::from(workspace.path_str()));
+    let mut seen = std::collections::HashSet::new();
+    let mut all = Vec::new();
+    for spec in &cfg.sockets {
+        if spec.container == super::forward::SSH_AGENT_SOCKET || !seen.insert(&spec.container) {
+            return Err(format!(
+                "[[sockets]] container path {} is used twice (or by --ssh-agent)",
+                spec.container
+            ));
+        }
+        let s = super::forward::HostSocket::from_spec(spec)?;
+        let writable = std::iter::once(ws.as_path()).chain(
+            mounts
+                .iter()
+                .filter(|m| !m.readonly)
+                .map(|m| m.host.as_path()),
+        );
+        for w in writable {
+            if spec.host.starts_with(w) || s.socket.starts_with(w) {
+                return Err(format!(
+                    "[[sockets]] {} is inside {}, which the agent can change: it could swap the socket for a link to another; put it elsewhere",
+                    spec.host.display(),
+                    w.display()
+                ));
+            }
+        }
+        all.push(s);
+    }
+    Ok(all)
 }
 
 /// Whether the host's `.claude.json` in `home` holds an API key.

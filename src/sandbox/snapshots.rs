@@ -85,6 +85,14 @@ pub async fn create(
         None => stamp("snap-"),
     };
     check_name(&snap).map_err(bad)?;
+    if [AUTO_PREFIX, FORK_PREFIX]
+        .iter()
+        .any(|p| snap.starts_with(p))
+    {
+        return Err(bad(format!(
+            "{snap:?}: names starting with {AUTO_PREFIX} or {FORK_PREFIX} are cci's own"
+        )));
+    }
     if stateful && info.state != InstanceStatus::Running {
         return Err(bad(format!(
             "--stateful keeps a running container's memory; {name} is {}",
@@ -93,7 +101,7 @@ pub async fn create(
     }
     match host.client.create_snapshot(name, &snap, stateful).await {
         Ok(()) => Ok(snap),
-        Err(e) if stateful => Err(bad(format!(
+        Err(e) if stateful && stateful_refused(&e) => Err(bad(format!(
             "this host cannot take stateful snapshots ({e}); they need CRIU on the host and migration.stateful on the container; a snapshot without --stateful keeps the files"
         ))),
         Err(incus::Error::Conflict(_)) => Err(Error::Incus(incus::Error::Conflict(format!(
@@ -101,6 +109,14 @@ pub async fn create(
         )))),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Whether the daemon refused a stateful snapshot for want of support.
+fn stateful_refused(e: &incus::Error) -> bool {
+    let m = e.to_string().to_lowercase();
+    ["stateful", "criu", "migration"]
+        .iter()
+        .any(|w| m.contains(w))
 }
 
 /// `name`'s snapshots, oldest first (cci's own short-lived fork sources aside).
@@ -139,12 +155,15 @@ pub struct Restored {
     pub restarted: bool,
     /// The ended session's state.
     pub state: StateSave,
+    /// The ended session changed workspace files the host runs (see
+    /// `tripwire`).
+    pub warning: Option<String>,
 }
 
 /// Put `name`'s files back as they were at `snap`. A running container's
-/// session is ended first (its agent's state saved), the container stopped,
-/// restored and started again under its network rules; its settings stay
-/// as they are now (see the module's note).
+/// session is ended first (its agent's state saved, what it forwarded
+/// removed), the container stopped, restored and started again under its
+/// network rules; its settings stay as they are now (see the module's note).
 pub async fn restore(host: &Host, name: &str, snap: &str) -> Result<Restored, Error> {
     check_name(snap).map_err(bad)?;
     saving::with_lock(name, async {
@@ -157,7 +176,13 @@ pub async fn restore(host: &Host, name: &str, snap: &str) -> Result<Restored, Er
                 snap,
             ));
         }
+        let (instance, _) = client.instance(name).await?;
         let running = info.state == InstanceStatus::Running;
+        if running && instance.ephemeral {
+            return Err(bad(format!(
+                "{name} is ephemeral: stopping it for the restore would delete it (and its snapshots); `cci persist {name}` first"
+            )));
+        }
         if running && !info.persistent && info.kind == "shell" {
             return Err(bad(format!(
                 "{name} runs a session and is not kept: ending its session for the restore would delete it; `cci persist {name}` first"
@@ -166,38 +191,57 @@ pub async fn restore(host: &Host, name: &str, snap: &str) -> Result<Restored, Er
         if running && info.kind == "run" {
             return Err(bad(format!("{name} runs a one-off `cci run` command")));
         }
-        let mut state = StateSave::Nothing;
-        if running {
-            state = saving::save_state(host, &info, true, SaveKind::Now).await?;
-            if let StateSave::Failed(why) = &state {
-                return Err(bad(format!(
-                    "the session's agent state could not be saved ({why}); nothing was restored"
-                )));
-            }
-            super::records::finish(host, &info, "restore", None, Some(&state)).await;
-            super::teardown::stop(client, name, Duration::from_secs(30)).await?;
+        // The agent's state first: the restore takes its files back.
+        let state = if running {
+            saving::save_state(host, &info, true, SaveKind::Now).await?
+        } else {
+            saving::save_state(host, &info, false, SaveKind::Final).await?
+        };
+        if let StateSave::Failed(why) = &state {
+            return Err(bad(format!(
+                "the session's agent state could not be saved ({why}); nothing was restored"
+            )));
         }
+        let ws = std::path::Path::new(&info.workspace);
+        let mut warning = None;
+        if running {
+            super::teardown::stop(client, name, Duration::from_secs(30)).await?;
+            super::records::finish(host, &info, "restore", None, Some(&state)).await;
+            let changed = super::tripwire::check(name, ws);
+            warning = (!changed.is_empty()).then(|| super::tripwire::warning(ws, &changed));
+        }
+        // Nothing a session forwarded outlives it (nor comes back with
+        // the snapshot's devices).
+        super::forward::strip(client, name).await?;
         // cci's settings as they are now (after the save's marks).
         let (mut now, _) = client.instance_raw(name).await?;
-        client
-            .restore_snapshot(name, snap)
-            .await
-            .map_err(|e| not_found(e, name, snap))?;
         // The session that ran is over: an attached cci sees the mark gone
         // and leaves the restarted container alone.
         if running && let Some(config) = now.get_mut("config").and_then(Value::as_object_mut) {
             config.insert(keys::SESSION.into(), json!(""));
         }
-        let (restored, etag) = client.instance_raw(name).await?;
-        client
-            .put_instance(name, &settings_of_now(now, &restored), etag.as_deref())
-            .await?;
-        if running {
-            network::start_guarded(client, host.policy(), name).await?;
+        let restored = client.restore_snapshot(name, snap).await;
+        // Today's settings back whatever the restore did (it may have
+        // failed after changing them).
+        let back = async {
+            let (after, etag) = client.instance_raw(name).await?;
+            client
+                .put_instance(name, &settings_of_now(now, &after), etag.as_deref())
+                .await
+        }
+        .await;
+        restored.map_err(|e| not_found(e, name, snap))?;
+        back?;
+        if running && let Err(e) = network::start_guarded(client, host.policy(), name).await {
+            return Err(bad(format!(
+                "{name} was restored to {snap} but did not start again: {e}; `cci shell --slot {}` starts it with a session",
+                info.slot
+            )));
         }
         Ok(Restored {
             restarted: running,
             state,
+            warning,
         })
     })
     .await
@@ -317,6 +361,9 @@ async fn copy_to_slot(
         devices.insert(key.clone(), json!(dev));
     }
     let candidates: Vec<Slot> = match slot {
+        Some(s) if s.get() > limit => {
+            return Err(Error::SlotAboveLimit { slot: s, limit });
+        }
         Some(s) => vec![s],
         None => (1..=limit.max(1)).filter_map(Slot::new).collect(),
     };
@@ -335,18 +382,22 @@ async fn copy_to_slot(
             keys::LAUNCH: FORKED,
             keys::RECORD: "",
         });
-        match client
-            .copy_instance(&from, &new, &config, &Value::Object(devices.clone()))
-            .await
-        {
-            Ok(()) => {
-                // Whatever the source forwarded stays with the source.
-                if let Err(e) = super::forward::strip(client, &new).await {
-                    let _ = super::teardown::remove(host, &new).await;
-                    return Err(e.into());
-                }
-                return Ok(Forked { name: new, slot: s });
+        // Locked while it is made: a `cci shell` that picks it meanwhile
+        // waits until nothing of the source's forwarding is left.
+        let made = saving::with_lock(&new, async {
+            client
+                .copy_instance(&from, &new, &config, &Value::Object(devices.clone()))
+                .await?;
+            // Whatever the source forwarded stays with the source.
+            if let Err(e) = super::forward::strip(client, &new).await {
+                let _ = super::teardown::remove(host, &new).await;
+                return Err(e);
             }
+            Ok(())
+        })
+        .await;
+        match made {
+            Ok(()) => return Ok(Forked { name: new, slot: s }),
             Err(incus::Error::Conflict(_)) if slot.is_none() => continue,
             Err(incus::Error::Conflict(_)) => {
                 return Err(Error::SlotInUse { slot: s, name: new });

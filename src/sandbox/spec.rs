@@ -220,6 +220,11 @@ impl SandboxSpec {
         );
         req.devices.extend(devices);
         config.extend(env);
+        config.extend(
+            x.cache_env
+                .iter()
+                .map(|(k, v)| (format!("environment.{k}"), v.clone())),
+        );
         if let Some(pool) = &x.pool {
             let mut root = dev(&[("type", "disk"), ("path", "/"), ("pool", pool)]);
             if let Some(size) = &x.disk {

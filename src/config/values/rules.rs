@@ -440,6 +440,22 @@ pub(super) const RULES: &[Rule] = &[
         },
     },
     Rule {
+        section: "caches",
+        key: "max_size",
+        check: Check::Each {
+            get: |s| {
+                s.caches
+                    .as_ref()
+                    .map(|c| one(&c.max_size))
+                    .unwrap_or_default()
+            },
+            check: |d| match parse_size(d).is_some_and(|b| b >= 16 << 20) {
+                true => Ok(()),
+                false => Err(format!("{d:?} is not a size like 10GiB (at least 16MiB)")),
+            },
+        },
+    },
+    Rule {
         section: "snapshots",
         key: "keep",
         check: Check::Number {

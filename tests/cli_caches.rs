@@ -1,0 +1,132 @@
+//! Shared package caches (`[caches]`) against the real daemon: what one
+//! slot downloads the next finds, other workspaces do not see it, the cap
+//! empties a cache, and what an agent plants in a cache stays harmless.
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use common::agent::{Sessions, cci_in, ok, sh_in, text};
+use common::agent_workspace;
+
+fn start(ws: &Path, config: &Path, slot: u32) -> String {
+    let out = cci_in(ws, "shell")
+        .env("CCI_CONFIG", config)
+        .args(["--background", "--slot", &slot.to_string()])
+        .output()
+        .unwrap();
+    ok(&out).trim().to_string()
+}
+
+fn sh(name: &str, root: bool, script: &str) -> String {
+    let out = sh_in(name, root, script);
+    ok(&out)
+}
+
+/// The workspace id in a container name `cci-<id>-<slot>`.
+fn id_of(name: &str) -> &str {
+    &name[4..12]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cache_is_shared_by_a_workspaces_slots_and_nobody_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let caches = dir.path().join("caches");
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[caches]\nenabled = [\"npm\", \"pip\"]\ndir = {:?}\nmax_size = \"16MiB\"\n",
+            caches.display().to_string()
+        ),
+    )
+    .unwrap();
+    let ws = agent_workspace();
+    let _s = Sessions(ws.path().to_path_buf());
+    let one = start(ws.path(), &config, 1);
+    assert_eq!(
+        sh(&one, false, "echo $npm_config_cache").trim(),
+        "/var/cache/cci/npm"
+    );
+    sh(
+        &one,
+        false,
+        "echo tarball > $npm_config_cache/pkg.tgz; echo '//registry.npmjs.org/:_authToken=s3cret' > ~/.npmrc",
+    );
+    sh(&one, false, "echo wheel > $PIP_CACHE_DIR/tool.whl");
+
+    // The second slot finds both.
+    let two = start(ws.path(), &config, 2);
+    assert_eq!(
+        sh(&two, false, "cat /var/cache/cci/npm/pkg.tgz").trim(),
+        "tarball"
+    );
+    assert_eq!(
+        sh(&two, false, "cat /var/cache/cci/pip/tool.whl").trim(),
+        "wheel"
+    );
+    // On the host: the workspace owner's (code inside), and no credential.
+    let scope = caches.join(format!("workspace-{}", id_of(&one)));
+    let pkg = scope.join("tools/npm/pkg.tgz");
+    assert_eq!(std::fs::metadata(&pkg).unwrap().uid(), 1000);
+    let grep = std::process::Command::new("grep")
+        .args(["-r", "s3cret"])
+        .arg(&caches)
+        .output()
+        .unwrap();
+    assert!(grep.stdout.is_empty(), "{}", text(&grep.stdout));
+
+    // Another workspace has caches of its own.
+    let other = agent_workspace();
+    let _o = Sessions(other.path().to_path_buf());
+    let three = start(other.path(), &config, 1);
+    assert!(sh(&three, false, "ls /var/cache/cci/npm").trim().is_empty());
+
+    // An agent plants a link where a cache folder was, and fills the other
+    // past its cap: the next start removes the link (its target untouched,
+    // its owner unchanged) and empties the full cache.
+    let target = tempfile::tempdir().unwrap();
+    std::fs::write(target.path().join("precious"), "x").unwrap();
+    let before = std::fs::metadata(target.path()).unwrap().uid();
+    sh(
+        &one,
+        true,
+        &format!(
+            "rm -rf /var/cache/cci/npm && ln -s {:?} /var/cache/cci/npm",
+            target.path().display().to_string()
+        ),
+    );
+    sh(
+        &two,
+        false,
+        "head -c 20000000 /dev/zero > /var/cache/cci/pip/big.whl",
+    );
+    let four = start(ws.path(), &config, 3);
+    let npm = scope.join("tools/npm");
+    assert!(std::fs::symlink_metadata(&npm).unwrap().is_dir());
+    assert!(target.path().join("precious").exists());
+    assert_eq!(std::fs::metadata(target.path()).unwrap().uid(), before);
+    assert!(sh(&four, false, "ls /var/cache/cci/pip").trim().is_empty());
+    assert!(sh(&four, false, "touch /var/cache/cci/npm/ok && echo yes").contains("yes"));
+
+    // A workspace's own .cci.toml cannot turn caches on or move them.
+    let untrusted = agent_workspace();
+    let _u = Sessions(untrusted.path().to_path_buf());
+    std::fs::write(
+        untrusted.path().join(".cci.toml"),
+        "[caches]\nenabled = [\"npm\"]\ndir = \"/etc\"\n",
+    )
+    .unwrap();
+    let out = cci_in(untrusted.path(), "shell")
+        .arg("--background")
+        .output()
+        .unwrap();
+    let five = ok(&out).trim().to_string();
+    assert!(
+        text(&out.stderr).contains("caches"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(sh(&five, false, "echo \"[$npm_config_cache]\"").contains("[]"));
+}
