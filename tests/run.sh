@@ -21,7 +21,7 @@ incus list --format csv --columns n | { grep '^cci-test-' || true; } | while rea
     incus delete --force "$name" || true
 done
 incus image alias list --format csv | cut -d, -f1 |
-    { grep '^cci-test-' || true; } | { grep -vx "${CCI_TEST_IMAGE:-cci-test-base}" || true; } |
+    { grep '^cci-test-' || true; } | { grep -vx -e "${CCI_TEST_IMAGE:-cci-test-base}" -e "${CCI_TEST_DOCKER_IMAGE:-cci-test-docker}" || true; } |
     while read -r alias; do
         echo "deleting image $alias" >&2
         incus image delete "$alias" || true

@@ -24,7 +24,7 @@ die() { say "error: $*"; exit 1; }
 
 if [ "$(id -u)" -ne 0 ]; then
     if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
-        exec sudo -n --preserve-env=CCI_TEST_IMAGE,CCI_TEST_CACHE,CCI_DEBIAN_MIRROR,CCI_TEST_SUITE,CI "$0" "$@"
+        exec sudo -n --preserve-env=CCI_TEST_IMAGE,CCI_TEST_DOCKER_IMAGE,CCI_TEST_CACHE,CCI_DEBIAN_MIRROR,CCI_TEST_SUITE,CI "$0" "$@"
     fi
     die "must run as root (or with passwordless sudo) to install and start Incus"
 fi
@@ -47,12 +47,52 @@ if ! incus profile show cci-test-v6 >/dev/null 2>&1; then
 fi
 
 # ---------------------------------------------------------------- test image
-if incus image alias list --format csv | cut -d, -f1 | grep -qx "$IMAGE_ALIAS"; then
-    have=$(incus image show "$IMAGE_ALIAS" | sed -n 's/^ *cci.recipe: *"\{0,1\}\([0-9]*\).*/\1/p')
-    if [ "$have" = "$IMAGE_RECIPE" ]; then
-        say "ready: image $IMAGE_ALIAS"
-        exit 0
+# The recipe an image alias was made by (empty: no such image).
+recipe_of() {
+    incus image alias list --format csv | cut -d, -f1 | grep -qx "$1" || return 0
+    incus image show "$1" | sed -n 's/^ *cci.recipe: *"\{0,1\}\([0-9]*\).*/\1/p'
+}
+
+# The Docker test image: the base with Debian's docker.io added (downloaded
+# here, at set-up, like the base's packages; the tests themselves reach no
+# registry). Cached as an exported tarball beside the base's.
+docker_image() {
+    local alias=${CCI_TEST_DOCKER_IMAGE:-cci-test-docker} have tar name
+    have=$(recipe_of "$alias")
+    [ "$have" = "$IMAGE_RECIPE" ] && { say "ready: image $alias"; return 0; }
+    [ -n "$have" ] && incus image delete "$alias"
+    mkdir -p "$CACHE"
+    tar="$CACHE/$SUITE-r$IMAGE_RECIPE-docker"
+    if [ ! -s "$tar.tar.gz" ]; then
+        name=cci-test-dockerbuild-$$
+        say "building the Docker test image (docker.io from $MIRROR, about a minute)"
+        incus launch "$IMAGE_ALIAS" "$name" >/dev/null
+        # shellcheck disable=SC2016
+        if ! incus exec "$name" -- sh -c '
+            i=0; until getent hosts deb.debian.org >/dev/null; do i=$((i+1)); [ $i -lt 60 ] || exit 1; sleep 1; done
+            apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker.io &&
+            apt-get clean && rm -rf /var/lib/apt/lists/*' >&2; then
+            incus delete --force "$name" >/dev/null 2>&1 || true
+            die "could not build the Docker test image"
+        fi
+        incus stop "$name"
+        incus publish "$name" --alias "$alias-new" "cci.recipe=$IMAGE_RECIPE" \
+            description="cci test base with Docker" >/dev/null
+        incus delete "$name" >/dev/null
+        incus image export "$alias-new" "$tar" >/dev/null
+        incus image delete "$alias-new"
     fi
+    incus image import "$tar.tar.gz" --alias "$alias" >/dev/null
+    say "ready: image $alias"
+}
+
+have=$(recipe_of "$IMAGE_ALIAS")
+if [ "$have" = "$IMAGE_RECIPE" ]; then
+    say "ready: image $IMAGE_ALIAS"
+    docker_image
+    exit 0
+fi
+if [ -n "$have" ]; then
     say "image $IMAGE_ALIAS is from an older recipe; replacing it"
     incus image delete "$IMAGE_ALIAS"
 fi
@@ -73,3 +113,4 @@ fi
 incus image import "$meta_tar" "$rootfs_tar" --alias "$IMAGE_ALIAS" >/dev/null
 say "imported $IMAGE_ALIAS"
 say "ready: image $IMAGE_ALIAS"
+docker_image

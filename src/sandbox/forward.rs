@@ -271,9 +271,22 @@ fn ours(name: &str, d: &Device) -> bool {
         } else if name == SSH_AGENT_DEVICE {
             is("bind", "container") && is("listen", &format!("unix:{SSH_AGENT_SOCKET}"))
         } else if name.starts_with(SOCKET_PREFIX) {
+            // As HostSocket::device makes them: the name is the hash of
+            // where it listens, and it connects as someone named.
             is("bind", "container")
-                && d.get("listen").is_some_and(|l| l.starts_with("unix:"))
+                && d.get("listen").is_some_and(|l| {
+                    l.strip_prefix("unix:").is_some_and(|path| {
+                        HostSocket {
+                            socket: PathBuf::new(),
+                            container: path.to_string(),
+                            connect_as: (0, 0),
+                        }
+                        .device_name()
+                            == name
+                    })
+                })
                 && d.get("connect").is_some_and(|c| c.starts_with("unix:"))
+                && d.contains_key("security.uid")
         } else {
             name.starts_with(PORT_PREFIX)
                 && is("bind", "host")
