@@ -60,11 +60,12 @@ incus file pull -q "$one/home/code/app/package-lock.json" "$work/"
 incus file push -q --uid 1000 --gid 1000 "$work/package-lock.json" "$two/home/code/app/package-lock.json"
 cache=$(find "$work/caches" -maxdepth 3 -type d -name npm)
 ci="rm -rf node_modules && npm ci --no-audit --no-fund -q >/dev/null"
-a=() b=()
+rx() { incus exec "$1" -- cat /sys/class/net/eth0/statistics/rx_bytes; }
+a=() b=() ra=() rb=()
 for i in $(seq "$ROUNDS"); do
     find "$cache" -mindepth 1 -delete
-    t=$(now); as_code "$one" "$ci"; a+=("$(ms "$t" "$(now)")")
-    t=$(now); as_code "$two" "$ci"; b+=("$(ms "$t" "$(now)")")
+    r=$(rx "$one"); t=$(now); as_code "$one" "$ci"; a+=("$(ms "$t" "$(now)")"); ra+=($(($(rx "$one") - r)))
+    r=$(rx "$two"); t=$(now); as_code "$two" "$ci"; b+=("$(ms "$t" "$(now)")"); rb+=($(($(rx "$two") - r)))
 done
 bytes=$(du -sb "$cache" | cut -f1)
 modules=$(as_code "$two" "ls node_modules | wc -l")
@@ -73,4 +74,5 @@ mb=$(printf '%s\n' "${b[@]}" | median)
 echo "project: $DEPS ($modules packages in node_modules; shared npm cache after a round: $bytes bytes)"
 echo "first npm ci (into the empty shared cache): ${ma} ms  (rounds: ${a[*]})"
 echo "second npm ci, another slot (from the shared cache): ${mb} ms  (rounds: ${b[*]})"
+echo "bytes received by the container: first ${ra[*]}; second ${rb[*]}"
 echo "ratio second / first: $(echo "scale=2; $mb / $ma" | bc)x  (target <= 0.3x)"
