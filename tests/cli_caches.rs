@@ -129,4 +129,30 @@ async fn a_cache_is_shared_by_a_workspaces_slots_and_nobody_else() {
         text(&out.stderr)
     );
     assert!(sh(&five, false, "echo \"[$npm_config_cache]\"").contains("[]"));
+
+    // Caches in the workspace would be the agent's to rearrange while cci
+    // works in them on the host: refused before anything is made.
+    let inside = agent_workspace();
+    let _i = Sessions(inside.path().to_path_buf());
+    let bad = dir.path().join("inside.toml");
+    std::fs::write(
+        &bad,
+        format!(
+            "[caches]\nenabled = [\"npm\"]\ndir = {:?}\n",
+            inside.path().join(".cache").display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = cci_in(inside.path(), "shell")
+        .env("CCI_CONFIG", &bad)
+        .arg("--background")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("overlap"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!inside.path().join(".cache").exists());
 }

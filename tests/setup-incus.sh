@@ -49,7 +49,8 @@ fi
 # ---------------------------------------------------------------- test image
 # The recipe an image alias was made by (empty: no such image).
 recipe_of() {
-    incus image alias list --format csv | cut -d, -f1 | grep -qx "$1" || return 0
+    # (grep reads to the end: an early exit would break the pipe under pipefail.)
+    incus image alias list --format csv | cut -d, -f1 | grep -x "$1" >/dev/null || return 0
     incus image show "$1" | sed -n 's/^ *cci.recipe: *"\{0,1\}\([0-9]*\).*/\1/p'
 }
 
@@ -65,22 +66,27 @@ docker_image() {
     tar="$CACHE/$SUITE-r$IMAGE_RECIPE-docker"
     if [ ! -s "$tar.tar.gz" ]; then
         name=cci-test-dockerbuild-$$
+        mirror_host=$(printf '%s\n' "$MIRROR" | sed -E 's#^[a-z]+://([^/:]+).*#\1#')
         say "building the Docker test image (docker.io from $MIRROR, about a minute)"
+        # Nothing of a failed or interrupted build stays behind.
+        trap 'incus delete --force "$name" >/dev/null 2>&1 || true; incus image delete "$alias-new" >/dev/null 2>&1 || true' EXIT
+        incus image delete "$alias-new" >/dev/null 2>&1 || true
         incus launch "$IMAGE_ALIAS" "$name" >/dev/null
         # shellcheck disable=SC2016
-        if ! incus exec "$name" -- sh -c '
-            i=0; until getent hosts deb.debian.org >/dev/null; do i=$((i+1)); [ $i -lt 60 ] || exit 1; sleep 1; done
+        incus exec "$name" --env "MIRROR_HOST=$mirror_host" -- sh -c '
+            i=0; until getent hosts "$MIRROR_HOST" >/dev/null; do i=$((i+1)); [ $i -lt 60 ] || exit 1; sleep 1; done
             apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker.io &&
-            apt-get clean && rm -rf /var/lib/apt/lists/*' >&2; then
-            incus delete --force "$name" >/dev/null 2>&1 || true
+            apt-get clean && rm -rf /var/lib/apt/lists/*' >&2 ||
             die "could not build the Docker test image"
-        fi
         incus stop "$name"
         incus publish "$name" --alias "$alias-new" "cci.recipe=$IMAGE_RECIPE" \
             description="cci test base with Docker" >/dev/null
         incus delete "$name" >/dev/null
-        incus image export "$alias-new" "$tar" >/dev/null
+        # Exported under a temporary name, moved when complete.
+        incus image export "$alias-new" "$tar.part" >/dev/null
+        mv "$tar.part.tar.gz" "$tar.tar.gz"
         incus image delete "$alias-new"
+        trap - EXIT
     fi
     incus image import "$tar.tar.gz" --alias "$alias" >/dev/null
     say "ready: image $alias"
@@ -109,6 +115,8 @@ if [ ! -s "$rootfs_tar" ] || [ ! -s "$meta_tar" ]; then
         die "could not build the test base image"
     mv "$work/rootfs.tar.gz" "$rootfs_tar"
     mv "$work/meta.tar.gz" "$meta_tar"
+    rm -rf "$work"
+    trap - EXIT
 fi
 incus image import "$meta_tar" "$rootfs_tar" --alias "$IMAGE_ALIAS" >/dev/null
 say "imported $IMAGE_ALIAS"

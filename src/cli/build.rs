@@ -34,7 +34,8 @@ pub struct BuildArgs {
     #[arg(long, short)]
     pub verbose: bool,
     /// An agent to install (repeatable, or comma-separated): claude,
-    /// opencode, codex, aider [default: claude].
+    /// opencode, codex, aider [default: the configured one, `[tool] name`,
+    /// else claude].
     #[arg(long = "agent", value_name = "NAME", value_delimiter = ',',
           value_parser = clap::builder::PossibleValuesParser::new(crate::config::AGENT_NAMES))]
     pub agents: Vec<String>,
@@ -111,7 +112,8 @@ pub async fn build(host: &Host, args: BuildArgs) -> anyhow::Result<i32> {
                 agents: {
                     let mut a = args.agents.clone();
                     if a.is_empty() {
-                        a.push("claude".into());
+                        // The agent sessions start by default.
+                        a.push(crate::config::current().tool.clone());
                     }
                     a.dedup();
                     a

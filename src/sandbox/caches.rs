@@ -64,6 +64,12 @@ pub fn plan(
     std::fs::create_dir_all(&c.dir).map_err(|e| err(&c.dir, e))?;
     let scope = scope_dir(c, workspace_id);
     made(&scope, None, 0o700).map_err(|e| err(&scope, e))?;
+    // What an earlier emptying could not remove, tried again.
+    for e in std::fs::read_dir(&scope).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().starts_with("trash-") {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
     let tools = scope.join("tools");
     made(&tools, owner, 0o755).map_err(|e| err(&tools, e))?;
     p.mounts
@@ -76,17 +82,63 @@ pub fn plan(
         let dir = tools.join(kind.word());
         made(&dir, owner, 0o755).map_err(|e| err(&dir, e))?;
         if size_over(&dir, c.max_bytes) {
-            tracing::info!("cache {} passed its cap: emptied", dir.display());
-            empty(&dir, owner).map_err(|e| err(&dir, e))?;
+            // A cache that cannot be emptied (read-only module folders, a
+            // folder of another id) costs disk, never a session.
+            match empty(&scope, &dir, owner) {
+                Ok(()) => tracing::info!("cache {} passed its cap: emptied", dir.display()),
+                Err(e) => eprintln!(
+                    "cci: warning: cache {} passed its cap and could not be emptied: {e}",
+                    dir.display()
+                ),
+            }
         }
     }
     Ok(p)
 }
 
+/// Refuse a cache folder the agent could reach other than through the cache
+/// mount: inside the workspace or a writable mount, or holding one (cci
+/// works in it on the host before anything starts).
+pub fn check_place(dir: &Path, workspace: &Path, writable: &[PathBuf]) -> Result<(), String> {
+    let real = |p: &Path| -> PathBuf {
+        // The nearest existing folder, resolved, and the rest as written.
+        let mut head = p.to_path_buf();
+        let mut tail = Vec::new();
+        while !head.exists() {
+            match (head.file_name().map(|n| n.to_os_string()), head.parent()) {
+                (Some(n), Some(parent)) => {
+                    tail.push(n);
+                    head = parent.to_path_buf();
+                }
+                _ => break,
+            }
+        }
+        let mut out = std::fs::canonicalize(&head).unwrap_or(head);
+        out.extend(tail.iter().rev());
+        out
+    };
+    let d = real(dir);
+    for other in std::iter::once(workspace).chain(writable.iter().map(PathBuf::as_path)) {
+        let o = real(other);
+        if d.starts_with(&o) || o.starts_with(&d) {
+            return Err(format!(
+                "caches.dir {} and {} overlap: the agent could change the caches' folders from there; set [caches] dir elsewhere",
+                d.display(),
+                o.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Make `dir` when missing (then owned by `owner`, with `mode`); anything
 /// else found there — a link, a file — is removed and the folder made.
+///
+/// Nothing here follows a link: the mode is given at creation (never a
+/// chmod, which would follow a link swapped in meanwhile), the owner set
+/// with `lchown` (a link swapped in gets the owner, not its target).
 fn made(dir: &Path, owner: Option<(u32, u32)>, mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    use std::os::unix::fs::DirBuilderExt;
     match std::fs::symlink_metadata(dir) {
         Ok(m) if m.is_dir() => return Ok(()),
         Ok(_) => std::fs::remove_file(dir)?,
@@ -94,21 +146,21 @@ fn made(dir: &Path, owner: Option<(u32, u32)>, mode: u32) -> std::io::Result<()>
         Err(e) => return Err(e),
     }
     std::fs::DirBuilder::new().mode(mode).create(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))?;
     if let Some((uid, gid)) = owner {
         std::os::unix::fs::lchown(dir, Some(uid), Some(gid))?;
     }
     Ok(())
 }
 
-/// Empty `dir` (its contents removed without following any link in it),
-/// keeping the folder.
-fn empty(dir: &Path, owner: Option<(u32, u32)>) -> std::io::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let mode = std::fs::symlink_metadata(dir)?.mode() & 0o7777;
+/// Empty the cache `dir`: moved aside into `scope` (which no sandbox
+/// mounts; a rename moves a link, not its target), made again (0755), and
+/// what was moved removed without following any link in it.
+fn empty(scope: &Path, dir: &Path, owner: Option<(u32, u32)>) -> std::io::Result<()> {
+    let trash = scope.join(format!("trash-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::rename(dir, &trash)?;
+    made(dir, owner, 0o755)?;
     // std's remove_dir_all removes links, never what they point to.
-    std::fs::remove_dir_all(dir)?;
-    made(dir, owner, mode)
+    std::fs::remove_dir_all(&trash)
 }
 
 /// The most entries a size walk looks at; a cache with more is over any cap.
@@ -160,6 +212,18 @@ mod tests {
             scope: CacheScope::Workspace,
             max_bytes: max,
         }
+    }
+
+    #[test]
+    fn a_cache_folder_in_or_around_an_agents_folder_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let ws = d.path().join("ws");
+        std::fs::create_dir(&ws).unwrap();
+        let mount = d.path().join("data");
+        assert!(check_place(&ws.join(".cache/cci"), &ws, &[]).is_err());
+        assert!(check_place(&mount.join("c"), &ws, std::slice::from_ref(&mount)).is_err());
+        assert!(check_place(d.path(), &ws, &[]).is_err());
+        assert!(check_place(&d.path().join("caches"), &ws, &[mount]).is_ok());
     }
 
     #[test]

@@ -75,6 +75,20 @@ pub async fn extras(
         let m = std::fs::metadata(workspace.path_str()).ok()?;
         Some((m.uid(), m.gid()))
     });
+    if !cfg.caches.enabled.is_empty() {
+        let writable: Vec<PathBuf> = mounts
+            .iter()
+            .filter(|(_, _, ro)| !ro)
+            .map(|(h, _, _)| crate::config::expand_home(h))
+            .chain(storage.clone())
+            .collect();
+        super::caches::check_place(
+            &cfg.caches.dir,
+            std::path::Path::new(workspace.path_str()),
+            &writable,
+        )
+        .map_err(ExtrasError::Usage)?;
+    }
     let caches = super::caches::plan(&cfg.caches, &workspace.id, storage_owner)
         .map_err(ExtrasError::Usage)?;
     mounts.extend(caches.mounts);
