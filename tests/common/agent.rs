@@ -151,11 +151,40 @@ pub async fn end_from_inside(name: &str) {
             return;
         }
         if c.instance(name).await.unwrap().0.is_running() {
-            send_keys(name, "exit");
+            type_while_ending(name, "exit");
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     wait_state(name, |s| s == Some("Stopped")).await;
+}
+
+/// Type `keys` (then Enter) into `name`'s session as it may be ending: the
+/// container going down under the command makes it fail in many ways
+/// (killed with no message, the session or server gone); whether the keys
+/// arrived is told by the container stopping, which the caller waits for.
+fn type_while_ending(name: &str, keys: &str) {
+    let _ = cci()
+        .args([
+            "container",
+            "exec",
+            name,
+            "--user",
+            "1000",
+            "--group",
+            "1000",
+        ])
+        .args([
+            "--",
+            "tmux",
+            "-S",
+            "/home/code/.cci-tmux",
+            "send-keys",
+            "-t",
+            "cci",
+        ])
+        .args([keys, "Enter"])
+        .stdin(Stdio::null())
+        .output();
 }
 
 pub fn info(name: &str) -> serde_json::Value {
