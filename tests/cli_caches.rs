@@ -156,3 +156,141 @@ async fn a_cache_is_shared_by_a_workspaces_slots_and_nobody_else() {
     );
     assert!(!inside.path().join(".cache").exists());
 }
+
+/// A tiny package `cci-hello` saying `$1`, made at `$2` inside a container
+/// with Debian's own tools.
+const MAKE_PACKAGE: &str = r#"set -e
+d=$(mktemp -d) && mkdir -p $d/DEBIAN $d/usr/share/cci-hello
+printf 'Package: cci-hello\nVersion: 1.0\nArchitecture: all\nMaintainer: t <t@example.invalid>\nDescription: a test package\n' > $d/DEBIAN/control
+echo "$1" > $d/usr/share/cci-hello/said
+rm -f "$2" && dpkg-deb -Zgzip --build $d "$2" >/dev/null
+"#;
+
+/// The flat repository in `/workspace/.repo` indexed.
+const INDEX_REPO: &str = r#"set -e
+cd /workspace/.repo
+{ dpkg-deb -f cci-hello_1.0_all.deb; echo "Filename: ./cci-hello_1.0_all.deb"; echo "Size: $(stat -c %s cci-hello_1.0_all.deb)"; echo "SHA256: $(sha256sum cci-hello_1.0_all.deb | cut -d' ' -f1)"; } > Packages
+chown -R 1000:1000 /workspace/.repo
+"#;
+
+/// apt pointed at the repository, served over HTTP on the container's own
+/// loopback (apt's http method downloads as the sandbox user, as from any
+/// mirror), then `apt-get install cci-hello`; what the package says.
+const INSTALL: &str = r#"(setsid perl /workspace/.repo-server.pl </dev/null >/dev/null 2>&1 &)
+sleep 0.5
+echo 'deb [trusted=yes] http://127.0.0.1:8999/ ./' > /etc/apt/sources.list.d/cci-test.list
+apt-get update -o Dir::Etc::sourcelist=/dev/null >/dev/null 2>&1
+apt-get install -y cci-hello >/dev/null 2>&1
+cat /usr/share/cci-hello/said 2>/dev/null
+true"#;
+
+/// Deletes a cache volume when dropped (after the sandboxes using it).
+struct Volume(String);
+
+impl Drop for Volume {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("incus")
+            .args(["storage", "volume", "delete", "default", &self.0])
+            .output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apt_and_cargo_caches_are_shared_between_slots() {
+    let dir = tempfile::tempdir().unwrap();
+    let caches = dir.path().join("caches");
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[caches]\nenabled = [\"apt\", \"cargo\"]\ndir = {:?}\nmax_size = \"16MiB\"\n",
+            caches.display().to_string()
+        ),
+    )
+    .unwrap();
+    let ws = agent_workspace();
+    // Dropped after the sandboxes: the volume's name is known once one runs.
+    let mut volume = Volume(String::new());
+    let _s = Sessions(ws.path().to_path_buf());
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/apt-repo-server.pl"),
+        ws.path().join(".repo-server.pl"),
+    )
+    .unwrap();
+    let one = start(ws.path(), &config, 1);
+    let id = id_of(&one).to_string();
+    volume.0 = format!("cci-cache-{id}-apt");
+    let scope = caches.join(format!("workspace-{id}"));
+
+    // apt: what the first slot installs is kept in the shared cache volume.
+    let said = sh(
+        &one,
+        true,
+        &format!(
+            "set -- good /workspace/.repo/cci-hello_1.0_all.deb\nmkdir -p /workspace/.repo\n{MAKE_PACKAGE}\n{INDEX_REPO}\n{INSTALL}"
+        ),
+    );
+    assert_eq!(said.trim(), "good");
+    assert!(sh(&one, true, "ls /var/cache/apt/archives").contains("cci-hello_1.0_all.deb"));
+
+    // The second slot (another id map) installs it with the package gone
+    // from the repository: from the cache.
+    std::fs::remove_file(ws.path().join(".repo/cci-hello_1.0_all.deb")).unwrap();
+    let two = start(ws.path(), &config, 2);
+    assert_eq!(sh(&two, true, INSTALL).trim(), "good");
+
+    // Root's files in it are root's on disk, so the volume must be out of
+    // every host user's reach: the daemon's storage is root's alone.
+    let custom = std::fs::metadata("/var/lib/incus/storage-pools/default/custom").unwrap();
+    assert_eq!(custom.mode() & 0o077, 0, "{:o}", custom.mode());
+
+    // Another workspace has a cache volume of its own.
+    let other = agent_workspace();
+    let mut other_volume = Volume(String::new());
+    let _o = Sessions(other.path().to_path_buf());
+    let three = start(other.path(), &config, 1);
+    other_volume.0 = format!("cci-cache-{}-apt", id_of(&three));
+    assert_ne!(other_volume.0, volume.0);
+    assert!(
+        sh(&three, true, "ls /var/cache/apt/archives")
+            .trim()
+            .is_empty()
+    );
+
+    // Cargo: the home's registry and git folders are the shared ones; the
+    // rest of ~/.cargo (credentials, settings) stays in the container.
+    sh(
+        &one,
+        false,
+        "echo crate > ~/.cargo/registry/index.txt && echo 'token = \"s3cret\"' > ~/.cargo/credentials.toml",
+    );
+    assert_eq!(
+        sh(
+            &two,
+            false,
+            "readlink ~/.cargo/git; cat ~/.cargo/registry/index.txt"
+        ),
+        "/var/cache/cci/cargo/git\ncrate\n"
+    );
+    let index = scope.join("tools/cargo/registry/index.txt");
+    assert_eq!(std::fs::metadata(index).unwrap().uid(), 1000);
+    let grep = std::process::Command::new("grep")
+        .args(["-r", "s3cret"])
+        .arg(&caches)
+        .output()
+        .unwrap();
+    assert!(grep.stdout.is_empty(), "{}", text(&grep.stdout));
+
+    // Past its cap, the cache is emptied when the next sandbox starts (its
+    // lock file and download folder stay).
+    sh(
+        &one,
+        true,
+        "head -c 20000000 /dev/zero > /var/cache/apt/archives/big.deb",
+    );
+    let four = start(ws.path(), &config, 4);
+    assert_eq!(
+        sh(&four, true, "ls /var/cache/apt/archives"),
+        "lock\npartial\n"
+    );
+}

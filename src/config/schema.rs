@@ -326,6 +326,11 @@ pub enum CacheKind {
     Pip,
     /// Go's module cache (`GOMODCACHE`).
     Go,
+    /// Cargo's registry and git caches (`~/.cargo/registry`, `~/.cargo/git`;
+    /// never `CARGO_HOME` itself, which holds credentials and settings).
+    Cargo,
+    /// apt's downloaded packages (`Dir::Cache::Archives`).
+    Apt,
 }
 
 impl CacheKind {
@@ -335,6 +340,8 @@ impl CacheKind {
             CacheKind::Npm => "npm",
             CacheKind::Pip => "pip",
             CacheKind::Go => "go",
+            CacheKind::Cargo => "cargo",
+            CacheKind::Apt => "apt",
         }
     }
 }
@@ -712,7 +719,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ),
     (
         "caches.enabled",
-        "package caches shared between the workspace's sandboxes: npm, pip, go (default none)",
+        "package caches shared between the workspace's sandboxes: npm, pip, go, cargo, apt (default none)",
     ),
     (
         "caches.dir",

@@ -18,6 +18,7 @@ pub mod server;
 pub mod snapshots;
 pub mod status;
 pub mod transport;
+pub mod volumes;
 mod wire;
 
 use std::path::PathBuf;
@@ -37,6 +38,7 @@ pub use server::ServerInfo;
 pub use snapshots::Snapshot;
 pub use status::InstanceStatus;
 pub use transport::{Endpoint, Transport, discover_socket};
+pub use volumes::Volume;
 
 use reqwest::RequestBuilder;
 use transport::Answer;

@@ -5,22 +5,43 @@
 //!
 //! What is shared is the download caches only, never the tools' settings
 //! or credentials (`~/.npmrc`, pip's config, cargo's `CARGO_HOME` with its
-//! `credentials.toml` are not caches and stay out). The agent can write into
-//! a cache, so cci treats its contents as hostile: it never follows a link
-//! in one, changes the owner only of folders it has just made, and empties
-//! a cache that grew past its cap with the kernel's no-follow removal.
+//! `credentials.toml` and `config.toml` are not caches and stay out: only
+//! cargo's `registry` and `git` folders are linked to the cache). The agent
+//! can write into a cache, so cci treats its contents as hostile: it never
+//! follows a link in one, changes the owner only of what it has just made,
+//! and empties a cache that grew past its cap with the kernel's no-follow
+//! removal.
+//!
+//! npm's, pip's, Go's and cargo's caches are host folders, written by
+//! `code` (the workspace owner on the host). apt's cannot be: apt works as
+//! root, and each container's root is an id of its own (see
+//! `sandbox::idmap`), so what one wrote would be nobody's in the next. Its
+//! packages go to an Incus custom volume instead, mounted with id shifting
+//! (root's files are the volume's root's in every sandbox), kept in the
+//! daemon's storage, which no host user can reach. apt installs a cached
+//! package of the right size without checking it again, so whoever shares
+//! the cache can plant packages for the others: one workspace's sandboxes
+//! (the same agent) by default, every workspace with `scope = "user"`.
 
 use std::path::{Path, PathBuf};
 
 use crate::config::{CacheKind, CacheScope, CacheSettings};
 
-/// Where npm's, pip's and Go's caches appear inside (a folder each).
-///
-/// Only caches the session user writes are offered: each container has an
-/// id map of its own, so what root (apt) writes in one is nobody's in the
-/// next, and sharing it would mean mapping container root, which cci never
-/// does.
+/// Where the caches appear inside (a folder each).
 pub const TOOLS_MOUNT: &str = "/var/cache/cci";
+
+/// Where apt's settings for its cache are mounted (read-only) inside.
+pub const APT_SETTINGS: &str = "/etc/apt/apt.conf.d/50cci-cache";
+
+/// Where apt keeps the packages it downloads (the cache volume's place).
+pub const APT_ARCHIVES: &str = "/var/cache/apt/archives";
+
+/// The device name of a cache volume starts so.
+pub const VOLUME_DEVICE_PREFIX: &str = "cache-";
+
+/// Cargo's cache folders, linked from `~/.cargo/NAME` to
+/// `TOOLS_MOUNT/cargo/NAME`.
+pub const CARGO_FOLDERS: [&str; 2] = ["registry", "git"];
 
 /// The mounts and variables of a sandbox's caches.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -29,14 +50,35 @@ pub struct Planned {
     pub mounts: Vec<(String, String, bool)>,
     /// Environment variables pointing the tools at them.
     pub env: Vec<(String, String)>,
+    /// `(volume, container path)`: cache volumes to make (when missing)
+    /// and mount.
+    pub volumes: Vec<(String, String)>,
 }
 
-/// The variable telling `kind` where its cache is.
-fn variable(kind: CacheKind) -> &'static str {
+/// The variable telling `kind` where its cache is (cargo's folders are
+/// linked and apt is told in its settings instead).
+fn variable(kind: CacheKind) -> Option<&'static str> {
     match kind {
-        CacheKind::Npm => "npm_config_cache",
-        CacheKind::Pip => "PIP_CACHE_DIR",
-        CacheKind::Go => "GOMODCACHE",
+        CacheKind::Npm => Some("npm_config_cache"),
+        CacheKind::Pip => Some("PIP_CACHE_DIR"),
+        CacheKind::Go => Some("GOMODCACHE"),
+        CacheKind::Cargo | CacheKind::Apt => None,
+    }
+}
+
+/// apt's settings: downloaded packages kept after installing (`apt`
+/// removes them by default), so the next sandbox finds them.
+const APT_KEEP: &str = "// Made by cci ([caches] enabled has \"apt\"): packages apt downloads stay in\n\
+// the cache volume shared by the sandboxes (mounted at /var/cache/apt/archives).\n\
+APT::Keep-Downloaded-Packages \"true\";\n\
+Binary::apt::APT::Keep-Downloaded-Packages \"true\";\n";
+
+/// The name of the cache volume of `kind` (apt's) for this scope: of the
+/// workspace, or of host user `uid`.
+pub fn volume_name(c: &CacheSettings, workspace_id: &str, uid: u32, kind: CacheKind) -> String {
+    match c.scope {
+        CacheScope::Workspace => format!("cci-cache-{workspace_id}-{}", kind.word()),
+        CacheScope::User => format!("cci-cache-user{uid}-{}", kind.word()),
     }
 }
 
@@ -50,7 +92,7 @@ pub fn scope_dir(c: &CacheSettings, workspace_id: &str) -> PathBuf {
 
 /// Make the cache folders of `c` for workspace `workspace_id` (new ones
 /// owned by `owner`, who is `code` inside), empty those past the cap, and
-/// say what to mount and set.
+/// say what to mount and set. Volumes are the caller's to make.
 pub fn plan(
     c: &CacheSettings,
     workspace_id: &str,
@@ -75,10 +117,21 @@ pub fn plan(
     p.mounts
         .push((tools.display().to_string(), TOOLS_MOUNT.into(), false));
     for &kind in &c.enabled {
-        p.env.push((
-            variable(kind).into(),
-            format!("{TOOLS_MOUNT}/{}", kind.word()),
-        ));
+        if let Some(var) = variable(kind) {
+            p.env
+                .push((var.into(), format!("{TOOLS_MOUNT}/{}", kind.word())));
+        }
+        if kind == CacheKind::Apt {
+            // No workspace owner mapped: this user's.
+            let uid = owner.map_or_else(|| unsafe { libc::geteuid() }, |(u, _)| u);
+            p.volumes
+                .push((volume_name(c, workspace_id, uid, kind), APT_ARCHIVES.into()));
+            let file = scope.join("apt.conf");
+            write_settings(&file, APT_KEEP.as_bytes(), owner).map_err(|e| err(&file, e))?;
+            p.mounts
+                .push((file.display().to_string(), APT_SETTINGS.into(), true));
+            continue;
+        }
         let dir = tools.join(kind.word());
         made(&dir, owner, 0o755).map_err(|e| err(&dir, e))?;
         if size_over(&dir, c.max_bytes) {
@@ -92,8 +145,103 @@ pub fn plan(
                 ),
             }
         }
+        if kind == CacheKind::Cargo {
+            for name in CARGO_FOLDERS {
+                let d = dir.join(name);
+                made(&d, owner, 0o755).map_err(|e| err(&d, e))?;
+            }
+        }
     }
     Ok(p)
+}
+
+/// Empty apt's cache volume, mounted in `container`, when it holds more
+/// than `cap` bytes: measured and emptied from inside, as container root
+/// (the agent's own, in a mount no host process uses; pools do not all tell
+/// how full a volume is). The lock file and download folder stay.
+pub async fn trim_apt(
+    client: &crate::incus::Client,
+    container: &str,
+    cap: u64,
+) -> crate::incus::Result<bool> {
+    let script = format!(
+        r#"d={APT_ARCHIVES}
+mountpoint -q "$d" || exit 0
+[ "$(du -sbx "$d" | cut -f1)" -gt {cap} ] || exit 0
+find "$d" -xdev -mindepth 1 ! -name lock ! -path "$d/partial" -delete
+echo emptied"#
+    );
+    let mut req = crate::incus::ExecRequest::new(&["sh", "-c", &script]);
+    req.repeatable = true;
+    let out = client.exec_capture(container, &req, None).await?;
+    Ok(String::from_utf8_lossy(&out.stdout).contains("emptied"))
+}
+
+/// Link `~/.cargo/registry` and `~/.cargo/git` of `a` in `container` to the
+/// shared cargo cache, when the container has that cache mounted and the
+/// home has neither yet (a folder cargo filled before is left as it is).
+pub async fn link_cargo(
+    client: &crate::incus::Client,
+    container: &str,
+    a: &crate::config::Account,
+) -> crate::incus::Result<()> {
+    use crate::incus::{FileKind, FileWrite};
+    let shared = format!("{TOOLS_MOUNT}/cargo");
+    match client.stat_file(container, &shared).await {
+        Ok(i) if i.kind == FileKind::Directory => {}
+        Ok(_) => return Ok(()),
+        Err(e) if e.is_not_found() => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    let how = FileWrite {
+        uid: a.uid,
+        gid: a.gid,
+        mode: 0o755,
+    };
+    let home = format!("{}/.cargo", a.home);
+    client.mkdir_all(container, &home, how).await?;
+    for name in CARGO_FOLDERS {
+        let path = format!("{home}/{name}");
+        match client.stat_file(container, &path).await {
+            Err(e) if e.is_not_found() => {
+                client
+                    .symlink(container, &path, &format!("{shared}/{name}"), how)
+                    .await?
+            }
+            Err(e) => return Err(e),
+            Ok(_) => tracing::debug!("{path} exists: not linked to the shared cache"),
+        }
+    }
+    Ok(())
+}
+
+/// Write `data` to `path` (in a folder no sandbox mounts) atomically: a new
+/// file beside it, owned by `owner`, renamed over it.
+fn write_settings(path: &Path, data: &[u8], owner: Option<(u32, u32)>) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if std::fs::read(path).is_ok_and(|d| d == data) {
+        return Ok(());
+    }
+    let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4().simple()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)?;
+    let done = (|| {
+        f.write_all(data)?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
+        }
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if done.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    done
 }
 
 /// Refuse a cache folder the agent could reach other than through the cache
@@ -261,6 +409,38 @@ mod tests {
             ..c
         };
         assert_eq!(scope_dir(&user, "x"), d.path().join("user"));
+    }
+
+    #[test]
+    fn cargo_gets_its_two_folders_and_apt_a_volume_and_its_settings() {
+        let d = tempfile::tempdir().unwrap();
+        let c = settings(d.path(), &[CacheKind::Cargo, CacheKind::Apt], 1 << 20);
+        let p = plan(&c, "abcd1234", None).unwrap();
+        let scope = d.path().join("workspace-abcd1234");
+        assert!(p.env.is_empty());
+        assert!(
+            scope.join("tools/cargo/registry").is_dir() && scope.join("tools/cargo/git").is_dir()
+        );
+        assert!(!scope.join("tools/apt").exists());
+        assert_eq!(
+            p.volumes,
+            vec![("cci-cache-abcd1234-apt".into(), APT_ARCHIVES.into())]
+        );
+        let conf = scope.join("apt.conf");
+        assert!(
+            p.mounts
+                .contains(&(conf.display().to_string(), APT_SETTINGS.into(), true))
+        );
+        let text = std::fs::read_to_string(&conf).unwrap();
+        assert!(text.contains("Binary::apt::APT::Keep-Downloaded-Packages \"true\";"));
+        let user = CacheSettings {
+            scope: CacheScope::User,
+            ..c
+        };
+        assert_eq!(
+            volume_name(&user, "x", 1000, CacheKind::Apt),
+            "cci-cache-user1000-apt"
+        );
     }
 
     #[test]

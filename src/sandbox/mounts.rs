@@ -62,6 +62,8 @@ pub struct Extras {
     pub sockets: Vec<super::forward::HostSocket>,
     /// Variables pointing the tools at the shared caches (`[caches]`).
     pub cache_env: Vec<(String, String)>,
+    /// `(pool, volume, container path)`: shared cache volumes (`[caches]`).
+    pub volumes: Vec<(String, String, String)>,
 }
 
 /// `HOST:CONTAINER[:ro|:rw]` -> (host, container, readonly).

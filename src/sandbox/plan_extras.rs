@@ -142,24 +142,15 @@ pub async fn extras(
     // The root disk is named only when it must be: a pool or a size.
     let pool = match (&cfg.storage_pool, &cfg.disk) {
         (Some(p), _) => Some(p.clone()),
-        (None, Some(_)) => {
-            let (profile, _) = client.profile("default").await?;
-            let pool = profile
-                .devices
-                .values()
-                .find(|d| {
-                    d.get("type").is_some_and(|t| t == "disk")
-                        && d.get("path").is_some_and(|p| p == "/")
-                })
-                .and_then(|d| d.get("pool").cloned());
-            Some(pool.ok_or_else(|| {
-                    ExtrasError::Usage(
-                        "limits.disk needs a storage pool: the default profile has no root disk; set [incus] storage_pool".into(),
-                    )
-                })?)
-        }
+        (None, Some(_)) => Some(root_pool(client, cfg, "limits.disk").await?),
         (None, None) => None,
     };
+    let mut volumes = Vec::new();
+    for (volume, path) in caches.volumes {
+        let pool = root_pool(client, cfg, "the apt cache").await?;
+        cache_volume(client, &pool, &volume).await?;
+        volumes.push((pool, volume, path));
+    }
     let sockets = sockets(cfg, workspace, &mounts).map_err(ExtrasError::Usage)?;
     Ok(Extras {
         cpu: cfg.cpu,
@@ -176,6 +167,7 @@ pub async fn extras(
         max_duration: if session { cfg.max_duration } else { None },
         ports: cfg.ports.iter().chain(&flags.ports).copied().collect(),
         cache_env: caches.env,
+        volumes,
         sockets,
         forge,
         ssh_agent: if flags.ssh_agent || cfg.ssh_agent {
@@ -184,6 +176,65 @@ pub async fn extras(
             None
         },
     })
+}
+
+/// The pool of the sandboxes' root disks: `[incus] storage_pool`, else the
+/// default profile's; `what` needs one.
+async fn root_pool(
+    client: &crate::incus::Client,
+    cfg: &Effective,
+    what: &str,
+) -> Result<String, ExtrasError> {
+    if let Some(p) = &cfg.storage_pool {
+        return Ok(p.clone());
+    }
+    let (profile, _) = client.profile("default").await?;
+    profile
+        .devices
+        .values()
+        .find(|d| {
+            d.get("type").is_some_and(|t| t == "disk") && d.get("path").is_some_and(|p| p == "/")
+        })
+        .and_then(|d| d.get("pool").cloned())
+        .ok_or_else(|| {
+            ExtrasError::Usage(format!(
+                "{what} needs a storage pool: the default profile has no root disk; set [incus] storage_pool"
+            ))
+        })
+}
+
+/// Make cache volume `name` in `pool` when missing, with id shifting: what
+/// root writes in one sandbox is root's in the next. (Its cap is kept from
+/// inside, see `caches::trim_apt`: pools do not all tell how full a
+/// volume is.)
+async fn cache_volume(
+    client: &crate::incus::Client,
+    pool: &str,
+    name: &str,
+) -> Result<(), ExtrasError> {
+    match client.volume(pool, name).await {
+        Ok(_) => return Ok(()),
+        Err(e) if e.is_not_found() => {}
+        Err(e) => return Err(e.into()),
+    }
+    let config: crate::incus::transport::StringMap =
+        [("security.shifted".to_string(), "true".to_string())].into();
+    match client
+        .create_volume(
+            pool,
+            name,
+            "cci: apt's package cache, shared by sandboxes",
+            &config,
+        )
+        .await
+    {
+        // Another sandbox starting at the same time made it.
+        Err(e) if client.volume(pool, name).await.is_ok() => {
+            tracing::debug!("cache volume {name}: {e}");
+            Ok(())
+        }
+        r => r.map_err(Into::into),
+    }
 }
 
 /// The configured host sockets, checked: each a socket now, none reached

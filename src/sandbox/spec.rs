@@ -225,6 +225,17 @@ impl SandboxSpec {
                 .iter()
                 .map(|(k, v)| (format!("environment.{k}"), v.clone())),
         );
+        for (pool, volume, path) in &x.volumes {
+            req.devices.insert(
+                format!("{}{volume}", super::caches::VOLUME_DEVICE_PREFIX),
+                dev(&[
+                    ("type", "disk"),
+                    ("pool", pool),
+                    ("source", volume),
+                    ("path", path),
+                ]),
+            );
+        }
         if let Some(pool) = &x.pool {
             let mut root = dev(&[("type", "disk"), ("path", "/"), ("pool", pool)]);
             if let Some(size) = &x.disk {

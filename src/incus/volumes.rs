@@ -1,0 +1,69 @@
+//! Custom storage volumes: get and create.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::Client;
+use super::error::Result;
+use super::transport::{StringMap, encode};
+
+/// Creating or deleting a volume may take a while on a busy pool.
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A custom volume as the daemon describes it.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Volume {
+    /// Its name.
+    pub name: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// Config keys.
+    #[serde(default)]
+    pub config: StringMap,
+    /// The instances (and profiles) using it.
+    #[serde(default)]
+    pub used_by: Vec<String>,
+}
+
+fn path(pool: &str, name: &str) -> String {
+    format!(
+        "/1.0/storage-pools/{}/volumes/custom/{}",
+        encode(pool),
+        encode(name)
+    )
+}
+
+impl Client {
+    /// Custom volume `name` of `pool`.
+    pub async fn volume(&self, pool: &str, name: &str) -> Result<Volume> {
+        self.transport.get(&path(pool, name)).await
+    }
+
+    /// Create an empty custom file system volume.
+    pub async fn create_volume(
+        &self,
+        pool: &str,
+        name: &str,
+        description: &str,
+        config: &StringMap,
+    ) -> Result<()> {
+        let req = self
+            .transport
+            .request(
+                Method::POST,
+                &format!("/1.0/storage-pools/{}/volumes/custom", encode(pool)),
+            )
+            .json(&json!({
+                "name": name,
+                "type": "custom",
+                "content_type": "filesystem",
+                "description": description,
+                "config": config,
+            }));
+        self.finish(req, TIMEOUT).await
+    }
+}
