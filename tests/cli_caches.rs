@@ -268,10 +268,17 @@ async fn apt_and_cargo_caches_are_shared_between_slots() {
         sh(
             &two,
             false,
-            "readlink ~/.cargo/git; cat ~/.cargo/registry/index.txt"
+            "readlink ~/.cargo/git ~/.cargo/.package-cache; cat ~/.cargo/registry/index.txt"
         ),
-        "/var/cache/cci/cargo/git\ncrate\n"
+        "/var/cache/cci/cargo/git\n/var/cache/cci/cargo/.package-cache\ncrate\n"
     );
+    // A one-off command gets them too.
+    let out = cci_in(ws.path(), "run")
+        .env("CCI_CONFIG", &config)
+        .args(["--", "sh", "-c", "cat ~/.cargo/registry/index.txt"])
+        .output()
+        .unwrap();
+    assert_eq!(ok(&out), "crate\n");
     let index = scope.join("tools/cargo/registry/index.txt");
     assert_eq!(std::fs::metadata(index).unwrap().uid(), 1000);
     let grep = std::process::Command::new("grep")
@@ -293,4 +300,39 @@ async fn apt_and_cargo_caches_are_shared_between_slots() {
         sh(&four, true, "ls /var/cache/apt/archives"),
         "lock\npartial\n"
     );
+
+    // An isolated session's agent gets no shared cache: what it planted
+    // there would reach the mounted sandboxes unreviewed.
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(ws.path())
+            .args(args)
+            .env("HOME", dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    };
+    std::fs::write(
+        dir.path().join(".gitconfig"),
+        "[safe]\n\tdirectory = *\n[user]\n\tname = t\n\temail = t@t\n",
+    )
+    .unwrap();
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", ".fake-agent"]);
+    git(&["commit", "-qm", "first"]);
+    let out = cci_in(ws.path(), "run")
+        .env("CCI_CONFIG", &config)
+        .env("HOME", dir.path())
+        .args(["--isolated", "--", "sh", "-c"])
+        .arg("ls -a ~/.cargo /var/cache/cci /var/cache/apt/archives 2>&1; grep -c /var/cache/cci /proc/mounts || true")
+        .output()
+        .unwrap();
+    let said = text(&out.stdout);
+    assert!(
+        !said.contains("package-cache") && !said.contains("registry"),
+        "{said}{}",
+        text(&out.stderr)
+    );
+    assert!(said.trim_end().ends_with('0'), "{said}");
 }

@@ -145,42 +145,72 @@ pub fn plan(
                 ),
             }
         }
-        if kind == CacheKind::Cargo {
-            for name in CARGO_FOLDERS {
-                let d = dir.join(name);
-                made(&d, owner, 0o755).map_err(|e| err(&d, e))?;
-            }
-        }
     }
     Ok(p)
 }
 
+/// What the caches need inside a started sandbox, before its command:
+/// cargo's links, and apt's volume emptied when past the cap. Failures are
+/// warnings: a tool then downloads again, nothing breaks.
+pub async fn inside(
+    client: &crate::incus::Client,
+    container: &str,
+    c: &CacheSettings,
+    a: &crate::config::Account,
+) {
+    if c.enabled.contains(&CacheKind::Cargo)
+        && let Err(e) = link_cargo(client, container, a).await
+    {
+        tracing::warn!("linking cargo's caches in {container}: {e}");
+    }
+    if c.enabled.contains(&CacheKind::Apt) {
+        match trim_apt(client, container, c.max_bytes).await {
+            Ok(true) => tracing::info!("apt's cache in {container} passed its cap: emptied"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!("checking apt's cache in {container}: {e}"),
+        }
+    }
+}
+
+/// The longest the cap check of apt's cache may take.
+const TRIM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Empty apt's cache volume, mounted in `container`, when it holds more
-/// than `cap` bytes: measured and emptied from inside, as container root
-/// (the agent's own, in a mount no host process uses; pools do not all tell
-/// how full a volume is). The lock file and download folder stay.
-pub async fn trim_apt(
+/// than `cap` bytes: measured from inside, as container root (pools do not
+/// all tell how full a volume is), and emptied by `apt-get clean`, which
+/// waits for no other sandbox's apt: one holding the cache's lock keeps it
+/// as it is until the next start. Images without apt are left alone.
+async fn trim_apt(
     client: &crate::incus::Client,
     container: &str,
     cap: u64,
-) -> crate::incus::Result<bool> {
+) -> Result<bool, String> {
     let script = format!(
         r#"d={APT_ARCHIVES}
-mountpoint -q "$d" || exit 0
+mountpoint -q "$d" && command -v apt-get >/dev/null || exit 0
 [ "$(du -sbx "$d" | cut -f1)" -gt {cap} ] || exit 0
-find "$d" -xdev -mindepth 1 ! -name lock ! -path "$d/partial" -delete
-echo emptied"#
+apt-get clean && echo emptied"#
     );
     let mut req = crate::incus::ExecRequest::new(&["sh", "-c", &script]);
     req.repeatable = true;
-    let out = client.exec_capture(container, &req, None).await?;
+    let out = tokio::time::timeout(TRIM_TIMEOUT, client.exec_capture(container, &req, None))
+        .await
+        .map_err(|_| "no answer in 30 s".to_string())?
+        .map_err(|e| e.to_string())?;
     Ok(String::from_utf8_lossy(&out.stdout).contains("emptied"))
 }
 
-/// Link `~/.cargo/registry` and `~/.cargo/git` of `a` in `container` to the
-/// shared cargo cache, when the container has that cache mounted and the
-/// home has neither yet (a folder cargo filled before is left as it is).
-pub async fn link_cargo(
+/// cargo's lock files, in `CARGO_HOME`'s top folder; linked to the shared
+/// folder too, so two sandboxes never change the shared registry at once.
+const CARGO_LOCKS: [&str; 2] = [".package-cache", ".package-cache-mutate"];
+
+/// Link `~/.cargo/registry`, `~/.cargo/git` and cargo's lock files of `a`
+/// in `container` to the shared cargo cache, when the container has it
+/// mounted and the home has none of them yet (a registry cargo filled
+/// before is left as it is). Everything is made from inside, through the
+/// files API as `code` would: the shared folder is the agents' to change,
+/// so cci on the host makes nothing below its top.
+async fn link_cargo(
     client: &crate::incus::Client,
     container: &str,
     a: &crate::config::Account,
@@ -199,18 +229,49 @@ pub async fn link_cargo(
         mode: 0o755,
     };
     let home = format!("{}/.cargo", a.home);
+    let mut missing = Vec::new();
+    for name in CARGO_FOLDERS.iter().chain(&CARGO_LOCKS) {
+        match client.stat_file(container, &format!("{home}/{name}")).await {
+            Err(e) if e.is_not_found() => missing.push(*name),
+            Err(e) => return Err(e),
+            Ok(_) => {}
+        }
+    }
+    if missing.len() < CARGO_FOLDERS.len() + CARGO_LOCKS.len() {
+        tracing::debug!("{home} has cargo's own folders: not linked to the shared cache");
+        return Ok(());
+    }
     client.mkdir_all(container, &home, how).await?;
     for name in CARGO_FOLDERS {
-        let path = format!("{home}/{name}");
-        match client.stat_file(container, &path).await {
-            Err(e) if e.is_not_found() => {
-                client
-                    .symlink(container, &path, &format!("{shared}/{name}"), how)
-                    .await?
+        client
+            .mkdir(container, &format!("{shared}/{name}"), how)
+            .await?;
+    }
+    for name in CARGO_LOCKS {
+        let lock = format!("{shared}/{name}");
+        if let Err(e) = client.stat_file(container, &lock).await {
+            if !e.is_not_found() {
+                return Err(e);
             }
-            Err(e) => return Err(e),
-            Ok(_) => tracing::debug!("{path} exists: not linked to the shared cache"),
+            client
+                .write_file(
+                    container,
+                    &lock,
+                    Vec::new(),
+                    FileWrite { mode: 0o644, ..how },
+                )
+                .await?;
         }
+    }
+    for name in CARGO_FOLDERS.iter().chain(&CARGO_LOCKS) {
+        client
+            .symlink(
+                container,
+                &format!("{home}/{name}"),
+                &format!("{shared}/{name}"),
+                how,
+            )
+            .await?;
     }
     Ok(())
 }

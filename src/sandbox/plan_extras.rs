@@ -75,7 +75,18 @@ pub async fn extras(
         let m = std::fs::metadata(workspace.path_str()).ok()?;
         Some((m.uid(), m.gid()))
     });
-    if !cfg.caches.enabled.is_empty() {
+    // An isolated session's agent must not reach what mounted sandboxes
+    // use unreviewed: no shared caches (see docs/snapshots.md).
+    let no_caches = crate::config::CacheSettings {
+        enabled: Vec::new(),
+        ..cfg.caches.clone()
+    };
+    let cache_settings = if flags.isolated {
+        &no_caches
+    } else {
+        &cfg.caches
+    };
+    if !cache_settings.enabled.is_empty() {
         let writable: Vec<PathBuf> = mounts
             .iter()
             .filter(|(_, _, ro)| !ro)
@@ -89,8 +100,18 @@ pub async fn extras(
         )
         .map_err(ExtrasError::Usage)?;
     }
-    let caches = super::caches::plan(&cfg.caches, &workspace.id, storage_owner)
+    let mut caches = super::caches::plan(cache_settings, &workspace.id, storage_owner)
         .map_err(ExtrasError::Usage)?;
+    if !caches.volumes.is_empty() && !idmapped_mounts(client).await? {
+        // A shifted volume would stop every start on this host.
+        eprintln!(
+            "cci: warning: the apt cache is off: the Incus host's kernel or file system has no idmapped mounts, which a volume shared by containers of different id maps needs"
+        );
+        caches.volumes.clear();
+        caches
+            .mounts
+            .retain(|(_, inside, _)| inside != super::caches::APT_SETTINGS);
+    }
     mounts.extend(caches.mounts);
     let mounts = super::plan_mounts(
         std::path::Path::new(workspace.path_str()),
@@ -148,7 +169,7 @@ pub async fn extras(
     let mut volumes = Vec::new();
     for (volume, path) in caches.volumes {
         let pool = root_pool(client, cfg, "the apt cache").await?;
-        cache_volume(client, &pool, &volume).await?;
+        cache_volume(client, &pool, &volume, cfg.caches.max_bytes).await?;
         volumes.push((pool, volume, path));
     }
     let sockets = sockets(cfg, workspace, &mounts).map_err(ExtrasError::Usage)?;
@@ -203,37 +224,64 @@ async fn root_pool(
         })
 }
 
+/// Whether the daemon's host can give a container an idmapped mount.
+async fn idmapped_mounts(client: &crate::incus::Client) -> Result<bool, ExtrasError> {
+    let info = client.server().await?;
+    Ok(info
+        .environment
+        .kernel_features
+        .get("idmapped_mounts")
+        .is_some_and(|v| v == "true"))
+}
+
 /// Make cache volume `name` in `pool` when missing, with id shifting: what
-/// root writes in one sandbox is root's in the next. (Its cap is kept from
-/// inside, see `caches::trim_apt`: pools do not all tell how full a
-/// volume is.)
+/// root writes in one sandbox is root's in the next. Its size is twice the
+/// cap where the pool bounds volumes (the cap itself is kept from inside,
+/// see `caches::inside`: pools do not all tell how full a volume is, and
+/// one bounded at the cap would fill before it passed it).
 async fn cache_volume(
     client: &crate::incus::Client,
     pool: &str,
     name: &str,
+    cap: u64,
 ) -> Result<(), ExtrasError> {
+    let check = |v: crate::incus::Volume| {
+        if v.config
+            .get("security.shifted")
+            .is_some_and(|s| s == "true")
+        {
+            Ok(())
+        } else {
+            Err(ExtrasError::Usage(format!(
+                "storage volume {name} (pool {pool}) is not shifted (security.shifted); cci's apt cache needs it: delete it (`incus storage volume delete {pool} {name}`) and cci makes it again"
+            )))
+        }
+    };
     match client.volume(pool, name).await {
-        Ok(_) => return Ok(()),
+        Ok(v) => return check(v),
         Err(e) if e.is_not_found() => {}
         Err(e) => return Err(e.into()),
     }
-    let config: crate::incus::transport::StringMap =
+    let mut config: crate::incus::transport::StringMap =
         [("security.shifted".to_string(), "true".to_string())].into();
-    match client
-        .create_volume(
-            pool,
-            name,
-            "cci: apt's package cache, shared by sandboxes",
-            &config,
-        )
-        .await
-    {
+    let description = "cci: apt's package cache, shared by sandboxes";
+    config.insert("size".into(), cap.saturating_mul(2).to_string());
+    let mut made = client.create_volume(pool, name, description, &config).await;
+    if made.is_err() && client.volume(pool, name).await.is_err() {
+        // A pool that cannot bound a volume's size.
+        config.remove("size");
+        made = client.create_volume(pool, name, description, &config).await;
+    }
+    match made {
         // Another sandbox starting at the same time made it.
-        Err(e) if client.volume(pool, name).await.is_ok() => {
-            tracing::debug!("cache volume {name}: {e}");
-            Ok(())
-        }
-        r => r.map_err(Into::into),
+        Err(e) => match client.volume(pool, name).await {
+            Ok(v) => {
+                tracing::debug!("cache volume {name}: {e}");
+                check(v)
+            }
+            Err(_) => Err(e.into()),
+        },
+        Ok(()) => Ok(()),
     }
 }
 

@@ -165,6 +165,10 @@ where
             source: e,
         });
     }
+    if req.agent.is_none() {
+        // (An agent's session does this in `saving::prepare`.)
+        super::caches::inside(client, &launched.name, &host.config.caches, account).await;
+    }
     let marker = guard_marker(account);
     let exec = ExecSpec {
         command: once_guarded(&marker, &req.command),

@@ -355,25 +355,6 @@ pub async fn prepare(
         account,
     )
     .await?;
-    if config
-        .caches
-        .enabled
-        .contains(&crate::config::CacheKind::Cargo)
-        && let Err(e) = super::caches::link_cargo(client, name, account).await
-    {
-        // Cargo then downloads into the home instead: slower, never broken.
-        tracing::warn!("linking cargo's caches in {name}: {e}");
-    }
-    if config
-        .caches
-        .enabled
-        .contains(&crate::config::CacheKind::Apt)
-    {
-        match super::caches::trim_apt(client, name, config.caches.max_bytes).await {
-            Ok(true) => tracing::info!("apt's cache in {name} passed its cap: emptied"),
-            Ok(false) => {}
-            Err(e) => tracing::warn!("checking apt's cache in {name}: {e}"),
-        }
-    }
+    super::caches::inside(client, name, &config.caches, account).await;
     Ok(())
 }
