@@ -55,16 +55,7 @@ pub fn check_name(snap: &str) -> Result<(), String> {
 
 /// A snapshot name from the time: `PREFIX` and `YYYYMMDD-HHMMSS`.
 pub fn stamp(prefix: &str) -> String {
-    format!("{prefix}{}", chrono_like_now())
-}
-
-fn chrono_like_now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (y, mo, d, h, mi, s) = crate::state::utc(secs);
-    format!("{y:04}{mo:02}{d:02}-{h:02}{mi:02}{s:02}")
+    format!("{prefix}{}", crate::image::utc_stamp())
 }
 
 fn bad(msg: String) -> Error {
