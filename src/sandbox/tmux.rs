@@ -45,7 +45,7 @@ tmux() { as_code tmux -S /home/code/.cci-tmux "$@"; }
 if tmux has-session -t cci 2>/dev/null; then exit 0; fi
 rm -f /home/code/.cci-attached
 if ! as_code sh -c 'command -v "$1"' sh "$program" >/dev/null; then
-    echo "the program $program is not in the image (PATH=$PATH)" >&2
+    echo "the program $program is not in the image (PATH=$PATH); an image with it, if it is one of cci's agents: cci build --agent NAME" >&2
     exit 3
 fi
 if ! tmux new-session -d -s cci -x "$w" -y "$h" -c /workspace \
