@@ -24,6 +24,22 @@ fn sh(name: &str, root: bool, script: &str) -> String {
     ok(&out)
 }
 
+/// A configuration in `dir` with the caches `enabled` (16 MiB each) in
+/// `dir/caches`: (that folder, the configuration file).
+fn config_with(dir: &Path, enabled: &[&str]) -> (std::path::PathBuf, std::path::PathBuf) {
+    let caches = dir.join("caches");
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[caches]\nenabled = {enabled:?}\ndir = {:?}\nmax_size = \"16MiB\"\n",
+            caches.display().to_string()
+        ),
+    )
+    .unwrap();
+    (caches, config)
+}
+
 /// The workspace id in a container name `cci-<id>-<slot>`.
 fn id_of(name: &str) -> &str {
     &name[4..12]
@@ -32,16 +48,7 @@ fn id_of(name: &str) -> &str {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cache_is_shared_by_a_workspaces_slots_and_nobody_else() {
     let dir = tempfile::tempdir().unwrap();
-    let caches = dir.path().join("caches");
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[caches]\nenabled = [\"npm\", \"pip\"]\ndir = {:?}\nmax_size = \"16MiB\"\n",
-            caches.display().to_string()
-        ),
-    )
-    .unwrap();
+    let (caches, config) = config_with(dir.path(), &["npm", "pip"]);
     let ws = agent_workspace();
     let _s = Sessions(ws.path().to_path_buf());
     let one = start(ws.path(), &config, 1);
@@ -198,16 +205,7 @@ impl Drop for Volume {
 #[tokio::test(flavor = "multi_thread")]
 async fn apt_and_cargo_caches_are_shared_between_slots() {
     let dir = tempfile::tempdir().unwrap();
-    let caches = dir.path().join("caches");
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[caches]\nenabled = [\"apt\", \"cargo\"]\ndir = {:?}\nmax_size = \"16MiB\"\n",
-            caches.display().to_string()
-        ),
-    )
-    .unwrap();
+    let (caches, config) = config_with(dir.path(), &["apt", "cargo"]);
     let ws = agent_workspace();
     // Dropped after the sandboxes: the volume's name is known once one runs.
     let mut volume = Volume(String::new());

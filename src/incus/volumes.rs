@@ -10,23 +10,15 @@ use super::Client;
 use super::error::Result;
 use super::transport::{StringMap, encode};
 
-/// Creating or deleting a volume may take a while on a busy pool.
+/// Creating a volume may take a while on a busy pool.
 const TIMEOUT: Duration = Duration::from_secs(120);
 
-/// A custom volume as the daemon describes it.
+/// A custom volume as the daemon describes it (what cci reads of it).
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Volume {
-    /// Its name.
-    pub name: String,
-    /// Free text.
-    #[serde(default)]
-    pub description: String,
     /// Config keys.
     #[serde(default)]
     pub config: StringMap,
-    /// The instances (and profiles) using it.
-    #[serde(default)]
-    pub used_by: Vec<String>,
 }
 
 fn path(pool: &str, name: &str) -> String {

@@ -229,17 +229,14 @@ async fn link_cargo(
         mode: 0o755,
     };
     let home = format!("{}/.cargo", a.home);
-    let mut missing = Vec::new();
+    // Linked by an earlier session, or cargo's own: left as they are (the
+    // first one found says so; a session start usually stops here).
     for name in CARGO_FOLDERS.iter().chain(&CARGO_LOCKS) {
         match client.stat_file(container, &format!("{home}/{name}")).await {
-            Err(e) if e.is_not_found() => missing.push(*name),
+            Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e),
-            Ok(_) => {}
+            Ok(_) => return Ok(()),
         }
-    }
-    if missing.len() < CARGO_FOLDERS.len() + CARGO_LOCKS.len() {
-        tracing::debug!("{home} has cargo's own folders: not linked to the shared cache");
-        return Ok(());
     }
     client.mkdir_all(container, &home, how).await?;
     for name in CARGO_FOLDERS {
