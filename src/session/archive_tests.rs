@@ -114,3 +114,28 @@ fn pack_never_follows_symlinks_and_round_trips() {
         }
     }
 }
+
+#[test]
+fn the_stream_is_read_to_its_end_past_the_archive() {
+    let src = tempfile::tempdir().unwrap();
+    fs::write(src.path().join("f"), b"x").unwrap();
+    let mut tar = Vec::new();
+    pack(
+        src.path(),
+        ".claude",
+        &mut tar,
+        (0, 0),
+        &Limits::default(),
+        &BTreeSet::new(),
+        &[],
+    )
+    .unwrap();
+    // GNU tar pads its output to a whole record after the end marker: a
+    // writer still sending that must find its reader there.
+    tar.extend(vec![0u8; 9216]);
+    let mut stream = std::io::Cursor::new(&tar);
+    let d = tempfile::tempdir().unwrap();
+    extract(&mut stream, ".claude", d.path(), &Limits::default(), &[]).unwrap();
+    assert_eq!(stream.position(), tar.len() as u64);
+    assert!(d.path().join("f").exists());
+}

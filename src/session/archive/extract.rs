@@ -67,20 +67,23 @@ pub fn extract(
     exclude: &[&str],
 ) -> Result<Tally, ArchiveError> {
     let cap = limits.max_stream();
-    extract_capped(
-        tarstream::Capped::new(input, cap),
-        root,
-        dest,
-        limits,
-        exclude,
-    )
-    .map_err(|e| match e {
-        ArchiveError::Io(io) => match tarstream::too_long(&io) {
-            Some(limit) => ArchiveError::StreamTooLong { limit },
-            None => ArchiveError::Io(io),
-        },
-        other => other,
-    })
+    let mut input = tarstream::Capped::new(input, cap);
+    extract_capped(&mut input, root, dest, limits, exclude)
+        .and_then(|tally| {
+            // What follows the end of the archive (tar pads it to a whole
+            // record) is read to the end too, within the same cap: a reader
+            // gone before the writer is done would break its pipe, and the
+            // stream would seem cut off.
+            std::io::copy(&mut input, &mut std::io::sink())?;
+            Ok(tally)
+        })
+        .map_err(|e| match e {
+            ArchiveError::Io(io) => match tarstream::too_long(&io) {
+                Some(limit) => ArchiveError::StreamTooLong { limit },
+                None => ArchiveError::Io(io),
+            },
+            other => other,
+        })
 }
 
 fn extract_capped(
