@@ -355,8 +355,14 @@ pub async fn run(host: &Host, image: &str) -> Report {
     let client = &host.client;
     let group = &host.config.group;
     let mut checks = Vec::new();
-    let incus::Endpoint::Unix(socket) = client.endpoint();
-    checks.push(check_socket(socket, group));
+    match client.endpoint() {
+        incus::Endpoint::Unix(socket) => checks.push(check_socket(socket, group)),
+        incus::Endpoint::Https(h) => checks.push(Check::new(
+            "remote",
+            Status::Ok,
+            format!("remote {} at {}", h.remote, h.url()),
+        )),
+    }
     let reachable = check_daemon(client, group, &mut checks).await;
     if reachable {
         check_setup(client, image, &mut checks).await;

@@ -10,6 +10,8 @@ use crate::network::{Nft, PolicyBackend};
 
 /// What a command runs against.
 pub struct Host {
+    /// On a remote daemon: what stands in for the firewall there.
+    remote: Option<crate::network::backend::Unenforced>,
     /// The Incus daemon.
     pub client: Client,
     /// Host nftables, today's one policy backend (the domain uses it only
@@ -22,15 +24,29 @@ pub struct Host {
 impl Host {
     /// The host made of these parts.
     pub fn new(client: Client, firewall: Nft, config: &'static Effective) -> Host {
+        let remote = client
+            .remote()
+            .map(|r| crate::network::backend::Unenforced { remote: r.into() });
         Host {
+            remote,
             client,
             firewall,
             config,
         }
     }
 
-    /// The backend that enforces network policies.
+    /// The backend that enforces network policies: host nftables for the
+    /// local daemon; for a remote, one that refuses every mode it cannot
+    /// enforce there.
     pub fn policy(&self) -> &dyn PolicyBackend {
-        &self.firewall
+        match &self.remote {
+            Some(r) => r,
+            None => &self.firewall,
+        }
+    }
+
+    /// The remote's name, None for the local daemon.
+    pub fn remote(&self) -> Option<&str> {
+        self.client.remote()
     }
 }

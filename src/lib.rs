@@ -18,6 +18,7 @@ pub mod image;
 pub mod incus;
 pub mod network;
 pub mod proxy;
+pub mod remote;
 pub mod sandbox;
 pub mod session;
 pub mod state;

@@ -69,6 +69,14 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
     if let Some(crate::image::BuildError::Network(e)) = err.downcast_ref() {
         return network_exit_code(e);
     }
+    if let Some(e) = err.downcast_ref::<crate::remote::Error>() {
+        return match e {
+            crate::remote::Error::Incus(e) => incus_exit_code(e),
+            crate::remote::Error::NotFound(_) => EXIT_NOT_FOUND,
+            crate::remote::Error::Usage(_) | crate::remote::Error::Unusable { .. } => EXIT_USAGE,
+            crate::remote::Error::Io(..) => 1,
+        };
+    }
     match err.downcast_ref::<incus::Error>() {
         Some(e) => incus_exit_code(e),
         None => 1,
@@ -85,8 +93,13 @@ fn network_exit_code(err: &crate::network::Error) -> i32 {
 
 fn incus_exit_code(err: &incus::Error) -> i32 {
     match err {
-        incus::Error::Unreachable { .. } | incus::Error::ShuttingDown => EXIT_UNREACHABLE,
-        incus::Error::SocketPermission { .. } | incus::Error::Forbidden(_) => EXIT_PERMISSION,
+        incus::Error::Unreachable { .. }
+        | incus::Error::RemoteUnreachable { .. }
+        | incus::Error::ShuttingDown => EXIT_UNREACHABLE,
+        incus::Error::SocketPermission { .. }
+        | incus::Error::Forbidden(_)
+        | incus::Error::Untrusted { .. }
+        | incus::Error::RemoteCertificate { .. } => EXIT_PERMISSION,
         incus::Error::NotFound(_) => EXIT_NOT_FOUND,
         incus::Error::Conflict(_) => EXIT_CONFLICT,
         _ => 1,

@@ -25,6 +25,7 @@ mod merge;
 mod network;
 mod output;
 mod persist;
+mod remote;
 mod review;
 mod run;
 mod sandbox_args;
@@ -57,6 +58,10 @@ use crate::incus::Client;
     args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
+    /// The Incus server to use: a remote from `cci remote list` [default:
+    /// CCI_REMOTE, else `[incus] remote`, else the local daemon].
+    #[arg(long, global = true, value_name = "NAME")]
+    pub remote: Option<String>,
     /// Incus project to use [default: CCI_INCUS_PROJECT, else `[incus] project`].
     #[arg(long, global = true, value_name = "NAME")]
     pub project: Option<String>,
@@ -173,6 +178,10 @@ pub enum Command {
     /// A new slot of the workspace from a copy of a container (its
     /// packages, home and agent state), to try another approach beside it.
     Fork(snapshot::ForkArgs),
+    /// Incus servers on other machines: add (with a trust token or an
+    /// accepted certificate), list, remove; use one with `--remote NAME`.
+    #[command(subcommand)]
+    Remote(remote::RemoteCommand),
     /// Approve the workspace's .cci.toml as it is now, so its settings that
     /// loosen cci apply (pinned by its SHA-256; a change needs approval again).
     Trust(config::TrustArgs),
@@ -258,12 +267,21 @@ impl Cli {
 /// Connect to the daemon as the flags, environment and configuration say.
 fn client(cli: &Cli) -> anyhow::Result<Client> {
     let cfg = crate::config::current();
-    let client = match &cfg.socket {
-        Some(socket) => Client::unix(socket.clone())?,
-        None => Client::local()?,
-    };
+    let client = crate::remote::connect(current_remote(cli).as_deref(), cfg.socket.as_deref())?;
+    // `--project`, else the configured one, else the remote's own.
     let project = cli.project.clone().or_else(|| cfg.project.clone());
-    Ok(client.with_project(project))
+    Ok(match project {
+        Some(p) => client.with_project(Some(p)),
+        None => client,
+    })
+}
+
+/// The remote in force: `--remote`, else CCI_REMOTE or `[incus] remote`
+/// (the configuration's environment layer reads CCI_REMOTE).
+fn current_remote(cli: &Cli) -> Option<String> {
+    cli.remote
+        .clone()
+        .or_else(|| crate::config::current().remote.clone())
 }
 
 /// The workspace folder whose `.cci.toml` applies: `--workspace` of the
@@ -300,6 +318,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     if let Some(Command::Trust(args)) = &cli.command {
         return config::trust(args);
     }
+    if let Some(Command::Remote(cmd)) = &cli.command {
+        return remote::run(cmd, current_remote(&cli).as_deref()).await;
+    }
     if let Some(Command::Version(args)) = &cli.command {
         return Ok(version::version(client(&cli).ok().as_ref(), args).await);
     }
@@ -317,7 +338,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Some(Command::Forge(_)) => true,
         _ => false,
     };
-    if !own_check {
+    if let Some(remote) = host.remote() {
+        // cci's firewall is this machine's; the server's containers are
+        // never reconciled with it (that could stop what another machine's
+        // cci guards there).
+        let firewall_command = match &cli.command {
+            Some(Command::Network(_)) => true,
+            Some(Command::Clean(a)) => a.orphans,
+            _ => false,
+        };
+        if firewall_command {
+            return Err(UsageError(format!(
+                "cci's firewall guards the local daemon's containers only; remote {remote} has no rules of cci's to show or repair (run this without --remote)"
+            ))
+            .into());
+        }
+    } else if !own_check {
         keep_firewall(&host).await;
     }
     let Some(command) = cli.command else {
@@ -355,7 +391,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Snapshot(cmd) => snapshot::snapshot(&host, cmd).await,
         Command::Fork(args) => snapshot::fork(&host, args).await,
         // Handled above, before the configuration is installed.
-        Command::Config(_) | Command::Trust(_) => Ok(0),
+        Command::Config(_) | Command::Trust(_) | Command::Remote(_) => Ok(0),
     }
 }
 

@@ -111,7 +111,10 @@ pub async fn shell(host: &Host, args: ShellArgs) -> anyhow::Result<i32> {
     let git = super::isolate::start(host.config, &workspace, &args.sandbox.git)?;
     let mut extras = args.sandbox.extras(host, &workspace, true).await?;
     // An isolated session's repositories come from their seed mirrors.
-    extras.mounts.extend(git.iter().flat_map(|g| g.mounts()));
+    // (A remote daemon gets them streamed in instead: it cannot mount them.)
+    if host.remote().is_none() {
+        extras.mounts.extend(git.iter().flat_map(|g| g.mounts()));
+    }
     let mut marks = match &git {
         Some(g) => vec![(sandbox::keys::GIT_SESSION, g.id.clone())],
         None => Vec::new(),

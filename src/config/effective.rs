@@ -163,6 +163,8 @@ pub struct Effective {
     pub logs_dir: Option<PathBuf>,
     /// The daemon's socket.
     pub socket: Option<PathBuf>,
+    /// The remote to use (None: the local daemon).
+    pub remote: Option<String>,
     /// The Incus project.
     pub project: Option<String>,
     /// The root disks' pool.
@@ -303,6 +305,7 @@ impl Effective {
             storage_dir: path(p.storage_dir),
             logs_dir: path(p.logs_dir),
             socket: path(i.socket),
+            remote: i.remote,
             project: i.project,
             storage_pool: i.storage_pool,
             disable_shift: i.disable_shift.unwrap_or(false),
@@ -481,6 +484,7 @@ impl Effective {
             ("paths.storage_dir", path(&self.storage_dir)),
             ("paths.logs_dir", path(&self.logs_dir)),
             ("incus.socket", path(&self.socket)),
+            ("incus.remote", json!(self.remote)),
             ("incus.project", json!(self.project)),
             ("incus.storage_pool", json!(self.storage_pool)),
             ("incus.disable_shift", json!(self.disable_shift)),

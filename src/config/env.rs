@@ -21,6 +21,7 @@ pub const ENV: &[(&str, &str)] = &[
     ("CCI_SESSIONS_DIR", "paths.sessions_dir"),
     ("CCI_STORAGE_DIR", "paths.storage_dir"),
     ("CCI_LOGS_DIR", "paths.logs_dir"),
+    ("CCI_REMOTE", "incus.remote"),
     ("CCI_INCUS_PROJECT", "incus.project"),
     ("CCI_STORAGE_POOL", "incus.storage_pool"),
     ("CCI_NETWORK", "network.mode"),

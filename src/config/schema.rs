@@ -73,6 +73,8 @@ pub struct Paths {
 pub struct Incus {
     /// The daemon's Unix socket.
     pub socket: Option<String>,
+    /// The Incus server to use, by remote name (`cci remote list`).
+    pub remote: Option<String>,
     /// The Incus project.
     pub project: Option<String>,
     /// The storage pool of the containers' root disks.
@@ -562,6 +564,10 @@ pub const KEYS: &[(&str, &str)] = &[
         "write diagnostics to cci.log in this folder instead of stderr",
     ),
     ("incus.socket", "the Incus daemon's Unix socket"),
+    (
+        "incus.remote",
+        "the Incus server to use, a remote name from `cci remote list` (default: the local daemon)",
+    ),
     ("incus.project", "the Incus project"),
     (
         "incus.storage_pool",

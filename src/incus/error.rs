@@ -26,6 +26,36 @@ pub enum Error {
         /// The socket path that was tried.
         socket: PathBuf,
     },
+    /// Nothing answers at a remote server's address.
+    #[error(
+        "cannot reach remote {remote} at {url} ({reason}); check the address (`cci remote list`) and that the server listens on the network (on it: `incus config set core.https_address :8443`)"
+    )]
+    RemoteUnreachable {
+        /// The remote's name.
+        remote: String,
+        /// Its address.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A remote server's certificate is not the one cci was told to trust.
+    #[error(
+        "remote {remote}: {reason}; nothing was sent to it. If the server's certificate changed on purpose, check its fingerprint on the server (`incus info | grep fingerprint`) and add the remote again (`cci remote remove {remote}`, `cci remote add {remote} URL`)"
+    )]
+    RemoteCertificate {
+        /// The remote's name.
+        remote: String,
+        /// What did not match.
+        reason: String,
+    },
+    /// A remote server does not trust cci's client certificate.
+    #[error(
+        "remote {remote} does not trust this client: on the server, make a trust token (`incus config trust add NAME`) and run `cci remote add {remote} TOKEN`"
+    )]
+    Untrusted {
+        /// The remote's name.
+        remote: String,
+    },
     /// The daemon began shutting down (or restarting) while a terminal was
     /// attached; cci let go so it can finish.
     #[error("the Incus daemon is shutting down or restarting")]

@@ -17,6 +17,7 @@ pub mod pull;
 pub mod server;
 pub mod snapshots;
 pub mod status;
+pub mod tls;
 pub mod transport;
 pub mod volumes;
 mod wire;
@@ -37,7 +38,7 @@ pub use profiles::Profile;
 pub use server::ServerInfo;
 pub use snapshots::Snapshot;
 pub use status::InstanceStatus;
-pub use transport::{Endpoint, Transport, discover_socket};
+pub use transport::{Endpoint, Https, Transport, discover_socket};
 pub use volumes::Volume;
 
 use reqwest::RequestBuilder;
@@ -60,6 +61,18 @@ impl Client {
         Ok(Client {
             transport: Transport::unix(socket)?,
         })
+    }
+
+    /// A client for a daemon on another machine.
+    pub fn https(endpoint: Https) -> Result<Self> {
+        Ok(Client {
+            transport: Transport::https(endpoint)?,
+        })
+    }
+
+    /// The remote's name, None for the local daemon.
+    pub fn remote(&self) -> Option<&str> {
+        self.transport.endpoint().remote()
     }
 
     /// Use Incus project `project` (None or `default`: the default project).

@@ -76,7 +76,19 @@ impl Client {
         let req = self.transport.request(Method::POST, "/1.0/resources");
         matches!(
             self.transport.sync_unit(req).await,
-            Err(Error::Daemon { status: 503, .. } | Error::Unreachable { .. })
+            Err(Error::Daemon { status: 503, .. }
+                | Error::Unreachable { .. }
+                | Error::RemoteUnreachable { .. })
         )
+    }
+
+    /// Have the daemon trust the client certificate this connection
+    /// presents, with a trust token from `incus config trust add`.
+    pub async fn redeem_trust_token(&self, token: &str) -> Result<()> {
+        let req = self.transport.request(Method::POST, "/1.0/certificates");
+        let body = serde_json::json!({ "trust_token": token, "type": "client" });
+        self.transport
+            .sync_unit(super::transport::json(req, &body))
+            .await
     }
 }

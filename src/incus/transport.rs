@@ -1,8 +1,9 @@
 //! How requests reach the daemon: socket discovery, the HTTP client, websockets,
 //! and the response envelope, decoded once for every API area.
 //!
-//! Only the Unix socket exists today; [`Endpoint`] is where an HTTPS transport
-//! (remote servers, clusters) would be added without touching callers.
+//! Two endpoints: the local daemon's Unix socket, and a daemon on another
+//! machine over HTTPS with a client certificate (see [`super::tls`]); callers
+//! do not see the difference.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -43,13 +44,48 @@ const MAX_ERROR_BODY: usize = 64 << 10;
 pub enum Endpoint {
     /// The local daemon's Unix socket.
     Unix(PathBuf),
+    /// A daemon on another machine.
+    Https(Https),
+}
+
+/// A daemon reached over HTTPS.
+#[derive(Debug, Clone)]
+pub struct Https {
+    /// The remote's name (for messages).
+    pub remote: String,
+    /// Its host name or address (no brackets).
+    pub host: String,
+    /// Its port.
+    pub port: u16,
+    /// The TLS settings: the client certificate, how the server is checked.
+    pub tls: std::sync::Arc<rustls::ClientConfig>,
+}
+
+impl Https {
+    /// `https://host:port`.
+    pub fn url(&self) -> String {
+        if self.host.contains(':') {
+            format!("https://[{}]:{}", self.host, self.port)
+        } else {
+            format!("https://{}:{}", self.host, self.port)
+        }
+    }
 }
 
 impl Endpoint {
     /// A human description of the endpoint, for error messages.
-    pub fn describe(&self) -> &Path {
+    pub fn describe(&self) -> String {
         match self {
-            Endpoint::Unix(p) => p,
+            Endpoint::Unix(p) => p.display().to_string(),
+            Endpoint::Https(h) => format!("{} ({})", h.remote, h.url()),
+        }
+    }
+
+    /// The remote's name, None for the local daemon.
+    pub fn remote(&self) -> Option<&str> {
+        match self {
+            Endpoint::Unix(_) => None,
+            Endpoint::Https(h) => Some(&h.remote),
         }
     }
 }
@@ -143,6 +179,24 @@ impl Transport {
         })
     }
 
+    /// A transport to a daemon over HTTPS. Connections are pooled (the
+    /// daemon's HTTPS listener does not stall on an idle connection, unlike
+    /// its Unix socket).
+    pub fn https(endpoint: Https) -> Result<Self> {
+        super::tls_provider();
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured((*endpoint.tls).clone())
+            .connect_timeout(Duration::from_secs(4))
+            .build()
+            .map_err(|e| Error::Protocol(format!("building the HTTP client: {e}")))?;
+        Ok(Transport {
+            http,
+            endpoint: Endpoint::Https(endpoint),
+            project: None,
+            request_timeout: REQUEST_TIMEOUT,
+        })
+    }
+
     /// Address every later request to this Incus project.
     pub fn set_project(&mut self, project: Option<String>) {
         self.project = project.filter(|p| !p.is_empty() && p != "default");
@@ -166,7 +220,11 @@ impl Transport {
 
     /// A request builder for `path` (starting with `/1.0`).
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        let url = format!("http://incus{}", self.path_with_project(path));
+        let base = match &self.endpoint {
+            Endpoint::Unix(_) => "http://incus".to_string(),
+            Endpoint::Https(h) => h.url(),
+        };
+        let url = format!("{base}{}", self.path_with_project(path));
         self.http.request(method, url)
     }
 
@@ -235,7 +293,10 @@ impl Transport {
 
     /// Classify a failure to talk to the daemon at all.
     pub fn transport_error(&self, e: reqwest::Error) -> Error {
-        let socket = self.endpoint.describe().to_path_buf();
+        if let Endpoint::Https(h) = &self.endpoint {
+            return https_error(h, &e);
+        }
+        let socket = PathBuf::from(self.endpoint.describe());
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
         while let Some(err) = source {
             if let Some(io) = err.downcast_ref::<std::io::Error>() {
@@ -260,7 +321,10 @@ impl Transport {
 
     /// Classify an I/O error on the socket.
     fn io_error(&self, io: &std::io::Error) -> Error {
-        let socket = self.endpoint.describe().to_path_buf();
+        if let Endpoint::Https(h) = &self.endpoint {
+            return https_error(h, io);
+        }
+        let socket = PathBuf::from(self.endpoint.describe());
         match io.kind() {
             std::io::ErrorKind::PermissionDenied => Error::SocketPermission { socket },
             std::io::ErrorKind::NotFound => Error::Unreachable {
@@ -300,7 +364,7 @@ impl Transport {
             } else {
                 status.as_u16()
             };
-            return Err(Error::from_daemon(code, env.error));
+            return Err(self.untrusted(Error::from_daemon(code, env.error)));
         }
         Ok((env, etag))
     }
@@ -360,14 +424,71 @@ impl Transport {
                 Ok(b) => b,
                 Err(e) => e.to_string().into_bytes(),
             };
-            Err(status_error(status, &body))
+            Err(self.untrusted(status_error(status, &body)))
         })
         .await
+    }
+
+    /// A remote's refusal as what it means: the daemon answers an untrusted
+    /// client's every call but `GET /1.0` with 403 "not authorized".
+    fn untrusted(&self, e: Error) -> Error {
+        match (&self.endpoint, &e) {
+            (Endpoint::Https(h), Error::Forbidden(m))
+                if m.to_ascii_lowercase().contains("not authorized") =>
+            {
+                Error::Untrusted {
+                    remote: h.remote.clone(),
+                }
+            }
+            _ => e,
+        }
     }
 
     /// GET `path` and decode the sync metadata.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         Ok(self.sync(self.request(Method::GET, path)).await?.value)
+    }
+}
+
+/// A failure to talk to a remote at all, classified: a certificate that is
+/// not the pinned one, nothing listening, no answer in time.
+fn https_error(h: &Https, e: &(dyn std::error::Error + 'static)) -> Error {
+    if let Some(m) = super::tls::mismatch_in(e) {
+        return Error::RemoteCertificate {
+            remote: h.remote.clone(),
+            reason: m.to_string(),
+        };
+    }
+    let mut reason = e.to_string();
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            reason = match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => {
+                    "connection refused: nothing listens there".into()
+                }
+                std::io::ErrorKind::TimedOut => "no answer in time".into(),
+                _ => io.to_string(),
+            };
+            break;
+        }
+        if let Some(r) = err.downcast_ref::<reqwest::Error>()
+            && r.is_timeout()
+        {
+            reason = "no answer in time".into();
+        }
+        next = err.source();
+    }
+    if reason.to_ascii_lowercase().contains("certificate") {
+        return Error::RemoteCertificate {
+            remote: h.remote.clone(),
+            reason,
+        };
+    }
+    Error::RemoteUnreachable {
+        remote: h.remote.clone(),
+        url: h.url(),
+        reason,
     }
 }
 

@@ -87,3 +87,65 @@ pub trait PolicyBackend: Send + Sync {
     /// What is in force now (empty when nothing is).
     fn state(&self) -> Result<State, Error>;
 }
+
+/// The backend for a daemon on another machine: cci cannot run nft there,
+/// so it enforces nothing, and says so. Open mode (nothing to enforce) is
+/// accepted; every other mode is refused before its container starts, never
+/// silently weakened.
+pub struct Unenforced {
+    /// The remote's name.
+    pub remote: String,
+}
+
+impl Unenforced {
+    fn refuse(&self, mode: super::Mode) -> Error {
+        Error::RemoteUnenforced {
+            mode: mode.to_string(),
+            remote: self.remote.clone(),
+        }
+    }
+
+    /// Refuse `mode` unless it needs nothing enforced.
+    pub fn check(&self, mode: super::Mode) -> Result<(), Error> {
+        match mode {
+            super::Mode::Open => Ok(()),
+            m => Err(self.refuse(m)),
+        }
+    }
+}
+
+impl PolicyBackend for Unenforced {
+    fn guard(&self, rules: &PortRules) -> Result<(), Error> {
+        self.check(rules.mode)
+    }
+    fn refill(&self, rules: &PortRules) -> Result<(), Error> {
+        Err(self.refuse(rules.mode))
+    }
+    fn release(&self, _port: &PortName) -> Result<(), Error> {
+        Ok(())
+    }
+    fn restore_shared(&self) -> Result<(), Error> {
+        Ok(())
+    }
+    fn state(&self) -> Result<State, Error> {
+        Ok(State::default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::network::Mode;
+
+    #[test]
+    fn a_remote_accepts_open_mode_only() {
+        let b = Unenforced {
+            remote: "far".into(),
+        };
+        assert!(b.check(Mode::Open).is_ok());
+        for m in [Mode::Restricted, Mode::Allowlist, Mode::Proxy] {
+            let e = b.check(m).unwrap_err().to_string();
+            assert!(e.contains("cannot be enforced on remote far"), "{e}");
+        }
+    }
+}

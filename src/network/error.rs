@@ -74,6 +74,16 @@ pub enum Error {
     #[error("saving the allowlist cache: {0}")]
     Cache(String),
     /// The daemon said no.
+    /// A mode cci cannot enforce where the container runs.
+    #[error(
+        "network mode {mode} cannot be enforced on remote {remote}: cci's firewall (nftables) runs on this machine, not on the server. Use `--network open` there (the server's own network rules apply), or run the session on the local daemon"
+    )]
+    RemoteUnenforced {
+        /// The mode asked for.
+        mode: String,
+        /// The remote.
+        remote: String,
+    },
     #[error(transparent)]
     Incus(#[from] incus::Error),
 }

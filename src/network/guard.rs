@@ -22,6 +22,9 @@ pub struct Attachment {
     pub(super) nic: Option<(String, StringMap)>,
     pub(super) bridge: Bridge,
     pub(super) resolved: allow::Resolved,
+    /// The daemon is on another machine: its NIC gets no port of cci's
+    /// (no local rule could guard it; only open mode gets this far).
+    pub(super) remote: bool,
 }
 
 impl Attachment {
@@ -49,6 +52,12 @@ pub async fn prepare(
     profiles: &[String],
     policy: &Policy,
 ) -> Result<Attachment, Error> {
+    if let Some(remote) = client.remote() {
+        super::backend::Unenforced {
+            remote: remote.into(),
+        }
+        .check(policy.mode)?;
+    }
     let mut devices = Vec::new();
     for name in profiles {
         let (profile, _) = client.profile(name).await?;
@@ -85,6 +94,7 @@ pub async fn prepare(
         nic,
         bridge,
         resolved,
+        remote: client.remote().is_some(),
     })
 }
 
@@ -154,7 +164,9 @@ impl Attachment {
     /// and MAC anti-spoofing), record the policy on the instance, and keep it
     /// from autostarting after a host reboot before cci's rules exist.
     pub fn attach(&self, req: &mut InstanceCreate, port: &PortName) {
-        if let Some((key, dev)) = &self.nic {
+        if let Some((key, dev)) = &self.nic
+            && !self.remote
+        {
             let mut dev = dev.clone();
             dev.insert("host_name".into(), port.to_string());
             for k in [
@@ -218,6 +230,17 @@ impl Attachment {
     /// Open mode has nothing to enforce: a firewall that cannot be used is
     /// only logged there.
     pub fn guard(&self, fw: &dyn PolicyBackend, port: &PortName) -> Result<(), Error> {
+        if self.remote {
+            // Nothing cci could install there: the backend only refuses the
+            // modes it cannot enforce (checked at `prepare` already).
+            return fw.guard(&PortRules {
+                port: port.clone(),
+                mode: self.policy.mode,
+                bridge: self.bridge.clone(),
+                allow4: Vec::new(),
+                allow6: Vec::new(),
+            });
+        }
         if self.nic.is_none() {
             return Ok(());
         }

@@ -70,6 +70,7 @@ fn attachment(mode: Mode, with_nic: bool) -> Attachment {
         nic: with_nic.then(|| ("eth0".to_string(), nic("incusbr0"))),
         bridge: Bridge::default(),
         resolved: allow::Resolved::default(),
+        remote: false,
     }
 }
 

@@ -42,7 +42,10 @@ pub fn spawn_watcher() -> std::io::Result<()> {
     // it takes nothing from this command's environment that would change how
     // it enforces (a `CCI_NFT` meant for one command).
     let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.args(["network", "watch"]).env_remove("CCI_NFT");
+    // Its firewall is this machine's: it always watches the local daemon.
+    cmd.args(["network", "watch", "--remote", "local"])
+        .env_remove("CCI_NFT")
+        .env_remove("CCI_REMOTE");
     crate::state::spawn_daemon(cmd, "network-watch.log")
 }
 

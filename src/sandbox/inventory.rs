@@ -226,11 +226,7 @@ pub async fn list_quick(host: &Host) -> incus::Result<Vec<SandboxInfo>> {
 /// A token for one `cci container launch`: this process's id first, so
 /// `clean` can tell whether the launch is still under way.
 pub fn launch_token() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!("{}-{nanos}-c", std::process::id())
+    super::orphans::token(std::process::id(), "c")
 }
 
 /// The marks of a container `cci container launch` makes: cci's, of kind

@@ -14,7 +14,7 @@ use std::path::Path;
 mod inside;
 pub mod mirror;
 
-pub use inside::{Collected, IsolatedError, collect, seed};
+pub use inside::{Collected, IsolatedError, SeedFrom, collect, seed};
 pub use mirror::Mirror;
 
 use crate::config::Account;
@@ -391,11 +391,22 @@ async fn seed_part(
         part.prepared.mirror.dir.display()
     );
     start.store.save(rec).map_err(|e| e.to_string())?;
+    let mounted = mirror_at(n);
+    // A remote daemon cannot mount the mirror: the start's history goes in
+    // as one pack instead.
+    let pack = match client.remote() {
+        None => None,
+        Some(_) => Some(pack_of(&part.prepared.mirror.dir, &part.prepared.start)?),
+    };
+    let from = match &pack {
+        None => SeedFrom::Mounted(&mounted),
+        Some((_, file)) => SeedFrom::Pack(file),
+    };
     seed(
         client,
         name,
         account,
-        &mirror_at(n),
+        from,
         &part.prepared.start,
         &folder(&part.dir),
         branch,
@@ -403,6 +414,57 @@ async fn seed_part(
     )
     .await
     .map_err(|e| e.to_string())
+}
+
+/// A pack of everything `start` needs, made from the seed mirror `mirror`
+/// in a private temporary folder (removed with the returned guard).
+fn pack_of(
+    mirror: &std::path::Path,
+    start: &str,
+) -> Result<(tempdir::Dir, std::path::PathBuf), String> {
+    crate::git::names::check_oid(start).map_err(|e| e.to_string())?;
+    let dir = tempdir::Dir::new().map_err(|e| format!("a folder for the seed pack: {e}"))?;
+    let base = dir.path().join("seed");
+    let out = crate::git::run::Git::new()
+        .cmd(Some(mirror))
+        .args(["pack-objects", "--revs", "-q"])
+        .arg(&base)
+        .stdin(format!("{start}\n").into_bytes())
+        .ok()
+        .map_err(|e| format!("packing the repository: {e}"))?;
+    let hash = out.text().trim().to_string();
+    let pack = dir.path().join(format!("seed-{hash}.pack"));
+    if hash.is_empty() || !pack.is_file() {
+        return Err("packing the repository gave no pack".into());
+    }
+    Ok((dir, pack))
+}
+
+/// A private temporary folder, removed when dropped.
+mod tempdir {
+    use std::os::unix::fs::DirBuilderExt;
+    use std::path::{Path, PathBuf};
+
+    pub struct Dir(PathBuf);
+
+    impl Dir {
+        pub fn new() -> std::io::Result<Dir> {
+            let root = crate::state::dir("tmp")?;
+            let path = root.join(format!("seed-{}", uuid::Uuid::new_v4().simple()));
+            std::fs::DirBuilder::new().mode(0o700).create(&path)?;
+            Ok(Dir(path))
+        }
+
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 /// The records of the session container `name` is marked with (`group`).

@@ -39,17 +39,11 @@ pub struct Attempt {
 impl Default for Attempt {
     fn default() -> Self {
         static N: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        let pid = std::process::id();
         Attempt {
             // See `launcher_running` for what the parts are for.
-            token: format!(
-                "{pid}-{nanos}-{}-{}",
-                N.fetch_add(1, Ordering::Relaxed),
-                super::orphans::start_ticks(pid).unwrap_or_default()
+            token: super::orphans::token(
+                std::process::id(),
+                &N.fetch_add(1, Ordering::Relaxed).to_string(),
             ),
             creating: Arc::default(),
         }

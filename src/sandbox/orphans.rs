@@ -18,11 +18,17 @@ use crate::incus::{Client, Instance};
 /// this machine. A launch token is `<pid>-<nanos>-<n>-<start>`, where
 /// `<start>` is that process's start time in clock ticks since boot
 /// ([`start_ticks`]): a process with that pid and that start time is the
-/// one (a pid used again has another). A token without it (a build's
+/// one (a pid used again has another). A fifth part names the machine
+/// ([`machine_tag`]). A token without a start time (a build's
 /// `<pid>-<stamp>`, or one of an older cci) falls back to the process being
 /// a `cci`.
 pub fn launcher_running(token: &str) -> bool {
     let parts: Vec<&str> = token.split('-').collect();
+    // A launch from another machine (a shared remote server): its process
+    // is not here to look at, so it is never judged gone from here.
+    if parts.get(4).is_some_and(|m| *m != machine_tag()) {
+        return true;
+    }
     let Some(pid) = parts
         .first()
         .and_then(|p| p.parse::<u32>().ok())
@@ -35,6 +41,39 @@ pub fn launcher_running(token: &str) -> bool {
         None => std::fs::read_to_string(format!("/proc/{pid}/comm"))
             .is_ok_and(|c| c.trim_end() == "cci"),
     }
+}
+
+/// This machine, in launch tokens: a hash of `/etc/machine-id` (else of
+/// the host name), 12 hex digits.
+pub fn machine_tag() -> &'static str {
+    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TAG.get_or_init(|| {
+        use sha2::Digest;
+        let id = std::fs::read_to_string("/etc/machine-id")
+            .ok()
+            .filter(|s| !s.trim().is_empty())
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+            .unwrap_or_default();
+        sha2::Sha256::digest(id.trim().as_bytes())
+            .iter()
+            .take(6)
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    })
+}
+
+/// A launch token for process `pid` (see [`launcher_running`]): `kind` is
+/// a counter or a letter telling launches of one process apart.
+pub fn token(pid: u32, kind: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!(
+        "{pid}-{nanos}-{kind}-{}-{}",
+        start_ticks(pid).unwrap_or_default(),
+        machine_tag()
+    )
 }
 
 /// When process `pid` started, in clock ticks since boot (`/proc/PID/stat`
@@ -160,6 +199,17 @@ mod tests {
         assert!(!launcher_running(&format!("{me}-5-0")));
         assert!(!launcher_running(""));
         assert!(!launcher_running("0-1-2"));
+        // Today's tokens; another machine's launch is never judged from here.
+        assert!(launcher_running(&token(me, "7")));
+        assert!(!launcher_running(&format!(
+            "{me}-5-0-{}-{}",
+            start + 1,
+            machine_tag()
+        )));
+        assert!(launcher_running(&format!(
+            "{me}-5-0-{}-0123456789ab",
+            start + 1
+        )));
         assert!(!launcher_running("abc"));
     }
 }

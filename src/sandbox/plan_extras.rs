@@ -47,6 +47,9 @@ pub async fn extras(
     flags: &Flags,
     session: bool,
 ) -> Result<Extras, ExtrasError> {
+    if let Some(remote) = client.remote() {
+        return remote_extras(client, remote, cfg, flags, session).await;
+    }
     let mut mounts: Vec<(String, String, bool)> = cfg
         .mounts
         .iter()
@@ -196,6 +199,76 @@ pub async fn extras(
         } else {
             None
         },
+    })
+}
+
+/// The extras of a sandbox on a remote daemon: nothing of this machine can
+/// reach a server elsewhere (a host path there is the server's, a socket
+/// there is the server's), so what needs this machine is refused, by name,
+/// rather than made to mean something else on the server.
+pub async fn remote_extras(
+    client: &Client,
+    remote: &str,
+    cfg: &Effective,
+    flags: &Flags,
+    session: bool,
+) -> Result<Extras, ExtrasError> {
+    let refuse = |what: &str| {
+        Err(ExtrasError::Usage(format!(
+            "{what} cannot be used on remote {remote}: it would name a path or socket of the server, not of this machine"
+        )))
+    };
+    if !flags.isolated {
+        return Err(ExtrasError::Usage(format!(
+            "remote {remote} cannot mount this folder: use an isolated session (`--isolated`: the repository goes in, `cci diff`/`cci merge` bring the commits back), or run on the local daemon"
+        )));
+    }
+    if !cfg.mounts.is_empty() || !flags.mounts.is_empty() {
+        return refuse("--mount / [[mounts]]");
+    }
+    if flags.storage.is_some() || cfg.storage_dir.is_some() {
+        return refuse("--storage / [paths] storage_dir");
+    }
+    if flags.ssh_agent || cfg.ssh_agent {
+        return refuse("--ssh-agent / [defaults] ssh_agent");
+    }
+    if !cfg.sockets.is_empty() {
+        return refuse("[[sockets]]");
+    }
+    if !cfg.ports.is_empty() || !flags.ports.is_empty() {
+        return refuse("--publish / [[ports]]");
+    }
+    if cfg.git_forward.api.is_some() {
+        return refuse("[tool] credentials = \"host\"");
+    }
+    if cfg.git_forward.enabled {
+        tracing::info!(
+            "git through cci is off on remote {remote}: its forwarder runs on this machine"
+        );
+    }
+    Ok(Extras {
+        cpu: cfg.cpu,
+        memory: Some(cfg.memory.clone()),
+        processes: Some(cfg.processes),
+        pool: match (&cfg.storage_pool, &cfg.disk) {
+            (Some(p), _) => Some(p.clone()),
+            (None, Some(_)) => Some(root_pool(client, cfg, "limits.disk").await?),
+            (None, None) => None,
+        },
+        disk: cfg.disk.clone(),
+        mounts: Vec::new(),
+        protected: Vec::new(),
+        isolated: true,
+        owner: None,
+        kernel_allow: cfg.allow_syscalls.clone(),
+        no_wait: flags.no_wait,
+        max_duration: if session { cfg.max_duration } else { None },
+        ports: Vec::new(),
+        cache_env: Vec::new(),
+        volumes: Vec::new(),
+        sockets: Vec::new(),
+        forge: None,
+        ssh_agent: None,
     })
 }
 

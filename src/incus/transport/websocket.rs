@@ -77,6 +77,15 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ReceiveOnly<S> {
     }
 }
 
+/// `s` as a websocket's stream, receive-only when asked.
+fn wrap<S: Io + 'static>(s: S, receiving: bool) -> Box<dyn Io> {
+    if receiving {
+        Box::new(ReceiveOnly(s))
+    } else {
+        Box::new(s)
+    }
+}
+
 impl Transport {
     /// Open a websocket on `path` (for exec streams and events).
     /// Opening it is bounded by [`WEBSOCKET_TIMEOUT`]; using it is not.
@@ -93,19 +102,29 @@ impl Transport {
     async fn open_websocket(&self, path: &str, receiving: bool) -> Result<WebSocket> {
         let limit = WEBSOCKET_TIMEOUT.min(self.request_timeout);
         self.bounded(limit, async {
-            let stream: Box<dyn Io> = match &self.endpoint {
+            let (stream, base): (Box<dyn Io>, String) = match &self.endpoint {
                 Endpoint::Unix(socket) => {
                     let s = tokio::net::UnixStream::connect(socket)
                         .await
                         .map_err(|e| self.io_error(&e))?;
-                    if receiving {
-                        Box::new(ReceiveOnly(s))
-                    } else {
-                        Box::new(s)
-                    }
+                    (wrap(s, receiving), "ws://incus".into())
+                }
+                Endpoint::Https(h) => {
+                    let tcp = tokio::net::TcpStream::connect((h.host.as_str(), h.port))
+                        .await
+                        .map_err(|e| self.io_error(&e))?;
+                    let _ = tcp.set_nodelay(true);
+                    let name = rustls::pki_types::ServerName::try_from(h.host.clone())
+                        .map_err(|e| Error::Protocol(format!("{:?}: {e}", h.host)))?;
+                    let tls = tokio_rustls::TlsConnector::from(h.tls.clone())
+                        .connect(name, tcp)
+                        .await
+                        .map_err(|e| self.io_error(&e))?;
+                    let url = h.url().replacen("https://", "wss://", 1);
+                    (wrap(tls, receiving), url)
                 }
             };
-            let url = format!("ws://incus{}", self.path_with_project(path));
+            let url = format!("{base}{}", self.path_with_project(path));
             let (ws, _) = tokio_tungstenite::client_async(url, stream)
                 .await
                 .map_err(|e| Error::Protocol(format!("opening websocket {path}: {e}")))?;

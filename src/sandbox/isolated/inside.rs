@@ -30,16 +30,25 @@ pub enum IsolatedError {
     Io(String, std::io::Error),
 }
 
+/// Where a session's repository takes its objects from.
+pub enum SeedFrom<'a> {
+    /// The read-only seed mirror mounted at this path inside (a local
+    /// daemon: nothing is copied).
+    Mounted(&'a str),
+    /// A pack of the start commit's history, streamed in (a remote daemon,
+    /// where no host folder can be mounted); the file is the pack.
+    Pack(&'a Path),
+}
+
 /// Make the repository of `folder` in `name`, as `account`, on a new branch
-/// `branch` at commit `start`, borrowing its objects from the read-only
-/// seed mirror mounted at `mirror` (nothing is copied), with no remote and
+/// `branch` at commit `start`, its objects from `from`, with no remote and
 /// `identity` (name, email) as the repository's committer.
 #[allow(clippy::too_many_arguments)]
 pub async fn seed(
     client: &Client,
     name: &str,
     account: &Account,
-    mirror: &str,
+    from: SeedFrom<'_>,
     start: &str,
     folder: &str,
     branch: &str,
@@ -47,14 +56,19 @@ pub async fn seed(
 ) -> Result<(), IsolatedError> {
     crate::git::names::check_oid(start).map_err(|e| IsolatedError::Inside(e.to_string()))?;
     let (who, mail) = identity.unwrap_or_else(|| ("cci agent".into(), "agent@cci.invalid".into()));
-    // $1 mirror, $2 branch, $3 folder, $4 name, $5 email, $6 start. No
-    // clone: that would run git's transport in the mirror (which belongs
-    // to the host user, not the account); the objects are borrowed through
-    // `alternates`, the branch set and checked out.
+    // $1 mirror (empty: a pack on stdin), $2 branch, $3 folder, $4 name,
+    // $5 email, $6 start. No clone: that would run git's transport in the
+    // mirror (which belongs to the host user, not the account); the
+    // objects are borrowed through `alternates` (or indexed from the pack),
+    // the branch set and checked out.
     let script = r#"set -e
 git init -q "$3" 2>&1
 cd "$3"
-printf '%s/objects\n' "$1" > .git/objects/info/alternates
+if [ -n "$1" ]; then
+  printf '%s/objects\n' "$1" > .git/objects/info/alternates
+else
+  git index-pack -q --stdin >/dev/null 2>&1
+fi
 git symbolic-ref HEAD "refs/heads/$2"
 git update-ref "refs/heads/$2" "$6"
 git -c core.fsync=none -c checkout.workers=0 reset -q --hard 2>&1
@@ -76,12 +90,34 @@ git config user.email "$5""#;
             crate::terminal::printable_lines(&String::from_utf8_lossy(&out.stderr))
         )));
     }
+    let mirror = match from {
+        SeedFrom::Mounted(m) => m,
+        SeedFrom::Pack(_) => "",
+    };
     let req = ExecRequest::new(&[
         "sh", "-c", script, "cci-seed", mirror, branch, folder, &who, &mail, start,
     ])
     .as_user(account.uid, account.gid)
     .env("HOME", &account.home);
-    let out = client.exec_capture(name, &req, None).await?;
+    let out = match from {
+        SeedFrom::Mounted(_) => client.exec_capture(name, &req, None).await?,
+        SeedFrom::Pack(pack) => {
+            let file = tokio::fs::File::open(pack)
+                .await
+                .map_err(|e| IsolatedError::Io(format!("reading {}", pack.display()), e))?;
+            let mut stdout = incus::CappedBuf::new(incus::MAX_CAPTURED_STDOUT);
+            let mut stderr = incus::CappedBuf::new(incus::MAX_CAPTURED_STDERR);
+            let exit_code = client
+                .exec(name, &req, Some(file), &mut stdout, &mut stderr)
+                .await?;
+            incus::ExecOutput {
+                stdout: stdout.into_noted(),
+                stderr: stderr.into_noted(),
+                exit_code,
+                truncated: false,
+            }
+        }
+    };
     if out.exit_code != 0 {
         return Err(IsolatedError::Inside(format!(
             "cloning the repository inside: {}",
