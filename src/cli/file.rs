@@ -27,7 +27,7 @@ pub struct PushArgs {
     /// File or folder on this machine.
     pub local: PathBuf,
     /// Destination, NAME:PATH.
-    pub remote: String,
+    pub inside: String,
 }
 
 /// Options of `cci file pull`.
@@ -37,7 +37,7 @@ pub struct PullArgs {
     #[arg(short = 'r', long)]
     pub recursive: bool,
     /// Source, NAME:PATH.
-    pub remote: String,
+    pub inside: String,
     /// Destination on this machine (into it, when it is an existing folder).
     pub local: PathBuf,
 }
@@ -63,7 +63,7 @@ pub async fn run(client: &Client, cmd: FileCommand) -> anyhow::Result<i32> {
 }
 
 async fn push(client: &Client, a: PushArgs) -> anyhow::Result<i32> {
-    let (name, path) = split_remote(&a.remote)?;
+    let (name, path) = split_remote(&a.inside)?;
     let meta = std::fs::metadata(&a.local)
         .map_err(|e| UsageError(format!("{}: {e}", a.local.display())))?;
     if meta.is_dir() {
@@ -78,7 +78,7 @@ async fn push(client: &Client, a: PushArgs) -> anyhow::Result<i32> {
 }
 
 async fn pull(client: &Client, a: PullArgs) -> anyhow::Result<i32> {
-    let (name, path) = split_remote(&a.remote)?;
+    let (name, path) = split_remote(&a.inside)?;
     let info = client.stat_file(name, path).await?;
     if info.kind == FileKind::Directory && !a.recursive {
         return Err(UsageError(format!("{path} is a folder: use -r")).into());

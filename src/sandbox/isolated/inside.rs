@@ -67,7 +67,7 @@ cd "$3"
 if [ -n "$1" ]; then
   printf '%s/objects\n' "$1" > .git/objects/info/alternates
 else
-  git index-pack -q --stdin >/dev/null 2>&1
+  git index-pack --stdin 2>&1 >/dev/null
 fi
 git symbolic-ref HEAD "refs/heads/$2"
 git update-ref "refs/heads/$2" "$6"
