@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::agent::{ok, text};
+use common::agent::{Sessions, ok, text};
 use common::pty::{Screen, on_terminal, openpty, wait_exit};
 use common::{agent_workspace, cci, test_image};
 
@@ -191,6 +191,8 @@ fn a_remote_over_https_runs_sessions_like_the_local_daemon() {
     // server elsewhere), its commit comes back for review and merge.
     let ws = repo();
     let p = ws.path();
+    // Whatever the test leaves (it failed) goes: the remote is this daemon.
+    let _sessions = Sessions(p.into());
     let out = run(far(h)
         .args(["run", "--isolated", "--network", "open", "-w"])
         .arg(p)
