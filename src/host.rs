@@ -11,7 +11,7 @@ use crate::network::{Nft, PolicyBackend};
 /// What a command runs against.
 pub struct Host {
     /// On a remote daemon: what stands in for the firewall there.
-    remote: Option<crate::network::backend::Unenforced>,
+    remote: Option<crate::network::backend::Remote>,
     /// The Incus daemon.
     pub client: Client,
     /// Host nftables, today's one policy backend (the domain uses it only
@@ -26,7 +26,7 @@ impl Host {
     pub fn new(client: Client, firewall: Nft, config: &'static Effective) -> Host {
         let remote = client
             .remote()
-            .map(|r| crate::network::backend::Unenforced { remote: r.into() });
+            .map(|r| crate::network::backend::Remote { remote: r.into() });
         Host {
             remote,
             client,
@@ -36,8 +36,8 @@ impl Host {
     }
 
     /// The backend that enforces network policies: host nftables for the
-    /// local daemon; for a remote, one that refuses every mode it cannot
-    /// enforce there.
+    /// local daemon; for a remote, the server's own network ACLs (see
+    /// `network::acl`).
     pub fn policy(&self) -> &dyn PolicyBackend {
         match &self.remote {
             Some(r) => r,

@@ -317,14 +317,20 @@ fn a_remote_over_https_runs_sessions_like_the_local_daemon() {
         "--ssh-agent",
         Duration::from_secs(5),
     );
-    // A network mode cci cannot enforce there is refused, never weakened.
+    // Restricted mode (the default) is the server's to enforce, with a
+    // network ACL on the container's NIC; a kernel without connection
+    // tracking for bridges cannot, and the container never runs then.
+    restricted_on_the_server(h, p);
+    let acls = incus(&["network", "acl", "list", "--format", "csv"]);
+    assert!(!acls.contains("cci-"), "an ACL was left: {acls}");
+    // Proxy mode cannot be enforced there: refused, never weakened.
     fails(
         far(h)
-            .args(["run", "--isolated", "-w"])
+            .args(["run", "--isolated", "--network", "proxy", "-w"])
             .arg(p)
             .args(["--", "true"]),
         7,
-        "network mode restricted cannot be enforced on remote far",
+        "network mode proxy cannot be enforced on remote far",
         Duration::from_secs(5),
     );
     fails(
@@ -437,4 +443,59 @@ fn a_remote_over_https_runs_sessions_like_the_local_daemon() {
         "no remote named \"far\"",
         Duration::from_secs(5),
     );
+}
+
+/// Whether this kernel tracks connections on bridges (what Incus needs to
+/// apply a network ACL to a NIC): a scratch nft table tries it.
+fn bridge_conntrack() -> bool {
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"table bridge cci_test_ct { chain c { type filter hook input priority 0; ct state established accept; } }\n")
+        .unwrap();
+    let ok = child.wait().unwrap().success();
+    let _ = Command::new("nft")
+        .args(["delete", "table", "bridge", "cci_test_ct"])
+        .output();
+    ok
+}
+
+/// A restricted run on the remote: the fake world's internet answers, its
+/// LAN, the metadata endpoint and the server's own address do not (or, on
+/// a kernel that cannot apply ACLs, a clear refusal and no container).
+fn restricted_on_the_server(h: &Path, ws: &Path) {
+    let mut cmd = far(h);
+    cmd.args(["run", "--isolated", "-w"]).arg(ws).args([
+        "--",
+        "sh",
+        "-c",
+        "for a in 198.51.100.10 10.99.0.10 169.254.169.254 198.51.100.99; do timeout 4 bash -c \"exec 3<>/dev/tcp/$a/8080 && head -c 9 <&3\" 2>/dev/null | grep -q hello-cci && echo \"$a ok\" || echo \"$a no\"; done",
+    ]);
+    if !bridge_conntrack() {
+        fails(
+            &mut cmd,
+            7,
+            "network mode restricted cannot be enforced on remote far: its kernel has no connection tracking for bridges",
+            Duration::from_secs(20),
+        );
+        return;
+    }
+    common::net::fakenet(&["up"]);
+    let said = ok(&run(&mut cmd));
+    for (addr, want) in [
+        ("198.51.100.10", "ok"),
+        ("10.99.0.10", "no"),
+        ("169.254.169.254", "no"),
+        ("198.51.100.99", "no"),
+    ] {
+        assert!(said.contains(&format!("{addr} {want}")), "{addr}: {said}");
+    }
 }

@@ -4,6 +4,7 @@
 //! `impl Client` block sharing one [`Transport`] and one response decoder.
 //! This module knows nothing about cci: no naming rules, no policies.
 
+pub mod acls;
 pub mod error;
 pub mod events;
 pub mod exec;

@@ -44,6 +44,9 @@ pub struct ServerEnvironment {
     /// Whether the kernel supports idmapped mounts (`shift=true` disks).
     #[serde(default)]
     pub kernel_features: std::collections::HashMap<String, String>,
+    /// The firewall driver (`nftables` or `xtables`).
+    #[serde(default)]
+    pub firewall: String,
 }
 
 impl ServerInfo {

@@ -88,38 +88,41 @@ pub trait PolicyBackend: Send + Sync {
     fn state(&self) -> Result<State, Error>;
 }
 
-/// The backend for a daemon on another machine: cci cannot run nft there,
-/// so it enforces nothing, and says so. Open mode (nothing to enforce) is
-/// accepted; every other mode is refused before its container starts, never
-/// silently weakened.
-pub struct Unenforced {
+/// The backend for a daemon on another machine, where cci cannot run nft:
+/// the daemon enforces restricted and allowlist modes itself, with the
+/// network ACL attached to the container's NIC when it is created (see
+/// [`super::acl`]; nothing is left to install here). Proxy mode cannot be
+/// enforced there (cci's proxy listens on this machine's bridge) and is
+/// refused before its container starts, never silently weakened.
+pub struct Remote {
     /// The remote's name.
     pub remote: String,
 }
 
-impl Unenforced {
-    fn refuse(&self, mode: super::Mode) -> Error {
-        Error::RemoteUnenforced {
-            mode: mode.to_string(),
-            remote: self.remote.clone(),
-        }
-    }
-
-    /// Refuse `mode` unless it needs nothing enforced.
+impl Remote {
+    /// Refuse `mode` unless the server can enforce it.
     pub fn check(&self, mode: super::Mode) -> Result<(), Error> {
         match mode {
-            super::Mode::Open => Ok(()),
-            m => Err(self.refuse(m)),
+            super::Mode::Proxy => Err(Error::RemoteUnenforced {
+                mode: mode.to_string(),
+                remote: self.remote.clone(),
+                why: "cci's filtering proxy listens on this machine, not on the server (restricted and allowlist modes work there, through Incus network ACLs)".into(),
+            }),
+            _ => Ok(()),
         }
     }
 }
 
-impl PolicyBackend for Unenforced {
+impl PolicyBackend for Remote {
     fn guard(&self, rules: &PortRules) -> Result<(), Error> {
         self.check(rules.mode)
     }
     fn refill(&self, rules: &PortRules) -> Result<(), Error> {
-        Err(self.refuse(rules.mode))
+        Err(Error::RemoteUnenforced {
+            mode: rules.mode.to_string(),
+            remote: self.remote.clone(),
+            why: "an allowlist on a remote is resolved once, when its container starts".into(),
+        })
     }
     fn release(&self, _port: &PortName) -> Result<(), Error> {
         Ok(())
@@ -138,14 +141,14 @@ mod tests {
     use crate::network::Mode;
 
     #[test]
-    fn a_remote_accepts_open_mode_only() {
-        let b = Unenforced {
+    fn a_remote_refuses_proxy_mode() {
+        let b = Remote {
             remote: "far".into(),
         };
-        assert!(b.check(Mode::Open).is_ok());
-        for m in [Mode::Restricted, Mode::Allowlist, Mode::Proxy] {
-            let e = b.check(m).unwrap_err().to_string();
-            assert!(e.contains("cannot be enforced on remote far"), "{e}");
+        for m in [Mode::Open, Mode::Restricted, Mode::Allowlist] {
+            assert!(b.check(m).is_ok());
         }
+        let e = b.check(Mode::Proxy).unwrap_err().to_string();
+        assert!(e.contains("cannot be enforced on remote far"), "{e}");
     }
 }

@@ -76,13 +76,15 @@ pub enum Error {
     /// The daemon said no.
     /// A mode cci cannot enforce where the container runs.
     #[error(
-        "network mode {mode} cannot be enforced on remote {remote}: cci's firewall (nftables) runs on this machine, not on the server. Use `--network open` there (the server's own network rules apply), or run the session on the local daemon"
+        "network mode {mode} cannot be enforced on remote {remote}: {why}. Use `--network open` there (only the server's own network rules apply), or run the session on the local daemon"
     )]
     RemoteUnenforced {
         /// The mode asked for.
         mode: String,
         /// The remote.
         remote: String,
+        /// Why not.
+        why: String,
     },
     #[error(transparent)]
     Incus(#[from] incus::Error),

@@ -23,8 +23,11 @@ pub struct Attachment {
     pub(super) bridge: Bridge,
     pub(super) resolved: allow::Resolved,
     /// The daemon is on another machine: its NIC gets no port of cci's
-    /// (no local rule could guard it; only open mode gets this far).
-    pub(super) remote: bool,
+    /// (no local rule could guard it), and the ACL below instead.
+    pub(super) remote: Option<String>,
+    /// On a remote, restricted and allowlist modes: the network ACL the
+    /// server enforces on the NIC (made before the container).
+    pub(super) acl: Option<crate::incus::acls::NetworkAcl>,
 }
 
 impl Attachment {
@@ -53,7 +56,7 @@ pub async fn prepare(
     policy: &Policy,
 ) -> Result<Attachment, Error> {
     if let Some(remote) = client.remote() {
-        super::backend::Unenforced {
+        super::backend::Remote {
             remote: remote.into(),
         }
         .check(policy.mode)?;
@@ -65,6 +68,7 @@ pub async fn prepare(
     }
     let nic = the_nic(devices)?;
     let mut bridge = Bridge::default();
+    let mut bridge_config = StringMap::new();
     if let Some((_, dev)) = &nic {
         let network = dev
             .get("network")
@@ -79,6 +83,7 @@ pub async fn prepare(
             });
         }
         bridge = bridge_of(&net.config);
+        bridge_config = net.config;
     }
     let mut resolved = allow::Resolved::default();
     if policy.mode == Mode::Allowlist {
@@ -89,13 +94,75 @@ pub async fn prepare(
         }
         resolved = r.resolved;
     }
+    let acl = match client.remote() {
+        Some(remote) if nic.is_some() && policy.mode != Mode::Open => {
+            Some(remote_acl(client, remote, policy, &bridge_config, &resolved).await?)
+        }
+        _ => None,
+    };
     Ok(Attachment {
         policy: policy.clone(),
         nic,
         bridge,
         resolved,
-        remote: client.remote().is_some(),
+        remote: client.remote().map(str::to_string),
+        acl,
     })
+}
+
+/// The network ACL for a container of `policy` on remote `remote`: the
+/// server must filter with nftables (Incus enforces NIC ACLs only so); its
+/// own addresses are read now. Unused ACLs cci left there are removed.
+async fn remote_acl(
+    client: &Client,
+    remote: &str,
+    policy: &Policy,
+    bridge_config: &StringMap,
+    resolved: &allow::Resolved,
+) -> Result<crate::incus::acls::NetworkAcl, Error> {
+    let refuse = |why: String| Error::RemoteUnenforced {
+        mode: policy.mode.to_string(),
+        remote: remote.into(),
+        why,
+    };
+    let info = client.server().await?;
+    if info.environment.firewall != "nftables" {
+        return Err(refuse(format!(
+            "its Incus filters with {:?}, and applies network ACLs to a container's NIC only with nftables",
+            info.environment.firewall
+        )));
+    }
+    let host: Vec<std::net::IpAddr> = client
+        .host_addresses()
+        .await?
+        .iter()
+        .filter_map(|a| a.address.parse().ok())
+        .collect();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    // What cci left behind (containers deleted by the daemon itself).
+    if let Ok(all) = client.acls().await {
+        for old in all.iter().filter(|a| super::acl::stale(a, now)) {
+            let _ = client.delete_acl(&old.name).await;
+        }
+    }
+    let (a4, a6) = allow::admitted(&policy.allow, resolved);
+    let allowed: Vec<ipnet::IpNet> = a4
+        .into_iter()
+        .map(ipnet::IpNet::V4)
+        .chain(a6.into_iter().map(ipnet::IpNet::V6))
+        .collect();
+    super::acl::plan(
+        &super::acl::new_name(),
+        policy,
+        &super::acl::BridgeNets::from_config(bridge_config),
+        &host,
+        &allowed,
+        now,
+    )
+    .ok_or_else(|| refuse("no ACL expresses it".into()))
 }
 
 /// The one NIC the profiles give (in order, a later profile's device
@@ -164,8 +231,20 @@ impl Attachment {
     /// and MAC anti-spoofing), record the policy on the instance, and keep it
     /// from autostarting after a host reboot before cci's rules exist.
     pub fn attach(&self, req: &mut InstanceCreate, port: &PortName) {
+        if let (Some((key, dev)), Some(acl)) = (&self.nic, &self.acl) {
+            // The server enforces the ACL on the container's own NIC: drop
+            // by default both ways, only what the ACL allows passes.
+            let mut dev = dev.clone();
+            dev.insert("security.acls".into(), acl.name.clone());
+            dev.insert("security.acls.default.egress.action".into(), "drop".into());
+            dev.insert("security.acls.default.ingress.action".into(), "drop".into());
+            dev.insert("security.mac_filtering".into(), "true".into());
+            req.devices.insert(key.clone(), dev);
+            req.config
+                .insert(super::acl::ACL_KEY.into(), acl.name.clone());
+        }
         if let Some((key, dev)) = &self.nic
-            && !self.remote
+            && self.remote.is_none()
         {
             let mut dev = dev.clone();
             dev.insert("host_name".into(), port.to_string());
@@ -230,7 +309,7 @@ impl Attachment {
     /// Open mode has nothing to enforce: a firewall that cannot be used is
     /// only logged there.
     pub fn guard(&self, fw: &dyn PolicyBackend, port: &PortName) -> Result<(), Error> {
-        if self.remote {
+        if self.remote.is_some() {
             // Nothing cci could install there: the backend only refuses the
             // modes it cannot enforce (checked at `prepare` already).
             return fw.guard(&PortRules {
@@ -283,11 +362,48 @@ pub(super) trait Daemon {
     async fn start(&self, name: &str) -> Result<(), Error>;
     /// Stop it by force and delete it; failures are ignored.
     async fn discard(&self, name: &str);
+    /// Make a remote container's network ACL.
+    async fn put_acl(&self, acl: &crate::incus::acls::NetworkAcl) -> Result<(), Error>;
+    /// The ACL the container's NIC carries, as the daemon has it.
+    async fn acl_of(&self, name: &str) -> Result<Option<String>, Error>;
+    /// Delete an ACL; failures are ignored.
+    async fn drop_acl(&self, name: &str);
 }
 
 impl Daemon for Client {
     async fn create(&self, req: &InstanceCreate) -> Result<(), Error> {
         Ok(self.create_instance(req).await?)
+    }
+
+    async fn put_acl(&self, acl: &crate::incus::acls::NetworkAcl) -> Result<(), Error> {
+        Ok(self.create_acl(acl).await?)
+    }
+
+    async fn acl_of(&self, name: &str) -> Result<Option<String>, Error> {
+        let (instance, _) = self.instance(name).await?;
+        let nics: Vec<_> = instance
+            .expanded_devices
+            .values()
+            .filter(|d| d.get("type").is_some_and(|t| t == "nic"))
+            .collect();
+        // Exactly one NIC, carrying an ACL and dropping what it does not allow.
+        Ok(match nics.as_slice() {
+            [d] if d
+                .get("security.acls.default.egress.action")
+                .is_some_and(|a| a == "drop")
+                && d.get("security.acls.default.ingress.action")
+                    .is_some_and(|a| a == "drop") =>
+            {
+                d.get("security.acls").cloned()
+            }
+            _ => None,
+        })
+    }
+
+    async fn drop_acl(&self, name: &str) {
+        if let Err(e) = self.delete_acl(name).await {
+            tracing::debug!("deleting network ACL {name}: {e}");
+        }
     }
 
     async fn write_hosts(&self, name: &str, resolved: &allow::Resolved) -> Result<(), Error> {
@@ -339,22 +455,57 @@ pub(super) async fn guarded_create<D: Daemon>(
     port: PortName,
 ) -> Result<(), Error> {
     att.attach(&mut req, &port);
-    daemon.create(&req).await?;
+    if let Some(acl) = &att.acl {
+        daemon.put_acl(acl).await?;
+        if let Err(e) = daemon.create(&req).await {
+            daemon.drop_acl(&acl.name).await;
+            return Err(e);
+        }
+    } else {
+        daemon.create(&req).await?;
+    }
     let started = async {
         att.guard(fw, &port)?;
+        // A remote's policy is the ACL on the NIC: checked as the daemon
+        // has it before anything runs (fail closed).
+        if let Some(acl) = &att.acl
+            && daemon.acl_of(&req.name).await?.as_deref() != Some(acl.name.as_str())
+        {
+            return Err(Error::RemoteUnenforced {
+                mode: att.policy.mode.to_string(),
+                remote: att.remote.clone().unwrap_or_default(),
+                why: format!(
+                    "its container {} does not carry network ACL {}",
+                    req.name, acl.name
+                ),
+            });
+        }
         if att.policy.mode == Mode::Allowlist {
             daemon.write_hosts(&req.name, &att.resolved).await?;
         }
         if att.policy.mode == Mode::Proxy {
             daemon.write_apt_conf(&req.name, &att.bridge).await?;
         }
-        daemon.start(&req.name).await?;
-        Ok(())
+        match daemon.start(&req.name).await {
+            // Incus puts an ACL's rules in the bridge family with
+            // connection tracking, which some kernels lack.
+            Err(Error::Incus(e)) if att.acl.is_some() && e.to_string().contains("ct state") => {
+                Err(Error::RemoteUnenforced {
+                    mode: att.policy.mode.to_string(),
+                    remote: att.remote.clone().unwrap_or_default(),
+                    why: "its kernel has no connection tracking for bridges (nf_conntrack_bridge), which Incus needs to apply a network ACL to a container's NIC".into(),
+                })
+            }
+            r => r,
+        }
     }
     .await;
     if started.is_err() {
         daemon.discard(&req.name).await;
         let _ = release(fw, &port);
+        if let Some(acl) = &att.acl {
+            daemon.drop_acl(&acl.name).await;
+        }
     }
     started
 }

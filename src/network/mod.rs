@@ -12,6 +12,7 @@
 //! the modules and re-exports what the rest of cci uses as
 //! `crate::network::...`.
 
+pub mod acl;
 pub mod allow;
 pub mod backend;
 pub mod egress;

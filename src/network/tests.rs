@@ -70,7 +70,8 @@ fn attachment(mode: Mode, with_nic: bool) -> Attachment {
         nic: with_nic.then(|| ("eth0".to_string(), nic("incusbr0"))),
         bridge: Bridge::default(),
         resolved: allow::Resolved::default(),
-        remote: false,
+        remote: None,
+        acl: None,
     }
 }
 
@@ -125,6 +126,7 @@ struct FakeDaemon {
     log: Log,
     fail_create: bool,
     fail_start: bool,
+    acl_on_nic: Option<String>,
 }
 
 impl FakeDaemon {
@@ -133,6 +135,7 @@ impl FakeDaemon {
             log: fw.log.clone(),
             fail_create: false,
             fail_start: false,
+            acl_on_nic: None,
         }
     }
 
@@ -147,7 +150,10 @@ impl FakeDaemon {
 
 impl Daemon for FakeDaemon {
     async fn create(&self, req: &InstanceCreate) -> Result<(), Error> {
-        let port = req.devices["eth0"]["host_name"].clone();
+        let port = req.devices["eth0"]
+            .get("host_name")
+            .cloned()
+            .unwrap_or_default();
         let what = format!("create {} start={} port={port}", req.name, req.start);
         self.step(what, self.fail_create)
     }
@@ -166,6 +172,19 @@ impl Daemon for FakeDaemon {
 
     async fn discard(&self, name: &str) {
         let _ = self.step(format!("discard {name}"), false);
+    }
+
+    async fn put_acl(&self, acl: &crate::incus::acls::NetworkAcl) -> Result<(), Error> {
+        self.step(format!("acl {}", acl.name), false)
+    }
+
+    async fn acl_of(&self, name: &str) -> Result<Option<String>, Error> {
+        self.step(format!("acl of {name}"), false)?;
+        Ok(self.acl_on_nic.clone())
+    }
+
+    async fn drop_acl(&self, name: &str) {
+        let _ = self.step(format!("drop acl {name}"), false);
     }
 }
 
@@ -270,4 +289,71 @@ async fn open_mode_starts_even_when_the_backend_fails() {
         .await
         .unwrap();
     assert_eq!(fw.calls().last(), Some(&daemon("start cci-ws-1")));
+}
+
+fn remote_attachment() -> Attachment {
+    let mut att = attachment(Mode::Restricted, true);
+    att.remote = Some("far".into());
+    att.acl = crate::network::acl::plan(
+        "cci-0123456789ab",
+        &att.policy,
+        &crate::network::acl::BridgeNets {
+            v4: Some("10.50.0.1/24".parse().unwrap()),
+            v6: None,
+        },
+        &[],
+        &[],
+        1,
+    );
+    att
+}
+
+#[tokio::test]
+async fn on_a_remote_the_acl_comes_first_and_must_be_on_the_nic_before_the_start() {
+    let fw = crate::network::backend::Remote {
+        remote: "far".into(),
+    };
+    let log_of = FakeBackend::new();
+    let mut d = FakeDaemon::on(&log_of);
+    d.acl_on_nic = Some("cci-0123456789ab".into());
+    let att = remote_attachment();
+    guarded_create(&d, &fw, &att, request(), PortName::random())
+        .await
+        .unwrap();
+    assert_eq!(
+        log_of.calls(),
+        [
+            daemon("acl cci-0123456789ab"),
+            daemon("create cci-ws-1 start=false port="),
+            daemon("acl of cci-ws-1"),
+            daemon("start cci-ws-1"),
+        ]
+    );
+    // Its NIC carries the ACL, drops the rest both ways, has no cci port.
+    let mut req = request();
+    att.attach(&mut req, &PortName::random());
+    let nic = &req.devices["eth0"];
+    assert_eq!(nic["security.acls"], "cci-0123456789ab");
+    assert_eq!(nic["security.acls.default.egress.action"], "drop");
+    assert_eq!(nic["security.acls.default.ingress.action"], "drop");
+    assert!(!nic.contains_key("host_name"));
+
+    // The NIC does not carry it as the daemon has it: never started, and
+    // the container and the ACL go.
+    let log_of = FakeBackend::new();
+    let d = FakeDaemon::on(&log_of);
+    let err = guarded_create(&d, &fw, &att, request(), PortName::random())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("does not carry network ACL"),
+        "{err}"
+    );
+    let calls = log_of.calls();
+    assert!(!calls.contains(&daemon("start cci-ws-1")), "{calls:?}");
+    assert!(calls.contains(&daemon("discard cci-ws-1")), "{calls:?}");
+    assert!(
+        calls.contains(&daemon("drop acl cci-0123456789ab")),
+        "{calls:?}"
+    );
 }

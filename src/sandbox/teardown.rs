@@ -30,11 +30,12 @@ pub async fn stop(client: &Client, name: &str, grace: Duration) -> incus::Result
 /// e.g. mid-create or mid-start; any other error is returned at once.
 pub async fn remove(host: &Host, name: &str) -> incus::Result<()> {
     let client = &host.client;
-    let port = client
-        .instance(name)
-        .await
-        .ok()
-        .and_then(|(i, _)| network::port_of(&i));
+    let instance = client.instance(name).await.ok().map(|(i, _)| i);
+    let port = instance.as_ref().and_then(network::port_of);
+    // A remote container's network ACL (a stale one is swept later too).
+    let acl = instance
+        .as_ref()
+        .and_then(|i| i.config.get(network::acl::ACL_KEY).cloned());
     let released = |port: Option<PortName>| {
         if let Some(p) = port
             && let Err(e) = network::release(host.policy(), &p)
@@ -50,10 +51,16 @@ pub async fn remove(host: &Host, name: &str) -> incus::Result<()> {
         match client.delete_instance(name).await {
             Ok(()) => {
                 released(port);
+                if let Some(acl) = &acl {
+                    let _ = client.delete_acl(acl).await;
+                }
                 return Ok(());
             }
             Err(e) if e.is_not_found() => {
                 released(port);
+                if let Some(acl) = &acl {
+                    let _ = client.delete_acl(acl).await;
+                }
                 return Ok(());
             }
             Err(e @ (incus::Error::Conflict(_) | incus::Error::InstanceRunning(_)))
