@@ -221,6 +221,11 @@ fn a_remote_over_https_runs_sessions_like_the_local_daemon() {
         .arg(p)))
     .trim()
     .to_string();
+    // Its name is its own: not the local daemon's for the same folder
+    // (cci's records of the two never mix), and another machine's would
+    // differ again.
+    let local = cci::sandbox::Workspace::resolve(p).unwrap().id;
+    assert!(!name.starts_with(&format!("cci-{local}-")), "{name}");
     let listed: serde_json::Value =
         serde_json::from_str(&ok(&run(far(h).args(["list", "--format", "json"])))).unwrap();
     assert!(

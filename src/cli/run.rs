@@ -75,7 +75,7 @@ fn prompt_run(
 }
 
 pub async fn run(host: &Host, args: RunArgs) -> anyhow::Result<i32> {
-    let workspace = args.sandbox.workspace()?;
+    let workspace = args.sandbox.workspace(host)?;
     if let Some(code) = args.sandbox.ensure_image(host).await? {
         return Ok(code);
     }

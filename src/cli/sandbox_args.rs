@@ -190,9 +190,9 @@ pub fn slot_limit() -> anyhow::Result<u32> {
 }
 
 impl SandboxArgs {
-    /// The workspace these flags name.
-    pub fn workspace(&self) -> anyhow::Result<Workspace> {
-        workspace_at(self.workspace.as_deref())
+    /// The workspace these flags name, as `host` knows it.
+    pub fn workspace(&self, host: &Host) -> anyhow::Result<Workspace> {
+        workspace_on(host, self.workspace.as_deref())
     }
 
     /// The image alias: `--image`, else the configuration's (`[defaults]
@@ -258,6 +258,15 @@ impl SandboxArgs {
         let code = super::build::build_image(host, req, false, super::build::Says::Stderr).await?;
         Ok((code != 0).then_some(code))
     }
+}
+
+/// [`workspace_at`] as `host` knows it (a remote's ids name this machine).
+pub fn workspace_on(host: &Host, path: Option<&std::path::Path>) -> anyhow::Result<Workspace> {
+    let ws = workspace_at(path)?;
+    Ok(match host.remote() {
+        Some(_) => ws.on_remote(crate::sandbox::orphans::machine_tag()),
+        None => ws,
+    })
 }
 
 /// The workspace at `path`, or the current directory's.

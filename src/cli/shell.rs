@@ -3,7 +3,7 @@
 use clap::Args;
 
 use super::UsageError;
-use super::sandbox_args::{SandboxArgs, slot_limit, workspace_at};
+use super::sandbox_args::{SandboxArgs, slot_limit, workspace_on};
 use super::signals::interrupted;
 use crate::host::Host;
 use crate::incus::InstanceStatus;
@@ -91,7 +91,7 @@ pub(super) fn agent_of(tool: Option<&str>, binary: Option<&str>) -> anyhow::Resu
 }
 
 pub async fn shell(host: &Host, args: ShellArgs) -> anyhow::Result<i32> {
-    let workspace = args.sandbox.workspace()?;
+    let workspace = args.sandbox.workspace(host)?;
     let mut id = sandbox::new_session_id();
     let mut resume = None;
     let (agent, argv, shell_after) = if args.debug {
@@ -249,7 +249,7 @@ pub async fn attach(host: &Host, args: AttachArgs) -> anyhow::Result<i32> {
 
 /// The running session container `attach` means when not told by name.
 async fn pick(host: &Host, args: &AttachArgs, slot: Option<Slot>) -> anyhow::Result<SandboxInfo> {
-    let ws = workspace_at(args.workspace.as_deref())?;
+    let ws = workspace_on(host, args.workspace.as_deref())?;
     let prefix = sandbox::workspace_prefix(&ws.id);
     sandbox::reap(host, &prefix).await;
     let mut all: Vec<SandboxInfo> = sandbox::list_prefix(host, &prefix, false)

@@ -4,7 +4,7 @@
 use clap::{Args, Subcommand};
 
 use super::output::{print_json, print_rows};
-use super::sandbox_args::{slot_limit, workspace_at};
+use super::sandbox_args::slot_limit;
 use super::{Format, UsageError};
 use crate::host::Host;
 use crate::sandbox::{self, Slot, StateSave, snapshots};
@@ -97,7 +97,7 @@ async fn resolve(host: &Host, t: &Target) -> anyhow::Result<String> {
     if let Some(name) = &t.name {
         return Ok(name.clone());
     }
-    let ws = workspace_at(t.workspace.as_deref())?;
+    let ws = super::sandbox_args::workspace_on(host, t.workspace.as_deref())?;
     let prefix = sandbox::workspace_prefix(&ws.id);
     let mut all: Vec<_> = sandbox::list_prefix(host, &prefix, false)
         .await?

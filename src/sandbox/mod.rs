@@ -17,7 +17,7 @@ mod launch;
 mod lifecycle;
 mod mounts;
 mod names;
-mod orphans;
+pub mod orphans;
 pub mod plan_extras;
 pub mod plan_policy;
 mod profile;

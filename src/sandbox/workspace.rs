@@ -65,6 +65,16 @@ impl Workspace {
         Ok(Workspace { path, id })
     }
 
+    /// The workspace as seen on a remote server: its id (container names)
+    /// also names this machine, so two machines with the same path never
+    /// share slots on one server, and a remote's containers never share a
+    /// name (and cci's local records) with the local daemon's.
+    pub fn on_remote(self, machine: &str) -> Workspace {
+        let digest = Sha256::digest(format!("{machine}\0{}", self.path_str()).as_bytes());
+        let id = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+        Workspace { id, ..self }
+    }
+
     /// The path as Incus takes it.
     pub fn path_str(&self) -> &str {
         // from_canonical checked it is UTF-8.
@@ -75,6 +85,18 @@ impl Workspace {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_remote_workspace_has_an_id_of_its_own_per_machine() {
+        let ws = Workspace::from_canonical("/home/user/project".into()).unwrap();
+        let a = ws.clone().on_remote("0123456789ab");
+        let b = ws.clone().on_remote("ba9876543210");
+        assert_ne!(a.id, ws.id);
+        assert_ne!(a.id, b.id);
+        assert_eq!(a.id.len(), 8);
+        assert_eq!(a.path, ws.path);
+        assert_eq!(a, ws.on_remote("0123456789ab"));
+    }
 
     #[test]
     fn id_is_the_first_8_hex_of_sha256_of_the_path() {
