@@ -322,6 +322,24 @@ fn a_remote_over_https_runs_sessions_like_the_local_daemon() {
         "--ssh-agent",
         Duration::from_secs(5),
     );
+    // --target names a cluster member: this server is not a cluster.
+    fails(
+        far(h)
+            .args([
+                "run",
+                "--isolated",
+                "--network",
+                "open",
+                "--target",
+                "node2",
+                "-w",
+            ])
+            .arg(p)
+            .args(["--", "true"]),
+        2,
+        "--target node2: far is not a cluster",
+        Duration::from_secs(5),
+    );
     // Restricted mode (the default) is the server's to enforce, with a
     // network ACL on the container's NIC; a kernel without connection
     // tracking for bridges cannot, and the container never runs then.

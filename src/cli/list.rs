@@ -49,6 +49,38 @@ fn print_table(all: &[SandboxInfo]) {
         println!("no cci containers");
         return;
     }
+    // On a cluster: which member each runs on.
+    if all.iter().any(|s| !s.location.is_empty()) {
+        let rows: Vec<[String; 9]> = all
+            .iter()
+            .map(|s| {
+                [
+                    format!("{} ({})", s.name, s.mode()),
+                    s.state.to_string(),
+                    dash(&s.location),
+                    slot_of(s),
+                    s.kind.clone(),
+                    s.ipv4.clone().unwrap_or_else(|| "-".into()),
+                    s.created.get(..19).unwrap_or(&s.created).replace('T', " "),
+                    dash(&s.image),
+                    dash(&s.workspace),
+                ]
+            })
+            .collect();
+        let head = [
+            "NAME",
+            "STATE",
+            "MEMBER",
+            "SLOT",
+            "KIND",
+            "IPV4",
+            "CREATED",
+            "IMAGE",
+            "WORKSPACE",
+        ];
+        print_rows(&head, &rows);
+        return;
+    }
     // `NAME (ephemeral)` / `NAME (persistent)`, as the original showed them.
     let rows: Vec<[String; 8]> = all
         .iter()

@@ -52,6 +52,10 @@ pub struct SandboxArgs {
     /// (default 127.0.0.1) and HOST_PORT (repeatable; adds to `[[ports]]`).
     #[arg(long = "publish", short = 'p', value_name = "[ADDRESS:]HOST_PORT:CONTAINER_PORT", value_parser = sandbox::parse_publish)]
     pub publish: Vec<crate::config::PortSpec>,
+    /// On a cluster: the member to run on [default: where the cluster's
+    /// scheduler places it].
+    #[arg(long, value_name = "MEMBER")]
+    pub target: Option<String>,
     /// Isolated git sessions.
     #[command(flatten)]
     pub git: GitArgs,
@@ -233,6 +237,7 @@ impl SandboxArgs {
             isolated: self.git.isolated(crate::config::current()),
             ssh_agent: self.ssh_agent,
             ports: self.publish.clone(),
+            target: self.target.clone(),
         };
         match plan_extras::extras(&host.client, host.config, workspace, &flags, session).await {
             Ok(extras) => Ok(extras),

@@ -54,6 +54,9 @@ pub struct InstanceCreate {
     pub start: bool,
     /// Free text.
     pub description: String,
+    /// On a cluster: the member to create it on (None: the scheduler's choice).
+    #[serde(skip)]
+    pub target: Option<String>,
 }
 
 impl InstanceCreate {
@@ -125,6 +128,9 @@ pub struct Instance {
     /// The Incus project it belongs to (empty: not reported, the client's own).
     #[serde(default)]
     pub project: String,
+    /// The cluster member it is on (`none` on a standalone server).
+    #[serde(default)]
+    pub location: String,
 }
 
 impl Instance {
@@ -249,10 +255,11 @@ impl StateChange {
 impl Client {
     /// Create an instance (and start it when `spec.start`), waiting until done.
     pub async fn create_instance(&self, spec: &InstanceCreate) -> Result<()> {
-        let req = self
-            .transport
-            .request(Method::POST, "/1.0/instances")
-            .json(spec);
+        let path = match &spec.target {
+            Some(member) => format!("/1.0/instances?target={}", encode(member)),
+            None => "/1.0/instances".to_string(),
+        };
+        let req = self.transport.request(Method::POST, &path).json(spec);
         let op = self.transport.operation(req).await?;
         match self.wait_operation(&op.id, Some(LIFECYCLE_TIMEOUT)).await {
             Ok(_) => Ok(()),

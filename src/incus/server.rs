@@ -44,6 +44,9 @@ pub struct ServerEnvironment {
     /// Whether the kernel supports idmapped mounts (`shift=true` disks).
     #[serde(default)]
     pub kernel_features: std::collections::HashMap<String, String>,
+    /// Whether the server is a member of a cluster.
+    #[serde(default)]
+    pub server_clustered: bool,
     /// The firewall driver (`nftables` or `xtables`).
     #[serde(default)]
     pub firewall: String,
@@ -83,6 +86,20 @@ impl Client {
                 | Error::Unreachable { .. }
                 | Error::RemoteUnreachable { .. })
         )
+    }
+
+    /// The names of a cluster's members.
+    pub async fn cluster_members(&self) -> Result<Vec<String>> {
+        let urls: Vec<String> = self.transport.get("/1.0/cluster/members").await?;
+        Ok(urls
+            .iter()
+            .filter_map(|u| u.rsplit('/').next())
+            .map(|n| {
+                percent_encoding::percent_decode_str(n)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
+            .collect())
     }
 
     /// Have the daemon trust the client certificate this connection

@@ -54,6 +54,9 @@ pub struct SandboxInfo {
     /// The isolated git session at /workspace (its id), if any.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub git_session: String,
+    /// The cluster member it runs on (empty on a standalone server).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub location: String,
     /// The user that runs inside (as recorded at creation).
     #[serde(skip)]
     pub account: crate::config::Account,
@@ -95,6 +98,10 @@ impl SandboxInfo {
             saved: key(keys::SAVED),
             save_error: key(keys::SAVE_ERROR),
             git_session: key(keys::GIT_SESSION),
+            location: match instance.location.as_str() {
+                "none" => String::new(),
+                l => l.to_string(),
+            },
             account: key(keys::ACCOUNT)
                 .split_once(':')
                 .and_then(|(uid, name)| Some(Account::new(uid.parse().ok()?, name)))
@@ -302,5 +309,17 @@ mod tests {
             (&v["state"], &v["mode"]),
             (&"Stopped".into(), &"ephemeral".into())
         );
+        // A standalone server says `none`: nothing shown; a cluster's member is.
+        let mut on = i.clone();
+        on.location = "none".into();
+        assert_eq!(
+            SandboxInfo::from_instance(&on, &Account::new(1000, "code"))
+                .unwrap()
+                .location,
+            ""
+        );
+        on.location = "node2".into();
+        let s = SandboxInfo::from_instance(&on, &Account::new(1000, "code")).unwrap();
+        assert_eq!(serde_json::to_value(&s).unwrap()["location"], "node2");
     }
 }

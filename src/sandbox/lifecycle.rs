@@ -198,6 +198,7 @@ mod tests {
             saved: String::new(),
             save_error: String::new(),
             git_session: String::new(),
+            location: String::new(),
             account: crate::config::Account::new(1000, "code"),
         }
     }

@@ -54,6 +54,8 @@ pub struct Extras {
     pub max_duration: Option<Duration>,
     /// The host's SSH agent, forwarded (`--ssh-agent`).
     pub ssh_agent: Option<super::forward::SshAgent>,
+    /// The cluster member to create on (`--target`).
+    pub target: Option<String>,
     /// git through cci's forwarder (see `crate::forge`).
     pub forge: Option<crate::forge::Forward>,
     /// Container ports published on the host (`--publish`, `[[ports]]`).

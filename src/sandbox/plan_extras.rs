@@ -26,6 +26,8 @@ pub struct Flags {
     pub ssh_agent: bool,
     /// `--publish` (after the configured `[[ports]]`).
     pub ports: Vec<crate::config::PortSpec>,
+    /// `--target MEMBER`: the cluster member to create on.
+    pub target: Option<String>,
 }
 
 /// Why the extras cannot be made.
@@ -47,9 +49,45 @@ pub async fn extras(
     flags: &Flags,
     session: bool,
 ) -> Result<Extras, ExtrasError> {
-    if let Some(remote) = client.remote() {
-        return remote_extras(client, remote, cfg, flags, session).await;
+    let target = match &flags.target {
+        Some(member) => Some(cluster_member(client, member).await?),
+        None => None,
+    };
+    let mut extras = match client.remote() {
+        Some(remote) => remote_extras(client, remote, cfg, flags, session).await?,
+        None => local_extras(client, cfg, workspace, flags, session).await?,
+    };
+    extras.target = target;
+    Ok(extras)
+}
+
+/// `member` when the server is a cluster that has it; else why not.
+async fn cluster_member(client: &Client, member: &str) -> Result<String, ExtrasError> {
+    let info = client.server().await?;
+    let server = client.remote().unwrap_or("the local daemon");
+    if !info.environment.server_clustered {
+        return Err(ExtrasError::Usage(format!(
+            "--target {member}: {server} is not a cluster (a standalone server places every container itself)"
+        )));
     }
+    let members = client.cluster_members().await?;
+    if !members.iter().any(|m| m == member) {
+        return Err(ExtrasError::Usage(format!(
+            "--target {member}: the cluster has no such member (members: {})",
+            members.join(", ")
+        )));
+    }
+    Ok(member.to_string())
+}
+
+/// The extras of a sandbox on the local daemon.
+async fn local_extras(
+    client: &Client,
+    cfg: &Effective,
+    workspace: &Workspace,
+    flags: &Flags,
+    session: bool,
+) -> Result<Extras, ExtrasError> {
     let mut mounts: Vec<(String, String, bool)> = cfg
         .mounts
         .iter()
@@ -199,6 +237,7 @@ pub async fn extras(
         } else {
             None
         },
+        target: None,
     })
 }
 
@@ -269,6 +308,7 @@ pub async fn remote_extras(
         sockets: Vec::new(),
         forge: None,
         ssh_agent: None,
+        target: None,
     })
 }
 

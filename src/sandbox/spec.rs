@@ -120,6 +120,7 @@ impl SandboxSpec {
     /// The create request for `name` in `slot`.
     pub fn create_request(&self, name: &str, slot: Slot, launch_token: &str) -> InstanceCreate {
         let mut req = InstanceCreate::container(name, &ImageRef::Alias(self.image.clone()));
+        req.target = self.extras.target.clone();
         let config = &mut req.config;
         config.insert(keys::WORKSPACE.into(), self.workspace.path_str().into());
         config.insert(keys::SLOT.into(), slot.to_string());
