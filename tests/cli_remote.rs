@@ -322,6 +322,13 @@ fn a_remote_over_https_runs_sessions_like_the_local_daemon() {
         "--ssh-agent",
         Duration::from_secs(5),
     );
+    let dir = h.display().to_string();
+    fails(
+        far(h).args(["container", "mount", "x", "d", &dir, "/mnt"]),
+        2,
+        "cannot mount a folder of this machine",
+        Duration::from_secs(5),
+    );
     // --target names a cluster member: this server is not a cluster.
     fails(
         far(h)

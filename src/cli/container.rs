@@ -256,6 +256,12 @@ async fn list(host: &Host, args: ListArgs) -> anyhow::Result<i32> {
 }
 
 async fn mount(host: &Host, a: MountArgs) -> anyhow::Result<i32> {
+    if let Some(remote) = host.remote() {
+        return Err(super::UsageError(format!(
+            "remote {remote} cannot mount a folder of this machine (a path there names the server's); copy it in with `cci file push -r` instead"
+        ))
+        .into());
+    }
     let client = &host.client;
     let (instance, etag) = client.instance(&a.name).await?;
     let plan = crate::sandbox::plan_host_mount(
