@@ -208,6 +208,44 @@ fn a_remote_over_https_runs_sessions_like_the_local_daemon() {
         "one\ntwo\n"
     );
 
+    // A folder that is not a repository is copied in; what the command
+    // made of it comes back for review, into the folder only when asked,
+    // never through a link and never into .git.
+    let plain = tempfile::tempdir().unwrap();
+    let f = plain.path();
+    std::fs::write(f.join("a.txt"), "one\n").unwrap();
+    std::fs::write(f.join("run.sh"), "#!/bin/sh\necho ran\n").unwrap();
+    Command::new("chmod")
+        .arg("755")
+        .arg(f.join("run.sh"))
+        .status()
+        .unwrap();
+    let _plain_sessions = Sessions(f.into());
+    let said = ok(&run(far(h)
+        .args(["run", "--network", "open", "-w"])
+        .arg(f)
+        .args(["--", "sh", "-c"])
+        .arg("./run.sh; cat a.txt; findmnt -n /workspace || echo unmounted; echo two > a.txt; echo new > b.txt; mkdir -p .git/hooks; echo evil > .git/hooks/post-checkout")));
+    assert!(
+        said.contains("ran") && said.contains("one") && said.contains("unmounted"),
+        "{said}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(f.join("a.txt")).unwrap(),
+        "one\n",
+        "nothing applied unasked"
+    );
+    let review = ok(&run(far(h).args(["sync", "-w"]).arg(f)));
+    assert!(
+        review.contains("a.txt") && review.contains("b.txt"),
+        "{review}"
+    );
+    assert!(review.contains(".git is never copied back"), "{review}");
+    ok(&run(far(h).args(["sync", "--apply", "-w"]).arg(f)));
+    assert_eq!(std::fs::read_to_string(f.join("a.txt")).unwrap(), "two\n");
+    assert_eq!(std::fs::read_to_string(f.join("b.txt")).unwrap(), "new\n");
+    assert!(!f.join(".git").exists());
+
     // A background session: list, exec, files, attach, kill.
     let name = ok(&run(far(h)
         .args([

@@ -47,6 +47,7 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
             | Error::Prepare { .. }
             | Error::NotReady(_)
             | Error::Isolated(_)
+            | Error::CopyIn(_)
             // As when it was reported as a daemon's invalid request.
             | Error::SaveStart(_),
         ) => return 1,

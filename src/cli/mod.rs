@@ -35,6 +35,7 @@ mod shutdown;
 mod signals;
 mod snapshot;
 mod status;
+mod sync;
 pub use signals::latch_signals;
 mod targets;
 mod tmux;
@@ -178,6 +179,9 @@ pub enum Command {
     /// A new slot of the workspace from a copy of a container (its
     /// packages, home and agent state), to try another approach beside it.
     Fork(snapshot::ForkArgs),
+    /// A copied folder (a remote server, a folder that is not a git
+    /// repository): what the agent changed, and `--apply` to bring it in.
+    Sync(sync::SyncArgs),
     /// Incus servers on other machines: add (with a trust token or an
     /// accepted certificate), list, remove; use one with `--remote NAME`.
     #[command(subcommand)]
@@ -390,6 +394,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Forge(cmd) => forge::run(&host, cmd).await,
         Command::Snapshot(cmd) => snapshot::snapshot(&host, cmd).await,
         Command::Fork(args) => snapshot::fork(&host, args).await,
+        Command::Sync(args) => sync::sync(&host, args).await,
         // Handled above, before the configuration is installed.
         Command::Config(_) | Command::Trust(_) | Command::Remote(_) => Ok(0),
     }

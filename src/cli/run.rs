@@ -181,6 +181,15 @@ pub async fn run(host: &Host, args: RunArgs) -> anyhow::Result<i32> {
     for g in &outcome.git {
         eprintln!("{}", super::isolate::report(g));
     }
+    match &outcome.copied {
+        Some(Ok(())) => eprintln!(
+            "cci: the folder as the command left it is kept for review: `cci sync {0}` shows what changed, `cci sync {0} --apply` brings it into {1}",
+            outcome.container,
+            req.spec.workspace.path.display()
+        ),
+        Some(Err(e)) => eprintln!("cci: the folder's copy did NOT come back: {e}"),
+        None => {}
+    }
     if args.format == RunFormat::Json {
         let v = serde_json::json!({
             "stdout": String::from_utf8_lossy(&out),

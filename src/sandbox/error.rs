@@ -46,6 +46,9 @@ pub enum Error {
     /// The isolated git session could not be set up inside.
     #[error("could not set up the isolated git session: {0}")]
     Isolated(String),
+    /// The folder could not be copied in (a remote server).
+    #[error("could not copy the folder in: {0}")]
+    CopyIn(String),
     /// The container runs but the session in it could not start.
     #[error("could not start the session in {container}: {message}")]
     SessionStart {

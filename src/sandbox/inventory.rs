@@ -54,6 +54,9 @@ pub struct SandboxInfo {
     /// The isolated git session at /workspace (its id), if any.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub git_session: String,
+    /// Its workspace is a copy (a remote server; see `sandbox::copied`).
+    #[serde(skip)]
+    pub copy: bool,
     /// The cluster member it runs on (empty on a standalone server).
     #[serde(skip_serializing_if = "String::is_empty")]
     pub location: String,
@@ -98,6 +101,7 @@ impl SandboxInfo {
             saved: key(keys::SAVED),
             save_error: key(keys::SAVE_ERROR),
             git_session: key(keys::GIT_SESSION),
+            copy: key(super::copied::COPY_KEY) == "true",
             location: match instance.location.as_str() {
                 "none" => String::new(),
                 l => l.to_string(),

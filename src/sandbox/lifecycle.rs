@@ -199,6 +199,7 @@ mod tests {
             save_error: String::new(),
             git_session: String::new(),
             location: String::new(),
+            copy: false,
             account: crate::config::Account::new(1000, "code"),
         }
     }

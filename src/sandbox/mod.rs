@@ -9,6 +9,7 @@ pub mod changes;
 mod error;
 pub mod forward;
 pub use forward::parse_publish;
+pub mod copied;
 mod hostmount;
 pub mod idmap;
 mod inventory;

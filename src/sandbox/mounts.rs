@@ -42,6 +42,9 @@ pub struct Extras {
     pub protected: Vec<Mount>,
     /// No workspace mount: an isolated git session clones it inside.
     pub isolated: bool,
+    /// The workspace is copied in instead of mounted (a remote server and a
+    /// folder that is not a git repository; see `sandbox::copied`).
+    pub copy: bool,
     /// The host uid/gid mapped to the account inside (the workspace owner);
     /// `None` (`incus.disable_shift`): no host id is mapped.
     pub owner: Option<(u32, u32)>,

@@ -54,7 +54,7 @@ pub async fn extras(
         None => None,
     };
     let mut extras = match client.remote() {
-        Some(remote) => remote_extras(client, remote, cfg, flags, session).await?,
+        Some(remote) => remote_extras(client, remote, cfg, workspace, flags, session).await?,
         None => local_extras(client, cfg, workspace, flags, session).await?,
     };
     extras.target = target;
@@ -223,6 +223,7 @@ async fn local_extras(
         mounts,
         protected: protected.mounts,
         isolated: flags.isolated,
+        copy: false,
         owner,
         kernel_allow: cfg.allow_syscalls.clone(),
         no_wait: flags.no_wait,
@@ -249,6 +250,7 @@ pub async fn remote_extras(
     client: &Client,
     remote: &str,
     cfg: &Effective,
+    workspace: &Workspace,
     flags: &Flags,
     session: bool,
 ) -> Result<Extras, ExtrasError> {
@@ -257,7 +259,10 @@ pub async fn remote_extras(
             "{what} cannot be used on remote {remote}: it would name a path or socket of the server, not of this machine"
         )))
     };
-    if !flags.isolated {
+    // A repository goes in as an isolated session; any other folder is
+    // copied in (and back only on request: `cci sync`).
+    let copy = !flags.isolated;
+    if copy && workspace.path.join(".git").exists() {
         return Err(ExtrasError::Usage(format!(
             "remote {remote} cannot mount this folder: use an isolated session (`--isolated`: the repository goes in, `cci diff`/`cci merge` bring the commits back), or run on the local daemon"
         )));
@@ -298,6 +303,7 @@ pub async fn remote_extras(
         mounts: Vec::new(),
         protected: Vec::new(),
         isolated: true,
+        copy,
         owner: None,
         kernel_allow: cfg.allow_syscalls.clone(),
         no_wait: flags.no_wait,

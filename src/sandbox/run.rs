@@ -83,6 +83,8 @@ pub struct RunOutcome {
     /// The workspace files added, changed or removed (when asked, and the
     /// workspace was not too big to walk).
     pub files_changed: Option<Vec<String>>,
+    /// A copied folder (a remote server): whether it came back for review.
+    pub copied: Option<Result<(), String>>,
 }
 
 /// The environment agents and commands get: who they are (`a`), where, and
@@ -139,7 +141,7 @@ where
         r = launch(host, &req.spec, req.slot, req.slot_limit, &attempt) => r?,
         signal = &mut interrupt => {
             attempt.abandon(host).await;
-            return Ok(RunOutcome { container: String::new(), ending: Ending::Interrupted(signal), duration: start.elapsed(), changed: Vec::new(), git: Vec::new(), state: None, files_changed: None });
+            return Ok(RunOutcome { container: String::new(), ending: Ending::Interrupted(signal), duration: start.elapsed(), changed: Vec::new(), git: Vec::new(), state: None, files_changed: None, copied: None });
         }
     };
     let records = match &req.git {
@@ -156,6 +158,13 @@ where
         }
         None => None,
     };
+    if req.spec.extras.copy
+        && let Err(e) =
+            super::copied::copy_in(client, &launched.name, account, &req.spec.workspace.path).await
+    {
+        let _ = dispose(host, &launched.name).await;
+        return Err(Error::CopyIn(e));
+    }
     if let Some(agent) = &req.agent
         && let Err(e) = super::saving::prepare(host, &launched.name, agent, None, account).await
     {
@@ -212,6 +221,16 @@ where
             });
         }
     }
+    // A copied folder comes back into cci's folder (never into yours) for
+    // review with `cci sync`.
+    let copied = match req.spec.extras.copy {
+        true => Some(
+            super::copied::copy_out(client, &launched.name, account)
+                .await
+                .map(|_| ()),
+        ),
+        false => None,
+    };
     // An agent's conversation is kept as a saved session (`cci shell
     // --resume=ID` continues it).
     let state = match &req.agent {
@@ -255,6 +274,7 @@ where
         state,
         files_changed: files_before
             .and_then(|b| Some(super::changes::diff(&b, &super::changes::snapshot(ws)?))),
+        copied,
     })
 }
 

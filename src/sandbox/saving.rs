@@ -108,6 +108,15 @@ pub async fn save_state(
                     "the isolated session's commits were not brought to the host: {why}"
                 ));
             }
+            // A copied folder comes back into cci's folder for `cci sync`.
+            if info.copy
+                && let Err(why) =
+                    super::copied::copy_out(&host.client, &info.name, &info.account).await
+            {
+                break StateSave::Failed(format!(
+                    "the folder's copy was not brought to the host: {why}"
+                ));
+            }
             synced = true;
         }
         let Some(agent) = &agent else {

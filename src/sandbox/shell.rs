@@ -130,6 +130,14 @@ pub async fn open(
             let _ = remove(host, &launched.name).await;
             return Err(Error::Isolated(e));
         }
+        if spec.extras.copy
+            && let Err(e) =
+                super::copied::copy_in(client, &launched.name, account, &spec.workspace.path).await
+        {
+            attempt.set(None);
+            let _ = remove(host, &launched.name).await;
+            return Err(Error::CopyIn(e));
+        }
         let started = match prepare(host, &launched.name, req, account).await {
             Ok(()) => tmux::start(client, &launched.name, &req.command, account).await,
             Err(e) => Err(e),

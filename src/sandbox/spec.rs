@@ -146,6 +146,9 @@ impl SandboxSpec {
             config.insert("security.nesting".into(), "true".into());
         }
         let x = &self.extras;
+        if x.copy {
+            config.insert(super::copied::COPY_KEY.into(), "true".into());
+        }
         for (key, value) in [
             ("limits.cpu", x.cpu.map(|c| c.to_string())),
             ("limits.memory", x.memory.clone()),
