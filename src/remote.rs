@@ -235,8 +235,13 @@ impl Places {
             for (name, r) in self.read_incus()? {
                 let instance_server = !r.public
                     && (r.protocol.is_empty() || r.protocol == "incus")
+                    && r.auth_type != "oidc"
                     && r.addr.starts_with("https://");
-                if name == LOCAL || !instance_server || out.iter().any(|o| o.name == name) {
+                // Names become file names: one cci would not accept is left out.
+                if check_name(&name).is_err()
+                    || !instance_server
+                    || out.iter().any(|o| o.name == name)
+                {
                     continue;
                 }
                 out.push(Remote {
@@ -294,6 +299,15 @@ impl Places {
             Ok(pem) => ServerTrust::Pinned(pem_der(&pem).ok_or_else(|| {
                 Error::Usage(format!("{} holds no certificate", pinned.display()))
             })?),
+            // cci pins every remote it adds: a pin gone is not a reason to
+            // trust whatever the system's authorities vouch for.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && remote.source == Source::Cci => {
+                return Err(Error::Usage(format!(
+                    "the pinned certificate of remote {} ({}) is missing; add the remote again (`cci remote remove {0}`, `cci remote add {0} ...`)",
+                    remote.name,
+                    pinned.display()
+                )));
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => ServerTrust::SystemRoots,
             Err(e) => return Err(Error::Io(format!("reading {}", pinned.display()), e)),
         };
@@ -771,7 +785,7 @@ mod tests {
         std::fs::create_dir_all(&incus_dir).unwrap();
         std::fs::write(
             incus_dir.join("config.yml"),
-            "default-remote: local\nremotes:\n  foo:\n    addr: https://192.0.2.4:8443\n    auth_type: tls\n    project: dev\n    protocol: incus\n    public: false\n  images:\n    addr: https://images.linuxcontainers.org\n    protocol: simplestreams\n    public: true\n  local:\n    addr: unix://\n    public: false\n  sso:\n    addr: https://192.0.2.9:8443\n    auth_type: oidc\n    public: false\naliases: {}\n",
+            "default-remote: local\nremotes:\n  foo:\n    addr: https://192.0.2.4:8443\n    auth_type: tls\n    project: dev\n    protocol: incus\n    public: false\n  images:\n    addr: https://images.linuxcontainers.org\n    protocol: simplestreams\n    public: true\n  local:\n    addr: unix://\n    public: false\n  sso:\n    addr: https://192.0.2.9:8443\n    auth_type: oidc\n    public: false\n  ../x:\n    addr: https://192.0.2.7:8443\n    public: false\naliases: {}\n",
         )
         .unwrap();
         let places = Places {
@@ -779,7 +793,9 @@ mod tests {
             incus: Some(incus_dir),
         };
         let names: Vec<_> = places.list().unwrap().into_iter().map(|r| r.name).collect();
-        assert_eq!(names, ["foo", "sso"]);
+        assert_eq!(names, ["foo"]);
+        let err = places.find("sso").unwrap_err().to_string();
+        assert!(err.contains("OpenID Connect"), "{err}");
         let foo = places.find("foo").unwrap();
         assert_eq!(foo.project.as_deref(), Some("dev"));
         assert_eq!(foo.source, Source::Incus);

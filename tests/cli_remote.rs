@@ -391,16 +391,19 @@ fn a_remote_over_https_runs_sessions_like_the_local_daemon() {
     restricted_on_the_server(h, p);
     let acls = incus(&["network", "acl", "list", "--format", "csv"]);
     assert!(!acls.contains("cci-"), "an ACL was left: {acls}");
-    // Proxy mode cannot be enforced there: refused, never weakened.
-    fails(
-        far(h)
-            .args(["run", "--isolated", "--network", "proxy", "-w"])
-            .arg(p)
-            .args(["--", "true"]),
-        7,
-        "network mode proxy cannot be enforced on remote far",
-        Duration::from_secs(5),
-    );
+    // Proxy and allowlist modes cannot be enforced there: refused, never
+    // weakened.
+    for mode in ["proxy", "allowlist"] {
+        fails(
+            far(h)
+                .args(["run", "--isolated", "--network", mode, "-w"])
+                .arg(p)
+                .args(["--", "true"]),
+            7,
+            &format!("network mode {mode} cannot be enforced on remote far"),
+            Duration::from_secs(5),
+        );
+    }
     fails(
         far(h).args(["network", "status"]),
         2,

@@ -216,7 +216,9 @@ pub fn spawn(settings: &Settings) -> std::io::Result<()> {
         return Ok(());
     }
     let mut cmd = std::process::Command::new(std::env::current_exe()?);
-    cmd.args(["events", "--notify"]);
+    // It serves this user's sessions on the local daemon.
+    cmd.args(["events", "--notify", "--remote", "local"])
+        .env_remove("CCI_REMOTE");
     crate::state::spawn_daemon(cmd, "notify.log")
 }
 

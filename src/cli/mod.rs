@@ -348,7 +348,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         // cci guards there).
         let firewall_command = match &cli.command {
             Some(Command::Network(_)) => true,
-            Some(Command::Clean(a)) => a.orphans,
+            // (Which mirrors are in use is the local daemon's to say.)
+            Some(Command::Clean(a)) => a.orphans || a.git_mirrors,
             _ => false,
         };
         if firewall_command {

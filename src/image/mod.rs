@@ -182,6 +182,10 @@ async fn build_in<W: AsyncWrite + Unpin>(
     create
         .config
         .insert(crate::sandbox::keys::KIND.into(), "build".into());
+    create.config.insert(
+        crate::sandbox::keys::MACHINE.into(),
+        crate::sandbox::orphans::machine_tag().into(),
+    );
     create
         .config
         .insert("user.cci.build".into(), req.alias.clone());

@@ -99,22 +99,37 @@ impl Client {
     }
 
     /// The addresses of every interface the server has (its own
-    /// addresses, as a container would have to be kept from them).
-    pub async fn host_addresses(&self) -> Result<Vec<InterfaceAddress>> {
-        let names: Vec<String> = self.transport.get("/1.0/networks").await?;
+    /// addresses, as a container would have to be kept from them): asked
+    /// in the default project (the only one that lists the host's own
+    /// interfaces), of each of `members` on a cluster.
+    pub async fn host_addresses(&self, members: &[String]) -> Result<Vec<InterfaceAddress>> {
+        let default = self.clone().with_project(None);
+        let targets: Vec<Option<&String>> = if members.is_empty() {
+            vec![None]
+        } else {
+            members.iter().map(Some).collect()
+        };
         let mut out = Vec::new();
-        for url in names {
-            let name = url.rsplit('/').next().unwrap_or_default();
-            let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
-            let state: Result<NetworkState> = self
-                .transport
-                .get(&format!("/1.0/networks/{}/state", encode(&name)))
-                .await;
-            // An interface gone meanwhile has no addresses to keep from.
-            match state {
-                Ok(s) => out.extend(s.addresses),
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(e),
+        for target in targets {
+            let on = |path: String| match target {
+                Some(m) => format!("{path}?target={}", encode(m)),
+                None => path,
+            };
+            let names: Vec<String> = default.transport.get(&on("/1.0/networks".into())).await?;
+            for url in names {
+                let name = url.rsplit('/').next().unwrap_or_default();
+                let name = name.split('?').next().unwrap_or_default();
+                let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
+                let state: Result<NetworkState> = default
+                    .transport
+                    .get(&on(format!("/1.0/networks/{}/state", encode(&name))))
+                    .await;
+                // An interface gone meanwhile has no addresses to keep from.
+                match state {
+                    Ok(s) => out.extend(s.addresses),
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
         Ok(out)

@@ -81,6 +81,14 @@ impl Endpoint {
         }
     }
 
+    /// The HTTPS endpoint, None for the local daemon.
+    pub fn https(&self) -> Option<&Https> {
+        match self {
+            Endpoint::Unix(_) => None,
+            Endpoint::Https(h) => Some(h),
+        }
+    }
+
     /// The remote's name, None for the local daemon.
     pub fn remote(&self) -> Option<&str> {
         match self {
@@ -187,6 +195,10 @@ impl Transport {
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured((*endpoint.tls).clone())
             .connect_timeout(Duration::from_secs(4))
+            // Never elsewhere: a redirect (to plain HTTP, to this machine)
+            // would carry a request's body where the pin does not hold.
+            .redirect(reqwest::redirect::Policy::none())
+            .https_only(true)
             .build()
             .map_err(|e| Error::Protocol(format!("building the HTTP client: {e}")))?;
         Ok(Transport {

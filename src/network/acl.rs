@@ -1,7 +1,7 @@
 //! Network policy on a remote server, where cci cannot run nft: an Incus
 //! network ACL per container, attached to its NIC when it is created
 //! (default actions `drop` both ways), so the server's own daemon enforces
-//! restricted and allowlist modes.
+//! restricted mode (allowlist is refused there: see `backend::Remote`).
 //!
 //! An ACL's drop rules always win over its allow rules, whatever their
 //! order, so "everything but the private ranges" cannot be said with a
@@ -13,8 +13,8 @@
 //! any destination).
 //!
 //! What it cannot do, compared to nft (see docs/remotes.md): no counters
-//! or log, no proxy mode, the allowlist is resolved once at start (no
-//! refresh), and the server's addresses are those it has at the start.
+//! or log, no proxy or allowlist mode, and the server's addresses are those
+//! it has at the start.
 
 use std::net::IpAddr;
 
@@ -104,20 +104,17 @@ fn join(list: &[IpNet]) -> String {
         .join(",")
 }
 
-/// The ACL for `policy` (restricted or allowlist) of a container on
-/// `bridge`, on a server with addresses `host`; `allowed` are the
-/// allowlist's resolved addresses. None for a mode an ACL cannot carry.
+/// The ACL for `policy` (restricted mode) of a container on `bridge`, on a
+/// server with addresses `host`. None for a mode an ACL does not carry.
 pub fn plan(
     name: &str,
     policy: &Policy,
     bridge: &BridgeNets,
     host: &[IpAddr],
-    allowed: &[IpNet],
     now: u64,
 ) -> Option<NetworkAcl> {
     let mut egress = Vec::new();
     let mut ingress = Vec::new();
-    let dns = policy.mode == Mode::Restricted;
     // The bridge's services: DHCP, DNS (restricted only), router
     // solicitation; and the answers that are not replies to a connection.
     if let Some(v4) = bridge.v4 {
@@ -128,15 +125,13 @@ pub fn plan(
             destination_port: "67".into(),
             ..rule("allow", "DHCP")
         });
-        if dns {
-            for p in ["udp", "tcp"] {
-                egress.push(AclRule {
-                    protocol: p.into(),
-                    destination: format!("{a}/32"),
-                    destination_port: "53".into(),
-                    ..rule("allow", "DNS of the bridge")
-                });
-            }
+        for p in ["udp", "tcp"] {
+            egress.push(AclRule {
+                protocol: p.into(),
+                destination: format!("{a}/32"),
+                destination_port: "53".into(),
+                ..rule("allow", "DNS of the bridge")
+            });
         }
         ingress.push(AclRule {
             protocol: "udp".into(),
@@ -159,15 +154,13 @@ pub fn plan(
             destination_port: "547".into(),
             ..rule("allow", "DHCPv6")
         });
-        if dns {
-            for p in ["udp", "tcp"] {
-                egress.push(AclRule {
-                    protocol: p.into(),
-                    destination: format!("{a}/128"),
-                    destination_port: "53".into(),
-                    ..rule("allow", "DNS of the bridge")
-                });
-            }
+        for p in ["udp", "tcp"] {
+            egress.push(AclRule {
+                protocol: p.into(),
+                destination: format!("{a}/128"),
+                destination_port: "53".into(),
+                ..rule("allow", "DNS of the bridge")
+            });
         }
         ingress.push(AclRule {
             protocol: "icmp6".into(),
@@ -200,50 +193,14 @@ pub fn plan(
                 subtract(&IpNet::aggregate(&v6), &never),
             )
         }
-        Mode::Allowlist => {
-            let v4: Vec<IpNet> = allowed
-                .iter()
-                .filter(|n| n.addr().is_ipv4())
-                .copied()
-                .collect();
-            let v6: Vec<IpNet> = allowed
-                .iter()
-                .filter(|n| n.addr().is_ipv6())
-                .copied()
-                .collect();
-            (subtract(&v4, &never), subtract(&v6, &never))
-        }
-        Mode::Open | Mode::Proxy => return None,
+        // Allowlist is refused on remotes (see `backend::Remote::check`).
+        Mode::Open | Mode::Proxy | Mode::Allowlist => return None,
     };
     for list in [v4, v6] {
-        if list.is_empty() {
-            continue;
-        }
-        let destination = join(&list);
-        match policy.mode {
-            Mode::Restricted => egress.push(AclRule {
-                destination,
-                ..rule("allow", "the internet")
-            }),
-            // TCP and UDP only, as with nft; DNS to none of them.
-            _ => {
-                for p in ["tcp", "udp"] {
-                    egress.push(AclRule {
-                        protocol: p.into(),
-                        destination: destination.clone(),
-                        ..rule("allow", "the allowlist")
-                    });
-                }
-            }
-        }
-    }
-    if policy.mode == Mode::Allowlist {
-        // No DNS (or DNS over TLS) to any server, allowed or not.
-        for p in ["tcp", "udp"] {
+        if !list.is_empty() {
             egress.push(AclRule {
-                protocol: p.into(),
-                destination_port: "53,853".into(),
-                ..rule("drop", "no DNS of its own")
+                destination: join(&list),
+                ..rule("allow", "the internet")
             });
         }
     }
@@ -328,7 +285,7 @@ mod tests {
             mode: Mode::Restricted,
             ..Policy::default()
         };
-        let acl = plan("cci-x", &policy, &bridge, &host, &[], 7).unwrap();
+        let acl = plan("cci-x", &policy, &bridge, &host, 7).unwrap();
         assert!(egress_allowed(&acl, "tcp", "198.51.100.10"));
         assert!(egress_allowed(&acl, "tcp", "2606:4700::1"));
         for no in [
@@ -361,7 +318,7 @@ mod tests {
             metadata: true,
             ..Policy::default()
         };
-        let acl = plan("cci-x", &open, &bridge, &host, &[], 7).unwrap();
+        let acl = plan("cci-x", &open, &bridge, &host, 7).unwrap();
         assert!(egress_allowed(&acl, "tcp", "10.99.0.10"));
         assert!(egress_allowed(&acl, "tcp", "169.254.169.254"));
         assert!(!egress_allowed(&acl, "tcp", "10.50.0.7"));
@@ -369,43 +326,22 @@ mod tests {
     }
 
     #[test]
-    fn allowlist_allows_its_addresses_over_tcp_and_udp_only() {
-        let bridge = BridgeNets {
-            v4: Some("10.50.0.1/24".parse().unwrap()),
-            v6: None,
-        };
-        let policy = Policy {
-            mode: Mode::Allowlist,
-            ..Policy::default()
-        };
-        let acl = plan("cci-x", &policy, &bridge, &[], &[n("198.51.100.10/32")], 7).unwrap();
-        assert!(egress_allowed(&acl, "tcp", "198.51.100.10"));
-        assert!(!egress_allowed(&acl, "icmp4", "198.51.100.10"));
-        assert!(!egress_allowed(&acl, "tcp", "198.51.100.11"));
-        assert!(
-            acl.egress
-                .iter()
-                .all(|r| r.destination_port != "53" || r.action == "drop")
-        );
-        // Nothing allowed at all: no catch-all appears.
-        let acl = plan("cci-x", &policy, &bridge, &[], &[], 7).unwrap();
-        assert!(
-            acl.egress
-                .iter()
-                .all(|r| r.action != "allow" || !r.destination.is_empty())
-        );
-        assert!(plan("cci-x", &Policy::default(), &bridge, &[], &[], 7).is_some());
-        let open = Policy {
-            mode: Mode::Open,
-            ..Policy::default()
-        };
-        assert!(plan("cci-x", &open, &bridge, &[], &[], 7).is_none());
+    fn only_restricted_mode_has_an_acl() {
+        let bridge = BridgeNets::default();
+        assert!(plan("cci-x", &Policy::default(), &bridge, &[], 7).is_some());
+        for mode in [Mode::Open, Mode::Proxy, Mode::Allowlist] {
+            let p = Policy {
+                mode,
+                ..Policy::default()
+            };
+            assert!(plan("cci-x", &p, &bridge, &[], 7).is_none());
+        }
     }
 
     #[test]
     fn only_old_unused_acls_of_ccis_are_swept() {
         let bridge = BridgeNets::default();
-        let acl = plan("cci-x", &Policy::default(), &bridge, &[], &[], 1000).unwrap();
+        let acl = plan("cci-x", &Policy::default(), &bridge, &[], 1000).unwrap();
         assert!(!stale(&acl, 1000 + SWEEP_AFTER_SECS - 1));
         assert!(stale(&acl, 1000 + SWEEP_AFTER_SECS));
         let used = NetworkAcl {

@@ -102,14 +102,23 @@ pub struct Remote {
 impl Remote {
     /// Refuse `mode` unless the server can enforce it.
     pub fn check(&self, mode: super::Mode) -> Result<(), Error> {
-        match mode {
-            super::Mode::Proxy => Err(Error::RemoteUnenforced {
-                mode: mode.to_string(),
-                remote: self.remote.clone(),
-                why: "cci's filtering proxy listens on this machine, not on the server (restricted and allowlist modes work there, through Incus network ACLs)".into(),
-            }),
-            _ => Ok(()),
-        }
+        let why = match mode {
+            super::Mode::Proxy => {
+                "cci's filtering proxy listens on this machine, not on the server"
+            }
+            // Incus (6.12 on) lets a NIC with ACLs reach the bridge's DNS
+            // ahead of every ACL rule: names would leak through the server's
+            // resolver, which an allowlist must not allow.
+            super::Mode::Allowlist => {
+                "the server's Incus answers DNS on the bridge ahead of any network ACL, so names would leak past the allowlist"
+            }
+            _ => return Ok(()),
+        };
+        Err(Error::RemoteUnenforced {
+            mode: mode.to_string(),
+            remote: self.remote.clone(),
+            why: format!("{why} (restricted mode works there, through an Incus network ACL)"),
+        })
     }
 }
 
@@ -141,14 +150,16 @@ mod tests {
     use crate::network::Mode;
 
     #[test]
-    fn a_remote_refuses_proxy_mode() {
+    fn a_remote_refuses_proxy_and_allowlist_modes() {
         let b = Remote {
             remote: "far".into(),
         };
-        for m in [Mode::Open, Mode::Restricted, Mode::Allowlist] {
+        for m in [Mode::Open, Mode::Restricted] {
             assert!(b.check(m).is_ok());
         }
-        let e = b.check(Mode::Proxy).unwrap_err().to_string();
-        assert!(e.contains("cannot be enforced on remote far"), "{e}");
+        for m in [Mode::Proxy, Mode::Allowlist] {
+            let e = b.check(m).unwrap_err().to_string();
+            assert!(e.contains("cannot be enforced on remote far"), "{e}");
+        }
     }
 }

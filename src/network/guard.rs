@@ -14,6 +14,14 @@ use super::{Error, PolicyBackend, hosts, spawn_watcher};
 use crate::incus::transport::StringMap;
 use crate::incus::{Client, Instance, InstanceCreate};
 
+/// The NIC keys that keep a container from claiming another's MAC or IP
+/// addresses, or sending router advertisements.
+const FILTERING: [&str; 3] = [
+    "security.ipv4_filtering",
+    "security.ipv6_filtering",
+    "security.mac_filtering",
+];
+
 /// The default profile's NIC and the bridge it sits on, looked up once per
 /// launch; turns create requests into guarded ones.
 #[derive(Debug, Clone)]
@@ -96,7 +104,7 @@ pub async fn prepare(
     }
     let acl = match client.remote() {
         Some(remote) if nic.is_some() && policy.mode != Mode::Open => {
-            Some(remote_acl(client, remote, policy, &bridge_config, &resolved).await?)
+            Some(remote_acl(client, remote, policy, &bridge_config).await?)
         }
         _ => None,
     };
@@ -118,7 +126,6 @@ async fn remote_acl(
     remote: &str,
     policy: &Policy,
     bridge_config: &StringMap,
-    resolved: &allow::Resolved,
 ) -> Result<crate::incus::acls::NetworkAcl, Error> {
     let refuse = |why: String| Error::RemoteUnenforced {
         mode: policy.mode.to_string(),
@@ -132,12 +139,25 @@ async fn remote_acl(
             info.environment.firewall
         )));
     }
-    let host: Vec<std::net::IpAddr> = client
-        .host_addresses()
+    // Every address of the server: of each cluster member (the container
+    // may land on any), and what its name resolves to (a NAT or floating
+    // address in front of it).
+    let members = if info.environment.server_clustered {
+        client.cluster_members().await?
+    } else {
+        Vec::new()
+    };
+    let mut host: Vec<std::net::IpAddr> = client
+        .host_addresses(&members)
         .await?
         .iter()
         .filter_map(|a| a.address.parse().ok())
         .collect();
+    if let Some(endpoint) = client.endpoint().https()
+        && let Ok(found) = tokio::net::lookup_host((endpoint.host.as_str(), endpoint.port)).await
+    {
+        host.extend(found.map(|a| a.ip()));
+    }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -148,18 +168,11 @@ async fn remote_acl(
             let _ = client.delete_acl(&old.name).await;
         }
     }
-    let (a4, a6) = allow::admitted(&policy.allow, resolved);
-    let allowed: Vec<ipnet::IpNet> = a4
-        .into_iter()
-        .map(ipnet::IpNet::V4)
-        .chain(a6.into_iter().map(ipnet::IpNet::V6))
-        .collect();
     super::acl::plan(
         &super::acl::new_name(),
         policy,
         &super::acl::BridgeNets::from_config(bridge_config),
         &host,
-        &allowed,
         now,
     )
     .ok_or_else(|| refuse("no ACL expresses it".into()))
@@ -238,7 +251,9 @@ impl Attachment {
             dev.insert("security.acls".into(), acl.name.clone());
             dev.insert("security.acls.default.egress.action".into(), "drop".into());
             dev.insert("security.acls.default.ingress.action".into(), "drop".into());
-            dev.insert("security.mac_filtering".into(), "true".into());
+            for k in FILTERING {
+                dev.insert(k.into(), "true".into());
+            }
             req.devices.insert(key.clone(), dev);
             req.config
                 .insert(super::acl::ACL_KEY.into(), acl.name.clone());
@@ -248,11 +263,17 @@ impl Attachment {
         {
             let mut dev = dev.clone();
             dev.insert("host_name".into(), port.to_string());
-            for k in [
-                "security.ipv4_filtering",
-                "security.ipv6_filtering",
-                "security.mac_filtering",
-            ] {
+            for k in FILTERING {
+                dev.insert(k.into(), "true".into());
+            }
+            req.devices.insert(key.clone(), dev);
+        } else if let Some((key, dev)) = &self.nic
+            && self.acl.is_none()
+        {
+            // A remote in open mode: no ACL, but no spoofing of the other
+            // containers on the server's bridge either.
+            let mut dev = dev.clone();
+            for k in FILTERING {
                 dev.insert(k.into(), "true".into());
             }
             req.devices.insert(key.clone(), dev);
@@ -392,7 +413,10 @@ impl Daemon for Client {
                 .get("security.acls.default.egress.action")
                 .is_some_and(|a| a == "drop")
                 && d.get("security.acls.default.ingress.action")
-                    .is_some_and(|a| a == "drop") =>
+                    .is_some_and(|a| a == "drop")
+                && FILTERING
+                    .iter()
+                    .all(|k| d.get(*k).is_some_and(|v| v == "true")) =>
             {
                 d.get("security.acls").cloned()
             }
@@ -518,6 +542,28 @@ pub async fn start_guarded(
 ) -> Result<(), Error> {
     let (instance, _) = client.instance(name).await?;
     ensure(client, fw, &instance).await?;
+    // A remote's container: its ACL must still be on its NIC (fail closed).
+    if let Some(remote) = client.remote() {
+        let mode = instance.config.get(keys::MODE).map(String::as_str);
+        let want = instance.config.get(super::acl::ACL_KEY);
+        let guarded_there = port_of(&instance).is_some();
+        let refuse = |why: String| Error::RemoteUnenforced {
+            mode: mode.unwrap_or("restricted").to_string(),
+            remote: remote.into(),
+            why,
+        };
+        match want {
+            Some(acl) if Daemon::acl_of(client, name).await?.as_ref() != Some(acl) => {
+                return Err(refuse(format!(
+                    "{name}'s NIC no longer carries network ACL {acl}"
+                )));
+            }
+            None if !guarded_there && mode.is_some_and(|m| m != "open") => {
+                return Err(refuse(format!("{name} has no network ACL")));
+            }
+            _ => {}
+        }
+    }
     client.start_instance(name).await?;
     if port_of(&instance).is_some() {
         start_watcher();

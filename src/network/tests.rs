@@ -302,7 +302,6 @@ fn remote_attachment() -> Attachment {
             v6: None,
         },
         &[],
-        &[],
         1,
     );
     att

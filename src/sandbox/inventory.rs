@@ -54,6 +54,9 @@ pub struct SandboxInfo {
     /// The isolated git session at /workspace (its id), if any.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub git_session: String,
+    /// The machine whose cci made it (empty: made before cci recorded it).
+    #[serde(skip)]
+    pub machine: String,
     /// Its workspace is a copy (a remote server; see `sandbox::copied`).
     #[serde(skip)]
     pub copy: bool,
@@ -102,6 +105,7 @@ impl SandboxInfo {
             save_error: key(keys::SAVE_ERROR),
             git_session: key(keys::GIT_SESSION),
             copy: key(super::copied::COPY_KEY) == "true",
+            machine: key(keys::MACHINE),
             location: match instance.location.as_str() {
                 "none" => String::new(),
                 l => l.to_string(),
@@ -249,6 +253,7 @@ pub fn launch_marks(config: &mut HashMap<String, String>, image: &str, launch_to
         (keys::IMAGE, image),
         (keys::VERSION, env!("CARGO_PKG_VERSION")),
         (keys::LAUNCH, launch_token),
+        (keys::MACHINE, super::orphans::machine_tag()),
     ] {
         config.insert(k.into(), v.into());
     }

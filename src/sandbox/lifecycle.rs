@@ -107,6 +107,11 @@ impl CleanReason {
 /// are kept unless their workspace is gone (a launched container has none);
 /// stopped persistent ones are kept for reuse, unless `all` (`clean --all`).
 pub fn clean_reason(s: &SandboxInfo, all: bool) -> Option<CleanReason> {
+    // Another machine's (a shared server): its workspace and its cci are
+    // not here to judge.
+    if !s.machine.is_empty() && s.machine != super::orphans::machine_tag() {
+        return None;
+    }
     if !s.is_launched() && !Path::new(&s.workspace).is_dir() {
         return Some(CleanReason::WorkspaceGone);
     }
@@ -158,7 +163,10 @@ pub async fn clean_plan(host: &Host, all: bool) -> incus::Result<Vec<CleanItem>>
         })
         .collect();
     for i in host.client.instances(BUILD_PREFIX, false).await? {
-        let marked = i.config.get(keys::KIND).is_some_and(|k| k == "build");
+        let marked = i.config.get(keys::KIND).is_some_and(|k| k == "build")
+            && i.config
+                .get(keys::MACHINE)
+                .is_none_or(|m| m == super::orphans::machine_tag());
         let token = &i.name[BUILD_PREFIX.len()..];
         if marked && !launcher_running(token) {
             plan.push(CleanItem {
@@ -200,8 +208,22 @@ mod tests {
             git_session: String::new(),
             location: String::new(),
             copy: false,
+            machine: String::new(),
             account: crate::config::Account::new(1000, "code"),
         }
+    }
+
+    #[test]
+    fn another_machines_containers_are_never_judged_here() {
+        let mut theirs = info("Running", "ephemeral", "shell", true, "/no/such/cci/ws");
+        theirs.machine = "0123456789ab".into();
+        assert_eq!(clean_reason(&theirs, true), None);
+        theirs.state = "Stopped".into();
+        assert_eq!(clean_reason(&theirs, true), None);
+        // Positive control: this machine's, with its folder gone.
+        let mut ours = info("Running", "ephemeral", "shell", true, "/no/such/cci/ws");
+        ours.machine = super::super::orphans::machine_tag().into();
+        assert_eq!(clean_reason(&ours, false), Some(CleanReason::WorkspaceGone));
     }
 
     #[test]

@@ -44,6 +44,9 @@ pub mod keys {
     pub const GIT_SESSION: &str = "user.cci.git_session";
     /// The session's output is recorded, at most this many bytes kept.
     pub const RECORD: &str = "user.cci.record_max_bytes";
+    /// The machine whose cci made it (see `orphans::machine_tag`): on a
+    /// server several machines share, each judges only its own.
+    pub const MACHINE: &str = "user.cci.machine";
 }
 
 // Kernel interfaces a sandbox goes without unless the configuration opts
@@ -129,6 +132,7 @@ impl SandboxSpec {
         config.insert(keys::IMAGE.into(), self.image.clone());
         config.insert(keys::VERSION.into(), env!("CARGO_PKG_VERSION").into());
         config.insert(keys::LAUNCH.into(), launch_token.into());
+        config.insert(keys::MACHINE.into(), super::orphans::machine_tag().into());
         let a = &self.account;
         config.insert(keys::ACCOUNT.into(), format!("{}:{}", a.uid, a.name));
         for (k, v) in &self.marks {
