@@ -290,6 +290,34 @@ async fn check_setup(client: &Client, image: &str, checks: &mut Vec<Check>) {
 
 /// nft is usable, and every guarded container has its rules (none left
 /// behind by containers that are gone).
+/// A remote's network policy is its own daemon's: restricted mode through
+/// Incus network ACLs, which need its nftables driver.
+async fn remote_firewall(client: &Client, remote: &str, reachable: bool) -> Check {
+    if !reachable {
+        return Check::new("firewall", Status::Skip, "daemon not reachable");
+    }
+    let driver = match client.server().await {
+        Ok(info) => info.environment.firewall,
+        Err(e) => return Check::new("firewall", Status::Warn, e.to_string()),
+    };
+    if driver == "nftables" {
+        Check::new(
+            "firewall",
+            Status::Ok,
+            format!(
+                "remote {remote}: restricted mode through Incus network ACLs (nftables); allowlist and proxy modes are refused there"
+            ),
+        )
+    } else {
+        Check::new(
+            "firewall",
+            Status::Warn,
+            format!("remote {remote} filters with {driver:?}: Incus applies network ACLs only with nftables, so only --network open works there"),
+        )
+        .fix("on the server, use Incus's nftables firewall driver")
+    }
+}
+
 async fn check_firewall(fw: &dyn PolicyBackend, client: Option<&Client>) -> Check {
     use crate::network;
     let state = match fw.state() {
@@ -371,6 +399,9 @@ pub async fn run(host: &Host, image: &str) -> Report {
             checks.push(Check::new(name, Status::Skip, "daemon not reachable"));
         }
     }
-    checks.push(check_firewall(host.policy(), reachable.then_some(client)).await);
+    match client.remote() {
+        None => checks.push(check_firewall(host.policy(), reachable.then_some(client)).await),
+        Some(remote) => checks.push(remote_firewall(client, remote, reachable).await),
+    }
     Report::from_checks(checks)
 }

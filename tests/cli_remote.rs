@@ -186,6 +186,9 @@ fn a_remote_over_https_runs_sessions_like_the_local_daemon() {
     .unwrap();
     assert_eq!(list["current"], "far");
     assert_eq!(list["remotes"][0]["name"], "far");
+    let health = ok(&run(far(h).args(["health", "--image", &test_image()])));
+    assert!(health.contains("remote far at https://"), "{health}");
+    assert!(health.contains("through Incus network ACLs"), "{health}");
 
     // A run: the repository goes in over the API (no mount can reach a
     // server elsewhere), its commit comes back for review and merge.
