@@ -663,16 +663,44 @@ pub async fn add(
         tls: std::sync::Arc::new(config),
     })?;
     let mut info = client.server().await?;
-    if info.auth != "trusted" {
-        let Some(_) = &token else {
+    let redeemed = info.auth != "trusted";
+    if redeemed {
+        // The token of the command line, else one typed at the terminal.
+        let typed = match &token {
+            Some(_) => None,
+            None => ask(&format!(
+                "{url} does not trust cci yet. Trust token for {name} (`incus config trust add NAME` on the server; empty to stop): "
+            ))
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty()),
+        };
+        if let Some(t) = &typed {
+            let parsed =
+                Token::parse(t).ok_or_else(|| Error::Usage("that is not a trust token".into()))?;
+            // Its secret goes only to the server it was made by.
+            if !parsed
+                .fingerprint
+                .eq_ignore_ascii_case(&tls::fingerprint(&der))
+            {
+                return Err(Error::Incus(incus::Error::RemoteCertificate {
+                    remote: name.into(),
+                    reason: format!(
+                        "the token is for a server with certificate {}, not {url}",
+                        parsed.fingerprint
+                    ),
+                }));
+            }
+        }
+        if token.is_none() && typed.is_none() {
             return Err(Error::Usage(format!(
                 "{url} does not trust cci's client certificate yet. Either make a trust token on the server (`incus config trust add {}`) and run `cci remote add {name} TOKEN`, or trust the certificate there: copy {} to it and run `incus config trust add-certificate FILE` (fingerprint {}), then run this again",
                 hostname_hint(),
                 crt_path.display(),
                 identity.fingerprint()
             )));
-        };
-        client.redeem_trust_token(target.trim()).await?;
+        }
+        let secret = typed.as_deref().unwrap_or(target.trim());
+        client.redeem_trust_token(secret).await?;
         info = client.server().await?;
         if info.auth != "trusted" {
             return Err(Error::Incus(incus::Error::Untrusted {
@@ -685,7 +713,7 @@ pub async fn add(
         name: name.into(),
         url,
         fingerprint: tls::fingerprint(&der),
-        token_used: token.is_some(),
+        token_used: redeemed,
     })
 }
 

@@ -277,6 +277,8 @@ fn a_remote_over_https_runs_sessions_like_the_local_daemon() {
             .any(|c| c["name"] == name.as_str()),
         "{listed}"
     );
+    let status = ok(&run(far(h).args(["status", "--format", "json"])));
+    assert!(status.contains(&name), "{status}");
     let exec = ok(&run(far(h).args([
         "container",
         "exec",
@@ -479,6 +481,24 @@ fn a_remote_over_https_runs_sessions_like_the_local_daemon() {
         "--fingerprint",
         Duration::from_secs(5),
     );
+    // At a terminal: the fingerprint shown and accepted, then a trust token
+    // typed in (for this server: its fingerprint is checked first).
+    let (master, slave) = openpty(200, 25);
+    let mut cmd = far(h);
+    cmd.args(["remote", "add", "typed", &listener.addr]);
+    on_terminal(&mut cmd, &slave);
+    let mut child = cmd.spawn().unwrap();
+    let mut screen = Screen::new(&master);
+    let mut keys = std::fs::File::from(master.try_clone().unwrap());
+    screen.expect("ok (y/n/[fingerprint])?");
+    keys.write_all(b"y\r").unwrap();
+    screen.expect("Trust token for typed");
+    let token = incus(&["config", "trust", "add", &format!("{tag}-typed"), "-q"]);
+    let token = token.trim().lines().last().unwrap().to_string();
+    keys.write_all(format!("{token}\r").as_bytes()).unwrap();
+    let status = wait_exit(&mut child, &mut screen);
+    assert_eq!(status.code(), Some(0), "{}", screen.drain());
+    ok(&run(far(h).args(["--remote", "typed", "list"])));
 
     // Nothing listening: fast and clear, for a saved remote and a new one.
     let dead = {
