@@ -396,14 +396,16 @@ async fn a_published_port_reaches_what_the_agent_serves_and_is_released() {
     use std::io::Read;
     let ws = agent_workspace();
     let _sessions = Sessions(ws.path().to_path_buf());
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
+    // Below the ephemeral range: a port the kernel gave out for a bind is
+    // just as free for the next outgoing connection of any other test, which
+    // may take it before this test binds it again.
+    let free = |skip: u16| {
+        (20000 + (std::process::id() % 5000) as u16..30000)
+            .find(|p| *p != skip && std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
             .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
     };
-    let (port, other) = (free(), free());
+    let port = free(0);
+    let other = free(port);
     let publish = |p: u16| format!("{p}:8000");
 
     // Taken: refused, nothing made.
