@@ -116,7 +116,10 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
 }
 
 /// Start `cmd` (one of cci's own background processes) detached: its own
-/// process group, no input, its output appended to `~/.cci/logs/LOG`.
+/// process group, no input, its output appended to `~/.cci/logs/LOG`, in
+/// `/` (it outlives the command that starts it, and the folder that
+/// command ran in may go: git, which the forwarder runs, fails in a
+/// working directory that is gone).
 pub fn spawn_daemon(mut cmd: std::process::Command, log: &str) -> std::io::Result<()> {
     use std::os::unix::process::CommandExt;
     let log = std::fs::OpenOptions::new()
@@ -126,6 +129,7 @@ pub fn spawn_daemon(mut cmd: std::process::Command, log: &str) -> std::io::Resul
     cmd.stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
+        .current_dir("/")
         .process_group(0)
         .spawn()?;
     Ok(())
