@@ -58,16 +58,6 @@ pub enum Error {
     Incus(#[from] incus::Error),
 }
 
-impl Error {
-    /// The daemon error inside, for exit codes.
-    pub fn incus(&self) -> Option<&incus::Error> {
-        match self {
-            Error::Incus(e) => Some(e),
-            _ => None,
-        }
-    }
-}
-
 /// Where a remote is defined.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

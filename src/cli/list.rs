@@ -49,45 +49,15 @@ fn print_table(all: &[SandboxInfo]) {
         println!("no cci containers");
         return;
     }
-    // On a cluster: which member each runs on.
-    if all.iter().any(|s| !s.location.is_empty()) {
-        let rows: Vec<[String; 9]> = all
-            .iter()
-            .map(|s| {
-                [
-                    format!("{} ({})", s.name, s.mode()),
-                    s.state.to_string(),
-                    dash(&s.location),
-                    slot_of(s),
-                    s.kind.clone(),
-                    s.ipv4.clone().unwrap_or_else(|| "-".into()),
-                    s.created.get(..19).unwrap_or(&s.created).replace('T', " "),
-                    dash(&s.image),
-                    dash(&s.workspace),
-                ]
-            })
-            .collect();
-        let head = [
-            "NAME",
-            "STATE",
-            "MEMBER",
-            "SLOT",
-            "KIND",
-            "IPV4",
-            "CREATED",
-            "IMAGE",
-            "WORKSPACE",
-        ];
-        print_rows(&head, &rows);
-        return;
-    }
-    // `NAME (ephemeral)` / `NAME (persistent)`, as the original showed them.
-    let rows: Vec<[String; 8]> = all
+    // `NAME (ephemeral)` / `NAME (persistent)`, as the original showed them;
+    // MEMBER (third) only on a cluster.
+    let rows: Vec<[String; 9]> = all
         .iter()
         .map(|s| {
             [
                 format!("{} ({})", s.name, s.mode()),
                 s.state.to_string(),
+                dash(&s.location),
                 slot_of(s),
                 s.kind.clone(),
                 s.ipv4.clone().unwrap_or_else(|| "-".into()),
@@ -97,19 +67,26 @@ fn print_table(all: &[SandboxInfo]) {
             ]
         })
         .collect();
-    print_rows(
-        &[
-            "NAME",
-            "STATE",
-            "SLOT",
-            "KIND",
-            "IPV4",
-            "CREATED",
-            "IMAGE",
-            "WORKSPACE",
-        ],
-        &rows,
-    );
+    let head = [
+        "NAME",
+        "STATE",
+        "MEMBER",
+        "SLOT",
+        "KIND",
+        "IPV4",
+        "CREATED",
+        "IMAGE",
+        "WORKSPACE",
+    ];
+    if all.iter().any(|s| !s.location.is_empty()) {
+        print_rows(&head, &rows);
+        return;
+    }
+    let without = |r: &[String; 9]| -> [String; 8] {
+        std::array::from_fn(|i| r[if i < 2 { i } else { i + 1 }].clone())
+    };
+    let head: [&str; 8] = std::array::from_fn(|i| head[if i < 2 { i } else { i + 1 }]);
+    print_rows(&head, &rows.iter().map(without).collect::<Vec<_>>());
 }
 
 /// The slot, `-` for a launched container (it has none).

@@ -35,7 +35,8 @@ pub async fn sync(host: &Host, args: SyncArgs) -> anyhow::Result<i32> {
     let prefix = sandbox::workspace_prefix(&ws.id);
     let running = sandbox::list_prefix(host, &prefix, false).await?;
     let name = match &args.name {
-        Some(n) if !n.starts_with(&prefix) => {
+        // (A name is a file name below cci's folder too.)
+        Some(n) if !n.starts_with(&prefix) || n.contains('/') => {
             return Err(super::UsageError(format!(
                 "{n} is not a session of {} on this machine",
                 ws.path.display()

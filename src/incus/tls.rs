@@ -91,15 +91,23 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Accepts one certificate, byte for byte; still checks the handshake's
-/// signatures (proof that the server holds that certificate's key).
+/// How a server's certificate is taken: exactly the pinned one, or any
+/// (kept, only to show it before the user decides; nothing is sent over
+/// such a connection). Either way the handshake's signatures are checked
+/// (proof that the server holds that certificate's key).
 #[derive(Debug)]
-struct Pinned {
-    der: Vec<u8>,
+enum Check {
+    Pinned(Vec<u8>),
+    Capture(Arc<Mutex<Option<Vec<u8>>>>),
+}
+
+#[derive(Debug)]
+struct Verifier {
+    check: Check,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
-impl ServerCertVerifier for Pinned {
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -108,60 +116,21 @@ impl ServerCertVerifier for Pinned {
         _ocsp: &[u8],
         _now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        if end_entity.as_ref() == self.der.as_slice() {
-            return Ok(ServerCertVerified::assertion());
-        }
-        Err(rustls::Error::InvalidCertificate(
-            rustls::CertificateError::Other(rustls::OtherError(Arc::new(Mismatch {
-                expected: fingerprint(&self.der),
-                got: fingerprint(end_entity),
-            }))),
-        ))
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
-/// Accepts any certificate and keeps it: only for reading what a server
-/// presents before the user decides to trust it. Nothing is sent over such
-/// a connection.
-#[derive(Debug)]
-struct Capture {
-    seen: Arc<Mutex<Option<Vec<u8>>>>,
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for Capture {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        if let Ok(mut seen) = self.seen.lock() {
-            *seen = Some(end_entity.as_ref().to_vec());
+        match &self.check {
+            Check::Pinned(der) if end_entity.as_ref() == der.as_slice() => {}
+            Check::Pinned(der) => {
+                return Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::Other(rustls::OtherError(Arc::new(Mismatch {
+                        expected: fingerprint(der),
+                        got: fingerprint(end_entity),
+                    }))),
+                ));
+            }
+            Check::Capture(seen) => {
+                if let Ok(mut seen) = seen.lock() {
+                    *seen = Some(end_entity.as_ref().to_vec());
+                }
+            }
         }
         Ok(ServerCertVerified::assertion())
     }
@@ -202,7 +171,10 @@ pub fn client_config(
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| Error::Protocol(format!("TLS settings: {e}")))?;
     let verifier: Arc<dyn ServerCertVerifier> = match trust {
-        ServerTrust::Pinned(der) => Arc::new(Pinned { der, algorithms }),
+        ServerTrust::Pinned(der) => Arc::new(Verifier {
+            check: Check::Pinned(der),
+            algorithms,
+        }),
         ServerTrust::SystemRoots => Arc::new(
             rustls_platform_verifier::Verifier::new(provider)
                 .map_err(|e| Error::Protocol(format!("the system's certificates: {e}")))?,
@@ -232,8 +204,8 @@ pub async fn server_certificate(
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| Error::Protocol(format!("TLS settings: {e}")))?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Capture {
-            seen: seen.clone(),
+        .with_custom_certificate_verifier(Arc::new(Verifier {
+            check: Check::Capture(seen.clone()),
             algorithms: provider.signature_verification_algorithms,
         }))
         .with_no_client_auth();
@@ -347,8 +319,8 @@ mod tests {
         let (a, _) = new_client_certificate("a").unwrap();
         let (b, _) = new_client_certificate("b").unwrap();
         let der = |p: &str| CertificateDer::from_pem_slice(p.as_bytes()).unwrap();
-        let v = Pinned {
-            der: der(&a).to_vec(),
+        let v = Verifier {
+            check: Check::Pinned(der(&a).to_vec()),
             algorithms: provider().signature_verification_algorithms,
         };
         let name = ServerName::try_from("example.org").unwrap();

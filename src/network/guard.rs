@@ -22,6 +22,31 @@ const FILTERING: [&str; 3] = [
     "security.mac_filtering",
 ];
 
+/// The network ACL `instance`'s NIC carries, as the daemon has it: exactly
+/// one NIC, carrying an ACL, dropping what it does not allow, filtering
+/// spoofed addresses; else None.
+fn acl_on_nic(instance: &Instance) -> Option<String> {
+    let nics: Vec<_> = instance
+        .expanded_devices
+        .values()
+        .filter(|d| d.get("type").is_some_and(|t| t == "nic"))
+        .collect();
+    match nics.as_slice() {
+        [d] if d
+            .get("security.acls.default.egress.action")
+            .is_some_and(|a| a == "drop")
+            && d.get("security.acls.default.ingress.action")
+                .is_some_and(|a| a == "drop")
+            && FILTERING
+                .iter()
+                .all(|k| d.get(*k).is_some_and(|v| v == "true")) =>
+        {
+            d.get("security.acls").cloned()
+        }
+        _ => None,
+    }
+}
+
 /// The default profile's NIC and the bridge it sits on, looked up once per
 /// launch; turns create requests into guarded ones.
 #[derive(Debug, Clone)]
@@ -402,26 +427,7 @@ impl Daemon for Client {
 
     async fn acl_of(&self, name: &str) -> Result<Option<String>, Error> {
         let (instance, _) = self.instance(name).await?;
-        let nics: Vec<_> = instance
-            .expanded_devices
-            .values()
-            .filter(|d| d.get("type").is_some_and(|t| t == "nic"))
-            .collect();
-        // Exactly one NIC, carrying an ACL and dropping what it does not allow.
-        Ok(match nics.as_slice() {
-            [d] if d
-                .get("security.acls.default.egress.action")
-                .is_some_and(|a| a == "drop")
-                && d.get("security.acls.default.ingress.action")
-                    .is_some_and(|a| a == "drop")
-                && FILTERING
-                    .iter()
-                    .all(|k| d.get(*k).is_some_and(|v| v == "true")) =>
-            {
-                d.get("security.acls").cloned()
-            }
-            _ => None,
-        })
+        Ok(acl_on_nic(&instance))
     }
 
     async fn drop_acl(&self, name: &str) {
@@ -553,7 +559,7 @@ pub async fn start_guarded(
             why,
         };
         match want {
-            Some(acl) if Daemon::acl_of(client, name).await?.as_ref() != Some(acl) => {
+            Some(acl) if acl_on_nic(&instance).as_ref() != Some(acl) => {
                 return Err(refuse(format!(
                     "{name}'s NIC no longer carries network ACL {acl}"
                 )));

@@ -23,9 +23,6 @@ use crate::config::Account;
 use crate::incus::{CappedBuf, Client, ExecRequest, MAX_CAPTURED_STDERR};
 use crate::session::archive::{self, Limits, Tally};
 
-/// Where the folder is inside.
-const INSIDE: &str = "/workspace";
-
 /// What one copy may hold, either way.
 pub const LIMITS: Limits = Limits {
     max_bytes: 8 << 30,
@@ -79,25 +76,9 @@ pub async fn copy_in(
     account: &Account,
     ws: &Path,
 ) -> Result<Tally, String> {
-    let prep = ExecRequest::new(&[
-        "install",
-        "-d",
-        "-o",
-        &account.uid.to_string(),
-        "-g",
-        &account.gid.to_string(),
-        INSIDE,
-    ]);
-    let out = client
-        .exec_capture(name, &prep, None)
+    super::isolated::make_workspace(client, name, account)
         .await
         .map_err(|e| e.to_string())?;
-    if out.exit_code != 0 {
-        return Err(format!(
-            "making {INSIDE}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
     let req = ExecRequest::new(&[
         "tar",
         "-C",

@@ -14,7 +14,7 @@ use std::path::Path;
 mod inside;
 pub mod mirror;
 
-pub use inside::{Collected, IsolatedError, SeedFrom, collect, seed};
+pub use inside::{Collected, IsolatedError, SeedFrom, collect, make_workspace, seed};
 pub use mirror::Mirror;
 
 use crate::config::Account;

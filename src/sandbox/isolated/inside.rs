@@ -30,6 +30,32 @@ pub enum IsolatedError {
     Io(String, std::io::Error),
 }
 
+/// Make `/workspace` in `name`, owned by `account` (a session with no
+/// folder mounted there: an isolated one, or a copied folder).
+pub async fn make_workspace(
+    client: &Client,
+    name: &str,
+    account: &Account,
+) -> Result<(), IsolatedError> {
+    let prep = ExecRequest::new(&[
+        "install",
+        "-d",
+        "-o",
+        &account.uid.to_string(),
+        "-g",
+        &account.gid.to_string(),
+        WORKSPACE_MOUNT,
+    ]);
+    let out = client.exec_capture(name, &prep, None).await?;
+    if out.exit_code != 0 {
+        return Err(IsolatedError::Inside(format!(
+            "making {WORKSPACE_MOUNT}: {}",
+            crate::terminal::printable_lines(&String::from_utf8_lossy(&out.stderr))
+        )));
+    }
+    Ok(())
+}
+
 /// Where a session's repository takes its objects from.
 pub enum SeedFrom<'a> {
     /// The read-only seed mirror mounted at this path inside (a local
@@ -74,22 +100,7 @@ git update-ref "refs/heads/$2" "$6"
 git -c core.fsync=none -c checkout.workers=0 reset -q --hard 2>&1
 git config user.name "$4"
 git config user.email "$5""#;
-    let prep = ExecRequest::new(&[
-        "install",
-        "-d",
-        "-o",
-        &account.uid.to_string(),
-        "-g",
-        &account.gid.to_string(),
-        WORKSPACE_MOUNT,
-    ]);
-    let out = client.exec_capture(name, &prep, None).await?;
-    if out.exit_code != 0 {
-        return Err(IsolatedError::Inside(format!(
-            "making {WORKSPACE_MOUNT}: {}",
-            crate::terminal::printable_lines(&String::from_utf8_lossy(&out.stderr))
-        )));
-    }
+    make_workspace(client, name, account).await?;
     let mirror = match from {
         SeedFrom::Mounted(m) => m,
         SeedFrom::Pack(_) => "",
