@@ -170,7 +170,20 @@ fn a_remote_over_https_runs_sessions_like_the_local_daemon() {
     // certificate pinned, cci's client certificate trusted.
     let token = incus(&["config", "trust", "add", &tag, "-q"]);
     let token = token.trim().lines().last().unwrap().to_string();
-    let added = ok(&run(far(h).args(["remote", "add", "far", &token])));
+    // (Read from standard input: a token stays out of argv.)
+    let mut add = far(h)
+        .args(["remote", "add", "far", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    add.stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{token}\n").as_bytes())
+        .unwrap();
+    let added = ok(&add.wait_with_output().unwrap());
     assert!(
         added.contains(&format!("https://{}", listener.addr)),
         "{added}"

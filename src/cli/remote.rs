@@ -28,9 +28,11 @@ pub enum RemoteCommand {
 pub struct AddArgs {
     /// The name to give it.
     pub name: String,
-    /// A trust token, or the server's address (`HOST`, `HOST:PORT`,
-    /// `https://HOST:PORT`; port 8443 by default).
-    #[arg(value_name = "TOKEN|URL")]
+    /// A trust token, `-` to read the token from standard input (it then
+    /// stays out of the process list and the shell history), or the
+    /// server's address (`HOST`, `HOST:PORT`, `https://HOST:PORT`; port 8443
+    /// by default).
+    #[arg(value_name = "TOKEN|-|URL")]
     pub target: String,
     /// Accept the server's certificate without asking (check its
     /// fingerprint another way first).
@@ -70,10 +72,17 @@ pub async fn run(cmd: &RemoteCommand, current: Option<&str>) -> anyhow::Result<i
                 (None, true) => Accept::Any,
                 (None, false) => Accept::Ask,
             };
+            let target = if a.target == "-" {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                line.trim().to_string()
+            } else {
+                a.target.clone()
+            };
             let added = remote::add(
                 &places,
                 &a.name,
-                &a.target,
+                &target,
                 a.remote_project.clone(),
                 accept,
                 &ask,
