@@ -334,3 +334,68 @@ async fn apt_and_cargo_caches_are_shared_between_slots() {
     );
     assert!(said.trim_end().ends_with('0'), "{said}");
 }
+
+/// Sets `dir`'s modification time an hour back: last used long ago.
+fn age(dir: &Path) {
+    std::fs::File::open(dir)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(3600))
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clean_caches_removes_the_caches_no_container_uses() {
+    let dir = tempfile::tempdir().unwrap();
+    let (caches, config) = config_with(dir.path(), &["npm", "apt"]);
+    let ws = agent_workspace();
+    let mut volume = Volume(String::new());
+    let sessions = Sessions(ws.path().to_path_buf());
+    let one = start(ws.path(), &config, 1);
+    let id = id_of(&one).to_string();
+    volume.0 = format!("cci-cache-{id}-apt");
+    let scope = caches.join(format!("workspace-{id}"));
+    sh(&one, false, "echo x > /var/cache/cci/npm/kept");
+    let clean = |args: &[&str]| {
+        common::cci()
+            .env("CCI_CONFIG", &config)
+            .arg("clean")
+            .arg("--caches")
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    // Just used (a sandbox may be starting with it), and in use.
+    let said = ok(&clean(&["--dry-run"]));
+    assert!(!said.contains(&id), "{said}");
+    // In use: mounted by a container (its folder aged, so only the mount
+    // keeps it), and the volume attached.
+    age(&scope);
+    let said = ok(&clean(&["--dry-run"]));
+    assert!(!said.contains(&id), "{said}");
+
+    // The container gone: unused and old, listed, then removed, folder and
+    // volume. (Any other unused cache volume older than ten minutes goes
+    // too; on a test machine there is none.)
+    drop(sessions);
+    let said = ok(&clean(&["--dry-run"]));
+    assert!(said.contains(&format!("workspace-{id}")), "{said}");
+    assert!(said.contains(&volume.0), "{said}");
+    assert!(
+        scope.join("tools/npm/kept").exists(),
+        "a dry run removes nothing"
+    );
+    // Removing asks first; with no terminal to ask at, nothing goes.
+    let out = clean(&[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(scope.exists());
+    ok(&clean(&["--force"]));
+    assert!(!scope.exists());
+    let show = std::process::Command::new("incus")
+        .args(["storage", "volume", "show", "default", &volume.0])
+        .output()
+        .unwrap();
+    assert!(!show.status.success(), "the volume is gone");
+    let said = ok(&clean(&["--dry-run"]));
+    assert!(!said.contains(&id), "{said}");
+}

@@ -1,6 +1,7 @@
 //! `cci clean`: remove stopped session containers, interrupted launches,
 //! containers whose workspace is gone, orphaned firewall rules and (with
-//! `--sessions` or `--all`) saved sessions.
+//! `--sessions` or `--all`) saved sessions; `--git-mirrors` and `--caches`
+//! remove what sandboxes share and no container uses.
 
 use std::time::Duration;
 
@@ -33,6 +34,10 @@ pub struct CleanArgs {
     /// uses (they are made again, whole, by the next session).
     #[arg(long, conflicts_with_all = ["orphans", "sessions", "all"])]
     pub git_mirrors: bool,
+    /// Remove the shared package caches (`[caches]`) that no container
+    /// uses: their host folders and apt's storage volumes.
+    #[arg(long, conflicts_with_all = ["orphans", "sessions", "all", "git_mirrors"])]
+    pub caches: bool,
     /// With --sessions: only those saved more than DAYS days ago.
     #[arg(long, value_name = "DAYS", requires = "sessions")]
     pub older_than: Option<u64>,
@@ -45,6 +50,9 @@ pub async fn clean(host: &Host, args: CleanArgs) -> anyhow::Result<i32> {
     }
     if args.git_mirrors {
         return git_mirrors(host, &args).await;
+    }
+    if args.caches {
+        return caches(host, &args).await;
     }
     if args.orphans {
         let r = crate::network::reconcile(client, host.policy()).await?;
@@ -93,6 +101,44 @@ async fn git_mirrors(host: &Host, args: &CleanArgs) -> anyhow::Result<i32> {
     for m in &unused {
         if let Err(e) = mirror::remove(&m.dir) {
             eprintln!("cci: cannot remove {}: {e}", m.dir.display());
+            code = 1;
+        }
+    }
+    Ok(code)
+}
+
+/// `cci clean --caches`.
+async fn caches(host: &Host, args: &CleanArgs) -> anyhow::Result<i32> {
+    use crate::sandbox::caches;
+    let settings = &crate::config::current().caches;
+    let unused = caches::unused(&host.client, settings).await?;
+    if unused.is_empty() {
+        println!(
+            "no unused cache (in {}, and apt's storage volumes; one used in the last {} minutes counts as used)",
+            crate::config::printable(&settings.dir.display().to_string()),
+            caches::unused::RECENT.as_secs() / 60
+        );
+        return Ok(0);
+    }
+    for c in &unused {
+        println!("{}", c.describe());
+    }
+    if args.dry_run {
+        return Ok(0);
+    }
+    if !confirm(
+        &format!(
+            "remove these {} caches (the next sandboxes download again)",
+            unused.len()
+        ),
+        args.force,
+    )? {
+        return Ok(1);
+    }
+    let mut code = 0;
+    for c in &unused {
+        if let Err(e) = caches::remove(&host.client, c).await {
+            eprintln!("cci: {}", crate::config::printable(&e));
             code = 1;
         }
     }

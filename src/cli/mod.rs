@@ -352,6 +352,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             Some(Command::Clean(a)) => a.orphans || a.git_mirrors,
             _ => false,
         };
+        if let Some(Command::Clean(a)) = &cli.command
+            && a.caches
+        {
+            return Err(UsageError(format!(
+                "shared caches are this machine's and remote {remote}'s sandboxes use none (run this without --remote)"
+            ))
+            .into());
+        }
         if firewall_command {
             return Err(UsageError(format!(
                 "cci's firewall guards the local daemon's containers only; remote {remote} has no rules of cci's to show or repair (run this without --remote)"

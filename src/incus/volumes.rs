@@ -1,4 +1,4 @@
-//! Custom storage volumes: get and create.
+//! Custom storage volumes: list, get, create and delete.
 
 use std::time::Duration;
 
@@ -16,9 +16,18 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 /// A custom volume as the daemon describes it (what cci reads of it).
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Volume {
+    /// Its name.
+    #[serde(default)]
+    pub name: String,
     /// Config keys.
     #[serde(default)]
     pub config: StringMap,
+    /// The instances (and profiles) that use it.
+    #[serde(default)]
+    pub used_by: Vec<String>,
+    /// When it was made (RFC 3339).
+    #[serde(default)]
+    pub created_at: String,
 }
 
 fn path(pool: &str, name: &str) -> String {
@@ -30,6 +39,23 @@ fn path(pool: &str, name: &str) -> String {
 }
 
 impl Client {
+    /// The custom volumes of `pool`.
+    pub async fn volumes(&self, pool: &str) -> Result<Vec<Volume>> {
+        self.transport
+            .get(&format!(
+                "/1.0/storage-pools/{}/volumes/custom?recursion=1",
+                encode(pool)
+            ))
+            .await
+    }
+
+    /// Delete custom volume `name` of `pool` (the daemon refuses while
+    /// an instance uses it).
+    pub async fn delete_volume(&self, pool: &str, name: &str) -> Result<()> {
+        let req = self.transport.request(Method::DELETE, &path(pool, name));
+        self.finish(req, TIMEOUT).await
+    }
+
     /// Custom volume `name` of `pool`.
     pub async fn volume(&self, pool: &str, name: &str) -> Result<Volume> {
         self.transport.get(&path(pool, name)).await

@@ -28,6 +28,9 @@ use std::path::{Path, PathBuf};
 use crate::config::{CacheKind, CacheScope, CacheSettings};
 
 /// Where the caches appear inside (a folder each).
+pub mod unused;
+pub use unused::{Unused, remove, unused};
+
 pub const TOOLS_MOUNT: &str = "/var/cache/cci";
 
 /// Where apt's settings for its cache are mounted (read-only) inside.
@@ -106,6 +109,7 @@ pub fn plan(
     std::fs::create_dir_all(&c.dir).map_err(|e| err(&c.dir, e))?;
     let scope = scope_dir(c, workspace_id);
     made(&scope, None, 0o700).map_err(|e| err(&scope, e))?;
+    unused::touch(&scope);
     // What an earlier emptying could not remove, tried again.
     for e in std::fs::read_dir(&scope).into_iter().flatten().flatten() {
         if e.file_name().to_string_lossy().starts_with("trash-") {
@@ -375,9 +379,16 @@ const MAX_ENTRIES: usize = 2_000_000;
 /// Whether the files under `dir` (links not followed, other file systems
 /// not entered) take more than `max` bytes.
 fn size_over(dir: &Path, max: u64) -> bool {
+    measure(dir, max) > max
+}
+
+/// What the files under `dir` take (links not followed, other file
+/// systems not entered), counted until it passes `stop_past`; a walk past
+/// [`MAX_ENTRIES`] entries gives `u64::MAX`.
+fn measure(dir: &Path, stop_past: u64) -> u64 {
     use std::os::unix::fs::MetadataExt;
     let Ok(top) = std::fs::symlink_metadata(dir) else {
-        return false;
+        return 0;
     };
     let mut total = 0u64;
     let mut seen = 0usize;
@@ -389,7 +400,7 @@ fn size_over(dir: &Path, max: u64) -> bool {
         for e in entries.flatten() {
             seen += 1;
             if seen > MAX_ENTRIES {
-                return true;
+                return u64::MAX;
             }
             let Ok(m) = std::fs::symlink_metadata(e.path()) else {
                 continue;
@@ -398,13 +409,13 @@ fn size_over(dir: &Path, max: u64) -> bool {
                 stack.push(e.path());
             } else if m.is_file() {
                 total = total.saturating_add(m.len());
-                if total > max {
-                    return true;
+                if total > stop_past {
+                    return total;
                 }
             }
         }
     }
-    false
+    total
 }
 
 #[cfg(test)]

@@ -1,0 +1,246 @@
+//! `cci clean --caches`: the shared caches no container uses, and their
+//! removal. A cache is a scope's host folder (`dir/workspace-ID`,
+//! `dir/user`) or an apt volume (`cci-cache-*`); one a container (running
+//! or stopped) mounts is in use, and so is one whose scope was used in the
+//! last [`RECENT`] (a sandbox may be starting with it: every launch marks
+//! its scope's folder before it makes a volume or a container).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use crate::config::CacheSettings;
+
+/// How long after its last use a cache may be on its way into a sandbox
+/// that is still starting (its folders made, its container not yet).
+pub const RECENT: Duration = Duration::from_secs(600);
+
+/// The prefix of cci's cache volumes (see [`super::volume_name`]).
+const VOLUME_PREFIX: &str = "cci-cache-";
+
+/// A shared cache no container uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unused {
+    /// A scope's host folder, and what its files take.
+    Folder { dir: PathBuf, bytes: u64 },
+    /// An apt cache volume.
+    Volume { pool: String, name: String },
+}
+
+impl Unused {
+    /// One line for the user.
+    pub fn describe(&self) -> String {
+        match self {
+            Unused::Folder { dir, bytes } => format!(
+                "{}  ({:.1} MB)",
+                crate::config::printable(&dir.display().to_string()),
+                *bytes as f64 / 1e6
+            ),
+            Unused::Volume { pool, name } => {
+                format!("storage volume {name} (pool {pool}; apt's packages)")
+            }
+        }
+    }
+}
+
+/// Mark `scope` used now (see [`RECENT`]); a failure only makes `clean
+/// --caches` judge by the folder's own changes.
+pub(super) fn touch(scope: &Path) {
+    if let Ok(f) = std::fs::File::open(scope) {
+        let _ = f.set_modified(SystemTime::now());
+    }
+}
+
+/// Whether `when` lies within [`RECENT`] of now (or in the future).
+fn recent(when: SystemTime) -> bool {
+    when.elapsed().map_or(true, |age| age < RECENT)
+}
+
+/// The caches under `c.dir` and in the daemon's pools that no container
+/// uses and nobody used lately.
+pub async fn unused(
+    client: &crate::incus::Client,
+    c: &CacheSettings,
+) -> Result<Vec<Unused>, crate::incus::Error> {
+    let instances = client.instances_all_projects().await?;
+    let sources: Vec<PathBuf> = instances
+        .iter()
+        .flat_map(|i| i.devices.values())
+        .filter(|d| d.get("type").is_some_and(|t| t == "disk"))
+        .filter_map(|d| d.get("source"))
+        .map(PathBuf::from)
+        .collect();
+    let mut out = folders(&c.dir, &sources);
+    for pool in client.storage_pools().await? {
+        for v in client.volumes(&pool.name).await? {
+            let Some(scope) = scope_of(&v.name) else {
+                continue;
+            };
+            // Used lately: its scope's folder says so, else (no folder) its age.
+            let lately = match std::fs::symlink_metadata(c.dir.join(scope)) {
+                Ok(m) => m.modified().map_or(true, recent),
+                Err(_) => crate::state::parse_rfc3339(&v.created_at)
+                    .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s))
+                    .is_none_or(recent),
+            };
+            if v.used_by.is_empty() && !lately {
+                out.push(Unused::Volume {
+                    pool: pool.name.clone(),
+                    name: v.name,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The name of the scope folder of cache volume `name`, if it is one of
+/// cci's (`cci-cache-ID-KIND`, `cci-cache-userUID-KIND`).
+fn scope_of(name: &str) -> Option<String> {
+    let rest = name.strip_prefix(VOLUME_PREFIX)?;
+    let (scope, _kind) = rest.rsplit_once('-')?;
+    if scope.is_empty() {
+        return None;
+    }
+    Some(match scope.strip_prefix("user") {
+        Some(uid) if !uid.is_empty() && uid.bytes().all(|b| b.is_ascii_digit()) => "user".into(),
+        _ => format!("workspace-{scope}"),
+    })
+}
+
+/// The scope folders under `dir` that none of `sources` lies in, not
+/// changed lately; sorted.
+fn folders(dir: &Path, sources: &[PathBuf]) -> Vec<Unused> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !(name == "user" || name.starts_with("workspace-")) {
+            continue;
+        }
+        let path = e.path();
+        // A link is nobody's cache folder: never followed, never listed.
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if !meta.is_dir()
+            || sources.iter().any(|s| s.starts_with(&path))
+            || meta.modified().map_or(true, recent)
+        {
+            continue;
+        }
+        let bytes = super::measure(&path, u64::MAX);
+        out.push(Unused::Folder { dir: path, bytes });
+    }
+    out.sort_by_key(Unused::describe);
+    out
+}
+
+/// Remove `cache`: a folder without following any link in it, a volume
+/// through the daemon.
+pub async fn remove(client: &crate::incus::Client, cache: &Unused) -> Result<(), String> {
+    match cache {
+        Unused::Folder { dir, .. } => std::fs::remove_dir_all(dir).map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
+                format!(
+                    " (Go makes its module folders read-only: `chmod -R u+w {}` first)",
+                    dir.display()
+                )
+            } else {
+                String::new()
+            };
+            format!("cannot remove {}: {e}{hint}", dir.display())
+        }),
+        Unused::Volume { pool, name } => client
+            .delete_volume(pool, name)
+            .await
+            .map_err(|e| format!("cannot delete storage volume {name} (pool {pool}): {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn aged(path: &Path, secs: u64) {
+        let f = std::fs::File::open(path).unwrap();
+        f.set_modified(SystemTime::now() - Duration::from_secs(secs))
+            .unwrap();
+    }
+
+    #[test]
+    fn a_volume_belongs_to_its_scopes_folder() {
+        assert_eq!(
+            scope_of("cci-cache-0123abcd-apt").as_deref(),
+            Some("workspace-0123abcd")
+        );
+        assert_eq!(scope_of("cci-cache-user1000-apt").as_deref(), Some("user"));
+        assert_eq!(
+            scope_of("cci-cache-userx-apt").as_deref(),
+            Some("workspace-userx")
+        );
+        assert_eq!(scope_of("cci-cache--apt"), None);
+        assert_eq!(scope_of("cci-cache-apt"), None);
+        assert_eq!(scope_of("other-volume"), None);
+    }
+
+    #[test]
+    fn lists_old_scope_folders_no_container_mounts() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path();
+        for name in [
+            "workspace-aaa",
+            "workspace-bbb",
+            "workspace-new",
+            "user",
+            "other",
+        ] {
+            std::fs::create_dir_all(dir.join(name).join("tools/npm")).unwrap();
+            std::fs::write(dir.join(name).join("tools/npm/x"), vec![0u8; 1000]).unwrap();
+        }
+        // A link named like a scope is never listed (nor followed).
+        std::os::unix::fs::symlink(dir.join("workspace-aaa"), dir.join("workspace-link")).unwrap();
+        for name in ["workspace-aaa", "workspace-bbb", "user", "other"] {
+            aged(&dir.join(name), 3600);
+        }
+        let sources = vec![dir.join("workspace-bbb/tools")];
+        let got = folders(dir, &sources);
+        assert_eq!(
+            got,
+            vec![
+                Unused::Folder {
+                    dir: dir.join("user"),
+                    bytes: 1000
+                },
+                Unused::Folder {
+                    dir: dir.join("workspace-aaa"),
+                    bytes: 1000
+                },
+            ],
+            "bbb is mounted, new was just used, other is not a cache"
+        );
+        touch(&dir.join("user"));
+        assert_eq!(
+            folders(dir, &sources).len(),
+            1,
+            "a touched folder is in use"
+        );
+    }
+
+    #[tokio::test]
+    async fn removing_a_folder_leaves_what_its_links_point_to() {
+        let t = tempfile::tempdir().unwrap();
+        let outside = t.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("keep"), b"k").unwrap();
+        let scope = t.path().join("workspace-aaa");
+        std::fs::create_dir_all(scope.join("tools")).unwrap();
+        std::os::unix::fs::symlink(&outside, scope.join("tools/npm")).unwrap();
+        let client = crate::incus::Client::unix(t.path().join("no-daemon")).unwrap();
+        let cache = Unused::Folder {
+            dir: scope.clone(),
+            bytes: 0,
+        };
+        remove(&client, &cache).await.unwrap();
+        assert!(!scope.exists());
+        assert_eq!(std::fs::read(outside.join("keep")).unwrap(), b"k");
+    }
+}
