@@ -1,5 +1,5 @@
-//! A session survives a restart of the Incus daemon, and `cci attach` works
-//! after it. (Its own test binary: the restart interrupts every daemon call,
+//! A session survives a restart of the Incus daemon, `cci attach` works
+//! after it, and `cci events` and `cci status --watch` watch on through it. (Its own test binary: the restart interrupts every daemon call,
 //! so nothing else may run meanwhile.)
 
 mod common;
@@ -14,6 +14,79 @@ use common::{cci, client, containers_left, test_image};
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
+}
+
+/// A running cci command whose output lines are gathered as they come.
+struct Watching {
+    child: std::process::Child,
+    out: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    err: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Watching {
+    fn start(args: &[&str]) -> Watching {
+        use std::io::BufRead;
+        let mut child = cci()
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let gather = |r: Box<dyn std::io::Read + Send>| {
+            let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let into = lines.clone();
+            std::thread::spawn(move || {
+                for l in std::io::BufReader::new(r).lines().map_while(Result::ok) {
+                    into.lock().unwrap().push(l);
+                }
+            });
+            lines
+        };
+        let out = gather(Box::new(child.stdout.take().unwrap()));
+        let err = gather(Box::new(child.stderr.take().unwrap()));
+        Watching { child, out, err }
+    }
+
+    /// Waits (up to 30 s) for an output line with every one of `words`.
+    fn expect(&mut self, words: &[&str]) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if self
+                .out
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| words.iter().all(|w| l.contains(w)))
+            {
+                return;
+            }
+            assert!(
+                self.child.try_wait().unwrap().is_none(),
+                "it ended: {:?} {:?}",
+                self.out.lock().unwrap(),
+                self.err.lock().unwrap()
+            );
+            assert!(
+                Instant::now() < deadline,
+                "no line with {words:?}: {:?} {:?}",
+                self.out.lock().unwrap(),
+                self.err.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn said(&self) -> String {
+        self.err.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Restart incusd as a service manager does: SIGTERM (it waits for attached
@@ -67,6 +140,10 @@ async fn session_survives_a_daemon_restart() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let name = text(&out.stdout).trim().to_string();
+    // Watchers, started before the daemon goes away.
+    let mut events = Watching::start(&["events", "--format", "json"]);
+    let mut watch = Watching::start(&["status", "--watch", "--format", "json"]);
+    watch.expect(&[&name]);
 
     // Attached when the daemon goes away: cci lets go at once (so the daemon
     // need not wait for it), says how to come back, and leaves the session.
@@ -99,4 +176,16 @@ async fn session_survives_a_daemon_restart() {
     keys.write_all(b"exit\r").unwrap();
     assert_eq!(wait_exit(&mut child, &mut screen).code(), Some(0));
     assert_eq!(containers_left(ws.path()).await, Vec::<String>::new());
+
+    // The watchers said the daemon went and came back, and saw the end.
+    events.expect(&[&name, "\"removed\""]);
+    for w in [&events, &watch] {
+        let said = w.said();
+        assert!(said.contains("does not answer"), "{said}");
+        assert!(said.contains("answers again"), "{said}");
+    }
+    assert!(
+        watch.child.try_wait().unwrap().is_none(),
+        "status --watch ended"
+    );
 }

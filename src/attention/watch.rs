@@ -20,6 +20,9 @@ const LOOK_EVERY: u32 = 1;
 const FIRST_LOOK: Duration = Duration::from_millis(1500);
 /// How soon a monitor that ended is started again.
 const RESTART_AFTER: Duration = Duration::from_secs(3);
+
+/// Every so many ticks, whether the daemon is going away (see `tick`).
+const GOING_AWAY_EVERY: u32 = 2;
 /// Every this many ticks the containers' CPU and memory are asked for too
 /// (the daemon gathers every container's whole state for it: ten times
 /// the cost of the list alone); the ticks between show the last figures.
@@ -66,6 +69,8 @@ pub struct Watch {
     client: Client,
     account: crate::config::Account,
     monitors: HashMap<String, (Arc<Mutex<Seen>>, tokio::task::JoinHandle<()>)>,
+    /// The daemon was going away at the last look.
+    going: bool,
     cpu: HashMap<String, (f64, Instant)>,
     /// The last CPU and memory figures: (cpu seconds, percent, memory).
     usage: HashMap<String, (f64, Option<f64>, u64)>,
@@ -96,6 +101,7 @@ impl Watch {
             client: host.client.clone(),
             account: host.config.account.clone(),
             monitors: HashMap::new(),
+            going: false,
             cpu: HashMap::new(),
             usage: HashMap::new(),
             ticks: 0,
@@ -165,6 +171,20 @@ impl Watch {
     /// tick (nothing on the first).
     pub async fn tick(&mut self) -> incus::Result<(Vec<Row>, Vec<Event>)> {
         let began = Instant::now();
+        // A daemon that shuts down waits for running execs to end: the
+        // monitors let go of it as soon as it starts to (a restart, an
+        // upgrade), and start again once it answers.
+        if self.going || (!self.monitors.is_empty() && self.ticks.is_multiple_of(GOING_AWAY_EVERY))
+        {
+            self.going = self.client.going_away().await;
+            if self.going {
+                for (_, (_, task)) in self.monitors.drain() {
+                    task.abort();
+                }
+                self.ticks = self.ticks.wrapping_add(1);
+                return Err(incus::Error::ShuttingDown);
+            }
+        }
         // Fresh figures now and then, and whenever a container is new.
         let with_state = self.ticks.is_multiple_of(STATE_EVERY);
         self.ticks = self.ticks.wrapping_add(1);

@@ -66,6 +66,7 @@ pub async fn status(host: &Host, args: StatusArgs) -> anyhow::Result<i32> {
         return Ok(0);
     }
     let mut watch = Watch::new(host);
+    let mut steady = Steady::default();
     let (rows, _) = watch.tick().await?;
     let rows = keep(rows);
     match args.format {
@@ -77,7 +78,9 @@ pub async fn status(host: &Host, args: StatusArgs) -> anyhow::Result<i32> {
             () = tokio::time::sleep(TICK) => {}
             _ = tokio::signal::ctrl_c() => return Ok(0),
         }
-        let (rows, events) = watch.tick().await?;
+        let Some((rows, events)) = steady.tick(&mut watch).await else {
+            continue;
+        };
         let rows = keep(rows);
         let events: Vec<&Event> = events
             .iter()
@@ -119,16 +122,51 @@ pub async fn events(host: &Host, args: EventsArgs) -> anyhow::Result<i32> {
         return Ok(0);
     }
     let mut watch = Watch::new(host);
+    let mut steady = Steady::default();
     watch.tick().await?;
     loop {
         tokio::select! {
             () = tokio::time::sleep(TICK) => {}
             _ = tokio::signal::ctrl_c() => return Ok(0),
         }
-        for e in watch.tick().await?.1 {
+        let Some((_, events)) = steady.tick(&mut watch).await else {
+            continue;
+        };
+        for e in events {
             match args.format {
                 Format::Json => println!("{}", serde_json::to_string(&e)?),
                 Format::Table => println!("{}", event_line(&e)),
+            }
+        }
+    }
+}
+
+/// A watcher's looks that ride out a daemon that stops answering for a
+/// while (a restart, an upgrade): the first failure and the return are said
+/// on standard error, and what changed meanwhile comes as events after.
+#[derive(Default)]
+struct Steady {
+    failing: bool,
+}
+
+impl Steady {
+    /// One look; `None` while the daemon does not answer.
+    async fn tick(&mut self, watch: &mut Watch) -> Option<(Vec<Row>, Vec<Event>)> {
+        match watch.tick().await {
+            Ok(r) => {
+                if std::mem::take(&mut self.failing) {
+                    eprintln!("cci: the Incus daemon answers again");
+                }
+                Some(r)
+            }
+            Err(e) => {
+                if !std::mem::replace(&mut self.failing, true) {
+                    eprintln!(
+                        "cci: the Incus daemon does not answer ({}); still watching",
+                        crate::config::printable(&format!("{e:#}"))
+                    );
+                }
+                None
             }
         }
     }
