@@ -335,11 +335,11 @@ async fn apt_and_cargo_caches_are_shared_between_slots() {
     assert!(said.trim_end().ends_with('0'), "{said}");
 }
 
-/// Sets `dir`'s modification time an hour back: last used long ago.
+/// Sets `dir`'s modification time two hours back: last used long ago.
 fn age(dir: &Path) {
     std::fs::File::open(dir)
         .unwrap()
-        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(3600))
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(7200))
         .unwrap();
 }
 
@@ -374,13 +374,24 @@ async fn clean_caches_removes_the_caches_no_container_uses() {
     let said = ok(&clean(&["--dry-run"]));
     assert!(!said.contains(&id), "{said}");
 
+    // A volume named like a cache that cci did not make (no description of
+    // cci's), with an old scope folder: never listed.
+    let decoy = Volume(format!("cci-cache-{id}x-apt"));
+    let made = std::process::Command::new("incus")
+        .args(["storage", "volume", "create", "default", &decoy.0])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    std::fs::create_dir(caches.join(format!("workspace-{id}x"))).unwrap();
+    age(&caches.join(format!("workspace-{id}x")));
+
     // The container gone: unused and old, listed, then removed, folder and
-    // volume. (Any other unused cache volume older than ten minutes goes
-    // too; on a test machine there is none.)
+    // volume.
     drop(sessions);
     let said = ok(&clean(&["--dry-run"]));
     assert!(said.contains(&format!("workspace-{id}")), "{said}");
     assert!(said.contains(&volume.0), "{said}");
+    assert!(!said.contains(&decoy.0), "{said}");
     assert!(
         scope.join("tools/npm/kept").exists(),
         "a dry run removes nothing"
@@ -398,4 +409,9 @@ async fn clean_caches_removes_the_caches_no_container_uses() {
     assert!(!show.status.success(), "the volume is gone");
     let said = ok(&clean(&["--dry-run"]));
     assert!(!said.contains(&id), "{said}");
+    let show = std::process::Command::new("incus")
+        .args(["storage", "volume", "show", "default", &decoy.0])
+        .output()
+        .unwrap();
+    assert!(show.status.success(), "not cci's volume: kept");
 }

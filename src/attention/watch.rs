@@ -178,7 +178,9 @@ impl Watch {
         {
             self.going = self.client.going_away().await;
             if self.going {
-                for (_, (_, task)) in self.monitors.drain() {
+                // Their last looks stay: shown, and compared with, until
+                // the restarted monitors look again.
+                for (_, task) in self.monitors.values() {
                     task.abort();
                 }
                 self.ticks = self.ticks.wrapping_add(1);

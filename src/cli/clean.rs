@@ -135,10 +135,23 @@ async fn caches(host: &Host, args: &CleanArgs) -> anyhow::Result<i32> {
     )? {
         return Ok(1);
     }
+    // Judged again now (a sandbox may have started while we asked):
+    // only what is still unused goes, each volume before its folder, and a
+    // folder whose volume could not go stays with it.
+    let now = caches::unused(&host.client, settings).await?;
     let mut code = 0;
-    for c in &unused {
+    let mut kept: Vec<std::path::PathBuf> = Vec::new();
+    for c in unused.iter().filter(|c| now.iter().any(|n| n.same(c))) {
+        if let caches::Unused::Folder { dir, .. } = c
+            && kept.contains(dir)
+        {
+            continue;
+        }
         if let Err(e) = caches::remove(&host.client, c).await {
             eprintln!("cci: {}", crate::config::printable(&e));
+            if let caches::Unused::Volume { scope, .. } = c {
+                kept.push(scope.clone());
+            }
             code = 1;
         }
     }

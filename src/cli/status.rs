@@ -78,7 +78,12 @@ pub async fn status(host: &Host, args: StatusArgs) -> anyhow::Result<i32> {
             () = tokio::time::sleep(TICK) => {}
             _ = tokio::signal::ctrl_c() => return Ok(0),
         }
-        let Some((rows, events)) = steady.tick(&mut watch).await else {
+        // (Ctrl-C also while a look waits for a slow daemon.)
+        let look = tokio::select! {
+            r = steady.tick(&mut watch) => r?,
+            _ = tokio::signal::ctrl_c() => return Ok(0),
+        };
+        let Some((rows, events)) = look else {
             continue;
         };
         let rows = keep(rows);
@@ -129,7 +134,11 @@ pub async fn events(host: &Host, args: EventsArgs) -> anyhow::Result<i32> {
             () = tokio::time::sleep(TICK) => {}
             _ = tokio::signal::ctrl_c() => return Ok(0),
         }
-        let Some((_, events)) = steady.tick(&mut watch).await else {
+        let look = tokio::select! {
+            r = steady.tick(&mut watch) => r?,
+            _ = tokio::signal::ctrl_c() => return Ok(0),
+        };
+        let Some((_, events)) = look else {
             continue;
         };
         for e in events {
@@ -143,31 +152,36 @@ pub async fn events(host: &Host, args: EventsArgs) -> anyhow::Result<i32> {
 
 /// A watcher's looks that ride out a daemon that stops answering for a
 /// while (a restart, an upgrade): the first failure and the return are said
-/// on standard error, and what changed meanwhile comes as events after.
+/// on standard error, and what changed meanwhile comes as events after. A
+/// refusal (rights, trust, a bad answer) ends the watch with its error.
 #[derive(Default)]
 struct Steady {
     failing: bool,
 }
 
 impl Steady {
-    /// One look; `None` while the daemon does not answer.
-    async fn tick(&mut self, watch: &mut Watch) -> Option<(Vec<Row>, Vec<Event>)> {
+    /// One look; `Ok(None)` while the daemon is away.
+    async fn tick(
+        &mut self,
+        watch: &mut Watch,
+    ) -> crate::incus::Result<Option<(Vec<Row>, Vec<Event>)>> {
         match watch.tick().await {
             Ok(r) => {
                 if std::mem::take(&mut self.failing) {
                     eprintln!("cci: the Incus daemon answers again");
                 }
-                Some(r)
+                Ok(Some(r))
             }
-            Err(e) => {
+            Err(e) if e.is_daemon_away() => {
                 if !std::mem::replace(&mut self.failing, true) {
                     eprintln!(
                         "cci: the Incus daemon does not answer ({}); still watching",
                         crate::config::printable(&format!("{e:#}"))
                     );
                 }
-                None
+                Ok(None)
             }
+            Err(e) => Err(e),
         }
     }
 }

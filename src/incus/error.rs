@@ -144,6 +144,19 @@ impl Error {
         }
     }
 
+    /// True when the daemon is away for a while rather than refusing:
+    /// gone, restarting, shutting down, or too slow to answer.
+    pub fn is_daemon_away(&self) -> bool {
+        matches!(
+            self,
+            Error::Unreachable { .. }
+                | Error::RemoteUnreachable { .. }
+                | Error::ShuttingDown
+                | Error::Timeout { .. }
+                | Error::Daemon { status: 503, .. }
+        )
+    }
+
     /// True when the object asked for does not exist.
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::NotFound(_))

@@ -19,15 +19,15 @@ pub struct Volume {
     /// Its name.
     #[serde(default)]
     pub name: String,
+    /// What it is for.
+    #[serde(default)]
+    pub description: String,
     /// Config keys.
     #[serde(default)]
     pub config: StringMap,
     /// The instances (and profiles) that use it.
     #[serde(default)]
     pub used_by: Vec<String>,
-    /// When it was made (RFC 3339).
-    #[serde(default)]
-    pub created_at: String,
 }
 
 fn path(pool: &str, name: &str) -> String {

@@ -142,8 +142,13 @@ impl Pipe {
             GROWN.fetch_sub(1, Ordering::Relaxed);
             return;
         }
-        self.holds.store(true, Ordering::Relaxed);
         self.resize(BULK_PIPE_SIZE);
+        if self.size.load(Ordering::Relaxed) >= BULK_PIPE_SIZE {
+            self.holds.store(true, Ordering::Relaxed);
+        } else {
+            // The kernel said no (the user's pipe allowance): no place held.
+            GROWN.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 

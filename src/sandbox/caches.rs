@@ -373,6 +373,9 @@ fn empty(scope: &Path, dir: &Path, owner: Option<(u32, u32)>) -> std::io::Result
     std::fs::remove_dir_all(&trash)
 }
 
+/// The most bytes of folder names a size walk holds to visit later.
+const MAX_PENDING: usize = 64 << 20;
+
 /// The most entries a size walk looks at; a cache with more is over any cap.
 const MAX_ENTRIES: usize = 2_000_000;
 
@@ -384,16 +387,21 @@ fn size_over(dir: &Path, max: u64) -> bool {
 
 /// What the files under `dir` take (links not followed, other file
 /// systems not entered), counted until it passes `stop_past`; a walk past
-/// [`MAX_ENTRIES`] entries gives `u64::MAX`.
+/// [`MAX_ENTRIES`] entries, or holding more than [`MAX_PENDING`] bytes of
+/// folder names still to visit (an agent's deep tree of long names), gives
+/// `u64::MAX`.
 fn measure(dir: &Path, stop_past: u64) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::MetadataExt;
     let Ok(top) = std::fs::symlink_metadata(dir) else {
         return 0;
     };
     let mut total = 0u64;
     let mut seen = 0usize;
+    let mut pending = 0usize;
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
+        pending = pending.saturating_sub(d.as_os_str().as_bytes().len());
         let Ok(entries) = std::fs::read_dir(&d) else {
             continue;
         };
@@ -406,7 +414,12 @@ fn measure(dir: &Path, stop_past: u64) -> u64 {
                 continue;
             };
             if m.is_dir() && m.dev() == top.dev() {
-                stack.push(e.path());
+                let path = e.path();
+                pending += path.as_os_str().as_bytes().len();
+                if pending > MAX_PENDING {
+                    return u64::MAX;
+                }
+                stack.push(path);
             } else if m.is_file() {
                 total = total.saturating_add(m.len());
                 if total > stop_past {

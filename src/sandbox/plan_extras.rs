@@ -383,7 +383,7 @@ async fn cache_volume(
     }
     let mut config: crate::incus::transport::StringMap =
         [("security.shifted".to_string(), "true".to_string())].into();
-    let description = "cci: apt's package cache, shared by sandboxes";
+    let description = super::caches::unused::VOLUME_DESCRIPTION;
     config.insert("size".into(), cap.saturating_mul(2).to_string());
     let mut made = client.create_volume(pool, name, description, &config).await;
     if made.is_err() && client.volume(pool, name).await.is_err() {

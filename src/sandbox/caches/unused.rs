@@ -11,33 +11,61 @@ use std::time::{Duration, SystemTime};
 use crate::config::CacheSettings;
 
 /// How long after its last use a cache may be on its way into a sandbox
-/// that is still starting (its folders made, its container not yet).
-pub const RECENT: Duration = Duration::from_secs(600);
+/// that is still starting (its folders made, its image perhaps still
+/// building, its container not made yet).
+pub const RECENT: Duration = Duration::from_secs(3600);
 
 /// The prefix of cci's cache volumes (see [`super::volume_name`]).
 const VOLUME_PREFIX: &str = "cci-cache-";
+
+/// The description cci gives the cache volumes it makes: a volume without
+/// it is not cci's to remove, whatever its name.
+pub const VOLUME_DESCRIPTION: &str = "cci: apt's package cache, shared by sandboxes";
 
 /// A shared cache no container uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Unused {
     /// A scope's host folder, and what its files take.
     Folder { dir: PathBuf, bytes: u64 },
-    /// An apt cache volume.
-    Volume { pool: String, name: String },
+    /// An apt cache volume, and its scope's folder.
+    Volume {
+        pool: String,
+        name: String,
+        scope: PathBuf,
+    },
 }
 
 impl Unused {
     /// One line for the user.
     pub fn describe(&self) -> String {
         match self {
-            Unused::Folder { dir, bytes } => format!(
-                "{}  ({:.1} MB)",
-                crate::config::printable(&dir.display().to_string()),
-                *bytes as f64 / 1e6
-            ),
-            Unused::Volume { pool, name } => {
-                format!("storage volume {name} (pool {pool}; apt's packages)")
+            Unused::Folder { dir, bytes } => {
+                let dir = crate::config::printable(&dir.display().to_string());
+                if *bytes == u64::MAX {
+                    format!("{dir}  (too many files to measure)")
+                } else {
+                    format!("{dir}  ({:.1} MB)", *bytes as f64 / 1e6)
+                }
             }
+            Unused::Volume { pool, name, .. } => crate::config::printable(&format!(
+                "storage volume {name} (pool {pool}; apt's packages)"
+            )),
+        }
+    }
+
+    /// Whether `other` is the same cache (sizes change).
+    pub fn same(&self, other: &Unused) -> bool {
+        match (self, other) {
+            (Unused::Folder { dir: a, .. }, Unused::Folder { dir: b, .. }) => a == b,
+            (
+                Unused::Volume {
+                    pool: a, name: m, ..
+                },
+                Unused::Volume {
+                    pool: b, name: n, ..
+                },
+            ) => a == b && m == n,
+            _ => false,
         }
     }
 }
@@ -55,8 +83,12 @@ fn recent(when: SystemTime) -> bool {
     when.elapsed().map_or(true, |age| age < RECENT)
 }
 
-/// The caches under `c.dir` and in the daemon's pools that no container
-/// uses and nobody used lately.
+/// The caches under `c.dir` and their volumes in the daemon's pools that
+/// no container uses and nobody used lately: volumes first (a folder goes
+/// after its volume, so that a volume that cannot go keeps its folder).
+/// A volume is cci's apt cache by name and description, and this user's
+/// by its scope's folder under `c.dir` (and, for the user scope, its uid):
+/// another user's on a shared daemon is never listed.
 pub async fn unused(
     client: &crate::incus::Client,
     c: &CacheSettings,
@@ -69,41 +101,72 @@ pub async fn unused(
         .filter_map(|d| d.get("source"))
         .map(PathBuf::from)
         .collect();
-    let mut out = folders(&c.dir, &sources);
+    let mut out = Vec::new();
     for pool in client.storage_pools().await? {
-        for v in client.volumes(&pool.name).await? {
-            let Some(scope) = scope_of(&v.name) else {
+        let volumes = match client.volumes(&pool.name).await {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!(
+                    "cci: warning: the volumes of storage pool {} could not be listed: {e}",
+                    crate::config::printable(&pool.name)
+                );
+                continue;
+            }
+        };
+        for v in volumes {
+            if v.description != VOLUME_DESCRIPTION || !v.used_by.is_empty() {
+                continue;
+            }
+            let Some((folder, uid)) = scope_of(&v.name) else {
                 continue;
             };
-            // Used lately: its scope's folder says so, else (no folder) its age.
-            let lately = match std::fs::symlink_metadata(c.dir.join(scope)) {
-                Ok(m) => m.modified().map_or(true, recent),
-                Err(_) => crate::state::parse_rfc3339(&v.created_at)
-                    .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s))
-                    .is_none_or(recent),
+            let scope = c.dir.join(folder);
+            // This user's scope, not used lately.
+            let Ok(meta) = std::fs::symlink_metadata(&scope) else {
+                continue;
             };
-            if v.used_by.is_empty() && !lately {
-                out.push(Unused::Volume {
-                    pool: pool.name.clone(),
-                    name: v.name,
-                });
+            if !meta.is_dir() || meta.modified().map_or(true, recent) {
+                continue;
             }
+            if let Some(uid) = uid
+                && !owners(&scope).contains(&uid)
+            {
+                continue;
+            }
+            out.push(Unused::Volume {
+                pool: pool.name.clone(),
+                name: v.name,
+                scope,
+            });
         }
     }
+    out.extend(folders(&c.dir, &sources));
     Ok(out)
 }
 
-/// The name of the scope folder of cache volume `name`, if it is one of
-/// cci's (`cci-cache-ID-KIND`, `cci-cache-userUID-KIND`).
-fn scope_of(name: &str) -> Option<String> {
+/// The uids a user scope's volume may carry: this process's, and the
+/// owner of the scope's `tools` folder (the workspace owner cci ran for).
+fn owners(scope: &Path) -> Vec<u32> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid cannot fail.
+    let mut uids = vec![unsafe { libc::geteuid() }];
+    if let Ok(m) = std::fs::symlink_metadata(scope.join("tools")) {
+        uids.push(m.uid());
+    }
+    uids
+}
+
+/// The scope folder's name of apt cache volume `name` (`cci-cache-ID-apt`,
+/// `cci-cache-userUID-apt`), with the uid of a user scope.
+fn scope_of(name: &str) -> Option<(String, Option<u32>)> {
     let rest = name.strip_prefix(VOLUME_PREFIX)?;
-    let (scope, _kind) = rest.rsplit_once('-')?;
-    if scope.is_empty() {
+    let scope = rest.strip_suffix("-apt")?;
+    if scope.is_empty() || scope.contains('/') {
         return None;
     }
-    Some(match scope.strip_prefix("user") {
-        Some(uid) if !uid.is_empty() && uid.bytes().all(|b| b.is_ascii_digit()) => "user".into(),
-        _ => format!("workspace-{scope}"),
+    Some(match scope.strip_prefix("user").map(str::parse::<u32>) {
+        Some(Ok(uid)) => ("user".into(), Some(uid)),
+        _ => (format!("workspace-{scope}"), None),
     })
 }
 
@@ -140,16 +203,14 @@ pub async fn remove(client: &crate::incus::Client, cache: &Unused) -> Result<(),
     match cache {
         Unused::Folder { dir, .. } => std::fs::remove_dir_all(dir).map_err(|e| {
             let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
-                format!(
-                    " (Go makes its module folders read-only: `chmod -R u+w {}` first)",
-                    dir.display()
-                )
+                " (a read-only folder inside: Go makes its module folders so, and a \
+                 container's root may have made one its own; remove it as root)"
             } else {
-                String::new()
+                ""
             };
             format!("cannot remove {}: {e}{hint}", dir.display())
         }),
-        Unused::Volume { pool, name } => client
+        Unused::Volume { pool, name, .. } => client
             .delete_volume(pool, name)
             .await
             .map_err(|e| format!("cannot delete storage volume {name} (pool {pool}): {e}")),
@@ -168,18 +229,23 @@ mod tests {
 
     #[test]
     fn a_volume_belongs_to_its_scopes_folder() {
+        let s = |n: &str| scope_of(n);
         assert_eq!(
-            scope_of("cci-cache-0123abcd-apt").as_deref(),
-            Some("workspace-0123abcd")
+            s("cci-cache-0123abcd-apt"),
+            Some(("workspace-0123abcd".into(), None))
         );
-        assert_eq!(scope_of("cci-cache-user1000-apt").as_deref(), Some("user"));
         assert_eq!(
-            scope_of("cci-cache-userx-apt").as_deref(),
-            Some("workspace-userx")
+            s("cci-cache-user1000-apt"),
+            Some(("user".into(), Some(1000)))
         );
-        assert_eq!(scope_of("cci-cache--apt"), None);
-        assert_eq!(scope_of("cci-cache-apt"), None);
-        assert_eq!(scope_of("other-volume"), None);
+        assert_eq!(
+            s("cci-cache-userx-apt"),
+            Some(("workspace-userx".into(), None))
+        );
+        assert_eq!(s("cci-cache--apt"), None);
+        assert_eq!(s("cci-cache-apt"), None);
+        assert_eq!(s("cci-cache-old-backup"), None, "only apt's");
+        assert_eq!(s("other-volume"), None);
     }
 
     #[test]
@@ -199,7 +265,7 @@ mod tests {
         // A link named like a scope is never listed (nor followed).
         std::os::unix::fs::symlink(dir.join("workspace-aaa"), dir.join("workspace-link")).unwrap();
         for name in ["workspace-aaa", "workspace-bbb", "user", "other"] {
-            aged(&dir.join(name), 3600);
+            aged(&dir.join(name), 7200);
         }
         let sources = vec![dir.join("workspace-bbb/tools")];
         let got = folders(dir, &sources);
