@@ -6,12 +6,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Stdio};
-use std::sync::{Arc, Mutex};
+use std::io::Write;
+use std::process::Stdio;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::agent::{Sessions, background, cci_in, json, ok, send_keys};
+use common::lines::Lines;
 use common::pty::{Screen, on_terminal, openpty, wait_exit};
 use common::{agent_workspace, cci};
 use serde_json::Value;
@@ -38,51 +39,6 @@ fn wait_row(name: &str, what: &str, want: impl Fn(&Value) -> bool) -> Value {
         }
         assert!(Instant::now() < deadline, "{name} never {what}: {row:?}");
         std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
-/// A command's stdout lines, collected on a thread as they come.
-struct Lines {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Lines {
-    fn start(args: &[&str]) -> Lines {
-        let mut child = cci()
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = child.stdout.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let keep = lines.clone();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                keep.lock().unwrap().push(l);
-            }
-        });
-        Lines { child, lines }
-    }
-
-    fn wait_for(&self, what: &str, want: impl Fn(&str) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !self.lines.lock().unwrap().iter().any(|l| want(l)) {
-            assert!(
-                Instant::now() < deadline,
-                "never printed {what}: {:?}",
-                self.lines.lock().unwrap()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Lines {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -145,8 +101,8 @@ async fn status_and_events_follow_the_agent_through_its_hook_events() {
     );
     assert!(ours["ipv4"].is_string(), "{ours}");
 
-    let events = Lines::start(&["events", "--format", "json"]);
-    let watch = Lines::start(&["status", "--watch"]);
+    let mut events = Lines::start(&["events", "--format", "json"]);
+    let mut watch = Lines::start(&["status", "--watch"]);
     watch.wait_for("the table", |l| {
         l.starts_with("NAME ") && l.contains("LAST LINE")
     });

@@ -9,84 +9,12 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::lines::Lines;
 use common::pty::{Screen, on_terminal, openpty, wait_exit};
 use common::{cci, client, containers_left, test_image};
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-/// A running cci command whose output lines are gathered as they come.
-struct Watching {
-    child: std::process::Child,
-    out: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-    err: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-impl Watching {
-    fn start(args: &[&str]) -> Watching {
-        use std::io::BufRead;
-        let mut child = cci()
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let gather = |r: Box<dyn std::io::Read + Send>| {
-            let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-            let into = lines.clone();
-            std::thread::spawn(move || {
-                for l in std::io::BufReader::new(r).lines().map_while(Result::ok) {
-                    into.lock().unwrap().push(l);
-                }
-            });
-            lines
-        };
-        let out = gather(Box::new(child.stdout.take().unwrap()));
-        let err = gather(Box::new(child.stderr.take().unwrap()));
-        Watching { child, out, err }
-    }
-
-    /// Waits (up to 30 s) for an output line with every one of `words`.
-    fn expect(&mut self, words: &[&str]) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if self
-                .out
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|l| words.iter().all(|w| l.contains(w)))
-            {
-                return;
-            }
-            assert!(
-                self.child.try_wait().unwrap().is_none(),
-                "it ended: {:?} {:?}",
-                self.out.lock().unwrap(),
-                self.err.lock().unwrap()
-            );
-            assert!(
-                Instant::now() < deadline,
-                "no line with {words:?}: {:?} {:?}",
-                self.out.lock().unwrap(),
-                self.err.lock().unwrap()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn said(&self) -> String {
-        self.err.lock().unwrap().join("\n")
-    }
-}
-
-impl Drop for Watching {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Restart incusd as a service manager does: SIGTERM (it waits for attached
@@ -141,9 +69,9 @@ async fn session_survives_a_daemon_restart() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let name = text(&out.stdout).trim().to_string();
     // Watchers, started before the daemon goes away.
-    let mut events = Watching::start(&["events", "--format", "json"]);
-    let mut watch = Watching::start(&["status", "--watch", "--format", "json"]);
-    watch.expect(&[&name]);
+    let mut events = Lines::start(&["events", "--format", "json"]);
+    let mut watch = Lines::start(&["status", "--watch", "--format", "json"]);
+    watch.wait_for("the session's row", |l| l.contains(&name));
 
     // Attached when the daemon goes away: cci lets go at once (so the daemon
     // need not wait for it), says how to come back, and leaves the session.
@@ -178,9 +106,11 @@ async fn session_survives_a_daemon_restart() {
     assert_eq!(containers_left(ws.path()).await, Vec::<String>::new());
 
     // The watchers said the daemon went and came back, and saw the end.
-    events.expect(&[&name, "\"removed\""]);
+    events.wait_for("its removal", |l| {
+        l.contains(&name) && l.contains("\"removed\"")
+    });
     for w in [&events, &watch] {
-        let said = w.said();
+        let said = w.stderr();
         assert!(said.contains("does not answer"), "{said}");
         assert!(said.contains("answers again"), "{said}");
     }

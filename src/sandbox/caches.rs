@@ -27,10 +27,10 @@ use std::path::{Path, PathBuf};
 
 use crate::config::{CacheKind, CacheScope, CacheSettings};
 
-/// Where the caches appear inside (a folder each).
 pub mod unused;
 pub use unused::{Unused, remove, unused};
 
+/// Where the caches appear inside (a folder each).
 pub const TOOLS_MOUNT: &str = "/var/cache/cci";
 
 /// Where apt's settings for its cache are mounted (read-only) inside.
@@ -80,16 +80,24 @@ Binary::apt::APT::Keep-Downloaded-Packages \"true\";\n";
 /// workspace, or of host user `uid`.
 pub fn volume_name(c: &CacheSettings, workspace_id: &str, uid: u32, kind: CacheKind) -> String {
     match c.scope {
-        CacheScope::Workspace => format!("cci-cache-{workspace_id}-{}", kind.word()),
-        CacheScope::User => format!("cci-cache-user{uid}-{}", kind.word()),
+        CacheScope::Workspace => format!("{VOLUME_PREFIX}{workspace_id}-{}", kind.word()),
+        CacheScope::User => format!("{VOLUME_PREFIX}user{uid}-{}", kind.word()),
     }
 }
 
+/// The prefix of cache volumes' names.
+const VOLUME_PREFIX: &str = "cci-cache-";
+
 /// The host folder of this scope's caches.
 pub fn scope_dir(c: &CacheSettings, workspace_id: &str) -> PathBuf {
-    match c.scope {
-        CacheScope::Workspace => c.dir.join(format!("workspace-{workspace_id}")),
-        CacheScope::User => c.dir.join("user"),
+    c.dir.join(scope_name(c.scope, workspace_id))
+}
+
+/// The name of a scope's folder under the caches' `dir`.
+fn scope_name(scope: CacheScope, workspace_id: &str) -> String {
+    match scope {
+        CacheScope::Workspace => format!("workspace-{workspace_id}"),
+        CacheScope::User => "user".into(),
     }
 }
 

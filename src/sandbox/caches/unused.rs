@@ -8,15 +8,13 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use crate::config::CacheSettings;
+use super::{VOLUME_PREFIX, scope_name};
+use crate::config::{CacheKind, CacheScope, CacheSettings};
 
 /// How long after its last use a cache may be on its way into a sandbox
 /// that is still starting (its folders made, its image perhaps still
 /// building, its container not made yet).
 pub const RECENT: Duration = Duration::from_secs(3600);
-
-/// The prefix of cci's cache volumes (see [`super::volume_name`]).
-const VOLUME_PREFIX: &str = "cci-cache-";
 
 /// The description cci gives the cache volumes it makes: a volume without
 /// it is not cci's to remove, whatever its name.
@@ -156,17 +154,17 @@ fn owners(scope: &Path) -> Vec<u32> {
     uids
 }
 
-/// The scope folder's name of apt cache volume `name` (`cci-cache-ID-apt`,
-/// `cci-cache-userUID-apt`), with the uid of a user scope.
+/// The scope folder's name of apt cache volume `name` (the inverse of
+/// [`super::volume_name`]), with the uid of a user scope.
 fn scope_of(name: &str) -> Option<(String, Option<u32>)> {
     let rest = name.strip_prefix(VOLUME_PREFIX)?;
-    let scope = rest.strip_suffix("-apt")?;
+    let scope = rest.strip_suffix(&format!("-{}", CacheKind::Apt.word()))?;
     if scope.is_empty() || scope.contains('/') {
         return None;
     }
     Some(match scope.strip_prefix("user").map(str::parse::<u32>) {
-        Some(Ok(uid)) => ("user".into(), Some(uid)),
-        _ => (format!("workspace-{scope}"), None),
+        Some(Ok(uid)) => (scope_name(CacheScope::User, ""), Some(uid)),
+        _ => (scope_name(CacheScope::Workspace, scope), None),
     })
 }
 
@@ -176,7 +174,9 @@ fn folders(dir: &Path, sources: &[PathBuf]) -> Vec<Unused> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if !(name == "user" || name.starts_with("workspace-")) {
+        if !(name == scope_name(CacheScope::User, "")
+            || name.starts_with(&scope_name(CacheScope::Workspace, "")))
+        {
             continue;
         }
         let path = e.path();
